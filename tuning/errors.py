@@ -1,0 +1,54 @@
+"""Every error rigforge raises on purpose, each with a sentence a person can act on.
+
+Callers catch :class:`RigforgeError` at the CLI boundary and print ``str(error)``; anything
+else that escapes is a bug.
+"""
+
+from __future__ import annotations
+
+
+class RigforgeError(Exception):
+    """Base class: the message says what happened and what to do about it."""
+
+
+class ConfigError(RigforgeError):
+    """A user-supplied file (rig, inventory, models, profile) is invalid.
+
+    The message names the file, the YAML path and the fix.
+    """
+
+
+class BackendUnavailable(RigforgeError):
+    """No usable GPU backend (NVML library missing, no driver loaded, no GPU)."""
+
+
+class NvmlLibraryNotFound(BackendUnavailable):
+    """libnvidia-ml.so cannot be loaded."""
+
+
+class DriverLibraryMismatch(BackendUnavailable):
+    """The loaded kernel module and the user-space NVML library are different versions."""
+
+
+class NoPermission(RigforgeError):
+    """The caller lacks the privilege for the requested change (usually: not root)."""
+
+
+class GpuLost(RigforgeError):
+    """A GPU fell off the bus or stopped answering; it needs a reset or a reboot."""
+
+
+class OutOfRange(RigforgeError, ValueError):
+    """A requested setting lies outside the hardware's constraints; nothing was changed."""
+
+
+class ReadBackMismatch(RigforgeError):
+    """A setting was applied but the value read back differs from what was asked."""
+
+
+class UnknownGpu(RigforgeError):
+    """A GPU was referenced (by UUID or bus id) that the rig does not have."""
+
+
+class SafetyAbort(RigforgeError):
+    """The watchdog stopped a run (temperature or power near a limit); settings were restored."""
