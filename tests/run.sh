@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls this file):
+#   1. a virtualenv with rigforge and its test dependencies,
+#   2. ruff, then the default tier (unit, facts, operations, templates: no GPU, root or network),
+#   3. the target tier (a real Debian target over SSH on loopback) when run as root,
+#   4. the gpu tier (read-only NVML checks) when an NVIDIA driver answers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+stage() { printf '\n=== %s ===\n' "$*"; }
+
+stage "virtualenv"
+if ! python3 -m venv .venv 2>/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+        python3 -m venv .venv
+    else
+        echo "python3 -m venv failed: install python3-venv (sudo apt-get install python3-venv)" >&2
+        exit 1
+    fi
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[dev]'
+
+stage "ruff"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+
+stage "default tier"
+.venv/bin/pytest -q
+
+if [ "$(id -u)" = 0 ] && [ -f tests/target/run.sh ]; then
+    stage "target tier"
+    bash tests/target/run.sh
+else
+    echo "target tier skipped: it builds a Debian target with debootstrap and needs root"
+fi
+
+if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+    stage "gpu tier (read-only)"
+    .venv/bin/pytest -q -m gpu tests/gpu
+fi
