@@ -1,0 +1,575 @@
+"""Validate an inventory file: every error, each with file, line and YAML path, before any host
+is touched.
+
+    python -m inventory.validate inventory/examples/reference.yaml   # prints every error, exit 1
+
+:func:`load_inventory` is what the pyinfra loader calls: it returns the validated hosts (local
+paths resolved against the inventory's folder) or raises one
+:class:`~tuning.errors.ConfigError` whose message lists ``file:line: path: message`` lines.
+
+Stages, each collecting every issue it finds:
+
+1. YAML syntax (file, line, column), duplicate keys.
+2. Secrets written inline (a key that names a token/password/API key with a literal value,
+   or a value shaped like a known token) — they belong in a file referenced by ``*_file``.
+3. Types, ranges and unknown keys (pydantic, per host; unknown keys get a did-you-mean).
+4. Cross-field checks (:func:`inventory.schema.check_host`), skipped only for sections that
+   already failed stage 3.
+5. Files: they exist; the tuner profile's caps fit each GPU's range and the PSU budget, its
+   UUIDs and rig fingerprint match the listed GPUs; the plan names only listed GPUs.
+
+No pyinfra import, no network.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import sys
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from inventory.schema import (
+    UNION_TAGS,
+    HostConfig,
+    Issue,
+    check_budget,
+    check_cap,
+    check_host,
+    check_placements,
+)
+from tuning.backends.base import GpuInfo, rig_fingerprint
+from tuning.errors import ConfigError
+
+#: Key names that hold a secret when their value is written inline.
+SECRET_KEY_RE = re.compile(
+    r"(token|api[_-]?key|apikey|password|passwd|secret|private[_-]?key|credential)", re.I
+)
+#: Values shaped like well-known tokens (Hugging Face, OpenAI-style, GitHub), wherever they are.
+SECRET_VALUE_RE = re.compile(
+    r"^(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{20,}|gh[pousr]_[A-Za-z0-9]{20,})$"
+)
+#: Keys whose value is a file reference or a section, never a secret itself.
+_SECRET_KEY_OK = re.compile(r"(_file|_files|_path)$|^secrets$")
+
+#: Sections whose cross-field checks read each other; one broken section silences the group.
+_SECTION_GROUPS: tuple[frozenset[str], ...] = (
+    frozenset({"gpus", "psus", "circuits", "power", "serving"}),
+    frozenset({"driver", "distro", "cuda"}),
+    frozenset({"ssh"}),
+)
+
+
+@dataclass(frozen=True)
+class LoadedInventory:
+    """A validated inventory: the file and its hosts (local paths made absolute)."""
+
+    path: Path
+    hosts: dict[str, HostConfig] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# Stage 1: YAML with positions
+# --------------------------------------------------------------------------------------------
+
+
+class _Positions:
+    """Line/column (1-based) of each YAML path, for error messages."""
+
+    def __init__(self) -> None:
+        self.by_path: dict[str, tuple[int, int]] = {}
+
+    def lookup(self, path: str) -> tuple[int | None, int | None]:
+        """Position of ``path`` or of its nearest ancestor that has one."""
+        while path:
+            if path in self.by_path:
+                return self.by_path[path]
+            path = re.sub(r"(\.[^.\[]+|\[\d+\])$", "", path)
+        return (None, None)
+
+
+def _walk_nodes(node: yaml.Node, path: str, pos: _Positions, issues: list[Issue]) -> None:
+    pos.by_path.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            child = f"{path}.{key}" if path else key
+            if key in seen:
+                issues.append(
+                    Issue(
+                        child,
+                        "key appears twice in this mapping; YAML would silently keep the last",
+                        key_node.start_mark.line + 1,
+                        key_node.start_mark.column + 1,
+                    )
+                )
+            seen.add(key)
+            pos.by_path[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            _walk_nodes(value_node, child, pos, issues)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _walk_nodes(item, f"{path}[{i}]", pos, issues)
+
+
+def load_yaml(text: str) -> tuple[Any, _Positions, list[Issue]]:
+    """Parse YAML; return ``(data, positions, issues)``. Syntax errors carry line and column."""
+    pos = _Positions()
+    issues: list[Issue] = []
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        context = getattr(exc, "context", None)
+        detail = f"{problem} ({context})" if context else problem
+        return (
+            None,
+            pos,
+            [
+                Issue(
+                    "",
+                    f"YAML syntax error: {detail}",
+                    mark.line + 1 if mark else None,
+                    mark.column + 1 if mark else None,
+                )
+            ],
+        )
+    if node is not None:
+        _walk_nodes(node, "", pos, issues)
+    return data, pos, issues
+
+
+# --------------------------------------------------------------------------------------------
+# Stage 2: inline secrets
+# --------------------------------------------------------------------------------------------
+
+
+def find_inline_secrets(data: Any, path: str = "") -> list[Issue]:
+    """Keys that name a secret but hold a literal value, and values shaped like tokens."""
+    issues: list[Issue] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            child = f"{path}.{key}" if path else str(key)
+            key_text = str(key)
+            if (
+                SECRET_KEY_RE.search(key_text)
+                and not _SECRET_KEY_OK.search(key_text)
+                and isinstance(value, str | int)
+                and not isinstance(value, bool)
+                and str(value).strip()
+            ):
+                issues.append(
+                    Issue(
+                        child,
+                        "a secret is written inline; put it in a file (mode 0600, outside git) "
+                        f"and reference it as {key_text}_file: PATH",
+                    )
+                )
+            else:
+                issues += find_inline_secrets(value, child)
+    elif isinstance(data, list):
+        for i, item in enumerate(data):
+            issues += find_inline_secrets(item, f"{path}[{i}]")
+    elif isinstance(data, str) and SECRET_VALUE_RE.match(data.strip()):
+        issues.append(
+            Issue(
+                path,
+                "this value looks like an access token; keep it in a file referenced by *_file",
+            )
+        )
+    return issues
+
+
+# --------------------------------------------------------------------------------------------
+# Stage 3: pydantic errors → paths and sentences
+# --------------------------------------------------------------------------------------------
+
+
+def _inner_model(annotation: Any) -> type[BaseModel] | None:
+    """The first pydantic model inside an annotation (through list/dict/Optional/Annotated)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _model_at(root: type[BaseModel], loc: Sequence[str | int]) -> type[BaseModel] | None:
+    current: type[BaseModel] | None = root
+    for elem in loc:
+        if current is None:
+            return None
+        if isinstance(elem, int) or elem in UNION_TAGS:
+            continue
+        info = current.model_fields.get(elem)
+        if info is None:
+            return None
+        current = _inner_model(info.annotation)
+    return current
+
+
+def loc_to_path(prefix: str, loc: Sequence[str | int]) -> str:
+    """``('gpus', 'gpu-list', 2, 'power_cap_w')`` → ``prefix.gpus[2].power_cap_w``."""
+    path = prefix
+    for elem in loc:
+        if isinstance(elem, int):
+            path += f"[{elem}]"
+        elif elem in UNION_TAGS:
+            continue
+        else:
+            path += f".{elem}" if path else str(elem)
+    return path
+
+
+_PATTERN_HINTS = {
+    "uuid": "is not a GPU UUID (GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx; "
+    "nvidia-smi --query-gpu=uuid --format=csv prints them)",
+    "pci_bus_id": "is not a PCI bus id (like 00000000:01:00.0 or 01:00.0)",
+    "branch": "is not a driver branch (three digits, e.g. '570')",
+    "version": "is not a CUDA version (major.minor, e.g. '12.8')",
+    "codename": "is not a release codename (lower-case letters, e.g. bookworm)",
+    "name": "is not a valid name (letters, digits, '.', '_', '-')",
+    "service_user": "is not a valid user name",
+}
+
+
+def _describe(error: Any, root: type[BaseModel]) -> str:
+    kind = error["type"]
+    loc = error["loc"]
+    value = error.get("input")
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        model = _model_at(root, loc[:-1])
+        known = list(model.model_fields) if model else []
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"unknown key {key!r}{hint} (allowed: {', '.join(known)})"
+    if kind == "missing":
+        return "is required"
+    if kind == "string_pattern_mismatch":
+        field_name = str(loc[-1]) if loc else ""
+        return f"{value!r} " + _PATTERN_HINTS.get(field_name, f"does not match {error['msg']}")
+    if kind == "literal_error":
+        hint = (
+            " (YAML reads on/off/yes/no as booleans; quote the word)"
+            if isinstance(value, bool)
+            else ""
+        )
+        return f"{value!r} is not allowed; expected {error['ctx']['expected']}{hint}"
+    if kind == "value_error":
+        return str(error["ctx"]["error"])
+    msg = str(error["msg"])
+    msg = msg[0].lower() + msg[1:] if msg else msg
+    if kind.startswith(("greater", "less")) or kind.endswith(("_type", "_parsing")):
+        return f"{value!r}: {msg}"
+    return msg
+
+
+def pydantic_issues(prefix: str, exc: ValidationError, root: type[BaseModel]) -> list[Issue]:
+    """Every pydantic error as an :class:`Issue` with a YAML path and a sentence."""
+    return [
+        Issue(loc_to_path(prefix, err["loc"]), _describe(err, root))
+        for err in exc.errors(include_url=False)
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# Stages 3–5 per host
+# --------------------------------------------------------------------------------------------
+
+_LOCAL_PATHS: tuple[tuple[str, str], ...] = (
+    ("ssh", "key"),
+    ("ssh", "known_hosts"),
+    ("power", "profile"),
+    ("serving", "plan"),
+    ("serving", "api_key_file"),
+    ("secrets", "hf_token_file"),
+)
+
+
+def resolve_paths(cfg: HostConfig, base_dir: Path) -> HostConfig:
+    """The same host with every control-machine path made absolute against ``base_dir``."""
+    data = cfg.model_dump(mode="json")
+    for section, key in _LOCAL_PATHS:
+        value = data[section].get(key)
+        if value:
+            data[section][key] = str((base_dir / Path(value).expanduser()).resolve())
+    return HostConfig.model_validate(data)
+
+
+def validate_host(
+    name: str, raw: Any, base_dir: Path, *, check_ssh_files: bool = True
+) -> tuple[HostConfig | None, list[Issue]]:
+    """Validate one host entry; return the host (paths resolved) or ``None``, and every issue."""
+    prefix = f"hosts.{name}"
+    if not isinstance(raw, dict):
+        return None, [Issue(prefix, f"must be a mapping of sections, got {type(raw).__name__}")]
+    issues: list[Issue] = []
+    broken: set[str] = set()
+    cfg: HostConfig | None = None
+    try:
+        cfg = HostConfig.model_validate(raw)
+    except ValidationError as exc:
+        issues += pydantic_issues(prefix, exc, HostConfig)
+        broken = {str(err["loc"][0]) for err in exc.errors() if err["loc"]}
+        repaired = {
+            k: v for k, v in raw.items() if k not in broken and k in HostConfig.model_fields
+        }
+        repaired.setdefault("ssh", {"host": "unknown.invalid"})
+        try:
+            cfg = HostConfig.model_validate(repaired)
+        except ValidationError:
+            return None, issues
+    silenced: set[str] = set()
+    for group in _SECTION_GROUPS:
+        if group & broken:
+            silenced |= group
+    checks = check_host(name, cfg) + _file_checks(prefix, cfg, base_dir, check_ssh_files)
+    issues += [i for i in checks if _section_of(i.path) not in silenced]
+    return (resolve_paths(cfg, base_dir) if not issues else None), issues
+
+
+def _section_of(path: str) -> str:
+    parts = re.split(r"[.\[]", path)
+    return parts[2] if len(parts) > 2 else ""
+
+
+def _file_checks(
+    prefix: str, cfg: HostConfig, base_dir: Path, check_ssh_files: bool
+) -> list[Issue]:
+    issues: list[Issue] = []
+    for section, key in _LOCAL_PATHS:
+        if section == "ssh" and not check_ssh_files:
+            continue
+        value = getattr(getattr(cfg, section), key)
+        if value is None:
+            continue
+        path = base_dir / Path(value).expanduser()
+        if not path.is_file():
+            issues.append(
+                Issue(
+                    f"{prefix}.{section}.{key}",
+                    f"file {value} does not exist (looked for {path}; relative paths start at "
+                    "the inventory file's folder)",
+                )
+            )
+        elif section == "power":
+            issues += _profile_checks(f"{prefix}.power.profile", cfg, path)
+        elif section == "serving" and key == "plan":
+            issues += _plan_checks(f"{prefix}.serving.plan", cfg, path)
+    return issues
+
+
+def _read_side_file(
+    path_label: str, path: Path, what: str
+) -> tuple[dict[str, Any] | None, list[Issue]]:
+    data, _, issues = load_yaml(path.read_text(encoding="utf-8"))
+    if issues:
+        return None, [Issue(path_label, f"{what} {path}: {i.render(path.name)}") for i in issues]
+    if not isinstance(data, dict):
+        return None, [Issue(path_label, f"{what} {path} is not a YAML mapping")]
+    return data, []
+
+
+def _profile_checks(label: str, cfg: HostConfig, path: Path) -> list[Issue]:
+    """The tuner profile fits the listed GPUs: UUIDs, caps in range, budgets, fingerprint."""
+    data, issues = _read_side_file(label, path, "profile")
+    if data is None:
+        return issues
+    entries = data.get("gpus")
+    if not isinstance(entries, list):
+        return [Issue(label, f"profile {path.name} has no gpus list (gpus[].uuid, gpus[].cap_w)")]
+    listed = cfg.gpus != "discover"
+    gpus = cfg.gpu_list
+    caps: dict[int, float] = {}
+    for i, entry in enumerate(entries):
+        where = f"{path.name} gpus[{i}]"
+        if not isinstance(entry, dict) or "uuid" not in entry:
+            issues.append(Issue(label, f"{where} has no uuid"))
+            continue
+        cap = entry.get("cap_w")
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int | float)):
+            issues.append(Issue(label, f"{where}.cap_w {cap!r} is not a number of watts"))
+            continue
+        if not listed:
+            continue
+        gpu = cfg.gpu(str(entry["uuid"]))
+        if gpu is None:
+            issues.append(
+                Issue(
+                    label,
+                    f"{where}.uuid {entry['uuid']} is not in this host's gpus; the profile was "
+                    "made on another rig (re-run rigforge sweep)",
+                )
+            )
+            continue
+        if cap is not None:
+            caps[gpus.index(gpu)] = float(cap)
+            for issue in check_cap(label, float(cap), gpu):
+                issues.append(Issue(label, f"{where}.cap_w: {issue.message}"))
+    if caps:
+        issues += check_budget(
+            label.rsplit(".power", 1)[0], cfg, caps, f"profile caps from {path.name}"
+        )
+    expected = (
+        (data.get("rig") or {}).get("fingerprint") if isinstance(data.get("rig"), dict) else None
+    )
+    if (
+        expected
+        and listed
+        and gpus
+        and all(g.uuid and g.name and g.pci_bus_id and g.memory_total_mib for g in gpus)
+    ):
+        actual = rig_fingerprint(
+            GpuInfo(
+                index=i,
+                uuid=g.uuid,
+                name=g.name,
+                pci_bus_id=g.pci_bus_id,
+                memory_total_mib=g.memory_total_mib,
+            )
+            for i, g in enumerate(gpus)
+        )
+        if actual != expected:
+            issues.append(
+                Issue(
+                    label,
+                    f"profile {path.name} was tuned on rig {expected} but the listed GPUs are "
+                    f"{actual} (a GPU was swapped, moved or renamed); re-run rigforge sweep",
+                )
+            )
+    return issues
+
+
+def _plan_checks(label: str, cfg: HostConfig, path: Path) -> list[Issue]:
+    """The placement plan references only listed GPUs and distinct ports."""
+    data, issues = _read_side_file(label, path, "plan")
+    if data is None:
+        return issues
+    placements = data.get("placements")
+    if not isinstance(placements, list):
+        return [Issue(label, f"plan {path.name} has no placements list")]
+    rows = [p if isinstance(p, dict) else {} for p in placements]
+    return [
+        Issue(label, f"{path.name} {i.path}: {i.message}")
+        for i in check_placements("placements", cfg, rows, "placements")
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# The whole file
+# --------------------------------------------------------------------------------------------
+
+
+def collect_issues(
+    path: Path, *, check_ssh_files: bool = True
+) -> tuple[dict[str, HostConfig], list[Issue]]:
+    """Validate ``path``; return the valid hosts and every issue (positions filled in)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        return {}, [Issue("", f"cannot read the inventory: {exc.strerror}")]
+    data, pos, issues = load_yaml(text)
+    if issues and data is None:
+        return {}, issues
+    hosts: dict[str, HostConfig] = {}
+    if not isinstance(data, dict):
+        issues.append(Issue("", "the inventory must be a mapping with a 'hosts' key"))
+    else:
+        issues += find_inline_secrets(data)
+        secret_paths = {i.path for i in issues}
+        for key in data:
+            if key != "hosts":
+                close = difflib.get_close_matches(str(key), ["hosts"], n=1)
+                hint = "; did you mean 'hosts'?" if close else ""
+                issues.append(Issue(str(key), f"unknown key {key!r}{hint} (allowed: hosts)"))
+        raw_hosts = data.get("hosts")
+        if not isinstance(raw_hosts, dict) or not raw_hosts:
+            issues.append(Issue("hosts", "must map at least one host name to its settings"))
+        else:
+            base_dir = path.resolve().parent
+            for name, raw in raw_hosts.items():
+                if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", str(name)):
+                    issues.append(Issue(f"hosts.{name}", "is not a valid host name"))
+                    continue
+                cfg, host_issues = validate_host(
+                    str(name), raw, base_dir, check_ssh_files=check_ssh_files
+                )
+                # An inline secret is also an unknown key; one message per path is enough.
+                issues += [i for i in host_issues if i.path not in secret_paths]
+                if cfg is not None:
+                    hosts[str(name)] = cfg
+    placed = []
+    for issue in issues:
+        if issue.line is None and issue.path:
+            line, column = pos.lookup(issue.path)
+            issue = Issue(issue.path, issue.message, line, column)
+        placed.append(issue)
+    return hosts, placed
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def render_issues(path: Path, issues: Sequence[Issue]) -> list[str]:
+    """``file:line: path: message`` lines, in file order."""
+    shown = _display(path)
+    ordered = sorted(issues, key=lambda i: (i.line or 0, i.column or 0, i.path))
+    return [i.render(shown) for i in ordered]
+
+
+def load_inventory(path: str | Path, *, check_ssh_files: bool = True) -> LoadedInventory:
+    """Validate an inventory file and return its hosts, or raise one :class:`ConfigError`.
+
+    The error message has one ``file:line: path: message`` line per issue, every issue.
+    ``check_ssh_files=False`` skips the existence check of ``ssh.key``/``ssh.known_hosts``
+    (for validating an inventory on a machine that will never connect).
+    """
+    path = Path(path)
+    hosts, issues = collect_issues(path, check_ssh_files=check_ssh_files)
+    if issues:
+        lines = render_issues(path, issues)
+        raise ConfigError(
+            f"{_display(path)}: {len(lines)} problem(s) in the inventory; nothing was "
+            "contacted:\n" + "\n".join(lines)
+        )
+    return LoadedInventory(path=path.resolve(), hosts=hosts)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m inventory.validate FILE... [--no-ssh-files]``: print every error; exit 1."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    check_ssh = "--no-ssh-files" not in args
+    files = [a for a in args if a != "--no-ssh-files"]
+    if not files or any(a in ("-h", "--help") for a in files):
+        print(main.__doc__, file=sys.stderr)
+        return 2
+    status = 0
+    for name in files:
+        try:
+            loaded = load_inventory(name, check_ssh_files=check_ssh)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            status = 1
+        else:
+            names = ", ".join(loaded.hosts)
+            print(f"{_display(Path(name))}: OK ({len(loaded.hosts)} host(s): {names})")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
