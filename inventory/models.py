@@ -1,0 +1,247 @@
+"""The models file: which LLMs the rig should serve, and what the placement solver needs to know.
+
+A models file is YAML::
+
+    schema_version: 1
+    headroom_pct: 10          # VRAM kept free on every GPU (default 10 %)
+    models:
+      - name: qwq-32b
+        engine: vllm          # vllm | llama.cpp | sglang
+        weights: Qwen/QwQ-32B-AWQ
+        params_b: 32.8        # parameters, billions
+        quant_bits: 4         # bits per weight
+        layers: 64
+        attention_heads: 40
+        kv_heads: 8
+        head_dim: 128
+        context: 32768        # tokens per sequence
+        max_sequences: 4      # concurrent sequences the KV cache must hold
+        priority: 2           # weight in the objective (default 1)
+        gpus: [GPU-…]         # optional pins (UUIDs or PCI bus ids)
+        replicas: 1           # optional scale-out (default 1)
+        max_gpus: 2           # optional: let the solver spread a replica over up to N GPUs
+        allow_sharing: false  # optional: may share GPUs with other sharing models
+        port: 8000            # optional; assigned from 8000 upwards when absent
+        kv_cache_bits: 16     # optional KV-cache precision (default 16)
+        extra_args: []        # optional engine flags appended verbatim
+
+:func:`load_models` validates everything before anything is planned and raises
+:class:`~tuning.errors.ConfigError` naming the file, the YAML path (``models[1].kv_heads``) and
+the fix; unknown keys get a did-you-mean. This module imports neither pyinfra nor the tuner.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tuning.errors import ConfigError
+
+#: Engines the serving templates know how to start.
+ENGINES: tuple[str, ...] = ("vllm", "llama.cpp", "sglang")
+#: First port handed out to models that do not name one.
+DEFAULT_BASE_PORT = 8000
+#: VRAM kept free on every GPU unless the file says otherwise. Units: %.
+DEFAULT_HEADROOM_PCT = 10.0
+
+Engine = Literal["vllm", "llama.cpp", "sglang"]
+
+
+class ModelSpec(BaseModel):
+    """One model to serve. Architecture numbers come from the model's ``config.json``.
+
+    Units: ``params_b`` billions of parameters, ``quant_bits``/``kv_cache_bits`` bits per
+    value, ``context`` tokens per sequence, ``port`` TCP port.
+
+    Pins (``gpus``): with one replica the model runs on exactly these GPUs; with several
+    replicas every replica's GPUs are drawn from this list.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+    engine: Engine
+    weights: str = Field(min_length=1)
+    params_b: float = Field(gt=0, le=2000)
+    quant_bits: float = Field(gt=1, le=32)
+    layers: int = Field(ge=1)
+    attention_heads: int = Field(ge=1)
+    kv_heads: int = Field(ge=1)
+    head_dim: int = Field(ge=1)
+    context: int = Field(ge=1)
+    max_sequences: int = Field(default=1, ge=1)
+    priority: float = Field(default=1.0, gt=0)
+    gpus: tuple[str, ...] | None = None
+    replicas: int = Field(default=1, ge=1, le=16)
+    max_gpus: int | None = Field(default=None, ge=1, le=64)
+    allow_sharing: bool = False
+    port: int | None = Field(default=None, ge=1024, le=65535)
+    kv_cache_bits: Literal[4, 8, 16, 32] = 16
+    extra_args: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _heads_consistent(self) -> ModelSpec:
+        if self.kv_heads > self.attention_heads or self.attention_heads % self.kv_heads:
+            raise ValueError(
+                f"kv_heads ({self.kv_heads}) must divide attention_heads "
+                f"({self.attention_heads}); copy num_key_value_heads and num_attention_heads "
+                "from the model's config.json"
+            )
+        if self.gpus is not None:
+            if not self.gpus:
+                raise ValueError("gpus: give at least one GPU UUID, or leave the key out")
+            if len(set(self.gpus)) != len(self.gpus):
+                raise ValueError("gpus: a GPU is pinned twice; list each UUID once")
+            if len(self.gpus) < self.replicas:
+                raise ValueError(
+                    f"gpus: {len(self.gpus)} pinned GPU(s) cannot hold {self.replicas} "
+                    "replicas; pin more GPUs or lower replicas"
+                )
+        return self
+
+    @property
+    def weights_bytes(self) -> float:
+        """Size of the quantised weights. Units: bytes."""
+        return self.params_b * 1e9 * self.quant_bits / 8
+
+
+class ModelsFile(BaseModel):
+    """The whole models file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = 1
+    headroom_pct: float = Field(default=DEFAULT_HEADROOM_PCT, ge=0, lt=100)
+    models: tuple[ModelSpec, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> ModelsFile:
+        seen: set[str] = set()
+        for model in self.models:
+            if model.name in seen:
+                raise ValueError(f"model name {model.name!r} appears twice; names must be unique")
+            seen.add(model.name)
+        assign_ports(self.models)  # raises on collisions
+        return self
+
+    def ports(self) -> dict[str, tuple[int, ...]]:
+        """Port of every replica of every model (see :func:`assign_ports`)."""
+        return assign_ports(self.models)
+
+
+def assign_ports(models: Sequence[ModelSpec]) -> dict[str, tuple[int, ...]]:
+    """Ports per model, one per replica: ``port, port+1, …``.
+
+    Models without a port get the lowest free ports from :data:`DEFAULT_BASE_PORT` up, in file
+    order. Raises ``ValueError`` when two models' explicit ports overlap.
+    """
+    taken: dict[int, str] = {}
+    result: dict[str, tuple[int, ...]] = {}
+    for model in models:
+        if model.port is None:
+            continue
+        ports = tuple(range(model.port, model.port + model.replicas))
+        for port in ports:
+            if port in taken:
+                raise ValueError(
+                    f"port {port} of model {model.name!r} is already used by "
+                    f"{taken[port]!r}; give one of them another port"
+                )
+            taken[port] = model.name
+        result[model.name] = ports
+    next_port = DEFAULT_BASE_PORT
+    for model in models:
+        if model.port is not None:
+            continue
+        ports_list: list[int] = []
+        while len(ports_list) < model.replicas:
+            if next_port not in taken:
+                taken[next_port] = model.name
+                ports_list.append(next_port)
+            next_port += 1
+        result[model.name] = tuple(ports_list)
+    return {m.name: result[m.name] for m in models}
+
+
+# --------------------------------------------------------------------------------------------
+# Loading with errors a person can act on
+# --------------------------------------------------------------------------------------------
+
+
+def load_models(path: str | Path) -> ModelsFile:
+    """Read and validate a models file; raise :class:`ConfigError` listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the models file ({error.strerror})") from error
+    return parse_models(text, source=str(path))
+
+
+def parse_models(text: str, *, source: str = "<models>") -> ModelsFile:
+    """Validate models-file YAML text; ``source`` names it in error messages."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{source}: not valid YAML: {error}") from error
+    if isinstance(data, list):
+        data = {"models": data}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping with a 'models:' list at the top level")
+    try:
+        return ModelsFile.model_validate(data)
+    except ValidationError as error:
+        errors = error.errors()
+        nested = {tuple(e["loc"][:1]) for e in errors if len(e["loc"]) > 1}
+        # pydantic also reports the list as too short once all its items failed: noise
+        errors = [e for e in errors if not (e["type"] == "too_short" and tuple(e["loc"]) in nested)]
+        lines = [_describe(err) for err in errors]
+        raise ConfigError(
+            f"{source}: {len(lines)} problem(s) in the models file:\n"
+            + "\n".join(f"  - {line}" for line in lines)
+        ) from None
+
+
+def _yaml_path(loc: Sequence[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _describe(err: Any) -> str:
+    loc = tuple(err["loc"])
+    where = _yaml_path(loc)
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        known = _known_keys(loc[:-1])
+        guess = difflib.get_close_matches(key, known, n=1)
+        hint = f" — did you mean {guess[0]!r}?" if guess else f"; known keys: {', '.join(known)}"
+        return f"{where}: unknown key{hint}"
+    if kind == "missing":
+        return f"{where}: required key missing; add it (see inventory/models.py for its meaning)"
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if kind == "literal_error" and loc and loc[-1] == "engine":
+        got = err.get("input")
+        guess = difflib.get_close_matches(str(got), ENGINES, n=1)
+        hint = f" — did you mean {guess[0]!r}?" if guess else ""
+        return f"{where}: unknown engine {got!r}; use one of {', '.join(ENGINES)}{hint}"
+    if kind == "value_error":
+        return f"{where}: {message}"
+    got = repr(err.get("input"))
+    return f"{where}: {message} (got {got[:60]})"
+
+
+def _known_keys(parent: Sequence[int | str]) -> list[str]:
+    if parent and parent[0] == "models" and len(parent) >= 2:
+        return list(ModelSpec.model_fields)
+    return list(ModelsFile.model_fields)

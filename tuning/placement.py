@@ -1,0 +1,1128 @@
+"""Model placement: which GPUs serve which model, with which TP × PP split, on which NUMA node.
+
+The problem
+-----------
+Each model of the models file is expanded into ``replicas`` *units*. A unit gets a GPU set S
+and a split ``tp × pp == |S|`` or stays unplaced. Constraints:
+
+* VRAM: the per-GPU estimate (:mod:`tuning.vram`) fits every GPU of S with the headroom;
+* ``tp`` divides ``attention_heads`` and ``kv_heads`` divides ``tp`` or ``tp`` divides
+  ``kv_heads``; llama.cpp splits either by layer (``tp == 1``) or by row (``pp == 1``);
+* a GPU serves one unit, unless every unit on it has ``allow_sharing`` and their
+  reservations fit together;
+* pins: one replica runs on exactly the pinned GPUs, several replicas draw from them;
+* a unit uses a *minimal* GPU set (no proper subset would fit) unless the model sets
+  ``max_gpus``, which allows any fitting set of up to that many GPUs;
+* power: every used GPU at its cap (the profile's ``cap_w``, else its power limit), every idle
+  GPU at :data:`IDLE_W`, plus each PSU's platform load, within each PSU's rating and each
+  circuit's continuous budget.
+
+The objective
+-------------
+Lexicographic: first the total priority of the units placed (a placeable model is never
+dropped to give another more GPUs), then the priority-weighted estimated throughput
+``Σ priority · throughput``. Throughput is relative, in single-GPU equivalents::
+
+    rate(g)     = throughput_rel(g) · thermal(g)          # profile; 1.0 without one
+    throughput  = |S| · min_{g∈S} rate(g) · L^(tp−1) · (PP_EFFICIENCY · L^¼ if pp > 1)
+
+where ``L`` is the factor of the worst link inside S (:data:`LINK_FACTOR`: NVLink >
+same switch > several switches > host bridge > NUMA node > cross-socket; any GPU in S with a
+degraded PCIe link drops ``L`` to :data:`DEGRADED_LINK_FACTOR`, below cross-socket). TP pays
+the link on every layer (all-reduce), PP only passes activations between stages but has a
+pipeline bubble: on NVLink wide TP wins, on PCIe beyond 2 GPUs PP wins (vLLM's guidance).
+``thermal(g)`` falls from 1 at ≥ 10 °C of headroom under the GPU's thermal target to 0.8
+at none, so hot work goes to cool slots.
+
+The solver
+----------
+:func:`solve` is exact: a memoised search over units in priority order whose state is the
+set of GPUs held exclusively plus the VRAM reserved on shared GPUs; with exclusive units
+only this is a dynamic programme over GPU subsets (≤ 2^8 states per unit on an 8-GPU rig).
+:func:`brute_force` enumerates every assignment of every (GPU set, split) to every unit with
+no pruning on the objective and is the reference the tests and ``bench/placement.py`` check
+the solver against.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from inventory.models import ModelsFile, ModelSpec
+from tuning.backends.base import GpuInfo, RigSnapshot, link_rank, nvlink_count
+from tuning.errors import ConfigError
+from tuning.vram import estimate, gpu_memory_utilization, usable_mib
+
+#: Efficiency of the worst link inside a GPU set, per nvidia-smi ``topo -m`` class.
+LINK_FACTOR: Mapping[str, float] = {
+    "NV": 0.97,
+    "PIX": 0.90,
+    "PXB": 0.85,
+    "PHB": 0.75,
+    "NODE": 0.65,
+    "SYS": 0.50,
+}
+#: A degraded PCIe link (narrower or slower than its max under load) ranks below SYS.
+DEGRADED_LINK_FACTOR = 0.40
+#: A single GPU on a degraded link loses little (weights load once): a tie-breaker only.
+DEGRADED_SINGLE_FACTOR = 0.98
+#: Pipeline-parallel efficiency (the bubble) before the link's small share.
+PP_EFFICIENCY = 0.80
+#: Draw of a GPU that serves nothing (persistence mode on, P8). Units: W.
+IDLE_W = 30.0
+#: Links over which CUDA peer-to-peer works (NVLink, PCIe switches without a host bridge).
+P2P_LINKS = frozenset({"PIX", "PXB"})
+#: Thermal headroom at which a GPU no longer loses throughput. Units: °C.
+THERMAL_FULL_HEADROOM_C = 10.0
+#: Thermal target assumed when the GPU reports none. Units: °C.
+DEFAULT_TARGET_C = 83.0
+
+_EPS = 1e-9
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GpuHint:
+    """What a tuning profile says about one GPU (every field optional)."""
+
+    cap_w: float | None = None
+    peak_temp_c: float | None = None
+    throughput_rel: float | None = None
+
+
+@dataclass(frozen=True)
+class ProfileHints:
+    """The parts of a tuning profile placement uses, keyed by GPU UUID."""
+
+    gpus: Mapping[str, GpuHint] = field(default_factory=dict)
+    source: str | None = None
+
+
+def load_profile_hints(path: str | Path) -> ProfileHints:
+    """Read per-GPU caps, heat-soak peaks and relative throughput from a profile YAML.
+
+    Reads ``gpus: [{uuid, cap_w, peak_temp_c, throughput_rel, …}]`` as plain YAML so that it
+    works whichever version of the tuner wrote the file; other keys are ignored.
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"{path}: cannot read the tuning profile: {error}") from error
+    entries = data.get("gpus") if isinstance(data, dict) else None
+    if isinstance(entries, dict):  # {uuid: {...}} form
+        entries = [{"uuid": key, **(value or {})} for key, value in entries.items()]
+    if not isinstance(entries, list):
+        raise ConfigError(f"{path}: a tuning profile needs a 'gpus:' list; rerun 'rigforge sweep'")
+    hints: dict[str, GpuHint] = {}
+    for position, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not entry.get("uuid"):
+            raise ConfigError(f"{path}: gpus[{position}]: each entry needs a 'uuid'")
+        try:
+            hints[str(entry["uuid"])] = GpuHint(
+                cap_w=_opt_float(entry.get("cap_w")),
+                peak_temp_c=_opt_float(entry.get("peak_temp_c")),
+                throughput_rel=_opt_float(entry.get("throughput_rel")),
+            )
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"{path}: gpus[{position}]: {error}") from error
+    return ProfileHints(gpus=hints, source=str(path))
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+@dataclass(frozen=True)
+class GpuView:
+    """Per-GPU planning facts derived from the snapshot and the profile."""
+
+    position: int  # bit position in masks (order of ``RigSnapshot.gpus``)
+    index: int
+    uuid: str
+    memory_total_mib: int
+    usable_mib: float
+    numa_node: int | None
+    cpu_list: tuple[int, ...] | None
+    psu: str | None
+    degraded: bool
+    rate: float
+    thermal_factor: float
+    power_w: float | None
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One replica of one model."""
+
+    model: ModelSpec
+    replica: int
+    port: int
+
+    @property
+    def label(self) -> str:
+        return self.model.name if self.model.replicas == 1 else f"{self.model.name}#{self.replica}"
+
+
+@dataclass(frozen=True)
+class Option:
+    """A candidate placement of one unit: GPU set (bit mask), split, and what it costs/earns."""
+
+    mask: int
+    tp: int
+    pp: int
+    need_mib: float  # per GPU
+    reserve_mib: tuple[float, ...]  # per GPU position in the mask order (for sharing)
+    throughput: float
+    value: float  # priority · throughput
+    worst_link: str
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A placement problem: GPUs, units in search order, candidate options per unit."""
+
+    rig_name: str
+    fingerprint: str
+    gpus: tuple[GpuView, ...]
+    units: tuple[Unit, ...]
+    options: tuple[tuple[Option, ...], ...]
+    no_option_reasons: tuple[str | None, ...]
+    headroom_pct: float
+    links: Mapping[tuple[int, int], str]
+    power_ok: tuple[bool, ...]  # indexed by used-GPU mask
+    pin_masks: tuple[int | None, ...] = ()  # per unit; None: not pinned
+    psus: tuple[Any, ...] = ()
+    circuits: tuple[Any, ...] = ()
+
+    @property
+    def n(self) -> int:
+        return len(self.gpus)
+
+
+# --------------------------------------------------------------------------------------------
+# Building the problem
+# --------------------------------------------------------------------------------------------
+
+
+def thermal_factor(gpu: GpuInfo, hint: GpuHint | None) -> float:
+    """Throughput factor from heat-soak headroom: 1 at ≥ 10 °C below target, 0.8 at none."""
+    if hint is None or hint.peak_temp_c is None:
+        return 1.0
+    thresholds = gpu.thresholds
+    if thresholds.target_c is not None:
+        limit_c = thresholds.target_c
+    elif thresholds.slowdown_c is not None:
+        limit_c = thresholds.slowdown_c - 5
+    else:
+        limit_c = DEFAULT_TARGET_C
+    headroom_c = limit_c - hint.peak_temp_c
+    if headroom_c >= THERMAL_FULL_HEADROOM_C:
+        return 1.0
+    return max(0.8, 1 - 0.2 * (THERMAL_FULL_HEADROOM_C - max(headroom_c, 0)) / 10)
+
+
+def link_factor(link: str | None) -> float:
+    """:data:`LINK_FACTOR` of a link name; unknown links count as cross-socket."""
+    if link is None:
+        return LINK_FACTOR["SYS"]
+    if nvlink_count(link):
+        return LINK_FACTOR["NV"]
+    return LINK_FACTOR.get(link, LINK_FACTOR["SYS"])
+
+
+def splits(k: int, engine: str) -> list[tuple[int, int]]:
+    """All ``(tp, pp)`` with ``tp · pp == k`` the engine can run."""
+    pairs = [(tp, k // tp) for tp in range(1, k + 1) if k % tp == 0]
+    if engine == "llama.cpp":
+        pairs = [(tp, pp) for tp, pp in pairs if tp == 1 or pp == 1]
+    return pairs
+
+
+def split_valid(model: ModelSpec, tp: int, pp: int) -> bool:
+    """Head divisibility (TP) and layer count (PP) rules."""
+    if model.attention_heads % tp:
+        return False
+    if model.kv_heads % tp and tp % model.kv_heads:
+        return False
+    return pp <= model.layers
+
+
+def _bits(mask: int) -> list[int]:
+    return [i for i in range(mask.bit_length()) if mask >> i & 1]
+
+
+def _worst_link(mask: int, links: Mapping[tuple[int, int], str]) -> str:
+    positions = _bits(mask)
+    worst = "X"
+    worst_rank = -1
+    for a_pos, a in enumerate(positions):
+        for b in positions[a_pos + 1 :]:
+            link = links.get((a, b), "SYS")
+            rank = link_rank(link)
+            if rank > worst_rank:
+                worst, worst_rank = link, rank
+    return worst
+
+
+def group_throughput(
+    gpus: Sequence[GpuView], mask: int, tp: int, pp: int, links: Mapping[tuple[int, int], str]
+) -> tuple[float, str]:
+    """Relative throughput of one replica on ``mask`` split ``tp × pp`` and its worst link."""
+    members = [gpus[i] for i in _bits(mask)]
+    base = len(members) * min(g.rate for g in members)
+    if len(members) == 1:
+        return base * (DEGRADED_SINGLE_FACTOR if members[0].degraded else 1.0), "X"
+    worst = _worst_link(mask, links)
+    factor = link_factor(worst)
+    if not nvlink_count(worst) and any(g.degraded for g in members):
+        factor = min(factor, DEGRADED_LINK_FACTOR)
+    efficiency = factor ** (tp - 1)
+    if pp > 1:
+        efficiency *= PP_EFFICIENCY * factor**0.25
+    return base * efficiency, worst
+
+
+def p2p_available(worst_link: str) -> bool:
+    """Whether CUDA P2P works across the worst link of a set (NVLink or a PCIe switch)."""
+    return worst_link == "X" or bool(nvlink_count(worst_link)) or worst_link in P2P_LINKS
+
+
+def _gpu_power_w(gpu: GpuInfo, hint: GpuHint | None) -> float | None:
+    if hint is not None and hint.cap_w is not None:
+        return hint.cap_w
+    for value in (gpu.power_limit_w, gpu.power_default_w, gpu.power_max_w):
+        if value is not None:
+            return value
+    return None
+
+
+def power_violations(
+    problem_gpus: Sequence[GpuView], psus: Sequence[Any], circuits: Sequence[Any], used_mask: int
+) -> list[str]:
+    """Sentences naming each PSU or circuit over budget when ``used_mask`` GPUs run at cap."""
+    dc = {psu.name: psu.platform_w for psu in psus}
+    for gpu in problem_gpus:
+        if gpu.psu in dc and gpu.power_w is not None:
+            dc[gpu.psu] += gpu.power_w if used_mask >> gpu.position & 1 else IDLE_W
+    problems = []
+    for psu in psus:
+        if dc[psu.name] > psu.rating_w + _EPS:
+            problems.append(f"PSU {psu.name} {dc[psu.name]:.0f} W > {psu.rating_w:.0f} W")
+    for circuit in circuits:
+        wall = sum(psu.wall_w(dc[psu.name]) for psu in psus if psu.circuit == circuit.name)
+        if wall > circuit.budget_w + _EPS:
+            problems.append(
+                f"circuit {circuit.name} {wall:.0f} W at the wall > {circuit.budget_w:.0f} W"
+            )
+    return problems
+
+
+def build_problem(
+    snapshot: RigSnapshot,
+    models: ModelsFile,
+    profile: ProfileHints | None = None,
+) -> Problem:
+    """Derive GPU facts, units and every unit's candidate options (see module docstring)."""
+    hints = profile.gpus if profile is not None else {}
+    views: list[GpuView] = []
+    for position, gpu in enumerate(snapshot.gpus):
+        uuid = gpu.uuid or f"GPU-index-{gpu.index}"
+        hint = hints.get(uuid)
+        thermal = thermal_factor(gpu, hint)
+        rel = hint.throughput_rel if hint is not None and hint.throughput_rel else 1.0
+        total = gpu.memory_total_mib or 0
+        views.append(
+            GpuView(
+                position=position,
+                index=gpu.index,
+                uuid=uuid,
+                memory_total_mib=total,
+                usable_mib=usable_mib(total, models.headroom_pct),
+                numa_node=gpu.numa_node,
+                cpu_list=gpu.cpu_list,
+                psu=gpu.psu,
+                degraded=gpu.pcie.degraded,
+                rate=rel * thermal,
+                thermal_factor=thermal,
+                power_w=_gpu_power_w(gpu, hint),
+            )
+        )
+    index_to_pos = {gpu.index: pos for pos, gpu in enumerate(snapshot.gpus)}
+    links: dict[tuple[int, int], str] = {}
+    for entry in snapshot.topology:
+        if entry.a in index_to_pos and entry.b in index_to_pos:
+            a, b = sorted((index_to_pos[entry.a], index_to_pos[entry.b]))
+            links[(a, b)] = entry.link
+
+    ports = models.ports()
+    ordered = sorted(enumerate(models.models), key=lambda item: (-item[1].priority, item[0]))
+    units = tuple(
+        Unit(model=model, replica=r, port=ports[model.name][r])
+        for _, model in ordered
+        for r in range(model.replicas)
+    )
+    n = len(views)
+    power_ok = tuple(
+        not power_violations(views, snapshot.psus, snapshot.circuits, mask)
+        for mask in range(1 << n)
+    )
+    pin_masks = tuple(_pin_mask(unit.model, snapshot)[0] for unit in units)
+    options_cache: dict[str, tuple[tuple[Option, ...], str | None]] = {}
+    options: list[tuple[Option, ...]] = []
+    reasons: list[str | None] = []
+    for unit in units:
+        if unit.model.name not in options_cache:
+            options_cache[unit.model.name] = _unit_options(unit.model, snapshot, views, links)
+        opts, reason = options_cache[unit.model.name]
+        options.append(opts)
+        reasons.append(reason)
+    return Problem(
+        rig_name=snapshot.name,
+        fingerprint=snapshot.fingerprint(),
+        gpus=tuple(views),
+        units=units,
+        options=tuple(options),
+        no_option_reasons=tuple(reasons),
+        headroom_pct=models.headroom_pct,
+        links=links,
+        power_ok=power_ok,
+        pin_masks=pin_masks,
+        psus=snapshot.psus,
+        circuits=snapshot.circuits,
+    )
+
+
+def _pin_mask(model: ModelSpec, snapshot: RigSnapshot) -> tuple[int | None, str | None]:
+    if model.gpus is None:
+        return None, None
+    mask = 0
+    for key in model.gpus:
+        position = next(
+            (pos for pos, g in enumerate(snapshot.gpus) if key in (g.uuid, g.pci_bus_id)), None
+        )
+        if position is None:
+            try:
+                found = snapshot.gpu(key)
+            except Exception:
+                return None, f"pinned GPU {key} is not on rig {snapshot.name!r}; fix 'gpus:'"
+            position = snapshot.gpus.index(found)
+        mask |= 1 << position
+    return mask, None
+
+
+def candidate_ok(model: ModelSpec, mask: int, tp: int, pp: int, views: Sequence[GpuView]) -> bool:
+    """Unit-local rules: split valid and the estimate fits every GPU of ``mask``."""
+    if not split_valid(model, tp, pp):
+        return False
+    need = estimate(model, tp, pp).need_mib
+    return all(need <= views[i].usable_mib + _EPS for i in _bits(mask))
+
+
+def set_allowed(
+    model: ModelSpec,
+    mask: int,
+    fits_any: Mapping[int, bool],
+    pin_mask: int | None,
+) -> bool:
+    """Set-level rules: pins, ``max_gpus`` or minimality (no proper subset fits)."""
+    if pin_mask is not None:
+        if model.replicas == 1:
+            return mask == pin_mask
+        if mask & ~pin_mask:
+            return False
+    if model.max_gpus is not None:
+        return mask.bit_count() <= model.max_gpus
+    if model.gpus is not None and model.replicas == 1:
+        return True
+    sub = (mask - 1) & mask
+    while sub:
+        if fits_any[sub]:
+            return False
+        sub = (sub - 1) & mask
+    return True
+
+
+def _unit_options(
+    model: ModelSpec,
+    snapshot: RigSnapshot,
+    views: Sequence[GpuView],
+    links: Mapping[tuple[int, int], str],
+) -> tuple[tuple[Option, ...], str | None]:
+    n = len(views)
+    pin_mask, pin_reason = _pin_mask(model, snapshot)
+    if pin_reason:
+        return (), pin_reason
+    by_k: dict[int, list[tuple[int, int, float]]] = {}
+    for k in range(1, n + 1):
+        rows = []
+        for tp, pp in splits(k, model.engine):
+            if split_valid(model, tp, pp):
+                rows.append((tp, pp, estimate(model, tp, pp).need_mib))
+        by_k[k] = rows
+    min_usable = [0.0] * (1 << n)
+    fits_any: dict[int, bool] = {0: False}
+    for mask in range(1, 1 << n):
+        low = mask & -mask
+        pos = low.bit_length() - 1
+        rest = mask ^ low
+        min_usable[mask] = (
+            views[pos].usable_mib if not rest else min(views[pos].usable_mib, min_usable[rest])
+        )
+        k = mask.bit_count()
+        fits_any[mask] = any(need <= min_usable[mask] + _EPS for _, _, need in by_k[k])
+    result: list[Option] = []
+    for mask in range(1, 1 << n):
+        if not fits_any[mask] or not set_allowed(model, mask, fits_any, pin_mask):
+            continue
+        best: list[Option] = []
+        for tp, pp, need in by_k[mask.bit_count()]:
+            if need > min_usable[mask] + _EPS:
+                continue
+            throughput, worst = group_throughput(views, mask, tp, pp, links)
+            best.append(
+                Option(
+                    mask=mask,
+                    tp=tp,
+                    pp=pp,
+                    need_mib=need,
+                    reserve_mib=_reserve(model, need, mask, views),
+                    throughput=throughput,
+                    value=model.priority * throughput,
+                    worst_link=worst,
+                )
+            )
+        best.sort(key=lambda o: (-o.throughput, o.need_mib, o.tp))
+        if model.allow_sharing:
+            # keep the Pareto front (throughput up, reservation down): a lower-throughput
+            # split that reserves less may be what lets another model share the GPUs
+            front: list[Option] = []
+            for opt in best:
+                if all(max(opt.reserve_mib) < max(f.reserve_mib) - _EPS for f in front):
+                    front.append(opt)
+            result.extend(front)
+        elif best:
+            result.append(best[0])
+    if result:
+        result.sort(key=lambda o: (-o.value, o.mask))
+        return tuple(result), None
+    return (), _no_fit_reason(model, views, by_k, pin_mask)
+
+
+def _reserve(
+    model: ModelSpec, need: float, mask: int, views: Sequence[GpuView]
+) -> tuple[float, ...]:
+    """VRAM the engine actually takes on each GPU of ``mask`` when the GPUs are shared.
+
+    vLLM and SGLang reserve one utilisation fraction of *every* GPU's total, so on a mixed
+    set the bigger GPUs lose more than the estimate; llama.cpp takes what it needs.
+    """
+    members = [views[i] for i in _bits(mask)]
+    if model.engine == "llama.cpp":
+        return tuple(need for _ in members)
+    util = max(
+        gpu_memory_utilization(need, g.memory_total_mib, headroom_pct=0.0, exclusive=False)
+        for g in members
+    )
+    return tuple(max(need, util * g.memory_total_mib) for g in members)
+
+
+def _no_fit_reason(
+    model: ModelSpec,
+    views: Sequence[GpuView],
+    by_k: Mapping[int, list[tuple[int, int, float]]],
+    pin_mask: int | None,
+) -> str:
+    if pin_mask is not None:
+        pinned = [views[i] for i in _bits(pin_mask)]
+        k = len(pinned)
+        if model.replicas == 1 and not by_k[k]:
+            return (
+                f"no TP×PP split of the {k} pinned GPUs suits the model "
+                f"(TP must divide {model.attention_heads} attention heads)"
+            )
+        usable = min(g.usable_mib for g in pinned)
+        needs = [need for rows in by_k.values() for _, _, need in rows]
+        return (
+            f"does not fit the pinned GPUs: needs {min(needs):.0f} MiB per GPU at best, "
+            f"the smallest pinned GPU has {usable:.0f} MiB usable "
+            f"(after {100 - usable / max(pinned[0].memory_total_mib, 1) * 100:.0f} % headroom)"
+        )
+    parts = []
+    for k, rows in by_k.items():
+        if rows:
+            tp, pp, need = min(rows, key=lambda row: row[2])
+            parts.append(f"{k} GPU(s) {need:.0f} MiB each (tp={tp}, pp={pp})")
+    largest = max((g.usable_mib for g in views), default=0)
+    if not parts:
+        return "no TP×PP split fits the model's heads on this rig"
+    return (
+        "fits no GPU set of this rig with the VRAM headroom: needs "
+        + "; ".join(parts[:4])
+        + f"; the largest GPU has {largest:.0f} MiB usable"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Solving
+# --------------------------------------------------------------------------------------------
+
+Key = tuple[float, float]  # (placed priority, priority-weighted throughput)
+_NEG: Key = (-math.inf, -math.inf)
+
+
+@dataclass(frozen=True)
+class Solution:
+    """The best assignment: per unit an option index or ``None`` (unplaced), and its key."""
+
+    choice: tuple[int | None, ...]
+    placed_priority: float
+    score: float
+
+    @property
+    def key(self) -> Key:
+        return (self.placed_priority, self.score)
+
+
+def _better(a: Key, b: Key) -> bool:
+    if a[0] > b[0] + _EPS:
+        return True
+    if a[0] < b[0] - _EPS:
+        return False
+    return a[1] > b[1] + _EPS
+
+
+def solve(problem: Problem, *, exclude: Mapping[int, int] | None = None) -> Solution | None:
+    """Exact optimum of ``problem``; ``None`` when no plan meets the power budget.
+
+    ``exclude`` maps a unit position to a GPU mask that unit may not use (used to find the
+    best alternative plan).
+    """
+    units = problem.units
+    count = len(units)
+    sharing = tuple(u.model.allow_sharing for u in units)
+    usable = tuple(g.usable_mib for g in problem.gpus)
+    excluded = exclude or {}
+    opts = tuple(
+        tuple(
+            (j, o)
+            for j, o in enumerate(problem.options[i])
+            if excluded.get(i) is None or o.mask != excluded[i]
+        )
+        for i in range(count)
+    )
+    power_ok = problem.power_ok
+
+    @cache
+    def best(i: int, excl: int, shared: tuple[float, ...]) -> tuple[Key, tuple[int | None, ...]]:
+        if i == count:
+            used = excl
+            for pos, mib in enumerate(shared):
+                if mib:
+                    used |= 1 << pos
+            return ((0.0, 0.0), ()) if power_ok[used] else (_NEG, ())
+        top_key, top_rest = best(i + 1, excl, shared)
+        top: tuple[Key, tuple[int | None, ...]] = (top_key, (None, *top_rest))
+        shared_mask = 0
+        for pos, mib in enumerate(shared):
+            if mib:
+                shared_mask |= 1 << pos
+        priority = units[i].model.priority
+        for j, option in opts[i]:
+            if sharing[i]:
+                if option.mask & excl:
+                    continue
+                new_shared = list(shared)
+                fits = True
+                for slot, pos in enumerate(_bits(option.mask)):
+                    # alone on a GPU the estimate already fits; reservations add up only
+                    # once a second sharing unit arrives
+                    crowded = new_shared[pos] > 0
+                    new_shared[pos] += option.reserve_mib[slot]
+                    if crowded and new_shared[pos] > usable[pos] + _EPS:
+                        fits = False
+                        break
+                if not fits:
+                    continue
+                sub_key, sub_rest = best(i + 1, excl, tuple(new_shared))
+            else:
+                if option.mask & (excl | shared_mask):
+                    continue
+                sub_key, sub_rest = best(i + 1, excl | option.mask, shared)
+            if sub_key[0] == -math.inf:
+                continue
+            key = (sub_key[0] + priority, sub_key[1] + option.value)
+            if _better(key, top[0]):
+                top = (key, (j, *sub_rest))
+        return top
+
+    key, choice = best(0, 0, tuple(0.0 for _ in problem.gpus))
+    best.cache_clear()
+    if key[0] == -math.inf:
+        return None
+    return Solution(choice=choice, placed_priority=key[0], score=key[1])
+
+
+def evaluate(problem: Problem, choice: Sequence[tuple[int, int, int] | None]) -> Key | None:
+    """Check a full assignment from scratch and return its key, or ``None`` if infeasible.
+
+    ``choice[i]`` is ``(mask, tp, pp)`` for unit ``i`` or ``None``. Used by :func:`brute_force`;
+    independent of the solver's option lists.
+    """
+    reserved = [0.0] * problem.n
+    holders: list[list[int]] = [[] for _ in problem.gpus]
+    placed = 0.0
+    score = 0.0
+    used = 0
+    snapshot_views = problem.gpus
+    for i, item in enumerate(choice):
+        if item is None:
+            continue
+        mask, tp, pp = item
+        unit = problem.units[i]
+        need = estimate(unit.model, tp, pp).need_mib
+        reserve = _reserve(unit.model, need, mask, snapshot_views)
+        for slot, pos in enumerate(_bits(mask)):
+            reserved[pos] += reserve[slot] if unit.model.allow_sharing else need
+            holders[pos].append(i)
+        used |= mask
+        throughput, _ = group_throughput(snapshot_views, mask, tp, pp, problem.links)
+        placed += unit.model.priority
+        score += unit.model.priority * throughput
+    for pos, units_here in enumerate(holders):
+        if len(units_here) > 1 and not all(
+            problem.units[i].model.allow_sharing for i in units_here
+        ):
+            return None
+        if len(units_here) > 1 and reserved[pos] > problem.gpus[pos].usable_mib + _EPS:
+            return None
+    if not problem.power_ok[used]:
+        return None
+    return (placed, score)
+
+
+def raw_candidates(problem: Problem, unit_pos: int) -> list[tuple[int, int, int]]:
+    """Every (mask, tp, pp) the unit-local and set-level rules allow, enumerated afresh."""
+    unit = problem.units[unit_pos]
+    model = unit.model
+    views = problem.gpus
+    n = problem.n
+    if model.gpus is not None and problem.pin_masks[unit_pos] is None:
+        return []  # a pin names a GPU the rig lacks
+    pin_mask = problem.pin_masks[unit_pos] if model.gpus is not None else None
+    fits_any = {0: False}
+    for mask in range(1, 1 << n):
+        fits_any[mask] = any(
+            candidate_ok(model, mask, tp, pp, views)
+            for tp, pp in splits(mask.bit_count(), model.engine)
+        )
+    out = []
+    for mask in range(1, 1 << n):
+        if not fits_any[mask] or not set_allowed(model, mask, fits_any, pin_mask):
+            continue
+        for tp, pp in splits(mask.bit_count(), model.engine):
+            if candidate_ok(model, mask, tp, pp, views):
+                out.append((mask, tp, pp))
+    return out
+
+
+def brute_force(problem: Problem, *, node_limit: int | None = None) -> Key | None:
+    """Reference optimum by exhaustive enumeration (no objective bound, no memo).
+
+    Partial assignments that already put a non-sharing unit on a held GPU are cut (they can
+    never become feasible); everything else is enumerated and checked by :func:`evaluate`.
+    Raises ``RuntimeError`` after ``node_limit`` leaves.
+    """
+    candidates = [raw_candidates(problem, i) for i in range(len(problem.units))]
+    sharing = [u.model.allow_sharing for u in problem.units]
+    best_key: Key | None = None
+    leaves = 0
+    current: list[tuple[int, int, int] | None] = []
+
+    def walk(i: int, excl: int, any_held: int) -> None:
+        nonlocal best_key, leaves
+        if i == len(candidates):
+            leaves += 1
+            if node_limit is not None and leaves > node_limit:
+                raise RuntimeError("brute force node limit reached")
+            key = evaluate(problem, current)
+            if key is not None and (best_key is None or _better(key, best_key)):
+                best_key = key
+            return
+        current.append(None)
+        walk(i + 1, excl, any_held)
+        current.pop()
+        for cand in candidates[i]:
+            mask = cand[0]
+            if mask & excl or (not sharing[i] and mask & any_held):
+                continue
+            current.append(cand)
+            walk(i + 1, excl if sharing[i] else excl | mask, any_held | mask)
+            current.pop()
+
+    walk(0, 0, 0)
+    return best_key
+
+
+# --------------------------------------------------------------------------------------------
+# The plan
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Placement:
+    """One placed replica, in the shape the plan YAML and the serving templates consume."""
+
+    model: str
+    replica: int
+    engine: str
+    weights: str
+    gpus: tuple[str, ...]  # UUIDs, PCI bus order
+    gpu_indices: tuple[int, ...]
+    tp: int
+    pp: int
+    numa_node: int | None
+    cpu_list: tuple[int, ...]
+    vram_mib: int  # estimate per GPU
+    vram_free_mib: tuple[int, ...]  # per GPU after every placement on it
+    port: int
+    p2p: bool
+    worst_link: str
+    throughput: float
+    gpu_memory_utilization: float
+    context: int
+    max_sequences: int
+    kv_cache_bits: int
+    shared: bool
+    extra_args: tuple[str, ...]
+
+    def to_yaml(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "replica": self.replica,
+            "engine": self.engine,
+            "weights": self.weights,
+            "gpus": list(self.gpus),
+            "gpu_indices": list(self.gpu_indices),
+            "tp": self.tp,
+            "pp": self.pp,
+            "numa_node": self.numa_node,
+            "cpu_list": list(self.cpu_list),
+            "vram_mib": self.vram_mib,
+            "vram_free_mib": list(self.vram_free_mib),
+            "port": self.port,
+            "p2p": self.p2p,
+            "worst_link": self.worst_link,
+            "throughput_rel": round(self.throughput, 4),
+            "gpu_memory_utilization": self.gpu_memory_utilization,
+            "context": self.context,
+            "max_sequences": self.max_sequences,
+            "kv_cache_bits": self.kv_cache_bits,
+            "shared": self.shared,
+            "extra_args": list(self.extra_args),
+        }
+
+    @classmethod
+    def from_yaml(cls, data: Mapping[str, Any]) -> Placement:
+        """Rebuild from a plan YAML entry (what the deploy reads back)."""
+        return cls(
+            model=str(data["model"]),
+            replica=int(data.get("replica", 0)),
+            engine=str(data["engine"]),
+            weights=str(data["weights"]),
+            gpus=tuple(data["gpus"]),
+            gpu_indices=tuple(data.get("gpu_indices", ())),
+            tp=int(data.get("tp", 1)),
+            pp=int(data.get("pp", 1)),
+            numa_node=data.get("numa_node"),
+            cpu_list=tuple(data.get("cpu_list") or ()),
+            vram_mib=int(data.get("vram_mib", 0)),
+            vram_free_mib=tuple(data.get("vram_free_mib", ())),
+            port=int(data["port"]),
+            p2p=bool(data.get("p2p", True)),
+            worst_link=str(data.get("worst_link", "X")),
+            throughput=float(data.get("throughput_rel", 0.0)),
+            gpu_memory_utilization=float(data.get("gpu_memory_utilization", 0.9)),
+            context=int(data.get("context", 0)),
+            max_sequences=int(data.get("max_sequences", 1)),
+            kv_cache_bits=int(data.get("kv_cache_bits", 16)),
+            shared=bool(data.get("shared", False)),
+            extra_args=tuple(data.get("extra_args") or ()),
+        )
+
+
+@dataclass(frozen=True)
+class Unplaced:
+    """A replica that could not be placed, and why."""
+
+    model: str
+    replica: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The solver's answer, with the evidence for it."""
+
+    rig_name: str
+    fingerprint: str
+    headroom_pct: float
+    placements: tuple[Placement, ...]
+    unplaced: tuple[Unplaced, ...]
+    score: float
+    alternative_score: float | None
+    alternative: str  # one sentence: what the best alternative was
+    power: Mapping[str, str] = field(default_factory=dict)
+
+    def to_yaml(self) -> dict[str, Any]:
+        """The plan file the deploy consumes (``schema_version: 1``)."""
+        return {
+            "schema_version": 1,
+            "rig": {"name": self.rig_name, "fingerprint": self.fingerprint},
+            "headroom_pct": self.headroom_pct,
+            "placements": [p.to_yaml() for p in self.placements],
+            "unplaced": [
+                {"model": u.model, "replica": u.replica, "reason": u.reason} for u in self.unplaced
+            ],
+            "score": round(self.score, 6),
+            "alternative_score": (
+                None if self.alternative_score is None else round(self.alternative_score, 6)
+            ),
+            "alternative": self.alternative,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``rigforge plan --json`` document."""
+        doc = self.to_yaml()
+        doc["placements"] = [
+            {
+                "model": p.model,
+                "gpus": list(p.gpus),
+                "tp": p.tp,
+                "pp": p.pp,
+                "numa_node": p.numa_node,
+                "vram_mib": p.vram_mib,
+                **{
+                    k: v
+                    for k, v in p.to_yaml().items()
+                    if k not in {"model", "gpus", "tp", "pp", "numa_node", "vram_mib"}
+                },
+            }
+            for p in self.placements
+        ]
+        return doc
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Read a plan YAML written by ``rigforge plan --out``."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"{path}: cannot read the plan: {error}") from error
+    if not isinstance(data, dict) or data.get("schema_version") != 1:
+        raise ConfigError(f"{path}: not a rigforge plan (schema_version: 1); rerun 'rigforge plan'")
+    try:
+        return Plan(
+            rig_name=str(data["rig"]["name"]),
+            fingerprint=str(data["rig"]["fingerprint"]),
+            headroom_pct=float(data.get("headroom_pct", 10)),
+            placements=tuple(Placement.from_yaml(p) for p in data.get("placements") or ()),
+            unplaced=tuple(
+                Unplaced(str(u["model"]), int(u.get("replica", 0)), str(u["reason"]))
+                for u in data.get("unplaced") or ()
+            ),
+            score=float(data.get("score", 0.0)),
+            alternative_score=data.get("alternative_score"),
+            alternative=str(data.get("alternative", "")),
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise ConfigError(
+            f"{path}: malformed plan entry ({error}); rerun 'rigforge plan'"
+        ) from error
+
+
+def _numa_choice(members: Sequence[GpuView]) -> tuple[int | None, tuple[int, ...]]:
+    """NUMA node holding most of the set's GPUs (ties: the lowest GPU's) and its CPUs."""
+    nodes = [g.numa_node for g in members if g.numa_node is not None]
+    if not nodes:
+        cpus = sorted({c for g in members for c in (g.cpu_list or ())})
+        return None, tuple(cpus)
+    node = max(dict.fromkeys(nodes), key=nodes.count)
+    cpus = sorted({c for g in members if g.numa_node == node for c in (g.cpu_list or ())})
+    return node, tuple(cpus)
+
+
+def _unplaced_reason(problem: Problem, i: int, solution: Solution) -> str:
+    reason = problem.no_option_reasons[i]
+    if reason:
+        return reason
+    options = problem.options[i]
+    if all(not problem.power_ok[o.mask] for o in options):
+        violations = power_violations(problem.gpus, problem.psus, problem.circuits, options[0].mask)
+        return (
+            "every GPU set it fits on breaks the power budget ("
+            + "; ".join(violations)
+            + "); run 'rigforge sweep' and plan with --profile for lower caps"
+        )
+    holders = set()
+    for j, choice in enumerate(solution.choice):
+        if choice is None or j == i:
+            continue
+        mask = problem.options[j][choice].mask
+        if any(o.mask & mask for o in options):
+            holders.add(problem.units[j].label)
+    if holders:
+        return (
+            "every GPU set it fits on is taken by models placed first ("
+            + ", ".join(sorted(holders))
+            + "); add GPUs, lower its context/max_sequences, or raise its priority"
+        )
+    return "no GPU set fits together with the other models inside the power budget"
+
+
+def make_plan(problem: Problem) -> Plan:
+    """Solve ``problem`` and describe the answer (placements, unplaced with reasons, scores)."""
+    if not problem.power_ok[0]:
+        violations = power_violations(problem.gpus, problem.psus, problem.circuits, 0)
+        reason = (
+            "the rig is over its power budget with every GPU idle (" + "; ".join(violations) + ")"
+        )
+        return Plan(
+            problem.rig_name,
+            problem.fingerprint,
+            problem.headroom_pct,
+            (),
+            tuple(Unplaced(u.model.name, u.replica, reason) for u in problem.units),
+            0.0,
+            None,
+            "no plan: " + reason,
+        )
+    solution = solve(problem)
+    assert solution is not None  # power_ok[0] makes "place nothing" feasible
+    used_reserve = [0.0] * problem.n
+    for i, choice in enumerate(solution.choice):
+        if choice is None:
+            continue
+        option = problem.options[i][choice]
+        for slot, pos in enumerate(_bits(option.mask)):
+            used_reserve[pos] += (
+                option.reserve_mib[slot]
+                if problem.units[i].model.allow_sharing
+                else option.need_mib
+            )
+    holders: dict[int, int] = {}
+    for i, choice in enumerate(solution.choice):
+        if choice is not None:
+            for pos in _bits(problem.options[i][choice].mask):
+                holders[pos] = holders.get(pos, 0) + 1
+    placements: list[Placement] = []
+    unplaced: list[Unplaced] = []
+    for i, choice in enumerate(solution.choice):
+        unit = problem.units[i]
+        if choice is None:
+            unplaced.append(
+                Unplaced(unit.model.name, unit.replica, _unplaced_reason(problem, i, solution))
+            )
+            continue
+        option = problem.options[i][choice]
+        members = [problem.gpus[pos] for pos in _bits(option.mask)]
+        shared = any(holders[g.position] > 1 for g in members)
+        numa, cpus = _numa_choice(members)
+        util = max(
+            gpu_memory_utilization(
+                option.need_mib,
+                g.memory_total_mib,
+                headroom_pct=problem.headroom_pct,
+                exclusive=not shared,
+            )
+            for g in members
+        )
+        placements.append(
+            Placement(
+                model=unit.model.name,
+                replica=unit.replica,
+                engine=unit.model.engine,
+                weights=unit.model.weights,
+                gpus=tuple(g.uuid for g in members),
+                gpu_indices=tuple(g.index for g in members),
+                tp=option.tp,
+                pp=option.pp,
+                numa_node=numa,
+                cpu_list=cpus,
+                vram_mib=math.ceil(option.need_mib),
+                vram_free_mib=tuple(
+                    int(g.memory_total_mib - used_reserve[g.position]) for g in members
+                ),
+                port=unit.port,
+                p2p=p2p_available(option.worst_link),
+                worst_link=option.worst_link,
+                throughput=option.throughput,
+                gpu_memory_utilization=util,
+                context=unit.model.context,
+                max_sequences=unit.model.max_sequences,
+                kv_cache_bits=unit.model.kv_cache_bits,
+                shared=shared,
+                extra_args=unit.model.extra_args,
+            )
+        )
+    alternative_score, alternative = _alternative(problem, solution)
+    return Plan(
+        rig_name=problem.rig_name,
+        fingerprint=problem.fingerprint,
+        headroom_pct=problem.headroom_pct,
+        placements=tuple(placements),
+        unplaced=tuple(unplaced),
+        score=solution.score,
+        alternative_score=alternative_score,
+        alternative=alternative,
+    )
+
+
+def _alternative(problem: Problem, solution: Solution) -> tuple[float | None, str]:
+    """Best plan in which the first placed unit (highest priority) uses another GPU set."""
+    top = next((i for i, c in enumerate(solution.choice) if c is not None), None)
+    if top is None:
+        return None, "nothing placed"
+    chosen = problem.options[top][solution.choice[top]]
+    alt = solve(problem, exclude={top: chosen.mask})
+    label = problem.units[top].label
+    if alt is None:
+        return None, f"no other GPU set for {label} meets the power budget"
+    alt_choice = alt.choice[top]
+    if alt_choice is None:
+        where = "left unplaced"
+    else:
+        option = problem.options[top][alt_choice]
+        idx = ",".join(str(problem.gpus[p].index) for p in _bits(option.mask))
+        where = f"on GPUs {idx} (tp={option.tp}, pp={option.pp})"
+    return alt.score, (
+        f"best plan with {label} on another GPU set: {label} {where}, score {alt.score:.4f} "
+        f"vs {solution.score:.4f}"
+        + (
+            ""
+            if abs(alt.placed_priority - solution.placed_priority) < _EPS
+            else ", fewer models placed"
+        )
+    )
+
+
+def plan(snapshot: RigSnapshot, models: ModelsFile, profile: ProfileHints | None = None) -> Plan:
+    """Build the problem and solve it: the one call ``rigforge plan`` makes."""
+    return make_plan(build_problem(snapshot, models, profile))
+
+
+def iter_masks(n: int) -> Iterator[int]:
+    """Every non-empty GPU subset of an ``n``-GPU rig as a bit mask."""
+    return iter(range(1, 1 << n))
