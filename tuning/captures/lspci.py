@@ -218,6 +218,11 @@ def parse_lspci_tree(text: str) -> LspciTree:
     return LspciTree(root_buses=roots, nvidia_display_devices=nvidia)
 
 
+def has_link_limits(text: str) -> bool:
+    """True when ``text`` holds at least one kernel "… limited by … (capable of …)" line."""
+    return _DMESG_LIMIT_RE.search(clean_text(text)) is not None
+
+
 def parse_dmesg_pcie(text: str) -> tuple[LinkLimit, ...]:
     """Parse the kernel's "available PCIe bandwidth, limited by …" lines (dmesg, journalctl)."""
     text = clean_text(text)
