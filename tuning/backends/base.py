@@ -549,6 +549,14 @@ class Gpu(ABC):
     def persistence_mode(self) -> bool | None:
         """Whether persistence mode is on. ``None`` where not supported (Windows)."""
 
+    def total_energy_j(self) -> float | None:
+        """Energy consumed since an arbitrary epoch (driver load, rig creation). Units: J.
+
+        ``nvmlDeviceGetTotalEnergyConsumption`` (reported in mJ there; Volta and later).
+        ``None`` where the card does not report it; the tuner then integrates power samples.
+        """
+        return None
+
     @abstractmethod
     def set_power_limit_w(self, power_limit_w: float) -> float:
         """Set the power limit and return the enforced limit read back. Units: W.

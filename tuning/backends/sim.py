@@ -1,0 +1,667 @@
+"""The simulated rig: GPUs that behave like hardware, on a virtual clock.
+
+``SimRig`` implements :class:`~tuning.backends.base.Rig` from a rig file
+(:mod:`tuning.backends.sim_config`). All GPUs are advanced together, vectorised with numpy,
+in fixed steps (``step_s``, default 0.1 s) whenever ``rig.clock.sleep(s)`` is called; nothing
+here ever calls :func:`time.sleep`.
+
+The model, per GPU and step (f = SM clock / max SM clock):
+
+* **DVFS**: a workload class draws ``P(f) = floor_w + (natural_w - floor_w) * f**dvfs_exp``;
+  under an effective limit L the card runs the highest 15 MHz clock bin with ``P(f) <= L``
+  (never below ``F_MIN``), so a limit above ``natural_w`` never binds.
+* **Throughput**: ``tokens/s = tps_max * min(1, f / knee_frac) ** cliff_exp``; decode is flat
+  down to the knee, then falls off a cliff; prefill follows the clock.
+* **Heat**: inlet = ambient + Σ_j coupling(|slot_i - slot_j|) · P_j; the die relaxes towards
+  ``inlet + R(fan) · P`` with time constant ``tau_s`` (exact exponential step). Fans follow
+  temperature; R rises as the fan slows.
+* **SW thermal slowdown**: above the target temperature (or the max operating temperature
+  where a card has no target) the limit becomes ``min(cap, natural) - KP_W_PER_C · (T -
+  target)``, which holds the card about a degree above target. **HW slowdown** at the
+  slowdown threshold halves the clock until the card is 5 °C below it.
+* **Measurement**: ``power_draw_w`` is the mean of the last second of steps (NVML's 1 s
+  average) plus seeded Gaussian noise; temperatures read as whole degrees; tokens/s carries
+  relative noise. Noise is drawn per step from the seed, so reads never disturb the trace.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tuning.backends.base import (
+    Circuit,
+    Clock,
+    ClockEventReason,
+    Gpu,
+    HostInfo,
+    PcieLink,
+    PowerConstraints,
+    Psu,
+    Rig,
+    RigSnapshot,
+    Thresholds,
+    TopologyLink,
+)
+from tuning.backends.sim_config import (
+    WORKLOADS,
+    ModelSpec,
+    PresetSpec,
+    RigSpec,
+    WorkloadCurve,
+    load_presets,
+    load_rig_file,
+    load_rig_spec,
+    parse_cpu_list,
+)
+from tuning.errors import ConfigError
+
+#: Lowest normalised SM clock a loaded card drops to under a cap (≈ 20 % of max).
+F_MIN = 0.2
+#: Clock bin width. Units: MHz (NVIDIA boost tables step in 15 MHz bins).
+CLOCK_BIN_MHZ = 15.0
+#: SW thermal slowdown's proportional gain. Units: W per °C above target.
+KP_W_PER_C = 40.0
+#: Clock fraction kept during HW slowdown (a "big clock cut").
+HW_SLOWDOWN_CLOCK_FRAC = 0.5
+#: HW slowdown releases this far below the slowdown threshold. Units: °C.
+HW_SLOWDOWN_HYSTERESIS_C = 5.0
+#: Fans start ramping at this temperature and reach 100 % five degrees above target. Units: °C.
+FAN_START_C = 40.0
+#: Thermal resistance at minimum fan, relative to full fan (R = r·(1 + gain·(1 − duty))).
+FAN_GAIN = 0.5
+#: Noise is drawn in blocks of this many steps (indexed by step number: deterministic).
+_NOISE_BLOCK = 1024
+
+
+def _uuid_for(rig_name: str, bus_id: str, preset: str) -> str:
+    digest = hashlib.sha256(f"rigforge-sim:{rig_name}:{bus_id}:{preset}".encode()).hexdigest()
+    return f"GPU-{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
+
+
+def _merged_curve(defaults: WorkloadCurve, preset: PresetSpec, workload: str) -> WorkloadCurve:
+    override = preset.workloads.get(workload)  # type: ignore[call-overload]
+    if override is None:
+        return defaults
+    changes = {k: v for k, v in override.model_dump().items() if v is not None}
+    return defaults.model_copy(update=changes)
+
+
+class SimClock(Clock):
+    """Virtual time. ``sleep`` advances the rig's model; ``now_s`` is exact virtual time."""
+
+    def __init__(self, rig: SimRig) -> None:
+        self._rig = rig
+        self._now_s = 0.0
+
+    def now_s(self) -> float:
+        """Seconds since the rig was created. Units: s."""
+        return self._now_s
+
+    def sleep(self, seconds: float) -> None:
+        """Let ``seconds`` of virtual time pass (the model runs in whole steps)."""
+        if seconds < 0 or math.isnan(seconds):
+            raise ValueError(f"cannot sleep {seconds!r} s")
+        self._now_s += seconds
+        self._rig._advance_to(self._now_s)
+
+
+class SimGpu(Gpu):
+    """One simulated GPU; a view onto its rig's state arrays at ``index``."""
+
+    def __init__(
+        self,
+        rig: SimRig,
+        index: int,
+        preset_key: str,
+        preset: PresetSpec,
+        uuid: str,
+        bus_id: str,
+        slot: int,
+        numa_node: int | None,
+        cpu_list: tuple[int, ...] | None,
+        pcie_negotiated: tuple[int, int],
+        persistence: bool,
+    ) -> None:
+        self._rig = rig
+        self._index = index
+        self.preset_key = preset_key
+        self.preset = preset
+        self._uuid = uuid
+        self._bus_id = bus_id
+        self.slot = slot
+        self._numa_node = numa_node
+        self._cpu_list = cpu_list
+        self._pcie_negotiated = pcie_negotiated
+        self._persistence = persistence
+        p = preset.power
+        self._constraints = PowerConstraints(min_w=p.min_w, max_w=p.max_w, default_w=p.default_w)
+        t = preset.thresholds
+        self._thresholds = Thresholds(
+            slowdown_c=t.slowdown_c,
+            shutdown_c=t.shutdown_c,
+            max_operating_c=t.max_operating_c,
+            target_c=t.target_c,
+        )
+
+    # identity -------------------------------------------------------------------------------
+    @property
+    def index(self) -> int:
+        return self._index
+
+    @property
+    def uuid(self) -> str:
+        return self._uuid
+
+    @property
+    def name(self) -> str:
+        return self.preset.name
+
+    @property
+    def pci_bus_id(self) -> str:
+        return self._bus_id
+
+    @property
+    def memory_total_mib(self) -> int:
+        return self.preset.memory_mib
+
+    # power ----------------------------------------------------------------------------------
+    def power_constraints(self) -> PowerConstraints:
+        return self._constraints
+
+    def power_draw_w(self) -> float | None:
+        """NVML's 1 s average of board power plus measurement noise. Units: W."""
+        return self._rig._power_reading_w(self._index)
+
+    def instant_power_w(self) -> float:
+        """The model's true instantaneous board power (no averaging, no noise). Units: W."""
+        return float(self._rig._power_w[self._index])
+
+    def power_limit_w(self) -> float:
+        return float(self._rig._cap_w[self._index])
+
+    def enforced_power_limit_w(self) -> float:
+        return float(self._rig._cap_w[self._index])
+
+    def total_energy_j(self) -> float | None:
+        """Energy since the rig was created. Units: J (NVML reports mJ)."""
+        return float(self._rig._energy_j[self._index])
+
+    # heat -----------------------------------------------------------------------------------
+    def temperature_c(self) -> float | None:
+        """Die temperature in whole degrees, as NVML reports it. Units: °C."""
+        return float(round(float(self._rig._temp_c[self._index])))
+
+    def thresholds(self) -> Thresholds:
+        return self._thresholds
+
+    def fan_speed_pct(self) -> float | None:
+        """Fan duty, whole percent; ``None`` on passive cards. Units: %."""
+        if self.preset.cooling.kind == "passive":
+            return None
+        return float(round(float(self._rig._fan_pct[self._index])))
+
+    # clocks ---------------------------------------------------------------------------------
+    def sm_clock_mhz(self) -> float | None:
+        return float(self._rig._clock_mhz[self._index])
+
+    def max_sm_clock_mhz(self) -> float | None:
+        return self.preset.sm_clock_mhz.max
+
+    def utilization_pct(self) -> float | None:
+        return float(self._rig._util_pct[self._index])
+
+    def clock_event_reasons(self) -> frozenset[ClockEventReason]:
+        return self._rig._reasons(self._index)
+
+    # topology -------------------------------------------------------------------------------
+    def pcie_link(self) -> PcieLink:
+        """Idle cards downtrain to gen 1; under load the negotiated gen (riser: below max)."""
+        busy = self._rig._workload_idx[self._index] >= 0
+        gen, width = self._pcie_negotiated
+        return PcieLink(
+            gen_current=gen if busy else 1,
+            gen_max=self.preset.pcie.gen,
+            width_current=width,
+            width_max=self.preset.pcie.width,
+            under_load=bool(busy),
+        )
+
+    def numa_node(self) -> int | None:
+        return self._numa_node
+
+    def cpu_list(self) -> tuple[int, ...] | None:
+        return self._cpu_list
+
+    def persistence_mode(self) -> bool | None:
+        return self._persistence
+
+    # actuators ------------------------------------------------------------------------------
+    def set_power_limit_w(self, power_limit_w: float) -> float:
+        """Set the power limit; OutOfRange (nothing changed) outside the constraints.
+
+        Stored in whole milliwatts as NVML does; returns the enforced limit read back. Units: W.
+        """
+        self._constraints.check(power_limit_w)
+        wanted = round(power_limit_w * 1000.0) / 1000.0
+        if wanted != self._rig._cap_w[self._index]:
+            self._rig._cap_w[self._index] = wanted
+        return self.enforced_power_limit_w()
+
+    def set_persistence_mode(self, enabled: bool) -> bool:
+        self._persistence = bool(enabled)
+        return self._persistence
+
+
+class SimRig(Rig):
+    """A simulated rig built from a rig file. See the module docstring for the model."""
+
+    def __init__(
+        self,
+        spec: RigSpec,
+        presets: dict[str, PresetSpec],
+        *,
+        seed: int | None = None,
+        source: str = "<rig>",
+    ) -> None:
+        self.name = spec.name
+        self.spec = spec
+        self.source = source
+        self.seed = spec.seed if seed is None else int(seed)
+        self.step_s = spec.step_s
+        self._clock = SimClock(self)
+        defaults = load_presets().workload_defaults
+        n = len(spec.gpus)
+        self._n = n
+
+        gpus: list[SimGpu] = []
+        for i, g in enumerate(spec.gpus):
+            preset = presets[g.preset]
+            pcie = (g.pcie.gen, g.pcie.width) if g.pcie else (preset.pcie.gen, preset.pcie.width)
+            gpus.append(
+                SimGpu(
+                    self,
+                    i,
+                    g.preset,
+                    preset,
+                    uuid=g.uuid or _uuid_for(spec.name, g.bus_id.lower(), g.preset),
+                    bus_id=_nvml_bus_id(g.bus_id),
+                    slot=g.slot,
+                    numa_node=g.numa_node,
+                    cpu_list=parse_cpu_list(g.cpus) if g.cpus else None,
+                    pcie_negotiated=pcie,
+                    persistence=g.persistence,
+                )
+            )
+        self._gpus: tuple[SimGpu, ...] = tuple(gpus)
+
+        def arr(values: Sequence[float]) -> np.ndarray:
+            return np.asarray(values, dtype=float)
+
+        ps = [gpu.preset for gpu in gpus]
+        self._default_w = arr([p.power.default_w for p in ps])
+        self._idle_w = arr([p.power.idle_w for p in ps])
+        self._floor_w = arr([p.power.floor_frac * p.power.default_w for p in ps])
+        self._max_clk = arr([p.sm_clock_mhz.max for p in ps])
+        self._idle_clk = arr([p.sm_clock_mhz.idle for p in ps])
+        self._target_c = arr(
+            [
+                p.thresholds.target_c
+                if p.thresholds.target_c is not None
+                else p.thresholds.max_operating_c
+                for p in ps
+            ]
+        )
+        self._slowdown_c = arr([p.thresholds.slowdown_c for p in ps])
+        self._r_c_per_w = arr(
+            [g.r_c_per_w or p.cooling.r_c_per_w for g, p in zip(spec.gpus, ps, strict=True)]
+        )
+        tau = arr([g.tau_s or p.cooling.tau_s for g, p in zip(spec.gpus, ps, strict=True)])
+        self._has_fan = np.array([p.cooling.kind != "passive" for p in ps])
+        self._fan_min = arr([p.cooling.fan_min_pct or 0.0 for p in ps])
+        self._fan_span_c = np.maximum(self._target_c + 5.0 - FAN_START_C, 1.0)
+        self._decay = 1.0 - np.exp(-self.step_s / tau)
+        self._ambient_c = spec.rack.ambient_c
+        slots = arr([g.slot for g in spec.gpus])
+        dist = np.abs(slots[:, None] - slots[None, :])
+        coupling = spec.rack.coupling_c_per_w * spec.rack.coupling_decay ** np.maximum(dist - 1, 0)
+        np.fill_diagonal(coupling, 0.0)
+        self._coupling = coupling
+
+        # Per workload class (rows in WORKLOADS order), per GPU (columns).
+        nat, exp_, knee, cliff, tps, util = ([] for _ in range(6))
+        for w in WORKLOADS:
+            row = [_merged_curve(defaults[w], p, w) for p in ps]  # type: ignore[index]
+            nat.append([c.natural_frac * p.power.default_w for c, p in zip(row, ps, strict=True)])
+            exp_.append([c.dvfs_exp for c in row])
+            knee.append([c.knee_frac for c in row])
+            cliff.append([c.cliff_exp for c in row])
+            util.append([c.utilization_pct for c in row])
+            tps.append([_peak_tps(w, p, defaults, spec.model) for p in ps])
+        self._wl_nat_w, self._wl_exp = np.array(nat), np.array(exp_)
+        self._wl_knee, self._wl_cliff = np.array(knee), np.array(cliff)
+        self._wl_tps, self._wl_util = np.array(tps), np.array(util)
+        #: Uncapped tokens/s per GPU and workload class, for reports and tests.
+        self.peak_tps: dict[str, dict[str, float]] = {
+            gpu.uuid: {w: float(self._wl_tps[k, i]) for k, w in enumerate(WORKLOADS)}
+            for i, gpu in enumerate(gpus)
+        }
+
+        # Current workload's parameters per GPU (idle: natural = idle power, tps 0).
+        self._workload_idx = np.full(n, -1, dtype=int)
+        self._nat_w = self._idle_w.copy()
+        self._exp = np.ones(n)
+        self._inv_exp = np.ones(n)
+        self._knee = np.ones(n)
+        self._cliff = np.ones(n)
+        self._tps_max = np.zeros(n)
+        self._util_max = np.zeros(n)
+
+        self._cap_w = arr(
+            [g.power_limit_w or p.power.default_w for g, p in zip(spec.gpus, ps, strict=True)]
+        )
+        self._psus = tuple(
+            Psu(
+                name=p.name,
+                rating_w=p.rating_w,
+                circuit=p.circuit,
+                efficiency=p.efficiency,
+                platform_w=p.platform_w,
+            )
+            for p in spec.psus
+        )
+        self._circuits = tuple(
+            Circuit(
+                name=c.name,
+                voltage_v=c.voltage_v,
+                breaker_a=c.breaker_a,
+                continuous_ratio=c.continuous_ratio,
+            )
+            for c in spec.circuits
+        )
+        self._psu_of = {gpu.uuid: g.psu for gpu, g in zip(gpus, spec.gpus, strict=True)}
+        self._psu_members = {
+            p.name: np.array([g.psu == p.name for g in spec.gpus]) for p in spec.psus
+        }
+        self._topology = self._build_topology()
+        self._noise = spec.noise
+        self._window = max(1, round(1.0 / self.step_s))
+        self._tokens = np.zeros(n)
+        self._energy_j = np.zeros(n)
+        self._steps = 0
+        self._rng = np.random.default_rng(self.seed)
+        self._noise_block = np.zeros((0, 2, n))
+        self._noise_block_start = 0
+        self.reset_thermals()
+
+    # construction ---------------------------------------------------------------------------
+    @classmethod
+    def from_file(cls, path: Path | str, *, seed: int | None = None) -> SimRig:
+        """Load a rig file; :class:`ConfigError` names the file and the YAML path."""
+        path = Path(path)
+        spec, presets = load_rig_file(path)
+        return cls(spec, presets, seed=seed, source=str(path))
+
+    @classmethod
+    def from_dict(
+        cls, data: dict[str, Any], *, source: str = "<inline>", seed: int | None = None
+    ) -> SimRig:
+        """Build a rig from an in-memory rig document (tests); errors name ``source``."""
+        spec, presets = load_rig_spec(data, source)
+        return cls(spec, presets, seed=seed, source=source)
+
+    def reset_thermals(self, temp_c: float | None = None) -> None:
+        """Start cold: every card at ``temp_c`` (default: its idle steady state), power
+        history at the current draw, no thermal limiter, no HW slowdown latched."""
+        self._hw_latched = np.zeros(self._n, dtype=bool)
+        self._thermal_lim_w = np.full(self._n, np.inf)
+        self._fan_pct = np.where(self._has_fan, self._fan_min, 0.0)
+        self._solve_operating_point(np.full(self._n, np.inf))
+        if temp_c is None:
+            inlet = self._ambient_c + self._coupling @ self._idle_w
+            r = self._r_c_per_w * np.where(
+                self._has_fan, 1.0 + FAN_GAIN * (1 - self._fan_min / 100.0), 1.0
+            )
+            self._temp_c = inlet + r * self._idle_w
+        else:
+            self._temp_c = np.full(self._n, float(temp_c))
+        self._update_fans()
+        self._solve_operating_point(self._thermal_limit())
+        self._ring = np.tile(self._power_w, (self._window, 1))
+        self._ring_sum = self._ring.sum(axis=0)
+
+    def _build_topology(self) -> tuple[TopologyLink, ...]:
+        explicit = {frozenset((e.a, e.b)): e.link for e in self.spec.topology.links}
+        links = []
+        for a in range(self._n):
+            for b in range(a + 1, self._n):
+                link = explicit.get(frozenset((a, b)))
+                if link is None:
+                    same = self._gpus[a].numa_node() == self._gpus[b].numa_node()
+                    link = self.spec.topology.same_numa if same else self.spec.topology.cross_numa
+                links.append(TopologyLink(a=a, b=b, link=link))
+        return tuple(links)
+
+    # Rig interface --------------------------------------------------------------------------
+    @property
+    def gpus(self) -> Sequence[SimGpu]:
+        return self._gpus
+
+    @property
+    def clock(self) -> SimClock:
+        return self._clock
+
+    def topology(self) -> tuple[TopologyLink, ...]:
+        return self._topology
+
+    def psus(self) -> tuple[Psu, ...]:
+        return self._psus
+
+    def circuits(self) -> tuple[Circuit, ...]:
+        return self._circuits
+
+    def psu_of(self, uuid: str) -> str | None:
+        return self._psu_of[self.gpu(uuid).uuid]
+
+    def host(self) -> HostInfo:
+        h = self.spec.host
+        return HostInfo(
+            cpu_model=h.cpu_model,
+            cpu_cores=h.cpu_cores,
+            memory_gib=h.memory_gib,
+            numa_nodes=h.numa_nodes,
+        )
+
+    def gpu(self, key: str | int) -> SimGpu:
+        found = super().gpu(key)
+        assert isinstance(found, SimGpu)
+        return found
+
+    def snapshot(self) -> RigSnapshot:
+        snap = super().snapshot()
+        gpus = tuple(
+            dataclasses.replace(info, slot=g.slot)
+            for info, g in zip(snap.gpus, self._gpus, strict=True)
+        )
+        return dataclasses.replace(snap, gpus=gpus)
+
+    # the tuner's API ------------------------------------------------------------------------
+    def set_workload(self, uuid: str, workload: str | None) -> None:
+        """Run ``workload`` ("decode" | "prefill" | "batched") on a GPU, or idle it (None)."""
+        i = self.gpu(uuid).index
+        if workload is None:
+            self._workload_idx[i] = -1
+            self._nat_w[i] = self._idle_w[i]
+            self._exp[i] = self._inv_exp[i] = self._knee[i] = self._cliff[i] = 1.0
+            self._tps_max[i] = self._util_max[i] = 0.0
+            return
+        if workload not in WORKLOADS:
+            raise ConfigError(
+                f"unknown workload {workload!r}; use one of {', '.join(WORKLOADS)} or None (idle)"
+            )
+        k = WORKLOADS.index(workload)
+        self._workload_idx[i] = k
+        self._nat_w[i] = self._wl_nat_w[k, i]
+        self._exp[i] = self._wl_exp[k, i]
+        self._inv_exp[i] = 1.0 / self._wl_exp[k, i]
+        self._knee[i] = self._wl_knee[k, i]
+        self._cliff[i] = self._wl_cliff[k, i]
+        self._tps_max[i] = self._wl_tps[k, i]
+        self._util_max[i] = self._wl_util[k, i]
+
+    def workload(self, uuid: str) -> str | None:
+        """The workload class running on a GPU, ``None`` when idle."""
+        k = int(self._workload_idx[self.gpu(uuid).index])
+        return None if k < 0 else WORKLOADS[k]
+
+    def tokens_total(self, uuid: str) -> float:
+        """Tokens produced by the GPU's workloads since the rig was created."""
+        return float(self._tokens[self.gpu(uuid).index])
+
+    def throughput_tps(self, uuid: str) -> float:
+        """Tokens/s now, with benchmark-like relative noise. Units: tokens/s."""
+        i = self.gpu(uuid).index
+        return float(self._tps[i] * (1.0 + self._noise.throughput_rel * self._noise_now()[1, i]))
+
+    def psu_draw_w(self, psu_name: str) -> float:
+        """DC load on a PSU now: its GPUs' instantaneous draw plus its platform draw. Units: W."""
+        psu = self._psu(psu_name)
+        return float(self._power_w[self._psu_members[psu.name]].sum() + psu.platform_w)
+
+    def circuit_draw_w(self, circuit_name: str) -> float:
+        """AC wall draw on a circuit now: Σ over its PSUs of DC load / efficiency. Units: W."""
+        if circuit_name not in {c.name for c in self._circuits}:
+            known = ", ".join(c.name for c in self._circuits) or "none"
+            raise ConfigError(f"no circuit {circuit_name!r} on rig {self.name!r}; it has: {known}")
+        return sum(
+            p.wall_w(self.psu_draw_w(p.name)) for p in self._psus if p.circuit == circuit_name
+        )
+
+    @property
+    def ambient_c(self) -> float:
+        """Room air temperature around the rack. Units: °C."""
+        return self._ambient_c
+
+    @ambient_c.setter
+    def ambient_c(self, value: float) -> None:
+        self._ambient_c = float(value)
+
+    def _psu(self, name: str) -> Psu:
+        for psu in self._psus:
+            if psu.name == name:
+                return psu
+        known = ", ".join(p.name for p in self._psus) or "none"
+        raise ConfigError(f"no PSU {name!r} on rig {self.name!r}; it has: {known}")
+
+    # the model ------------------------------------------------------------------------------
+    def _thermal_limit(self) -> np.ndarray:
+        over = self._temp_c - self._target_c
+        base = np.minimum(self._cap_w, self._nat_w)
+        return np.where(over > 0.0, base - KP_W_PER_C * over, np.inf)
+
+    def _solve_operating_point(self, thermal_lim_w: np.ndarray) -> None:
+        """DVFS: the highest clock bin whose power fits under min(cap, thermal limit)."""
+        self._thermal_lim_w = thermal_lim_w
+        limit = np.minimum(self._cap_w, thermal_lim_w)
+        span = self._nat_w - self._floor_w
+        ratio = np.clip((limit - self._floor_w) / span, 0.0, 1.0)
+        f = np.maximum(ratio**self._inv_exp, F_MIN)
+        f = np.where(self._hw_latched, np.minimum(f, HW_SLOWDOWN_CLOCK_FRAC), f)
+        clock = np.floor(f * self._max_clk / CLOCK_BIN_MHZ + 1e-9) * CLOCK_BIN_MHZ
+        fq = clock / self._max_clk
+        loaded = self._workload_idx >= 0
+        self._clock_mhz = np.where(loaded, clock, self._idle_clk)
+        self._power_w = np.where(loaded, self._floor_w + span * fq**self._exp, self._idle_w)
+        self._tps = self._tps_max * np.minimum(1.0, fq / self._knee) ** self._cliff
+        self._util_pct = self._util_max
+
+    def _update_fans(self) -> None:
+        duty = self._fan_min + (self._temp_c - FAN_START_C) * (100.0 - self._fan_min) / (
+            self._fan_span_c
+        )
+        self._fan_pct = np.where(self._has_fan, np.clip(duty, self._fan_min, 100.0), 0.0)
+
+    def _noise_now(self) -> np.ndarray:
+        """Standard-normal draws (power, throughput) × GPUs for the current step."""
+        offset = self._steps - self._noise_block_start
+        if offset >= self._noise_block.shape[0] or offset < 0:
+            self._noise_block_start = (self._steps // _NOISE_BLOCK) * _NOISE_BLOCK
+            # One generator per block, seeded from (seed, block): deterministic by step number.
+            rng = np.random.default_rng([self.seed, self._steps // _NOISE_BLOCK])
+            self._noise_block = rng.standard_normal((_NOISE_BLOCK, 2, self._n))
+            offset = self._steps - self._noise_block_start
+        return self._noise_block[offset]
+
+    def _advance_to(self, now_s: float) -> None:
+        target = math.floor(now_s / self.step_s + 1e-9)
+        for _ in range(target - self._steps):
+            self._step()
+
+    def _step(self) -> None:
+        dt = self.step_s
+        # Thermal state from the previous step decides this step's limits.
+        temp = self._temp_c
+        self._hw_latched = np.where(
+            temp >= self._slowdown_c,
+            True,
+            np.where(temp < self._slowdown_c - HW_SLOWDOWN_HYSTERESIS_C, False, self._hw_latched),
+        )
+        self._solve_operating_point(self._thermal_limit())
+        power = self._power_w
+        self._steps += 1
+        noise = self._noise_now()
+        self._tokens += self._tps * (1.0 + self._noise.throughput_rel * noise[1]) * dt
+        self._energy_j += power * dt
+        slot = self._steps % self._window
+        self._ring_sum += power - self._ring[slot]
+        self._ring[slot] = power
+        # Heat: relax towards the steady state for this power, inlet and fan.
+        inlet = self._ambient_c + self._coupling @ power
+        r = self._r_c_per_w * (1.0 + FAN_GAIN * (1.0 - self._fan_pct / 100.0))
+        self._temp_c = temp + (inlet + r * power - temp) * self._decay
+        self._update_fans()
+
+    def _power_reading_w(self, i: int) -> float:
+        mean = self._ring_sum[i] / self._window
+        return float(max(0.0, mean + self._noise.power_w * self._noise_now()[0, i]))
+
+    def _reasons(self, i: int) -> frozenset[ClockEventReason]:
+        if self._workload_idx[i] < 0:
+            return frozenset({ClockEventReason.GPU_IDLE})
+        reasons: set[ClockEventReason] = set()
+        if self._hw_latched[i]:
+            reasons |= {ClockEventReason.HW_SLOWDOWN, ClockEventReason.HW_THERMAL_SLOWDOWN}
+        thermal = self._thermal_lim_w[i]
+        if np.isfinite(thermal):
+            reasons.add(ClockEventReason.SW_THERMAL_SLOWDOWN)
+        elif self._cap_w[i] < self._nat_w[i]:
+            reasons.add(ClockEventReason.SW_POWER_CAP)
+        return frozenset(reasons)
+
+
+def _peak_tps(workload: str, preset: PresetSpec, defaults: Any, model: ModelSpec) -> float:
+    """Uncapped tokens/s of a workload class on a preset (formulas in presets.yaml)."""
+    dec = _merged_curve(defaults["decode"], preset, "decode")
+    pre = _merged_curve(defaults["prefill"], preset, "prefill")
+    bat = _merged_curve(defaults["batched"], preset, "batched")
+    decode = preset.memory_bw_gbps * (dec.bw_efficiency or 0.565) / model.weights_gb
+    prefill = preset.fp16_tensor_tflops * 1e12 * (pre.mfu or 0.35) / (2 * model.params_b * 1e9)
+    if workload == "decode":
+        return decode
+    if workload == "prefill":
+        return prefill
+    return min(prefill, decode * model.batch * (bat.batch_efficiency or 0.5))
+
+
+def _nvml_bus_id(bus_id: str) -> str:
+    """``0000:41:00.0``/``41:00.0`` → NVML's ``00000000:41:00.0`` (upper-case hex)."""
+    parts = bus_id.strip().split(":")
+    if len(parts) == 2:
+        parts = ["0", *parts]
+    return ":".join([parts[0].rjust(8, "0"), *parts[1:]]).upper()

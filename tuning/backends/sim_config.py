@@ -1,0 +1,494 @@
+"""Rig files and GPU presets for the simulated rig: schema, loading, validation.
+
+A rig file (``tuning/backends/rigs/*.yaml``) describes a box: host, rack (ambient and how
+neighbours heat each other), the model the workloads run, circuits, PSUs, GPUs (each naming a
+preset from ``tuning/backends/presets.yaml`` or from the rig file's own ``presets:`` map) and
+topology. Everything is validated before a simulation starts; every problem is reported at
+once, each as ``<file>: <yaml.path>: <what is wrong and how to fix it>``, in one
+:class:`~tuning.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping, Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tuning.backends.base import LINK_ORDER, link_rank
+from tuning.errors import ConfigError
+
+PRESETS_FILE = Path(__file__).with_name("presets.yaml")
+WORKLOADS: tuple[str, ...] = ("decode", "prefill", "batched")
+WorkloadName = Literal["decode", "prefill", "batched"]
+_BUS_ID_RE = re.compile(r"^[0-9a-fA-F]{4,8}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
+_UUID_RE = re.compile(r"^GPU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Presets
+# --------------------------------------------------------------------------------------------
+
+
+class WorkloadCurve(_Strict):
+    """How one workload class draws power and turns clock into throughput (see presets.yaml).
+
+    ``natural_frac``: uncapped draw as a fraction of the default limit; ``dvfs_exp``: power
+    above the floor grows as clock**dvfs_exp; ``knee_frac``/``cliff_exp``: relative throughput
+    is ``min(1, f / knee_frac) ** cliff_exp`` at normalised clock f.
+    """
+
+    natural_frac: float = Field(gt=0, le=2)
+    dvfs_exp: float = Field(gt=0, le=5)
+    knee_frac: float = Field(gt=0, le=1)
+    cliff_exp: float = Field(gt=0, le=10)
+    utilization_pct: float = Field(default=100, ge=0, le=100)
+    bw_efficiency: float | None = Field(default=None, gt=0, le=1)
+    mfu: float | None = Field(default=None, gt=0, le=1)
+    batch_efficiency: float | None = Field(default=None, gt=0, le=1)
+
+
+class WorkloadOverride(_Strict):
+    """A partial :class:`WorkloadCurve`; unset fields come from ``workload_defaults``."""
+
+    natural_frac: float | None = Field(default=None, gt=0, le=2)
+    dvfs_exp: float | None = Field(default=None, gt=0, le=5)
+    knee_frac: float | None = Field(default=None, gt=0, le=1)
+    cliff_exp: float | None = Field(default=None, gt=0, le=10)
+    utilization_pct: float | None = Field(default=None, ge=0, le=100)
+    bw_efficiency: float | None = Field(default=None, gt=0, le=1)
+    mfu: float | None = Field(default=None, gt=0, le=1)
+    batch_efficiency: float | None = Field(default=None, gt=0, le=1)
+
+
+class PowerSpec(_Strict):
+    """Power-limit range, idle (P8) draw and the DVFS floor. Units: W."""
+
+    min_w: float = Field(gt=0)
+    default_w: float = Field(gt=0)
+    max_w: float = Field(gt=0)
+    idle_w: float = Field(gt=0)
+    floor_frac: float = Field(gt=0, lt=1)
+
+
+class ThresholdSpec(_Strict):
+    """Temperature thresholds. Units: °C; ``target_c`` null where the card reports none."""
+
+    slowdown_c: float
+    shutdown_c: float
+    max_operating_c: float
+    target_c: float | None = None
+
+
+class PcieSpec(_Strict):
+    """A PCIe link: generation and lane count."""
+
+    gen: int = Field(ge=1, le=6)
+    width: Literal[1, 2, 4, 8, 16]
+
+
+class ClockSpec(_Strict):
+    """SM clocks. Units: MHz."""
+
+    max: float = Field(gt=0)
+    idle: float = Field(gt=0)
+
+
+class CoolingSpec(_Strict):
+    """First-order thermal model: resistance at full fan (°C/W) and time constant (s)."""
+
+    kind: Literal["open_air", "blower", "passive"]
+    r_c_per_w: float = Field(gt=0, le=2)
+    tau_s: float = Field(gt=0, le=3600)
+    fan_min_pct: float | None = Field(default=None, ge=0, le=100)
+
+
+class PresetSpec(_Strict):
+    """One GPU model's published (or estimated, and then said so) numbers."""
+
+    name: str
+    memory_mib: int = Field(gt=0)
+    power: PowerSpec
+    thresholds: ThresholdSpec
+    memory_bw_gbps: float = Field(gt=0)
+    fp16_tensor_tflops: float = Field(gt=0)
+    pcie: PcieSpec
+    sm_clock_mhz: ClockSpec
+    cooling: CoolingSpec
+    workloads: dict[WorkloadName, WorkloadOverride] = Field(default_factory=dict)
+    source: dict[str, str] = Field(min_length=1)
+
+
+class PresetFile(_Strict):
+    """``presets.yaml``: workload defaults and the presets."""
+
+    workload_defaults: dict[WorkloadName, WorkloadCurve]
+    presets: dict[str, PresetSpec]
+
+
+# --------------------------------------------------------------------------------------------
+# Rig files
+# --------------------------------------------------------------------------------------------
+
+
+class HostSpec(_Strict):
+    cpu_model: str | None = None
+    cpu_cores: int | None = Field(default=None, gt=0)
+    memory_gib: float | None = Field(default=None, gt=0)
+    numa_nodes: int | None = Field(default=None, gt=0)
+
+
+class RackSpec(_Strict):
+    """Air around the cards: ambient °C; inlet rise per W of a neighbour one slot away
+    (°C/W), multiplied by ``coupling_decay`` for each further slot of distance."""
+
+    ambient_c: float = Field(default=25.0, ge=-10, le=60)
+    coupling_c_per_w: float = Field(default=0.02, ge=0, le=0.5)
+    coupling_decay: float = Field(default=0.35, ge=0, le=1)
+
+
+class ModelSpec(_Strict):
+    """The model the workload classes run (sets absolute tokens/s)."""
+
+    name: str = "27B dense, ~4.8 bits/weight GGUF"
+    params_b: float = Field(default=27.0, gt=0)
+    weights_gb: float = Field(default=16.5, gt=0)
+    batch: int = Field(default=16, gt=0)
+
+
+class CircuitSpec(_Strict):
+    name: str
+    voltage_v: float = Field(gt=0)
+    breaker_a: float = Field(gt=0)
+    continuous_ratio: float = Field(default=0.8, gt=0, le=1)
+
+
+class PsuSpec(_Strict):
+    name: str
+    rating_w: float = Field(gt=0)
+    circuit: str
+    efficiency: float = Field(default=0.92, gt=0, le=1)
+    platform_w: float = Field(default=0.0, ge=0)
+
+
+class GpuSpec(_Strict):
+    """One GPU in the rig. ``pcie``: the negotiated link under load when below the preset's
+    maximum (a riser); ``r_c_per_w``/``tau_s`` override the preset's cooling."""
+
+    preset: str
+    slot: int = Field(ge=0)
+    bus_id: str
+    uuid: str | None = None
+    psu: str | None = None
+    numa_node: int | None = Field(default=None, ge=0)
+    cpus: str | None = None
+    pcie: PcieSpec | None = None
+    riser: bool = False
+    power_limit_w: float | None = None
+    persistence: bool = True
+    r_c_per_w: float | None = Field(default=None, gt=0, le=2)
+    tau_s: float | None = Field(default=None, gt=0, le=3600)
+
+
+class LinkSpec(_Strict):
+    a: int = Field(ge=0)
+    b: int = Field(ge=0)
+    link: str
+
+
+class TopologySpec(_Strict):
+    """Links between GPUs: explicit pairs, else ``same_numa``/``cross_numa`` by NUMA node."""
+
+    same_numa: str = "PHB"
+    cross_numa: str = "SYS"
+    links: list[LinkSpec] = Field(default_factory=list)
+
+
+class NoiseSpec(_Strict):
+    """Measurement noise (Gaussian σ): W on power readings, relative on tokens/s."""
+
+    power_w: float = Field(default=1.5, ge=0)
+    throughput_rel: float = Field(default=0.01, ge=0, lt=1)
+
+
+class RigSpec(_Strict):
+    """A rig file."""
+
+    name: str
+    description: str = ""
+    seed: int = 0
+    step_s: float = Field(default=0.1, gt=0, le=1)
+    host: HostSpec = Field(default_factory=HostSpec)
+    rack: RackSpec = Field(default_factory=RackSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    noise: NoiseSpec = Field(default_factory=NoiseSpec)
+    circuits: list[CircuitSpec] = Field(default_factory=list)
+    psus: list[PsuSpec] = Field(default_factory=list)
+    gpus: list[GpuSpec] = Field(min_length=1)
+    topology: TopologySpec = Field(default_factory=TopologySpec)
+    presets: dict[str, PresetSpec] = Field(default_factory=dict)
+    sources: dict[str, str] = Field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading and error reporting
+# --------------------------------------------------------------------------------------------
+
+
+def yaml_path(loc: Sequence[int | str]) -> str:
+    """``("gpus", 2, "preset")`` → ``gpus[2].preset``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _describe(error: Mapping[str, Any]) -> tuple[str, str]:
+    loc = tuple(error["loc"])
+    kind = error["type"]
+    if kind == "missing":
+        return yaml_path(loc), "is required; add it"
+    if kind == "extra_forbidden":
+        return yaml_path(loc), f"unknown key {loc[-1]!r}; remove it or fix its spelling"
+    given = error.get("input")
+    shown = f" (got {given!r})" if not isinstance(given, dict | list) else ""
+    return yaml_path(loc), f"{error['msg']}{shown}"
+
+
+def _raise(source: str, problems: list[tuple[str, str]]) -> None:
+    if problems:
+        lines = [f"{source}: {path}: {msg}" for path, msg in problems]
+        raise ConfigError("\n".join(lines))
+
+
+def _validate(model: type[BaseModel], data: Any, source: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: (top level): expected a mapping of keys, got {data!r}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        _raise(source, [_describe(e) for e in exc.errors()])
+    raise AssertionError("unreachable")
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse a YAML file; ConfigError naming the file and line on bad syntax."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror}); check the path") from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {exc}; fix the syntax") from exc
+
+
+@cache
+def load_presets() -> PresetFile:
+    """The shipped presets (``presets.yaml``), validated once per process."""
+    spec: PresetFile = _validate(PresetFile, read_yaml(PRESETS_FILE), PRESETS_FILE.name)
+    problems: list[tuple[str, str]] = []
+    for name in WORKLOADS:
+        if name not in spec.workload_defaults:
+            problems.append((f"workload_defaults.{name}", "is required; add it"))
+    for key, preset in spec.presets.items():
+        problems += _check_preset(preset, f"presets.{key}")
+    _raise(PRESETS_FILE.name, problems)
+    return spec
+
+
+def preset_names() -> list[str]:
+    """Keys usable as ``gpus[i].preset`` in a rig file."""
+    return sorted(load_presets().presets)
+
+
+def _check_preset(preset: PresetSpec, path: str) -> list[tuple[str, str]]:
+    p = preset.power
+    problems = []
+    if not p.min_w <= p.default_w <= p.max_w:
+        problems.append(
+            (
+                f"{path}.power",
+                f"need min_w <= default_w <= max_w, got {p.min_w:g}/{p.default_w:g}/{p.max_w:g} W",
+            )
+        )
+    if p.idle_w >= p.default_w:
+        problems.append((f"{path}.power.idle_w", "must be below default_w"))
+    t = preset.thresholds
+    if not t.max_operating_c <= t.slowdown_c <= t.shutdown_c:
+        problems.append((f"{path}.thresholds", "need max_operating_c <= slowdown_c <= shutdown_c"))
+    if t.target_c is not None and t.target_c > t.slowdown_c:
+        problems.append((f"{path}.thresholds.target_c", "must not exceed slowdown_c"))
+    if preset.cooling.kind != "passive" and preset.cooling.fan_min_pct is None:
+        problems.append((f"{path}.cooling.fan_min_pct", "is required for a card with fans"))
+    if preset.sm_clock_mhz.idle >= preset.sm_clock_mhz.max:
+        problems.append((f"{path}.sm_clock_mhz.idle", "must be below max"))
+    return problems
+
+
+def parse_cpu_list(text: str) -> tuple[int, ...]:
+    """``"0-31,64-95"`` → (0, …, 31, 64, …, 95). ValueError on bad syntax."""
+    cpus: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if "-" in part:
+            lo, hi = (int(x) for x in part.split("-", 1))
+            if hi < lo:
+                raise ValueError(f"range {part!r} runs backwards")
+            cpus.extend(range(lo, hi + 1))
+        else:
+            cpus.append(int(part))
+    return tuple(cpus)
+
+
+def _valid_link(link: str) -> bool:
+    return link_rank(link) < len(LINK_ORDER)
+
+
+def load_rig_spec(data: Any, source: str) -> tuple[RigSpec, dict[str, PresetSpec]]:
+    """Validate a rig document; return it with the presets it may use.
+
+    Raises :class:`ConfigError` listing every problem with its YAML path.
+    """
+    spec: RigSpec = _validate(RigSpec, data, source)
+    shipped = load_presets().presets
+    presets = {**shipped, **spec.presets}
+    problems: list[tuple[str, str]] = []
+    for key, preset in spec.presets.items():
+        problems += _check_preset(preset, f"presets.{key}")
+
+    circuit_names = [c.name for c in spec.circuits]
+    psu_names = [p.name for p in spec.psus]
+    problems += _duplicates(circuit_names, "circuits", "name")
+    problems += _duplicates(psu_names, "psus", "name")
+    for i, psu in enumerate(spec.psus):
+        if psu.circuit not in circuit_names:
+            problems.append((f"psus[{i}].circuit", _unknown("circuit", psu.circuit, circuit_names)))
+
+    problems += _duplicates([g.slot for g in spec.gpus], "gpus", "slot")
+    problems += _duplicates([g.bus_id.lower() for g in spec.gpus], "gpus", "bus_id")
+    problems += _duplicates([g.uuid for g in spec.gpus], "gpus", "uuid")
+    for i, gpu in enumerate(spec.gpus):
+        path = f"gpus[{i}]"
+        preset = presets.get(gpu.preset)
+        if preset is None:
+            problems.append((f"{path}.preset", _unknown("preset", gpu.preset, sorted(presets))))
+        if not _BUS_ID_RE.match(gpu.bus_id):
+            problems.append(
+                (f"{path}.bus_id", f"{gpu.bus_id!r} is not a PCI bus id like '00000000:41:00.0'")
+            )
+        if gpu.uuid is not None and not _UUID_RE.match(gpu.uuid):
+            problems.append(
+                (
+                    f"{path}.uuid",
+                    f"{gpu.uuid!r} is not like 'GPU-xxxxxxxx-xxxx-xxxx-xxxx-"
+                    "xxxxxxxxxxxx' (lower-case hex); or leave it out to derive one",
+                )
+            )
+        if gpu.psu is not None and gpu.psu not in psu_names:
+            problems.append((f"{path}.psu", _unknown("PSU", gpu.psu, psu_names)))
+        if spec.psus and gpu.psu is None:
+            problems.append((f"{path}.psu", "is required when the rig lists psus; name one"))
+        if gpu.cpus is not None:
+            try:
+                parse_cpu_list(gpu.cpus)
+            except ValueError as exc:
+                problems.append(
+                    (f"{path}.cpus", f"{gpu.cpus!r} is not a CPU list like '0-31,64-95' ({exc})")
+                )
+        if preset is None:
+            continue
+        if gpu.pcie is not None and (
+            gpu.pcie.gen > preset.pcie.gen or gpu.pcie.width > preset.pcie.width
+        ):
+            problems.append(
+                (
+                    f"{path}.pcie",
+                    f"negotiated gen {gpu.pcie.gen} x{gpu.pcie.width} exceeds the "
+                    f"card's gen {preset.pcie.gen} x{preset.pcie.width}; lower it",
+                )
+            )
+        if gpu.power_limit_w is not None and not (
+            preset.power.min_w <= gpu.power_limit_w <= preset.power.max_w
+        ):
+            problems.append(
+                (
+                    f"{path}.power_limit_w",
+                    f"{gpu.power_limit_w:g} W is outside the preset's "
+                    f"{preset.power.min_w:g}–{preset.power.max_w:g} W",
+                )
+            )
+
+    n = len(spec.gpus)
+    for key in ("same_numa", "cross_numa"):
+        link = getattr(spec.topology, key)
+        if not _valid_link(link):
+            problems.append((f"topology.{key}", _bad_link(link)))
+    seen: set[frozenset[int]] = set()
+    for i, entry in enumerate(spec.topology.links):
+        path = f"topology.links[{i}]"
+        if entry.a >= n or entry.b >= n:
+            problems.append((path, f"GPU index out of range; the rig has GPUs 0–{n - 1}"))
+        if entry.a == entry.b:
+            problems.append((path, "a link joins two different GPUs; fix a or b"))
+        pair = frozenset((entry.a, entry.b))
+        if pair in seen:
+            problems.append((path, f"pair {entry.a}–{entry.b} is listed twice; keep one"))
+        seen.add(pair)
+        if not _valid_link(entry.link):
+            problems.append((f"{path}.link", _bad_link(entry.link)))
+    _raise(source, problems)
+    return spec, presets
+
+
+def load_rig_file(path: Path) -> tuple[RigSpec, dict[str, PresetSpec]]:
+    """Read and validate a rig file (errors name the file)."""
+    return load_rig_spec(read_yaml(path), _short(path))
+
+
+def _short(path: Path) -> str:
+    parent = path.parent.name
+    return f"{parent}/{path.name}" if parent else path.name
+
+
+def _unknown(what: str, name: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    listed = ", ".join(known) if known else "none defined"
+    return f"{name!r} is not a known {what}{hint}; known: {listed}"
+
+
+def _bad_link(link: str) -> str:
+    return f"{link!r} is not an nvidia-smi link name; use NV<n>, PIX, PXB, PHB, NODE or SYS"
+
+
+def _duplicates(values: Sequence[Any], list_name: str, key: str) -> list[tuple[str, str]]:
+    problems = []
+    first: dict[Any, int] = {}
+    for i, value in enumerate(values):
+        if value is None:
+            continue
+        if value in first:
+            problems.append(
+                (
+                    f"{list_name}[{i}].{key}",
+                    f"{value!r} repeats {list_name}[{first[value]}]; make it unique",
+                )
+            )
+        else:
+            first[value] = i
+    return problems
