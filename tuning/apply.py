@@ -1,0 +1,507 @@
+"""Safety: snapshot, journal and restore GPU settings; apply a profile's caps.
+
+Every change the tuner makes goes through an :class:`Actuator`. Before the first change a
+:class:`SafetySession` writes a **journal** — the original power limit and persistence mode of
+every GPU, by UUID — to ``$RIGFORGE_STATE_DIR`` (default ``~/.local/state/rigforge/``), as
+JSON written to a temporary file, fsync'd and renamed over the old one (a reader sees the old
+or the new journal, never half of one). The session restores the originals when the run ends
+— success, exception, Ctrl-C (SIGINT) or SIGTERM (handlers raise, so ``finally`` runs) — and
+deletes the journal only once every GPU is back. After ``kill -9`` or a power loss the journal
+stays behind; the next ``rigforge sweep|apply|restore`` finds it (its process is gone) and
+restores it first. The journal also records each completed probe so an interrupted sweep
+resumes at the probe where it stopped.
+
+Simulated rigs have no hardware that outlives the process, so the actuator persists their
+applied limits in ``sim-<rig>.json`` in the state dir and re-applies them when the rig is
+opened again — through the :class:`~tuning.backends.base.Gpu` interface only. That makes a
+``kill -9`` test mean something: the "hardware" really is left at the probe's cap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import signal
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import psutil
+
+from tuning.backends.base import Rig
+from tuning.errors import (
+    GpuLost,
+    NoPermission,
+    ReadBackMismatch,
+    RigforgeError,
+    UnknownGpu,
+)
+
+JOURNAL_VERSION = 1
+
+
+class Terminated(RigforgeError):
+    """SIGTERM arrived; the run stopped and the original settings were restored."""
+
+
+def state_dir() -> Path:
+    """``$RIGFORGE_STATE_DIR`` or ``~/.local/state/rigforge`` (XDG state home), created."""
+    env = os.environ.get("RIGFORGE_STATE_DIR")
+    if env:
+        path = Path(env)
+    else:
+        xdg = os.environ.get("XDG_STATE_HOME")
+        path = (Path(xdg) if xdg else Path.home() / ".local" / "state") / "rigforge"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def rig_slug(spec: str) -> str:
+    """A file-name-safe, collision-free name for a rig spec."""
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", spec)[-40:]
+    return f"{readable}-{hashlib.sha256(spec.encode()).hexdigest()[:8]}"
+
+
+def atomic_write_json(path: Path, document: Any) -> None:
+    """Write JSON to ``path`` so that a crash leaves the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(document, handle, indent=1, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+# --------------------------------------------------------------------------------------------
+# Actuator: the one place caps change
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GpuSettings:
+    """What the journal restores: power limit (W) and persistence mode."""
+
+    power_limit_w: float
+    persistence_mode: bool | None
+
+
+class Actuator:
+    """Sets caps on a rig; persists a simulated rig's caps so they outlive the process.
+
+    ``on_change(uuid, cap_w)`` is called after every successful change (the sweep's trace).
+    """
+
+    def __init__(self, rig: Rig, spec: str, *, persist: bool | None = None) -> None:
+        self.rig = rig
+        self.spec = spec
+        self.persist = spec != "nvml" if persist is None else persist
+        self.on_change: Callable[[str, float], None] | None = None
+
+    @property
+    def sim_state_path(self) -> Path:
+        return state_dir() / f"sim-{rig_slug(self.spec)}.json"
+
+    def load_persisted(self) -> None:
+        """Re-apply a simulated rig's caps from a previous process (its "hardware" state)."""
+        if not self.persist or not self.sim_state_path.is_file():
+            return
+        saved = json.loads(self.sim_state_path.read_text())
+        for gpu in self.rig.gpus:
+            cap = saved.get("power_limit_w", {}).get(gpu.uuid)
+            if cap is not None and abs(gpu.power_limit_w() - cap) > 0.5:
+                gpu.set_power_limit_w(float(cap))
+
+    def _save(self) -> None:
+        if not self.persist:
+            return
+        # record what the simulated GPUs hold; a lost GPU keeps its last persisted value
+        saved: dict[str, float] = {}
+        if self.sim_state_path.is_file():
+            saved = json.loads(self.sim_state_path.read_text()).get("power_limit_w", {})
+        for gpu in self.rig.gpus:
+            with contextlib.suppress(RigforgeError):
+                saved[gpu.uuid] = gpu.power_limit_w()
+        atomic_write_json(self.sim_state_path, {"spec": self.spec, "power_limit_w": saved})
+
+    def settings(self) -> dict[str, GpuSettings]:
+        """The current settings of every GPU, by UUID."""
+        return {
+            gpu.uuid: GpuSettings(gpu.power_limit_w(), gpu.persistence_mode())
+            for gpu in self.rig.gpus
+        }
+
+    def set_cap(self, uuid: str, cap_w: float) -> float:
+        """Set a power limit, read it back, persist it; return the enforced limit. Units: W.
+
+        Raises :class:`ReadBackMismatch` when the card reports a different limit (> 1 W off).
+        """
+        gpu = self.rig.gpu(uuid)
+        current = gpu.power_limit_w()
+        if abs(current - cap_w) < 0.5:
+            return current
+        try:
+            enforced = gpu.set_power_limit_w(cap_w)
+        finally:
+            # even a failed set may have changed something: record what the GPU now holds
+            self._save()
+        configured = gpu.power_limit_w()
+        if abs(configured - cap_w) > 1.0:
+            raise ReadBackMismatch(
+                f"GPU {uuid}: asked for a {cap_w:g} W limit, the card reads back {configured:g} W "
+                f"(enforced {enforced:g} W); check for another tool managing power limits"
+            )
+        if self.on_change is not None:
+            self.on_change(uuid, configured)
+        return enforced
+
+    def restore(self, original: Mapping[str, GpuSettings]) -> dict[str, str]:
+        """Put every GPU back; return ``{uuid: error}`` for the ones that could not be."""
+        failures: dict[str, str] = {}
+        for uuid, settings in original.items():
+            try:
+                self.set_cap(uuid, settings.power_limit_w)
+                gpu = self.rig.gpu(uuid)
+                if (
+                    settings.persistence_mode is not None
+                    and gpu.persistence_mode() is not None
+                    and gpu.persistence_mode() != settings.persistence_mode
+                ):
+                    gpu.set_persistence_mode(settings.persistence_mode)
+            except (RigforgeError, OSError) as error:
+                failures[uuid] = f"{type(error).__name__}: {error}"
+        return failures
+
+
+def open_tuning_rig(spec: str, *, seed: int | None = None) -> tuple[Rig, Actuator]:
+    """Open a rig and its actuator; a simulated rig gets back its persisted caps."""
+    from tuning import backends
+
+    rig = backends.open_rig(spec, seed=seed)
+    actuator = Actuator(rig, spec)
+    actuator.load_persisted()
+    return rig, actuator
+
+
+# --------------------------------------------------------------------------------------------
+# Journal
+# --------------------------------------------------------------------------------------------
+
+
+def journal_path(spec: str) -> Path:
+    return state_dir() / f"journal-{rig_slug(spec)}.json"
+
+
+def _process_start(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+@dataclass
+class Journal:
+    """The on-disk record of a run in progress (see the module docstring)."""
+
+    path: Path
+    rig_spec: str
+    original: dict[str, GpuSettings]
+    pid: int = field(default_factory=os.getpid)
+    pid_started: float | None = None
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    sweep_key: dict[str, Any] | None = None
+    probes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "journal_version": JOURNAL_VERSION,
+            "rig_spec": self.rig_spec,
+            "pid": self.pid,
+            "pid_started": self.pid_started,
+            "created_at": self.created_at,
+            "original": {uuid: asdict(s) for uuid, s in self.original.items()},
+            "sweep_key": self.sweep_key,
+            "probes": self.probes,
+        }
+
+    def save(self) -> None:
+        atomic_write_json(self.path, self.to_json())
+
+    @classmethod
+    def load(cls, path: Path) -> Journal:
+        data = json.loads(path.read_text())
+        return cls(
+            path=path,
+            rig_spec=data["rig_spec"],
+            original={u: GpuSettings(**s) for u, s in data["original"].items()},
+            pid=data["pid"],
+            pid_started=data.get("pid_started"),
+            created_at=data["created_at"],
+            sweep_key=data.get("sweep_key"),
+            probes=data.get("probes", {}),
+        )
+
+    def owner_alive(self) -> bool:
+        """True when the process that wrote the journal is still running (and is that process)."""
+        if self.pid == os.getpid():
+            return True
+        started = _process_start(self.pid)
+        if started is None:
+            return False
+        return self.pid_started is None or abs(started - self.pid_started) < 1.0
+
+    def record_probe(self, uuid: str, measurement: dict[str, Any]) -> None:
+        self.probes.setdefault(uuid, []).append(measurement)
+        self.save()
+
+
+def restore_journal(
+    path: Path, *, rig: Rig | None = None, actuator: Actuator | None = None
+) -> dict[str, str]:
+    """Restore the settings in a journal and delete it when every GPU is back.
+
+    Returns the failures (``{uuid: error}``); the journal is kept when there are any.
+    """
+    journal = Journal.load(path)
+    if actuator is None:
+        _, actuator = open_tuning_rig(journal.rig_spec)
+    present = {gpu.uuid for gpu in actuator.rig.gpus}
+    failures = actuator.restore({u: s for u, s in journal.original.items() if u in present})
+    for uuid in set(journal.original) - present:
+        failures[uuid] = "GPU not present on the rig"
+    if not failures:
+        path.unlink(missing_ok=True)
+    return failures
+
+
+def stale_journals() -> list[Path]:
+    """Journals whose writer is gone (killed, crashed, power lost)."""
+    stale = []
+    for path in sorted(state_dir().glob("journal-*.json")):
+        try:
+            journal = Journal.load(path)
+        except (OSError, ValueError, KeyError):
+            continue
+        if not journal.owner_alive():
+            stale.append(path)
+    return stale
+
+
+def recover_stale_journals(
+    log: Callable[[str], None] = lambda m: None,
+) -> dict[str, dict[str, str]]:
+    """Restore every stale journal (run at the start of each rigforge command)."""
+    results: dict[str, dict[str, str]] = {}
+    for path in stale_journals():
+        journal = Journal.load(path)
+        failures = restore_journal(path)
+        results[journal.rig_spec] = failures
+        if failures:
+            log(f"rigforge: could not restore {journal.rig_spec} from {path}: {failures}")
+        else:
+            log(
+                f"rigforge: restored original settings of {journal.rig_spec} "
+                "from an interrupted run"
+            )
+    return results
+
+
+# --------------------------------------------------------------------------------------------
+# The safety session
+# --------------------------------------------------------------------------------------------
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated(f"stopped by signal {signal.Signals(signum).name}; original settings restored")
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+class SafetySession:
+    """Journal the originals before the first change; restore them however the run ends.
+
+    Usage::
+
+        with SafetySession(actuator, sweep_key={...}) as session:
+            session.resumed_probes  # probes of an interrupted identical sweep, by UUID
+            ...change caps through the actuator...
+
+    ``restore_on_exit=False`` keeps the changes on success (still restored on failure).
+    """
+
+    def __init__(
+        self,
+        actuator: Actuator,
+        *,
+        sweep_key: Mapping[str, Any] | None = None,
+        restore_on_exit: bool = True,
+        log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+    ) -> None:
+        self.actuator = actuator
+        self.sweep_key = dict(sweep_key) if sweep_key is not None else None
+        self.restore_on_exit = restore_on_exit
+        self.log = log
+        self.path = journal_path(actuator.spec)
+        self.journal: Journal | None = None
+        self.resumed_probes: dict[str, list[dict[str, Any]]] = {}
+        self.restore_failures: dict[str, str] = {}
+        self._old_handlers: dict[int, Any] = {}
+
+    def __enter__(self) -> SafetySession:
+        original = None
+        if self.path.is_file():
+            previous = Journal.load(self.path)
+            if previous.owner_alive():
+                raise RigforgeError(
+                    f"another rigforge run (pid {previous.pid}) is tuning {self.actuator.spec}; "
+                    f"wait for it or stop it (its journal: {self.path})"
+                )
+            failures = self.actuator.restore(previous.original)
+            if failures:
+                raise RigforgeError(
+                    f"an interrupted run left {self.path}; restoring it failed: {failures}. "
+                    "Fix the GPU(s), then run 'rigforge restore'"
+                )
+            self.log(f"rigforge: restored original settings from an interrupted run ({self.path})")
+            original = previous.original
+            if self.sweep_key is not None and previous.sweep_key == self.sweep_key:
+                self.resumed_probes = previous.probes
+        self.journal = Journal(
+            path=self.path,
+            rig_spec=self.actuator.spec,
+            original=original or self.actuator.settings(),
+            pid_started=_process_start(os.getpid()),
+            sweep_key=self.sweep_key,
+            probes={u: list(p) for u, p in self.resumed_probes.items()},
+        )
+        self.journal.save()
+        self._install_handlers()
+        return self
+
+    def _install_handlers(self) -> None:
+        with contextlib.suppress(ValueError):  # not the main thread: leave handlers alone
+            self._old_handlers[signal.SIGTERM] = signal.signal(signal.SIGTERM, _raise_terminated)
+            self._old_handlers[signal.SIGINT] = signal.signal(signal.SIGINT, _raise_interrupt)
+
+    def _restore_handlers(self) -> None:
+        for signum, handler in self._old_handlers.items():
+            signal.signal(signum, handler)
+        self._old_handlers.clear()
+
+    def record_probe(self, uuid: str, measurement: Mapping[str, Any]) -> None:
+        assert self.journal is not None
+        self.journal.record_probe(uuid, dict(measurement))
+
+    def restore_now(self) -> dict[str, str]:
+        """Restore the originals (used by the watchdog path and on exit)."""
+        assert self.journal is not None
+        return self.actuator.restore(self.journal.original)
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        assert self.journal is not None
+        # a second Ctrl-C must not interrupt the restore itself
+        with _signals_ignored():
+            if exc_type is None and not self.restore_on_exit:
+                failures: dict[str, str] = {}
+            else:
+                failures = self.restore_now()
+            self.restore_failures = failures
+            if failures:
+                self.log(
+                    f"rigforge: could not restore {sorted(failures)}: {failures}; the journal "
+                    f"{self.path} is kept — run 'rigforge restore' once the GPU answers again"
+                )
+                self.journal.pid = -1  # mark stale so the next start restores it
+                self.journal.save()
+            else:
+                self.path.unlink(missing_ok=True)
+            self._restore_handlers()
+
+
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    saved: dict[int, Any] = {}
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):
+                saved[signum] = signal.signal(signum, signal.SIG_IGN)
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
+# --------------------------------------------------------------------------------------------
+# Applying a profile
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """One GPU's cap change: ``before_w`` → ``requested_w`` (clamped: ``target_w``) → read back."""
+
+    uuid: str
+    before_w: float
+    requested_w: float
+    target_w: float
+    read_back_w: float | None
+    changed: bool
+
+
+def apply_caps(
+    actuator: Actuator, caps_w: Mapping[str, float], *, dry_run: bool = False
+) -> list[ApplyResult]:
+    """Apply caps by UUID, clamped to each GPU's constraints and read back.
+
+    Refuses (nothing changed) when a UUID is missing on the rig. Raises
+    :class:`ReadBackMismatch` when a card reads back another value.
+    """
+    rig = actuator.rig
+    present = {gpu.uuid for gpu in rig.gpus}
+    missing = sorted(set(caps_w) - present)
+    if missing:
+        raise UnknownGpu(
+            f"the profile names GPU(s) {', '.join(missing)} that this rig does not have "
+            f"(it has {', '.join(sorted(present))}); re-run 'rigforge sweep' for this rig"
+        )
+    results = []
+    for uuid, requested in caps_w.items():
+        gpu = rig.gpu(uuid)
+        target = gpu.power_constraints().clamp(float(requested))
+        before = gpu.power_limit_w()
+        if dry_run:
+            results.append(
+                ApplyResult(uuid, before, requested, target, None, abs(before - target) >= 0.5)
+            )
+            continue
+        try:
+            actuator.set_cap(uuid, target)
+        except (GpuLost, NoPermission):
+            raise
+        read_back = gpu.power_limit_w()
+        results.append(
+            ApplyResult(uuid, before, requested, target, read_back, abs(before - target) >= 0.5)
+        )
+    return results

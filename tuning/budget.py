@@ -1,0 +1,272 @@
+"""Power budgets: PSU and circuit loads, and allocating caps across GPUs inside them.
+
+Load model (every figure is a *cap*, the most a GPU may draw, not a measured draw):
+
+* PSU load ratio = (platform DC draw + Σ caps of the GPUs it feeds) / PSU DC rating;
+* circuit load ratio = Σ over its PSUs of wall_w(platform + Σ caps) / circuit continuous
+  budget, where ``wall_w`` divides by the PSU's efficiency and the circuit budget is
+  breaker × voltage × continuous ratio (80 %, NEC 210.19/210.20).
+
+:func:`allocate` picks one option (cap, throughput, power) per GPU so that every ratio stays
+≤ ``1 − headroom`` (transient headroom: GPUs overshoot their cap for milliseconds) and the
+policy objective is maximal. It is exact: a knapsack per PSU over integer watts, Pareto
+frontiers combined per circuit, and Dinkelbach's iteration for the tokens-per-joule ratio.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from tuning.backends.base import Circuit, Psu, Rig
+
+
+@dataclass(frozen=True)
+class BudgetModel:
+    """The PSUs and circuits of a rig and which PSU feeds each GPU (by UUID)."""
+
+    psus: tuple[Psu, ...] = ()
+    circuits: tuple[Circuit, ...] = ()
+    gpu_psu: Mapping[str, str | None] = field(default_factory=dict)
+
+    @classmethod
+    def from_rig(cls, rig: Rig) -> BudgetModel:
+        return cls(
+            psus=tuple(rig.psus()),
+            circuits=tuple(rig.circuits()),
+            gpu_psu={gpu.uuid: rig.psu_of(gpu.uuid) for gpu in rig.gpus},
+        )
+
+    def psu_dc_w(self, caps_w: Mapping[str, float]) -> dict[str, float]:
+        """DC load per PSU (platform + caps of its GPUs). Units: W."""
+        loads = {psu.name: psu.platform_w for psu in self.psus}
+        for uuid, cap in caps_w.items():
+            name = self.gpu_psu.get(uuid)
+            if name in loads:
+                loads[name] += cap
+        return loads
+
+    def load_ratios(self, caps_w: Mapping[str, float]) -> dict[str, float]:
+        """``{"psu:NAME": ratio, "circuit:NAME": ratio}`` for the given per-GPU watts."""
+        dc = self.psu_dc_w(caps_w)
+        ratios = {f"psu:{psu.name}": dc[psu.name] / psu.rating_w for psu in self.psus}
+        for circuit in self.circuits:
+            wall = sum(psu.wall_w(dc[psu.name]) for psu in self.psus if psu.circuit == circuit.name)
+            ratios[f"circuit:{circuit.name}"] = wall / circuit.budget_w
+        return ratios
+
+    def max_ratio(self, caps_w: Mapping[str, float]) -> float:
+        """The highest load ratio over all PSUs and circuits (0 when none are described)."""
+        return max(self.load_ratios(caps_w).values(), default=0.0)
+
+    def fits(self, caps_w: Mapping[str, float], limit_ratio: float = 1.0) -> bool:
+        return self.max_ratio(caps_w) <= limit_ratio + 1e-9
+
+
+# --------------------------------------------------------------------------------------------
+# Allocation
+# --------------------------------------------------------------------------------------------
+
+
+class Policy(StrEnum):
+    """What the tuner maximises."""
+
+    EFFICIENCY = "efficiency"  # tokens per joule, throughput ≥ floor × uncapped
+    THROUGHPUT = "throughput"  # aggregate tokens/s inside budget and heat
+
+
+@dataclass(frozen=True)
+class CapOption:
+    """One choice for one GPU: set ``cap_w``, expect ``throughput_tps`` at ``power_w``."""
+
+    cap_w: int
+    throughput_tps: float
+    power_w: float
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """The chosen cap per GPU UUID and what the curves predict for it.
+
+    ``objective``: aggregate tokens/J (efficiency) or tokens/s (throughput);
+    ``floor_relaxed``: the floor could not be met inside the budget and was dropped.
+    """
+
+    caps_w: dict[str, int]
+    throughput_tps: float
+    power_w: float
+    objective: float
+    floor_relaxed: bool = False
+
+
+class InfeasibleBudget(ValueError):
+    """Not even the lowest cap of every GPU fits the budget."""
+
+
+def objective_value(policy: Policy, throughput_tps: float, power_w: float) -> float:
+    """The policy's objective for an aggregate (Σ throughput, Σ power)."""
+    if policy is Policy.THROUGHPUT:
+        return throughput_tps
+    return throughput_tps / power_w if power_w > 0 else 0.0
+
+
+#: a tie-break weight: among equal-throughput choices prefer the lower power
+_EPS_PER_W = 1e-6
+
+
+def allocate(
+    options: Mapping[str, Sequence[CapOption]],
+    budget: BudgetModel,
+    policy: Policy,
+    *,
+    headroom: float = 0.10,
+    floors_tps: Mapping[str, float] | None = None,
+) -> Allocation:
+    """Choose one option per GPU maximising the policy objective inside the budget.
+
+    ``floors_tps``: per-GPU minimum throughput (efficiency policy). Options below it are
+    dropped; if no combination then fits, the floor is relaxed and ``floor_relaxed`` is set.
+    Raises :class:`InfeasibleBudget` when even the lowest caps do not fit.
+    """
+    limit = 1.0 - headroom
+    candidates = {
+        uuid: _floored(opts, (floors_tps or {}).get(uuid)) for uuid, opts in options.items()
+    }
+    relaxed = False
+    try:
+        choice = _solve(candidates, budget, policy, limit)
+    except InfeasibleBudget:
+        if floors_tps is None:
+            raise
+        choice = _solve({u: list(o) for u, o in options.items()}, budget, policy, limit)
+        relaxed = True
+    throughput = sum(o.throughput_tps for o in choice.values())
+    power = sum(o.power_w for o in choice.values())
+    return Allocation(
+        caps_w={uuid: o.cap_w for uuid, o in choice.items()},
+        throughput_tps=throughput,
+        power_w=power,
+        objective=objective_value(policy, throughput, power),
+        floor_relaxed=relaxed,
+    )
+
+
+def _floored(opts: Sequence[CapOption], floor: float | None) -> list[CapOption]:
+    kept = [o for o in opts if floor is None or o.throughput_tps >= floor]
+    # keep the best-throughput option so a GPU is never left without a choice
+    return kept or [max(opts, key=lambda o: o.throughput_tps)]
+
+
+def _solve(
+    options: Mapping[str, Sequence[CapOption]],
+    budget: BudgetModel,
+    policy: Policy,
+    limit: float,
+) -> dict[str, CapOption]:
+    if policy is Policy.THROUGHPUT:
+        return _best_linear(
+            options, budget, limit, lambda o: o.throughput_tps - _EPS_PER_W * o.power_w
+        )
+    # Dinkelbach: max ΣT/ΣP == the λ at which max Σ(T − λP) is 0; each step is linear.
+    lam = 0.0
+    choice = _best_linear(options, budget, limit, lambda o: o.throughput_tps)
+    for _ in range(50):
+        total_t = sum(o.throughput_tps for o in choice.values())
+        total_p = sum(o.power_w for o in choice.values())
+        new_lam = total_t / total_p if total_p > 0 else 0.0
+        if new_lam <= lam * (1 + 1e-12):
+            break
+        lam = new_lam
+        choice = _best_linear(
+            options, budget, limit, lambda o, lam=lam: o.throughput_tps - lam * o.power_w
+        )
+    return choice
+
+
+@dataclass(frozen=True)
+class _Frontier:
+    """Pareto frontier: (load W, value, choice) with load ↑ and value strictly ↑."""
+
+    points: tuple[tuple[float, float, tuple[tuple[str, CapOption], ...]], ...]
+
+
+def _pareto(points: list[tuple[float, float, tuple[tuple[str, CapOption], ...]]]) -> _Frontier:
+    points.sort(key=lambda p: (p[0], -p[1]))
+    kept: list[tuple[float, float, tuple[tuple[str, CapOption], ...]]] = []
+    for point in points:
+        if not kept or point[1] > kept[-1][1] + 1e-12:
+            kept.append(point)
+    return _Frontier(tuple(kept))
+
+
+def _best_linear(
+    options: Mapping[str, Sequence[CapOption]],
+    budget: BudgetModel,
+    limit: float,
+    value,
+) -> dict[str, CapOption]:
+    """Maximise Σ value(option) subject to every PSU and circuit ratio ≤ ``limit``."""
+    psu_names = {psu.name for psu in budget.psus}
+    by_psu: dict[str | None, list[str]] = {}
+    for uuid in options:
+        name = budget.gpu_psu.get(uuid)
+        by_psu.setdefault(name if name in psu_names else None, []).append(uuid)
+
+    choice: dict[str, CapOption] = {}
+    # GPUs on no described PSU are unconstrained: each takes its own best option.
+    for uuid in by_psu.pop(None, []):
+        choice[uuid] = max(options[uuid], key=value)
+
+    # Per PSU: a knapsack over the GPUs it feeds, DC watts as weight.
+    frontiers: dict[str, _Frontier] = {}
+    for psu in budget.psus:
+        uuids = by_psu.get(psu.name, [])
+        cap_dc = psu.rating_w * limit - psu.platform_w
+        frontier = _Frontier(((0.0, 0.0, ()),))
+        for uuid in uuids:
+            points = [
+                (load + opt.cap_w, val + value(opt), (*picked, (uuid, opt)))
+                for load, val, picked in frontier.points
+                for opt in options[uuid]
+                if load + opt.cap_w <= cap_dc + 1e-9
+            ]
+            if not points:
+                raise InfeasibleBudget(f"PSU {psu.name}: the lowest caps exceed its budget")
+            frontier = _pareto(points)
+        # express the load as wall watts so circuits can add PSUs of different efficiency
+        frontiers[psu.name] = _Frontier(
+            tuple((psu.wall_w(psu.platform_w + load), v, c) for load, v, c in frontier.points)
+        )
+
+    circuit_names = {c.name for c in budget.circuits}
+    for circuit in budget.circuits:
+        members = [p.name for p in budget.psus if p.circuit == circuit.name]
+        combined = _Frontier(((0.0, 0.0, ()),))
+        for name in members:
+            points = [
+                (wa + wb, va + vb, ca + cb)
+                for wa, va, ca in combined.points
+                for wb, vb, cb in frontiers[name].points
+                if wa + wb <= circuit.budget_w * limit + 1e-9
+            ]
+            if not points:
+                raise InfeasibleBudget(f"circuit {circuit.name}: the lowest caps exceed its budget")
+            combined = _pareto(points)
+        best = max(combined.points, key=lambda p: p[1])
+        choice.update(dict(best[2]))
+    # PSUs on no described circuit: only their own rating binds.
+    for psu in budget.psus:
+        if psu.circuit not in circuit_names:
+            best = max(frontiers[psu.name].points, key=lambda p: p[1])
+            choice.update(dict(best[2]))
+    missing = set(options) - set(choice)
+    for uuid in missing:  # a PSU with no frontier entry cannot happen; belt and braces
+        choice[uuid] = max(options[uuid], key=value)
+    return choice
+
+
+def round_up_w(power_w: float, step_w: int = 1) -> int:
+    """Round a wattage up to a whole ``step_w``. Units: W."""
+    return int(math.ceil(power_w / step_w - 1e-9) * step_w)

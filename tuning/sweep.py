@@ -1,0 +1,562 @@
+"""The sweep: probe caps on every GPU in parallel inside the power budget, allocate, heat-soak.
+
+Phases (all times on the rig's clock — virtual on a simulated rig):
+
+1. **Park**: every GPU is idled and capped at its minimum (lowering caps can only reduce load,
+   so this is safe in any order; stock caps on some rigs do not fit the circuits).
+2. **Probe**: each GPU's :class:`~tuning.search.CapSearch` proposes caps. A probe starts only
+   when the live caps of every PSU and circuit, with it raised, stay within
+   ``sweep_limit_ratio`` of their budgets; otherwise the GPU waits parked. Every cap change
+   is recorded in a :class:`~tuning.telemetry.CapTrace`, so ``max_psu_load_ratio`` is
+   computed from the trace, not asserted. A probe lasts until its window is steady.
+3. **Allocate**: :func:`tuning.budget.allocate` picks one measured point per GPU.
+4. **Heat-soak**: the chosen caps run ``heat_soak_s`` (30 min) of sustained load on every GPU
+   at once. Any throttle reason (SW/HW thermal, HW slowdown, power brake) rejects the config:
+   the offending GPU's cap drops to its next lower measured point (or 5 % lower) and the soak
+   starts again; after ``max_soak_rounds`` the slot is flagged.
+
+The caller owns safety (a :class:`~tuning.apply.SafetySession` around :meth:`Sweep.run`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from tuning.apply import Actuator, SafetySession
+from tuning.backends.base import THROTTLE_REASONS, PowerConstraints, Rig
+from tuning.budget import Allocation, BudgetModel, CapOption, InfeasibleBudget, Policy, allocate
+from tuning.errors import SafetyAbort
+from tuning.search import CapSearch, make_search
+from tuning.telemetry import (
+    CapTrace,
+    ProbeMeasurement,
+    ProbeWindow,
+    SteadyStatePolicy,
+    Watchdog,
+)
+from tuning.workloads import Workload
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Everything that decides a sweep's outcome (the journal's resume key is built from it).
+
+    ``headroom``: transient margin kept free on every PSU/circuit by the allocation (ratio
+    ≤ 1 − headroom). ``sweep_limit_ratio``: the live-cap ceiling while probing.
+    ``fixed_probe_s``: when set, every probe lasts exactly this long (the naive reference);
+    ``max_parallel``: probes running at once (``None``: as many as the budget allows).
+    """
+
+    workload: str = "decode"
+    policy: Policy = Policy.EFFICIENCY
+    floor: float = 0.95
+    strategy: str = "adaptive"
+    step_w: int = 5
+    seed: int | None = None
+    headroom: float = 0.10
+    sweep_limit_ratio: float = 0.95
+    heat_soak_s: float = 1800.0
+    max_soak_rounds: int = 4
+    sample_period_s: float = 1.0
+    steady: SteadyStatePolicy = field(default_factory=SteadyStatePolicy)
+    watchdog_margin_c: float = 5.0
+    fixed_probe_s: float | None = None
+    max_parallel: int | None = None
+
+    def resume_key(self, rig_spec: str) -> dict[str, Any]:
+        return {
+            "rig": rig_spec,
+            "workload": self.workload,
+            "policy": str(self.policy),
+            "floor": self.floor,
+            "strategy": self.strategy,
+            "step_w": self.step_w,
+            "seed": self.seed,
+        }
+
+
+@dataclass(frozen=True)
+class ThrottleEvent:
+    """A throttle reason seen during a heat-soak: when, which GPU, which reasons, at what cap."""
+
+    time_s: float
+    uuid: str
+    reasons: tuple[str, ...]
+    cap_w: float
+    temp_c: float | None
+
+
+@dataclass(frozen=True)
+class SoakRound:
+    """One heat-soak attempt."""
+
+    caps_w: dict[str, float]
+    sim_seconds: float
+    throttle_events: tuple[ThrottleEvent, ...]
+    peak_temp_c: dict[str, float]
+    throughput_tps: dict[str, float]
+    power_w: dict[str, float]
+    temp_trace: dict[str, tuple[tuple[float, float], ...]]
+
+    @property
+    def passed(self) -> bool:
+        return not self.throttle_events
+
+
+@dataclass(frozen=True)
+class GpuResult:
+    """One GPU's outcome. ``throughput_rel``: heat-soak throughput / uncapped probe throughput."""
+
+    uuid: str
+    name: str
+    pci_bus_id: str
+    min_w: float
+    max_w: float
+    stock_cap_w: float
+    natural_draw_w: float
+    uncapped_tps: float
+    uncapped_tokens_per_joule: float
+    cap_w: float
+    probes: int
+    curve: tuple[ProbeMeasurement, ...]
+    throughput_tps: float
+    power_w: float
+    peak_temp_c: float
+    flagged: bool = False
+
+    @property
+    def throughput_rel(self) -> float:
+        return self.throughput_tps / self.uncapped_tps if self.uncapped_tps > 0 else 0.0
+
+    @property
+    def tokens_per_joule(self) -> float:
+        return self.throughput_tps / self.power_w if self.power_w > 0 else 0.0
+
+    @property
+    def tokens_per_joule_gain(self) -> float:
+        """Relative tokens/J improvement over uncapped (0.25 = 25 % more tokens per joule)."""
+        base = self.uncapped_tokens_per_joule
+        return self.tokens_per_joule / base - 1.0 if base > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """A finished sweep: per-GPU results, the soak rounds, the trace's verdict."""
+
+    config: SweepConfig
+    rig_name: str
+    rig_spec: str
+    fingerprint: str
+    gpus: tuple[GpuResult, ...]
+    sweep_sim_s: float
+    soak_rounds: tuple[SoakRound, ...]
+    max_psu_load_ratio: float
+    allocation: Allocation
+    objective: float
+    resumed_probes: int = 0
+
+    @property
+    def final_soak(self) -> SoakRound | None:
+        return self.soak_rounds[-1] if self.soak_rounds else None
+
+    @property
+    def validation_passed(self) -> bool:
+        final = self.final_soak
+        return final is not None and final.passed
+
+    @property
+    def soak_sim_s(self) -> float:
+        return sum(r.sim_seconds for r in self.soak_rounds)
+
+    @property
+    def total_probes(self) -> int:
+        return sum(g.probes for g in self.gpus)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``rigforge sweep --json`` document."""
+        final = self.final_soak
+        return {
+            "gpus": [
+                {
+                    "uuid": g.uuid,
+                    "name": g.name,
+                    "cap_w": g.cap_w,
+                    "probes": g.probes,
+                    "throughput_rel": round(g.throughput_rel, 4),
+                    "tokens_per_joule": round(g.tokens_per_joule, 5),
+                    "tokens_per_joule_gain": round(g.tokens_per_joule_gain, 4),
+                    "peak_temp_c": g.peak_temp_c,
+                    "flagged": g.flagged,
+                }
+                for g in self.gpus
+            ],
+            "totals": {
+                "probes": self.total_probes,
+                "sim_seconds": round(self.sweep_sim_s, 1),
+                "heat_soak_sim_seconds": round(self.soak_sim_s, 1),
+                "soak_rounds": len(self.soak_rounds),
+                "throttle_events": len(final.throttle_events) if final else 0,
+                "throttle_events_all_rounds": sum(len(r.throttle_events) for r in self.soak_rounds),
+                "max_psu_load_ratio": round(self.max_psu_load_ratio, 4),
+                "objective": round(self.objective, 6),
+                "policy": str(self.config.policy),
+                "validation_passed": self.validation_passed,
+                "resumed_probes": self.resumed_probes,
+            },
+        }
+
+
+#: progress callback: (uuid, event, details) — events: "probe", "done", "soak", "soak_done"
+Progress = Callable[[str, str, Mapping[str, Any]], None]
+
+
+class Sweep:
+    """One sweep of one rig under one workload (see the module docstring)."""
+
+    def __init__(
+        self,
+        rig: Rig,
+        actuator: Actuator,
+        workload: Workload,
+        config: SweepConfig,
+        *,
+        session: SafetySession | None = None,
+        progress: Progress | None = None,
+        rig_spec: str | None = None,
+    ) -> None:
+        self.rig = rig
+        self.actuator = actuator
+        self.workload = workload
+        self.config = config
+        self.session = session
+        self.progress = progress or (lambda uuid, event, details: None)
+        self.rig_spec = rig_spec or actuator.spec
+        self.clock = rig.clock
+        self.uuids = [gpu.uuid for gpu in rig.gpus]
+        self.constraints: dict[str, PowerConstraints] = {
+            gpu.uuid: gpu.power_constraints() for gpu in rig.gpus
+        }
+        self.budget = BudgetModel.from_rig(rig)
+        self.watchdog = Watchdog(
+            slowdown_c={gpu.uuid: gpu.thresholds().slowdown_c for gpu in rig.gpus},
+            budget=self.budget,
+            margin_c=config.watchdog_margin_c,
+        )
+        self.caps: dict[str, float] = {gpu.uuid: gpu.power_limit_w() for gpu in rig.gpus}
+        self.trace = CapTrace(self.budget, dict(self.caps))
+        self.searches: dict[str, CapSearch] = {
+            uuid: make_search(
+                config.strategy, self.constraints[uuid], floor=config.floor, step_w=config.step_w
+            )
+            for uuid in self.uuids
+        }
+        self.resumed_probes = 0
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _on_change(self, uuid: str, cap_w: float) -> None:
+        self.caps[uuid] = cap_w
+        self.trace.record(self.clock.now_s(), uuid, cap_w)
+
+    def _set(self, uuid: str, cap_w: float) -> None:
+        self.actuator.set_cap(uuid, cap_w)
+
+    def _park(self, uuid: str) -> None:
+        self.workload.stop(uuid)
+        self._set(uuid, self.constraints[uuid].min_w)
+
+    def _fits(self, uuid: str, cap_w: float) -> bool:
+        if cap_w <= self.caps[uuid]:
+            return True
+        return self.budget.fits({**self.caps, uuid: cap_w}, self.config.sweep_limit_ratio)
+
+    def _window(self, cap_w: float) -> ProbeWindow:
+        policy = self.config.steady
+        if self.config.fixed_probe_s is not None:
+            policy = SteadyStatePolicy(
+                settle_s=policy.settle_s,
+                window_s=max(5.0, self.config.fixed_probe_s - policy.settle_s),
+                rel_tol=0.0,
+                max_s=self.config.fixed_probe_s,
+            )
+        return ProbeWindow(cap_w=cap_w, started_s=self.clock.now_s(), policy=policy)
+
+    def _replay(self) -> None:
+        if self.session is None:
+            return
+        for uuid, probes in self.session.resumed_probes.items():
+            search = self.searches.get(uuid)
+            if search is None:
+                continue
+            for probe in probes:
+                search.next_cap()  # keeps the search's own bookkeeping identical
+                search.record(ProbeMeasurement(**probe))
+                self.resumed_probes += 1
+
+    # -- phases -------------------------------------------------------------------------------
+
+    def run(self) -> SweepResult:
+        """Probe, allocate, heat-soak. Caps are left changed: the caller restores them."""
+        self.actuator.on_change = self._on_change
+        try:
+            self._replay()
+            started = self.clock.now_s()
+            for uuid in self.uuids:
+                self._park(uuid)
+            self._probe_all()
+            sweep_s = self.clock.now_s() - started
+            allocation = self._allocate()
+            rounds, final_caps, flagged = self._heat_soak(allocation)
+            max_ratio = self.trace.max_load_ratio()
+        finally:
+            self.actuator.on_change = None
+            for uuid in self.uuids:
+                self.workload.stop(uuid)
+        return self._result(sweep_s, allocation, rounds, final_caps, flagged, max_ratio)
+
+    def _probe_all(self) -> None:
+        cfg = self.config
+        pending: dict[str, int] = {}
+        for uuid in self.uuids:
+            cap = self.searches[uuid].next_cap()
+            if cap is not None:
+                pending[uuid] = cap
+            else:
+                self.progress(uuid, "done", {"probes": len(self.searches[uuid].points)})
+        active: dict[str, ProbeWindow] = {}
+        while pending or active:
+            # start waiting probes, fewest-probes-first so every GPU progresses
+            for uuid in sorted(
+                pending, key=lambda u: (len(self.searches[u].points), self.uuids.index(u))
+            ):
+                if cfg.max_parallel is not None and len(active) >= cfg.max_parallel:
+                    break
+                cap = pending[uuid]
+                if self._fits(uuid, cap):
+                    self._set(uuid, cap)
+                    self.workload.start(uuid)
+                    active[uuid] = self._window(cap)
+                    del pending[uuid]
+            if not active:
+                blocked = ", ".join(f"{u} at {c} W" for u, c in pending.items())
+                raise SafetyAbort(
+                    f"no probe fits the power budget even with every other GPU at its minimum "
+                    f"cap ({blocked}); check the rig's PSU and circuit figures"
+                )
+            self.clock.sleep(cfg.sample_period_s)
+            now = self.clock.now_s()
+            draws: dict[str, float] = {}
+            for uuid, window in list(active.items()):
+                gpu = self.rig.gpu(uuid)
+                sample = gpu.sample(now)
+                self.watchdog.check_temperature(uuid, sample)
+                draws[uuid] = sample.power_draw_w or 0.0
+                window.add(sample, self.workload.tokens_total(uuid))
+            self.watchdog.check_draw(draws)
+            for uuid, window in list(active.items()):
+                fixed = cfg.fixed_probe_s is not None
+                if not (window.expired(now) or (not fixed and window.steady())):
+                    continue
+                measurement = window.result(now)
+                search = self.searches[uuid]
+                search.record(measurement)
+                if self.session is not None:
+                    self.session.record_probe(uuid, asdict(measurement))
+                del active[uuid]
+                self.progress(
+                    uuid,
+                    "probe",
+                    {
+                        "probes": len(search.points),
+                        "cap_w": measurement.cap_w,
+                        "throughput_tps": measurement.throughput_tps,
+                    },
+                )
+                nxt = search.next_cap()
+                if nxt is None:
+                    self._park(uuid)
+                    self.progress(uuid, "done", {"probes": len(search.points)})
+                elif nxt <= self.caps[uuid]:
+                    # lowering never breaks the budget: go straight to the next probe
+                    self._set(uuid, nxt)
+                    active[uuid] = self._window(nxt)
+                else:
+                    self._park(uuid)
+                    pending[uuid] = nxt
+
+    def _options(self) -> tuple[dict[str, list[CapOption]], dict[str, float]]:
+        options = {uuid: self.searches[uuid].options() for uuid in self.uuids}
+        floors = {
+            uuid: self.config.floor * (self.searches[uuid].uncapped_tps or 0.0)
+            for uuid in self.uuids
+        }
+        return options, floors
+
+    def _allocate(self) -> Allocation:
+        options, floors = self._options()
+        try:
+            return allocate(
+                options,
+                self.budget,
+                self.config.policy,
+                headroom=self.config.headroom,
+                floors_tps=floors if self.config.policy is Policy.EFFICIENCY else None,
+            )
+        except InfeasibleBudget as error:
+            raise SafetyAbort(
+                f"no combination of measured caps fits the budget with {self.config.headroom:.0%} "
+                f"headroom ({error}); check the rig's PSU and circuit figures"
+            ) from error
+
+    def _lower_cap(self, uuid: str, cap_w: float) -> float:
+        """The next lower measured cap of a GPU, or 5 % lower; never below its minimum."""
+        lower = [o.cap_w for o in self.searches[uuid].options() if o.cap_w < cap_w - 0.5]
+        step = max(lower) if lower else math.floor(cap_w * 0.95)
+        return max(self.constraints[uuid].min_w, min(step, math.floor(cap_w * 0.95)))
+
+    def _apply_caps(self, caps: Mapping[str, float]) -> None:
+        # lower first, then raise: every intermediate state is at or below the final one
+        for uuid in sorted(self.uuids, key=lambda u: caps[u] - self.caps[u]):
+            self._set(uuid, caps[uuid])
+
+    def _heat_soak(
+        self, allocation: Allocation
+    ) -> tuple[list[SoakRound], dict[str, float], set[str]]:
+        caps = {uuid: float(cap) for uuid, cap in allocation.caps_w.items()}
+        rounds: list[SoakRound] = []
+        flagged: set[str] = set()
+        for _ in range(self.config.max_soak_rounds):
+            soak = self._soak_once(caps)
+            rounds.append(soak)
+            if soak.passed:
+                break
+            offenders = {e.uuid for e in soak.throttle_events}
+            for uuid in offenders:
+                new = self._lower_cap(uuid, caps[uuid])
+                if new >= caps[uuid]:
+                    flagged.add(uuid)
+                caps[uuid] = new
+        else:
+            flagged |= {e.uuid for e in rounds[-1].throttle_events}
+        return rounds, caps, flagged
+
+    def _soak_once(self, caps: Mapping[str, float]) -> SoakRound:
+        cfg = self.config
+        self._apply_caps(caps)
+        for uuid in self.uuids:
+            self.workload.start(uuid)
+        started = self.clock.now_s()
+        events: list[ThrottleEvent] = []
+        peak = dict.fromkeys(self.uuids, float("-inf"))
+        trace: dict[str, list[tuple[float, float]]] = {u: [] for u in self.uuids}
+        power_sum = dict.fromkeys(self.uuids, 0.0)
+        power_n = dict.fromkeys(self.uuids, 0)
+        # throughput and power are judged over the last 5 minutes (hot, steady)
+        judge_from_s = started + max(0.0, cfg.heat_soak_s - 300.0)
+        tokens_at_judge: dict[str, float] = {}
+        self.progress("", "soak", {"caps_w": dict(caps), "seconds": cfg.heat_soak_s})
+        while self.clock.now_s() - started < cfg.heat_soak_s:
+            self.clock.sleep(cfg.sample_period_s)
+            now = self.clock.now_s()
+            if now >= judge_from_s and not tokens_at_judge:
+                tokens_at_judge = {u: self.workload.tokens_total(u) for u in self.uuids}
+                judge_start = now
+            draws = {}
+            for uuid in self.uuids:
+                sample = self.rig.gpu(uuid).sample(now)
+                self.watchdog.check_temperature(uuid, sample)
+                draws[uuid] = sample.power_draw_w or 0.0
+                if sample.temp_c is not None:
+                    peak[uuid] = max(peak[uuid], sample.temp_c)
+                    trace[uuid].append((now - started, sample.temp_c))
+                if tokens_at_judge:
+                    power_sum[uuid] += draws[uuid]
+                    power_n[uuid] += 1
+                reasons = sample.clock_event_reasons & THROTTLE_REASONS
+                if reasons:
+                    events.append(
+                        ThrottleEvent(now, uuid, tuple(sorted(reasons)), caps[uuid], sample.temp_c)
+                    )
+            self.watchdog.check_draw(draws)
+            if events:
+                break  # rejected: no need to sit out the rest of the 30 minutes
+        elapsed = self.clock.now_s() - started
+        now = self.clock.now_s()
+        if tokens_at_judge and now > judge_start:
+            tps = {
+                u: (self.workload.tokens_total(u) - tokens_at_judge[u]) / (now - judge_start)
+                for u in self.uuids
+            }
+        else:
+            tps = dict.fromkeys(self.uuids, 0.0)
+        power = {u: power_sum[u] / power_n[u] if power_n[u] else 0.0 for u in self.uuids}
+        self.progress("", "soak_done", {"events": len(events), "seconds": elapsed})
+        return SoakRound(
+            caps_w=dict(caps),
+            sim_seconds=elapsed,
+            throttle_events=tuple(events),
+            peak_temp_c=peak,
+            throughput_tps=tps,
+            power_w=power,
+            temp_trace={u: tuple(t) for u, t in trace.items()},
+        )
+
+    def _result(
+        self,
+        sweep_s: float,
+        allocation: Allocation,
+        rounds: list[SoakRound],
+        final_caps: Mapping[str, float],
+        flagged: set[str],
+        max_ratio: float,
+    ) -> SweepResult:
+        final = rounds[-1]
+        gpus = []
+        for gpu in self.rig.gpus:
+            uuid = gpu.uuid
+            search = self.searches[uuid]
+            top = search.uncapped
+            constraints = self.constraints[uuid]
+            gpus.append(
+                GpuResult(
+                    uuid=uuid,
+                    name=gpu.name,
+                    pci_bus_id=gpu.pci_bus_id,
+                    min_w=constraints.min_w,
+                    max_w=constraints.max_w,
+                    stock_cap_w=constraints.default_w,
+                    natural_draw_w=search.natural_draw_w or 0.0,
+                    uncapped_tps=top.throughput_tps if top else 0.0,
+                    uncapped_tokens_per_joule=top.tokens_per_joule if top else 0.0,
+                    cap_w=float(final.caps_w[uuid]),
+                    probes=len(search.points),
+                    curve=tuple(sorted(search.points, key=lambda p: p.cap_w)),
+                    throughput_tps=final.throughput_tps[uuid],
+                    power_w=final.power_w[uuid],
+                    peak_temp_c=final.peak_temp_c[uuid],
+                    flagged=uuid in flagged,
+                )
+            )
+        total_t = sum(final.throughput_tps.values())
+        total_p = sum(final.power_w.values())
+        objective = (
+            total_t
+            if self.config.policy is Policy.THROUGHPUT
+            else (total_t / total_p if total_p else 0.0)
+        )
+        return SweepResult(
+            config=self.config,
+            rig_name=self.rig.name,
+            rig_spec=self.rig_spec,
+            fingerprint=self.rig.snapshot().fingerprint(),
+            gpus=tuple(gpus),
+            sweep_sim_s=sweep_s,
+            soak_rounds=tuple(rounds),
+            max_psu_load_ratio=max_ratio,
+            allocation=allocation,
+            objective=objective,
+            resumed_probes=self.resumed_probes,
+        )

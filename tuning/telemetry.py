@@ -1,0 +1,271 @@
+"""Telemetry for the tuner: probe windows, steady-state detection, the cap trace, the watchdog.
+
+* :class:`ProbeWindow` collects 1 s samples of one GPU under one cap and decides when the
+  readings are steady (the slope of the 1 s power average and of throughput over a sliding
+  window is below a tolerance) instead of waiting a fixed long time.
+* :class:`CapTrace` records every change of a live power cap with its rig-clock time; the
+  maximum PSU/circuit load ratio over the whole sweep is computed from it, so the claim
+  "the sum of live caps never exceeded a budget" is provable from the trace alone.
+* :class:`Watchdog` raises :class:`~tuning.errors.SafetyAbort` when a GPU comes within
+  ``margin_c`` (default 5 °C) of its HW slowdown threshold or measured draw nears a budget.
+
+Units: W, °C, s, tokens/s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tuning.backends.base import THROTTLE_REASONS, ClockEventReason, GpuSample
+from tuning.budget import BudgetModel
+from tuning.errors import SafetyAbort
+
+#: The shortest window a probe is measured over. NVML's power reading is a 1 s moving
+#: average, so a window must span several of those averages to mean anything.
+MIN_WINDOW_S = 5.0
+
+
+@dataclass(frozen=True)
+class SteadyStatePolicy:
+    """When a probe's readings count as steady.
+
+    ``settle_s``: time after a cap change discarded before the window starts (the 1 s power
+    average and DVFS need it to catch up). ``window_s``: sliding-window length. The window is
+    steady when the least-squares slope of power and of throughput, extrapolated over the
+    window, moves the value by less than ``rel_tol`` of its mean. ``max_s``: give up waiting
+    and take the last window (a drifting probe is still a measurement, flagged as such).
+    """
+
+    settle_s: float = 3.0
+    window_s: float = 6.0
+    rel_tol: float = 0.02
+    max_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.window_s < MIN_WINDOW_S:
+            raise ValueError(f"window_s must be ≥ {MIN_WINDOW_S} s (NVML's 1 s power average)")
+
+
+@dataclass(frozen=True)
+class ProbeMeasurement:
+    """What one probe measured, averaged over its steady window.
+
+    ``throughput_tps``: tokens/s; ``power_w``: mean board draw; ``tokens_per_joule``:
+    ``throughput_tps / power_w``; ``temp_c``: mean temperature over the window;
+    ``peak_temp_c``: the highest reading during the whole probe; ``throttled``: a heat or
+    electrical slowdown was seen; ``steady``: the window met the steady-state tolerance
+    (False: ``max_s`` ran out); ``duration_s``: probe length including settling.
+    """
+
+    cap_w: float
+    throughput_tps: float
+    power_w: float
+    temp_c: float
+    peak_temp_c: float
+    throttled: bool
+    steady: bool
+    duration_s: float
+
+    @property
+    def tokens_per_joule(self) -> float:
+        return self.throughput_tps / self.power_w if self.power_w > 0 else 0.0
+
+
+def _relative_drift(times_s: np.ndarray, values: np.ndarray) -> float:
+    """Least-squares slope × window length / mean: how far the value moves across the window."""
+    mean = float(np.mean(values))
+    if mean <= 0:
+        return 0.0
+    span_s = float(times_s[-1] - times_s[0])
+    if span_s <= 0:
+        return float("inf")
+    slope = float(np.polyfit(times_s - times_s[0], values, 1)[0])
+    return abs(slope) * span_s / mean
+
+
+@dataclass
+class ProbeWindow:
+    """Samples of one GPU under one cap; ask :meth:`steady` after each :meth:`add`.
+
+    Throughput comes from the workload's cumulative token counter (``tokens_total``), so a
+    window's throughput is Δtokens / Δt — exact even when per-sample rates are noisy.
+    """
+
+    cap_w: float
+    started_s: float
+    policy: SteadyStatePolicy = field(default_factory=SteadyStatePolicy)
+    times_s: list[float] = field(default_factory=list)
+    power_w: list[float] = field(default_factory=list)
+    temp_c: list[float] = field(default_factory=list)
+    tokens: list[float] = field(default_factory=list)
+    throttled: bool = False
+    peak_temp_c: float = float("-inf")
+
+    def add(self, sample: GpuSample, tokens_total: float) -> None:
+        """Record one sample and the workload's cumulative token count at the same instant."""
+        if sample.temp_c is not None:
+            self.peak_temp_c = max(self.peak_temp_c, sample.temp_c)
+        if sample.clock_event_reasons & THROTTLE_REASONS:
+            self.throttled = True
+        if sample.timestamp_s - self.started_s < self.policy.settle_s:
+            return
+        self.times_s.append(sample.timestamp_s)
+        self.power_w.append(sample.power_draw_w if sample.power_draw_w is not None else 0.0)
+        self.temp_c.append(sample.temp_c if sample.temp_c is not None else float("nan"))
+        self.tokens.append(tokens_total)
+
+    def _window(self) -> slice:
+        last_s = self.times_s[-1]
+        start = 0
+        while last_s - self.times_s[start] > self.policy.window_s:
+            start += 1
+        return slice(start, len(self.times_s))
+
+    def _rates(self, window: slice) -> tuple[np.ndarray, np.ndarray]:
+        times = np.asarray(self.times_s[window])
+        tokens = np.asarray(self.tokens[window])
+        rate_times = (times[1:] + times[:-1]) / 2
+        rates = np.diff(tokens) / np.maximum(np.diff(times), 1e-9)
+        return rate_times, rates
+
+    def covered_s(self) -> float:
+        """Seconds spanned by the measured (post-settle) samples."""
+        return self.times_s[-1] - self.times_s[0] if len(self.times_s) > 1 else 0.0
+
+    def steady(self) -> bool:
+        """True once a full window exists whose power and throughput drift within tolerance."""
+        if len(self.times_s) < 3 or self.covered_s() < self.policy.window_s:
+            return False
+        window = self._window()
+        times = np.asarray(self.times_s[window])
+        power_drift = _relative_drift(times, np.asarray(self.power_w[window]))
+        rate_times, rates = self._rates(window)
+        rate_drift = _relative_drift(rate_times, rates) if len(rates) > 2 else 0.0
+        return power_drift < self.policy.rel_tol and rate_drift < self.policy.rel_tol
+
+    def expired(self, now_s: float) -> bool:
+        """True when the probe has run ``max_s`` without becoming steady."""
+        return now_s - self.started_s >= self.policy.max_s
+
+    def result(self, now_s: float) -> ProbeMeasurement:
+        """The measurement over the last window (call once :meth:`steady` or :meth:`expired`)."""
+        if len(self.times_s) < 2:
+            raise ValueError("a probe needs at least two samples after settling")
+        window = self._window()
+        times = self.times_s[window]
+        tokens = self.tokens[window]
+        throughput = (tokens[-1] - tokens[0]) / max(times[-1] - times[0], 1e-9)
+        temps = [t for t in self.temp_c[window] if t == t]
+        return ProbeMeasurement(
+            cap_w=self.cap_w,
+            throughput_tps=float(throughput),
+            power_w=float(np.mean(self.power_w[window])),
+            temp_c=float(np.mean(temps)) if temps else float("nan"),
+            peak_temp_c=self.peak_temp_c,
+            throttled=self.throttled,
+            steady=self.steady(),
+            duration_s=now_s - self.started_s,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# The cap trace
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CapEvent:
+    """At ``time_s`` the live cap of GPU ``uuid`` became ``cap_w``."""
+
+    time_s: float
+    uuid: str
+    cap_w: float
+
+
+@dataclass
+class CapTrace:
+    """Every live-cap change of a run, in order, plus the budget it is judged against.
+
+    The load is a step function that changes only at events, so evaluating it after each
+    event covers every instant of the run.
+    """
+
+    budget: BudgetModel
+    initial_caps_w: dict[str, float]
+    events: list[CapEvent] = field(default_factory=list)
+
+    def record(self, time_s: float, uuid: str, cap_w: float) -> None:
+        self.events.append(CapEvent(time_s, uuid, cap_w))
+
+    def live_caps_at_each_event(self) -> list[tuple[float, dict[str, float]]]:
+        """(time, caps) after the initial state and after each event."""
+        caps = dict(self.initial_caps_w)
+        states = [(0.0, dict(caps))]
+        for event in self.events:
+            caps[event.uuid] = event.cap_w
+            states.append((event.time_s, dict(caps)))
+        return states
+
+    def max_load_ratio(self, *, include_initial: bool = False) -> float:
+        """Highest PSU/circuit load ratio (live caps + platform) over the trace.
+
+        ``include_initial``: also judge the state before the first change (the rig's stock
+        caps, which on some rigs do not fit — that is the problem the tuner exists to fix).
+        """
+        states = self.live_caps_at_each_event()
+        if not include_initial:
+            states = states[1:]
+        if not states:
+            return 0.0
+        return max(self.budget.max_ratio(caps) for _, caps in states)
+
+
+# --------------------------------------------------------------------------------------------
+# Watchdog
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Watchdog:
+    """Abort a run before the hardware protects itself.
+
+    ``margin_c``: trip when temperature ≥ HW slowdown threshold − margin (5 °C by default).
+    ``draw_trip_ratio``: trip when measured board draw + platform on a PSU, or its wall
+    draw on a circuit, reaches this share of the budget.
+    """
+
+    slowdown_c: Mapping[str, float | None]
+    budget: BudgetModel
+    margin_c: float = 5.0
+    draw_trip_ratio: float = 0.98
+
+    def check_temperature(self, uuid: str, sample: GpuSample) -> None:
+        slowdown = self.slowdown_c.get(uuid)
+        if slowdown is None or sample.temp_c is None:
+            return
+        if sample.temp_c >= slowdown - self.margin_c:
+            raise SafetyAbort(
+                f"GPU {uuid} reached {sample.temp_c:.1f} °C, within {self.margin_c:g} °C of its "
+                f"slowdown threshold {slowdown:g} °C; stopped and restored the original caps — "
+                "improve airflow or sweep with fewer GPUs loaded at once"
+            )
+
+    def check_draw(self, draw_w: Mapping[str, float]) -> None:
+        """``draw_w``: measured board power per GPU UUID."""
+        for name, ratio in self.budget.load_ratios(draw_w).items():
+            if ratio >= self.draw_trip_ratio:
+                raise SafetyAbort(
+                    f"measured draw on {name} reached {ratio:.0%} of its budget; stopped and "
+                    "restored the original caps — check the rig file's PSU/platform figures"
+                )
+
+
+def throttle_names(samples: Sequence[GpuSample]) -> set[ClockEventReason]:
+    """Every heat/electrical slowdown reason seen in ``samples``."""
+    seen: set[ClockEventReason] = set()
+    for sample in samples:
+        seen |= sample.clock_event_reasons & THROTTLE_REASONS
+    return seen
