@@ -1,0 +1,120 @@
+"""``rigforge plan``: place the models of a models file on the rig's GPUs.
+
+Prints a table (model → GPUs by index and UUID, TP × PP, NUMA node, VRAM used/free per GPU,
+estimated throughput), every model it could not place with the reason, the plan's score and
+the best alternative's. ``--out`` writes the plan YAML the ``serving`` deploy consumes;
+``--json`` prints the plan as JSON instead of the table.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from inventory.models import load_models
+from tuning.backends import DEFAULT_RIG, open_rig
+from tuning.backends.base import RigSnapshot
+from tuning.placement import Plan, load_profile_hints, plan
+
+#: Used when ``--models`` is not given and the file exists relative to the working directory.
+DEFAULT_MODELS = Path("inventory/examples/models-reference.yaml")
+
+
+def load_snapshot(spec: str) -> RigSnapshot:
+    """Open the rig named by ``spec`` (see :func:`tuning.backends.open_rig`) and freeze it."""
+    rig = open_rig(spec)
+    try:
+        return rig.snapshot()
+    finally:
+        rig.close()
+
+
+def render_table(result: Plan, console: Console) -> None:
+    """The human view of a plan."""
+    table = Table(title=f"placement on {result.rig_name} ({result.fingerprint})")
+    for column in ("model", "GPUs", "UUIDs", "TP×PP", "NUMA", "link", "VRAM/GPU", "free/GPU"):
+        table.add_column(column)
+    table.add_column("throughput", justify="right")
+    for p in result.placements:
+        label = p.model if p.replica == 0 else f"{p.model}#{p.replica}"
+        table.add_row(
+            label,
+            ",".join(str(i) for i in p.gpu_indices),
+            "\n".join(p.gpus),
+            f"{p.tp}×{p.pp}",
+            "-" if p.numa_node is None else str(p.numa_node),
+            p.worst_link + ("" if p.p2p else " (no P2P)"),
+            f"{p.vram_mib} MiB",
+            ", ".join(f"{free} MiB" for free in p.vram_free_mib),
+            f"{p.throughput:.2f}×",
+        )
+    console.print(table)
+    for u in result.unplaced:
+        console.print(f"[red]not placed[/red] {u.model}: {u.reason}")
+    alt = "none" if result.alternative_score is None else f"{result.alternative_score:.4f}"
+    console.print(f"score {result.score:.4f} (best alternative {alt}): {result.alternative}")
+
+
+@click.command("plan")
+@click.option(
+    "--rig",
+    "rig_spec",
+    default=DEFAULT_RIG,
+    show_default=True,
+    help="'nvml', 'sim:NAME' or a rig YAML file.",
+)
+@click.option(
+    "--models",
+    "models_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help=f"Models file (default: {DEFAULT_MODELS} when it exists here).",
+)
+@click.option(
+    "--profile",
+    "profile_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Tuning profile from 'rigforge sweep' (caps, heat-soak temperatures).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the plan YAML the serving deploy consumes.",
+)
+def command(
+    rig_spec: str,
+    models_path: Path | None,
+    profile_path: Path | None,
+    as_json: bool,
+    out_path: Path | None,
+) -> None:
+    """Place models on GPUs: exact, topology-, NUMA-, heat- and power-aware."""
+    if models_path is None:
+        if not DEFAULT_MODELS.is_file():
+            raise click.UsageError("--models FILE is required (no models file found here)")
+        models_path = DEFAULT_MODELS
+    models = load_models(models_path)
+    profile = load_profile_hints(profile_path) if profile_path is not None else None
+    snapshot = load_snapshot(rig_spec)
+    result = plan(snapshot, models, profile)
+    if out_path is not None:
+        out_path.write_text(
+            yaml.safe_dump(result.to_yaml(), sort_keys=False, allow_unicode=True),
+            encoding="utf-8",
+        )
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    console = Console()
+    render_table(result, console)
+    if out_path is not None:
+        console.print(f"plan written to {out_path}")

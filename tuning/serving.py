@@ -1,0 +1,242 @@
+"""Render a placement plan into systemd serving units (one per placed model replica).
+
+``render_serving_units(plan)`` returns ``{absolute target path: unit text}``; the ``serving``
+deploy puts the files and restarts a service only when its file changed. Templates live in
+``templates/etc/systemd/system/rigforge-serve-<engine>.service.j2`` (the path they land on,
+minus the model name) and share ``rigforge-serve-common.service.j2``.
+
+Every unit: ``CUDA_VISIBLE_DEVICES`` by UUID with ``CUDA_DEVICE_ORDER=PCI_BUS_ID``; NUMA
+binding (``NUMAPolicy=bind``, ``NUMAMask=``, ``CPUAffinity=``); ``NCCL_P2P_DISABLE=1`` and
+``--disable-custom-all-reduce`` where the GPU set has no P2P path; bound to 127.0.0.1 unless
+opened, and an opened unit reads its API key from a 0600 ``EnvironmentFile=`` (engines read it
+from their own variable: ``VLLM_API_KEY``, ``LLAMA_API_KEY``) so the key is never on the
+command line or in the unit; a dedicated unprivileged user; systemd hardening.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from tuning.errors import ConfigError
+from tuning.placement import Placement, Plan, load_plan
+
+TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "templates" / "etc" / "systemd" / "system"
+UNIT_DIR = "/etc/systemd/system"
+#: Where the ``serving`` deploy puts the inventory's API key file.
+DEFAULT_API_KEY_FILE = "/etc/rigforge/secrets/api-key"
+#: Executables per engine (override with ``engine_bins=``).
+ENGINE_BINS: Mapping[str, str] = {
+    "vllm": "/opt/rigforge/vllm/bin/vllm",
+    "sglang": "/opt/rigforge/sglang/bin/python3",
+    "llama.cpp": "/usr/local/bin/llama-server",
+}
+TEMPLATE_OF_ENGINE: Mapping[str, str] = {
+    "vllm": "rigforge-serve-vllm.service.j2",
+    "sglang": "rigforge-serve-sglang.service.j2",
+    "llama.cpp": "rigforge-serve-llama-cpp.service.j2",
+}
+#: Engines that read the API key from the environment (variable name) — the others refuse
+#: to be opened, because their key would have to sit on the command line.
+API_KEY_ENV: Mapping[str, str] = {"vllm": "VLLM_API_KEY", "llama.cpp": "LLAMA_API_KEY"}
+_LLAMA_KV_TYPES = {4: "q4_0", 8: "q8_0", 32: "f32"}
+_SAFE_ARG = re.compile(r"^[A-Za-z0-9_@%+=:,./-]+$")
+
+
+def systemd_quote(arg: object) -> str:
+    """Quote one ``ExecStart=`` argument: ``%`` and ``$`` escaped, spaces double-quoted."""
+    text = str(arg).replace("%", "%%").replace("$", "$$")
+    if _SAFE_ARG.match(text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def cpu_ranges(cpus: Sequence[int]) -> str:
+    """``(0,1,2,3,8,9)`` → ``"0-3 8-9"`` (systemd's ``CPUAffinity=`` syntax)."""
+    values = sorted(set(cpus))
+    parts: list[str] = []
+    start = prev = None
+    for cpu in values:
+        if start is None:
+            start = prev = cpu
+        elif cpu == prev + 1:  # type: ignore[operator]
+            prev = cpu
+        else:
+            parts.append(f"{start}-{prev}" if start != prev else str(start))
+            start = prev = cpu
+    if start is not None:
+        parts.append(f"{start}-{prev}" if start != prev else str(start))
+    return " ".join(parts)
+
+
+def unit_name(placement: Placement) -> str:
+    """``rigforge-serve-<model>[-<replica>].service``."""
+    suffix = f"-{placement.replica}" if placement.replica else ""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "-", placement.model)
+    return f"rigforge-serve-{safe}{suffix}.service"
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters["sd"] = systemd_quote
+    return env
+
+
+def _is_loopback(bind: str) -> bool:
+    try:
+        return ipaddress.ip_address(bind).is_loopback
+    except ValueError as error:
+        raise ConfigError(f"serving bind address {bind!r} is not an IP address") from error
+
+
+def render_unit(
+    placement: Placement,
+    *,
+    service_user: str = "rigforge",
+    bind: str = "127.0.0.1",
+    api_key_file: str | None = None,
+    engine_bins: Mapping[str, str] | None = None,
+    egress: bool = True,
+    env: jinja2.Environment | None = None,
+) -> str:
+    """The unit text for one placement (see :func:`render_serving_units` for the options)."""
+    if placement.engine not in TEMPLATE_OF_ENGINE:
+        raise ConfigError(
+            f"model {placement.model!r}: no serving template for engine {placement.engine!r}; "
+            f"use one of {', '.join(TEMPLATE_OF_ENGINE)}"
+        )
+    opened = not _is_loopback(bind)
+    if opened:
+        if not api_key_file:
+            raise ConfigError(
+                f"serving binds {bind}, beyond this machine: set serving.api_key_file so every "
+                "request needs the key, or bind 127.0.0.1"
+            )
+        if placement.engine not in API_KEY_ENV:
+            raise ConfigError(
+                f"model {placement.model!r}: {placement.engine} reads its API key only from the "
+                "command line, where every local user can see it; serve it on 127.0.0.1 behind a "
+                "proxy that checks the key"
+            )
+    bins = {**ENGINE_BINS, **(engine_bins or {})}
+    jinja = env or _environment()
+    k = len(placement.gpus)
+    return jinja.get_template(TEMPLATE_OF_ENGINE[placement.engine]).render(
+        p=placement,
+        user=service_user,
+        group=service_user,
+        bind=bind,
+        api_key_file=api_key_file if opened else None,
+        bin=bins[placement.engine],
+        cpu_affinity=cpu_ranges(placement.cpu_list),
+        state_dir="/var/lib/rigforge",
+        cache_dir="/var/cache/rigforge",
+        egress=egress,
+        devices=",".join(f"CUDA{i}" for i in range(k)),
+        tensor_split=",".join("1" for _ in range(k)),
+        kv_type=_LLAMA_KV_TYPES.get(placement.kv_cache_bits, "f16"),
+    )
+
+
+def render_serving_units(
+    plan: Plan | str | Path | Mapping[str, Any] | Any,
+    *,
+    service_user: str | None = None,
+    bind: str | None = None,
+    api_key_file: str | None = None,
+    engine_bins: Mapping[str, str] | None = None,
+    egress: bool = True,
+    host_config: Any = None,
+) -> dict[str, str]:
+    """``{"/etc/systemd/system/rigforge-serve-<model>.service": text}`` for every placement.
+
+    ``plan``: a :class:`Plan`, a plan YAML path, or the inventory's serving section (an object
+    with ``plan`` — a path — or hand-written ``models``, plus ``bind``/``open``/
+    ``api_key_file``). ``service_user`` defaults to the inventory's ``base.service_user`` or
+    ``rigforge``. A non-loopback ``bind`` needs ``api_key_file`` (a root-owned 0600
+    ``KEY=value`` file with ``VLLM_API_KEY=`` / ``LLAMA_API_KEY=`` lines). ``egress=False``
+    confines the service to loopback (weights must already be in the cache).
+    """
+    placements, config_bind, config_key = _placements_of(plan)
+    if service_user is None:
+        base = getattr(host_config, "base", None)
+        service_user = getattr(base, "service_user", None) or "rigforge"
+    bind = bind or config_bind or "127.0.0.1"
+    api_key_file = api_key_file or config_key
+    env = _environment()
+    units: dict[str, str] = {}
+    for placement in placements:
+        path = f"{UNIT_DIR}/{unit_name(placement)}"
+        units[path] = render_unit(
+            placement,
+            service_user=service_user,
+            bind=bind,
+            api_key_file=api_key_file,
+            engine_bins=engine_bins,
+            egress=egress,
+            env=env,
+        )
+    return units
+
+
+def _placements_of(source: Any) -> tuple[tuple[Placement, ...], str | None, str | None]:
+    """Placements plus the bind address and key file a serving config carries, if any."""
+    if isinstance(source, Plan):
+        return source.placements, None, None
+    if isinstance(source, str | Path):
+        return load_plan(source).placements, None, None
+    if isinstance(source, Mapping):
+        return tuple(Placement.from_yaml(p) for p in source.get("placements") or ()), None, None
+    bind = getattr(source, "bind", None)
+    opened = getattr(source, "open", False)
+    key = DEFAULT_API_KEY_FILE if getattr(source, "api_key_file", None) else None
+    if bind and not opened and not _is_loopback(bind):
+        raise ConfigError(f"serving.bind is {bind} but serving.open is false; bind 127.0.0.1")
+    plan_path = getattr(source, "plan", None)
+    if plan_path:
+        return load_plan(plan_path).placements, bind, key
+    hand = getattr(source, "models", None) or ()
+    return tuple(_from_hand(m) for m in hand), bind, key
+
+
+def _from_hand(model: Any) -> Placement:
+    """A hand-written inventory entry (model, engine, gpus, tp, pp, numa_node, port, args).
+
+    Nothing is known about its links, so P2P is assumed absent (safe, maybe slower).
+    """
+    return Placement(
+        model=str(model.model),
+        replica=0,
+        engine=str(model.engine),
+        weights=str(model.model),
+        gpus=tuple(model.gpus),
+        gpu_indices=(),
+        tp=int(model.tp),
+        pp=int(model.pp),
+        numa_node=model.numa_node,
+        cpu_list=(),
+        vram_mib=0,
+        vram_free_mib=(),
+        port=int(model.port),
+        p2p=len(model.gpus) == 1,
+        worst_link="?",
+        throughput=0.0,
+        gpu_memory_utilization=0.9,
+        context=0,
+        max_sequences=1,
+        kv_cache_bits=16,
+        shared=False,
+        extra_args=tuple(model.args),
+    )
