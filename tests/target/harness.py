@@ -337,6 +337,8 @@ def start(name: str, port: int, fresh: bool = True) -> Target:
     With ``fresh=False`` an existing tree is reused (after a stop). Returns the target.
     """
     stop(name)
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+        raise HarnessUnavailable(f"127.0.0.1:{port} is already in use (another target?)")
     tarball = build_cache()
     ensure_ssh_material()
     root = target_root(name)
@@ -385,6 +387,8 @@ def start(name: str, port: int, fresh: bool = True) -> Target:
     _pidfile(name).write_text(json.dumps({"pid": proc.pid, "port": port, "root": str(root)}))
     try:
         _wait_for_ssh(port, 20)
+        if proc.poll() is not None:
+            raise HarnessUnavailable(f"target {name} exited with {proc.returncode}")
     except HarnessUnavailable:
         stop(name)
         raise HarnessUnavailable(

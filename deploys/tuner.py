@@ -1,0 +1,101 @@
+"""rigforge on the host, in its own venv, so the boot unit and ``rigforge sweep`` run there.
+
+A wheel of this checkout is built on the control machine, uploaded and ``pip install``-ed into
+``tuner.venv`` only when the source hash differs from the one recorded on the host
+(``<venv>/.rigforge-source-sha256``, written last, so an interrupted install is redone).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import tempfile
+from functools import cache
+from pathlib import Path
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.facts.files import File, FileContents
+from pyinfra.operations import files, server
+
+from deploys.util import REPO_ROOT, cfg, ensure_packages, put_text
+
+DEFAULTS = {
+    "rigforge_tuner_packages": ["python3", "python3-venv"],
+    "rigforge_tuner_dist_dir": "/opt/rigforge/dist",
+    "rigforge_pip_args": "",
+}
+
+#: What goes into the wheel; a change to any of these files means a reinstall.
+SOURCE_GLOBS = ("pyproject.toml", "tuning/**/*.py", "tuning/**/*.yaml", "inventory/**/*.py")
+
+
+def source_sha256(root: Path = REPO_ROOT) -> str:
+    """SHA-256 over the package sources (paths and contents, sorted) of this checkout."""
+    digest = hashlib.sha256()
+    paths = sorted({p for pattern in SOURCE_GLOBS for p in root.glob(pattern) if p.is_file()})
+    for path in paths:
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+@cache
+def build_wheel() -> Path:
+    """Build this checkout's wheel once per deploy run (``pip wheel --no-deps``)."""
+    out = Path(tempfile.mkdtemp(prefix="rigforge-wheel-"))
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(out),
+            str(REPO_ROOT),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return next(out.glob("rigforge-*.whl"))
+
+
+@deploy("rigforge tuner in its own venv", data_defaults=DEFAULTS)
+def tuner() -> None:
+    """Install rigforge into ``tuner.venv`` when the source changed; otherwise nothing."""
+    config = cfg()
+    if not config.tuner.install:
+        host.noop("tuner: install is false")
+        return
+    venv = config.tuner.venv
+    ensure_packages(list(host.data.rigforge_tuner_packages), name="python3 + venv for rigforge")
+    marker = f"{venv}/.rigforge-source-sha256"
+    want = source_sha256()
+    have = host.get_fact(FileContents, path=marker)
+    if have and have[0].strip() == want:
+        host.noop(f"tuner: rigforge {want[:12]} already installed in {venv}")
+        return
+    wheel = build_wheel()
+    dist = host.data.rigforge_tuner_dist_dir
+    files.put(
+        name=f"Upload {wheel.name}",
+        src=str(wheel),
+        dest=f"{dist}/{wheel.name}",
+        create_remote_dir=True,
+    )
+    if not host.get_fact(File, path=f"{venv}/bin/python"):
+        server.shell(name=f"Create the venv {venv}", commands=[f"python3 -m venv {venv}"])
+    server.shell(
+        name="pip install rigforge (source changed)",
+        commands=[
+            f"{venv}/bin/pip install --quiet --disable-pip-version-check "
+            f"{host.data.rigforge_pip_args} --force-reinstall --no-deps {dist}/{wheel.name}",
+            f"{venv}/bin/pip install --quiet --disable-pip-version-check "
+            f"{host.data.rigforge_pip_args} {dist}/{wheel.name}",
+        ],
+    )
+    put_text(marker, want + "\n", name="Record the installed rigforge source hash")

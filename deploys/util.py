@@ -1,0 +1,175 @@
+"""Helpers shared by the deploys: the host's validated config, template rendering, guards.
+
+Templates are rendered here, on the control machine, with the same function the template
+tests call (:func:`render`), and put on the host with ``files.put`` — pyinfra compares the
+content's hash with the remote file's, so an unchanged file is a no-op.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from pyinfra import host, logger
+from pyinfra.api import operation
+from pyinfra.api.operation import OperationMeta
+from pyinfra.facts.deb import DebPackages
+from pyinfra.facts.files import Directory
+from pyinfra.facts.server import Which
+from pyinfra.operations import apt, files, systemd
+
+from deploys.facts.rigforge_systemd import UnitFileState
+from inventory.schema import HostConfig, host_config
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TEMPLATES = REPO_ROOT / "templates"
+
+_ENV = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+)
+
+
+def render(template: str, **context: Any) -> str:
+    """Render ``templates/<template>`` (a path mirroring where it lands, ``.j2`` suffix).
+
+    Missing variables are errors (``StrictUndefined``), not empty strings.
+    """
+    return _ENV.get_template(template).render(**context)
+
+
+def cfg() -> HostConfig:
+    """The current host's validated inventory config (``host.data.rigforge``)."""
+    return host_config(host)
+
+
+def put_text(
+    dest: str,
+    content: str,
+    *,
+    name: str,
+    mode: str = "644",
+    user: str = "root",
+    group: str = "root",
+) -> OperationMeta:
+    """Ensure ``dest`` holds exactly ``content`` (a no-op when the hash already matches)."""
+    return files.put(
+        name=name,
+        src=io.StringIO(content),
+        dest=dest,
+        mode=mode,
+        user=user,
+        group=group,
+        create_remote_dir=True,
+    )
+
+
+def put_template(
+    template: str, dest: str, *, name: str, mode: str = "644", **context: Any
+) -> OperationMeta:
+    """Render ``template`` locally and put it at ``dest`` (root-owned)."""
+    return put_text(dest, render(template, **context), name=name, mode=mode)
+
+
+def systemd_booted() -> bool:
+    """Whether systemd runs as init on the host (sd_booted(3): ``/run/systemd/system`` exists).
+
+    False on the CI target (a chroot-like namespace whose PID 1 is sshd): units are written and
+    enabled there, but never reloaded or started.
+    """
+    return bool(host.get_fact(Directory, path="/run/systemd/system"))
+
+
+def has_command(command: str) -> bool:
+    """Whether ``command`` is on the host's PATH."""
+    return host.get_fact(Which, command=command) is not None
+
+
+def missing_packages(packages: list[str]) -> list[str]:
+    """The packages of ``packages`` that dpkg does not list as installed on the host."""
+    installed = host.get_fact(DebPackages) or {}
+    return [p for p in packages if p.split("=", 1)[0] not in installed]
+
+
+def ensure_packages(packages: list[str], *, name: str, no_recommends: bool = True) -> bool:
+    """Install the missing ones of ``packages``; refresh the apt index only when needed.
+
+    ``apt.packages(update=True)`` would refresh (a change) on every run; refreshing only when
+    a package is missing keeps a second deploy change-free. Returns whether anything was
+    missing at plan time.
+    """
+    missing = missing_packages(packages)
+    if not missing:
+        host.noop(f"{name}: {', '.join(packages)} installed")
+        return False
+    apt.packages(
+        name=name,
+        packages=packages,
+        update=True,
+        no_recommends=no_recommends,
+        extra_install_args="-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold",
+    )
+    return True
+
+
+def request_reboot(reason: str) -> None:
+    """Ask for (never force) a reboot: write ``/etc/rigforge/reboot-required`` and say so."""
+    logger.warning(f"{host.name}: reboot required: {reason}")
+    put_text(
+        "/etc/rigforge/reboot-required",
+        f"{reason}\n",
+        name="Request a reboot (/etc/rigforge/reboot-required)",
+    )
+
+
+@operation()
+def unit_enabled(unit: str) -> Generator[str, None, None]:
+    """Enable a systemd unit by its unit files (works without a running systemd).
+
+    + unit: the unit name, e.g. ``nvidia-persistenced.service``
+
+    Yields ``systemctl enable UNIT`` only when ``systemctl is-enabled`` says it is not
+    enabled (or static); otherwise a no-op.
+    """
+    state = host.get_fact(UnitFileState, unit=unit)
+    if state in ("enabled", "static", "alias", "indirect"):
+        host.noop(f"{unit} is {state}")
+    else:
+        yield f"systemctl enable {unit}"
+
+
+def service_after_change(unit: str, *, changed: list[OperationMeta], name: str) -> None:
+    """Keep ``unit`` enabled and running; reload/restart ONLY when one of ``changed`` changed.
+
+    On a booted systemd host: ``systemd.service`` with ``daemon_reload``/``restarted`` tied to
+    the unit files' ``did_change`` (a needless daemon-reload detaches GPUs from running
+    containers). Without systemd running (chroot, CI target): enable by unit files only.
+    """
+    if systemd_booted():
+
+        def _changed() -> bool:
+            return any(op.did_change() for op in changed)
+
+        systemd.service(
+            name=f"{name} (reload only if a unit file changed)",
+            service=unit,
+            running=True,
+            enabled=True,
+            daemon_reload=False,
+        )
+        systemd.daemon_reload(name=f"{name}: daemon-reload (unit file changed)", _if=_changed)
+        systemd.service(
+            name=f"{name}: restart (its files changed)",
+            service=unit,
+            running=True,
+            restarted=True,
+            _if=_changed,
+        )
+    else:
+        unit_enabled(name=f"{name}: enable (systemd not running: no reload, no start)", unit=unit)
