@@ -323,9 +323,18 @@ class SimRig(Rig):
             [g.r_c_per_w or p.cooling.r_c_per_w for g, p in zip(spec.gpus, ps, strict=True)]
         )
         tau = arr([g.tau_s or p.cooling.tau_s for g, p in zip(spec.gpus, ps, strict=True)])
-        self._has_fan = np.array([p.cooling.kind != "passive" for p in ps])
-        self._fan_min = arr([p.cooling.fan_min_pct or 0.0 for p in ps])
-        self._fan_span_c = np.maximum(self._target_c + 5.0 - FAN_START_C, 1.0)
+        self._hw_release_c = self._slowdown_c - HW_SLOWDOWN_HYSTERESIS_C
+        # Fan duty = min(max(lo + (T - FAN_START_C)·slope, lo), hi); passive cards: all 0.
+        has_fan = np.array([p.cooling.kind != "passive" for p in ps])
+        self._has_fan = has_fan
+        self._fan_lo = np.where(has_fan, arr([p.cooling.fan_min_pct or 0.0 for p in ps]), 0.0)
+        span_c = np.maximum(self._target_c + 5.0 - FAN_START_C, 1.0)
+        self._fan_slope = np.where(has_fan, (100.0 - self._fan_lo) / span_c, 0.0)
+        self._fan_hi = np.where(has_fan, 100.0, 0.0)
+        # R = r·(1 + g·(1 − duty/100)) = r1 − r2·duty, g = FAN_GAIN with fans, 0 passive.
+        gain = np.where(has_fan, FAN_GAIN, 0.0)
+        self._r1 = self._r_c_per_w * (1.0 + gain)
+        self._r2 = self._r_c_per_w * gain / 100.0
         self._decay = 1.0 - np.exp(-self.step_s / tau)
         self._ambient_c = spec.rack.ambient_c
         slots = arr([g.slot for g in spec.gpus])
@@ -353,15 +362,24 @@ class SimRig(Rig):
             for i, gpu in enumerate(gpus)
         }
 
-        # Current workload's parameters per GPU (idle: natural = idle power, tps 0).
+        # Current workload's parameters per GPU; set_workload() fills them so that an idle
+        # card goes through the same arithmetic (span 0, clock at its idle clock, tps 0).
         self._workload_idx = np.full(n, -1, dtype=int)
-        self._nat_w = self._idle_w.copy()
+        self._nat_w = np.zeros(n)
+        self._cur_floor_w = np.zeros(n)
+        self._span_w = np.zeros(n)
+        self._inv_span = np.zeros(n)
+        self._f_min = np.ones(n)
+        self._clk_top = np.ones(n)
+        self._clk_bins = np.ones(n)
         self._exp = np.ones(n)
         self._inv_exp = np.ones(n)
-        self._knee = np.ones(n)
+        self._inv_knee = np.ones(n)
         self._cliff = np.ones(n)
         self._tps_max = np.zeros(n)
-        self._util_max = np.zeros(n)
+        self._util_pct = np.zeros(n)
+        for i in range(n):
+            self._set_workload_index(i, -1)
 
         self._cap_w = arr(
             [g.power_limit_w or p.power.default_w for g, p in zip(spec.gpus, ps, strict=True)]
@@ -420,19 +438,15 @@ class SimRig(Rig):
         """Start cold: every card at ``temp_c`` (default: its idle steady state), power
         history at the current draw, no thermal limiter, no HW slowdown latched."""
         self._hw_latched = np.zeros(self._n, dtype=bool)
-        self._thermal_lim_w = np.full(self._n, np.inf)
-        self._fan_pct = np.where(self._has_fan, self._fan_min, 0.0)
-        self._solve_operating_point(np.full(self._n, np.inf))
+        self._any_hw = False
         if temp_c is None:
             inlet = self._ambient_c + self._coupling @ self._idle_w
-            r = self._r_c_per_w * np.where(
-                self._has_fan, 1.0 + FAN_GAIN * (1 - self._fan_min / 100.0), 1.0
-            )
-            self._temp_c = inlet + r * self._idle_w
+            self._temp_c = inlet + (self._r1 - self._r2 * self._fan_lo) * self._idle_w
         else:
             self._temp_c = np.full(self._n, float(temp_c))
         self._update_fans()
-        self._solve_operating_point(self._thermal_limit())
+        self._update_hw_latch()
+        self._solve_operating_point()
         self._ring = np.tile(self._power_w, (self._window, 1))
         self._ring_sum = self._ring.sum(axis=0)
 
@@ -495,25 +509,35 @@ class SimRig(Rig):
     def set_workload(self, uuid: str, workload: str | None) -> None:
         """Run ``workload`` ("decode" | "prefill" | "batched") on a GPU, or idle it (None)."""
         i = self.gpu(uuid).index
-        if workload is None:
-            self._workload_idx[i] = -1
-            self._nat_w[i] = self._idle_w[i]
-            self._exp[i] = self._inv_exp[i] = self._knee[i] = self._cliff[i] = 1.0
-            self._tps_max[i] = self._util_max[i] = 0.0
-            return
-        if workload not in WORKLOADS:
+        if workload is not None and workload not in WORKLOADS:
             raise ConfigError(
                 f"unknown workload {workload!r}; use one of {', '.join(WORKLOADS)} or None (idle)"
             )
-        k = WORKLOADS.index(workload)
+        self._set_workload_index(i, -1 if workload is None else WORKLOADS.index(workload))
+
+    def _set_workload_index(self, i: int, k: int) -> None:
         self._workload_idx[i] = k
-        self._nat_w[i] = self._wl_nat_w[k, i]
-        self._exp[i] = self._wl_exp[k, i]
-        self._inv_exp[i] = 1.0 / self._wl_exp[k, i]
-        self._knee[i] = self._wl_knee[k, i]
-        self._cliff[i] = self._wl_cliff[k, i]
-        self._tps_max[i] = self._wl_tps[k, i]
-        self._util_max[i] = self._wl_util[k, i]
+        if k < 0:
+            self._nat_w[i] = self._cur_floor_w[i] = self._idle_w[i]
+            self._span_w[i] = self._inv_span[i] = 0.0
+            self._f_min[i] = 1.0
+            self._clk_top[i] = self._idle_clk[i]
+            self._exp[i] = self._inv_exp[i] = self._inv_knee[i] = self._cliff[i] = 1.0
+            self._tps_max[i] = self._util_pct[i] = 0.0
+        else:
+            self._nat_w[i] = self._wl_nat_w[k, i]
+            self._cur_floor_w[i] = self._floor_w[i]
+            self._span_w[i] = self._nat_w[i] - self._floor_w[i]
+            self._inv_span[i] = 1.0 / self._span_w[i]
+            self._f_min[i] = F_MIN
+            self._clk_top[i] = self._max_clk[i]
+            self._exp[i] = self._wl_exp[k, i]
+            self._inv_exp[i] = 1.0 / self._wl_exp[k, i]
+            self._inv_knee[i] = 1.0 / self._wl_knee[k, i]
+            self._cliff[i] = self._wl_cliff[k, i]
+            self._tps_max[i] = self._wl_tps[k, i]
+            self._util_pct[i] = self._wl_util[k, i]
+        self._clk_bins[i] = self._clk_top[i] / CLOCK_BIN_MHZ
 
     def workload(self, uuid: str) -> str | None:
         """The workload class running on a GPU, ``None`` when idle."""
@@ -560,32 +584,33 @@ class SimRig(Rig):
         raise ConfigError(f"no PSU {name!r} on rig {self.name!r}; it has: {known}")
 
     # the model ------------------------------------------------------------------------------
-    def _thermal_limit(self) -> np.ndarray:
+    def _solve_operating_point(self) -> None:
+        """DVFS: the highest clock bin whose power fits under the cap and the SW thermal
+        limit ``min(cap, natural) - KP·(T - target)`` (the latter only above target)."""
         over = self._temp_c - self._target_c
-        base = np.minimum(self._cap_w, self._nat_w)
-        return np.where(over > 0.0, base - KP_W_PER_C * over, np.inf)
-
-    def _solve_operating_point(self, thermal_lim_w: np.ndarray) -> None:
-        """DVFS: the highest clock bin whose power fits under min(cap, thermal limit)."""
-        self._thermal_lim_w = thermal_lim_w
-        limit = np.minimum(self._cap_w, thermal_lim_w)
-        span = self._nat_w - self._floor_w
-        ratio = np.clip((limit - self._floor_w) / span, 0.0, 1.0)
-        f = np.maximum(ratio**self._inv_exp, F_MIN)
-        f = np.where(self._hw_latched, np.minimum(f, HW_SLOWDOWN_CLOCK_FRAC), f)
-        clock = np.floor(f * self._max_clk / CLOCK_BIN_MHZ + 1e-9) * CLOCK_BIN_MHZ
-        fq = clock / self._max_clk
-        loaded = self._workload_idx >= 0
-        self._clock_mhz = np.where(loaded, clock, self._idle_clk)
-        self._power_w = np.where(loaded, self._floor_w + span * fq**self._exp, self._idle_w)
-        self._tps = self._tps_max * np.minimum(1.0, fq / self._knee) ** self._cliff
-        self._util_pct = self._util_max
+        self._over_c = over
+        limit = np.minimum(self._cap_w, self._nat_w) - KP_W_PER_C * np.maximum(over, 0.0)
+        ratio = np.minimum(np.maximum((limit - self._cur_floor_w) * self._inv_span, 0.0), 1.0)
+        f = np.maximum(ratio**self._inv_exp, self._f_min)
+        if self._any_hw:
+            f = np.where(self._hw_latched, np.minimum(f, HW_SLOWDOWN_CLOCK_FRAC), f)
+        clock = np.floor(f * self._clk_bins + 1e-9) * CLOCK_BIN_MHZ
+        fq = clock / self._clk_top
+        self._clock_mhz = clock
+        self._power_w = self._cur_floor_w + self._span_w * fq**self._exp
+        self._tps = self._tps_max * np.minimum(fq * self._inv_knee, 1.0) ** self._cliff
 
     def _update_fans(self) -> None:
-        duty = self._fan_min + (self._temp_c - FAN_START_C) * (100.0 - self._fan_min) / (
-            self._fan_span_c
-        )
-        self._fan_pct = np.where(self._has_fan, np.clip(duty, self._fan_min, 100.0), 0.0)
+        duty = self._fan_lo + (self._temp_c - FAN_START_C) * self._fan_slope
+        self._fan_pct = np.minimum(np.maximum(duty, self._fan_lo), self._fan_hi)
+
+    def _update_hw_latch(self) -> None:
+        temp = self._temp_c
+        if self._any_hw or bool((temp >= self._slowdown_c).any()):
+            self._hw_latched = (temp >= self._slowdown_c) | (
+                self._hw_latched & (temp >= self._hw_release_c)
+            )
+            self._any_hw = bool(self._hw_latched.any())
 
     def _noise_now(self) -> np.ndarray:
         """Standard-normal draws (power, throughput) × GPUs for the current step."""
@@ -604,28 +629,25 @@ class SimRig(Rig):
             self._step()
 
     def _step(self) -> None:
-        dt = self.step_s
-        # Thermal state from the previous step decides this step's limits.
-        temp = self._temp_c
-        self._hw_latched = np.where(
-            temp >= self._slowdown_c,
-            True,
-            np.where(temp < self._slowdown_c - HW_SLOWDOWN_HYSTERESIS_C, False, self._hw_latched),
-        )
-        self._solve_operating_point(self._thermal_limit())
+        """Advance the model one step: operating point from the current temperatures, then
+        tokens, energy, the 1 s power window, and heat (exact first-order relaxation)."""
+        self._solve_operating_point()
         power = self._power_w
         self._steps += 1
         noise = self._noise_now()
+        dt = self.step_s
         self._tokens += self._tps * (1.0 + self._noise.throughput_rel * noise[1]) * dt
         self._energy_j += power * dt
         slot = self._steps % self._window
         self._ring_sum += power - self._ring[slot]
         self._ring[slot] = power
-        # Heat: relax towards the steady state for this power, inlet and fan.
-        inlet = self._ambient_c + self._coupling @ power
-        r = self._r_c_per_w * (1.0 + FAN_GAIN * (1.0 - self._fan_pct / 100.0))
-        self._temp_c = temp + (inlet + r * power - temp) * self._decay
+        temp = self._temp_c
+        steady = (
+            self._ambient_c + self._coupling @ power + (self._r1 - self._r2 * self._fan_pct) * power
+        )
+        self._temp_c = temp + (steady - temp) * self._decay
         self._update_fans()
+        self._update_hw_latch()
 
     def _power_reading_w(self, i: int) -> float:
         mean = self._ring_sum[i] / self._window
@@ -637,8 +659,7 @@ class SimRig(Rig):
         reasons: set[ClockEventReason] = set()
         if self._hw_latched[i]:
             reasons |= {ClockEventReason.HW_SLOWDOWN, ClockEventReason.HW_THERMAL_SLOWDOWN}
-        thermal = self._thermal_lim_w[i]
-        if np.isfinite(thermal):
+        if self._over_c[i] > 0.0:
             reasons.add(ClockEventReason.SW_THERMAL_SLOWDOWN)
         elif self._cap_w[i] < self._nat_w[i]:
             reasons.add(ClockEventReason.SW_POWER_CAP)
