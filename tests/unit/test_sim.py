@@ -231,7 +231,7 @@ def test_sw_thermal_slowdown_holds_the_target_in_a_hot_room() -> None:
     gpu = rig.gpus[0]
     for r in (cool, rig):
         r.set_workload(r.gpus[0].uuid, "batched")
-        r.clock.sleep(20 * 60)
+        r.clock.sleep(12 * 60)
     assert not cool.gpus[0].clock_event_reasons() & THROTTLE_REASONS
     target = gpu.thresholds().target_c
     assert target is not None

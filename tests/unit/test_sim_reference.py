@@ -1,0 +1,130 @@
+"""``sim:reference`` is the article's box: at stock it overloads a circuit and its middle cards
+throttle; at ~75 % caps nothing throttles and both circuits fit — so tuning matters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from tuning.backends import open_rig
+from tuning.backends.base import ClockEventReason, LinkStatus
+from tuning.backends.sim import SimRig
+
+MIDDLE_SLOTS = (3, 4)
+EDGE_SLOTS = (1, 6)
+
+
+@dataclass(frozen=True)
+class Soak:
+    """What 20 simulated minutes of sustained load showed, sampled every 10 s."""
+
+    rig: SimRig
+    reasons_seen: dict[int, set[ClockEventReason]]  # slot -> reasons ever reported
+    peak_temp_c: dict[int, float]  # slot -> hottest reading
+    peak_circuit_w: dict[str, float]  # circuit -> highest wall draw
+
+
+def soak(cap_frac: float | None, workload: str = "batched", minutes: float = 20) -> Soak:
+    rig = open_rig("sim:reference", seed=0)
+    assert isinstance(rig, SimRig)
+    for gpu in rig.gpus:
+        rig.set_workload(gpu.uuid, workload)
+        if cap_frac is not None:
+            c = gpu.power_constraints()
+            gpu.set_power_limit_w(round(c.default_w * cap_frac))
+    reasons: dict[int, set[ClockEventReason]] = {g.slot: set() for g in rig.gpus}
+    peak_temp = {g.slot: 0.0 for g in rig.gpus}
+    peak_circuit = {c.name: 0.0 for c in rig.circuits()}
+    for _ in range(int(minutes * 6)):
+        rig.clock.sleep(10.0)
+        for gpu in rig.gpus:
+            reasons[gpu.slot] |= gpu.clock_event_reasons()
+            peak_temp[gpu.slot] = max(peak_temp[gpu.slot], gpu.temperature_c() or 0.0)
+        for c in rig.circuits():
+            peak_circuit[c.name] = max(peak_circuit[c.name], rig.circuit_draw_w(c.name))
+    return Soak(rig, reasons, peak_temp, peak_circuit)
+
+
+@pytest.fixture(scope="module")
+def stock() -> Soak:
+    return soak(cap_frac=None)
+
+
+@pytest.fixture(scope="module")
+def tuned() -> Soak:
+    return soak(cap_frac=0.75)
+
+
+def test_reference_is_the_articles_box() -> None:
+    rig = open_rig("sim:reference")
+    snap = rig.snapshot()
+    assert len(snap.gpus) == 6
+    assert snap.memory_total_mib >= 200 * 1000
+    sizes = {g.memory_total_mib // 1024 for g in snap.gpus}
+    assert {23, 47} <= sizes, "mixes 24 GB and 48 GB cards"
+    assert snap.host.cpu_cores == 64
+    assert snap.host.memory_gib == 256
+    assert len(snap.circuits) == 2
+    assert {c.budget_w for c in snap.circuits} == {1440.0}
+    assert len({p.circuit for p in snap.psus}) == 2, "two PSUs on separate circuits"
+    assert all(g.psu for g in snap.gpus)
+    assert all(g.numa_node == 0 and g.cpu_list for g in snap.gpus)
+    assert [g.slot for g in snap.gpus] == [1, 2, 3, 4, 5, 6]
+    n = len(snap.gpus)
+    assert len(snap.topology) == n * (n - 1) // 2
+    assert {t.link for t in snap.topology} <= {"PHB", "NODE"}
+
+
+def test_stock_caps_overload_a_circuit(stock: Soak) -> None:
+    budgets = {c.name: c.budget_w for c in stock.rig.circuits()}
+    over = [name for name, peak in stock.peak_circuit_w.items() if peak > budgets[name]]
+    assert over, stock.peak_circuit_w
+
+
+def test_stock_middle_cards_reach_thermal_slowdown_and_edges_stay_cooler(stock: Soak) -> None:
+    for slot in MIDDLE_SLOTS:
+        assert ClockEventReason.SW_THERMAL_SLOWDOWN in stock.reasons_seen[slot], slot
+    for edge in EDGE_SLOTS:
+        assert ClockEventReason.SW_THERMAL_SLOWDOWN not in stock.reasons_seen[edge]
+        for middle in MIDDLE_SLOTS:
+            assert stock.peak_temp_c[edge] < stock.peak_temp_c[middle] - 3
+
+
+def test_caps_at_75_percent_fit_both_circuits_and_nothing_throttles(tuned: Soak) -> None:
+    for circuit in tuned.rig.circuits():
+        assert tuned.peak_circuit_w[circuit.name] < circuit.budget_w
+    for slot, reasons in tuned.reasons_seen.items():
+        assert not reasons & {
+            ClockEventReason.SW_THERMAL_SLOWDOWN,
+            ClockEventReason.HW_SLOWDOWN,
+            ClockEventReason.HW_THERMAL_SLOWDOWN,
+        }, slot
+
+
+def test_exactly_the_riser_gpu_is_degraded_under_load() -> None:
+    rig = open_rig("sim:reference")
+    idle = {g.index: g.pcie_link().status for g in rig.gpus}
+    assert list(idle.values()).count(LinkStatus.RECHECK_UNDER_LOAD) == 5, idle
+    for gpu in rig.gpus:
+        rig.set_workload(gpu.uuid, "decode")
+    rig.clock.sleep(1.0)
+    degraded = [g for g in rig.gpus if g.pcie_link().degraded]
+    assert len(degraded) == 1
+    link = degraded[0].pcie_link()
+    assert (link.gen_current, link.width_current) == (3, 8)
+    assert (link.gen_max, link.width_max) == (4, 16)
+    assert link.under_load is True
+    assert rig.spec.gpus[degraded[0].index].riser
+
+
+def test_uuids_and_bus_ids_look_real_and_are_stable() -> None:
+    a, b = open_rig("sim:reference"), open_rig("sim:reference", seed=9)
+    uuids = [g.uuid for g in a.gpus]
+    assert uuids == [g.uuid for g in b.gpus]
+    assert len(set(uuids)) == 6
+    for gpu in a.gpus:
+        assert gpu.uuid.startswith("GPU-")
+        assert [len(p) for p in gpu.uuid[4:].split("-")] == [8, 4, 4, 4, 12]
+        assert len(gpu.pci_bus_id) == len("00000000:41:00.0")
+    assert a.gpu(a.gpus[3].pci_bus_id.lower()[4:]) is a.gpus[3]
