@@ -1,0 +1,63 @@
+"""The testinfra verification suite: the host is what the inventory says.
+
+Runs unchanged against the CI target and against a user's own box over SSH::
+
+    .venv/bin/pytest tests/verify -m "not target" \
+        --hosts='paramiko://admin@ws1.lan?ssh_identity_file=~/.ssh/id_ed25519' --sudo \
+        --rigforge-inventory inventory/ws.yaml --rigforge-host ws1
+
+(or the environment variables ``RIGFORGE_INVENTORY`` / ``RIGFORGE_HOST``). Without an
+inventory every test here skips — the default tier never inspects the machine it runs on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import pytest
+
+from inventory.schema import HostConfig
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--rigforge-inventory FILE`` and ``--rigforge-host NAME``."""
+    group = parser.getgroup("rigforge verify")
+    with contextlib.suppress(ValueError):  # already added when collected with another suite
+        group.addoption("--rigforge-inventory", default=None, help="inventory YAML to verify")
+        group.addoption("--rigforge-host", default=None, help="host name in that inventory")
+
+
+@dataclass(frozen=True)
+class Expected:
+    """The host's name and validated config: what the suite expects to find."""
+
+    name: str
+    config: HostConfig
+
+
+@pytest.fixture(scope="session")
+def expected(request: pytest.FixtureRequest) -> Expected:
+    """The inventory's view of the host under test; skips when no inventory was given."""
+    path = _option(request, "--rigforge-inventory") or os.environ.get("RIGFORGE_INVENTORY")
+    name = _option(request, "--rigforge-host") or os.environ.get("RIGFORGE_HOST")
+    if not path:
+        pytest.skip("no inventory given (--rigforge-inventory FILE or RIGFORGE_INVENTORY)")
+    if not request.config.getoption("--hosts", default=None):
+        pytest.skip("no --hosts given: the suite never inspects the machine it runs on")
+    from inventory.validate import load_inventory
+
+    hosts = load_inventory(path, check_ssh_files=False).hosts
+    if name is None and len(hosts) == 1:
+        name = next(iter(hosts))
+    if name not in hosts:
+        pytest.fail(f"host {name!r} is not in {path} (hosts: {', '.join(hosts)})")
+    return Expected(name=name, config=hosts[name])
+
+
+def _option(request: pytest.FixtureRequest, flag: str) -> str | None:
+    try:
+        return request.config.getoption(flag)
+    except ValueError:
+        return None
