@@ -127,7 +127,8 @@ def allocate(
     """Choose one option per GPU maximising the policy objective inside the budget.
 
     ``floors_tps``: per-GPU minimum throughput (efficiency policy). Options below it are
-    dropped; if no combination then fits, the floor is relaxed and ``floor_relaxed`` is set.
+    dropped; if no combination then fits, the floor is relaxed (``floor_relaxed``) and the
+    aggregate throughput is maximised instead — the least loss the budget allows.
     Raises :class:`InfeasibleBudget` when even the lowest caps do not fit.
     """
     limit = 1.0 - headroom
@@ -140,7 +141,8 @@ def allocate(
     except InfeasibleBudget:
         if floors_tps is None:
             raise
-        choice = _solve({u: list(o) for u, o in options.items()}, budget, policy, limit)
+        # the floor cannot hold inside the budget: lose as little throughput as possible
+        choice = _solve({u: list(o) for u, o in options.items()}, budget, Policy.THROUGHPUT, limit)
         relaxed = True
     throughput = sum(o.throughput_tps for o in choice.values())
     power = sum(o.power_w for o in choice.values())

@@ -1,0 +1,198 @@
+"""``rigforge sweep``: find per-GPU power caps under a workload, inside the power budget.
+
+Progress goes to stderr (so ``--json`` stdout stays clean); the final table or the JSON
+document goes to stdout; ``--out DIR`` writes ``DIR/profile.yaml``, ``DIR/curves.png`` and
+``DIR/heat_soak.png``. The original settings are journaled before the first change and
+restored when the sweep ends, however it ends.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn
+
+from tuning.apply import SafetySession, open_tuning_rig, recover_stale_journals
+from tuning.backends import DEFAULT_RIG
+from tuning.budget import Policy
+from tuning.errors import ConfigError
+from tuning.profile import dump_profile, profile_from_result
+from tuning.report import plot_curves, plot_heat_soak, results_table
+from tuning.sweep import Sweep, SweepConfig, SweepResult
+from tuning.workloads import make_workload
+
+
+def _log(message: str) -> None:
+    click.echo(message, err=True)
+
+
+class _Bars:
+    """One rich progress bar per GPU (probes done / expected), plus the heat-soak."""
+
+    def __init__(self, names: Mapping[str, str], expected: int, *, enabled: bool) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[status]}"),
+            console=Console(stderr=True),
+            disable=not enabled,
+        )
+        self.tasks = {
+            uuid: self.progress.add_task(name, total=expected, status="waiting")
+            for uuid, name in names.items()
+        }
+        self.soak = None
+
+    def __call__(self, uuid: str, event: str, details: Mapping[str, Any]) -> None:
+        if event == "probe":
+            self.progress.update(
+                self.tasks[uuid],
+                completed=details["probes"],
+                status=f"{details['cap_w']:.0f} W → {details['throughput_tps']:.1f} tok/s",
+            )
+        elif event == "done":
+            task = self.tasks[uuid]
+            self.progress.update(task, total=details["probes"], completed=details["probes"])
+        elif event == "soak":
+            self.soak = self.progress.add_task("heat-soak", total=1, status="running")
+        elif event == "soak_done" and self.soak is not None:
+            self.progress.update(self.soak, completed=1, status=f"{details['events']} events")
+
+
+@click.command("sweep")
+@click.option(
+    "--rig",
+    "rig_spec",
+    default=DEFAULT_RIG,
+    show_default=True,
+    help="sim:NAME, a rig YAML file, or nvml.",
+)
+@click.option(
+    "--workload",
+    default="decode",
+    show_default=True,
+    help="decode|prefill|batched|cmd:COMMAND|openai:URL",
+)
+@click.option(
+    "--policy",
+    type=click.Choice([p.value for p in Policy]),
+    default="efficiency",
+    show_default=True,
+)
+@click.option(
+    "--floor",
+    type=click.FloatRange(0.0, 1.0, min_open=True),
+    default=0.95,
+    show_default=True,
+    help="efficiency: keep throughput ≥ floor × uncapped.",
+)
+@click.option(
+    "--strategy", type=click.Choice(["adaptive", "grid"]), default="adaptive", show_default=True
+)
+@click.option(
+    "--step-w", type=click.IntRange(1, 100), default=5, show_default=True, help="grid step (W)."
+)
+@click.option("--seed", type=int, default=None, help="simulated rig noise seed.")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="write profile.yaml and PNG plots here.",
+)
+@click.option(
+    "--heat-soak-s",
+    type=click.FloatRange(10.0),
+    default=1800.0,
+    show_default=True,
+    help="heat-soak length in (rig clock) seconds.",
+)
+@click.option("--host", default=None, hidden=True, help="reserved: sweep a remote host.")
+@click.option(
+    "--pace-s",
+    type=float,
+    default=0.0,
+    hidden=True,
+    help="real seconds to sleep per sample (slow motion for demos and tests).",
+)
+def command(
+    rig_spec: str,
+    workload: str,
+    policy: str,
+    floor: float,
+    strategy: str,
+    step_w: int,
+    seed: int | None,
+    as_json: bool,
+    out: Path | None,
+    heat_soak_s: float,
+    host: str | None,
+    pace_s: float,
+) -> None:
+    """Probe power caps per GPU and pick the best inside the power budget and heat."""
+    if host is not None:
+        raise ConfigError("--host is reserved for remote sweeps and not available yet")
+    recover_stale_journals(_log, keep_spec=rig_spec)
+    rig, actuator = open_tuning_rig(rig_spec, seed=seed)
+    config = SweepConfig(
+        workload=workload,
+        policy=Policy(policy),
+        floor=floor,
+        strategy=strategy,
+        step_w=step_w,
+        seed=seed,
+        heat_soak_s=heat_soak_s,
+    )
+    load = make_workload(workload, rig)
+    bars = _Bars(
+        {g.uuid: f"{g.name} {g.pci_bus_id[-7:]}" for g in rig.gpus},
+        5,
+        enabled=sys.stderr.isatty(),
+    )
+    try:
+        with SafetySession(actuator, sweep_key=config.resume_key(rig_spec), log=_log) as session:
+            if session.resumed_probes:
+                done = sum(len(p) for p in session.resumed_probes.values())
+                _log(f"rigforge: resuming an interrupted sweep after {done} completed probes")
+            sweep = Sweep(
+                rig, actuator, load, config, session=session, progress=bars, rig_spec=rig_spec
+            )
+            if pace_s > 0:
+                _pace(rig, pace_s)
+            with bars.progress:
+                result = sweep.run()
+    finally:
+        load.close()
+    _emit(result, as_json=as_json, out=out)
+
+
+def _pace(rig: Any, pace_s: float) -> None:
+    """Make the rig's clock also sleep in real time (signals land mid-sweep in tests)."""
+    clock = rig.clock
+    original = clock.sleep
+
+    def paced(seconds: float) -> None:
+        original(seconds)
+        time.sleep(pace_s)
+
+    clock.sleep = paced
+
+
+def _emit(result: SweepResult, *, as_json: bool, out: Path | None) -> None:
+    if out is not None:
+        dump_profile(profile_from_result(result), out / "profile.yaml")
+        plot_curves(result, out / "curves.png")
+        plot_heat_soak(result, out / "heat_soak.png")
+        _log(f"rigforge: wrote {out / 'profile.yaml'}, curves.png, heat_soak.png")
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=1))
+    else:
+        console = Console(width=max(Console().width, 120))
+        console.print(results_table(result))
