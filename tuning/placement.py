@@ -71,7 +71,8 @@ LINK_FACTOR: Mapping[str, float] = {
 }
 #: A degraded PCIe link (narrower or slower than its max under load) ranks below SYS.
 DEGRADED_LINK_FACTOR = 0.40
-#: A single GPU on a degraded link loses little (weights load once): a tie-breaker only.
+#: A single GPU, or an NVLink set, on a degraded PCIe link loses little (weights load once,
+#: GPU-to-GPU traffic rides NVLink): a tie-breaker only.
 DEGRADED_SINGLE_FACTOR = 0.98
 #: Pipeline-parallel efficiency (the bubble) before the link's small share.
 PP_EFFICIENCY = 0.80
@@ -286,9 +287,13 @@ def group_throughput(
         return base * (DEGRADED_SINGLE_FACTOR if members[0].degraded else 1.0), "X"
     worst = _worst_link(mask, links)
     factor = link_factor(worst)
-    if not nvlink_count(worst) and any(g.degraded for g in members):
+    degraded = any(g.degraded for g in members)
+    if degraded and not nvlink_count(worst):
         factor = min(factor, DEGRADED_LINK_FACTOR)
     efficiency = factor ** (tp - 1)
+    if degraded and nvlink_count(worst):
+        # GPU↔GPU traffic rides NVLink; only host traffic (loads, inputs) pays the slow link
+        efficiency *= DEGRADED_SINGLE_FACTOR
     if pp > 1:
         efficiency *= PP_EFFICIENCY * factor**0.25
     return base * efficiency, worst

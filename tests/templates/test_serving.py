@@ -1,0 +1,202 @@
+"""Serving units rendered from a plan: key lines per engine, secrets, and systemd's own score."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tuning.errors import ConfigError
+from tuning.placement import Placement
+from tuning.serving import cpu_ranges, render_serving_units, render_unit, systemd_quote
+
+MAX_EXPOSURE = 3.0
+
+
+def placement(engine: str = "vllm", **overrides: object) -> Placement:
+    base = Placement(
+        model="qwq-32b",
+        replica=0,
+        engine=engine,
+        weights="Qwen/QwQ-32B",
+        gpus=("GPU-aaaa", "GPU-bbbb"),
+        gpu_indices=(1, 3),
+        tp=2,
+        pp=1,
+        numa_node=1,
+        cpu_list=(16, 17, 18, 19, 48, 49),
+        vram_mib=30000,
+        vram_free_mib=(10000, 10000),
+        port=8001,
+        p2p=False,
+        worst_link="SYS",
+        throughput=1.0,
+        gpu_memory_utilization=0.9,
+        context=32768,
+        max_sequences=4,
+        kv_cache_bits=16,
+        shared=False,
+        extra_args=("--enable-prefix-caching",),
+    )
+    return replace(base, **overrides)
+
+
+ENGINES = ("vllm", "llama.cpp", "sglang")
+
+
+def directives(text: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    joined = text.replace("\\\n", " ")
+    for line in joined.splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            out.setdefault(key.strip(), []).append(value.strip())
+    return out
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_every_engine_gets_gpus_numa_user_and_hardening(engine: str) -> None:
+    unit = directives(render_unit(placement(engine)))
+    env = unit["Environment"]
+    assert '"CUDA_VISIBLE_DEVICES=GPU-aaaa,GPU-bbbb"' in env
+    assert '"CUDA_DEVICE_ORDER=PCI_BUS_ID"' in env
+    assert '"NCCL_P2P_DISABLE=1"' in env
+    assert unit["NUMAPolicy"] == ["bind"]
+    assert unit["NUMAMask"] == ["1"]
+    assert unit["CPUAffinity"] == ["16-19 48-49"]
+    assert unit["User"] == ["rigforge"] and unit["Group"] == ["rigforge"]
+    assert unit["Restart"] == ["on-failure"]
+    for key, value in {
+        "NoNewPrivileges": "yes",
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "PrivateTmp": "yes",
+        "ProtectKernelTunables": "yes",
+        "ProtectKernelModules": "yes",
+        "ProtectControlGroups": "yes",
+        "RestrictNamespaces": "yes",
+        "LockPersonality": "yes",
+        "RestrictRealtime": "yes",
+        "SystemCallArchitectures": "native",
+        "DevicePolicy": "closed",
+        "CapabilityBoundingSet": "",
+    }.items():
+        assert unit[key] == [value], key
+    assert "char-nvidia-frontend rw" in unit["DeviceAllow"]
+    assert unit["ReadWritePaths"] == ["/var/cache/rigforge"]
+    assert "EnvironmentFile" not in unit
+    exec_start = unit["ExecStart"][0]
+    assert re.search(r"--host 127\.0\.0\.1 --port 8001\b", exec_start)
+    assert "--enable-prefix-caching" in exec_start
+
+
+def test_vllm_flags() -> None:
+    exec_start = directives(render_unit(placement("vllm")))["ExecStart"][0]
+    assert exec_start.startswith("/opt/rigforge/vllm/bin/vllm serve Qwen/QwQ-32B")
+    for flag in (
+        "--tensor-parallel-size 2",
+        "--pipeline-parallel-size 1",
+        "--gpu-memory-utilization 0.90",
+        "--max-model-len 32768",
+        "--max-num-seqs 4",
+        "--disable-custom-all-reduce",
+    ):
+        assert flag in exec_start
+
+
+def test_vllm_with_p2p_keeps_custom_all_reduce_and_nccl_p2p() -> None:
+    text = render_unit(placement("vllm", p2p=True, worst_link="PIX"))
+    assert "NCCL_P2P_DISABLE" not in text
+    assert "--disable-custom-all-reduce" not in text
+
+
+def test_llama_cpp_flags_layer_split() -> None:
+    text = render_unit(placement("llama.cpp", tp=1, pp=2, kv_cache_bits=8))
+    exec_start = directives(text)["ExecStart"][0]
+    assert "-sm layer" in exec_start
+    assert "--tensor-split 1,1" in exec_start
+    assert "-dev CUDA0,CUDA1" in exec_start
+    assert "-c 131072 -np 4" in exec_start  # 4 slots × 32768 tokens
+    assert "-ctk q8_0 -ctv q8_0" in exec_start
+
+
+def test_llama_cpp_row_split_for_tp() -> None:
+    exec_start = directives(render_unit(placement("llama.cpp")))["ExecStart"][0]
+    assert "-sm row" in exec_start
+
+
+def test_sglang_flags() -> None:
+    exec_start = directives(render_unit(placement("sglang")))["ExecStart"][0]
+    assert "-m sglang.launch_server --model-path Qwen/QwQ-32B" in exec_start
+    assert "--tp-size 2 --pp-size 1" in exec_start
+    assert "--mem-fraction-static 0.90" in exec_start
+
+
+def test_opened_unit_reads_key_from_environment_file_only() -> None:
+    text = render_unit(placement("vllm"), bind="0.0.0.0", api_key_file="/etc/rigforge/secrets/k")
+    unit = directives(text)
+    assert unit["EnvironmentFile"] == ["/etc/rigforge/secrets/k"]
+    assert "--host 0.0.0.0" in unit["ExecStart"][0]
+    assert "api-key" not in unit["ExecStart"][0]
+    assert "API_KEY=" not in text
+
+
+def test_opened_without_key_is_refused() -> None:
+    with pytest.raises(ConfigError, match="api_key_file"):
+        render_unit(placement("vllm"), bind="0.0.0.0")
+
+
+def test_sglang_cannot_be_opened() -> None:
+    with pytest.raises(ConfigError, match="command line"):
+        render_unit(placement("sglang"), bind="10.0.0.2", api_key_file="/k")
+
+
+def test_no_egress_limits_to_loopback() -> None:
+    unit = directives(render_unit(placement("vllm"), egress=False))
+    assert unit["IPAddressDeny"] == ["any"]
+    assert unit["IPAddressAllow"] == ["localhost"]
+
+
+def test_unit_paths_per_model_and_replica() -> None:
+    plan = {"placements": [placement().to_yaml(), placement(replica=1, port=8002).to_yaml()]}
+    units = render_serving_units(plan, service_user="llm")
+    assert sorted(units) == [
+        "/etc/systemd/system/rigforge-serve-qwq-32b-1.service",
+        "/etc/systemd/system/rigforge-serve-qwq-32b.service",
+    ]
+    assert all("User=llm\n" in text for text in units.values())
+
+
+def test_quoting_escapes_systemd_specifiers() -> None:
+    assert systemd_quote("a b") == '"a b"'
+    assert systemd_quote("100%") == "100%%"
+    assert systemd_quote("$HOME") == '"$$HOME"'
+
+
+def test_cpu_ranges() -> None:
+    assert cpu_ranges((0, 1, 2, 3, 8, 10, 11)) == "0-3 8 10-11"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze absent")
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("opened", [False, True])
+def test_systemd_analyze_security_exposure(engine: str, opened: bool, tmp_path: Path) -> None:
+    if opened and engine == "sglang":
+        pytest.skip("sglang is never opened")
+    kwargs = {"bind": "0.0.0.0", "api_key_file": "/etc/rigforge/secrets/api-key"} if opened else {}
+    path = tmp_path / f"rigforge-serve-{engine.replace('.', '-')}.service"
+    path.write_text(render_unit(placement(engine), **kwargs))
+    out = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out)
+    assert match, out[-500:]
+    print(f"{path.name}: exposure {match.group(1)}")
+    assert float(match.group(1)) <= MAX_EXPOSURE

@@ -1,0 +1,211 @@
+"""The placement solver: constraints, objective, reasons, and exactness against brute force."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_placement_rigs import make_rig, model, models_file
+
+from tuning.backends.base import Circuit, Psu
+from tuning.errors import ConfigError
+from tuning.placement import (
+    GpuHint,
+    ProfileHints,
+    brute_force,
+    build_problem,
+    load_profile_hints,
+    plan,
+    solve,
+)
+
+# 24 GiB cards: a 32B at 8-bit needs two of them, a 8B at bf16 fits one.
+MID = {"params_b": 32.8, "quant_bits": 8, "layers": 64, "attention_heads": 40, "kv_heads": 8}
+
+
+def four_gpu_links(a_b: str = "PIX", c_d: str = "PIX", cross: str = "SYS") -> list[list[str]]:
+    links = [[cross] * 4 for _ in range(4)]
+    for i in range(4):
+        links[i][i] = "X"
+    links[0][1] = links[1][0] = a_b
+    links[2][3] = links[3][2] = c_d
+    return links
+
+
+def test_pair_stays_under_one_switch() -> None:
+    rig = make_rig([24576] * 4, four_gpu_links(), numa=[0, 0, 1, 1])
+    result = plan(rig, models_file(model("mid", **MID)))
+    (placed,) = result.placements
+    assert placed.gpu_indices in ((0, 1), (2, 3))
+    assert placed.worst_link == "PIX"
+    assert placed.p2p is True
+
+
+def test_a_model_is_never_dropped_to_give_another_more_gpus() -> None:
+    rig = make_rig([24576] * 3, None)
+    result = plan(rig, models_file(model("mid", **MID, priority=10), model("small")))
+    assert {p.model for p in result.placements} == {"mid", "small"}
+    assert result.unplaced == ()
+
+
+def test_each_gpu_serves_one_model_without_sharing() -> None:
+    rig = make_rig([24576] * 2, None)
+    result = plan(rig, models_file(model("a"), model("b"), model("c")))
+    used = [g for p in result.placements for g in p.gpus]
+    assert len(used) == len(set(used)) == 2
+    (dropped,) = result.unplaced
+    assert "taken by models placed first" in dropped.reason
+
+
+def test_sharing_models_share_a_gpu_when_both_fit() -> None:
+    small = {"params_b": 1.0, "context": 4096, "allow_sharing": True}
+    rig = make_rig([24576], None)
+    result = plan(rig, models_file(model("a", **small), model("b", **small)))
+    assert [p.gpus for p in result.placements] == [("GPU-0",), ("GPU-0",)]
+    assert all(p.shared and p.gpu_memory_utilization < 0.5 for p in result.placements)
+
+
+def test_too_big_model_is_listed_with_the_numbers() -> None:
+    rig = make_rig([24576] * 2, None)
+    result = plan(rig, models_file(model("huge", params_b=120, quant_bits=16)))
+    (entry,) = result.unplaced
+    assert entry.model == "huge"
+    assert "fits no GPU set" in entry.reason and "MiB" in entry.reason
+
+
+def test_pins_are_respected() -> None:
+    rig = make_rig([24576] * 4, four_gpu_links())
+    result = plan(rig, models_file(model("mid", **MID, gpus=("GPU-1", "GPU-2"))))
+    assert result.placements[0].gpus == ("GPU-1", "GPU-2")
+
+
+def test_pin_to_missing_gpu_is_a_reason_not_a_crash() -> None:
+    rig = make_rig([24576] * 2, None)
+    result = plan(rig, models_file(model("a", gpus=("GPU-9",))))
+    assert "GPU-9 is not on rig" in result.unplaced[0].reason
+
+
+def test_tp_divides_heads() -> None:
+    # 40 heads: 3 GPUs cannot be TP=3; the 3-GPU set must be pipeline parallel
+    rig = make_rig([16384] * 3, [["X", "NV4", "NV4"], ["NV4", "X", "NV4"], ["NV4", "NV4", "X"]])
+    result = plan(rig, models_file(model("mid", **MID)))
+    (placed,) = result.placements
+    assert len(placed.gpus) == 3
+    assert (placed.tp, placed.pp) == (1, 3)
+
+
+def test_pcie_prefers_pipeline_beyond_two_gpus_and_nvlink_prefers_tp() -> None:
+    big = {**MID, "quant_bits": 16, "attention_heads": 64, "kv_heads": 8}
+    pcie = make_rig([24576] * 4, [["X" if a == b else "PIX" for b in range(4)] for a in range(4)])
+    nvlink = make_rig([24576] * 4, [["X" if a == b else "NV8" for b in range(4)] for a in range(4)])
+    on_pcie = plan(pcie, models_file(model("big", **big))).placements[0]
+    on_nvlink = plan(nvlink, models_file(model("big", **big))).placements[0]
+    assert len(on_pcie.gpus) == len(on_nvlink.gpus) == 4
+    assert on_pcie.tp <= 2 < on_pcie.pp
+    assert on_nvlink.tp == 4
+
+
+def test_degraded_link_is_avoided() -> None:
+    rig = make_rig([24576] * 4, four_gpu_links("PIX", "PIX", "PIX"), degraded=[0])
+    placed = plan(rig, models_file(model("mid", **MID))).placements[0]
+    assert "GPU-0" not in placed.gpus
+
+
+def test_hot_gpus_get_the_lower_priority_model() -> None:
+    rig = make_rig([24576] * 2, None)
+    hot = ProfileHints(gpus={"GPU-0": GpuHint(peak_temp_c=83.0), "GPU-1": GpuHint(peak_temp_c=60)})
+    result = plan(rig, models_file(model("vip", priority=5), model("batch")), hot)
+    by_model = {p.model: p.gpus for p in result.placements}
+    assert by_model == {"vip": ("GPU-1",), "batch": ("GPU-0",)}
+
+
+def power_rig(cap_w: float):
+    return make_rig(
+        [24576] * 3,
+        None,
+        power_w=cap_w,
+        psus=[Psu("psu", 1000, "c", efficiency=1.0, platform_w=100)],
+        circuits=[Circuit("c", 120, 15)],
+        psu_of=["psu"] * 3,
+    )
+
+
+def test_power_budget_limits_how_many_gpus_run() -> None:
+    # 100 W platform + 2×400 W + 30 W idle = 930 W fits 1000 W; three at 400 W do not
+    result = plan(power_rig(400), models_file(model("a"), model("b"), model("c")))
+    assert len(result.placements) == 2
+    assert "power" in result.unplaced[0].reason or "taken" in result.unplaced[0].reason
+
+
+def test_profile_caps_lift_the_power_limit() -> None:
+    caps = ProfileHints(gpus={f"GPU-{i}": GpuHint(cap_w=280) for i in range(3)})
+    result = plan(power_rig(400), models_file(model("a"), model("b"), model("c")), caps)
+    assert len(result.placements) == 3
+
+
+def test_every_plan_states_score_and_alternative() -> None:
+    rig = make_rig([24576] * 4, four_gpu_links(cross="NODE"))
+    result = plan(rig, models_file(model("mid", **MID)))
+    assert result.alternative_score is not None
+    assert result.alternative_score <= result.score
+    assert "another GPU set" in result.alternative
+
+
+def test_profile_hints_read_plain_yaml(tmp_path) -> None:
+    path = tmp_path / "profile.yaml"
+    path.write_text("gpus:\n  - {uuid: GPU-0, cap_w: 250, peak_temp_c: 71, throughput_rel: 0.97}\n")
+    hints = load_profile_hints(path)
+    assert hints.gpus["GPU-0"] == GpuHint(cap_w=250, peak_temp_c=71, throughput_rel=0.97)
+
+
+def test_profile_without_gpus_is_a_config_error(tmp_path) -> None:
+    path = tmp_path / "profile.yaml"
+    path.write_text("caps: {}\n")
+    with pytest.raises(ConfigError, match="needs a 'gpus:' list"):
+        load_profile_hints(path)
+
+
+# ---- exactness: the solver equals brute force on random small instances --------------------
+
+LINKS = ["NV4", "PIX", "PXB", "PHB", "NODE", "SYS"]
+SIZES = [
+    {"params_b": 8.0, "quant_bits": 16},
+    {"params_b": 14.8, "quant_bits": 8, "layers": 48, "attention_heads": 40},
+    {"params_b": 32.8, "quant_bits": 8, "layers": 64, "attention_heads": 40},
+    {"params_b": 70.6, "quant_bits": 4, "layers": 80, "attention_heads": 64},
+    {"params_b": 3.0, "quant_bits": 16, "allow_sharing": True, "context": 4096},
+]
+
+
+@st.composite
+def instances(draw):
+    n = draw(st.integers(2, 5))
+    mems = [draw(st.sampled_from([16384, 24576, 49140])) for _ in range(n)]
+    links = [["X"] * n for _ in range(n)]
+    for a in range(n):
+        for b in range(a + 1, n):
+            links[a][b] = links[b][a] = draw(st.sampled_from(LINKS))
+    degraded = [i for i in range(n) if draw(st.booleans()) and draw(st.booleans())]
+    specs = []
+    for i in range(draw(st.integers(1, 4))):
+        size = dict(draw(st.sampled_from(SIZES)))
+        size["priority"] = draw(st.sampled_from([1.0, 2.0, 3.5]))
+        if draw(st.integers(0, 4)) == 0:
+            size["max_gpus"] = draw(st.integers(1, 3))
+        if draw(st.integers(0, 5)) == 0:
+            size["replicas"] = 2
+        specs.append(model(f"m{i}", **size))
+    rig = make_rig(mems, links, degraded=degraded, numa=[i % 2 for i in range(n)])
+    return rig, models_file(*specs)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(instances())
+def test_solver_matches_brute_force(instance) -> None:
+    rig, models = instance
+    problem = build_problem(rig, models)
+    solution = solve(problem)
+    reference = brute_force(problem)
+    assert solution is not None and reference is not None
+    assert solution.placed_priority == pytest.approx(reference[0])
+    assert solution.score == pytest.approx(reference[1], abs=1e-9)
