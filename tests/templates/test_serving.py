@@ -68,7 +68,8 @@ def test_every_engine_gets_gpus_numa_user_and_hardening(engine: str) -> None:
     assert unit["NUMAPolicy"] == ["bind"]
     assert unit["NUMAMask"] == ["1"]
     assert unit["CPUAffinity"] == ["16-19 48-49"]
-    assert unit["User"] == ["rigforge"] and unit["Group"] == ["rigforge"]
+    assert unit["User"] == ["rigforge"]
+    assert unit["Group"] == ["rigforge"]
     assert unit["Restart"] == ["on-failure"]
     for key, value in {
         "NoNewPrivileges": "yes",

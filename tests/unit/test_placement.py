@@ -70,7 +70,8 @@ def test_too_big_model_is_listed_with_the_numbers() -> None:
     result = plan(rig, models_file(model("huge", params_b=120, quant_bits=16)))
     (entry,) = result.unplaced
     assert entry.model == "huge"
-    assert "fits no GPU set" in entry.reason and "MiB" in entry.reason
+    assert "fits no GPU set" in entry.reason
+    assert "MiB" in entry.reason
 
 
 def test_pins_are_respected() -> None:
@@ -206,6 +207,7 @@ def test_solver_matches_brute_force(instance) -> None:
     problem = build_problem(rig, models)
     solution = solve(problem)
     reference = brute_force(problem)
-    assert solution is not None and reference is not None
+    assert solution is not None
+    assert reference is not None
     assert solution.placed_priority == pytest.approx(reference[0])
     assert solution.score == pytest.approx(reference[1], abs=1e-9)

@@ -71,7 +71,8 @@ def test_out_writes_a_plan_the_deploy_can_read(fake_rig, tmp_path) -> None:
         assert key in first
     for key in ("cpu_list", "vram_mib", "port", "p2p", "extra_args"):
         assert key in first
-    assert "alternative_score" in doc and "score" in doc
+    assert "alternative_score" in doc
+    assert "score" in doc
     assert load_plan(out).placements[0].model == first["model"]
     assert "r1-distill-llama-70b" in result.output  # the table
 
