@@ -25,6 +25,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 from tuning.apply import Actuator, SafetySession
 from tuning.backends.base import THROTTLE_REASONS, PowerConstraints, Rig
 from tuning.budget import Allocation, BudgetModel, CapOption, InfeasibleBudget, Policy, allocate
@@ -59,7 +61,7 @@ class SweepConfig:
     headroom: float = 0.10
     sweep_limit_ratio: float = 0.95
     heat_soak_s: float = 1800.0
-    max_soak_rounds: int = 4
+    max_soak_rounds: int = 6
     sample_period_s: float = 1.0
     steady: SteadyStatePolicy = field(default_factory=SteadyStatePolicy)
     watchdog_margin_c: float = 5.0
@@ -395,16 +397,51 @@ class Sweep:
         }
         return options, floors
 
+    def _interpolated(self, uuid: str) -> list[CapOption]:
+        """Measured options plus estimates every 5 W down to the minimum cap.
+
+        Between measured points throughput and power are interpolated linearly; below the
+        lowest one throughput is scaled with the cap (pessimistic for every shape the
+        workloads show). Only used when the measured points cannot fit the budget; the
+        heat-soak then measures what the estimate promised.
+        """
+        measured = self.searches[uuid].options()
+        if not measured:
+            return measured
+        lowest = measured[0]
+        caps = [o.cap_w for o in measured]
+        estimates = {o.cap_w: o for o in measured}
+        cap = math.ceil(self.constraints[uuid].min_w)
+        while cap < caps[-1]:
+            if cap not in estimates:
+                if cap < lowest.cap_w:
+                    scale = cap / lowest.cap_w
+                    estimates[cap] = CapOption(cap, lowest.throughput_tps * scale, float(cap))
+                else:
+                    hi = next(o for o in measured if o.cap_w > cap)
+                    lo = [o for o in measured if o.cap_w < cap][-1]
+                    w = (cap - lo.cap_w) / (hi.cap_w - lo.cap_w)
+                    estimates[cap] = CapOption(
+                        cap,
+                        lo.throughput_tps + w * (hi.throughput_tps - lo.throughput_tps),
+                        lo.power_w + w * (hi.power_w - lo.power_w),
+                    )
+            cap += 5
+        return sorted(estimates.values(), key=lambda o: o.cap_w)
+
     def _allocate(self) -> Allocation:
         options, floors = self._options()
+        kwargs = {
+            "headroom": self.config.headroom,
+            "floors_tps": floors if self.config.policy is Policy.EFFICIENCY else None,
+        }
         try:
-            return allocate(
-                options,
-                self.budget,
-                self.config.policy,
-                headroom=self.config.headroom,
-                floors_tps=floors if self.config.policy is Policy.EFFICIENCY else None,
-            )
+            return allocate(options, self.budget, self.config.policy, **kwargs)  # type: ignore[arg-type]
+        except InfeasibleBudget:
+            pass
+        options = {uuid: self._interpolated(uuid) for uuid in self.uuids}
+        try:
+            return allocate(options, self.budget, self.config.policy, **kwargs)  # type: ignore[arg-type]
         except InfeasibleBudget as error:
             raise SafetyAbort(
                 f"no combination of measured caps fits the budget with {self.config.headroom:.0%} "
@@ -412,10 +449,28 @@ class Sweep:
             ) from error
 
     def _lower_cap(self, uuid: str, cap_w: float) -> float:
-        """The next lower measured cap of a GPU, or 5 % lower; never below its minimum."""
-        lower = [o.cap_w for o in self.searches[uuid].options() if o.cap_w < cap_w - 0.5]
-        step = max(lower) if lower else math.floor(cap_w * 0.95)
-        return max(self.constraints[uuid].min_w, min(step, math.floor(cap_w * 0.95)))
+        """A throttling GPU's next cap: 8 % lower, never below its minimum. Units: W."""
+        return max(self.constraints[uuid].min_w, math.floor(cap_w * 0.92))
+
+    def _cool_down(self, limit_s: float = 600.0) -> None:
+        """Idle every GPU until all are 10 °C under their SW thermal target (or ``limit_s``).
+
+        A rejected round leaves cards at their thermal limit; the next round must start
+        from a rig that is not still throttling on the previous round's heat.
+        """
+        for uuid in self.uuids:
+            self.workload.stop(uuid)
+        targets = {}
+        for gpu in self.rig.gpus:
+            t = gpu.thresholds()
+            targets[gpu.uuid] = t.target_c or t.max_operating_c or t.slowdown_c or 80.0
+        started = self.clock.now_s()
+        while self.clock.now_s() - started < limit_s:
+            now = self.clock.now_s()
+            temps = {u: self.rig.gpu(u).sample(now).temp_c for u in self.uuids}
+            if all(t is None or t <= targets[u] - 10.0 for u, t in temps.items()):
+                return
+            self.clock.sleep(10.0)
 
     def _apply_caps(self, caps: Mapping[str, float]) -> None:
         # lower first, then raise: every intermediate state is at or below the final one
@@ -439,6 +494,7 @@ class Sweep:
                 if new >= caps[uuid]:
                     flagged.add(uuid)
                 caps[uuid] = new
+            self._cool_down()
         else:
             flagged |= {e.uuid for e in rounds[-1].throttle_events}
         return rounds, caps, flagged
@@ -454,8 +510,11 @@ class Sweep:
         trace: dict[str, list[tuple[float, float]]] = {u: [] for u in self.uuids}
         power_sum = dict.fromkeys(self.uuids, 0.0)
         power_n = dict.fromkeys(self.uuids, 0)
-        # throughput and power are judged over the last 5 minutes (hot, steady)
+        draw_log: dict[str, list[float]] = {u: [] for u in self.uuids}
+        # throughput and power are judged over the last 5 minutes (hot, steady); a round
+        # cut short by a throttle event is judged over what it ran
         judge_from_s = started + max(0.0, cfg.heat_soak_s - 300.0)
+        first_tokens = {u: self.workload.tokens_total(u) for u in self.uuids}
         tokens_at_judge: dict[str, float] = {}
         self.progress("", "soak", {"caps_w": dict(caps), "seconds": cfg.heat_soak_s})
         while self.clock.now_s() - started < cfg.heat_soak_s:
@@ -472,6 +531,7 @@ class Sweep:
                 if sample.temp_c is not None:
                     peak[uuid] = max(peak[uuid], sample.temp_c)
                     trace[uuid].append((now - started, sample.temp_c))
+                draw_log[uuid].append(draws[uuid])
                 if tokens_at_judge:
                     power_sum[uuid] += draws[uuid]
                     power_n[uuid] += 1
@@ -491,8 +551,14 @@ class Sweep:
                 for u in self.uuids
             }
         else:
-            tps = dict.fromkeys(self.uuids, 0.0)
-        power = {u: power_sum[u] / power_n[u] if power_n[u] else 0.0 for u in self.uuids}
+            tps = {
+                u: (self.workload.tokens_total(u) - first_tokens[u]) / max(elapsed, 1e-9)
+                for u in self.uuids
+            }
+        power = {
+            u: power_sum[u] / power_n[u] if power_n[u] else float(np.mean(draw_log[u] or [0.0]))
+            for u in self.uuids
+        }
         self.progress("", "soak_done", {"events": len(events), "seconds": elapsed})
         return SoakRound(
             caps_w=dict(caps),
