@@ -102,6 +102,7 @@ class SoakRound:
     throughput_tps: dict[str, float]
     power_w: dict[str, float]
     temp_trace: dict[str, tuple[tuple[float, float], ...]]
+    last_temp_c: dict[str, float] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -452,6 +453,11 @@ class Sweep:
         """A throttling GPU's next cap: 8 % lower, never below its minimum. Units: W."""
         return max(self.constraints[uuid].min_w, math.floor(cap_w * 0.92))
 
+    def _target_c(self, uuid: str) -> float:
+        """The temperature SW thermal slowdown holds a card at. Units: °C."""
+        t = self.rig.gpu(uuid).thresholds()
+        return t.target_c or t.max_operating_c or t.slowdown_c or 80.0
+
     def _cool_down(self, limit_s: float = 600.0) -> None:
         """Idle every GPU until all are 10 °C under their SW thermal target (or ``limit_s``).
 
@@ -460,10 +466,7 @@ class Sweep:
         """
         for uuid in self.uuids:
             self.workload.stop(uuid)
-        targets = {}
-        for gpu in self.rig.gpus:
-            t = gpu.thresholds()
-            targets[gpu.uuid] = t.target_c or t.max_operating_c or t.slowdown_c or 80.0
+        targets = {u: self._target_c(u) for u in self.uuids}
         started = self.clock.now_s()
         while self.clock.now_s() - started < limit_s:
             now = self.clock.now_s()
@@ -488,7 +491,11 @@ class Sweep:
             rounds.append(soak)
             if soak.passed:
                 break
-            offenders = {e.uuid for e in soak.throttle_events}
+            # the throttling card and any neighbour within 2 °C of its own target: in a
+            # rack the neighbours' heat is half the problem
+            offenders = {e.uuid for e in soak.throttle_events} | {
+                u for u, t in soak.last_temp_c.items() if t >= self._target_c(u) - 2.0
+            }
             for uuid in offenders:
                 new = self._lower_cap(uuid, caps[uuid])
                 if new >= caps[uuid]:
@@ -568,6 +575,7 @@ class Sweep:
             throughput_tps=tps,
             power_w=power,
             temp_trace={u: tuple(t) for u, t in trace.items()},
+            last_temp_c={u: t[-1][1] for u, t in trace.items() if t},
         )
 
     def _result(
