@@ -220,6 +220,8 @@ def journal_path(spec: str) -> Path:
 
 
 def _process_start(pid: int) -> float | None:
+    if pid <= 0:
+        return None  # -1 marks a journal left on purpose for the next start
     try:
         return psutil.Process(pid).create_time()
     except (psutil.NoSuchProcess, psutil.AccessDenied):

@@ -1,0 +1,133 @@
+"""Journal, safety session and profile application on a small simulated rig."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tuning.apply import (
+    Actuator,
+    Journal,
+    SafetySession,
+    apply_caps,
+    atomic_write_json,
+    journal_path,
+    open_tuning_rig,
+    recover_stale_journals,
+    stale_journals,
+)
+from tuning.errors import ReadBackMismatch, UnknownGpu
+
+RIG_YAML = """
+name: two-card-test
+seed: 0
+circuits: [{name: c1, voltage_v: 120, breaker_a: 15}]
+psus: [{name: p1, rating_w: 1200, circuit: c1, platform_w: 150}]
+gpus:
+  - {preset: rtx3090, slot: 1, bus_id: "00000000:01:00.0", psu: p1}
+  - {preset: rtx_a6000, slot: 3, bus_id: "00000000:21:00.0", psu: p1}
+"""
+
+
+@pytest.fixture
+def rig_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("RIGFORGE_STATE_DIR", str(tmp_path / "state"))
+    path = tmp_path / "rig.yaml"
+    path.write_text(RIG_YAML)
+    return str(path)
+
+
+def caps(actuator: Actuator) -> dict[str, float]:
+    return {g.uuid: g.power_limit_w() for g in actuator.rig.gpus}
+
+
+def test_atomic_write_leaves_no_temporary_files(tmp_path: Path) -> None:
+    target = tmp_path / "j.json"
+    atomic_write_json(target, {"a": 1})
+    atomic_write_json(target, {"a": 2})
+    assert json.loads(target.read_text()) == {"a": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["j.json"]
+
+
+def test_session_restores_on_exception_and_removes_the_journal(rig_file: str) -> None:
+    _, actuator = open_tuning_rig(rig_file)
+    before = caps(actuator)
+    uuid = next(iter(before))
+    with pytest.raises(RuntimeError), SafetySession(actuator, log=lambda m: None):
+        assert journal_path(rig_file).is_file(), "journaled before the first change"
+        actuator.set_cap(uuid, 150)
+        raise RuntimeError("mid-probe failure")
+    assert caps(actuator) == before
+    assert not journal_path(rig_file).exists()
+
+
+def test_simulated_caps_outlive_the_process(rig_file: str) -> None:
+    _, actuator = open_tuning_rig(rig_file)
+    uuid = actuator.rig.gpus[0].uuid
+    actuator.set_cap(uuid, 180)
+    _, reopened = open_tuning_rig(rig_file)
+    assert reopened.rig.gpu(uuid).power_limit_w() == 180
+
+
+def test_stale_journal_of_a_dead_process_is_detected_and_restored(rig_file: str) -> None:
+    _, actuator = open_tuning_rig(rig_file)
+    before = caps(actuator)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    journal = Journal(journal_path(rig_file), rig_file, actuator.settings(), pid=int(dead.stdout))
+    journal.save()
+    for uuid in before:
+        actuator.set_cap(uuid, 120)
+    assert stale_journals() == [journal_path(rig_file)]
+    recover_stale_journals()
+    _, reopened = open_tuning_rig(rig_file)
+    assert caps(reopened) == before
+    assert not journal_path(rig_file).exists()
+
+
+def test_a_live_journal_is_not_stale(rig_file: str) -> None:
+    _, actuator = open_tuning_rig(rig_file)
+    Journal(journal_path(rig_file), rig_file, actuator.settings(), pid=os.getpid()).save()
+    assert stale_journals() == []
+
+
+def test_resume_hands_back_completed_probes_only_for_the_same_sweep(rig_file: str) -> None:
+    _, actuator = open_tuning_rig(rig_file)
+    key = {"workload": "decode", "seed": 1}
+    journal = Journal(journal_path(rig_file), rig_file, actuator.settings(), pid=-1, sweep_key=key)
+    journal.probes = {"GPU-x": [{"cap_w": 300.0}]}
+    journal.save()
+    with SafetySession(actuator, sweep_key=key, log=lambda m: None) as session:
+        assert session.resumed_probes == {"GPU-x": [{"cap_w": 300.0}]}
+    journal.save()
+    with SafetySession(actuator, sweep_key={"workload": "prefill"}, log=lambda m: None) as other:
+        assert other.resumed_probes == {}
+
+
+def test_apply_clamps_reads_back_and_refuses_unknown_uuids(rig_file: str) -> None:
+    _, actuator = open_tuning_rig(rig_file)
+    gpu = actuator.rig.gpus[0]
+    with pytest.raises(UnknownGpu):
+        apply_caps(actuator, {gpu.uuid: 200, "GPU-not-here": 200})
+    assert gpu.power_limit_w() == gpu.power_constraints().default_w, "nothing changed"
+    (result,) = apply_caps(actuator, {gpu.uuid: 5000})
+    assert result.target_w == gpu.power_constraints().max_w
+    (dry,) = apply_caps(actuator, {gpu.uuid: 200}, dry_run=True)
+    assert dry.changed and gpu.power_limit_w() == gpu.power_constraints().max_w
+
+
+def test_read_back_mismatch_is_an_error(rig_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, actuator = open_tuning_rig(rig_file)
+    gpu = actuator.rig.gpus[0]
+    monkeypatch.setattr(gpu, "set_power_limit_w", lambda w: 350.0)
+    with pytest.raises(ReadBackMismatch, match="reads back"):
+        actuator.set_cap(gpu.uuid, 200)

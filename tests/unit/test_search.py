@@ -1,0 +1,119 @@
+"""Cap search, tested by replaying curves whose shapes name them (no rig, no clock)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import pytest
+
+from tuning.backends.base import PowerConstraints
+from tuning.search import AdaptiveSearch, GridSearch, make_search
+from tuning.telemetry import ProbeMeasurement
+
+Curve = Callable[[float], tuple[float, float]]
+
+
+def sim_like(natural_w: float, floor_w: float, dvfs_exp: float, knee: float, cliff: float) -> Curve:
+    """The simulated rig's shape: P(f) = floor + span·f^dvfs_exp, T = min(1, f/knee)^cliff."""
+
+    def curve(cap_w: float) -> tuple[float, float]:
+        limit = min(cap_w, natural_w)
+        f = max(0.2, ((limit - floor_w) / (natural_w - floor_w)) ** (1 / dvfs_exp))
+        power = floor_w + (natural_w - floor_w) * f**dvfs_exp
+        return 100.0 * min(1.0, f / knee) ** cliff, power
+
+    return curve
+
+
+CURVES = {
+    # memory-bound: flat down to ~75 % of the natural draw, then a cliff
+    "decode_plateau_then_cliff_3090": (
+        PowerConstraints(100, 350, 350),
+        sim_like(320, 80, 2.5, 0.85, 4.0),
+    ),
+    # compute-bound: throughput follows the cap, natural draw above the max limit
+    "prefill_power_law_above_max": (
+        PowerConstraints(100, 350, 350),
+        sim_like(402, 80, 1.6, 1.0, 1.0),
+    ),
+    "batched_knee_near_top_a6000": (
+        PowerConstraints(100, 300, 300),
+        sim_like(306, 75, 2.0, 0.92, 1.6),
+    ),
+    "flat_to_the_floor": (PowerConstraints(150, 450, 450), sim_like(300, 60, 2.5, 0.2, 4.0)),
+}
+
+
+def replay(search: AdaptiveSearch | GridSearch, curve: Curve) -> list[int]:
+    caps = []
+    while (cap := search.next_cap()) is not None:
+        throughput, power = curve(cap)
+        search.record(ProbeMeasurement(cap, throughput, power, 60.0, 60.0, False, True, 8.0))
+        caps.append(cap)
+        assert len(caps) < 100
+    return caps
+
+
+def true_knee_w(constraints: PowerConstraints, curve: Curve, floor: float = 0.95) -> int:
+    top = curve(constraints.max_w)[0]
+    for cap in range(int(constraints.min_w), int(constraints.max_w) + 1):
+        if curve(cap)[0] >= floor * top:
+            return cap
+    raise AssertionError("no feasible cap")
+
+
+@pytest.mark.parametrize("name", sorted(CURVES))
+def test_adaptive_finds_the_knee_in_a_handful_of_probes(name: str) -> None:
+    constraints, curve = CURVES[name]
+    search = AdaptiveSearch(constraints)
+    caps = replay(search, curve)
+    assert caps[0] == constraints.max_w, "the natural draw is measured first"
+    assert len(caps) <= 7
+    target = 0.95 * search.uncapped_tps
+    feasible = [p.cap_w for p in search.points if p.throughput_tps >= target]
+    knee = true_knee_w(constraints, curve)
+    assert min(feasible) >= knee
+    assert min(feasible) - knee <= max(6.0, 0.03 * constraints.max_w), caps
+
+
+def test_adaptive_never_probes_above_the_natural_draw_twice() -> None:
+    constraints, curve = CURVES["decode_plateau_then_cliff_3090"]
+    search = AdaptiveSearch(constraints)
+    caps = replay(search, curve)
+    assert sum(cap >= 320 for cap in caps) == 1
+
+
+def test_grid_probes_every_step_from_max_to_min() -> None:
+    constraints, curve = CURVES["batched_knee_near_top_a6000"]
+    caps = replay(GridSearch(constraints, step_w=25), curve)
+    assert caps == [300, 275, 250, 225, 200, 175, 150, 125, 100]
+
+
+def test_options_include_the_free_natural_cap() -> None:
+    constraints, curve = CURVES["decode_plateau_then_cliff_3090"]
+    search = AdaptiveSearch(constraints)
+    replay(search, curve)
+    natural_cap = math.ceil(320 * 1.03)
+    assert natural_cap in {o.cap_w for o in search.options()}
+
+
+def test_replaying_recorded_probes_resumes_at_the_same_next_cap() -> None:
+    constraints, curve = CURVES["decode_plateau_then_cliff_3090"]
+    first = AdaptiveSearch(constraints)
+    for _ in range(3):
+        cap = first.next_cap()
+        assert cap is not None
+        t, p = curve(cap)
+        first.record(ProbeMeasurement(cap, t, p, 60.0, 60.0, False, True, 8.0))
+    resumed = make_search("adaptive", constraints, floor=0.95)
+    assert isinstance(resumed, AdaptiveSearch)
+    for point in first.points:
+        resumed.next_cap()
+        resumed.record(point)
+    assert resumed.next_cap() == first.next_cap()
+
+
+def test_unknown_strategy_is_refused() -> None:
+    with pytest.raises(ValueError, match="adaptive or grid"):
+        make_search("random", PowerConstraints(100, 300, 300), floor=0.95)

@@ -1,0 +1,75 @@
+"""Probe windows, the cap trace and the watchdog."""
+
+from __future__ import annotations
+
+import pytest
+
+from tuning.backends.base import ClockEventReason, GpuSample, Psu
+from tuning.budget import BudgetModel
+from tuning.errors import SafetyAbort
+from tuning.telemetry import CapTrace, ProbeWindow, SteadyStatePolicy, Watchdog
+
+
+def sample(t: float, power: float, temp: float = 60.0, reasons=frozenset()) -> GpuSample:
+    return GpuSample(t, power, 300.0, temp, 1800.0, 100.0, reasons)
+
+
+def test_a_flat_probe_is_steady_after_settle_plus_window() -> None:
+    window = ProbeWindow(cap_w=250, started_s=0.0, policy=SteadyStatePolicy(settle_s=2, window_s=5))
+    steady_at = None
+    for t in range(1, 30):
+        window.add(sample(t, 250.0), tokens_total=30.0 * t)
+        if window.steady():
+            steady_at = t
+            break
+    assert steady_at == 7
+    result = window.result(now_s=7)
+    assert result.throughput_tps == pytest.approx(30.0)
+    assert result.power_w == pytest.approx(250.0)
+
+
+def test_a_drifting_probe_is_not_steady_until_it_flattens() -> None:
+    window = ProbeWindow(cap_w=250, started_s=0.0, policy=SteadyStatePolicy(settle_s=2, window_s=5))
+    for t in range(1, 12):
+        window.add(sample(t, 150.0 + 10.0 * t), tokens_total=30.0 * t)
+        assert not window.steady()
+
+
+def test_throttle_reasons_mark_the_probe() -> None:
+    window = ProbeWindow(cap_w=250, started_s=0.0)
+    window.add(sample(1, 250, reasons=frozenset({ClockEventReason.SW_POWER_CAP})), 1)
+    assert not window.throttled
+    window.add(sample(2, 250, reasons=frozenset({ClockEventReason.SW_THERMAL_SLOWDOWN})), 2)
+    assert window.throttled
+
+
+def test_window_shorter_than_the_power_average_is_refused() -> None:
+    with pytest.raises(ValueError, match="1 s power average"):
+        SteadyStatePolicy(window_s=2)
+
+
+BUDGET = BudgetModel(psus=(Psu("p", 1000, "c", platform_w=100),), gpu_psu={"a": "p", "b": "p"})
+
+
+def test_trace_max_ratio_covers_every_change_but_not_the_stock_state() -> None:
+    trace = CapTrace(BUDGET, {"a": 450, "b": 450})
+    trace.record(1.0, "a", 100)
+    trace.record(2.0, "b", 100)
+    trace.record(3.0, "a", 400)
+    # after the first change: a at 100, b still at its stock 450, platform 100
+    assert trace.max_load_ratio() == pytest.approx((100 + 100 + 450) / 1000)
+    assert trace.max_load_ratio(include_initial=True) == pytest.approx(1.0)
+
+
+def test_watchdog_trips_within_five_degrees_of_slowdown() -> None:
+    dog = Watchdog(slowdown_c={"a": 95.0}, budget=BUDGET)
+    dog.check_temperature("a", sample(1, 200, temp=89.0))
+    with pytest.raises(SafetyAbort, match="within 5 °C"):
+        dog.check_temperature("a", sample(1, 200, temp=90.0))
+
+
+def test_watchdog_trips_when_measured_draw_nears_a_budget() -> None:
+    dog = Watchdog(slowdown_c={}, budget=BUDGET)
+    dog.check_draw({"a": 400, "b": 400})
+    with pytest.raises(SafetyAbort, match="psu:p"):
+        dog.check_draw({"a": 440, "b": 440})
