@@ -19,9 +19,9 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import Directory
 from pyinfra.facts.server import Which
-from pyinfra.operations import apt, files, systemd
+from pyinfra.operations import apt, files, server, systemd
 
-from deploys.facts.rigforge_systemd import UnitFileState
+from deploys.facts.rigforge_systemd import DpkgInterrupted, UnitFileState
 from inventory.schema import HostConfig, host_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -97,6 +97,10 @@ def missing_packages(packages: list[str]) -> list[str]:
     return [p for p in packages if p.split("=", 1)[0] not in installed]
 
 
+#: Hosts whose interrupted dpkg run this deploy already finishes (once per run is enough).
+_DPKG_REPAIRED: set[str] = set()
+
+
 def ensure_packages(packages: list[str], *, name: str, no_recommends: bool = True) -> bool:
     """Install the missing ones of ``packages``; refresh the apt index only when needed.
 
@@ -104,6 +108,13 @@ def ensure_packages(packages: list[str], *, name: str, no_recommends: bool = Tru
     a package is missing keeps a second deploy change-free. Returns whether anything was
     missing at plan time.
     """
+    if host.get_fact(DpkgInterrupted) and host.name not in _DPKG_REPAIRED:
+        _DPKG_REPAIRED.add(host.name)
+        # A deploy killed mid-install leaves dpkg half done; finish it before anything else.
+        server.shell(
+            name="Finish an interrupted dpkg run (dpkg --configure -a)",
+            commands=["dpkg --configure -a"],
+        )
     missing = missing_packages(packages)
     if not missing:
         host.noop(f"{name}: {', '.join(packages)} installed")
@@ -113,7 +124,9 @@ def ensure_packages(packages: list[str], *, name: str, no_recommends: bool = Tru
         packages=packages,
         update=True,
         no_recommends=no_recommends,
-        extra_install_args="-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold",
+        # Wait for a lock held by an apt that an interrupted deploy left running.
+        extra_install_args="-o DPkg::Lock::Timeout=300 "
+        "-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold",
     )
     return True
 

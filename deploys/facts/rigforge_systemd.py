@@ -26,3 +26,16 @@ class UnitFileState(FactBase[str | None]):
     def process(self, output: list[str]) -> str | None:
         words = [line.strip() for line in output if line.strip()]
         return words[0] if words else None
+
+
+class DpkgInterrupted(FactBase[bool]):
+    """Whether dpkg was interrupted mid-install (``/var/lib/dpkg/updates/`` holds entries).
+
+    apt refuses to install anything until ``dpkg --configure -a`` has run. Example: ``False``.
+    """
+
+    def command(self) -> str:  # noqa: D102
+        return "ls -A /var/lib/dpkg/updates 2>/dev/null | head -1"
+
+    def process(self, output: list[str]) -> bool:  # noqa: D102
+        return any(line.strip() for line in output)
