@@ -180,9 +180,9 @@ def nvidia_driver() -> None:
         host.noop("no update-initramfs on this host: initramfs left alone")
 
     ensure_packages(list(pkgs.userspace), name="NVIDIA user space (nvidia-smi, NVML, persistenced)")
-    if drv.install_kernel_modules:
-        if ensure_packages(list(pkgs.modules), name=f"NVIDIA kernel modules ({drv.flavour})"):
-            request_reboot(f"NVIDIA kernel module packages installed: {', '.join(pkgs.modules)}")
+    modules_name = f"NVIDIA kernel modules ({drv.flavour})"
+    if drv.install_kernel_modules and ensure_packages(list(pkgs.modules), name=modules_name):
+        request_reboot(f"NVIDIA kernel module packages installed: {', '.join(pkgs.modules)}")
 
     dropin = put_template(
         "etc/systemd/system/nvidia-persistenced.service.d/rigforge-persistence.conf.j2",

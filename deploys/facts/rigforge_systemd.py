@@ -34,8 +34,8 @@ class DpkgInterrupted(FactBase[bool]):
     apt refuses to install anything until ``dpkg --configure -a`` has run. Example: ``False``.
     """
 
-    def command(self) -> str:  # noqa: D102
+    def command(self) -> str:
         return "ls -A /var/lib/dpkg/updates 2>/dev/null | head -1"
 
-    def process(self, output: list[str]) -> bool:  # noqa: D102
+    def process(self, output: list[str]) -> bool:
         return any(line.strip() for line in output)

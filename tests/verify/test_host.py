@@ -118,7 +118,8 @@ def test_irqbalance_keeps_off_gpu_irqs(host, expected: Expected) -> None:
     match = re.search(r'--policyscript=(\S+?)"', env)
     assert match, "IRQBALANCE_ARGS has no --policyscript"
     script = host.file(match.group(1))
-    assert script.exists and script.mode & 0o111, f"{script.path} is not executable"
+    assert script.exists, f"{script.path} is missing"
+    assert script.mode & 0o111, f"{script.path} is not executable"
     dropin = host.file("/etc/systemd/system/irqbalance.service.d/rigforge.conf").content_string
     assert "EnvironmentFile=-/etc/default/irqbalance-rigforge" in dropin
 

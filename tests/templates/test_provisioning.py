@@ -1,0 +1,168 @@
+"""Provisioning templates and package choices: rendered locally, asserted line by line."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from deploys.cuda import FORBIDDEN, toolkit_packages
+from deploys.nvidia_driver import (
+    PIN_PATTERNS,
+    UNATTENDED_BLACKLIST,
+    cuda_repo_uri,
+    driver_packages,
+)
+from deploys.util import render
+from inventory.schema import HostConfig
+
+
+def _cfg(**driver: object) -> HostConfig:
+    distro = driver.pop("distro", {"id": "debian", "codename": "bookworm"})
+    return HostConfig.model_validate(
+        {"ssh": {"host": "127.0.0.1"}, "distro": distro, "driver": driver}
+    )
+
+
+def _lines(text: str) -> list[str]:
+    return [
+        ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith(("#", "//"))
+    ]
+
+
+def test_gpu_settings_unit_orders_after_persistenced_and_lists_caps() -> None:
+    unit = render(
+        "etc/systemd/system/rigforge-gpu-settings.service.j2",
+        caps_w=[("GPU-a", 280.0), ("GPU-b", 250.5)],
+        use_tuner=False,
+        venv="/opt/rigforge/venv",
+        profile="/etc/rigforge/profile.yaml",
+        script="/usr/local/libexec/rigforge-gpu-settings",
+    )
+    lines = _lines(unit)
+    assert "After=nvidia-persistenced.service" in lines
+    assert "Type=oneshot" in lines
+    assert 'Environment="RIGFORGE_CAPS_W=GPU-a=280 GPU-b=250.5"' in lines
+    assert "ExecStart=/usr/local/libexec/rigforge-gpu-settings" in lines
+
+
+def test_gpu_settings_unit_uses_rigforge_apply_with_the_tuner() -> None:
+    unit = render(
+        "etc/systemd/system/rigforge-gpu-settings.service.j2",
+        caps_w=[("GPU-a", 280.0)],
+        use_tuner=True,
+        venv="/opt/rigforge/venv",
+        profile="/etc/rigforge/profile.yaml",
+        script="/x",
+    )
+    assert "ExecStart=/opt/rigforge/venv/bin/rigforge apply /etc/rigforge/profile.yaml" in unit
+
+
+def test_cap_script_clamps_reads_back_and_fails_loudly() -> None:
+    script = render("usr/local/libexec/rigforge-gpu-settings.sh.j2", retries=3, retry_delay_s=2)
+    assert "power.min_limit,power.max_limit" in script
+    assert 'nvidia-smi -i "$gpu" -pl "$cap"' in script
+    assert "--query-gpu=power.limit" in script
+    assert "for attempt in $(seq 1 3)" in script
+    assert re.search(r"FAILED.*\n\s*exit 1", script)
+
+
+def test_persistenced_dropin_resets_execstart_then_enables_persistence() -> None:
+    text = render(
+        "etc/systemd/system/nvidia-persistenced.service.d/rigforge-persistence.conf.j2",
+        daemon="/usr/bin/nvidia-persistenced",
+        user="nvpd",
+    )
+    lines = _lines(text)
+    assert lines[lines.index("ExecStart=") + 1] == (
+        "ExecStart=/usr/bin/nvidia-persistenced --user nvpd --persistence-mode --verbose"
+    )
+
+
+def test_grub_fragment_uses_policy_performance_not_aspm_off() -> None:
+    text = render("etc/default/grub.d/rigforge-pcie.cfg.j2", cmdline="pcie_aspm.policy=performance")
+    assert _lines(text) == [
+        'GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT pcie_aspm.policy=performance"'
+    ]
+
+
+def test_pin_holds_every_pattern_on_the_branch() -> None:
+    text = render(
+        "etc/apt/preferences.d/rigforge-nvidia-driver.pref.j2",
+        patterns=PIN_PATTERNS,
+        branch="535",
+        source="debian",
+    )
+    stanzas = [s for s in text.split("\n\n") if "Package:" in s]
+    assert len(stanzas) == len(PIN_PATTERNS)
+    for stanza, pattern in zip(stanzas, PIN_PATTERNS, strict=True):
+        assert f"Package: {pattern}" in stanza
+        assert "Pin: version 535.*" in stanza
+        assert "Pin-Priority: 1001" in stanza
+
+
+def test_unattended_blacklist_lists_every_nvidia_pattern() -> None:
+    text = render(
+        "etc/apt/apt.conf.d/51rigforge-nvidia-unattended.j2", patterns=UNATTENDED_BLACKLIST
+    )
+    assert text.count('";') == len(UNATTENDED_BLACKLIST)
+    assert '"^nvidia-";' in text
+
+
+def test_cuda_sources_is_deb822_with_signed_by() -> None:
+    uri = cuda_repo_uri(
+        _cfg(source="cuda-repo", branch="570"),
+        "https://developer.download.nvidia.com/compute/cuda/repos",
+        "x86_64",
+    )
+    assert uri.endswith("/debian12/x86_64/")
+    text = render("etc/apt/sources.list.d/cuda.sources.j2", uri=uri, keyring="/k.gpg")
+    assert "Signed-By: /k.gpg" in _lines(text)
+    assert f"URIs: {uri}" in _lines(text)
+
+
+@pytest.mark.parametrize(
+    ("driver", "userspace", "modules", "pin"),
+    [
+        (
+            {"source": "debian", "branch": "535", "flavour": "proprietary"},
+            ("nvidia-smi", "libnvidia-ml1", "nvidia-persistenced"),
+            "nvidia-kernel-dkms",
+            (),
+        ),
+        (
+            {"source": "cuda-repo", "branch": "570", "flavour": "open"},
+            ("nvidia-smi", "libnvidia-ml1", "nvidia-persistenced"),
+            "nvidia-open",
+            ("nvidia-driver-pinning-570",),
+        ),
+        (
+            {
+                "source": "ubuntu",
+                "branch": "570",
+                "flavour": "open",
+                "distro": {"id": "ubuntu", "codename": "noble"},
+            },
+            ("nvidia-utils-570-server", "libnvidia-compute-570-server", "nvidia-persistenced"),
+            "nvidia-driver-570-server-open",
+            (),
+        ),
+    ],
+)
+def test_driver_packages_per_source(driver, userspace, modules, pin) -> None:
+    pkgs = driver_packages(_cfg(**driver))
+    assert pkgs.userspace == userspace
+    assert modules in pkgs.modules
+    assert pkgs.pin == pin
+
+
+def test_toolkit_never_pulls_a_driver() -> None:
+    assert toolkit_packages("12.8") == ["cuda-toolkit-12-8"]
+    assert not FORBIDDEN.intersection(toolkit_packages("12.8"))
+
+
+def test_irq_script_reads_local_cpulist_under_the_kernel_root() -> None:
+    script = render("usr/local/libexec/rigforge-irq-affinity.sh.j2")
+    assert 'root="${RIGFORGE_KERNEL_ROOT:-/}"' in script
+    assert "local_cpulist" in script
+    assert "smp_affinity_list" in script
