@@ -1,0 +1,238 @@
+"""Fault injection: however a sweep ends, every GPU is back at its original cap.
+
+Cases: SIGINT, SIGTERM, kill -9 + ``rigforge restore``, kill -9 + resumed sweep, an exception
+mid-probe, a GPU lost mid-sweep, a GPU still lost during restore (journal kept, restored
+later), an NVML error on set. The subprocess cases run ``rigforge sweep`` in slow motion
+(``--pace-s``) and signal it once the persisted simulated caps show its first changes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tuning.apply import SafetySession, journal_path, open_tuning_rig, restore_journal
+from tuning.errors import GpuLost, NoPermission
+from tuning.sweep import Sweep, SweepConfig
+from tuning.workloads import SimWorkload
+
+RIG_YAML = """
+name: fault-test
+seed: 0
+circuits: [{name: c1, voltage_v: 120, breaker_a: 15}]
+psus: [{name: p1, rating_w: 1200, circuit: c1, platform_w: 150}]
+gpus:
+  - {preset: rtx3090, slot: 1, bus_id: "00000000:01:00.0", psu: p1}
+  - {preset: rtx_a6000, slot: 3, bus_id: "00000000:21:00.0", psu: p1}
+"""
+
+
+@pytest.fixture
+def rig_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("RIGFORGE_STATE_DIR", str(tmp_path / "state"))
+    path = tmp_path / "rig.yaml"
+    path.write_text(RIG_YAML)
+    return str(path)
+
+
+def persisted_caps(rig_file: str) -> dict[str, float]:
+    """What the simulated "hardware" holds, as a fresh process would see it."""
+    rig, _ = open_tuning_rig(rig_file)
+    return {g.uuid: g.power_limit_w() for g in rig.gpus}
+
+
+def stock_caps(rig_file: str) -> dict[str, float]:
+    rig, _ = open_tuning_rig(rig_file)
+    return {g.uuid: g.power_constraints().default_w for g in rig.gpus}
+
+
+def run_sweep_in_process(rig_file: str, **patches) -> None:
+    rig, actuator = open_tuning_rig(rig_file)
+    for gpu_index, name, fake in patches.get("gpu", []):
+        gpu = rig.gpus[gpu_index]
+        setattr(gpu, name, fake(getattr(gpu, name)))
+    config = SweepConfig(heat_soak_s=60.0)
+    load = SimWorkload(rig, "decode")
+    if "tokens" in patches:
+        load.tokens_total = patches["tokens"](load.tokens_total)  # type: ignore[method-assign]
+    with SafetySession(actuator, sweep_key=config.resume_key(rig_file), log=lambda m: None) as s:
+        Sweep(rig, actuator, load, config, session=s).run()
+
+
+def fail_on_call(n: int, error: Exception):
+    def wrap(original):
+        calls = {"n": 0}
+
+        def fake(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == n:
+                raise error
+            return original(*args, **kwargs)
+
+        return fake
+
+    return wrap
+
+
+def test_exception_mid_probe(rig_file: str) -> None:
+    original = persisted_caps(rig_file)
+    with pytest.raises(RuntimeError, match="benchmark crashed"):
+        run_sweep_in_process(rig_file, tokens=fail_on_call(25, RuntimeError("benchmark crashed")))
+    assert persisted_caps(rig_file) == original
+    assert not journal_path(rig_file).exists()
+
+
+def test_gpu_lost_mid_sweep(rig_file: str) -> None:
+    original = persisted_caps(rig_file)
+    lost = GpuLost("GPU 00000000:21:00.0 fell off the bus")
+    with pytest.raises(GpuLost):
+        run_sweep_in_process(rig_file, gpu=[(1, "sample", fail_on_call(12, lost))])
+    assert persisted_caps(rig_file) == original
+    assert not journal_path(rig_file).exists()
+
+
+def test_gpu_still_lost_during_restore_keeps_the_journal_until_it_answers(rig_file: str) -> None:
+    original = persisted_caps(rig_file)
+    state = {"lost": False}
+
+    def flaky_sample(original_sample):
+        def fake(now):
+            if now > 20:
+                state["lost"] = True
+            if state["lost"]:
+                raise GpuLost("gone")
+            return original_sample(now)
+
+        return fake
+
+    def flaky_set(original_set):
+        def fake(w):
+            if state["lost"]:
+                raise GpuLost("gone")
+            return original_set(w)
+
+        return fake
+
+    with pytest.raises(GpuLost):
+        run_sweep_in_process(
+            rig_file, gpu=[(1, "sample", flaky_sample), (1, "set_power_limit_w", flaky_set)]
+        )
+    assert journal_path(rig_file).exists(), "a GPU not restored keeps the journal"
+    # the GPU is back after a reset: the next start restores it
+    assert restore_journal(journal_path(rig_file)) == {}
+    assert persisted_caps(rig_file) == original
+
+
+def test_nvml_error_on_set(rig_file: str) -> None:
+    original = persisted_caps(rig_file)
+    denied = NoPermission("changing the power limit needs root")
+    with pytest.raises(NoPermission):
+        run_sweep_in_process(rig_file, gpu=[(0, "set_power_limit_w", fail_on_call(3, denied))])
+    assert persisted_caps(rig_file) == original
+
+
+def start_cli(rig_file: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tuning.cli", "sweep", "--rig", rig_file, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
+
+
+def wait_for_first_changes(rig_file: str, proc: subprocess.Popen[str]) -> None:
+    """Wait until the journal has a completed probe and the hardware holds a changed cap."""
+    stock = stock_caps(rig_file)
+    path = journal_path(rig_file)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        if path.is_file():
+            try:
+                probes = json.loads(path.read_text())["probes"]
+            except (ValueError, KeyError):
+                probes = {}
+            if probes and persisted_caps(rig_file) != stock:
+                return
+        time.sleep(0.05)
+    raise AssertionError("the sweep made no change in time")
+
+
+@pytest.mark.parametrize(
+    ("signum", "exit_code", "message"),
+    [(signal.SIGINT, 130, "aborted"), (signal.SIGTERM, 2, "SIGTERM")],
+)
+def test_signal_restores(rig_file: str, signum: int, exit_code: int, message: str) -> None:
+    original = stock_caps(rig_file)
+    proc = start_cli(rig_file, "--pace-s", "0.01", "--heat-soak-s", "60")
+    wait_for_first_changes(rig_file, proc)
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == exit_code, stderr
+    assert message in stderr
+    assert persisted_caps(rig_file) == original
+    assert not journal_path(rig_file).exists()
+
+
+def test_kill_9_then_restore_and_then_a_resumed_sweep(rig_file: str) -> None:
+    original = stock_caps(rig_file)
+    proc = start_cli(rig_file, "--pace-s", "0.01", "--heat-soak-s", "60")
+    wait_for_first_changes(rig_file, proc)
+    proc.kill()
+    proc.wait(timeout=10)
+    assert persisted_caps(rig_file) != original, "kill -9 left the probe's caps on the hardware"
+    journal = json.loads(journal_path(rig_file).read_text())
+    done = sum(len(p) for p in journal["probes"].values())
+    assert done >= 1
+
+    # a new sweep finds the stale journal, restores it, and resumes after the done probes
+    resumed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tuning.cli",
+            "sweep",
+            "--rig",
+            rig_file,
+            "--json",
+            "--heat-soak-s",
+            "60",
+        ],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=60,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert "restored original settings" in resumed.stderr
+    assert json.loads(resumed.stdout)["totals"]["resumed_probes"] == done
+    assert persisted_caps(rig_file) == original
+    assert not journal_path(rig_file).exists()
+
+
+def test_kill_9_then_rigforge_restore(rig_file: str) -> None:
+    original = stock_caps(rig_file)
+    proc = start_cli(rig_file, "--pace-s", "0.01", "--heat-soak-s", "60")
+    wait_for_first_changes(rig_file, proc)
+    proc.kill()
+    proc.wait(timeout=10)
+    assert persisted_caps(rig_file) != original
+    restored = subprocess.run(
+        [sys.executable, "-m", "tuning.cli", "restore", "--json"],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=60,
+    )
+    assert restored.returncode == 0, restored.stderr
+    assert json.loads(restored.stdout)["journals"][0]["failures"] == {}
+    assert persisted_caps(rig_file) == original
+    assert not journal_path(rig_file).exists()
