@@ -90,7 +90,10 @@ class _Positions:
         while path:
             if path in self.by_path:
                 return self.by_path[path]
-            path = re.sub(r"(\.[^.\[]+|\[\d+\])$", "", path)
+            parent = re.sub(r"(\.[^.\[]+|\[\d+\])$", "", path)
+            if parent == path:  # a top-level key with no position
+                break
+            path = parent
         return (None, None)
 
 
@@ -129,6 +132,9 @@ def load_yaml(text: str) -> tuple[Any, _Positions, list[Issue]]:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
         context = getattr(exc, "context", None)
+        context_mark = getattr(exc, "context_mark", None)
+        if context and context_mark is not None:
+            context += f" that starts at line {context_mark.line + 1}"
         detail = f"{problem} ({context})" if context else problem
         return (
             None,

@@ -1,0 +1,76 @@
+"""The malformed-inventory corpus: every file in ``bad/`` is rejected with its expected YAML
+path(s) in the message, and no host is contacted.
+
+Each corpus file declares what it expects in leading comments::
+
+    # expect: hosts.ws1.gpus[2].power_cap_w      (one line per path; required unless only text)
+    # expect-text: 500 is above this GPU's max   (optional: a phrase the message must contain)
+    # expect-line: 5                             (optional: the line the error points at)
+
+A new case is a new file; no code changes.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from inventory.loader import pyinfra_hosts
+from tuning.errors import ConfigError
+
+BAD = Path(__file__).with_name("bad")
+CASES = sorted(BAD.glob("*.yaml"))
+
+
+def _expectations(path: Path) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {"expect": [], "expect-text": [], "expect-line": []}
+    for line in path.read_text().splitlines():
+        match = re.match(r"^#\s*(expect(?:-text|-line)?):\s*(.+?)\s*$", line)
+        if match:
+            found[match.group(1)].append(match.group(2))
+    return found
+
+
+@pytest.fixture
+def no_connections(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Record (and refuse) every attempt to open a network connection or an SSH session."""
+    attempts: list[object] = []
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        attempts.append(args)
+        raise AssertionError(f"a connection was attempted: {args!r}")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(paramiko.SSHClient, "connect", refuse)
+    return attempts
+
+
+def test_corpus_is_big_enough() -> None:
+    assert len(CASES) >= 20
+
+
+@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+def test_bad_inventory_is_rejected_with_its_path(path: Path, no_connections: list[object]) -> None:
+    expected = _expectations(path)
+    assert expected["expect"] or expected["expect-text"], f"{path.name} declares no expectation"
+
+    with pytest.raises(ConfigError) as caught:
+        pyinfra_hosts(path)
+
+    message = str(caught.value)
+    lines = message.splitlines()[1:]
+    assert lines, message
+    assert all(path.name in line for line in lines), message
+    for yaml_path in expected["expect"]:
+        # The path is followed by ': ' so hosts.ws1.gpus[1] does not match hosts.ws1.gpus[10].
+        assert f" {yaml_path}: " in message, f"{yaml_path} not in:\n{message}"
+    for text in expected["expect-text"]:
+        assert text in message, f"{text!r} not in:\n{message}"
+    for line_no in expected["expect-line"]:
+        assert f"{path.name}:{line_no}:" in message, message
+    assert no_connections == []
