@@ -22,11 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tuning.apply import Actuator  # noqa: E402
-from tuning.backends import open_rig  # noqa: E402
-from tuning.budget import Policy  # noqa: E402
-from tuning.sweep import Sweep, SweepConfig, SweepResult  # noqa: E402
-from tuning.workloads import SimWorkload  # noqa: E402
+from tuning.apply import Actuator
+from tuning.backends import open_rig
+from tuning.budget import Policy
+from tuning.sweep import Sweep, SweepConfig, SweepResult
+from tuning.workloads import SimWorkload
 
 RIGS = ("sim:reference", "sim:4x3090", "sim:8xl40s")
 WORKLOADS = ("decode", "prefill", "batched")

@@ -58,10 +58,17 @@ def test_session_restores_on_exception_and_removes_the_journal(rig_file: str) ->
     _, actuator = open_tuning_rig(rig_file)
     before = caps(actuator)
     uuid = next(iter(before))
-    with pytest.raises(RuntimeError), SafetySession(actuator, log=lambda m: None):
-        assert journal_path(rig_file).is_file(), "journaled before the first change"
-        actuator.set_cap(uuid, 150)
-        raise RuntimeError("mid-probe failure")
+    journaled = []
+
+    def probe_that_fails() -> None:
+        with SafetySession(actuator, log=lambda m: None):
+            journaled.append(journal_path(rig_file).is_file())
+            actuator.set_cap(uuid, 150)
+            raise RuntimeError("mid-probe failure")
+
+    with pytest.raises(RuntimeError):
+        probe_that_fails()
+    assert journaled == [True], "journaled before the first change"
     assert caps(actuator) == before
     assert not journal_path(rig_file).exists()
 
@@ -122,7 +129,8 @@ def test_apply_clamps_reads_back_and_refuses_unknown_uuids(rig_file: str) -> Non
     (result,) = apply_caps(actuator, {gpu.uuid: 5000})
     assert result.target_w == gpu.power_constraints().max_w
     (dry,) = apply_caps(actuator, {gpu.uuid: 200}, dry_run=True)
-    assert dry.changed and gpu.power_limit_w() == gpu.power_constraints().max_w
+    assert dry.changed
+    assert gpu.power_limit_w() == gpu.power_constraints().max_w
 
 
 def test_read_back_mismatch_is_an_error(rig_file: str, monkeypatch: pytest.MonkeyPatch) -> None:

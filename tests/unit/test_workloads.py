@@ -7,6 +7,7 @@ import json
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 
@@ -18,11 +19,12 @@ from tuning.workloads import (
     run_openai_load,
 )
 
+# llama-bench's markdown output (columns trimmed to fit the line length)
 LLAMA_BENCH_MD = """\
-| model                          |       size |     params | backend    | ngl | test       |              t/s |
-| ------------------------------ | ---------: | ---------: | ---------- | --: | ---------- | ---------------: |
-| llama 7B mostly Q4_0           |   3.56 GiB |     6.74 B | CUDA       |  99 | pp 512     |   2368.80 ± 93.24 |
-| llama 7B mostly Q4_0           |   3.56 GiB |     6.74 B | CUDA       |  99 | tg 128     |    131.66 ± 0.23 |
+| model                |       size | backend | ngl | test   |              t/s |
+| -------------------- | ---------: | ------- | --: | ------ | ---------------: |
+| llama 7B mostly Q4_0 |   3.56 GiB | CUDA    |  99 | pp 512 |  2368.80 ± 93.24 |
+| llama 7B mostly Q4_0 |   3.56 GiB | CUDA    |  99 | tg 128 |    131.66 ± 0.23 |
 
 build: 8e672efe (2826)
 """
@@ -55,9 +57,9 @@ def test_cmd_workload_without_a_match_says_what_it_expected() -> None:
 
 
 class _Completions(BaseHTTPRequestHandler):
-    seen: list[dict] = []
+    seen: ClassVar[list[dict]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         _Completions.seen.append({"path": self.path, **body})
         payload = json.dumps(
@@ -98,7 +100,7 @@ def test_openai_chat_endpoint_sends_messages(local_server: str) -> None:
 
 def test_synthetic_load_without_torch_or_cupy_names_the_alternatives(monkeypatch) -> None:
     monkeypatch.setattr("tuning.workloads.synthetic_backend", lambda: None)
-    with pytest.raises(BackendUnavailable, match="cmd:.*openai:"):
+    with pytest.raises(BackendUnavailable, match=r"cmd:.*openai:"):
         make_workload("decode", rig=object())  # type: ignore[arg-type]
 
 
