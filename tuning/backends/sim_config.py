@@ -384,8 +384,8 @@ def load_rig_spec(data: Any, source: str) -> tuple[RigSpec, dict[str, PresetSpec
     problems += _duplicates([g.uuid for g in spec.gpus], "gpus", "uuid")
     for i, gpu in enumerate(spec.gpus):
         path = f"gpus[{i}]"
-        preset = presets.get(gpu.preset)
-        if preset is None:
+        gpu_preset = presets.get(gpu.preset)
+        if gpu_preset is None:
             problems.append((f"{path}.preset", _unknown("preset", gpu.preset, sorted(presets))))
         if not _BUS_ID_RE.match(gpu.bus_id):
             problems.append(
@@ -410,8 +410,9 @@ def load_rig_spec(data: Any, source: str) -> tuple[RigSpec, dict[str, PresetSpec
                 problems.append(
                     (f"{path}.cpus", f"{gpu.cpus!r} is not a CPU list like '0-31,64-95' ({exc})")
                 )
-        if preset is None:
+        if gpu_preset is None:
             continue
+        preset = gpu_preset
         if gpu.pcie is not None and (
             gpu.pcie.gen > preset.pcie.gen or gpu.pcie.width > preset.pcie.width
         ):
