@@ -1,0 +1,53 @@
+"""Pin each GPU's IRQs to its local CPUs (``/proc/irq/N/smp_affinity_list``)."""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.api import OperationValueError, operation
+
+from deploys.facts._shell import root_prefix
+from deploys.facts.irq import IrqAffinity
+from tuning.backends.base import normalize_bus_id
+from tuning.captures._values import format_cpu_list, parse_cpu_list
+
+
+@operation()
+def irq_affinity(cpu_lists: dict[str, str], root: str = "/"):
+    """
+    Pin every IRQ of each GPU to a CPU list (until reboot; the boot unit re-applies it).
+
+    + cpu_lists: GPU PCI bus id → kernel CPU list (``{"0000:41:00.0": "0-15"}``), usually the
+      GPU's ``local_cpulist``; a malformed list is refused at plan time
+    + root: the tree ``/proc`` lives under (``/`` on a real box)
+
+    A GPU in ``cpu_lists`` that the host does not have is reported in a no-op line, not an
+    error (the inventory may list GPUs not installed yet).
+
+    **Example:**
+
+    .. code:: python
+
+        irq.irq_affinity(
+            name="Pin GPU IRQs to local CPUs",
+            cpu_lists={"0000:41:00.0": "0-15", "0000:c1:00.0": "16-31"},
+        )
+    """
+    fact = host.get_fact(IrqAffinity, root=root)
+    devices = {normalize_bus_id(bus): irqs for bus, irqs in fact["devices"].items()}
+    prefix = root_prefix(root)
+    unchanged: list[str] = []
+    for bus_id, wanted_text in sorted(cpu_lists.items()):
+        wanted = parse_cpu_list(wanted_text)
+        if wanted is None:
+            raise OperationValueError(f"CPU list {wanted_text!r} for {bus_id} is not a CPU list")
+        irqs = devices.get(normalize_bus_id(bus_id))
+        if not irqs:
+            unchanged.append(f"{bus_id}: no such GPU or no IRQs")
+            continue
+        for irq, current in irqs.items():
+            if parse_cpu_list(current) == wanted:
+                unchanged.append(f"IRQ {irq} of {bus_id} on {format_cpu_list(wanted)}")
+            else:
+                yield f"echo {format_cpu_list(wanted)} > {prefix}/proc/irq/{irq}/smp_affinity_list"
+    if unchanged:
+        host.noop("; ".join(unchanged))

@@ -1,0 +1,73 @@
+"""Operation fixtures are data: ``tests/operations/<module>.<operation>/<scenario>.json``.
+
+    {
+      "args": {"uuid": "GPU-…", "power_limit_w": 280},
+      "facts": {"NvidiaGpus": {…}},        # fact class name → the value get_fact returns
+      "commands": ["nvidia-smi -i GPU-… -pl 280"],
+      "noop": "power limit of GPU-… is 280 W",     # optional: a no-op line must contain this
+      "exception": {"name": "OperationValueError", "message": "outside its range"}  # or this
+    }
+
+The operation runs against a fake host (pyinfra's own test style: ``get_fact`` answers from
+the fixture, ``noop`` is recorded). A new case is a new file; no code changes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyinfra.context import ctx_host
+
+HERE = Path(__file__).parent
+CASES = sorted(HERE.glob("*/*.json"))
+
+
+class FakeHost:
+    """Answers ``get_fact`` from a fixture and records ``noop`` lines and fact arguments."""
+
+    name = "fake-host"
+
+    def __init__(self, facts: dict[str, Any]) -> None:
+        self.facts = facts
+        self.noops: list[str] = []
+        self.fact_calls: list[tuple[str, dict[str, Any]]] = []
+
+    def get_fact(self, cls: type, *args: Any, **kwargs: Any) -> Any:
+        self.fact_calls.append((cls.__name__, kwargs))
+        assert cls.__name__ in self.facts, f"fixture lacks fact {cls.__name__}"
+        return json.loads(json.dumps(self.facts[cls.__name__]))
+
+    def noop(self, description: str) -> None:
+        self.noops.append(description)
+
+
+def _operation(folder: str) -> Any:
+    module_name, _, op_name = folder.rpartition(".")
+    module = importlib.import_module(f"deploys.operations.{module_name}")
+    return getattr(module, op_name)
+
+
+@pytest.mark.parametrize("path", CASES, ids=[f"{p.parent.name}/{p.stem}" for p in CASES])
+def test_operation_fixture(path: Path) -> None:
+    case = json.loads(path.read_text(encoding="utf-8"))
+    op = _operation(path.parent.name)
+    fake = FakeHost(case.get("facts", {}))
+    with ctx_host.use(fake):
+        if "exception" in case:
+            with pytest.raises(Exception) as caught:  # noqa: PT011 - the fixture names the type
+                list(op._inner(**case.get("args", {})))
+            assert type(caught.value).__name__ == case["exception"]["name"]
+            assert case["exception"]["message"] in str(caught.value)
+            return
+        commands = [str(c) for c in op._inner(**case.get("args", {}))]
+    assert commands == case.get("commands", [])
+    if "noop" in case:
+        assert any(case["noop"] in line for line in fake.noops), fake.noops
+    elif not commands:
+        pytest.fail(f"no commands and no expected no-op; noops were {fake.noops}")
+    if "root" in case.get("args", {}):
+        assert all(kw.get("root") == case["args"]["root"] for _, kw in fake.fact_calls)
