@@ -7,17 +7,19 @@ from pyinfra.api import OperationValueError, operation
 
 from deploys.facts._shell import root_prefix
 from deploys.facts.irq import IrqAffinity
+from deploys.facts.pcie import PciLinks
 from tuning.backends.base import normalize_bus_id
 from tuning.captures._values import format_cpu_list, parse_cpu_list
 
 
 @operation()
-def irq_affinity(cpu_lists: dict[str, str], root: str = "/"):
+def irq_affinity(cpu_lists: dict[str, str] | None = None, root: str = "/"):
     """
     Pin every IRQ of each GPU to a CPU list (until reboot; the boot unit re-applies it).
 
-    + cpu_lists: GPU PCI bus id → kernel CPU list (``{"0000:41:00.0": "0-15"}``), usually the
-      GPU's ``local_cpulist``; a malformed list is refused at plan time
+    + cpu_lists: GPU PCI bus id → kernel CPU list (``{"0000:41:00.0": "0-15"}``); ``None``
+      pins each NVIDIA GPU to its own ``local_cpulist`` from sysfs (the
+      :class:`~deploys.facts.pcie.PciLinks` fact); a malformed list is refused at plan time
     + root: the tree ``/proc`` lives under (``/`` on a real box)
 
     A GPU in ``cpu_lists`` that the host does not have is reported in a no-op line, not an
@@ -27,11 +29,22 @@ def irq_affinity(cpu_lists: dict[str, str], root: str = "/"):
 
     .. code:: python
 
+        irq.irq_affinity(name="Pin GPU IRQs to their local CPUs")
         irq.irq_affinity(
-            name="Pin GPU IRQs to local CPUs",
+            name="Pin GPU IRQs by hand",
             cpu_lists={"0000:41:00.0": "0-15", "0000:c1:00.0": "16-31"},
         )
     """
+    if cpu_lists is None:
+        links = host.get_fact(PciLinks, root=root)
+        cpu_lists = {
+            bus_id: link["local_cpulist"]
+            for bus_id, link in links.items()
+            if link.get("local_cpulist")
+        }
+        if not cpu_lists:
+            host.noop("no NVIDIA GPU reports a local_cpulist: nothing to pin")
+            return
     fact = host.get_fact(IrqAffinity, root=root)
     devices = {normalize_bus_id(bus): irqs for bus, irqs in fact["devices"].items()}
     prefix = root_prefix(root)
