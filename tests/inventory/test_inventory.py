@@ -25,7 +25,7 @@ def test_reference_example_is_valid_and_resolves_local_paths() -> None:
     ws1 = loaded.hosts["ws1"]
     assert len(ws1.gpu_list) == 6
     assert sum(g.memory_total_mib or 0 for g in ws1.gpu_list) >= 200 * 1024
-    assert {g.memory_total_mib for g in ws1.gpu_list} == {49140, 24576}
+    assert {g.memory_total_mib for g in ws1.gpu_list} == {49140, 24576, 24564}
     assert ws1.driver.source == "cuda-repo"
     assert ws1.driver.branch == "570"
     assert ws1.cuda is not None
@@ -34,13 +34,41 @@ def test_reference_example_is_valid_and_resolves_local_paths() -> None:
     assert ws1.secrets.hf_token_file == str(EXAMPLES / "secrets/hf-token")
 
 
+#: Default power limits of the reference cards (tuning/backends/presets.yaml).
+DEFAULT_LIMIT_W = {
+    "NVIDIA GeForce RTX 3090": 350,
+    "NVIDIA RTX A6000": 300,
+    "NVIDIA GeForce RTX 4090": 450,
+    "NVIDIA RTX 6000 Ada Generation": 300,
+}
+
+
 def test_reference_defaults_do_not_fit_circuit_but_profile_does() -> None:
-    """The article's point: default limits overload circuit c1; the profile's caps fit it."""
+    """The article's point: default limits overload circuit-a; the profile's caps fit it."""
     ws1 = load_inventory(EXAMPLES / "reference.yaml").hosts["ws1"]
-    at_max = [{**g.model_dump(mode="json"), "power_cap_w": g.max_w} for g in ws1.gpu_list]
-    raw = {**ws1.model_dump(mode="json"), "gpus": at_max, "power": {"profile": None}}
+    at_default = [
+        {**g.model_dump(mode="json"), "power_cap_w": DEFAULT_LIMIT_W[g.name or ""]}
+        for g in ws1.gpu_list
+    ]
+    raw = {**ws1.model_dump(mode="json"), "gpus": at_default, "power": {"profile": None}}
     issues = check_host("ws1", HostConfig.model_validate(raw))
     assert [i.path for i in issues] == ["hosts.ws1.circuits[0]"]
+    assert "1587 W" in issues[0].message
+
+
+def test_reference_example_is_the_simulated_reference_rig() -> None:
+    """UUIDs, bus ids, ranges and the profile's fingerprint match ``sim:reference``."""
+    from tuning.backends import RIGS_DIR, open_rig
+
+    if not (RIGS_DIR / "reference.yaml").is_file():
+        pytest.skip("sim:reference not in this checkout")
+    snapshot = open_rig("sim:reference").snapshot()
+    ws1 = load_inventory(EXAMPLES / "reference.yaml").hosts["ws1"]
+    listed = [(g.uuid, g.pci_bus_id, g.min_w, g.max_w) for g in ws1.gpu_list]
+    simulated = [(g.uuid, g.pci_bus_id, g.power_min_w, g.power_max_w) for g in snapshot.gpus]
+    assert listed == simulated
+    profile = yaml.safe_load((EXAMPLES / "host_data/ws1/profile.yaml").read_text())
+    assert profile["rig"]["fingerprint"] == snapshot.fingerprint()
 
 
 def test_ci_example_is_valid_without_ssh_material() -> None:
