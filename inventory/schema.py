@@ -331,8 +331,8 @@ class HostConfig(_Model):
     """Everything the inventory says about one host. Only ``ssh.host`` is required."""
 
     ssh: SshConfig
-    distro: DistroConfig = Field(default_factory=DistroConfig)
-    driver: DriverConfig = Field(default_factory=DriverConfig)
+    distro: DistroConfig = Field(default_factory=lambda: DistroConfig.model_validate({}))
+    driver: DriverConfig = Field(default_factory=lambda: DriverConfig.model_validate({}))
     cuda: CudaConfig | None = None
     container_toolkit: ContainerToolkitConfig = Field(default_factory=ContainerToolkitConfig)
     gpus: GpusField = "discover"
@@ -345,7 +345,7 @@ class HostConfig(_Model):
     secrets: SecretsConfig = Field(default_factory=SecretsConfig)
     kernel: KernelConfig = Field(default_factory=KernelConfig)
     tuner: TunerConfig = Field(default_factory=TunerConfig)
-    base: BaseConfig = Field(default_factory=BaseConfig)
+    base: BaseConfig = Field(default_factory=lambda: BaseConfig.model_validate({}))
 
     @property
     def gpu_list(self) -> list[GpuSpec]:
