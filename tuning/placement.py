@@ -679,30 +679,42 @@ def solve(problem: Problem, *, exclude: Mapping[int, int] | None = None) -> Solu
     return Solution(choice=choice, placed_priority=key[0], score=key[1])
 
 
-def evaluate(problem: Problem, choice: Sequence[tuple[int, int, int] | None]) -> Key | None:
+def evaluate(
+    problem: Problem,
+    choice: Sequence[tuple[int, int, int] | None],
+    facts: dict[tuple[int, int, int, int], tuple[float, tuple[float, ...], float]] | None = None,
+) -> Key | None:
     """Check a full assignment from scratch and return its key, or ``None`` if infeasible.
 
     ``choice[i]`` is ``(mask, tp, pp)`` for unit ``i`` or ``None``. Used by :func:`brute_force`;
-    independent of the solver's option lists.
+    independent of the solver's option lists. ``facts`` memoises the per-candidate numbers
+    (estimate, reservation, throughput), which depend on the candidate alone.
     """
     reserved = [0.0] * problem.n
     holders: list[list[int]] = [[] for _ in problem.gpus]
     placed = 0.0
     score = 0.0
     used = 0
-    snapshot_views = problem.gpus
+    views = problem.gpus
     for i, item in enumerate(choice):
         if item is None:
             continue
         mask, tp, pp = item
         unit = problem.units[i]
-        need = estimate(unit.model, tp, pp).need_mib
-        reserve = _reserve(unit.model, need, mask, snapshot_views)
+        key = (i, mask, tp, pp)
+        known = facts.get(key) if facts is not None else None
+        if known is None:
+            need = estimate(unit.model, tp, pp).need_mib
+            reserve = _reserve(unit.model, need, mask, views)
+            throughput, _ = group_throughput(views, mask, tp, pp, problem.links)
+            known = (need, reserve, throughput)
+            if facts is not None:
+                facts[key] = known
+        need, reserve, throughput = known
         for slot, pos in enumerate(_bits(mask)):
             reserved[pos] += reserve[slot] if unit.model.allow_sharing else need
             holders[pos].append(i)
         used |= mask
-        throughput, _ = group_throughput(snapshot_views, mask, tp, pp, problem.links)
         placed += unit.model.priority
         score += unit.model.priority * throughput
     for pos, units_here in enumerate(holders):
@@ -752,6 +764,7 @@ def brute_force(problem: Problem, *, node_limit: int | None = None) -> Key | Non
     candidates = [raw_candidates(problem, i) for i in range(len(problem.units))]
     sharing = [u.model.allow_sharing for u in problem.units]
     best_key: Key | None = None
+    facts: dict[tuple[int, int, int, int], tuple[float, tuple[float, ...], float]] = {}
     leaves = 0
     current: list[tuple[int, int, int] | None] = []
 
@@ -761,7 +774,7 @@ def brute_force(problem: Problem, *, node_limit: int | None = None) -> Key | Non
             leaves += 1
             if node_limit is not None and leaves > node_limit:
                 raise RuntimeError("brute force node limit reached")
-            key = evaluate(problem, current)
+            key = evaluate(problem, current, facts)
             if key is not None and (best_key is None or _better(key, best_key)):
                 best_key = key
             return
@@ -845,7 +858,7 @@ class Placement:
             model=str(data["model"]),
             replica=int(data.get("replica", 0)),
             engine=str(data["engine"]),
-            weights=str(data["weights"]),
+            weights=str(data.get("weights") or data["model"]),
             gpus=tuple(data["gpus"]),
             gpu_indices=tuple(data.get("gpu_indices", ())),
             tp=int(data.get("tp", 1)),
@@ -940,8 +953,8 @@ def load_plan(path: str | Path) -> Plan:
         raise ConfigError(f"{path}: not a rigforge plan (schema_version: 1); rerun 'rigforge plan'")
     try:
         return Plan(
-            rig_name=str(data["rig"]["name"]),
-            fingerprint=str(data["rig"]["fingerprint"]),
+            rig_name=str((data.get("rig") or {}).get("name", "")),
+            fingerprint=str((data.get("rig") or {}).get("fingerprint", "")),
             headroom_pct=float(data.get("headroom_pct", 10)),
             placements=tuple(Placement.from_yaml(p) for p in data.get("placements") or ()),
             unplaced=tuple(

@@ -201,3 +201,21 @@ def test_systemd_analyze_security_exposure(engine: str, opened: bool, tmp_path: 
     assert match, out[-500:]
     print(f"{path.name}: exposure {match.group(1)}")
     assert float(match.group(1)) <= MAX_EXPOSURE
+
+
+def test_minimal_hand_written_plan_renders(tmp_path: Path) -> None:
+    path = tmp_path / "plan.yaml"
+    path.write_text(
+        "schema_version: 1\nplacements:\n"
+        "  - {model: m, engine: vllm, gpus: [GPU-a], tp: 1, pp: 1, numa_node: 0, port: 8000}\n"
+    )
+    (text,) = render_serving_units(path).values()
+    assert "ExecStart=/opt/rigforge/vllm/bin/vllm serve m " in text
+    assert "NUMAMask=0\n" in text
+
+
+def test_plan_that_is_not_a_plan_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "plan.yaml"
+    path.write_text("placements: []\n")
+    with pytest.raises(ConfigError, match="schema_version"):
+        render_serving_units(path)
