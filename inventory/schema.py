@@ -108,23 +108,29 @@ class SshConfig(_Model):
     """How pyinfra reaches the host. ``key``/``known_hosts`` are control-machine paths."""
 
     host: str = Field(min_length=1, description="address or DNS name of the host")
-    port: int = Field(22, ge=1, le=65535)
-    user: str = Field("root", min_length=1)
+    port: int = Field(22, ge=1, le=65535, description="SSH port")
+    user: str = Field("root", min_length=1, description="SSH user")
     key: str | None = Field(None, description="private key file (resolved to an absolute path)")
     known_hosts: str | None = Field(
         None,
         description="known_hosts file; pyinfra 3.10 needs an existing one when "
         "~/.ssh/known_hosts is absent",
     )
-    strict_host_key_checking: Literal["yes", "no", "accept-new", "off"] = "accept-new"
+    strict_host_key_checking: Literal["yes", "no", "accept-new", "off"] = Field(
+        "accept-new", description="OpenSSH StrictHostKeyChecking for this host"
+    )
     sudo: bool = Field(False, description="run operations through sudo (when user is not root)")
 
 
 class DistroConfig(_Model):
     """What the host is expected to run; the deploy checks it against the host's facts."""
 
-    id: Literal["debian", "ubuntu"] = "debian"
-    codename: str = Field("bookworm", pattern=r"^[a-z]+$")
+    id: Literal["debian", "ubuntu"] = Field("debian", description="distribution id (os-release ID)")
+    codename: str = Field(
+        "bookworm",
+        pattern=r"^[a-z]+$",
+        description="release codename (os-release VERSION_CODENAME)",
+    )
 
 
 class DriverConfig(_Model):
@@ -137,10 +143,18 @@ class DriverConfig(_Model):
     persistenced) — what the CI target does, since it has no GPU and builds no DKMS module.
     """
 
-    source: Literal["cuda-repo", "ubuntu", "debian"] = "cuda-repo"
+    source: Literal["cuda-repo", "ubuntu", "debian"] = Field(
+        "cuda-repo",
+        description="cuda-repo: NVIDIA's CUDA apt repo + cuda-keyring; ubuntu: Canonical's "
+        "-server packages; debian: Debian non-free",
+    )
     branch: str = Field("570", pattern=r"^[0-9]{3}$", description="driver branch, e.g. '570'")
-    flavour: Literal["open", "proprietary"] = "open"
-    install_kernel_modules: bool = True
+    flavour: Literal["open", "proprietary"] = Field(
+        "open", description="open (nvidia-open kernel modules, Turing and newer) or proprietary"
+    )
+    install_kernel_modules: bool = Field(
+        True, description="false: user space only (nvidia-smi, NVML, persistenced), no DKMS"
+    )
 
     @field_validator("branch", mode="before")
     @classmethod
@@ -164,7 +178,7 @@ class CudaConfig(_Model):
 class ContainerToolkitConfig(_Model):
     """NVIDIA Container Toolkit (repo, ``nvidia-ctk runtime configure``, CDI spec)."""
 
-    enabled: bool = False
+    enabled: bool = Field(False, description="install and configure the container toolkit")
 
 
 class GpuSpec(_Model):
@@ -176,15 +190,17 @@ class GpuSpec(_Model):
     ``psu``: the PSU that feeds the card (for the budget check).
     """
 
-    uuid: str | None = Field(None, pattern=_UUID_RE)
-    pci_bus_id: str | None = Field(None, pattern=_BUS_ID_RE)
-    name: str | None = None
-    memory_total_mib: int | None = Field(None, gt=0)
-    power_cap_w: float | None = Field(None, gt=0)
-    min_w: float | None = Field(None, gt=0)
-    max_w: float | None = Field(None, gt=0)
-    psu: str | None = None
-    numa_node: int | None = Field(None, ge=0)
+    uuid: str | None = Field(None, pattern=_UUID_RE, description="GPU-… UUID (nvidia-smi -L)")
+    pci_bus_id: str | None = Field(
+        None, pattern=_BUS_ID_RE, description="PCI bus id, e.g. 00000000:41:00.0"
+    )
+    name: str | None = Field(None, description="product name, informational")
+    memory_total_mib: int | None = Field(None, gt=0, description="VRAM, MiB")
+    power_cap_w: float | None = Field(None, gt=0, description="cap by hand, W (no profile)")
+    min_w: float | None = Field(None, gt=0, description="lowest settable power limit, W")
+    max_w: float | None = Field(None, gt=0, description="highest settable power limit, W")
+    psu: str | None = Field(None, description="name of the PSU feeding the card (psus[].name)")
+    numa_node: int | None = Field(None, ge=0, description="NUMA node of the card's PCIe root")
 
     @model_validator(mode="after")
     def _identified(self) -> GpuSpec:
@@ -198,11 +214,11 @@ class GpuSpec(_Model):
 class PsuSpec(_Model):
     """A power supply. ``rating_w`` DC; ``platform_w``: non-GPU DC load it carries (CPU, board)."""
 
-    name: str = Field(pattern=_NAME_RE)
-    rating_w: float = Field(gt=0)
-    circuit: str | None = None
-    efficiency: float = Field(0.92, gt=0, le=1)
-    platform_w: float = Field(0.0, ge=0)
+    name: str = Field(pattern=_NAME_RE, description="PSU name, referenced by gpus[].psu")
+    rating_w: float = Field(gt=0, description="DC rating, W")
+    circuit: str | None = Field(None, description="circuit it is plugged into (circuits[].name)")
+    efficiency: float = Field(0.92, gt=0, le=1, description="DC/AC efficiency at load")
+    platform_w: float = Field(0.0, ge=0, description="non-GPU DC load on this PSU, W")
 
 
 class CircuitSpec(_Model):
@@ -211,10 +227,12 @@ class CircuitSpec(_Model):
     NEC 210.19/210.20: continuous loads at most 80 % of the breaker rating.
     """
 
-    name: str = Field(pattern=_NAME_RE)
-    voltage_v: float = Field(gt=0)
-    breaker_a: float = Field(gt=0)
-    continuous_ratio: float = Field(0.8, gt=0, le=1)
+    name: str = Field(pattern=_NAME_RE, description="circuit name, referenced by psus[].circuit")
+    voltage_v: float = Field(gt=0, description="nominal voltage, V")
+    breaker_a: float = Field(gt=0, description="breaker rating, A")
+    continuous_ratio: float = Field(
+        0.8, gt=0, le=1, description="share of the breaker usable continuously (NEC: 0.8)"
+    )
 
     @property
     def budget_w(self) -> float:
@@ -226,34 +244,36 @@ class PowerConfig(_Model):
     """Power policy: ``profile`` (a tuner profile YAML: ``gpus[].uuid``, ``gpus[].cap_w``,
     ``rig.fingerprint``) or caps by hand in ``gpus[].power_cap_w`` — not both."""
 
-    profile: str | None = None
+    profile: str | None = Field(None, description="tuner profile YAML (rigforge sweep --out)")
 
 
 class PcieConfig(_Model):
     """ASPM policy: ``performance`` (kernel cmdline ``pcie_aspm.policy=performance``, runtime
     policy, per-device ``link/*aspm`` off), ``default`` (kernel default), ``unmanaged``."""
 
-    aspm: Literal["performance", "default", "unmanaged"] = "performance"
+    aspm: Literal["performance", "default", "unmanaged"] = Field(
+        "performance", description="ASPM policy (see the section text)"
+    )
 
 
 class AffinityConfig(_Model):
     """Pin each GPU's IRQs to its local CPUs; keep irqbalance off them."""
 
-    pin_irqs: bool = True
-    irqbalance_ban: bool = True
+    pin_irqs: bool = Field(True, description="pin each GPU's IRQs to its local CPUs at boot")
+    irqbalance_ban: bool = Field(True, description="tell irqbalance to leave GPU IRQs alone")
 
 
 class ServingModel(_Model):
     """A model served by hand (same shape as a plan's ``placements[]``)."""
 
-    model: str = Field(min_length=1)
-    engine: str = Field("vllm", min_length=1)
+    model: str = Field(min_length=1, description="weights: a Hugging Face id or a path")
+    engine: str = Field("vllm", min_length=1, description="vllm, llama.cpp or sglang")
     gpus: list[str] = Field(min_length=1, description="GPU UUIDs")
-    tp: int = Field(1, ge=1)
-    pp: int = Field(1, ge=1)
-    numa_node: int | None = Field(None, ge=0)
-    port: int = Field(ge=1, le=65535)
-    args: list[str] = Field(default_factory=list)
+    tp: int = Field(1, ge=1, description="tensor-parallel size")
+    pp: int = Field(1, ge=1, description="pipeline-parallel size")
+    numa_node: int | None = Field(None, ge=0, description="NUMA node to bind CPU and memory to")
+    port: int = Field(ge=1, le=65535, description="TCP port of the OpenAI-compatible API")
+    args: list[str] = Field(default_factory=list, description="extra engine arguments")
 
 
 class ServingConfig(_Model):
@@ -263,11 +283,15 @@ class ServingConfig(_Model):
     ``api_key_file``.
     """
 
-    plan: str | None = None
-    models: list[ServingModel] = Field(default_factory=list)
-    bind: str = "127.0.0.1"
-    open: bool = False
-    api_key_file: str | None = None
+    plan: str | None = Field(None, description="placement plan YAML (rigforge plan --out)")
+    models: list[ServingModel] = Field(
+        default_factory=list, description="models placed by hand (instead of a plan)"
+    )
+    bind: str = Field("127.0.0.1", description="address the serving units listen on")
+    open: bool = Field(False, description="allow a non-loopback bind (needs api_key_file)")
+    api_key_file: str | None = Field(
+        None, description="file holding the API key (copied 0600; never inline)"
+    )
 
     @field_validator("bind")
     @classmethod
@@ -282,7 +306,9 @@ class ServingConfig(_Model):
 class SecretsConfig(_Model):
     """Secrets, by file reference only (the file is copied to the host, mode 0600)."""
 
-    hf_token_file: str | None = None
+    hf_token_file: str | None = Field(
+        None, description="file holding a Hugging Face token (copied 0600; never inline)"
+    )
 
 
 class KernelConfig(_Model):
@@ -292,8 +318,8 @@ class KernelConfig(_Model):
     a scratch tree on a test target.
     """
 
-    apply_runtime: bool = True
-    root: str = "/"
+    apply_runtime: bool = Field(True, description="write runtime settings (sysfs, /proc/irq)")
+    root: str = Field("/", description="where /sys and /proc are on the target")
 
     @field_validator("root")
     @classmethod
@@ -306,15 +332,17 @@ class KernelConfig(_Model):
 class TunerConfig(_Model):
     """rigforge installed on the host in its own venv (``venv``: a target path)."""
 
-    install: bool = True
-    venv: str = "/opt/rigforge/venv"
+    install: bool = Field(True, description="install rigforge on the host")
+    venv: str = Field("/opt/rigforge/venv", description="its virtualenv on the host")
 
 
 class BaseConfig(_Model):
     """The base deploy: the service user and extra packages."""
 
-    service_user: str = Field("rigforge", pattern=r"^[a-z_][a-z0-9_-]*$")
-    extra_packages: list[str] = Field(default_factory=list)
+    service_user: str = Field(
+        "rigforge", pattern=r"^[a-z_][a-z0-9_-]*$", description="unprivileged user the units run as"
+    )
+    extra_packages: list[str] = Field(default_factory=list, description="more apt packages")
 
 
 def _gpus_tag(value: Any) -> str:
