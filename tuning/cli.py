@@ -43,14 +43,25 @@ class LazyGroup(click.Group):
         return module.command
 
 
+#: Commands that journal and recover on their own (a sweep may resume from its journal).
+_SELF_RECOVERING = frozenset({"sweep", "apply", "restore"})
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rigforge")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Tune and inspect a multi-GPU workstation that serves local LLMs.
 
     Without a GPU, every command runs against the simulated reference rig
     (--rig sim:reference): six GPUs, two PSUs on two 120 V circuits, an open-air rack.
+    Settings left changed by an interrupted run (kill -9, power loss) are restored first.
     """
+    if ctx.invoked_subcommand in _SELF_RECOVERING or "--help" in sys.argv or "-h" in sys.argv:
+        return
+    from tuning.apply import recover_stale_journals
+
+    recover_stale_journals(lambda message: click.echo(message, err=True))
 
 
 def main() -> None:
