@@ -20,6 +20,10 @@ SUBCOMMANDS: dict[str, str] = {
 }
 
 
+#: Commands that journal and recover on their own (a sweep may resume from its journal).
+_SELF_RECOVERING = frozenset({"sweep", "apply", "restore"})
+
+
 class LazyGroup(click.Group):
     """Import a subcommand's module only when it runs (keeps ``rigforge --help`` fast)."""
 
@@ -28,6 +32,16 @@ class LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         return self._load(cmd_name)
+
+    def invoke(self, ctx: click.Context) -> object:
+        # Before any subcommand runs (but not for --help): a run killed with -9 or by a power
+        # loss left its journal behind; put those GPUs back first.
+        args = [*getattr(ctx, "_protected_args", []), *ctx.args]
+        if args and args[0] not in _SELF_RECOVERING and not {"--help", "-h"} & set(args[1:]):
+            from tuning.apply import recover_stale_journals
+
+            recover_stale_journals(lambda message: click.echo(message, err=True))
+        return super().invoke(ctx)
 
     @staticmethod
     def _load(name: str) -> click.Command | None:
@@ -43,25 +57,15 @@ class LazyGroup(click.Group):
         return module.command
 
 
-#: Commands that journal and recover on their own (a sweep may resume from its journal).
-_SELF_RECOVERING = frozenset({"sweep", "apply", "restore"})
-
-
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rigforge")
-@click.pass_context
-def cli(ctx: click.Context) -> None:
+def cli() -> None:
     """Tune and inspect a multi-GPU workstation that serves local LLMs.
 
     Without a GPU, every command runs against the simulated reference rig
     (--rig sim:reference): six GPUs, two PSUs on two 120 V circuits, an open-air rack.
     Settings left changed by an interrupted run (kill -9, power loss) are restored first.
     """
-    if ctx.invoked_subcommand in _SELF_RECOVERING or "--help" in sys.argv or "-h" in sys.argv:
-        return
-    from tuning.apply import recover_stale_journals
-
-    recover_stale_journals(lambda message: click.echo(message, err=True))
 
 
 def main() -> None:
