@@ -334,6 +334,17 @@ class TunerConfig(_Model):
 
     install: bool = Field(True, description="install rigforge on the host")
     venv: str = Field("/opt/rigforge/venv", description="its virtualenv on the host")
+    # For deploys/tune.py (a sweep run on the host over SSH); see the README's remote tuning.
+    sim_rig: str | None = Field(
+        None,
+        description="simulated rig YAML (control machine) that deploys/tune.py uploads and "
+        "sweeps instead of the host's GPUs (--rig nvml); for a host without GPUs, like CI",
+    )
+    sweep_args: list[str] = Field(
+        default_factory=list,
+        description="extra `rigforge sweep` arguments for deploys/tune.py, e.g. "
+        "['--workload', 'batched']",
+    )
 
 
 class BaseConfig(_Model):

@@ -300,6 +300,7 @@ _LOCAL_PATHS: tuple[tuple[str, str], ...] = (
     ("serving", "plan"),
     ("serving", "api_key_file"),
     ("secrets", "hf_token_file"),
+    ("tuner", "sim_rig"),
 )
 
 
@@ -313,6 +314,39 @@ def resolve_paths(cfg: HostConfig, base_dir: Path) -> HostConfig:
     return HostConfig.model_validate(data)
 
 
+#: Where ``rigforge sweep --host NAME`` / ``rigforge plan --host NAME`` write back, relative to
+#: the inventory file's folder; used when the host entry names no profile / plan of its own.
+HOST_PROFILE = "host_data/{name}/profile.yaml"
+HOST_PLAN = "host_data/{name}/plan.yaml"
+
+
+def default_host_files(name: str, raw: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    """``raw`` with ``power.profile`` / ``serving.plan`` defaulted to the host's written-back data.
+
+    A default applies only when the file exists, the entry sets no profile (and no hand caps
+    in ``gpus[].power_cap_w``) / no plan (and no hand ``serving.models``), and the section is
+    a mapping or absent; otherwise ``raw`` is returned unchanged.
+    """
+    out = dict(raw)
+    gpus = raw.get("gpus")
+    hand_caps = isinstance(gpus, list) and any(
+        isinstance(g, dict) and g.get("power_cap_w") is not None for g in gpus
+    )
+    for section, key, rel, blocked in (
+        ("power", "profile", HOST_PROFILE, hand_caps),
+        ("serving", "plan", HOST_PLAN, "models" in (raw.get("serving") or {})),
+    ):
+        current = raw.get(section)
+        if current is None:
+            current = {}
+        if not isinstance(current, dict) or current.get(key) is not None or blocked:
+            continue
+        rel_path = rel.format(name=name)
+        if (base_dir / rel_path).is_file():
+            out[section] = {**current, key: rel_path}
+    return out
+
+
 def validate_host(
     name: str, raw: Any, base_dir: Path, *, check_ssh_files: bool = True
 ) -> tuple[HostConfig | None, list[Issue]]:
@@ -320,6 +354,7 @@ def validate_host(
     prefix = f"hosts.{name}"
     if not isinstance(raw, dict):
         return None, [Issue(prefix, f"must be a mapping of sections, got {type(raw).__name__}")]
+    raw = default_host_files(name, raw, base_dir)
     issues: list[Issue] = []
     broken: set[str] = set()
     cfg: HostConfig | None = None

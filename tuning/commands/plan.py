@@ -3,6 +3,7 @@
 Prints a table (model → GPUs by index and UUID, TP × PP, NUMA node, VRAM used/free per GPU,
 estimated throughput), every model it could not place with the reason, the plan's score and
 the best alternative's. ``--out`` writes the plan YAML the ``serving`` deploy consumes;
+``--host NAME`` writes it as inventory host data (``INVENTORY_DIR/host_data/NAME/plan.yaml``);
 ``--json`` prints the plan as JSON instead of the table.
 """
 
@@ -19,6 +20,7 @@ from rich.table import Table
 from inventory.models import load_models
 from tuning.backends import DEFAULT_RIG, open_rig
 from tuning.backends.base import RigSnapshot
+from tuning.commands.sweep import host_data_path
 from tuning.placement import Plan, load_profile_hints, plan
 
 #: Used when ``--models`` is not given and the file exists relative to the working directory.
@@ -90,14 +92,37 @@ def render_table(result: Plan, console: Console) -> None:
     default=None,
     help="Write the plan YAML the serving deploy consumes.",
 )
+@click.option(
+    "--host",
+    "host_name",
+    default=None,
+    help="Write the plan back as this inventory host's data: INVENTORY_DIR/host_data/HOST/"
+    "plan.yaml (where serving.plan points by default); its profile.yaml there is used "
+    "when --profile is not given.",
+)
+@click.option(
+    "--inventory-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("inventory"),
+    show_default=True,
+    help="The inventory's folder (--host writes under its host_data/).",
+)
 def command(
     rig_spec: str,
     models_path: Path | None,
     profile_path: Path | None,
     as_json: bool,
     out_path: Path | None,
+    host_name: str | None,
+    inventory_dir: Path,
 ) -> None:
     """Place models on GPUs: exact, topology-, NUMA-, heat- and power-aware."""
+    host_plan: Path | None = None
+    if host_name is not None:
+        host_plan = host_data_path(inventory_dir, host_name, "plan.yaml")
+        host_profile = host_plan.with_name("profile.yaml")
+        if profile_path is None and host_profile.is_file():
+            profile_path = host_profile
     if models_path is None:
         if not DEFAULT_MODELS.is_file():
             raise click.UsageError("--models FILE is required (no models file found here)")
@@ -106,15 +131,15 @@ def command(
     profile = load_profile_hints(profile_path) if profile_path is not None else None
     snapshot = load_snapshot(rig_spec)
     result = plan(snapshot, models, profile)
-    if out_path is not None:
-        out_path.write_text(
-            yaml.safe_dump(result.to_yaml(), sort_keys=False, allow_unicode=True),
-            encoding="utf-8",
-        )
+    text = yaml.safe_dump(result.to_yaml(), sort_keys=False, allow_unicode=True)
+    written = [p for p in (out_path, host_plan) if p is not None]
+    for path in written:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
         return
     console = Console()
     render_table(result, console)
-    if out_path is not None:
-        console.print(f"plan written to {out_path}")
+    for path in written:
+        console.print(f"plan written to {path}")

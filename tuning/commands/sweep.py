@@ -2,13 +2,17 @@
 
 Progress goes to stderr (so ``--json`` stdout stays clean); the final table or the JSON
 document goes to stdout; ``--out DIR`` writes ``DIR/profile.yaml``, ``DIR/curves.png`` and
-``DIR/heat_soak.png``. The original settings are journaled before the first change and
-restored when the sweep ends, however it ends.
+``DIR/heat_soak.png``; ``--profile-out FILE`` writes only the profile; ``--host NAME`` writes it
+back as inventory host data (``INVENTORY_DIR/host_data/NAME/profile.yaml``, the path the
+inventory's ``power.profile`` defaults to), so the next ``pyinfra`` run applies it.
+The original settings are journaled before the first change and restored when the sweep ends,
+however it ends.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections.abc import Mapping
@@ -27,6 +31,9 @@ from tuning.profile import dump_profile, profile_from_result
 from tuning.report import plot_curves, plot_heat_soak, results_table
 from tuning.sweep import Sweep, SweepConfig, SweepResult
 from tuning.workloads import make_workload
+
+#: An inventory host name (inventory/schema.py ``_NAME_RE``); it becomes a folder name.
+_HOST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def _log(message: str) -> None:
@@ -114,7 +121,26 @@ class _Bars:
     show_default=True,
     help="heat-soak length in (rig clock) seconds.",
 )
-@click.option("--host", default=None, hidden=True, help="reserved: sweep a remote host.")
+@click.option(
+    "--host",
+    "host_name",
+    default=None,
+    help="write the profile back as this inventory host's data: "
+    "INVENTORY_DIR/host_data/HOST/profile.yaml (where power.profile points by default).",
+)
+@click.option(
+    "--inventory-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("inventory"),
+    show_default=True,
+    help="the inventory's folder (--host writes under its host_data/).",
+)
+@click.option(
+    "--profile-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="write only the profile YAML to this file (no plots; what a remote sweep uses).",
+)
 @click.option(
     "--pace-s",
     type=float,
@@ -133,12 +159,13 @@ def command(
     as_json: bool,
     out: Path | None,
     heat_soak_s: float,
-    host: str | None,
+    host_name: str | None,
+    inventory_dir: Path,
+    profile_out: Path | None,
     pace_s: float,
 ) -> None:
     """Probe power caps per GPU and pick the best inside the power budget and heat."""
-    if host is not None:
-        raise ConfigError("--host is reserved for remote sweeps and not available yet")
+    targets = profile_targets(host_name, inventory_dir, profile_out)
     recover_stale_journals(_log, keep_spec=rig_spec)
     rig, actuator = open_tuning_rig(rig_spec, seed=seed)
     config = SweepConfig(
@@ -170,7 +197,7 @@ def command(
                 result = sweep.run()
     finally:
         load.close()
-    _emit(result, as_json=as_json, out=out)
+    _emit(result, as_json=as_json, out=out, profile_paths=targets)
 
 
 def _pace(rig: Any, pace_s: float) -> None:
@@ -185,7 +212,42 @@ def _pace(rig: Any, pace_s: float) -> None:
     clock.sleep = paced
 
 
-def _emit(result: SweepResult, *, as_json: bool, out: Path | None) -> None:
+def profile_targets(
+    host_name: str | None, inventory_dir: Path, profile_out: Path | None
+) -> list[Path]:
+    """Where the profile goes besides ``--out``: ``--profile-out`` and/or the host's data.
+
+    ``--host NAME`` means ``INVENTORY_DIR/host_data/NAME/profile.yaml``; the name must be a
+    valid inventory host name (checked before the sweep starts, so a typo costs no sweep).
+    """
+    paths = [profile_out] if profile_out is not None else []
+    if host_name is not None:
+        paths.append(host_data_path(inventory_dir, host_name, "profile.yaml"))
+    return paths
+
+
+def host_data_path(inventory_dir: Path, host_name: str, filename: str) -> Path:
+    """``INVENTORY_DIR/host_data/HOST/FILENAME``; refuses a host name the inventory would refuse.
+
+    Raises :class:`ConfigError` for a name with path separators or other characters that are
+    not allowed in an inventory host name (``[A-Za-z0-9][A-Za-z0-9_.-]*``).
+    """
+    if not _HOST_NAME_RE.match(host_name):
+        raise ConfigError(
+            f"--host {host_name!r} is not a valid inventory host name "
+            "(letters, digits, '_', '.', '-'; it names a folder under host_data/)"
+        )
+    return inventory_dir / "host_data" / host_name / filename
+
+
+def _emit(
+    result: SweepResult, *, as_json: bool, out: Path | None, profile_paths: list[Path]
+) -> None:
+    if profile_paths:
+        profile = profile_from_result(result)
+        for path in profile_paths:
+            dump_profile(profile, path)
+            _log(f"rigforge: wrote {path}")
     if out is not None:
         dump_profile(profile_from_result(result), out / "profile.yaml")
         plot_curves(result, out / "curves.png")
