@@ -614,7 +614,10 @@ def solve(problem: Problem, *, exclude: Mapping[int, int] | None = None) -> Solu
     ``exclude`` maps a unit position to a GPU mask that unit may not use (used to find the
     best alternative plan).
     """
-    units = problem.units
+    # Search order: exclusive units first (a DP over GPU masks), sharing units last, so the
+    # per-GPU reservations only enter the state where they can still matter.
+    order = sorted(range(len(problem.units)), key=lambda u: problem.units[u].model.allow_sharing)
+    units = tuple(problem.units[u] for u in order)
     count = len(units)
     sharing = tuple(u.model.allow_sharing for u in units)
     usable = tuple(g.usable_mib for g in problem.gpus)
@@ -622,12 +625,32 @@ def solve(problem: Problem, *, exclude: Mapping[int, int] | None = None) -> Solu
     opts = tuple(
         tuple(
             (j, o)
-            for j, o in enumerate(problem.options[i])
-            if excluded.get(i) is None or o.mask != excluded[i]
+            for j, o in enumerate(problem.options[u])
+            if excluded.get(u) is None or o.mask != excluded[u]
         )
-        for i in range(count)
+        for u in order
     )
+    # GPUs a sharing unit at position >= i might still use
+    touch_from = [0] * (count + 1)
+    for i in range(count - 1, -1, -1):
+        reach = 0
+        if sharing[i]:
+            for _, option in opts[i]:
+                reach |= option.mask
+        touch_from[i] = touch_from[i + 1] | reach
     power_ok = problem.power_ok
+
+    def canonical(i: int, excl: int, shared: tuple[float, ...]) -> tuple[int, tuple[float, ...]]:
+        """Fold reservations no later sharing unit can meet into the exclusive mask."""
+        if not any(shared):
+            return excl, shared
+        reach = touch_from[i]
+        folded = list(shared)
+        for pos, mib in enumerate(shared):
+            if mib and not reach >> pos & 1:
+                excl |= 1 << pos
+                folded[pos] = 0.0
+        return excl, tuple(folded)
 
     @cache
     def best(i: int, excl: int, shared: tuple[float, ...]) -> tuple[Key, tuple[int | None, ...]]:
@@ -660,7 +683,7 @@ def solve(problem: Problem, *, exclude: Mapping[int, int] | None = None) -> Solu
                         break
                 if not fits:
                     continue
-                sub_key, sub_rest = best(i + 1, excl, tuple(new_shared))
+                sub_key, sub_rest = best(i + 1, *canonical(i + 1, excl, tuple(new_shared)))
             else:
                 if option.mask & (excl | shared_mask):
                     continue
@@ -672,11 +695,14 @@ def solve(problem: Problem, *, exclude: Mapping[int, int] | None = None) -> Solu
                 top = (key, (j, *sub_rest))
         return top
 
-    key, choice = best(0, 0, tuple(0.0 for _ in problem.gpus))
+    key, searched = best(0, 0, tuple(0.0 for _ in problem.gpus))
     best.cache_clear()
     if key[0] == -math.inf:
         return None
-    return Solution(choice=choice, placed_priority=key[0], score=key[1])
+    choice: list[int | None] = [None] * count
+    for position, unit_index in enumerate(order):
+        choice[unit_index] = searched[position]
+    return Solution(choice=tuple(choice), placed_priority=key[0], score=key[1])
 
 
 def evaluate(
