@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, str] = {
     "apply": "apply",
     "restore": "restore",
     "plan": "plan",
+    "loop": "loop",
 }
 
 

@@ -1,0 +1,736 @@
+"""The whole story in one run: inspect → stock → sweep → tuned → plan → rendered deploy files.
+
+:func:`run_loop` is what ``rigforge loop`` runs (the command adds progress bars and tables).
+On a simulated rig (``sim:NAME`` or a rig YAML file; never ``nvml``):
+
+1. **inspect**: a :class:`~tuning.backends.base.RigSnapshot` of a fresh rig;
+2. **stock**: a fresh rig (same seed) at every GPU's default power limit runs the workload on
+   every GPU for ``sustained_s`` (30 simulated minutes) — :func:`sustained_run`;
+3. **sweep**: :class:`~tuning.sweep.Sweep` (adaptive search, the policy, heat-soak) inside a
+   :class:`~tuning.apply.SafetySession`, writing ``OUT/profile.yaml``, ``OUT/curves.png``,
+   ``OUT/heat_soak.png``;
+4. **tuned**: the same sustained run on a fresh rig at the profile's caps;
+5. **plan**: :func:`tuning.placement.plan` of the models file with the profile's hints →
+   ``OUT/plan.yaml``;
+6. **render**: every file a deploy would write for that profile and plan, into
+   ``OUT/rendered/`` mirroring the target paths (:func:`render_deploy_files`), through the
+   deploy's own :func:`deploys.util.render` and templates and the serving renderer.
+
+A sustained run measures, per GPU: throughput = Δtokens / Δt (tokens/s), draw = Δenergy / Δt
+(W, from the GPU's energy counter), tokens/J = Δtokens / Δenergy, the peak temperature, and
+throttling — a *sample* is a 1 s reading showing any of
+:data:`~tuning.backends.base.THROTTLE_REASONS`, an *event* is a run of consecutive throttled
+samples on one GPU (one onset). Per circuit: wall draw (AC W) sampled each second, its mean
+and peak against the circuit's continuous budget (breaker × voltage × continuous ratio).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tuning.backends import DEFAULT_RIG, open_rig
+from tuning.backends.base import THROTTLE_REASONS, Rig, RigSnapshot
+from tuning.budget import BudgetModel, Policy
+from tuning.errors import ConfigError
+from tuning.placement import Plan, load_profile_hints, plan
+from tuning.sweep import Sweep, SweepConfig, SweepResult
+from tuning.workloads import Workload, make_workload
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+#: The reference three-model scenario (relative to the working directory, else the checkout).
+DEFAULT_MODELS = Path("inventory/examples/models-reference.yaml")
+#: Where each rendered deploy file lands relative to ``OUT`` (mirrors the target path).
+RENDERED_DIR = "rendered"
+#: The target paths of the profile and the plan on the host.
+PROFILE_TARGET = "/etc/rigforge/profile.yaml"
+PLAN_TARGET = "/etc/rigforge/plan.yaml"
+#: How long stage 1 loads the GPUs before reading their PCIe links. Units: s (rig clock).
+LINK_LOAD_S = 2.0
+
+
+def default_models_path() -> Path:
+    """``inventory/examples/models-reference.yaml`` here, else the one in this checkout."""
+    return DEFAULT_MODELS if DEFAULT_MODELS.is_file() else REPO_ROOT / DEFAULT_MODELS
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """What one loop runs. Durations are rig-clock seconds (virtual on a simulated rig).
+
+    ``sustained_s``: length of the stock and the tuned sustained runs; ``heat_soak_s``: the
+    sweep's heat-soak; ``sample_period_s``: telemetry period of the sustained runs.
+    """
+
+    rig_spec: str = DEFAULT_RIG
+    models_path: Path | None = None
+    workload: str = "decode"
+    policy: Policy = Policy.EFFICIENCY
+    floor: float = 0.95
+    out: Path = Path("out")
+    seed: int = 0
+    sustained_s: float = 1800.0
+    heat_soak_s: float = 1800.0
+    sample_period_s: float = 1.0
+
+    def check(self) -> None:
+        """Refuse what the loop cannot do safely (:class:`ConfigError` with the way out)."""
+        if self.rig_spec == "nvml":
+            raise ConfigError(
+                "rigforge loop runs stock and tuned sustained loads and changes power caps on "
+                "fresh simulated rigs; it does not drive real GPUs. On this machine run "
+                "'rigforge sweep --rig nvml --out DIR' (it journals and restores the original "
+                "settings), then 'rigforge plan --rig nvml --profile DIR/profile.yaml'"
+            )
+        if self.sustained_s <= 0 or self.heat_soak_s <= 0 or self.sample_period_s <= 0:
+            raise ConfigError("sustained_s, heat_soak_s and sample_period_s must be positive")
+
+
+# --------------------------------------------------------------------------------------------
+# Sustained runs
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GpuRun:
+    """One GPU over a sustained run. Units in the names; tokens/J = tokens / joules."""
+
+    uuid: str
+    index: int
+    name: str
+    pci_bus_id: str
+    cap_w: float
+    throughput_tps: float
+    power_w: float
+    tokens_per_joule: float
+    peak_temp_c: float | None
+    throttle_samples: int
+    throttle_events: int
+    throttle_reasons: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "uuid": self.uuid,
+            "index": self.index,
+            "name": self.name,
+            "pci_bus_id": self.pci_bus_id,
+            "cap_w": self.cap_w,
+            "throughput_tps": round(self.throughput_tps, 3),
+            "power_w": round(self.power_w, 1),
+            "tokens_per_joule": round(self.tokens_per_joule, 5),
+            "peak_temp_c": self.peak_temp_c,
+            "throttle_samples": self.throttle_samples,
+            "throttle_events": self.throttle_events,
+            "throttle_reasons": list(self.throttle_reasons),
+        }
+
+
+@dataclass(frozen=True)
+class CircuitLoad:
+    """Wall draw on one circuit over a run vs its continuous budget. Units: W (AC).
+
+    ``at_caps_w``: the wall draw if every GPU on the circuit drew its full cap (what the
+    budget model allocates against; a compute-bound load gets there, decode may not).
+    """
+
+    name: str
+    budget_w: float
+    mean_w: float
+    peak_w: float
+    at_caps_w: float
+
+    @property
+    def mean_pct(self) -> float:
+        """Mean draw as a percentage of the continuous budget. Units: %."""
+        return 100.0 * self.mean_w / self.budget_w if self.budget_w > 0 else 0.0
+
+    @property
+    def peak_pct(self) -> float:
+        """Peak draw as a percentage of the continuous budget. Units: %."""
+        return 100.0 * self.peak_w / self.budget_w if self.budget_w > 0 else 0.0
+
+    @property
+    def within_budget(self) -> bool:
+        """Whether even the peak stayed inside the continuous budget."""
+        return self.peak_w <= self.budget_w
+
+    @property
+    def at_caps_pct(self) -> float:
+        """Wall draw at full caps as a percentage of the continuous budget. Units: %."""
+        return 100.0 * self.at_caps_w / self.budget_w if self.budget_w > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "budget_w": round(self.budget_w, 1),
+            "mean_w": round(self.mean_w, 1),
+            "peak_w": round(self.peak_w, 1),
+            "mean_pct": round(self.mean_pct, 1),
+            "peak_pct": round(self.peak_pct, 1),
+            "within_budget": self.within_budget,
+            "at_caps_w": round(self.at_caps_w, 1),
+            "at_caps_pct": round(self.at_caps_pct, 1),
+        }
+
+
+@dataclass(frozen=True)
+class SustainedRun:
+    """Every GPU loaded at fixed caps for ``seconds`` of rig time, measured."""
+
+    label: str
+    seconds: float
+    gpus: tuple[GpuRun, ...]
+    circuits: tuple[CircuitLoad, ...]
+
+    @property
+    def caps_w(self) -> dict[str, float]:
+        return {g.uuid: g.cap_w for g in self.gpus}
+
+    @property
+    def throughput_tps(self) -> float:
+        """Aggregate tokens/s over the run. Units: tokens/s."""
+        return sum(g.throughput_tps for g in self.gpus)
+
+    @property
+    def power_w(self) -> float:
+        """Σ of the GPUs' mean board draw. Units: W (DC)."""
+        return sum(g.power_w for g in self.gpus)
+
+    @property
+    def wall_w(self) -> float:
+        """Σ of the circuits' mean wall draw (GPUs, platform, PSU losses). Units: W (AC)."""
+        return sum(c.mean_w for c in self.circuits)
+
+    @property
+    def tokens_per_joule(self) -> float:
+        """Aggregate tokens per joule of GPU energy. Units: tokens/J."""
+        return self.throughput_tps / self.power_w if self.power_w > 0 else 0.0
+
+    @property
+    def throttle_events(self) -> int:
+        return sum(g.throttle_events for g in self.gpus)
+
+    @property
+    def throttle_samples(self) -> int:
+        return sum(g.throttle_samples for g in self.gpus)
+
+    @property
+    def peak_temp_c(self) -> float | None:
+        temps = [g.peak_temp_c for g in self.gpus if g.peak_temp_c is not None]
+        return max(temps) if temps else None
+
+    @property
+    def circuits_within_budget(self) -> bool:
+        return all(c.within_budget for c in self.circuits)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "seconds": self.seconds,
+            "throughput_tps": round(self.throughput_tps, 3),
+            "power_w": round(self.power_w, 1),
+            "wall_w": round(self.wall_w, 1),
+            "tokens_per_joule": round(self.tokens_per_joule, 5),
+            "throttle_events": self.throttle_events,
+            "throttle_samples": self.throttle_samples,
+            "peak_temp_c": self.peak_temp_c,
+            "circuits_within_budget": self.circuits_within_budget,
+            "gpus": [g.to_json() for g in self.gpus],
+            "circuits": [c.to_json() for c in self.circuits],
+        }
+
+
+#: progress of a sustained run: (label, elapsed rig seconds, total rig seconds)
+SustainedProgress = Callable[[str, float, float], None]
+
+
+def _circuit_walls_w(rig: Rig, budget: BudgetModel, draws_w: Mapping[str, float]) -> list[float]:
+    """Wall draw per circuit now: the rig's own figure where it has one (the simulator's
+    ``circuit_draw_w``), else the budget model applied to the GPUs' measured draw."""
+    direct = getattr(rig, "circuit_draw_w", None)
+    if callable(direct):
+        return [float(direct(c.name)) for c in budget.circuits]
+    ratios = budget.load_ratios(draws_w)
+    return [ratios[f"circuit:{c.name}"] * c.budget_w for c in budget.circuits]
+
+
+def sustained_run(
+    rig: Rig,
+    workload: Workload,
+    caps_w: Mapping[str, float],
+    *,
+    label: str,
+    duration_s: float = 1800.0,
+    sample_period_s: float = 1.0,
+    progress: SustainedProgress | None = None,
+) -> SustainedRun:
+    """Set ``caps_w`` (by UUID, W), load every GPU for ``duration_s``, measure (module doc).
+
+    The caps are set straight on the rig's GPUs: callers pass a rig they own outright (a
+    fresh simulated rig), never real hardware. The workload is stopped however this ends.
+    """
+    gpus = list(rig.gpus)
+    uuids = [g.uuid for g in gpus]
+    for gpu in gpus:
+        gpu.set_power_limit_w(float(caps_w[gpu.uuid]))
+    budget = BudgetModel.from_rig(rig)
+    clock = rig.clock
+    started = clock.now_s()
+    tokens0 = {u: workload.tokens_total(u) for u in uuids}
+    energy0 = {g.uuid: g.total_energy_j() for g in gpus}
+    peak: dict[str, float | None] = dict.fromkeys(uuids)
+    samples = dict.fromkeys(uuids, 0)
+    events = dict.fromkeys(uuids, 0)
+    throttled_now = dict.fromkeys(uuids, False)
+    reasons: dict[str, set[str]] = {u: set() for u in uuids}
+    draw_sum = dict.fromkeys(uuids, 0.0)
+    wall_sum = [0.0] * len(budget.circuits)
+    wall_peak = [0.0] * len(budget.circuits)
+    n = 0
+    report_every = max(1, round(60.0 / sample_period_s))
+    try:
+        for uuid in uuids:
+            workload.start(uuid)
+        while clock.now_s() - started < duration_s - 1e-9:
+            clock.sleep(min(sample_period_s, duration_s - (clock.now_s() - started)))
+            now = clock.now_s()
+            n += 1
+            draws: dict[str, float] = {}
+            for gpu in gpus:
+                uuid = gpu.uuid
+                sample = gpu.sample(now)
+                draws[uuid] = sample.power_draw_w or 0.0
+                draw_sum[uuid] += draws[uuid]
+                if sample.temp_c is not None:
+                    prior = peak[uuid]
+                    peak[uuid] = sample.temp_c if prior is None else max(prior, sample.temp_c)
+                hit = sample.clock_event_reasons & THROTTLE_REASONS
+                if hit:
+                    samples[uuid] += 1
+                    reasons[uuid] |= {str(r) for r in hit}
+                    if not throttled_now[uuid]:
+                        events[uuid] += 1
+                throttled_now[uuid] = bool(hit)
+            for k, wall_w in enumerate(_circuit_walls_w(rig, budget, draws)):
+                wall_sum[k] += wall_w
+                wall_peak[k] = max(wall_peak[k], wall_w)
+            if progress is not None and n % report_every == 0:
+                progress(label, now - started, duration_s)
+    finally:
+        for uuid in uuids:
+            workload.stop(uuid)
+    elapsed = clock.now_s() - started
+    runs = []
+    for gpu in gpus:
+        uuid = gpu.uuid
+        tokens = workload.tokens_total(uuid) - tokens0[uuid]
+        end_energy, start_energy = gpu.total_energy_j(), energy0[uuid]
+        if end_energy is not None and start_energy is not None:
+            joules = end_energy - start_energy
+        else:  # no energy counter: the sampled 1 s averages stand in for it
+            joules = draw_sum[uuid] / max(n, 1) * elapsed
+        runs.append(
+            GpuRun(
+                uuid=uuid,
+                index=gpu.index,
+                name=gpu.name,
+                pci_bus_id=gpu.pci_bus_id,
+                cap_w=gpu.power_limit_w(),
+                throughput_tps=tokens / elapsed if elapsed > 0 else 0.0,
+                power_w=joules / elapsed if elapsed > 0 else 0.0,
+                tokens_per_joule=tokens / joules if joules > 0 else 0.0,
+                peak_temp_c=peak[uuid],
+                throttle_samples=samples[uuid],
+                throttle_events=events[uuid],
+                throttle_reasons=tuple(sorted(reasons[uuid])),
+            )
+        )
+    at_caps = budget.load_ratios({r.uuid: r.cap_w for r in runs})
+    circuits = tuple(
+        CircuitLoad(
+            name=c.name,
+            budget_w=c.budget_w,
+            mean_w=wall_sum[k] / max(n, 1),
+            peak_w=wall_peak[k],
+            at_caps_w=at_caps[f"circuit:{c.name}"] * c.budget_w,
+        )
+        for k, c in enumerate(budget.circuits)
+    )
+    if progress is not None:
+        progress(label, elapsed, duration_s)
+    return SustainedRun(label=label, seconds=elapsed, gpus=tuple(runs), circuits=circuits)
+
+
+def stock_caps_w(rig: Rig) -> dict[str, float]:
+    """Every GPU's default (stock) power limit, by UUID. Units: W."""
+    return {g.uuid: g.power_constraints().default_w for g in rig.gpus}
+
+
+def measure(
+    rig_spec: str,
+    caps_w: Mapping[str, float] | None,
+    *,
+    label: str,
+    workload: str,
+    seed: int,
+    duration_s: float,
+    sample_period_s: float = 1.0,
+    progress: SustainedProgress | None = None,
+) -> SustainedRun:
+    """A sustained run on a FRESH simulated rig (``caps_w`` None: stock caps).
+
+    A fresh rig starts cold and with the same seed every time, so stock and tuned differ
+    only in their caps. Refuses ``nvml`` (see :meth:`LoopConfig.check`).
+    """
+    LoopConfig(rig_spec=rig_spec).check()
+    rig = open_rig(rig_spec, seed=seed)
+    load = make_workload(workload, rig)
+    try:
+        return sustained_run(
+            rig,
+            load,
+            stock_caps_w(rig) if caps_w is None else caps_w,
+            label=label,
+            duration_s=duration_s,
+            sample_period_s=sample_period_s,
+            progress=progress,
+        )
+    finally:
+        load.close()
+        rig.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering what a deploy would write
+# --------------------------------------------------------------------------------------------
+
+
+def deploy_files(profile_path: Path, result_plan: Plan) -> dict[str, str]:
+    """``{target path: content}`` of every file the deploys write for this profile and plan.
+
+    Same templates, same renderer and same defaults as ``deploys/gpu_settings.py``,
+    ``deploys/pcie.py``, ``deploys/affinity.py`` and ``deploys/serving.py`` with the
+    inventory's defaults (tuner installed, ASPM ``performance``, IRQs pinned, irqbalance
+    banned, serving on 127.0.0.1 as the ``rigforge`` user). Imported lazily: the deploy
+    modules pull in pyinfra.
+    """
+    from deploys import affinity, gpu_settings, pcie
+    from deploys.util import render
+    from inventory.schema import BaseConfig, KernelConfig, TunerConfig
+    from tuning.serving import render_serving_units
+
+    gs, aff = gpu_settings.DEFAULTS, affinity.DEFAULTS
+    files: dict[str, str] = {
+        PROFILE_TARGET: profile_path.read_text(encoding="utf-8"),
+        PLAN_TARGET: yaml.safe_dump(result_plan.to_yaml(), sort_keys=False, allow_unicode=True),
+        "/etc/systemd/system/rigforge-gpu-settings.service": render(
+            "etc/systemd/system/rigforge-gpu-settings.service.j2",
+            caps_w=gpu_settings.profile_caps_w(profile_path),
+            use_tuner=True,
+            venv=TunerConfig.model_validate({}).venv,
+            profile=gs["rigforge_profile_path"],
+            script=gs["rigforge_gpu_settings_script"],
+        ),
+        pcie.DEFAULTS["rigforge_grub_fragment"]: render(
+            "etc/default/grub.d/rigforge-pcie.cfg.j2", cmdline=pcie.CMDLINE["performance"]
+        ),
+        aff["rigforge_irq_script"]: render("usr/local/libexec/rigforge-irq-affinity.sh.j2"),
+        "/etc/systemd/system/rigforge-irq-affinity.service": render(
+            "etc/systemd/system/rigforge-irq-affinity.service.j2",
+            script=aff["rigforge_irq_script"],
+            kernel_root=KernelConfig.model_validate({}).root,
+        ),
+        aff["rigforge_irqbalance_policy"]: render(
+            "usr/local/libexec/rigforge-irqbalance-policy.sh.j2"
+        ),
+        "/etc/default/irqbalance-rigforge": render(
+            "etc/default/irqbalance-rigforge.j2", policy_script=aff["rigforge_irqbalance_policy"]
+        ),
+        "/etc/systemd/system/irqbalance.service.d/rigforge.conf": render(
+            "etc/systemd/system/irqbalance.service.d/rigforge.conf.j2"
+        ),
+    }
+    files.update(
+        render_serving_units(result_plan, service_user=BaseConfig.model_validate({}).service_user)
+    )
+    return files
+
+
+def render_deploy_files(profile_path: Path, result_plan: Plan, root: Path) -> dict[str, Path]:
+    """Write :func:`deploy_files` under ``root`` mirroring target paths; ``{target: local}``.
+
+    ``root`` is emptied first, so it never holds a file a previous plan rendered (a serving
+    unit of a model no longer placed).
+    """
+    if root.exists():
+        shutil.rmtree(root)
+    written: dict[str, Path] = {}
+    for target, content in sorted(deploy_files(profile_path, result_plan).items()):
+        local = root / target.lstrip("/")
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_text(content, encoding="utf-8")
+        written[target] = local
+    return written
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
+
+
+class LoopObserver:
+    """Hooks the command line uses to show progress; every hook here does nothing."""
+
+    def stage(self, number: int, title: str) -> None:
+        """Stage ``number`` of :data:`STAGES` begins."""
+
+    def log(self, message: str) -> None:
+        """A one-line note (safety session, recovered journals)."""
+
+    def inspected(self, snapshot: RigSnapshot) -> None:
+        """The rig as stage 1 found it."""
+
+    def sweep_begin(self, names: Mapping[str, str]) -> None:
+        """The sweep starts on these GPUs (``{uuid: label}``)."""
+
+    def sweep_event(self, uuid: str, event: str, details: Mapping[str, Any]) -> None:
+        """:data:`tuning.sweep.Progress` events: probe, done, soak, soak_done."""
+
+    def sweep_end(self) -> None:
+        """The sweep finished (or failed)."""
+
+    def sustained(self, label: str, elapsed_s: float, total_s: float) -> None:
+        """A sustained run progressed (about once a simulated minute)."""
+
+
+STAGES = (
+    "inspect",
+    "stock baseline",
+    "sweep",
+    "tuned run",
+    "plan",
+    "render deploy files",
+    "summary",
+)
+
+
+@dataclass(frozen=True)
+class LoopFiles:
+    """Where the loop wrote its artefacts (local paths)."""
+
+    profile: Path
+    plan: Path
+    curves_png: Path
+    heat_soak_png: Path
+    rendered_root: Path
+    rendered: Mapping[str, Path] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "profile": str(self.profile),
+            "plan": str(self.plan),
+            "curves_png": str(self.curves_png),
+            "heat_soak_png": str(self.heat_soak_png),
+            "rendered_root": str(self.rendered_root),
+            "rendered": {target: str(local) for target, local in sorted(self.rendered.items())},
+        }
+
+
+@dataclass(frozen=True)
+class LoopResult:
+    """Everything one loop measured and wrote."""
+
+    config: LoopConfig
+    snapshot: RigSnapshot
+    stock: SustainedRun
+    sweep: SweepResult
+    tuned: SustainedRun
+    plan: Plan
+    files: LoopFiles
+    wall_s: float
+
+    @property
+    def tuned_ok(self) -> bool:
+        """The tuned config ran without a throttle event with every circuit inside budget."""
+        return self.tuned.throttle_events == 0 and self.tuned.circuits_within_budget
+
+    @property
+    def stock_problem(self) -> bool:
+        """Stock showed what tuning is for: throttling or a circuit over budget."""
+        return self.stock.throttle_events > 0 or not self.stock.circuits_within_budget
+
+    def circuits_json(self) -> list[dict[str, Any]]:
+        tuned = {c.name: c for c in self.tuned.circuits}
+        return [
+            {
+                "name": c.name,
+                "budget_w": round(c.budget_w, 1),
+                "stock": c.to_json(),
+                "tuned": tuned[c.name].to_json(),
+            }
+            for c in self.stock.circuits
+        ]
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``rigforge loop --json`` document."""
+        return {
+            "rig": {
+                "name": self.snapshot.name,
+                "spec": self.config.rig_spec,
+                "fingerprint": self.snapshot.fingerprint(),
+                "seed": self.config.seed,
+            },
+            "workload": self.config.workload,
+            "policy": str(self.config.policy),
+            "stock": self.stock.to_json(),
+            "tuned": self.tuned.to_json(),
+            "circuits": self.circuits_json(),
+            "sweep": self.sweep.to_json(),
+            "plan": self.plan.to_json(),
+            "files": self.files.to_json(),
+            "verdict": {"tuned_ok": self.tuned_ok, "stock_problem": self.stock_problem},
+            "wall_s": round(self.wall_s, 2),
+        }
+
+
+def inspect_under_load(
+    rig_spec: str, workload: str, *, seed: int, load_s: float = LINK_LOAD_S
+) -> RigSnapshot:
+    """Snapshot a fresh rig with every GPU busy for ``load_s``: an idle GPU downtrains its
+    PCIe link to save power, so only a loaded link says whether a riser really holds it back.
+    (The fingerprint covers identities only, so it is the idle snapshot's.)"""
+    LoopConfig(rig_spec=rig_spec).check()
+    rig = open_rig(rig_spec, seed=seed)
+    load = make_workload(workload, rig)
+    try:
+        for gpu in rig.gpus:
+            load.start(gpu.uuid)
+        rig.clock.sleep(load_s)
+        return rig.snapshot()
+    finally:
+        load.close()
+        rig.close()
+
+
+def _run_sweep(cfg: LoopConfig, observer: LoopObserver) -> SweepResult:
+    """The sweep exactly as ``rigforge sweep`` runs it: journaled, restored, resumable."""
+    from tuning.apply import SafetySession, open_tuning_rig, recover_stale_journals
+
+    recover_stale_journals(observer.log, keep_spec=cfg.rig_spec)
+    rig, actuator = open_tuning_rig(cfg.rig_spec, seed=cfg.seed)
+    config = SweepConfig(
+        workload=cfg.workload,
+        policy=cfg.policy,
+        floor=cfg.floor,
+        seed=cfg.seed,
+        heat_soak_s=cfg.heat_soak_s,
+    )
+    load = make_workload(cfg.workload, rig)
+    observer.sweep_begin({g.uuid: f"GPU {g.index} {g.name}" for g in rig.gpus})
+    try:
+        with SafetySession(
+            actuator, sweep_key=config.resume_key(cfg.rig_spec), log=observer.log
+        ) as session:
+            sweep = Sweep(
+                rig,
+                actuator,
+                load,
+                config,
+                session=session,
+                progress=observer.sweep_event,
+                rig_spec=cfg.rig_spec,
+            )
+            return sweep.run()
+    finally:
+        observer.sweep_end()
+        load.close()
+        rig.close()
+
+
+def run_loop(cfg: LoopConfig, observer: LoopObserver | None = None) -> LoopResult:
+    """Run stages 1–6 (see the module docstring) and return what they measured and wrote."""
+    from inventory.models import load_models
+    from tuning.profile import dump_profile, profile_from_result
+    from tuning.report import plot_curves, plot_heat_soak
+
+    cfg.check()
+    obs = observer or LoopObserver()
+    started = time.perf_counter()
+    out = cfg.out
+    out.mkdir(parents=True, exist_ok=True)
+    models_path = cfg.models_path or default_models_path()
+    models = load_models(models_path)  # fail on a bad models file before 2 minutes of work
+
+    obs.stage(1, STAGES[0])
+    snapshot = inspect_under_load(cfg.rig_spec, cfg.workload, seed=cfg.seed)
+    obs.inspected(snapshot)
+
+    def run(label: str, caps_w: Mapping[str, float] | None) -> SustainedRun:
+        return measure(
+            cfg.rig_spec,
+            caps_w,
+            label=label,
+            workload=cfg.workload,
+            seed=cfg.seed,
+            duration_s=cfg.sustained_s,
+            sample_period_s=cfg.sample_period_s,
+            progress=obs.sustained,
+        )
+
+    obs.stage(2, STAGES[1])
+    stock = run("stock", None)
+
+    obs.stage(3, STAGES[2])
+    result = _run_sweep(cfg, obs)
+    profile_path = out / "profile.yaml"
+    dump_profile(profile_from_result(result), profile_path)
+    curves = plot_curves(result, out / "curves.png")
+    soak = plot_heat_soak(result, out / "heat_soak.png")
+
+    obs.stage(4, STAGES[3])
+    tuned = run("tuned", {g.uuid: g.cap_w for g in result.gpus})
+
+    obs.stage(5, STAGES[4])
+    placed = plan(snapshot, models, load_profile_hints(profile_path))
+    plan_path = out / "plan.yaml"
+    plan_path.write_text(
+        yaml.safe_dump(placed.to_yaml(), sort_keys=False, allow_unicode=True), encoding="utf-8"
+    )
+
+    obs.stage(6, STAGES[5])
+    rendered_root = out / RENDERED_DIR
+    rendered = render_deploy_files(profile_path, placed, rendered_root)
+
+    files = LoopFiles(
+        profile=profile_path,
+        plan=plan_path,
+        curves_png=curves,
+        heat_soak_png=soak,
+        rendered_root=rendered_root,
+        rendered=rendered,
+    )
+    return LoopResult(
+        config=cfg,
+        snapshot=snapshot,
+        stock=stock,
+        sweep=result,
+        tuned=tuned,
+        plan=placed,
+        files=files,
+        wall_s=time.perf_counter() - started,
+    )
+
+
+def serving_unit_paths(files: LoopFiles) -> Sequence[Path]:
+    """The rendered serving units (``rigforge-serve-*.service``), in path order."""
+    return [
+        local
+        for target, local in sorted(files.rendered.items())
+        if target.rsplit("/", 1)[-1].startswith("rigforge-serve-")
+    ]
