@@ -6,18 +6,27 @@ otherwise a rendered ``nvidia-smi`` script (``-i UUID -pl W``, clamped to the ca
 read back, retried). Either way the unit carries the caps as ``RIGFORGE_CAPS_W="UUID=W …"``,
 so a person (and the testinfra suite) can read them from the unit. systemd is reloaded only
 when the unit or the script changed.
+
+A profile tuned on another set of GPUs (a card swapped, added, moved) is refused before
+anything of it reaches the host: :func:`profile_matches_gpus` fails this host (and only this
+host) with a sentence naming the fix, ``re-run rigforge sweep --host NAME``.
 """
 
 from __future__ import annotations
 
+import shlex
+from collections.abc import Generator, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pyinfra import host
-from pyinfra.api import deploy
+from pyinfra.api import deploy, operation
 
+from deploys.facts.nvidia import STATUS_OK, NvidiaGpus
 from deploys.util import cfg, put_template, put_text, service_after_change
 from inventory.schema import HostConfig
+from tuning.backends.base import GpuInfo, rig_fingerprint
 
 DEFAULTS = {
     "rigforge_gpu_settings_script": "/usr/local/libexec/rigforge-gpu-settings",
@@ -58,6 +67,89 @@ def caps_w(config: HostConfig) -> list[tuple[str, float]]:
     return out
 
 
+def stale_profile_problem(
+    profile_path: str | Path, host_gpus: Iterable[Mapping[str, Any]], host_name: str
+) -> str | None:
+    """Why the profile does not fit the host's GPUs, or ``None`` when it does.
+
+    ``host_gpus``: the host's GPUs as :class:`NvidiaGpus` reports them (or the inventory's
+    list): ``uuid`` and, for the fingerprint, ``name``, ``pci_bus_id``, ``memory_total_mib``.
+    Stale when a profiled UUID is missing on the host, the host has a GPU the profile never
+    tuned, or (same UUIDs) the profile's ``rig.fingerprint`` differs from the host's — a card
+    moved slot or was renamed. The sentence names the fix: ``rigforge sweep --host NAME``.
+    """
+    path = Path(profile_path)
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    tuned = [str(g["uuid"]) for g in data.get("gpus") or []]
+    gpus = list(host_gpus)
+    present = [str(g.get("uuid") or "") for g in gpus]
+    lower = {u.lower() for u in present}
+    missing = [u for u in tuned if u.lower() not in lower]
+    new = [u for u in present if u and u.lower() not in {t.lower() for t in tuned}]
+    fix = f"re-run rigforge sweep --host {host_name}"
+    if missing or new:
+        parts = []
+        if missing:
+            parts.append(f"{', '.join(missing)} missing")
+        if new:
+            parts.append(f"{', '.join(new)} not tuned")
+        return (
+            f"profile {path.name} was tuned on a different set of GPUs: {'; '.join(parts)}; {fix}"
+        )
+    rig = data.get("rig")
+    expected = rig.get("fingerprint") if isinstance(rig, dict) else None
+    keys = ("uuid", "name", "pci_bus_id", "memory_total_mib")
+    if expected and gpus and all(g.get(k) for g in gpus for k in keys):
+        actual = rig_fingerprint(
+            GpuInfo(
+                index=i,
+                uuid=str(g["uuid"]),
+                name=str(g["name"]),
+                pci_bus_id=str(g["pci_bus_id"]),
+                memory_total_mib=int(g["memory_total_mib"]),
+            )
+            for i, g in enumerate(gpus)
+        )
+        if actual != expected:
+            return (
+                f"profile {path.name} was tuned on rig {expected} but the GPUs on this host "
+                f"are {actual} (a GPU moved slot, was renamed or resized); {fix}"
+            )
+    return None
+
+
+@operation()
+def profile_matches_gpus(
+    profile_path: str, inventory_gpus: list[dict[str, Any]]
+) -> Generator[str, None, None]:
+    """Refuse (fail the host) when the tuning profile was made on another set of GPUs.
+
+    + profile_path: the profile on the control machine
+    + inventory_gpus: the inventory's GPU list (used when the host reports no GPUs yet)
+
+    Compares against the host's :class:`NvidiaGpus` fact when ``nvidia-smi`` lists GPUs
+    (read when the operation runs, so a driver installed earlier in the same deploy counts),
+    else against the inventory's list. On a mismatch it yields a command that prints the
+    reason and exits 1, so pyinfra marks this host failed, stops its remaining operations
+    (the profile is never applied) and carries on with the other hosts. Example::
+
+        profile_matches_gpus(profile_path="inventory/host_data/ws1/profile.yaml",
+                             inventory_gpus=[{"uuid": "GPU-…", "name": "…", …}])
+    """
+    fact = host.get_fact(NvidiaGpus) or {}
+    if fact.get("status") == STATUS_OK and fact.get("gpus"):
+        gpus, source = fact["gpus"], "nvidia-smi on the host"
+    else:
+        gpus = inventory_gpus
+        source = f"the inventory's gpus (nvidia-smi: {fact.get('status', 'unknown')})"
+    problem = stale_profile_problem(profile_path, gpus, host.name)
+    if problem is None:
+        host.noop(f"profile {Path(profile_path).name} matches this host's GPUs ({source})")
+        return
+    message = f"rigforge: {host.name}: {problem} (compared with {source})"
+    yield f"echo {shlex.quote(message)} >&2; exit 1"
+
+
 @deploy("GPU settings: power caps per UUID at every boot", data_defaults=DEFAULTS)
 def gpu_settings() -> None:
     """Install ``rigforge-gpu-settings.service`` (and its profile or script) and enable it."""
@@ -66,6 +158,13 @@ def gpu_settings() -> None:
     if not caps:
         host.noop("gpu_settings: no caps in the inventory or profile; no unit")
         return
+    if config.power.profile:
+        # Before the profile or its caps reach the host: a stale profile fails this host only.
+        profile_matches_gpus(
+            name="Tuning profile matches this host's GPUs (else refused: re-run sweep --host)",
+            profile_path=config.power.profile,
+            inventory_gpus=[g.model_dump(mode="json") for g in config.gpu_list],
+        )
     use_tuner = bool(config.tuner.install and config.power.profile)
     changed = []
     if use_tuner:
