@@ -5,25 +5,24 @@ proposes the next cap (``None``: done), :meth:`CapSearch.record` takes the measu
 state is only the list of measurements, so a sweep interrupted at probe *k* resumes by
 replaying the journal's measurements into a fresh search.
 
-**Adaptive** (the default), for throughput T(c) rising with the cap c (W):
+**Adaptive** (the default) maximises tokens/J among caps that keep throughput T ≥ floor × T₀:
 
 1. Probe the top of the range. The card draws its *natural* power P₀ there; every cap ≥ P₀
-   gives the same throughput T₀ and needs no probe.
-2. The knee c* is the lowest cap with T(c*) ≥ floor × T₀. Throughput is concave in the cap
-   for the workload shapes GPUs show (memory-bound decode: flat, then a cliff; compute-bound
-   prefill: a power law with exponent < 1), which gives two-sided bounds from the points
-   already measured:
-
-   * the chord between the highest infeasible and the lowest feasible point lies *below* the
-     curve, so where it crosses the target is an **upper bound** on c*;
-   * the line through two feasible (or two infeasible) points, extended beyond them, lies
-     *above* the curve, so where it crosses the target is a **lower bound**.
-
-   Probe the upper bound (it is feasible, so it improves the answer); when that fails to
-   halve the bracket, bisect (the safeguard that bounds the worst case). Stop when the
-   bounds are within ``tol_w`` or the next probe would gain less than ``tol_w``.
-3. When the whole range is feasible, the card's best tokens/J is at or near the bottom; the
-   bottom is probed and the allocation picks the best measured point.
+   gives the same throughput T₀ and needs no probe. A card that stays under its maximum
+   cap is memory-bound (decode: a plateau, then a cliff near 75 % of P₀); one that draws its
+   cap is compute-bound or batched.
+2. A first guess from that alone: 72 % of P₀ for memory-bound cards (just under the
+   plateau's end, so the probe lands on the cliff and its throughput says how far the knee
+   is), 80 % for power-limited ones.
+3. Under the lowest plateau point (T ≥ 99 % of T₀) the curve is modelled locally as a power
+   law T = T_low·(P/P_low)^γ, γ measured from the two highest points under the plateau (a
+   prior until there are two). tokens/J ∝ P^(γ−1) there, so for γ > 1 (a cliff) the optimum
+   is the knee P_low·(T₀/T_low)^(1/γ) and for γ < 1 the floor crossing. The next probe goes
+   just above that estimate (so it is feasible), clamped inside the bracket.
+4. Stop when the best measured tokens/J is within ``tol_rel`` (1.5 %) of the best any cap
+   could reach over the γ the data still allow (for a cliff: the knee's lower bound with
+   the steepest believable γ) — the objective decides the resolution, not a fixed watt
+   count. The search is a pure function of its points: resuming replays the journal.
 
 **Grid**: every ``step_w`` from the top of the range down to the bottom (the dense reference).
 
@@ -122,106 +121,154 @@ class GridSearch(CapSearch):
 
 @dataclass
 class AdaptiveSearch(CapSearch):
-    """Find the throughput knee with a handful of probes (see the module docstring).
+    """Find the cap that maximises tokens/J (above the floor) in a handful of probes.
 
-    ``tol_w``: the answer's resolution (default 1.5 % of the natural draw, at least 2 W);
-    ``max_probes``: a hard stop, counting the uncapped probe.
+    A pure function of the recorded points (no hidden state), so a resumed sweep replays
+    the journal's measurements and proposes exactly the cap the interrupted one would have.
+    See the module docstring for the model; ``tol_rel``: the tokens/J share a further probe
+    must be able to gain (default 1 %); ``max_probes``: a hard stop, counting the top probe.
     """
 
-    tol_w: float | None = None
+    tol_rel: float = 0.015
     max_probes: int = 7
-    #: how the last non-top proposal was made, to apply the bisection safeguard
-    _last_kind: str = field(default="", repr=False)
-    _last_width: float = field(default=0.0, repr=False)
-    _downs: int = field(default=0, repr=False)
-    first_step: float = 0.8
-    down_step: float = 0.1
+    #: T within this share of the uncapped throughput counts as "on the plateau"
+    plateau_tol: float = 0.01
+    #: steepest local exponent d ln T / d ln P believed possible on a cliff (bounds the knee)
+    gamma_max: float = 5.0
 
     def tolerance_w(self) -> float:
-        if self.tol_w is not None:
-            return self.tol_w
+        """The cap resolution that matters: ``tol_rel`` of the natural draw, at least 2 W."""
         natural = self.natural_draw_w or self.constraints.max_w
-        return max(2.0, 0.015 * natural)
+        return max(2.0, self.tol_rel * natural)
 
-    def target_tps(self) -> float:
-        top = self.uncapped_tps
-        return self.floor * top if top is not None else 0.0
+    def power_limited_at_top(self) -> bool:
+        """True when the top probe drew its cap: the workload would draw more (compute-bound)."""
+        top = self.uncapped
+        return top is not None and top.power_w >= 0.97 * self.max_cap_w
 
-    def bracket(self) -> tuple[float, float, float | None, float]:
-        """(lower bound, upper bound, highest infeasible cap, lowest feasible cap) on the knee."""
-        target = self.target_tps()
+    def first_guess_w(self) -> float:
+        """Where the second probe goes, from the natural-draw probe alone. Units: W.
+
+        A card that stays well under its maximum cap uncapped is memory-bound: its plateau
+        ends near 75 % of the natural draw (the RTX 3090 decode sweep in presets.yaml is flat
+        from 320 W down to 250 W, then falls off a cliff). Aim just under it so the probe lands
+        on the cliff, where its throughput says how far away the knee is. A card drawing its
+        cap is compute-bound or batched: the floor crossing sits 5-15 % under the cap.
+        """
+        natural = self.natural_draw_w or self.constraints.max_w
+        return (0.8 if self.power_limited_at_top() else 0.72) * natural
+
+    def _collapsed(self) -> list[ProbeMeasurement]:
+        """Points by cap, those at or above the natural draw merged into the top probe."""
         natural_cap = self.natural_cap_w()
         assert natural_cap is not None
-        # points above the natural draw all read T₀: keep one, at the natural cap
-        pts = sorted(
-            {
-                min(int(p.cap_w), natural_cap): p
-                for p in sorted(self.points, key=lambda p: -p.cap_w)
-            }.items()
+        top = self.uncapped
+        below = [p for p in self.points if p.cap_w < natural_cap and p is not top]
+        return sorted(below, key=lambda p: p.cap_w) + ([top] if top else [])
+
+    def slope_exponent(self, below: list[ProbeMeasurement]) -> float:
+        """Local d ln T / d ln P under the knee: measured from the two highest points under
+        the plateau when they are apart, else a prior by workload family."""
+        if len(below) >= 2:
+            lo, hi = below[-2], below[-1]
+            if hi.power_w > lo.power_w * 1.01 and hi.throughput_tps > lo.throughput_tps > 0:
+                gamma = math.log(hi.throughput_tps / lo.throughput_tps) / math.log(
+                    hi.power_w / lo.power_w
+                )
+                return min(max(gamma, 0.2), self.gamma_max)
+        return 1.5 if self.power_limited_at_top() else 3.0
+
+    def plan(self) -> tuple[int | None, str]:
+        """(next cap or None, why) — the whole decision, for logs and tests."""
+        if not self.points:
+            return self.max_cap_w, "natural draw"
+        if len(self.points) >= self.max_probes:
+            return None, "probe limit"
+        natural_cap = self.natural_cap_w()
+        top = self.uncapped
+        assert natural_cap is not None
+        assert top is not None
+        tol_w = self.tolerance_w()
+        if natural_cap - self.min_cap_w <= tol_w:
+            return None, "the card never draws enough for a cap to matter"
+        if len(self.points) == 1:
+            return self._clamp(self.first_guess_w()), "first guess"
+        t0 = top.throughput_tps
+        floor_t = self.floor * t0
+        pts = self._collapsed()
+        plateau = [p for p in pts if p.throughput_tps >= (1 - self.plateau_tol) * t0]
+        high = min(plateau, key=lambda p: p.cap_w) if plateau else top
+        below = [p for p in pts if p.cap_w < high.cap_w]
+        if not below:
+            # the plateau reaches lower than the prior said: step down by 15 % of the draw
+            if high.cap_w <= self.min_cap_w:
+                return None, "flat down to the minimum cap"
+            return self._clamp(high.power_w - 0.15 * top.power_w), "step down"
+        low = below[-1]
+        measured = len(below) >= 2
+        gamma = self.slope_exponent(below)
+        p_high = min(high.power_w, float(high.cap_w))
+        # the tokens/J a cap in the unmeasured region could reach, over the slope exponents
+        # the data still allow; stop once the best measured point is within tol_rel of it
+        gammas = (
+            (gamma / 1.4, gamma, min(gamma * 1.4, self.gamma_max))
+            if measured
+            else (0.5, 1.0, 2.0, 3.0, self.gamma_max)
         )
-        feasible = [(c, p.throughput_tps) for c, p in pts if p.throughput_tps >= target]
-        infeasible = [(c, p.throughput_tps) for c, p in pts if p.throughput_tps < target]
-        hi_c, hi_t = feasible[0] if feasible else (natural_cap, target)
-        lo = infeasible[-1] if infeasible else None
-        lower = float(lo[0]) if lo else float(self.min_cap_w)
-        upper = float(hi_c)
-        min_sep = max(3.0, 0.03 * natural_cap)
-        # extension through the two lowest feasible points: lies above a concave curve
-        if len(feasible) >= 2:
-            (c1, t1), (c2, t2) = feasible[0], feasible[1]
-            if c2 - c1 >= min_sep and t2 > t1:
-                lower = max(lower, c1 - (t1 - target) * (c2 - c1) / (t2 - t1))
-        # extension through the two highest infeasible points, rightwards
-        if len(infeasible) >= 2:
-            (c1, t1), (c2, t2) = infeasible[-2], infeasible[-1]
-            if c2 - c1 >= min_sep and t2 > t1:
-                lower = max(lower, c2 + (target - t2) * (c2 - c1) / (t2 - t1))
-        # chord between the bracket ends: lies below the curve
-        if lo is not None and hi_t > lo[1]:
-            chord = lo[0] + (target - lo[1]) * (hi_c - lo[0]) / (hi_t - lo[1])
-            upper = min(upper, chord)
-        lower = min(lower, upper)
-        return lower, upper, (float(lo[0]) if lo else None), float(hi_c)
+        bound = max(self._model(low, high, g)[1] for g in gammas)
+        feasible = [p for p in pts if p.throughput_tps >= floor_t]
+        best = max((p.throughput_tps / p.power_w for p in feasible if p.power_w > 0), default=0.0)
+        if best >= (1 - self.tol_rel) * bound:
+            return None, "no cap left can gain tol_rel"
+        target_w, _ = self._model(low, high, gamma)
+        if target_w < low.power_w:
+            lo_cap, hi_cap = self.min_cap_w - 1, low.cap_w
+        else:
+            lo_cap, hi_cap = low.cap_w, high.cap_w
+        proposal = target_w + self.tolerance_w() / 2
+        if proposal >= hi_cap - self.tolerance_w() / 2:
+            # the estimate sits on the bracket's top: probe under it instead, where a point
+            # on the cliff close to the knee pins the knee from below
+            knee_lo = self._model(low, high, self.gamma_max)[0]
+            proposal = (knee_lo + p_high) / 2
+        # stay inside the bracket by a twentieth of its width so every probe shrinks it
+        margin = max(1.0, 0.05 * (hi_cap - lo_cap))
+        proposal = min(max(proposal, lo_cap + margin), hi_cap - margin)
+        cap = self._clamp(proposal)
+        if cap is None or cap in {int(p.cap_w) for p in self.points} or not lo_cap < cap < hi_cap:
+            return None, "bracket narrower than a watt"
+        return cap, "model estimate"
+
+    def _model(
+        self, low: ProbeMeasurement, high: ProbeMeasurement, gamma: float
+    ) -> tuple[float, float]:
+        """(draw W, tokens/J) of the best feasible cap if T = T_low·(P/P_low)^γ up to T0.
+
+        γ > 1: tokens/J rises towards the end of the plateau (the knee); γ < 1: it rises as
+        the cap falls, down to the floor crossing (or the minimum cap).
+        """
+        top = self.uncapped
+        assert top is not None
+        t0, floor_t = top.throughput_tps, self.floor * top.throughput_tps
+        p_low, t_low = max(low.power_w, 1e-9), max(low.throughput_tps, 1e-9)
+        p_high = min(high.power_w, float(high.cap_w))
+        knee = min(max(p_low * (t0 / t_low) ** (1 / gamma), p_low), p_high)
+        knee_e = high.throughput_tps / max(p_high, 1e-9) if knee >= p_high else t0 / knee
+        if gamma >= 1.0:
+            return knee, knee_e
+        crossing = max(p_low * (floor_t / t_low) ** (1 / gamma), float(self.min_cap_w))
+        crossing = min(crossing, knee)
+        t_cross = min(t0, t_low * (crossing / p_low) ** gamma)
+        cross_e = t_cross / crossing
+        return (crossing, cross_e) if cross_e > knee_e else (knee, knee_e)
+
+    def _clamp(self, proposal_w: float) -> int | None:
+        natural_cap = self.natural_cap_w()
+        assert natural_cap is not None
+        return max(self.min_cap_w, min(natural_cap - 1, math.ceil(proposal_w)))
 
     def next_cap(self) -> int | None:
-        if not self.points:
-            return self.max_cap_w
-        if len(self.points) >= self.max_probes:
-            return None
-        natural_cap = self.natural_cap_w()
-        assert natural_cap is not None
-        tol = self.tolerance_w()
-        if natural_cap - self.min_cap_w <= tol:
-            return None  # the card never draws enough for a cap to matter
-        lower, upper, lo, hi = self.bracket()
-        done = {int(p.cap_w) for p in self.points}
-        if hi <= self.min_cap_w:
-            return None  # the whole range is feasible and the bottom is measured
-        converged = upper - lower <= tol
-        if converged and hi - upper <= tol:
-            return None
-        width = (hi - lo) if lo is not None else (hi - self.min_cap_w)
-        if converged:
-            # the knee is pinned but not yet measured: measure just above it
-            proposal, kind = upper + tol / 4, "final"
-        elif len(self.points) == 1:
-            # memory-bound knees sit at 55-80 % of TDP, compute-bound ones near the top:
-            # 80 % of the natural draw splits the two families with one probe
-            proposal, kind = self.first_step * hi, "first"
-        elif lo is None:
-            # everything measured is feasible: step down (further each time) to bracket the knee
-            step = self.down_step * natural_cap * 2 ** (self._downs)
-            self._downs += 1
-            proposal, kind = max(float(self.min_cap_w), lower, hi - step), "down"
-        elif self._last_kind == "upper" and width > 0.5 * self._last_width:
-            proposal, kind = (lower + upper) / 2, "bisect"
-        else:
-            proposal, kind = upper, "upper"
-        cap = max(self.min_cap_w, min(natural_cap, math.ceil(proposal)))
-        if hi - cap < tol / 2 or cap in done:
-            return None  # the probe could not improve the answer by a meaningful amount
-        self._last_kind, self._last_width = kind, width
-        return cap
+        return self.plan()[0]
 
 
 def make_search(
