@@ -32,7 +32,6 @@ the fix; unknown keys get a did-you-mean. This module imports neither pyinfra no
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -40,7 +39,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tuning.errors import ConfigError
+from tuning.errors import ConfigError, did_you_mean, yaml_path
 
 #: Engines the serving templates know how to start.
 ENGINES: tuple[str, ...] = ("vllm", "llama.cpp", "sglang")
@@ -207,33 +206,21 @@ def parse_models(text: str, *, source: str = "<models>") -> ModelsFile:
         ) from None
 
 
-def _yaml_path(loc: Sequence[int | str]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "(top level)"
-
-
 def _describe(err: Any) -> str:
     loc = tuple(err["loc"])
-    where = _yaml_path(loc)
+    where = yaml_path(loc)
     kind = err["type"]
     if kind == "extra_forbidden":
         key = str(loc[-1])
         known = _known_keys(loc[:-1])
-        guess = difflib.get_close_matches(key, known, n=1)
-        hint = f" — did you mean {guess[0]!r}?" if guess else f"; known keys: {', '.join(known)}"
+        hint = did_you_mean(key, known) or f"; known keys: {', '.join(known)}"
         return f"{where}: unknown key{hint}"
     if kind == "missing":
         return f"{where}: required key missing; add it (see inventory/models.py for its meaning)"
     message = str(err["msg"]).removeprefix("Value error, ")
     if kind == "literal_error" and loc and loc[-1] == "engine":
         got = err.get("input")
-        guess = difflib.get_close_matches(str(got), ENGINES, n=1)
-        hint = f" — did you mean {guess[0]!r}?" if guess else ""
+        hint = did_you_mean(str(got), ENGINES)
         return f"{where}: unknown engine {got!r}; use one of {', '.join(ENGINES)}{hint}"
     if kind == "value_error":
         return f"{where}: {message}"

@@ -45,7 +45,7 @@ from inventory.schema import (
     check_placements,
 )
 from tuning.backends.base import GpuInfo, rig_fingerprint
-from tuning.errors import ConfigError
+from tuning.errors import ConfigError, yaml_path
 
 #: Key names that hold a secret when their value is written inline.
 SECRET_KEY_RE = re.compile(
@@ -226,15 +226,7 @@ def _model_at(root: type[BaseModel], loc: Sequence[str | int]) -> type[BaseModel
 
 def loc_to_path(prefix: str, loc: Sequence[str | int]) -> str:
     """``('gpus', 'gpu-list', 2, 'power_cap_w')`` → ``prefix.gpus[2].power_cap_w``."""
-    path = prefix
-    for elem in loc:
-        if isinstance(elem, int):
-            path += f"[{elem}]"
-        elif elem in UNION_TAGS:
-            continue
-        else:
-            path += f".{elem}" if path else str(elem)
-    return path
+    return yaml_path(loc, prefix=prefix, skip=UNION_TAGS) if prefix or loc else ""
 
 
 _PATTERN_HINTS = {

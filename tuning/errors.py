@@ -6,6 +6,9 @@ else that escapes is a bug.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Container, Iterable, Sequence
+
 
 class RigforgeError(Exception):
     """Base class: the message says what happened and what to do about it."""
@@ -52,3 +55,27 @@ class UnknownGpu(RigforgeError):
 
 class SafetyAbort(RigforgeError):
     """The watchdog stopped a run (temperature or power near a limit); settings were restored."""
+
+
+def yaml_path(loc: Sequence[int | str], *, prefix: str = "", skip: Container[object] = ()) -> str:
+    """Where a value sits in a YAML document, as a person writes it.
+
+    ``("gpus", 2, "preset")`` → ``gpus[2].preset``; ``prefix`` is prepended
+    (``hosts.ws1``); elements in ``skip`` (pydantic's union tags) are left out. An empty
+    location is ``(top level)``.
+    """
+    path = prefix
+    for part in loc:
+        if part in skip:
+            continue
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "(top level)"
+
+
+def did_you_mean(word: str, known: Iterable[str]) -> str:
+    """`` — did you mean 'x'?`` for the closest known spelling, or an empty string."""
+    close = difflib.get_close_matches(word, list(known), n=1)
+    return f" — did you mean {close[0]!r}?" if close else ""

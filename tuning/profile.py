@@ -36,7 +36,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tuning import __version__
-from tuning.errors import ConfigError
+from tuning.errors import ConfigError, yaml_path
 
 SCHEMA_VERSION = 1
 
@@ -166,13 +166,6 @@ def dump_profile(profile: Profile, path: Path) -> None:
     )
 
 
-def _yaml_path(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
 def parse_profile(data: Any, source: str = "<profile>") -> Profile:
     """Validate a parsed profile document; :class:`ConfigError` lists every problem by path."""
     if not isinstance(data, dict):
@@ -186,7 +179,7 @@ def parse_profile(data: Any, source: str = "<profile>") -> Profile:
     try:
         return Profile.model_validate(data)
     except ValidationError as error:
-        lines = [f"{source}: {_yaml_path(tuple(e['loc']))}: {e['msg']}" for e in error.errors()]
+        lines = [f"{source}: {yaml_path(e['loc'])}: {e['msg']}" for e in error.errors()]
         raise ConfigError("\n".join(lines)) from None
 
 

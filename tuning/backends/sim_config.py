@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tuning.backends.base import LINK_ORDER, link_rank
-from tuning.errors import ConfigError
+from tuning.errors import ConfigError, yaml_path
 
 PRESETS_FILE = Path(__file__).with_name("presets.yaml")
 WORKLOADS: tuple[str, ...] = ("decode", "prefill", "batched")
@@ -242,17 +242,6 @@ class RigSpec(_Strict):
 # --------------------------------------------------------------------------------------------
 # Loading and error reporting
 # --------------------------------------------------------------------------------------------
-
-
-def yaml_path(loc: Sequence[int | str]) -> str:
-    """``("gpus", 2, "preset")`` → ``gpus[2].preset``."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "(top level)"
 
 
 def _describe(error: Mapping[str, Any]) -> tuple[str, str]:
