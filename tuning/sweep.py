@@ -11,8 +11,11 @@ Phases (all times on the rig's clock — virtual on a simulated rig):
    computed from the trace, not asserted. A probe lasts until its window is steady.
 3. **Allocate**: :func:`tuning.budget.allocate` picks one measured point per GPU.
 4. **Heat-soak**: the chosen caps run ``heat_soak_s`` (30 min) of sustained load on every GPU
-   at once. Any throttle reason (SW/HW thermal, HW slowdown, power brake) rejects the config:
-   the offending GPU's cap drops to its next lower measured point (or 5 % lower) and the soak
+   at once. Any throttle reason (SW/HW thermal, HW slowdown, power brake) rejects the config
+   (the round stops at the first event). Each GPU's temperature transient is fitted with a
+   first-order exponential (:func:`~tuning.telemetry.fit_first_order`); every card whose
+   predicted asymptote is over its SW thermal target − 3 °C gets its cap cut by the watts
+   that move the asymptote there (resistance estimated from the same fit), and the soak
    starts again; after ``max_soak_rounds`` the slot is flagged.
 
 The caller owns safety (a :class:`~tuning.apply.SafetySession` around :meth:`Sweep.run`).
@@ -38,6 +41,7 @@ from tuning.telemetry import (
     ProbeWindow,
     SteadyStatePolicy,
     Watchdog,
+    fit_first_order,
 )
 from tuning.workloads import Workload
 
@@ -453,6 +457,39 @@ class Sweep:
         """A throttling GPU's next cap: 8 % lower, never below its minimum. Units: W."""
         return max(self.constraints[uuid].min_w, math.floor(cap_w * 0.92))
 
+    #: the predicted steady temperature must stay this far under the SW thermal target. Units: °C
+    SOAK_MARGIN_C = 3.0
+
+    def predicted_steady_c(self, soak: SoakRound, uuid: str) -> float | None:
+        """Where the GPU's temperature was heading in ``soak``: the asymptote of a first-order
+        fit to its trace (samples before the first throttle event only). Units: °C."""
+        trace = soak.temp_trace.get(uuid, ())
+        fit = fit_first_order([t for t, _ in trace], [c for _, c in trace])
+        return None if fit is None else fit[0]
+
+    def _corrected_cap(
+        self, uuid: str, cap_w: float, soak: SoakRound, throttled: bool
+    ) -> float | None:
+        """The cap that keeps the GPU's predicted asymptote under its target, or None when
+        it is not headed there. The heat-sink's resistance is estimated from the same fit:
+        (asymptote − starting temperature) / draw, which overstates the cut a little (the
+        start was not at zero watts) — the safe side. Units: W."""
+        target = self._target_c(uuid)
+        goal = target - self.SOAK_MARGIN_C
+        steady = self.predicted_steady_c(soak, uuid)
+        if steady is None:
+            return self._lower_cap(uuid, cap_w) if throttled else None
+        if steady <= goal and not throttled:
+            return None
+        trace = soak.temp_trace[uuid]
+        draw = min(soak.power_w.get(uuid, cap_w) or cap_w, cap_w)
+        rise = steady - trace[0][1]
+        if rise <= 0 or draw <= 0:
+            return self._lower_cap(uuid, cap_w)
+        cut_w = (max(steady, target) - goal) * draw / rise
+        new = math.floor(min(draw - cut_w, cap_w * 0.97))
+        return float(max(self.constraints[uuid].min_w, new))
+
     def _target_c(self, uuid: str) -> float:
         """The temperature SW thermal slowdown holds a card at. Units: °C."""
         t = self.rig.gpu(uuid).thresholds()
@@ -491,13 +528,15 @@ class Sweep:
             rounds.append(soak)
             if soak.passed:
                 break
-            # the throttling card and any neighbour within 2 °C of its own target: in a
-            # rack the neighbours' heat is half the problem
-            offenders = {e.uuid for e in soak.throttle_events} | {
-                u for u, t in soak.last_temp_c.items() if t >= self._target_c(u) - 2.0
-            }
-            for uuid in offenders:
-                new = self._lower_cap(uuid, caps[uuid])
+            # predict where every card would settle from this round's thermal transient and
+            # lower each one headed over its target (the throttling card and its hot
+            # neighbours) by the watts that move its asymptote under target − margin, so the
+            # first correction is right instead of creeping down 8 % per round
+            offenders = {e.uuid for e in soak.throttle_events}
+            for uuid in self.uuids:
+                new = self._corrected_cap(uuid, caps[uuid], soak, uuid in offenders)
+                if new is None:
+                    continue
                 if new >= caps[uuid]:
                     flagged.add(uuid)
                 caps[uuid] = new

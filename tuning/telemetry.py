@@ -171,6 +171,33 @@ class ProbeWindow:
         )
 
 
+def fit_first_order(
+    times_s: Sequence[float], values: Sequence[float], *, tau_grid_s: Sequence[float] | None = None
+) -> tuple[float, float] | None:
+    """Fit ``v(t) = v∞ − (v∞ − v₀)·exp(−t/τ)`` to a transient; returns ``(v∞, τ)`` or None.
+
+    A heat-sink warms like a first-order system, so a minute of a transient predicts where
+    it settles long before it gets there. τ is scanned on a log grid (10 s–30 min) and, for
+    each τ, v∞ and v₀ follow from linear least squares; the best residual wins. None when
+    there are fewer than 5 samples or the samples span less than 5 s. Units: s, value's own.
+    """
+    if len(times_s) < 5 or times_s[-1] - times_s[0] < 5.0:
+        return None
+    t = np.asarray(times_s, dtype=float) - float(times_s[0])
+    v = np.asarray(values, dtype=float)
+    best: tuple[float, float, float] | None = None
+    for tau in tau_grid_s or np.geomspace(10.0, 1800.0, 48):
+        e = np.exp(-t / tau)
+        # v = v∞·(1 − e) + v₀·e
+        design = np.column_stack([1.0 - e, e])
+        coef, *_ = np.linalg.lstsq(design, v, rcond=None)
+        residual = float(np.sum((design @ coef - v) ** 2))
+        if best is None or residual < best[0]:
+            best = (residual, float(coef[0]), float(tau))
+    assert best is not None
+    return best[1], best[2]
+
+
 # --------------------------------------------------------------------------------------------
 # The cap trace
 # --------------------------------------------------------------------------------------------

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from tuning.backends.base import ClockEventReason, GpuSample, Psu
 from tuning.budget import BudgetModel
 from tuning.errors import SafetyAbort
-from tuning.telemetry import CapTrace, ProbeWindow, SteadyStatePolicy, Watchdog
+from tuning.telemetry import CapTrace, ProbeWindow, SteadyStatePolicy, Watchdog, fit_first_order
 
 
 def sample(t: float, power: float, temp: float = 60.0, reasons=frozenset()) -> GpuSample:
@@ -73,3 +75,19 @@ def test_watchdog_trips_when_measured_draw_nears_a_budget() -> None:
     dog.check_draw({"a": 400, "b": 400})
     with pytest.raises(SafetyAbort, match="psu:p"):
         dog.check_draw({"a": 440, "b": 440})
+
+
+def test_first_order_fit_predicts_the_asymptote_from_the_first_minute() -> None:
+    # a heat-sink from 40 °C towards 83 °C with τ = 90 s, read as whole degrees for 60 s
+    times = [float(t) for t in range(0, 61, 2)]
+    temps = [float(round(83.0 - 43.0 * math.exp(-t / 90.0))) for t in times]
+    fit = fit_first_order(times, temps)
+    assert fit is not None
+    asymptote_c, tau_s = fit
+    assert abs(asymptote_c - 83.0) < 2.5
+    assert 60.0 < tau_s < 130.0
+    assert max(temps) < 75.0, "the prediction must see far beyond the samples"
+
+
+def test_first_order_fit_needs_a_transient_to_fit() -> None:
+    assert fit_first_order([0.0, 1.0, 2.0], [40.0, 41.0, 42.0]) is None
