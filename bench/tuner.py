@@ -39,6 +39,10 @@ def run(spec: str, workload: str, *, seed: int = 0, **overrides: object) -> Swee
     return Sweep(rig, actuator, SimWorkload(rig, workload), config).run()
 
 
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="skip the grid reference runs")
@@ -48,38 +52,36 @@ def main() -> None:
     policy = Policy(args.policy)
     started = time.perf_counter()
     print(f"policy {policy}, seed 0, floor 0.95, heat-soak 30 min")
-    header = (
-        f"{'rig':15} {'workload':8} {'probes mean':>11} {'worst':>5} {'sweep min':>9} "
-        f"{'soak rounds':>11} {'throttle':>8} {'max load':>8} {'objective':>10} "
-        f"{'grid obj':>10} {'gap':>7} {'grid probes':>11}"
+    print(
+        f"{'rig':14} {'class':8} {'probes':>6} {'worst':>5} {'sweep':>6} {'rounds':>6} "
+        f"{'soak':>6} {'thr':>3} {'load':>6} {'objective':>9} {'grid obj':>9} {'gap':>7} "
+        f"{'grid n':>6}"
     )
-    print(header)
-    all_means, all_worst, gaps = [], [], []
+    means, worsts, gaps, throttles, loads = [], [], [], [], []
     for spec in RIGS:
         for workload in WORKLOADS:
             res = run(spec, workload, policy=policy)
             probes = [g.probes for g in res.gpus]
             mean, worst = statistics.mean(probes), max(probes)
-            all_means.append(mean)
-            all_worst.append(worst)
+            means.append(mean)
+            worsts.append(worst)
             final = res.final_soak
             events = len(final.throttle_events) if final else 0
+            throttles.append(events)
+            loads.append(res.max_psu_load_ratio)
             line = (
-                f"{spec:15} {workload:8} {mean:11.2f} {worst:5d} {res.sweep_sim_s / 60:9.2f} "
-                f"{len(res.soak_rounds):11d} {events:8d} {res.max_psu_load_ratio:8.3f} "
-                f"{res.objective:10.5g}"
+                f"{spec:14} {workload:8} {mean:6.2f} {worst:5d} {res.sweep_sim_s / 60:5.2f}m "
+                f"{len(res.soak_rounds):6d} {res.soak_sim_s / 60:5.1f}m {events:3d} "
+                f"{res.max_psu_load_ratio:6.3f} {res.objective:9.5g}"
             )
             if not args.quick:
                 grid = run(spec, workload, policy=policy, strategy="grid", step_w=5)
                 gap = res.objective / grid.objective - 1.0
                 gaps.append(gap)
-                line += f" {grid.objective:10.5g} {gap:+7.2%} {grid.total_probes:11d}"
+                line += f" {grid.objective:9.5g} {gap:+7.2%} {grid.total_probes:6d}"
             print(line, flush=True)
-    print(
-        f"overall: mean probes/GPU max over rig×class {max(all_means):.2f}, "
-        f"worst GPU {max(all_worst)}"
-        + (f", worst objective gap vs grid {min(gaps):+.2%}" if gaps else "")
-    )
+    print("(probes: mean per GPU; sweep/soak: simulated minutes; thr: throttle events in the")
+    print(" final soak; load: max PSU/circuit load ratio over the cap trace; gap: vs grid 5 W)")
 
     adaptive = run("sim:reference", "decode", policy=policy)
     naive = run(
@@ -93,26 +95,49 @@ def main() -> None:
         heat_soak_s=10.0,
         max_soak_rounds=1,
     )
-    print(
-        f"sim:reference decode calibration: adaptive {adaptive.sweep_sim_s / 60:.1f} sim min "
-        f"({adaptive.total_probes} probes) vs naive sequential 25 W grid "
-        f"{naive.sweep_sim_s / 60:.1f} sim min ({naive.total_probes} probes, 60 s each)"
-    )
-
     caps_by_seed = [
         {g.uuid: g.cap_w for g in run("sim:reference", "decode", seed=s, policy=policy).gpus}
         for s in range(5)
     ]
     same = run("sim:reference", "decode", seed=0, policy=policy)
     identical = caps_by_seed[0] == {g.uuid: g.cap_w for g in same.gpus}
-    spread = {
-        uuid: max(c[uuid] for c in caps_by_seed) - min(c[uuid] for c in caps_by_seed)
+    spread = max(
+        max(c[uuid] for c in caps_by_seed) - min(c[uuid] for c in caps_by_seed)
         for uuid in caps_by_seed[0]
-    }
-    print(
-        f"seeds 0-4 on sim:reference decode: same seed → same caps: {identical}; "
-        f"cap spread per GPU (W): {sorted(spread.values())} (max {max(spread.values()):g})"
     )
+
+    bars = [
+        (
+            "mean probes per GPU ≤ 5 (every rig × class)",
+            f"max {max(means):.2f}",
+            max(means) <= 5.0,
+        ),
+        ("worst GPU ≤ 7 probes", f"max {max(worsts)}", max(worsts) <= 7),
+        (
+            "objective within 2 % of grid --step-w 5",
+            f"worst {min(gaps):+.2%}" if gaps else "skipped (--quick)",
+            bool(gaps) and min(gaps) >= -0.02,
+        ),
+        (
+            "zero throttle events in the final heat-soak",
+            f"total {sum(throttles)}",
+            not any(throttles),
+        ),
+        ("max_psu_load_ratio ≤ 1.0 over the trace", f"max {max(loads):.3f}", max(loads) <= 1.0),
+        (
+            "6-GPU calibration (sim:reference decode) ≤ 10 sim min",
+            f"{adaptive.sweep_sim_s / 60:.1f} min, {adaptive.total_probes} probes "
+            f"(naive sequential 25 W grid, 60 s/probe: {naive.sweep_sim_s / 60:.1f} min, "
+            f"{naive.total_probes} probes)",
+            adaptive.sweep_sim_s <= 600.0,
+        ),
+        ("same seed → same caps", str(identical), identical),
+        ("seeds 0-4 → caps within ±10 W", f"max spread {spread:g} W", spread <= 10.0),
+    ]
+    print()
+    width = max(len(name) for name, _, _ in bars)
+    for name, figure, ok in bars:
+        print(f"{_verdict(ok)}  {name:{width}}  {figure}")
     print(f"bench wall time {time.perf_counter() - started:.1f} s")
 
 
