@@ -14,7 +14,7 @@ Phases (all times on the rig's clock — virtual on a simulated rig):
    at once. Any throttle reason (SW/HW thermal, HW slowdown, power brake) rejects the config
    (the round stops at the first event). Each GPU's temperature transient is fitted with a
    first-order exponential (:func:`~tuning.telemetry.fit_first_order`); every card whose
-   predicted asymptote is over its SW thermal target − 3 °C gets its cap cut by the watts
+   predicted asymptote is over its SW thermal target − 1.5 °C gets its cap cut by the watts
    that move the asymptote there (resistance estimated from the same fit), and the soak
    starts again; after ``max_soak_rounds`` the slot is flagged.
 
@@ -458,7 +458,7 @@ class Sweep:
         return max(self.constraints[uuid].min_w, math.floor(cap_w * 0.92))
 
     #: the predicted steady temperature must stay this far under the SW thermal target. Units: °C
-    SOAK_MARGIN_C = 3.0
+    SOAK_MARGIN_C = 1.5
 
     def predicted_steady_c(self, soak: SoakRound, uuid: str) -> float | None:
         """Where the GPU's temperature was heading in ``soak``: the asymptote of a first-order
