@@ -65,7 +65,8 @@ class LoopConfig:
     """What one loop runs. Durations are rig-clock seconds (virtual on a simulated rig).
 
     ``sustained_s``: length of the stock and the tuned sustained runs; ``heat_soak_s``: the
-    sweep's heat-soak; ``sample_period_s``: telemetry period of the sustained runs.
+    sweep's heat-soak; ``sample_period_s``: telemetry period of the sustained runs;
+    ``plots``: write the PNG plots (matplotlib costs about a second; tests skip it).
     """
 
     rig_spec: str = DEFAULT_RIG
@@ -78,6 +79,7 @@ class LoopConfig:
     sustained_s: float = 1800.0
     heat_soak_s: float = 1800.0
     sample_period_s: float = 1.0
+    plots: bool = True
 
     def check(self) -> None:
         """Refuse what the loop cannot do safely (:class:`ConfigError` with the way out)."""
@@ -320,7 +322,8 @@ def sustained_run(
             for k, wall_w in enumerate(_circuit_walls_w(rig, budget, draws)):
                 wall_sum[k] += wall_w
                 wall_peak[k] = max(wall_peak[k], wall_w)
-            if progress is not None and n % report_every == 0:
+            ending = now - started >= duration_s - 1e-9  # reported once, after the loop
+            if progress is not None and n % report_every == 0 and not ending:
                 progress(label, now - started, duration_s)
     finally:
         for uuid in uuids:
@@ -526,8 +529,8 @@ class LoopFiles:
 
     profile: Path
     plan: Path
-    curves_png: Path
-    heat_soak_png: Path
+    curves_png: Path | None
+    heat_soak_png: Path | None
     rendered_root: Path
     rendered: Mapping[str, Path] = field(default_factory=dict)
 
@@ -535,8 +538,8 @@ class LoopFiles:
         return {
             "profile": str(self.profile),
             "plan": str(self.plan),
-            "curves_png": str(self.curves_png),
-            "heat_soak_png": str(self.heat_soak_png),
+            "curves_png": None if self.curves_png is None else str(self.curves_png),
+            "heat_soak_png": None if self.heat_soak_png is None else str(self.heat_soak_png),
             "rendered_root": str(self.rendered_root),
             "rendered": {target: str(local) for target, local in sorted(self.rendered.items())},
         }
@@ -690,8 +693,10 @@ def run_loop(cfg: LoopConfig, observer: LoopObserver | None = None) -> LoopResul
     result = _run_sweep(cfg, obs)
     profile_path = out / "profile.yaml"
     dump_profile(profile_from_result(result), profile_path)
-    curves = plot_curves(result, out / "curves.png")
-    soak = plot_heat_soak(result, out / "heat_soak.png")
+    curves = soak = None
+    if cfg.plots:
+        curves = plot_curves(result, out / "curves.png")
+        soak = plot_heat_soak(result, out / "heat_soak.png")
 
     obs.stage(4, STAGES[3])
     tuned = run("tuned", {g.uuid: g.cap_w for g in result.gpus})

@@ -57,7 +57,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LoopRe
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RIGFORGE_STATE_DIR", str(root / "state"))
         recorder = Recorder()
-        config = LoopConfig(out=root / "out", sustained_s=SHORT_S, heat_soak_s=SHORT_S)
+        config = LoopConfig(out=root / "out", sustained_s=SHORT_S, heat_soak_s=SHORT_S, plots=False)
         yield run_loop(config, recorder), recorder
 
 
@@ -185,19 +185,22 @@ def test_rendered_tree_mirrors_every_target_path(reference: tuple[LoopResult, Re
     assert len(load_plan(root / "etc/rigforge/plan.yaml").placements) == 3
 
 
-def test_plots_are_png_files(reference: tuple[LoopResult, Recorder]) -> None:
-    result, _ = reference
-    for path in (result.files.curves_png, result.files.heat_soak_png):
-        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
 # -- sustained runs on a small rig -----------------------------------------------------------
 
 
 def test_sustained_run_measures_tokens_energy_and_a_quiet_card() -> None:
     rig = one_psu_rig()
     uuid = rig.gpus[0].uuid
-    run = sustained_run(rig, SimWorkload(rig, "decode"), {uuid: 250.0}, label="x", duration_s=120.0)
+    calls: list[tuple[str, float, float]] = []
+    run = sustained_run(
+        rig,
+        SimWorkload(rig, "decode"),
+        {uuid: 250.0},
+        label="x",
+        duration_s=120.0,
+        progress=lambda *args: calls.append(args),
+    )
+    assert calls == [("x", 60.0, 120.0), ("x", 120.0, 120.0)], "once a minute, the end once"
     gpu = run.gpus[0]
     assert gpu.cap_w == 250.0
     assert gpu.throughput_tps == pytest.approx(rig.tokens_total(uuid) / 120.0, rel=1e-6)
@@ -287,8 +290,10 @@ def test_loop_command_json_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert [c["name"] for c in doc["circuits"]] == ["c1"]
     assert doc["stock"]["gpus"][0]["cap_w"] == 350.0
     assert "▶ 3/7 sweep" in result.stderr
-    for key in ("profile", "plan", "curves_png", "heat_soak_png"):
+    for key in ("profile", "plan"):
         assert Path(doc["files"][key]).is_file()
+    for key in ("curves_png", "heat_soak_png"):
+        assert Path(doc["files"][key]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert yaml.safe_load((out / "plan.yaml").read_text())["schema_version"] == 1
 
 
@@ -301,7 +306,8 @@ def test_summary_shows_stock_vs_tuned_placement_and_files(
     text = console.file.getvalue()  # type: ignore[attr-defined]
     for needle in ("stock vs tuned", "tokens/J", "circuit-a at full caps", "placement"):
         assert needle in text
-    assert str(result.files.heat_soak_png) in text
+    assert str(result.files.plan) in text
+    assert "/etc/systemd/system/rigforge-gpu-settings.service" in text
     assert "tuned: 0 throttle events, every circuit within its continuous budget" in text
 
 

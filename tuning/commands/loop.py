@@ -310,7 +310,8 @@ def render_summary(result: LoopResult, console: Console) -> None:
         ("plot", files.curves_png),
         ("plot", files.heat_soak_png),
     ):
-        console.print(f"  {label:8} {path}", highlight=False)
+        if path is not None:
+            console.print(f"  {label:8} {path}", highlight=False)
     console.print(
         f"  rendered {files.rendered_root}/ ({len(files.rendered)} files):", highlight=False
     )
