@@ -459,7 +459,7 @@ class SafetySession:
 
 @contextlib.contextmanager
 def _signals_ignored() -> Iterator[None]:
-    saved: dict[int, Any] = {}
+    saved: dict[signal.Signals, Any] = {}
     try:
         for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(ValueError):

@@ -222,7 +222,7 @@ class AdaptiveSearch(CapSearch):
             return None, "no cap left can gain tol_rel"
         target_w, _ = self._model(low, high, gamma)
         if target_w < low.power_w:
-            lo_cap, hi_cap = self.min_cap_w - 1, low.cap_w
+            lo_cap, hi_cap = float(self.min_cap_w - 1), float(low.cap_w)
         else:
             lo_cap, hi_cap = low.cap_w, high.cap_w
         proposal = target_w + self.tolerance_w() / 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -30,7 +31,7 @@ def command(rig_spec: str | None, as_json: bool) -> None:
         paths = [path] if path.is_file() else []
     else:
         paths = stale_journals()
-    report = []
+    report: list[dict[str, Any]] = []
     for path in paths:
         journal = Journal.load(path)
         failures = restore_journal(path)

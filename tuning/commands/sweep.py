@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
 from tuning.apply import SafetySession, open_tuning_rig, recover_stale_journals
 from tuning.backends import DEFAULT_RIG
@@ -55,7 +55,7 @@ class _Bars:
             uuid: self.progress.add_task(name, total=expected, status="waiting")
             for uuid, name in names.items()
         }
-        self.soak = None
+        self.soak: TaskID | None = None
 
     def __call__(self, uuid: str, event: str, details: Mapping[str, Any]) -> None:
         if event == "probe":
