@@ -2,15 +2,20 @@
 
 A wheel of this checkout is built on the control machine, uploaded and ``pip install``-ed into
 ``tuner.venv`` only when the source hash differs from the one recorded on the host
-(``<venv>/.rigforge-source-sha256``, written last, so an interrupted install is redone).
+(``<venv>/.rigforge-source-sha256``, written last, so an interrupted install is redone). The
+wheel goes in with ``--no-deps``, then only the requirements the on-box tuner imports
+(:func:`on_box_requirements`: pyproject's dependencies minus the control-machine ones).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
+import shlex
 import subprocess
 import sys
 import tempfile
+import tomllib
 from functools import cache
 from pathlib import Path
 
@@ -41,9 +46,29 @@ def source_sha256(root: Path = REPO_ROOT) -> str:
     return digest.hexdigest()
 
 
+#: Distributions only the control machine needs (deploys, templates, plots, placement): the
+#: on-box tuner (``rigforge sweep|apply|restore``) never imports them, and leaving them out
+#: keeps the install on the host small (no gevent/paramiko build, no matplotlib, no scipy).
+CONTROL_ONLY = frozenset({"pyinfra", "jinja2", "matplotlib", "scipy"})
+
+
+def on_box_requirements(pyproject: Path = REPO_ROOT / "pyproject.toml") -> list[str]:
+    """``[project] dependencies`` of ``pyproject.toml`` minus :data:`CONTROL_ONLY`.
+
+    The pins stay in one place (pyproject); the wheel goes in with ``--no-deps`` and these
+    requirements after it.
+    """
+    deps = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["dependencies"]
+    return [d for d in deps if re.split(r"[<>=!~ \[;]", d, maxsplit=1)[0] not in CONTROL_ONLY]
+
+
 @cache
 def build_wheel() -> Path:
-    """Build this checkout's wheel once per deploy run (``pip wheel --no-deps``)."""
+    """Build this checkout's wheel once per deploy run (``pip wheel --no-deps``).
+
+    With build isolation: pyproject's ``[build-system]`` gets the setuptools it needs (its
+    SPDX ``license`` string needs a newer one than a venv may carry).
+    """
     out = Path(tempfile.mkdtemp(prefix="rigforge-wheel-"))
     subprocess.run(
         [
@@ -53,7 +78,6 @@ def build_wheel() -> Path:
             "wheel",
             "--quiet",
             "--no-deps",
-            "--no-build-isolation",
             "-w",
             str(out),
             str(REPO_ROOT),
@@ -89,13 +113,14 @@ def tuner() -> None:
     )
     if not host.get_fact(File, path=f"{venv}/bin/python"):
         server.shell(name=f"Create the venv {venv}", commands=[f"python3 -m venv {venv}"])
+    requirements = " ".join(shlex.quote(r) for r in on_box_requirements())
     server.shell(
         name="pip install rigforge (source changed)",
         commands=[
             f"{venv}/bin/pip install --quiet --disable-pip-version-check "
             f"{host.data.rigforge_pip_args} --force-reinstall --no-deps {dist}/{wheel.name}",
             f"{venv}/bin/pip install --quiet --disable-pip-version-check "
-            f"{host.data.rigforge_pip_args} {dist}/{wheel.name}",
+            f"{host.data.rigforge_pip_args} {requirements}",
         ],
     )
     put_text(marker, want + "\n", name="Record the installed rigforge source hash")

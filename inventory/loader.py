@@ -24,6 +24,9 @@ from inventory.schema import DATA_KEY, HostConfig
 from inventory.validate import load_inventory
 from tuning.errors import ConfigError
 
+#: Host-data key holding the inventory file's folder (absolute), where ``host_data/`` lives.
+INVENTORY_DIR_KEY = "rigforge_inventory_dir"
+
 
 def host_data(cfg: HostConfig) -> dict[str, Any]:
     """pyinfra host data for one validated host: SSH connector keys plus ``rigforge``."""
@@ -47,7 +50,12 @@ def host_data(cfg: HostConfig) -> dict[str, Any]:
 def pyinfra_hosts(path: str | Path, *, check_ssh_files: bool = True) -> list[tuple[str, dict]]:
     """``[(name, data)]`` for every host of a valid inventory; raises :class:`ConfigError`."""
     loaded = load_inventory(path, check_ssh_files=check_ssh_files)
-    return [(name, host_data(cfg)) for name, cfg in loaded.hosts.items()]
+    # Where host data is written back (deploys/tune.py fetches a profile into host_data/NAME/).
+    inventory_dir = str(Path(path).resolve().parent)
+    return [
+        (name, {**host_data(cfg), INVENTORY_DIR_KEY: inventory_dir})
+        for name, cfg in loaded.hosts.items()
+    ]
 
 
 def hosts_or_exit(module_file: str, yaml_path: str) -> list[tuple[str, dict]]:

@@ -1,0 +1,121 @@
+"""Tune a box you reach only over SSH: ``pyinfra inventory/<name>.py deploys/tune.py``.
+
+Runs the deploy-installed ``rigforge sweep`` on each host (``<tuner.venv>/bin/rigforge``, put
+there by ``deploys/workstation.py`` with ``tuner.install: true``), writes the profile to
+``/etc/rigforge/profile.yaml`` on the host and fetches it back into the inventory's host data
+(the host's ``power.profile`` when set, else ``<inventory dir>/host_data/NAME/profile.yaml``,
+which the inventory uses by default). The next ``pyinfra … deploys/workstation.py`` applies
+it. ``--limit NAME`` tunes one host; without it pyinfra tunes every host in parallel.
+
+The sweep runs against the host's GPUs (``--rig nvml``), or — with ``tuner.sim_rig`` in the
+inventory, for a host without GPUs such as the CI target — against that simulated rig YAML,
+uploaded first. ``tuner.sweep_args`` are passed through (workload, policy, heat-soak length).
+A sweep always counts as a change: it measures, so there is nothing to compare it with.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Generator
+from pathlib import Path
+
+from pyinfra import host
+from pyinfra.api import deploy, operation
+from pyinfra.facts.files import File
+from pyinfra.operations import files, server
+
+from deploys.util import cfg
+from inventory.loader import INVENTORY_DIR_KEY
+
+DEFAULTS = {
+    "rigforge_profile_path": "/etc/rigforge/profile.yaml",
+    "rigforge_tune_rig_path": "/etc/rigforge/tune-rig.yaml",
+    "rigforge_tune_state_dir": "/var/lib/rigforge/state",
+}
+
+
+@operation()
+def refuse(reason: str) -> Generator[str, None, None]:
+    """Fail this host (only this one) with ``reason`` on stderr.
+
+    + reason: the sentence a person reads, naming the fix
+    """
+    yield f"echo {shlex.quote(f'rigforge: {host.name}: {reason}')} >&2; exit 1"
+
+
+def local_profile_path(inventory_dir: str | None, host_name: str, profile: str | None) -> Path:
+    """Where the fetched profile lands on the control machine.
+
+    The host's ``power.profile`` (absolute after loading) when the inventory names one, else
+    ``<inventory dir>/host_data/<host>/profile.yaml`` (``inventory/`` when unknown).
+    """
+    if profile:
+        return Path(profile)
+    return Path(inventory_dir or "inventory") / "host_data" / host_name / "profile.yaml"
+
+
+def sweep_command(
+    rigforge: str, rig: str, sweep_args: list[str], profile_path: str, state_dir: str, group: str
+) -> str:
+    """The shell line run on the host: sweep, then install the profile atomically (0640).
+
+    The profile is written beside the target and moved over it only when the sweep
+    succeeded, so a failed sweep leaves the applied profile as it was.
+    """
+    new = f"{profile_path}.new"
+    args = " ".join(shlex.quote(a) for a in sweep_args)
+    return (
+        f"mkdir -p {shlex.quote(state_dir)} && "
+        f"RIGFORGE_STATE_DIR={shlex.quote(state_dir)} {shlex.quote(rigforge)} sweep "
+        f"--rig {shlex.quote(rig)} {args} --profile-out {shlex.quote(new)} >/dev/null && "
+        f"chown root:{shlex.quote(group)} {shlex.quote(new)} && chmod 640 {shlex.quote(new)} && "
+        f"mv -f {shlex.quote(new)} {shlex.quote(profile_path)}"
+    )
+
+
+@deploy("rigforge sweep on the host; profile fetched back", data_defaults=DEFAULTS)
+def tune() -> None:
+    """Sweep on the host and fetch the profile into the inventory's host data."""
+    config = cfg()
+    rigforge = f"{config.tuner.venv}/bin/rigforge"
+    if not config.tuner.install or not host.get_fact(File, path=rigforge):
+        refuse(
+            name="rigforge is installed on the host",
+            reason=f"rigforge is not installed at {rigforge}; set tuner.install: true and run "
+            "pyinfra ... deploys/workstation.py first",
+        )
+        return
+    rig = "nvml"
+    if config.tuner.sim_rig:
+        rig = host.data.rigforge_tune_rig_path
+        files.put(
+            name=f"Simulated rig for the sweep ({Path(config.tuner.sim_rig).name})",
+            src=config.tuner.sim_rig,
+            dest=rig,
+            create_remote_dir=True,
+        )
+    profile = host.data.rigforge_profile_path
+    server.shell(
+        name=f"rigforge sweep --rig {rig} on the host (profile to {profile})",
+        commands=[
+            sweep_command(
+                rigforge,
+                rig,
+                list(config.tuner.sweep_args),
+                profile,
+                host.data.rigforge_tune_state_dir,
+                config.base.service_user,
+            )
+        ],
+    )
+    local = local_profile_path(host.data.get(INVENTORY_DIR_KEY), host.name, config.power.profile)
+    files.get(
+        name=f"Fetch the profile into {local}",
+        src=profile,
+        dest=str(local),
+        add_deploy_dir=False,
+        create_local_dir=True,
+    )
+
+
+tune()
