@@ -49,7 +49,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -613,96 +612,255 @@ def solve(problem: Problem, *, exclude: Mapping[int, int] | None = None) -> Solu
 
     ``exclude`` maps a unit position to a GPU mask that unit may not use (used to find the
     best alternative plan).
+
+    Exclusive units never touch a GPU another unit uses, so a plan splits into an exclusive
+    part on GPU set ``E`` and a sharing part whose units cover ``S`` with ``E ∩ S = ∅``;
+    the two interact only through that and the power budget of ``E ∪ S``:
+
+    1. a DP over exclusive units gives ``f[E]``, the best exclusive key using exactly ``E``
+       (≤ 3^n transitions per unit: each option times the subsets of its complement);
+    2. ``F[S]`` = best ``f[E]`` with ``E ∩ S = ∅`` and ``power_ok[E | S]`` (3^n pairs);
+    3. a branch and bound over sharing units (priority first, few options first) with the
+       admissible bound ``max over S' ⊇ S`` of ``F[S']`` plus every remaining unit's best
+       option inside ``S'`` (VRAM sharing relaxed); identical units (replicas) take options
+       in non-decreasing order, which drops their permutations.
     """
-    # Search order: exclusive units first (a DP over GPU masks), sharing units last, so the
-    # per-GPU reservations only enter the state where they can still matter.
-    order = sorted(range(len(problem.units)), key=lambda u: problem.units[u].model.allow_sharing)
-    units = tuple(problem.units[u] for u in order)
-    count = len(units)
-    sharing = tuple(u.model.allow_sharing for u in units)
-    usable = tuple(g.usable_mib for g in problem.gpus)
     excluded = exclude or {}
-    opts = tuple(
+    n = problem.n
+    full = (1 << n) - 1
+    size = 1 << n
+    power_ok = problem.power_ok
+    count = len(problem.units)
+    opts: list[tuple[tuple[int, Option], ...]] = [
         tuple(
             (j, o)
             for j, o in enumerate(problem.options[u])
             if excluded.get(u) is None or o.mask != excluded[u]
         )
-        for u in order
-    )
-    # GPUs a sharing unit at position >= i might still use
-    touch_from = [0] * (count + 1)
-    for i in range(count - 1, -1, -1):
-        reach = 0
-        if sharing[i]:
-            for _, option in opts[i]:
-                reach |= option.mask
-        touch_from[i] = touch_from[i + 1] | reach
-    power_ok = problem.power_ok
+        for u in range(count)
+    ]
+    exclusive = [u for u in range(count) if opts[u] and not problem.units[u].model.allow_sharing]
+    sharing = [u for u in range(count) if opts[u] and problem.units[u].model.allow_sharing]
 
-    def canonical(i: int, excl: int, shared: tuple[float, ...]) -> tuple[int, tuple[float, ...]]:
-        """Fold reservations no later sharing unit can meet into the exclusive mask."""
-        if not any(shared):
-            return excl, shared
-        reach = touch_from[i]
-        folded = list(shared)
-        for pos, mib in enumerate(shared):
-            if mib and not reach >> pos & 1:
-                excl |= 1 << pos
-                folded[pos] = 0.0
-        return excl, tuple(folded)
+    # 1. exclusive units: f[E] over exactly-used masks, with back pointers per unit
+    f: list[Key | None] = [None] * size
+    f[0] = (0.0, 0.0)
+    backs: list[list[tuple[int, int] | None]] = []
+    for u in exclusive:
+        priority = problem.units[u].model.priority
+        new = list(f)
+        back: list[tuple[int, int] | None] = [None] * size
+        for j, option in opts[u]:
+            mask = option.mask
+            comp = full & ~mask
+            sub = comp
+            while True:
+                prev = f[sub]
+                if prev is not None:
+                    key = (prev[0] + priority, prev[1] + option.value)
+                    target = sub | mask
+                    held = new[target]
+                    if held is None or _better(key, held):
+                        new[target] = key
+                        back[target] = (sub, j)
+                if not sub:
+                    break
+                sub = (sub - 1) & comp
+        f = new
+        backs.append(back)
 
-    @cache
-    def best(i: int, excl: int, shared: tuple[float, ...]) -> tuple[Key, tuple[int | None, ...]]:
-        if i == count:
-            used = excl
-            for pos, mib in enumerate(shared):
-                if mib:
-                    used |= 1 << pos
-            return ((0.0, 0.0), ()) if power_ok[used] else (_NEG, ())
-        top_key, top_rest = best(i + 1, excl, shared)
-        top: tuple[Key, tuple[int | None, ...]] = (top_key, (None, *top_rest))
-        shared_mask = 0
-        for pos, mib in enumerate(shared):
-            if mib:
-                shared_mask |= 1 << pos
-        priority = units[i].model.priority
-        for j, option in opts[i]:
-            if sharing[i]:
-                if option.mask & excl:
-                    continue
-                new_shared = list(shared)
-                fits = True
-                for slot, pos in enumerate(_bits(option.mask)):
-                    # alone on a GPU the estimate already fits; reservations add up only
-                    # once a second sharing unit arrives
-                    crowded = new_shared[pos] > 0
-                    new_shared[pos] += option.reserve_mib[slot]
-                    if crowded and new_shared[pos] > usable[pos] + _EPS:
-                        fits = False
-                        break
-                if not fits:
-                    continue
-                sub_key, sub_rest = best(i + 1, *canonical(i + 1, excl, tuple(new_shared)))
-            else:
-                if option.mask & (excl | shared_mask):
-                    continue
-                sub_key, sub_rest = best(i + 1, excl | option.mask, shared)
-            if sub_key[0] == -math.inf:
-                continue
-            key = (sub_key[0] + priority, sub_key[1] + option.value)
-            if _better(key, top[0]):
-                top = (key, (j, *sub_rest))
-        return top
+    # 2. F[S]: best exclusive part beside a sharing part that uses exactly S
+    best_excl: list[Key | None] = [None] * size
+    best_excl_mask = [0] * size
+    for shared_mask in range(size):
+        comp = full & ~shared_mask
+        sub = comp
+        top: Key | None = None
+        top_mask = 0
+        while True:
+            key = f[sub]
+            if (
+                key is not None
+                and power_ok[sub | shared_mask]
+                and (top is None or _better(key, top))
+            ):
+                top, top_mask = key, sub
+            if not sub:
+                break
+            sub = (sub - 1) & comp
+        best_excl[shared_mask] = top
+        best_excl_mask[shared_mask] = top_mask
 
-    key, searched = best(0, 0, tuple(0.0 for _ in problem.gpus))
-    best.cache_clear()
-    if key[0] == -math.inf:
-        return None
     choice: list[int | None] = [None] * count
-    for position, unit_index in enumerate(order):
-        choice[unit_index] = searched[position]
-    return Solution(choice=tuple(choice), placed_priority=key[0], score=key[1])
+    share_choice = _search_sharing(problem, sharing, opts, best_excl, n)
+    if share_choice is None:
+        return None
+    total, picks, used = share_choice
+    for u, j in picks.items():
+        choice[u] = j
+    mask = best_excl_mask[used]
+    for u, back in zip(reversed(exclusive), reversed(backs), strict=True):
+        step = back[mask]
+        if step is not None:
+            mask, choice[u] = step
+    return Solution(choice=tuple(choice), placed_priority=total[0], score=total[1])
+
+
+def _search_sharing(
+    problem: Problem,
+    units: Sequence[int],
+    opts: Sequence[tuple[tuple[int, Option], ...]],
+    best_excl: Sequence[Key | None],
+    n: int,
+) -> tuple[Key, dict[int, int], int] | None:
+    """Branch and bound over the sharing units on top of ``best_excl`` (see :func:`solve`).
+
+    Returns the best total key, each placed sharing unit's option index and the GPUs the
+    sharing units use; ``None`` when no combination leaves a plan inside the power budget.
+    """
+    size = 1 << n
+    usable = tuple(g.usable_mib for g in problem.gpus)
+    signature = {
+        u: (
+            problem.units[u].model.priority,
+            tuple((o.mask, o.tp, o.pp, o.reserve_mib, o.value) for _, o in opts[u]),
+        )
+        for u in units
+    }
+    first_seen: dict[object, int] = {}
+    for u in units:
+        first_seen.setdefault(signature[u], u)
+    # highest priority first; fewest options first; replicas (equal signatures) adjacent
+    order = sorted(
+        units,
+        key=lambda u: (
+            -problem.units[u].model.priority,
+            len(opts[u]),
+            first_seen[signature[u]],
+            u,
+        ),
+    )
+    k = len(order)
+    twin = [i > 0 and signature[order[i]] == signature[order[i - 1]] for i in range(k)]
+    neg = -math.inf
+
+    # bound_p[i][S], bound_s[i][S]: componentwise upper bounds on what units i.. plus the
+    # exclusive part can add once the sharing part's GPUs include S (a componentwise bound is
+    # safe under the tolerant lexicographic comparison of keys)
+    add_p = [0.0] * size
+    add_s = [0.0] * size
+    bound_p: list[list[float]] = [[]] * (k + 1)
+    bound_s: list[list[float]] = [[]] * (k + 1)
+    for i in range(k, -1, -1):
+        if i < k:
+            u = order[i]
+            within = [neg] * size
+            for _, option in opts[u]:
+                within[option.mask] = max(within[option.mask], option.value)
+            _subset_max(within, n)
+            priority = problem.units[u].model.priority
+            for mask in range(size):
+                if within[mask] > neg:
+                    add_p[mask] += priority
+                    add_s[mask] += max(within[mask], 0.0)
+        bp = [neg] * size
+        bs = [neg] * size
+        for mask in range(size):
+            key = best_excl[mask]
+            if key is not None:
+                bp[mask] = key[0] + add_p[mask]
+                bs[mask] = key[1] + add_s[mask]
+        _superset_max(bp, n)
+        _superset_max(bs, n)
+        bound_p[i] = bp
+        bound_s[i] = bs
+
+    prepared = [
+        [(j, o.mask, tuple(_bits(o.mask)), o.reserve_mib, o.value) for j, o in opts[order[i]]]
+        for i in range(k)
+    ]
+    priorities = [problem.units[u].model.priority for u in order]
+    reserved = [0.0] * n
+    picked: list[int] = [-1] * k  # index into prepared[i]; -1: unplaced
+    best: list[Any] = [None, None, 0]  # key, picks, used mask
+
+    def dfs(i: int, used: int, cur_p: float, cur_s: float) -> None:
+        incumbent = best[0]
+        if i == k:
+            tail = best_excl[used]
+            if tail is None:
+                return
+            key = (cur_p + tail[0], cur_s + tail[1])
+            if incumbent is None or _better(key, incumbent):
+                best[0] = key
+                best[1] = {order[x]: prepared[x][picked[x]][0] for x in range(k) if picked[x] >= 0}
+                best[2] = used
+            return
+        start = 0
+        if twin[i]:
+            if picked[i - 1] < 0:
+                dfs(i + 1, used, cur_p, cur_s)  # a twin after an unplaced one stays unplaced
+                return
+            start = picked[i - 1]
+        priority = priorities[i]
+        next_p = bound_p[i + 1]
+        next_s = bound_s[i + 1]
+        rows = prepared[i]
+        for x in range(start, len(rows)):
+            _, mask, bits, reserve, value = rows[x]
+            after = used | mask
+            if next_p[after] == neg:
+                continue
+            if incumbent is not None and not _better(
+                (cur_p + priority + next_p[after], cur_s + value + next_s[after]), incumbent
+            ):
+                continue
+            fits = True
+            for slot, pos in enumerate(bits):
+                # alone on a GPU the estimate already fits; reservations add up only once a
+                # second sharing unit arrives
+                if used >> pos & 1 and reserved[pos] + reserve[slot] > usable[pos] + _EPS:
+                    fits = False
+                    break
+            if not fits:
+                continue
+            for slot, pos in enumerate(bits):
+                reserved[pos] += reserve[slot]
+            picked[i] = x
+            dfs(i + 1, after, cur_p + priority, cur_s + value)
+            picked[i] = -1
+            for slot, pos in enumerate(bits):
+                reserved[pos] -= reserve[slot]
+            incumbent = best[0]
+        if bound_p[i + 1][used] > neg and (
+            incumbent is None
+            or _better((cur_p + bound_p[i + 1][used], cur_s + bound_s[i + 1][used]), incumbent)
+        ):
+            dfs(i + 1, used, cur_p, cur_s)
+
+    if bound_p[0][0] > neg:
+        dfs(0, 0, 0.0, 0.0)
+    if best[0] is None:
+        return None
+    return best[0], best[1], best[2]
+
+
+def _subset_max(values: list[float], n: int) -> None:
+    """In place: ``values[m]`` becomes the maximum over the subsets of ``m``."""
+    for bit in range(n):
+        step = 1 << bit
+        for mask in range(len(values)):
+            if mask & step and values[mask ^ step] > values[mask]:
+                values[mask] = values[mask ^ step]
+
+
+def _superset_max(values: list[float], n: int) -> None:
+    """In place: ``values[m]`` becomes the maximum over the supersets of ``m``."""
+    for bit in range(n):
+        step = 1 << bit
+        for mask in range(len(values)):
+            if not mask & step and values[mask | step] > values[mask]:
+                values[mask] = values[mask | step]
 
 
 def evaluate(
