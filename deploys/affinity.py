@@ -12,7 +12,8 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.api import deploy
 
-from deploys.util import cfg, put_template, service_after_change
+from deploys.operations.irq import irq_affinity
+from deploys.util import cfg, has_command, put_template, service_after_change
 
 DEFAULTS = {
     "rigforge_irq_script": "/usr/local/libexec/rigforge-irq-affinity",
@@ -63,8 +64,6 @@ def affinity() -> None:
             "/etc/systemd/system/irqbalance.service.d/rigforge.conf",
             name="irqbalance.service drop-in",
         )
-        from deploys.util import has_command
-
         if has_command("irqbalance"):
             service_after_change(
                 "irqbalance.service", changed=[policy, env, dropin], name="irqbalance"
@@ -76,10 +75,8 @@ def affinity() -> None:
 
 
 def _pin_now(root: str) -> None:
-    """Pin the IRQs in the running kernel through the ``irq_affinity`` operation."""
-    try:
-        from deploys.operations.irq import irq_affinity  # type: ignore[import-not-found]
-    except ImportError:
-        host.noop("affinity: runtime IRQ operation not available in this checkout; skipped")
-        return
-    irq_affinity(name=f"Pin GPU IRQs now (under {root})", root=root)
+    """Pin the IRQs in the running kernel now (each GPU to its sysfs ``local_cpulist``).
+
+    The boot unit does the same at every boot; this spares a reboot after the first deploy.
+    """
+    irq_affinity(name=f"Pin GPU IRQs to their local CPUs now (under {root})", root=root)

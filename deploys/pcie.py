@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import server
+from pyinfra.operations import files, server
 
+from deploys.operations.pcie import aspm_policy, link_aspm_off
 from deploys.util import cfg, has_command, put_template
 
 DEFAULTS = {"rigforge_grub_fragment": "/etc/default/grub.d/rigforge-pcie.cfg"}
@@ -45,8 +46,6 @@ def pcie() -> None:
         else:
             host.noop("pcie: grub not installed here; fragment written, update-grub skipped")
     else:
-        from pyinfra.operations import files
-
         files.file(
             name="Remove the rigforge ASPM grub fragment (policy: default)",
             path=host.data.rigforge_grub_fragment,
@@ -59,10 +58,12 @@ def pcie() -> None:
 
 
 def _apply_runtime(policy: str, root: str) -> None:
-    """Runtime ASPM through the inventory engineer's ``aspm_policy`` operation."""
-    try:
-        from deploys.operations.aspm import aspm_policy  # type: ignore[import-not-found]
-    except ImportError:
-        host.noop("pcie: runtime ASPM operation not available in this checkout; skipped")
-        return
+    """Runtime ASPM: the kernel's policy, then (for ``performance``) each GPU link's states.
+
+    The policy alone leaves states firmware enabled on each link, so ``performance`` also sets
+    every NVIDIA GPU's ``link/*aspm`` file to 0. ``default`` hands the links back to the
+    kernel's policy and leaves the per-device files alone.
+    """
     aspm_policy(name=f"Runtime ASPM policy {policy} (under {root})", policy=policy, root=root)
+    if policy == "performance":
+        link_aspm_off(name=f"ASPM off on each NVIDIA GPU link (under {root})", root=root)

@@ -105,7 +105,11 @@ class PciLinks(FactBase):
 class AspmPolicy(FactBase):
     """The kernel's ASPM policy, ``{root}/sys/module/pcie_aspm/parameters/policy``.
 
-    ``None`` when the file is absent (kernel without ``CONFIG_PCIEASPM``). Example::
+    ``None`` when the file is absent (kernel without ``CONFIG_PCIEASPM``). The kernel lists
+    every policy with the active one in brackets. A file holding one bare word is read as that
+    policy being active: a scratch tree (the CI target's tmpfs ``/sys``) is a plain file that
+    keeps what was last written to it, so without this a second deploy would never see its own
+    write and would not be a no-op. Example::
 
         {"active": "default", "available": ["default", "performance", "powersave",
                                             "powersupersave"]}
@@ -123,4 +127,6 @@ class AspmPolicy(FactBase):
         if not words:
             return None
         active = next((w.strip("[]") for w in words if w.startswith("[")), None)
+        if active is None and len(words) == 1:
+            active = words[0]
         return {"active": active, "available": [w.strip("[]") for w in words]}
