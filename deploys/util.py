@@ -97,6 +97,16 @@ def missing_packages(packages: list[str]) -> list[str]:
     return [p for p in packages if p.split("=", 1)[0] not in installed]
 
 
+#: ``dpkg --configure -a``, waiting up to 300 s for the dpkg lock. When a deploy is killed, the
+#: apt it started on the host runs on and holds the lock; dpkg (unlike apt's
+#: ``DPkg::Lock::Timeout``) fails at once, so it is retried — on a lock error only.
+DPKG_CONFIGURE_WAITING = (
+    "for i in $(seq 150); do "
+    "out=$(dpkg --configure -a 2>&1) && exit 0; "
+    'case "$out" in *lock*) sleep 2 ;; *) echo "$out" >&2; exit 1 ;; esac; '
+    "done; echo 'dpkg lock still held after 300 s' >&2; exit 1"
+)
+
 #: Hosts whose interrupted dpkg run this deploy already finishes (once per run is enough).
 _DPKG_REPAIRED: set[str] = set()
 
@@ -113,14 +123,15 @@ def ensure_packages(packages: list[str], *, name: str, no_recommends: bool = Tru
         # A deploy killed mid-install leaves dpkg half done; finish it before anything else.
         server.shell(
             name="Finish an interrupted dpkg run (dpkg --configure -a)",
-            commands=["dpkg --configure -a"],
+            commands=[DPKG_CONFIGURE_WAITING],
         )
     missing = missing_packages(packages)
     if not missing:
         host.noop(f"{name}: {', '.join(packages)} installed")
         return False
     apt.packages(
-        name=name,
+        # The packages in the name: a --dry plan (names only, no arguments) shows what installs.
+        name=f"{name} [{' '.join(packages)}]",
         packages=packages,
         update=True,
         no_recommends=no_recommends,
