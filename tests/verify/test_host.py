@@ -3,15 +3,37 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
+from deploys.cuda import FORBIDDEN, toolkit_packages
+from deploys.facts.irq import IrqAffinity
+from deploys.facts.pcie import AspmPolicy, PciLinks
 from deploys.gpu_settings import caps_w
 from deploys.nvidia_driver import UNATTENDED_BLACKLIST, driver_packages
 from deploys.serving import secret_files
+from inventory.schema import HostConfig
 from tests.verify.conftest import Expected
+from tuning.placement import load_plan
+from tuning.serving import render_serving_units, unit_name
 
 BASE_PACKAGES = ("numactl", "pciutils", "lm-sensors")
+UNIT_DIR = "/etc/systemd/system"
+SECRETS_DIR = "/etc/rigforge/secrets"
+#: Hardening every serving unit carries (templates/etc/systemd/system/rigforge-serve-common).
+HARDENING = (
+    "NoNewPrivileges=yes",
+    "ProtectSystem=strict",
+    "ProtectHome=yes",
+    "PrivateTmp=yes",
+    "CapabilityBoundingSet=",
+    "DevicePolicy=closed",
+    "RestrictNamespaces=yes",
+    "UMask=0077",
+)
 
 
 def _config_lines(host, path: str) -> list[str]:
@@ -27,6 +49,54 @@ def _unit_enabled(host, unit: str) -> bool:
     # 0: enabled/static; 1: disabled or missing. Works without a running systemd.
     out = host.run(f"systemctl is-enabled {unit}")
     return out.stdout.strip() in ("enabled", "static")
+
+
+def _unit_active(host, unit: str) -> bool:
+    """Whether systemd runs ``unit`` now (``False`` where systemd itself is not running)."""
+    __tracebackhide__ = True
+    # rc 0: active; 3: inactive/failed; 1 or 4 (with "System has not been booted with
+    # systemd" on stderr): no systemd to ask — the CI target.
+    return host.run(f"systemctl is-active {unit}").stdout.strip() == "active"
+
+
+def _fact(host, fact_cls: type, **kwargs: Any) -> Any:
+    """Run one of the deploy's own facts over testinfra: same shell command, same parser."""
+    __tracebackhide__ = True
+    fact = fact_cls()
+    out = host.run(fact.command(**kwargs))
+    assert out.rc == 0, f"{fact_cls.__name__}: rc {out.rc}: {out.stderr}"
+    return fact.process(out.stdout.splitlines())
+
+
+@dataclass(frozen=True)
+class Served:
+    """One model the inventory serves: its unit name, port and GPUs (UUIDs)."""
+
+    unit: str
+    port: int
+    gpus: tuple[str, ...]
+
+
+def _served(config: HostConfig) -> list[Served]:
+    """What the inventory serves: the plan's placements, else the hand-listed models."""
+    if config.serving.plan:
+        return [
+            Served(unit_name(p), p.port, tuple(p.gpus))
+            for p in load_plan(config.serving.plan).placements
+        ]
+    return [
+        # Hand models are replica 0; unit_name reads only .model and .replica.
+        Served(unit_name(SimpleNamespace(model=m.model, replica=0)), m.port, tuple(m.gpus))
+        for m in config.serving.models
+    ]
+
+
+def _served_or_skip(config: HostConfig) -> list[Served]:
+    __tracebackhide__ = True
+    served = _served(config)
+    if not served:
+        pytest.skip("no serving in the inventory (serving.plan or serving.models)")
+    return served
 
 
 def test_base_packages_installed(host, expected: Expected) -> None:
@@ -68,16 +138,49 @@ def test_driver_branch_is_pinned(host, expected: Expected) -> None:
 
 
 def test_apt_sources_are_signed(host, expected: Expected) -> None:
-    listing = host.run("ls /etc/apt/sources.list.d/*.sources 2>/dev/null")
-    for path in listing.stdout.split():
-        text = host.file(path).content_string
-        for stanza in filter(None, (s.strip() for s in text.split("\n\n"))):
-            if not re.search(r"^(Types|URIs):", stanza, re.M):
-                continue
-            match = re.search(r"^Signed-By:\s*(\S+)", stanza, re.M)
-            assert match, f"{path} has a stanza without Signed-By"
-            if match.group(1).startswith("/"):
-                assert host.file(match.group(1)).exists, f"{path}: keyring {match.group(1)} missing"
+    # Every deb822 stanza in the sources rigforge writes names the one key it trusts.
+    cfg = expected.config
+    patterns = []
+    if cfg.driver.source == "cuda-repo" or cfg.cuda is not None:
+        patterns.append("cuda-*.sources")
+    if cfg.container_toolkit.enabled:
+        patterns.append("nvidia-container-toolkit.sources")
+    if not patterns:
+        pytest.skip("this inventory adds no apt repository (driver and user space from the distro)")
+    for pattern in patterns:
+        listing = host.run(f"ls /etc/apt/sources.list.d/{pattern} 2>/dev/null").stdout.split()
+        assert listing, f"no /etc/apt/sources.list.d/{pattern}"
+        for path in listing:
+            text = host.file(path).content_string
+            for stanza in filter(None, (s.strip() for s in text.split("\n\n"))):
+                if not re.search(r"^(Types|URIs):", stanza, re.M):
+                    continue
+                match = re.search(r"^Signed-By:\s*(\S+)", stanza, re.M)
+                assert match, f"{path} has a stanza without Signed-By"
+                keyring = host.file(match.group(1))
+                assert keyring.exists, f"{path}: keyring {keyring.path} missing"
+
+
+def test_cuda_toolkit_without_driver_meta_packages(host, expected: Expected) -> None:
+    cuda = expected.config.cuda
+    if cuda is None:
+        pytest.skip("no CUDA toolkit in the inventory (cuda: null)")
+    for name in toolkit_packages(cuda.version):
+        assert host.package(name).is_installed, f"{name} is not installed"
+    # The driver deploy may install cuda-drivers itself (cuda-repo, proprietary modules);
+    # anything else from this list got here through the toolkit and dragged a driver along.
+    drv = driver_packages(expected.config)
+    chosen = set(drv.modules) if expected.config.driver.install_kernel_modules else set()
+    for name in sorted((FORBIDDEN | {"cuda"}) - chosen):
+        assert not host.package(name).is_installed, f"{name} pulls a driver; it must not be here"
+    profile = host.file("/etc/profile.d/rigforge-cuda.sh").content_string
+    assert f"/usr/local/cuda-{cuda.version}/bin" in profile
+
+
+def test_container_toolkit_installed(host, expected: Expected) -> None:
+    if not expected.config.container_toolkit.enabled:
+        pytest.skip("container_toolkit.enabled is false")
+    assert host.package("nvidia-container-toolkit").is_installed
 
 
 def test_nvidia_packages_kept_out_of_unattended_upgrades(host, expected: Expected) -> None:
@@ -130,6 +233,55 @@ def test_irq_pinning_unit_installed(host, expected: Expected) -> None:
     assert _unit_enabled(host, "rigforge-irq-affinity.service")
 
 
+def _runtime_or_skip(config: HostConfig) -> str:
+    __tracebackhide__ = True
+    if not config.kernel.apply_runtime:
+        pytest.skip("kernel.apply_runtime is false: the running kernel is not managed")
+    return config.kernel.root
+
+
+def test_runtime_aspm_policy_is_performance(host, expected: Expected) -> None:
+    if expected.config.pcie.aspm != "performance":
+        pytest.skip(f"pcie.aspm is {expected.config.pcie.aspm}")
+    policy = _fact(host, AspmPolicy, root=_runtime_or_skip(expected.config))
+    if policy is None:
+        pytest.skip("this kernel has no pcie_aspm policy (no CONFIG_PCIEASPM)")
+    assert policy["active"] == "performance", f"ASPM policy is {policy['active']}"
+
+
+def test_runtime_aspm_off_on_every_gpu_link(host, expected: Expected) -> None:
+    if expected.config.pcie.aspm != "performance":
+        pytest.skip(f"pcie.aspm is {expected.config.pcie.aspm}")
+    links = _fact(host, PciLinks, root=_runtime_or_skip(expected.config))
+    with_files = {bus: link["aspm"] for bus, link in links.items() if link["aspm"]}
+    if not with_files:
+        pytest.skip("no NVIDIA GPU link exposes link/*aspm here (kernel < 5.5 or no GPU)")
+    for bus_id, states in with_files.items():
+        assert not any(states.values()), f"{bus_id}: ASPM states still on: {states}"
+
+
+def test_runtime_gpu_irqs_on_local_cpus(host, expected: Expected) -> None:
+    from tuning.captures._values import parse_cpu_list
+
+    if not expected.config.affinity.pin_irqs:
+        pytest.skip("affinity.pin_irqs is false")
+    root = _runtime_or_skip(expected.config)
+    links = _fact(host, PciLinks, root=root)
+    devices = _fact(host, IrqAffinity, root=root)["devices"]
+    checked = 0
+    for bus_id, irqs in devices.items():
+        local = (links.get(bus_id) or {}).get("local_cpulist")
+        if not local:
+            continue
+        for irq, cpus in irqs.items():
+            checked += 1
+            assert parse_cpu_list(cpus or "") == parse_cpu_list(local), (
+                f"IRQ {irq} of {bus_id} runs on {cpus}, not the GPU's local CPUs {local}"
+            )
+    if not checked:
+        pytest.skip("no NVIDIA GPU IRQ with a local_cpulist on this host")
+
+
 def test_gpu_settings_unit_holds_the_caps_per_uuid(host, expected: Expected) -> None:
     caps = caps_w(expected.config)
     if not caps:
@@ -156,25 +308,92 @@ def test_secrets_are_0600_owned_by_the_service_user(host, expected: Expected) ->
         assert f.user == user, f"{path} is owned by {f.user}"
 
 
+def test_secrets_dir_is_0750_root_service_group(host, expected: Expected) -> None:
+    if not secret_files(expected.config, SECRETS_DIR):
+        pytest.skip("no secrets in the inventory")
+    d = host.file(SECRETS_DIR)
+    assert d.is_directory
+    assert d.mode == 0o750, f"{SECRETS_DIR} has mode {d.mode:o}"
+    assert (d.user, d.group) == ("root", expected.config.base.service_user)
+
+
+def test_serving_units_are_what_the_inventory_renders(host, expected: Expected) -> None:
+    _served_or_skip(expected.config)
+    wanted = render_serving_units(expected.config.serving, host_config=expected.config)
+    for path, text in wanted.items():
+        f = host.file(path)
+        assert f.exists, f"{path} is missing"
+        assert f.content_string == text, f"{path} differs from the plan's rendering; redeploy"
+
+
 def test_serving_units_select_gpus_by_uuid(host, expected: Expected) -> None:
-    units = host.run("ls /etc/systemd/system/rigforge-serve-*.service 2>/dev/null").stdout.split()
-    if not (expected.config.serving.plan or expected.config.serving.models):
-        pytest.skip("no serving in the inventory")
-    assert units, "no rigforge-serve-*.service units"
-    for path in units:
-        text = host.file(path).content_string
-        assert "CUDA_DEVICE_ORDER=PCI_BUS_ID" in text, path
-        assert re.search(r"CUDA_VISIBLE_DEVICES=[^\n]*GPU-", text), f"{path}: GPUs not by UUID"
+    for served in _served_or_skip(expected.config):
+        lines = _config_lines(host, f"{UNIT_DIR}/{served.unit}")
+        assert 'Environment="CUDA_DEVICE_ORDER=PCI_BUS_ID"' in lines, served.unit
+        gpus = ",".join(served.gpus)
+        assert f'Environment="CUDA_VISIBLE_DEVICES={gpus}"' in lines, served.unit
+        assert all(g.startswith("GPU-") for g in served.gpus), f"{served.unit}: not by UUID"
 
 
-def test_serving_bound_to_the_inventory_address(host, expected: Expected) -> None:
+def test_serving_units_listen_on_the_inventory_address(host, expected: Expected) -> None:
     serving = expected.config.serving
-    ports = [m.port for m in serving.models]
-    if not ports or serving.open:
-        pytest.skip("no hand-listed serving ports, or serving is open by choice")
-    for port in ports:
+    for served in _served_or_skip(expected.config):
+        text = host.file(f"{UNIT_DIR}/{served.unit}").content_string
+        assert f"--host {serving.bind} --port {served.port}" in text, served.unit
+        if not serving.open:
+            assert serving.bind in ("127.0.0.1", "::1"), "a closed stack binds loopback"
+        # An API key on the command line is readable by every local user (ps, /proc).
+        assert "--api-key" not in text, f"{served.unit} has an API key on its command line"
+
+
+def test_serving_units_run_as_the_service_user(host, expected: Expected) -> None:
+    user = expected.config.base.service_user
+    for served in _served_or_skip(expected.config):
+        lines = _config_lines(host, f"{UNIT_DIR}/{served.unit}")
+        assert f"User={user}" in lines, served.unit
+        assert f"Group={user}" in lines, served.unit
+
+
+def test_serving_units_are_hardened(host, expected: Expected) -> None:
+    for served in _served_or_skip(expected.config):
+        lines = _config_lines(host, f"{UNIT_DIR}/{served.unit}")
+        missing = [h for h in HARDENING if h not in lines]
+        assert not missing, f"{served.unit} lacks {missing}"
+
+
+def test_serving_units_enabled(host, expected: Expected) -> None:
+    for served in _served_or_skip(expected.config):
+        assert _unit_enabled(host, served.unit), f"{served.unit} is not enabled"
+
+
+def test_open_serving_reads_its_key_from_a_file(host, expected: Expected) -> None:
+    serving = expected.config.serving
+    if not serving.open:
+        pytest.skip("serving is bound to loopback (serving.open is false): no API key needed")
+    key = host.file(f"{SECRETS_DIR}/api-key")
+    assert key.exists
+    assert key.mode == 0o600
+    for served in _served_or_skip(expected.config):
+        lines = _config_lines(host, f"{UNIT_DIR}/{served.unit}")
+        assert f"EnvironmentFile={SECRETS_DIR}/api-key" in lines, served.unit
+
+
+def test_running_services_listen_on_loopback_only(host, expected: Expected) -> None:
+    serving = expected.config.serving
+    running = [s for s in _served_or_skip(expected.config) if _unit_active(host, s.unit)]
+    if not running:
+        pytest.skip("no serving unit is running here (not started, or no systemd: CI target)")
+    for served in running:
+        if serving.open:
+            assert host.socket(f"tcp://{serving.bind}:{served.port}").is_listening
+            continue
+        assert host.socket(f"tcp://{serving.bind}:{served.port}").is_listening, (
+            f"{served.unit} runs but nothing listens on {serving.bind}:{served.port}"
+        )
         for wildcard in ("0.0.0.0", "::"):
-            assert not host.socket(f"tcp://{wildcard}:{port}").is_listening
+            assert not host.socket(f"tcp://{wildcard}:{served.port}").is_listening, (
+                f"port {served.port} is open on {wildcard}, beyond this machine"
+            )
 
 
 # -- needs a GPU on the host ------------------------------------------------------------------
