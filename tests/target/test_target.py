@@ -2,86 +2,88 @@
 
 Deploy twice (the second run changes nothing), verify with the testinfra suite, then kill a
 deploy midway on a fresh target, re-run it, and check it converges and the next run is a no-op.
-Run with ``bash tests/target/run.sh`` (root; builds and stops the targets).
+The first deploy must also have written the running "kernel" (the target's fake ``/sys`` and
+``/proc/irq``): the ASPM policy, each GPU link's ``link/*aspm`` states, the GPU IRQs' CPUs.
+
+Run with ``bash tests/target/run.sh`` (root; builds and stops the targets). To run this module
+alone beside other targets, give it its own name and port (an inventory copy is generated)::
+
+    RIGFORGE_CI_TARGET=d2 RIGFORGE_CI_PORT=2250 \\
+        .venv/bin/pytest -m target tests/target/test_target.py
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.target import harness
-
-pytestmark = pytest.mark.target
+from tests.target import harness, util
+from tests.target.util import DeployResult, ssh, timing
 
 REPO = harness.REPO_ROOT
-INVENTORY = "inventory/ci.py"
 INVENTORY_YAML = "inventory/examples/ci.yaml"
-DEPLOY = "deploys/workstation.py"
-PORT = 2222
-PYINFRA = str(Path(sys.executable).parent / "pyinfra")
+#: The port inventory/examples/ci.yaml names; any other port gets a generated inventory copy.
+CI_PORT = 2222
+NAME = os.environ.get("RIGFORGE_CI_TARGET", "ci-target")
+PORT = int(os.environ.get("RIGFORGE_CI_PORT", str(CI_PORT)))
 #: The operation during which the kill-midway test pulls the plug (apt is running then).
 KILL_DURING = "NVIDIA user space"
+#: The fake GPU the harness puts in the target's /sys, and its two MSI IRQs.
+GPU_SYSFS = "/sys/bus/pci/devices/0000:41:00.0"
+GPU_IRQS = ("130", "131")
+#: Operations the first deploy must run against the running kernel (fake /sys, /proc/irq).
+RUNTIME_OPS = ("Runtime ASPM policy", "ASPM off on each NVIDIA GPU link", "Pin GPU IRQs")
+#: The units host_data/ci-target/plan.yaml places (one vLLM, one llama.cpp).
+SERVING_UNITS = (
+    "rigforge-serve-qwen2.5-7b-instruct-awq.service",
+    "rigforge-serve-llama-3.1-8b-instruct-q4.service",
+)
 
 
-@dataclass(frozen=True)
-class DeployResult:
-    """One ``pyinfra --json`` run: exit code, totals, failed hosts, changed op names."""
-
-    rc: int
-    totals: dict[str, int]
-    failed_hosts: list[str]
-    changed: list[str]
-    errors: list[str]
-    wall_s: float
-    stderr_tail: str
+@pytest.fixture(scope="module")
+def inventory(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """``inventory/ci.py`` itself on the CI port; a generated copy on any other port."""
+    if PORT == CI_PORT:
+        return "inventory/ci.py"
+    probe = harness.Target(NAME, PORT, harness.target_root(NAME))
+    return str(util.inventory_for(probe, tmp_path_factory.mktemp("inv"), stem=f"ci-{NAME}"))
 
 
-def _timing(stage: str, seconds: float) -> None:
-    line = f"{stage:<34} {seconds:8.1f} s"
-    print(f"\n[target] {line}")
-    path = os.environ.get("RIGFORGE_TARGET_TIMINGS")
-    if path:
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
+@pytest.fixture(scope="module")
+def inventory_yaml(inventory: str) -> str:
+    """The YAML the verify suite reads its expectations from (the one deployed)."""
+    return INVENTORY_YAML if inventory == "inventory/ci.py" else inventory[: -len(".py")] + ".yaml"
 
 
-def _pyinfra_cmd() -> list[str]:
-    return [PYINFRA, "-y", "--json", INVENTORY, DEPLOY]
+def _unpin_one_irq(target: harness.Target) -> None:
+    """Move one GPU IRQ off the GPU's local CPUs, as irqbalance would, so pinning has work.
+
+    The harness's fake ``/proc/irq`` starts every IRQ on all CPUs, which on its one-node fake
+    equals the GPU's ``local_cpulist``: without this the pinning would never need a write.
+    """
+    ssh(target, f"echo 1 > /proc/irq/{GPU_IRQS[1]}/smp_affinity_list")
 
 
-def deploy(stage: str) -> DeployResult:
-    """Run the one deploy command against the CI inventory and parse its ``--json`` results."""
-    start = time.monotonic()
-    proc = subprocess.run(_pyinfra_cmd(), cwd=REPO, capture_output=True, text=True, check=False)
-    wall_s = time.monotonic() - start
-    _timing(stage, wall_s)
-    try:
-        results = json.loads(proc.stdout)["results"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        pytest.fail(f"pyinfra gave no JSON results (rc {proc.returncode}):\n{proc.stderr[-4000:]}")
-    ops = results["operations"]
-    return DeployResult(
-        rc=proc.returncode,
-        totals=results["totals"],
-        failed_hosts=results["failed_hosts"],
-        changed=[o["name"] for o in ops if o["success"]],
-        errors=[o["name"] for o in ops if o["error"]],
-        wall_s=wall_s,
-        stderr_tail=proc.stderr[-4000:],
-    )
+def _runtime_state(target: harness.Target) -> dict[str, str]:
+    """The target's fake kernel files the runtime operations write, by short name."""
+    files = {
+        "policy": "/sys/module/pcie_aspm/parameters/policy",
+        "l1_aspm": f"{GPU_SYSFS}/link/l1_aspm",
+        "l0s_aspm": f"{GPU_SYSFS}/link/l0s_aspm",
+        **{f"irq{n}": f"/proc/irq/{n}/smp_affinity_list" for n in GPU_IRQS},
+    }
+    out = ssh(target, "; ".join(f"echo {k}=$(cat {v})" for k, v in files.items()))
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
-def verify(stage: str, target: harness.Target) -> subprocess.CompletedProcess[str]:
+def verify(stage: str, target: harness.Target, inventory_yaml: str) -> subprocess.CompletedProcess:
     """Run the testinfra suite against the target; returns the finished pytest process."""
     start = time.monotonic()
     proc = subprocess.run(
@@ -91,6 +93,7 @@ def verify(stage: str, target: harness.Target) -> subprocess.CompletedProcess[st
             "pytest",
             "tests/verify",
             "-q",
+            "-rs",
             "-p",
             "no:cacheprovider",
             "-W",
@@ -98,63 +101,88 @@ def verify(stage: str, target: harness.Target) -> subprocess.CompletedProcess[st
             "-m",
             "not target",
             f"--hosts={target.hosts_url}",
-            f"--rigforge-inventory={INVENTORY_YAML}",
+            f"--rigforge-inventory={inventory_yaml}",
         ],
         cwd=REPO,
         capture_output=True,
         text=True,
         check=False,
     )
-    _timing(stage, time.monotonic() - start)
+    timing(stage, time.monotonic() - start)
+    print(proc.stdout[-3000:])
     return proc
 
 
 @pytest.fixture(scope="module")
 def target() -> Iterator[harness.Target]:
-    """A fresh CI target on 127.0.0.1:2222 (skips with the reason when the tier cannot run)."""
+    """A fresh CI target (skips with the reason when the tier cannot run)."""
     reason = harness.unavailable_reason()
     if reason:
         pytest.skip(reason)
     start = time.monotonic()
     try:
-        tgt = harness.start("ci-target", PORT)
+        tgt = harness.start(NAME, PORT)
     except harness.HarnessUnavailable as error:
         pytest.skip(str(error))
-    _timing("start fresh target", time.monotonic() - start)
+    _unpin_one_irq(tgt)
+    timing("start fresh target", time.monotonic() - start)
     yield tgt
-    harness.stop("ci-target")
+    harness.stop(NAME)
 
 
-def test_first_deploy_converges(target: harness.Target) -> None:
-    result = deploy("deploy #1 (fresh target)")
+@pytest.mark.target
+def test_first_deploy_converges(target: harness.Target, inventory: str) -> None:
+    before = _runtime_state(target)
+    assert before["l1_aspm"] == "1", before
+    assert before[f"irq{GPU_IRQS[1]}"] == "1", before
+    result = util.deploy(inventory, "deploy #1 (fresh target)")
     assert result.rc == 0, result.stderr_tail
     assert result.failed_hosts == []
     assert result.totals["error"] == 0, result.errors
     assert result.totals["success"] > 0, "a fresh target must need changes"
+    for fragment in RUNTIME_OPS + SERVING_UNITS:
+        assert any(fragment in name for name in result.changed), (fragment, result.changed)
 
 
-def test_second_deploy_changes_nothing(target: harness.Target) -> None:
-    result = deploy("deploy #2 (no-op)")
+@pytest.mark.target
+def test_first_deploy_wrote_the_running_kernel(target: harness.Target) -> None:
+    state = _runtime_state(target)
+    assert "performance" in state["policy"].split() or "[performance]" in state["policy"], state
+    assert state["l1_aspm"] == "0", state
+    assert state["l0s_aspm"] == "0", state
+    # The GPU's local_cpulist in the fake sysfs is 0-1.
+    assert all(state[f"irq{n}"] == "0-1" for n in GPU_IRQS), state
+
+
+@pytest.mark.target
+def test_second_deploy_changes_nothing(target: harness.Target, inventory: str) -> None:
+    result = util.deploy(inventory, "deploy #2 (no-op)")
     assert result.rc == 0, result.stderr_tail
     assert result.totals["error"] == 0, result.errors
     assert result.totals["success"] == 0, f"second run changed: {result.changed}"
     assert result.totals["no_change"] > 0
 
 
-def test_verify_suite_passes(target: harness.Target) -> None:
-    proc = verify("testinfra verify", target)
+@pytest.mark.target
+def test_verify_suite_passes(target: harness.Target, inventory: str, inventory_yaml: str) -> None:
+    proc = verify("testinfra verify", target, inventory_yaml)
     assert proc.returncode == 0, proc.stdout[-6000:]
     assert " passed" in proc.stdout
+    # The serving checks must have run here, not skipped for want of a plan.
+    assert "no serving in the inventory" not in proc.stdout
 
 
-def test_killed_deploy_converges(target: harness.Target) -> None:
+@pytest.mark.target
+def test_killed_deploy_converges(
+    target: harness.Target, inventory: str, inventory_yaml: str
+) -> None:
     start = time.monotonic()
-    fresh = harness.start("ci-target", PORT)
-    _timing("restart fresh target", time.monotonic() - start)
+    fresh = harness.start(NAME, PORT)
+    timing("restart fresh target", time.monotonic() - start)
 
     start = time.monotonic()
     proc = subprocess.Popen(
-        _pyinfra_cmd(),
+        [util.PYINFRA, "-y", "--json", inventory, util.DEPLOY],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -170,15 +198,31 @@ def test_killed_deploy_converges(target: harness.Target) -> None:
             break
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    _timing("deploy killed midway", time.monotonic() - start)
+    timing("deploy killed midway", time.monotonic() - start)
     assert seen_change, "the deploy was killed before it changed anything"
 
-    rerun = deploy("deploy after kill")
+    rerun: DeployResult = util.deploy(inventory, "deploy after kill")
     assert rerun.rc == 0, rerun.stderr_tail
     assert rerun.totals["error"] == 0, rerun.errors
     assert rerun.totals["success"] > 0, "the killed run cannot have finished everything"
-    again = deploy("deploy after kill, again (no-op)")
+    again = util.deploy(inventory, "deploy after kill, again (no-op)")
     assert again.totals["error"] == 0, again.errors
     assert again.totals["success"] == 0, f"not converged; changed: {again.changed}"
-    proc_v = verify("testinfra verify after kill", fresh)
+    proc_v = verify("testinfra verify after kill", fresh, inventory_yaml)
     assert proc_v.returncode == 0, proc_v.stdout[-6000:]
+
+
+def test_inventory_copy_differs_only_in_port(tmp_path: Path) -> None:
+    """The generated copy is the CI inventory (same host, paths resolved), port changed.
+
+    Default tier (no target needed): a copy that drifted from ci.yaml would make the target
+    tests prove something about another inventory.
+    """
+    from inventory.validate import load_inventory
+
+    probe = harness.Target("copy", 2299, tmp_path)
+    module = util.inventory_for(probe, tmp_path / "inv")
+    copy = load_inventory(module.with_suffix(".yaml")).hosts["ci-target"]
+    original = load_inventory(REPO / INVENTORY_YAML).hosts["ci-target"]
+    assert copy.ssh.port == 2299
+    assert copy.model_dump(exclude={"ssh"}) == original.model_dump(exclude={"ssh"})
