@@ -28,6 +28,7 @@ Command line (run as root from the repo root)::
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import json
 import os
@@ -311,6 +312,44 @@ def _fake_sys(root: Path) -> None:
         path.write_text(content + "\n")
 
 
+#: Where a target trusts the same CAs as this machine's pip (see :func:`_mirror_pip_trust`).
+TARGET_PIP_CERT = "/usr/local/share/rigforge-ci/pip-ca-bundle.crt"
+
+
+def host_pip_cert() -> Path | None:
+    """The CA bundle this machine's pip trusts (``$PIP_CERT`` or ``cert`` in a global pip.conf).
+
+    CI machines behind a TLS-inspecting egress proxy trust its CA this way; ``None`` when pip
+    uses its own bundle here.
+    """
+    env = os.environ.get("PIP_CERT")
+    if env and Path(env).is_file():
+        return Path(env)
+    for conf in (Path("/etc/pip.conf"), Path("/etc/xdg/pip/pip.conf")):
+        parser = configparser.ConfigParser()
+        with contextlib.suppress(OSError, configparser.Error):
+            parser.read(conf)
+            cert = parser.get("global", "cert", fallback=None)
+            if cert and Path(cert).is_file():
+                return Path(cert)
+    return None
+
+
+def _mirror_pip_trust(root: Path) -> None:
+    """Let pip on the target reach PyPI the way pip here does: same CA bundle, via pip.conf.
+
+    The tuner install (``pip install`` in ``/opt/rigforge/venv``) goes through this machine's
+    network; the target's own trust store knows nothing of a CI proxy's CA.
+    """
+    cert = host_pip_cert()
+    if cert is None:
+        return
+    dest = root / TARGET_PIP_CERT.lstrip("/")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(cert, dest)
+    (root / "etc/pip.conf").write_text(f"[global]\ncert = {TARGET_PIP_CERT}\n")
+
+
 def _pidfile(name: str) -> Path:
     return STATE_DIR / f"{name}.pid"
 
@@ -361,6 +400,7 @@ def start(name: str, port: int, fresh: bool = True) -> Target:
     shutil.copyfile("/etc/resolv.conf", root / "etc/resolv.conf")
     (root / "etc/hostname").write_text(name + "\n")
     _fake_sys(root)
+    _mirror_pip_trust(root)
     _write_known_hosts(port)
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     script = _NAMESPACE_SCRIPT

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole target tier in one command: prerequisites, the pristine Debian tree, the targets,
-# `pytest -m target tests/target` (deploy twice, kill-and-rerun, testinfra), then stop them.
+# `pytest -m target tests/target` (test_loop: deploy + tuner, remote sweep, profile fetched and
+# applied, stale profile refused; test_multi_host: ws-a + ws-b in one parallel run, ws-b fails
+# alone; test_target: deploy twice, kill-and-rerun, testinfra), then stop them.
 # Prints the wall time of each stage; exits non-zero on failure, 0 with a reason when the tier
 # cannot run here (not root, no debootstrap and no way to install it).
 set -euo pipefail

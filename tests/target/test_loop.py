@@ -1,0 +1,120 @@
+"""The remote loop over real SSH: deploy → sweep on the host → profile fetched → re-deploy
+applies it → the GPU-settings unit carries the profile's caps; then a stale profile is refused.
+
+Host ws-a of ``inventory/examples/ci-two.yaml`` (a private copy, see ``_two.py``) on
+127.0.0.1:2222, with the tuner installed and the CI sim rig swept in place of GPUs.
+Run with ``bash tests/target/run.sh``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.target import _two, harness
+from tuning.profile import load_profile
+
+pytestmark = pytest.mark.target
+
+HOST = "ws-a"
+PORT = _two.PORTS[HOST]
+UNIT = "/etc/systemd/system/rigforge-gpu-settings.service"
+#: What the fake nvidia-smi reports in the stale case: GPU …002 was swapped for …0bb.
+SWAPPED = "GPU-c1000000-0000-4000-8000-0000000000bb"
+FAKE_NVIDIA_SMI = f"""#!/bin/sh
+# rigforge target test: a host whose second card was swapped (--query-gpu CSV, nounits).
+echo "index, uuid, name, pci.bus_id, memory.total [MiB], power.limit [W], power.default_limit [W], power.min_limit [W], power.max_limit [W], persistence_mode, pcie.link.gen.current, pcie.link.gen.max, pcie.link.width.current, pcie.link.width.max"
+echo "0, GPU-c1000000-0000-4000-8000-000000000001, NVIDIA GeForce RTX 3090, 00000000:41:00.0, 24576, 350.00, 350.00, 100.00, 350.00, Enabled, 4, 4, 16, 16"
+echo "1, {SWAPPED}, NVIDIA GeForce RTX 3090, 00000000:42:00.0, 24576, 350.00, 350.00, 100.00, 350.00, Enabled, 4, 4, 16, 16"
+"""  # noqa: E501 - nvidia-smi's header is one line
+
+
+@pytest.fixture(scope="module")
+def target() -> Iterator[harness.Target]:
+    """A fresh ws-a target on 127.0.0.1:2222 (skips with the reason when the tier cannot run)."""
+    reason = harness.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    start = time.monotonic()
+    try:
+        tgt = harness.start(HOST, PORT)
+    except harness.HarnessUnavailable as error:
+        pytest.skip(str(error))
+    _two.timing("loop: start fresh ws-a", time.monotonic() - start)
+    yield tgt
+    harness.stop(HOST)
+
+
+@pytest.fixture(scope="module")
+def inventory(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ws-a with its plan but no profile yet: the sweep on the host makes it."""
+    return _two.make_inventory(tmp_path_factory.mktemp("loop"), {HOST: ["plan.yaml"]})
+
+
+def _profile_path(inventory: Path) -> Path:
+    return inventory.parent / "host_data" / HOST / "profile.yaml"
+
+
+def test_deploy_installs_the_tuner(target: harness.Target, inventory: Path) -> None:
+    run = _two.pyinfra(
+        "loop: deploy #1 (+ tuner)", inventory, "deploys/workstation.py", "--limit", HOST
+    )
+    assert run.rc == 0, run.stderr[-4000:]
+    assert run.totals["error"] == 0, run.errors
+    assert (target.root / "opt/rigforge/venv/bin/rigforge").is_file()
+    # No profile yet and no hand caps: no GPU-settings unit.
+    assert not (target.root / UNIT.lstrip("/")).exists()
+
+
+def test_remote_sweep_fetches_the_profile(target: harness.Target, inventory: Path) -> None:
+    run = _two.pyinfra("loop: remote sweep + fetch", inventory, "deploys/tune.py", "--limit", HOST)
+    assert run.rc == 0, run.stderr[-4000:]
+    assert run.failed_hosts == []
+    local = _profile_path(inventory)
+    profile = load_profile(local)
+    assert {g.uuid for g in profile.gpus} == {
+        "GPU-c1000000-0000-4000-8000-000000000001",
+        "GPU-c1000000-0000-4000-8000-000000000002",
+    }
+    assert profile.rig.spec == "/etc/rigforge/tune-rig.yaml", "it was swept on the host"
+    assert _two.ssh_read(PORT, "/etc/rigforge/profile.yaml") == local.read_text()
+
+
+def test_redeploy_applies_the_fetched_profile(target: harness.Target, inventory: Path) -> None:
+    run = _two.pyinfra(
+        "loop: re-deploy (applies profile)", inventory, "deploys/workstation.py", "--limit", HOST
+    )
+    assert run.rc == 0, run.stderr[-4000:]
+    assert run.totals["error"] == 0, run.errors
+    assert any("rigforge-gpu-settings.service" in name for name in run.changed), run.changed
+    wanted = {
+        g["uuid"]: float(g["cap_w"])
+        for g in yaml.safe_load(_profile_path(inventory).read_text())["gpus"]
+    }
+    assert _two.caps_in_unit(_two.ssh_read(PORT, UNIT)) == wanted
+
+
+def test_stale_profile_is_refused_and_nothing_applied(
+    target: harness.Target, inventory: Path
+) -> None:
+    unit_before = _two.ssh_read(PORT, UNIT)
+    fake = target.root / "usr/local/bin/nvidia-smi"
+    fake.write_text(FAKE_NVIDIA_SMI)
+    fake.chmod(0o755)
+    try:
+        run = _two.pyinfra(
+            "loop: deploy with a swapped GPU", inventory, "deploys/workstation.py", "--limit", HOST
+        )
+    finally:
+        fake.unlink()
+    assert run.rc != 0
+    # ws-a is the only host of this run, so pyinfra ends with "No hosts remaining!".
+    assert run.failed_hosts == ["<all>"]
+    assert f"[{HOST}] rigforge: {HOST}: profile profile.yaml was tuned on a different" in run.stderr
+    assert "GPU-c1000000-0000-4000-8000-000000000002 missing" in run.stderr
+    assert f"re-run rigforge sweep --host {HOST}" in run.stderr
+    assert _two.ssh_read(PORT, UNIT) == unit_before
