@@ -2,8 +2,10 @@
 
 Units come from the placement plan through ``tuning.serving.render_serving_units`` (the
 placement engineer's templates ``templates/etc/systemd/system/rigforge-serve-*``). Each unit is
-put with ``files.put``; systemd is reloaded and a service restarted only when its files changed.
-Secrets are copied from the files the inventory names, 0600, owned by the service user.
+put with ``files.put``; systemd is reloaded and a service restarted only when its files changed
+(its unit file, or the API key file it reads when serving is open). Units of models no longer
+in the plan are stopped, disabled and removed. Secrets are copied from the files the inventory
+names, 0600, owned by the service user.
 """
 
 from __future__ import annotations
@@ -12,10 +14,16 @@ from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import files
+from pyinfra.api.operation import OperationMeta
+from pyinfra.facts.files import FindFiles
+from pyinfra.operations import files, server, systemd
 
-from deploys.util import cfg, put_text, service_after_change
+from deploys.util import cfg, put_text, service_after_change, systemd_booted
 from inventory.schema import HostConfig
+from tuning.serving import UNIT_DIR, render_serving_units
+
+#: The serving units rigforge owns on a host (``rigforge-serve-<model>[-<replica>].service``).
+UNIT_GLOB = "rigforge-serve-*.service"
 
 DEFAULTS = {"rigforge_secrets_dir": "/etc/rigforge/secrets"}
 
@@ -44,8 +52,9 @@ def serving() -> None:
             group=user,
             mode="750",
         )
+    secret_ops: dict[str, OperationMeta] = {}
     for dest, local in secrets.items():
-        put_text(
+        secret_ops[dest] = put_text(
             dest,
             Path(local).read_text(encoding="utf-8"),
             name=f"Secret {dest} (0600, {user})",
@@ -54,23 +63,51 @@ def serving() -> None:
             group=user,
         )
     units = _render_units(config)
-    if units is None:
-        return
+    # An opened unit reads the API key through EnvironmentFile=: a new key needs a restart.
+    key_ops = [op for dest, op in secret_ops.items() if dest.endswith("/api-key")]
     for path, content in sorted(units.items()):
         unit_name = path.rsplit("/", 1)[-1]
         op = put_text(path, content, name=f"Serving unit {unit_name}")
         if path.endswith(".service"):
-            service_after_change(unit_name, changed=[op], name=unit_name)
+            service_after_change(unit_name, changed=[op, *key_ops], name=unit_name)
+    _remove_stale_units(set(units))
 
 
-def _render_units(config: HostConfig) -> dict[str, str] | None:
-    """The plan's ``{target path: content}``, or ``None`` (with a no-op note) when none."""
+def _render_units(config: HostConfig) -> dict[str, str]:
+    """The plan's ``{target path: content}``; empty (with a no-op note) when nothing is served."""
     if not config.serving.plan and not config.serving.models:
         host.noop("serving: no plan and no models in the inventory")
-        return None
-    try:
-        from tuning.serving import render_serving_units  # type: ignore[import-not-found]
-    except ImportError:
-        host.noop("serving: tuning.serving is not in this checkout yet; units not rendered")
-        return None
+        return {}
     return dict(render_serving_units(config.serving, host_config=config))
+
+
+def _remove_stale_units(wanted: set[str]) -> None:
+    """Stop, disable and delete serving units on the host that the plan no longer places.
+
+    A model dropped from the plan would otherwise keep its unit, enabled, holding its GPUs at
+    the next boot. Only files matching ``rigforge-serve-*.service`` are considered.
+    """
+    present = host.get_fact(FindFiles, path=UNIT_DIR, fname=UNIT_GLOB, args=["-maxdepth", "1"])
+    stale = sorted(set(present or ()) - wanted)
+    if not stale:
+        host.noop("serving: no stale rigforge-serve units")
+        return
+    booted = systemd_booted()
+    for path in stale:
+        unit = path.rsplit("/", 1)[-1]
+        if booted:
+            systemd.service(
+                name=f"Stop and disable {unit} (no longer in the plan)",
+                service=unit,
+                running=False,
+                enabled=False,
+            )
+        else:
+            # The file exists (the fact found it), so this runs once, never on a second deploy.
+            server.shell(
+                name=f"Disable {unit} (no longer in the plan; systemd not running)",
+                commands=[f"systemctl disable {unit}"],
+            )
+        files.file(name=f"Remove {unit} (no longer in the plan)", path=path, present=False)
+    if booted:
+        systemd.daemon_reload(name="daemon-reload (stale serving units removed)")

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.target import harness, util
 from tests.target.util import DeployResult, ssh, timing
@@ -170,6 +171,27 @@ def test_verify_suite_passes(target: harness.Target, inventory: str, inventory_y
     assert " passed" in proc.stdout
     # The serving checks must have run here, not skipped for want of a plan.
     assert "no serving in the inventory" not in proc.stdout
+
+
+@pytest.mark.target
+def test_model_dropped_from_the_plan_loses_its_unit(target: harness.Target, tmp_path: Path) -> None:
+    plan_path = REPO / "inventory/examples/host_data/ci-target/plan.yaml"
+    plan = yaml.safe_load(plan_path.read_text(encoding="utf-8"))
+    plan["placements"] = plan["placements"][:1]
+    smaller = tmp_path / "plan.yaml"
+    smaller.write_text(yaml.safe_dump(plan))
+    inventory = util.inventory_for(
+        target, tmp_path / "inv", overrides={"serving": {"plan": str(smaller)}}, stem="smaller"
+    )
+    result = util.deploy(inventory, "deploy, one model dropped")
+    assert result.totals["error"] == 0, result.errors
+    dropped = SERVING_UNITS[1]
+    assert any(f"Remove {dropped}" in name for name in result.changed), result.changed
+    listing = ssh(target, "ls /etc/systemd/system/ /etc/systemd/system/*.wants/ 2>/dev/null")
+    assert dropped not in listing, "the dropped unit (or its enablement link) is still there"
+    assert SERVING_UNITS[0] in listing
+    again = util.deploy(inventory, "deploy, one model dropped (no-op)")
+    assert again.totals["success"] == 0, f"stale-unit removal is not idempotent: {again.changed}"
 
 
 @pytest.mark.target
