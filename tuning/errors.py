@@ -57,6 +57,13 @@ class SafetyAbort(RigforgeError):
     """The watchdog stopped a run (temperature or power near a limit); settings were restored."""
 
 
+class WorkloadFailed(RigforgeError):
+    """A load generator (a synthetic worker, a command, an endpoint) died or hung mid-run.
+
+    Throughput measured since then is void; the message names the GPU and what the load said.
+    """
+
+
 def yaml_path(loc: Sequence[int | str], *, prefix: str = "", skip: Container[object] = ()) -> str:
     """Where a value sits in a YAML document, as a person writes it.
 

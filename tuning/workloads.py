@@ -7,7 +7,8 @@ every workload — simulated, an external command, an HTTP endpoint — is measu
 Specs (``rigforge sweep --workload``):
 
 * ``decode`` | ``prefill`` | ``batched`` — on a simulated rig, its workload classes
-  (:class:`SimWorkload`); on real GPUs a synthetic load that needs torch or cupy.
+  (:class:`SimWorkload`); on real GPUs a synthetic load, one worker process per GPU, that
+  needs torch or cupy (:class:`SyntheticWorkload`, :mod:`tuning.synthetic`).
 * ``cmd:COMMAND`` — run ``COMMAND`` repeatedly on the GPU (``CUDA_VISIBLE_DEVICES=<uuid>``,
   ``CUDA_DEVICE_ORDER=PCI_BUS_ID``) and parse tokens/s from its output with a regex whose
   group ``tps`` is the rate (default: llama-bench's markdown ``t/s`` column,
@@ -19,14 +20,18 @@ Specs (``rigforge sweep --workload``):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import os
 import re
 import shlex
+import signal
 import subprocess
 import threading
 import time
+import weakref
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +39,7 @@ import httpx
 
 from tuning.backends.base import Rig
 from tuning.errors import BackendUnavailable, ConfigError
+from tuning.synthetic import WorkerProcess
 
 WORKLOAD_CLASSES = ("decode", "prefill", "batched")
 
@@ -292,6 +298,123 @@ class OpenAIWorkload(Workload):
 
 
 # --------------------------------------------------------------------------------------------
+# decode | prefill | batched on real GPUs
+# --------------------------------------------------------------------------------------------
+
+
+def _no_synthetic_backend(workload_class: str) -> BackendUnavailable:
+    return BackendUnavailable(
+        f"the synthetic {workload_class!r} load needs torch or cupy, and neither is installed "
+        "in this Python; 'pip install torch' (or cupy-cuda12x) into rigforge's environment, or "
+        "load the GPUs with 'cmd:llama-bench -m MODEL.gguf' or "
+        "'openai:http://127.0.0.1:8000' (an OpenAI-compatible server)"
+    )
+
+
+class SyntheticWorkload(Workload):
+    """One :mod:`tuning.synthetic` worker process per GPU, counted in reference tokens.
+
+    Workers are spawned paused (buffers allocated) for ``uuids`` at construction, in parallel,
+    and for any other GPU at its first :meth:`start`; :meth:`start`/:meth:`stop` then only
+    write ``run``/``pause`` to the worker (quick). :meth:`tokens_total` is the worker's last
+    report of completed work (every ``report_every_s``) and raises
+    :class:`~tuning.errors.WorkloadFailed` when a worker died or went silent. ``backend``:
+    ``torch``/``cupy`` (default: whichever is importable, torch first) or ``numpy`` (CPU test
+    mode). :meth:`close` terminates every worker (SIGTERM, then SIGKILL); workers also exit on
+    their own when this process dies.
+    """
+
+    def __init__(
+        self,
+        workload_class: str,
+        uuids: Sequence[str] = (),
+        *,
+        backend: str | None = None,
+        report_every_s: float = 0.1,
+        max_mib: int | None = None,
+        ready_timeout_s: float = 120.0,
+        stall_timeout_s: float = 30.0,
+    ) -> None:
+        if workload_class not in WORKLOAD_CLASSES:
+            raise ConfigError(
+                f"unknown workload class {workload_class!r}; choose one of {WORKLOAD_CLASSES}"
+            )
+        backend = backend or synthetic_backend()
+        if backend is None:
+            raise _no_synthetic_backend(workload_class)
+        self.name = workload_class
+        self.backend = backend
+        self.report_every_s = report_every_s
+        self.max_mib = max_mib
+        self.ready_timeout_s = ready_timeout_s
+        self.stall_timeout_s = stall_timeout_s
+        self._workers: dict[str, WorkerProcess] = {}
+        self._running: set[str] = set()
+        # workers exit when this process dies anyway; this also stops them at interpreter exit
+        self._finalizer = weakref.finalize(self, _terminate_all, self._workers)
+        try:
+            for uuid in dict.fromkeys(uuids):
+                self._spawn(uuid)
+            for uuid in list(self._workers):
+                self._workers[uuid].wait_ready(self.ready_timeout_s)
+        except BaseException:
+            self.close()
+            raise
+
+    def _spawn(self, uuid: str) -> WorkerProcess:
+        worker = WorkerProcess(
+            uuid,
+            self.name,
+            backend=self.backend,
+            report_every_s=self.report_every_s,
+            max_mib=self.max_mib,
+            stall_timeout_s=self.stall_timeout_s,
+        )
+        self._workers[uuid] = worker
+        return worker
+
+    def worker(self, uuid: str) -> WorkerProcess | None:
+        """The worker loading ``uuid`` (its ``info``: backend, GEMM shape, buffer size)."""
+        return self._workers.get(uuid)
+
+    def start(self, uuid: str) -> None:
+        worker = self._workers.get(uuid)
+        if worker is None:
+            worker = self._spawn(uuid)
+            worker.wait_ready(self.ready_timeout_s)
+        worker.check()
+        if uuid not in self._running:
+            worker.run()
+            self._running.add(uuid)
+
+    def stop(self, uuid: str) -> None:
+        worker = self._workers.get(uuid)
+        if worker is not None and uuid in self._running:
+            worker.pause()
+        self._running.discard(uuid)
+
+    def tokens_total(self, uuid: str) -> float:
+        worker = self._workers.get(uuid)
+        if worker is None:
+            return 0.0
+        worker.check()
+        return worker.tokens
+
+    def close(self) -> None:
+        self._running.clear()
+        _terminate_all(self._workers)
+
+
+def _terminate_all(workers: dict[str, WorkerProcess]) -> None:
+    for worker in workers.values():
+        if worker.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                worker.proc.send_signal(signal.SIGTERM)
+    for worker in workers.values():
+        worker.terminate()
+
+
+# --------------------------------------------------------------------------------------------
 # Factory
 # --------------------------------------------------------------------------------------------
 
@@ -315,15 +438,8 @@ def make_workload(spec: str, rig: Rig) -> Workload:
             return SimWorkload(rig, spec)
         backend = synthetic_backend()
         if backend is None:
-            raise BackendUnavailable(
-                f"the synthetic {spec!r} load needs torch or cupy, and neither is installed; "
-                "install one, or load the GPUs with 'cmd:llama-bench -m MODEL.gguf' or "
-                "'openai:http://127.0.0.1:8000' (an OpenAI-compatible server)"
-            )
-        raise BackendUnavailable(
-            f"the synthetic {spec!r} load on real GPUs is not built yet ({backend} is present); "
-            "use 'cmd:…' or 'openai:URL'"
-        )
+            raise _no_synthetic_backend(spec)
+        return SyntheticWorkload(spec, [gpu.uuid for gpu in rig.gpus], backend=backend)
     raise ConfigError(
         f"unknown workload {spec!r}; choose decode, prefill, batched, cmd:COMMAND or openai:URL"
     )
