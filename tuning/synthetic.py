@@ -45,12 +45,16 @@ the worker refuses to start rather than run a load that fits in cache or OOMs th
 * then every ``--report-every-s`` ``{"t": monotonic_s, "tokens": cumulative, "kind", "running"}``
   — ``t`` is when ``tokens`` was last counted (``time.monotonic``, the system-wide
   ``CLOCK_MONOTONIC`` the parent also reads), also while paused (a heartbeat);
-* last ``{"t", "tokens", "kind", "exit": reason}`` (``signal``, ``parent-exited``,
-  ``stdin-closed``, ``exit-command``).
+* last ``{"t", "tokens", "kind", "exit": reason, "busy_s", "tokens_per_s", "weight_gbps",
+  "tflops"}`` (reasons: ``signal``, ``parent-exited``, ``stdin-closed``, ``exit-command``,
+  ``time-up``); the rates are over the time spent loading — ``weight_gbps`` (W bytes read per
+  second) is the figure to compare with the card's memory bandwidth for ``decode``, ``tflops``
+  with its fp16 tensor throughput for ``prefill``.
 
 With ``--control stdin`` the worker obeys lines ``run`` / ``pause`` / ``exit`` on stdin and exits
 when stdin closes; ``--paused`` starts it idle (buffers allocated, waiting for ``run``). It exits
-on SIGTERM/SIGINT and when its parent process dies (``os.getppid()`` changes).
+on SIGTERM/SIGINT, when its parent process dies (``os.getppid()`` changes) and, with
+``--seconds S``, after loading S seconds.
 
 ``--backend numpy`` runs the same loop on the CPU with float32 and a few MiB: a test/CPU mode
 for the process protocol, not a GPU load.
@@ -390,16 +394,21 @@ def serve(
     out: TextIO,
     report_every_s: float = 0.5,
     parent_pid: int | None = None,
+    run_for_s: float | None = None,
     chunk_target_s: float = CHUNK_TARGET_S,
     clock: Any = time.monotonic,
 ) -> float:
     """Run ``engine`` while ``control.running`` is set, report, return the final token count.
 
-    Returns when ``control.stop`` is set or the parent process (``parent_pid``) is gone; work in
-    flight is waited for and counted before the last report.
+    Returns when ``control.stop`` is set, the parent process (``parent_pid``) is gone, or the
+    load has run ``run_for_s`` seconds; work in flight is waited for and counted before the last
+    report, which also carries the achieved rates over the running time (``busy_s``).
     """
-    per_call = engine.shape.tokens_per_call
+    shape = engine.shape
+    per_call = shape.tokens_per_call
     tokens = 0.0
+    calls_done = 0
+    busy_s = 0.0
     calls = 1
     inflight: deque[tuple[Any, int]] = deque()
     t_counted = clock()
@@ -407,13 +416,15 @@ def serve(
     next_report = t_counted + report_every_s
 
     def complete_oldest() -> None:
-        nonlocal tokens, t_counted, calls, last_done
+        nonlocal tokens, calls_done, busy_s, t_counted, calls, last_done
         handle, n = inflight.popleft()
         engine.wait(handle)
         now = clock()
-        tokens += n * per_call
+        calls_done += n
+        tokens = calls_done * per_call
         t_counted = now
         if last_done is not None and now > last_done:
+            busy_s += now - last_done
             # next chunk sized to take chunk_target_s; at most ×2 / ÷2 per step
             ideal = n * chunk_target_s / (now - last_done)
             calls = max(1, min(calls * 2, max(calls // 2, round(ideal))))
@@ -423,6 +434,9 @@ def serve(
         while not control.stop.is_set():
             if parent_pid is not None and os.getppid() != parent_pid:
                 control.request_stop("parent-exited")
+                break
+            if run_for_s is not None and busy_s >= run_for_s:
+                control.request_stop("time-up")
                 break
             if control.running.is_set():
                 started = clock()
@@ -446,8 +460,15 @@ def serve(
     finally:
         while inflight:
             complete_oldest()
+    final: dict[str, Any] = {"t": clock(), "tokens": tokens, "kind": kind}
+    final["exit"] = control.reason
+    final["busy_s"] = round(busy_s, 3)
+    if busy_s > 0:
+        final["tokens_per_s"] = tokens / busy_s
+        final["weight_gbps"] = calls_done * shape.weight_bytes / busy_s / 1e9
+        final["tflops"] = calls_done * shape.flops_per_call / busy_s / 1e12
     with contextlib.suppress(OSError, ValueError):
-        _emit(out, {"t": clock(), "tokens": tokens, "kind": kind, "exit": control.reason})
+        _emit(out, final)
     return tokens
 
 
@@ -464,6 +485,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-every-s", type=float, default=0.5)
     parser.add_argument("--max-mib", type=int, default=None, help="cap on the working set")
     parser.add_argument("--paused", action="store_true", help="allocate, then wait for 'run'")
+    parser.add_argument(
+        "--seconds", type=float, default=None, help="stop after loading this long (a quick check)"
+    )
     parser.add_argument("--control", choices=("none", "stdin"), default="none")
     args = parser.parse_args(argv)
 
@@ -522,6 +546,7 @@ def main(argv: list[str] | None = None) -> int:
             out=sys.stdout,
             report_every_s=args.report_every_s,
             parent_pid=parent_pid,
+            run_for_s=args.seconds,
         )
     except BrokenPipeError:
         return 0  # the reader is gone: nobody to load the GPU for

@@ -299,3 +299,42 @@ def test_exit_line_stops_with_its_reason() -> None:
     control = Control(running=threading.Event(), stop=threading.Event())
     read_control(io.StringIO("exit\nrun\n"), control)
     assert control.reason == "exit-command"
+
+
+class _ClockedEngine:
+    """Each call takes exactly ``call_s`` on a fake clock that advances when work is waited."""
+
+    backend = "fake"
+    pipelined = True
+
+    def __init__(self, call_s: float) -> None:
+        self.shape = GemmShape(m=4096, k=8192, n=8192, elem_bytes=2)
+        self.call_s = call_s
+        self.now_s = 100.0
+        self.chunk_sizes: list[int] = []
+
+    def clock(self) -> float:
+        return self.now_s
+
+    def launch(self, calls: int) -> int:
+        self.chunk_sizes.append(calls)
+        return calls
+
+    def wait(self, handle: int) -> None:
+        self.now_s += handle * self.call_s
+
+
+def test_a_timed_run_reports_rates_over_the_time_spent_loading() -> None:
+    engine = _ClockedEngine(call_s=0.002)  # 68.7 TFLOP/s for an 8192 × 8192 × 4096 GEMM
+    out = io.StringIO()
+    control = Control(running=threading.Event(), stop=threading.Event())
+    control.running.set()
+    serve(engine, kind="prefill", control=control, out=out, run_for_s=1.0, clock=engine.clock)
+    final = json.loads(out.getvalue().splitlines()[-1])
+    assert final["exit"] == "time-up"
+    assert 1.0 <= final["busy_s"] < 1.1
+    assert final["tflops"] == pytest.approx(engine.shape.flops_per_call / 0.002 / 1e12)
+    assert final["weight_gbps"] == pytest.approx(engine.shape.weight_bytes / 0.002 / 1e9)
+    assert final["tokens_per_s"] == pytest.approx(engine.shape.tokens_per_call / 0.002)
+    # chunks settle where one takes CHUNK_TARGET_S (25 calls of 2 ms)
+    assert engine.chunk_sizes[-1] == round(synthetic.CHUNK_TARGET_S / 0.002)

@@ -75,6 +75,7 @@ def test_worker_reports_cumulative_tokens_as_json_lines_and_exits_on_sigterm() -
     last = _lines(rest)[-1]
     assert last["exit"] == "signal"
     assert last["tokens"] >= tokens[-1]
+    assert last["tokens_per_s"] > 0
     assert proc.returncode == 0
     assert took_s < 1.0
 
