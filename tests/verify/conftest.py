@@ -8,11 +8,18 @@ Runs unchanged against the CI target and against a user's own box over SSH::
 
 (or the environment variables ``RIGFORGE_INVENTORY`` / ``RIGFORGE_HOST``). Without an
 inventory every test here skips — the default tier never inspects the machine it runs on.
+
+Several hosts at once: give ``--hosts`` a comma-separated list and leave out
+``--rigforge-host``; each connection is matched to the inventory host with the same
+``ssh.host`` (and ``ssh.port`` where the URL has one). Checks marked ``gpu`` read
+``nvidia-smi`` on the host and skip where it cannot reach a GPU (the CI target); pass
+``-m "not target"`` so the project's default ``-m`` does not deselect them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from dataclasses import dataclass
 
@@ -37,8 +44,8 @@ class Expected:
     config: HostConfig
 
 
-@pytest.fixture(scope="session")
-def expected(request: pytest.FixtureRequest) -> Expected:
+@pytest.fixture
+def expected(request: pytest.FixtureRequest, host) -> Expected:
     """The inventory's view of the host under test; skips when no inventory was given."""
     path = _option(request, "--rigforge-inventory") or os.environ.get("RIGFORGE_INVENTORY")
     name = _option(request, "--rigforge-host") or os.environ.get("RIGFORGE_HOST")
@@ -46,14 +53,36 @@ def expected(request: pytest.FixtureRequest) -> Expected:
         pytest.skip("no inventory given (--rigforge-inventory FILE or RIGFORGE_INVENTORY)")
     if not request.config.getoption("--hosts", default=None):
         pytest.skip("no --hosts given: the suite never inspects the machine it runs on")
-    from inventory.validate import load_inventory
-
-    hosts = load_inventory(path, check_ssh_files=False).hosts
+    hosts = _load(path)
     if name is None and len(hosts) == 1:
         name = next(iter(hosts))
+    if name is None:
+        name = _match(hosts, getattr(host.backend, "host", None))
     if name not in hosts:
-        pytest.fail(f"host {name!r} is not in {path} (hosts: {', '.join(hosts)})")
+        pytest.fail(
+            f"cannot tell which host of {path} {host.backend.get_pytest_id()} is "
+            f"(hosts: {', '.join(hosts)}); pass --rigforge-host NAME"
+        )
     return Expected(name=name, config=hosts[name])
+
+
+@functools.cache
+def _load(path: str) -> dict[str, HostConfig]:
+    from inventory.validate import load_inventory
+
+    return load_inventory(path, check_ssh_files=False).hosts
+
+
+def _match(hosts: dict[str, HostConfig], spec: object) -> str | None:
+    """The inventory host whose ``ssh.host`` (and port, when given) is the connection's."""
+    address = getattr(spec, "name", None)
+    port = getattr(spec, "port", None)
+    found = [
+        name
+        for name, cfg in hosts.items()
+        if cfg.ssh.host == address and (port is None or int(port) == cfg.ssh.port)
+    ]
+    return found[0] if len(found) == 1 else None
 
 
 def _option(request: pytest.FixtureRequest, flag: str) -> str | None:
