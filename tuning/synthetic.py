@@ -45,6 +45,7 @@ the worker refuses to start rather than run a load that fits in cache or OOMs th
 * then every ``--report-every-s`` ``{"t": monotonic_s, "tokens": cumulative, "kind", "running"}``
   — ``t`` is when ``tokens`` was last counted (``time.monotonic``, the system-wide
   ``CLOCK_MONOTONIC`` the parent also reads), also while paused (a heartbeat);
+  ``"running": false`` means paused with no work in flight: the count is final until ``run``;
 * last ``{"t", "tokens", "kind", "exit": reason, "busy_s", "tokens_per_s", "weight_gbps",
   "tflops"}`` (reasons: ``signal``, ``parent-exited``, ``stdin-closed``, ``exit-command``,
   ``time-up``); the rates are over the time spent loading — ``weight_gbps`` (W bytes read per
@@ -452,8 +453,8 @@ def serve(
                 control.running.wait(timeout=max(0.0, min(0.1, next_report - clock())))
             now = clock()
             if now >= next_report and not control.stop.is_set():
-                running = control.running.is_set()
-                # paused: nothing is in flight, so the count holds at the time of the report
+                # "running": false promises the count is final: nothing left in flight
+                running = control.running.is_set() or bool(inflight)
                 t = t_counted if running else now
                 _emit(out, {"t": t, "tokens": tokens, "kind": kind, "running": running})
                 next_report = max(next_report + report_every_s, now)
@@ -586,6 +587,8 @@ class WorkerProcess:
         self._info: dict[str, Any] = {}
         self._error: str | None = None
         self._closing = False
+        self._sigterm_sent = False
+        self._reported_running = False
         self._stderr: deque[str] = deque(maxlen=40)
         root = str(Path(__file__).resolve().parents[1])
         env = {
@@ -650,6 +653,8 @@ class WorkerProcess:
                     self._error = str(record["error"])
                 if "tokens" in record:
                     self._tokens = float(record["tokens"])
+                if "running" in record:
+                    self._reported_running = bool(record["running"])
                 if record.get("ready"):
                     self._info = record
                     self._ready.set()
@@ -667,6 +672,12 @@ class WorkerProcess:
         """Cumulative reference tokens of completed work, as last reported."""
         with self._lock:
             return self._tokens
+
+    @property
+    def reported_running(self) -> bool:
+        """The last report's ``running``: ``False`` once paused with nothing left in flight."""
+        with self._lock:
+            return self._reported_running
 
     @property
     def info(self) -> dict[str, Any]:
@@ -733,13 +744,24 @@ class WorkerProcess:
         """Stop loading after the chunk in flight (non-blocking); buffers stay allocated."""
         self._send("pause")
 
-    def terminate(self, grace_s: float = 2.0) -> int | None:
-        """SIGTERM, wait up to ``grace_s``, then SIGKILL; return the exit status."""
+    def send_sigterm(self) -> None:
+        """Ask the worker to finish its chunk and exit (once: see :meth:`terminate`)."""
         self._closing = True
+        if self._sigterm_sent or self.proc.poll() is not None:
+            return
+        self._sigterm_sent = True
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(signal.SIGCONT)  # a stopped worker acts on SIGTERM now
+
+    def terminate(self, grace_s: float = 2.0) -> int | None:
+        """SIGTERM, wait up to ``grace_s``, then SIGKILL; return the exit status.
+
+        SIGTERM goes once: a second one could land while the worker is already exiting, after
+        Python has put the default action back, and kill it with -15 instead of a clean 0.
+        """
         if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-                self.proc.send_signal(signal.SIGCONT)  # a stopped worker acts on SIGTERM now
+            self.send_sigterm()
             try:
                 self.proc.wait(timeout=grace_s)
             except subprocess.TimeoutExpired:
@@ -755,4 +777,8 @@ class WorkerProcess:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    status = main()
+    sys.stdout.flush()
+    # skip interpreter teardown: the stdin reader is a daemon thread blocked in read(), and
+    # torch's CUDA teardown is slow; the driver frees the context when the process ends
+    os._exit(status)

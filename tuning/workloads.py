@@ -20,12 +20,10 @@ Specs (``rigforge sweep --workload``):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.util
 import os
 import re
 import shlex
-import signal
 import subprocess
 import threading
 import time
@@ -406,10 +404,8 @@ class SyntheticWorkload(Workload):
 
 
 def _terminate_all(workers: dict[str, WorkerProcess]) -> None:
-    for worker in workers.values():
-        if worker.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                worker.proc.send_signal(signal.SIGTERM)
+    for worker in workers.values():  # all at once, then wait: workers finish in parallel
+        worker.send_sigterm()
     for worker in workers.values():
         worker.terminate()
 

@@ -250,7 +250,9 @@ def test_serve_counts_only_completed_work_and_drains_on_stop() -> None:
     thread.start()
     time.sleep(0.15)
     control.running.clear()
-    time.sleep(0.05)
+    deadline = time.monotonic() + 2.0
+    while out.records[-1].get("running") is not False and time.monotonic() < deadline:
+        time.sleep(0.005)
     paused_tokens = out.records[-1]["tokens"]
     time.sleep(0.05)
     control.request_stop("signal")

@@ -136,7 +136,7 @@ def test_workload_lifecycle_start_stop_cumulative_tokens_close() -> None:
         assert load.tokens_total("GPU-b") == 0.0
 
         load.stop("GPU-a")
-        time.sleep(0.1)  # the chunk in flight (≈ 50 ms) lands; nothing after it
+        assert _eventually(lambda: not a.reported_running)  # the chunk in flight has landed
         paused = load.tokens_total("GPU-a")
         time.sleep(0.1)
         assert load.tokens_total("GPU-a") == paused
