@@ -3,19 +3,16 @@
 A wheel of this checkout is built on the control machine, uploaded and ``pip install``-ed into
 ``tuner.venv`` only when the source hash differs from the one recorded on the host
 (``<venv>/.rigforge-source-sha256``, written last, so an interrupted install is redone). The
-wheel goes in with ``--no-deps``, then only the requirements the on-box tuner imports
-(:func:`on_box_requirements`: pyproject's dependencies minus the control-machine ones).
+wheel brings the core dependencies only: the ``deploy`` and ``plots`` extras (pyinfra,
+matplotlib) stay on the control machine.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
-import shlex
 import subprocess
 import sys
 import tempfile
-import tomllib
 from functools import cache
 from pathlib import Path
 
@@ -44,22 +41,6 @@ def source_sha256(root: Path = REPO_ROOT) -> str:
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()
-
-
-#: Distributions only the control machine needs (deploys, templates, plots, placement): the
-#: on-box tuner (``rigforge sweep|apply|restore``) never imports them, and leaving them out
-#: keeps the install on the host small (no gevent/paramiko build, no matplotlib, no scipy).
-CONTROL_ONLY = frozenset({"pyinfra", "jinja2", "matplotlib", "scipy"})
-
-
-def on_box_requirements(pyproject: Path = REPO_ROOT / "pyproject.toml") -> list[str]:
-    """``[project] dependencies`` of ``pyproject.toml`` minus :data:`CONTROL_ONLY`.
-
-    The pins stay in one place (pyproject); the wheel goes in with ``--no-deps`` and these
-    requirements after it.
-    """
-    deps = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["dependencies"]
-    return [d for d in deps if re.split(r"[<>=!~ \[;]", d, maxsplit=1)[0] not in CONTROL_ONLY]
 
 
 @cache
@@ -113,14 +94,16 @@ def tuner() -> None:
     )
     if not host.get_fact(File, path=f"{venv}/bin/python"):
         server.shell(name=f"Create the venv {venv}", commands=[f"python3 -m venv {venv}"])
-    requirements = " ".join(shlex.quote(r) for r in on_box_requirements())
+    pip = (
+        f"{venv}/bin/pip install --quiet --disable-pip-version-check {host.data.rigforge_pip_args}"
+    )
     server.shell(
         name="pip install rigforge (source changed)",
         commands=[
-            f"{venv}/bin/pip install --quiet --disable-pip-version-check "
-            f"{host.data.rigforge_pip_args} --force-reinstall --no-deps {dist}/{wheel.name}",
-            f"{venv}/bin/pip install --quiet --disable-pip-version-check "
-            f"{host.data.rigforge_pip_args} {requirements}",
+            # same version, new source: replace rigforge itself, then add what it needs (the
+            # core dependencies only: no pyinfra, no matplotlib on the host)
+            f"{pip} --force-reinstall --no-deps {dist}/{wheel.name}",
+            f"{pip} {dist}/{wheel.name}",
         ],
     )
     put_text(marker, want + "\n", name="Record the installed rigforge source hash")

@@ -14,8 +14,14 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
+from tuning.errors import RigforgeError
+
 if TYPE_CHECKING:
     from tuning.sweep import SweepResult
+
+
+class PlotsUnavailable(RigforgeError):
+    """matplotlib is not installed (the on-box tuner install leaves it out)."""
 
 
 def results_table(result: SweepResult) -> Table:
@@ -61,7 +67,13 @@ def results_table(result: SweepResult) -> Table:
 
 
 def _pyplot():
-    import matplotlib
+    """matplotlib's pyplot on the Agg backend; :class:`PlotsUnavailable` without matplotlib."""
+    try:
+        import matplotlib
+    except ImportError as error:
+        raise PlotsUnavailable(
+            "plots need matplotlib, which this install lacks: pip install 'rigforge[plots]'"
+        ) from error
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

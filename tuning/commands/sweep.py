@@ -28,7 +28,7 @@ from tuning.backends import DEFAULT_RIG
 from tuning.budget import Policy
 from tuning.errors import ConfigError
 from tuning.profile import dump_profile, profile_from_result
-from tuning.report import plot_curves, plot_heat_soak, results_table
+from tuning.report import PlotsUnavailable, plot_curves, plot_heat_soak, results_table
 from tuning.sweep import Sweep, SweepConfig, SweepResult
 from tuning.workloads import make_workload
 
@@ -250,9 +250,13 @@ def _emit(
             _log(f"rigforge: wrote {path}")
     if out is not None:
         dump_profile(profile_from_result(result), out / "profile.yaml")
-        plot_curves(result, out / "curves.png")
-        plot_heat_soak(result, out / "heat_soak.png")
-        _log(f"rigforge: wrote {out / 'profile.yaml'}, curves.png, heat_soak.png")
+        try:
+            plot_curves(result, out / "curves.png")
+            plot_heat_soak(result, out / "heat_soak.png")
+        except PlotsUnavailable as error:
+            _log(f"rigforge: wrote {out / 'profile.yaml'}; no plots: {error}")
+        else:
+            _log(f"rigforge: wrote {out / 'profile.yaml'}, curves.png, heat_soak.png")
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=1))
     else:
