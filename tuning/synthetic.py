@@ -182,7 +182,7 @@ def gpu_budget_bytes(
     budget = min(GPU_TARGET_BYTES[kind], max(0, free_bytes - headroom) // 2)
     if max_bytes is not None:
         budget = min(budget, max_bytes)
-    needed = MIN_WEIGHT_BYTES if kind != "prefill" else 64 << 20
+    needed = MIN_WEIGHT_BYTES if kind != "prefill" else 16 << 20
     if budget < needed:
         raise BackendUnavailable(
             f"the synthetic {kind!r} load needs {needed >> 20} MiB of VRAM beyond a "
@@ -265,7 +265,9 @@ class TorchEngine:
         torch = self._torch
         for _ in range(calls):
             torch.matmul(self.x, self.w, out=self.y)
-        event = torch.cuda.Event()
+        # blocking: the waiting CPU thread sleeps instead of spinning a core per GPU, which
+        # would add platform draw to the very budget being measured
+        event = torch.cuda.Event(blocking=True)
         event.record()
         return event
 
@@ -304,7 +306,7 @@ class CupyEngine:
         cp = self._cp
         for _ in range(calls):
             cp.matmul(self.x, self.w, out=self.y)
-        event = cp.cuda.Event()
+        event = cp.cuda.Event(block=True, disable_timing=True)  # see TorchEngine.launch
         event.record()
         return event
 

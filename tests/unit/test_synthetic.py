@@ -118,6 +118,9 @@ def _fake_torch(free_b: int, total_b: int) -> types.ModuleType:
         return out
 
     class Event:
+        def __init__(self, blocking: bool = False) -> None:
+            self.blocking = blocking
+
         def record(self) -> None:
             self.recorded = True
 
@@ -155,6 +158,7 @@ def test_torch_engine_sizes_fp16_buffers_on_the_gpu_from_free_vram(monkeypatch) 
     assert engine.shape.weight_bytes >= MIN_WEIGHT_BYTES
     handle = engine.launch(3)
     assert len(torch.matmuls) == 3  # type: ignore[attr-defined]
+    assert handle.blocking  # the waiting thread sleeps rather than spinning a CPU core
     engine.wait(handle)
     assert torch.synced_events == 1  # type: ignore[attr-defined]
 
@@ -340,3 +344,55 @@ def test_a_timed_run_reports_rates_over_the_time_spent_loading() -> None:
     assert final["tokens_per_s"] == pytest.approx(engine.shape.tokens_per_call / 0.002)
     # chunks settle where one takes CHUNK_TARGET_S (25 calls of 2 ms)
     assert engine.chunk_sizes[-1] == round(synthetic.CHUNK_TARGET_S / 0.002)
+
+
+def _fake_cupy(free_b: int, total_b: int) -> types.ModuleType:
+    """cupy over numpy arrays; matmul only records (fp16 GEMMs in numpy are slow)."""
+    import numpy as np
+
+    cupy = types.ModuleType("cupy")
+    cupy.float16, cupy.float32 = np.float16, np.float32  # type: ignore[attr-defined]
+    cupy.empty = np.empty  # type: ignore[attr-defined]
+    cupy.matmuls = []  # type: ignore[attr-defined]
+    cupy.events = []  # type: ignore[attr-defined]
+
+    def matmul(x: Any, w: Any, *, out: Any) -> Any:
+        assert out.shape == (x.shape[0], w.shape[1])
+        cupy.matmuls.append(out)  # type: ignore[attr-defined]
+        return out
+
+    class Event:
+        def __init__(self, block: bool = False, disable_timing: bool = False) -> None:
+            self.block = block
+            cupy.events.append(self)  # type: ignore[attr-defined]
+
+        def record(self) -> None:
+            pass
+
+        def synchronize(self) -> None:
+            pass
+
+    cupy.matmul = matmul  # type: ignore[attr-defined]
+    cupy.random = types.SimpleNamespace(default_rng=np.random.default_rng)  # type: ignore[attr-defined]
+    cupy.cuda = types.SimpleNamespace(  # type: ignore[attr-defined]
+        runtime=types.SimpleNamespace(memGetInfo=lambda: (free_b, total_b)),
+        Device=lambda: types.SimpleNamespace(synchronize=lambda: None),
+        Event=Event,
+    )
+    return cupy
+
+
+def test_cupy_engine_fills_fp16_buffers_with_random_data_and_waits_on_blocking_events(
+    monkeypatch,
+) -> None:
+    # 8 GiB card, 1 GiB headroom, 16 MiB for the load: a 1024 × 2048 × 2048 prefill GEMM
+    cupy = _fake_cupy(free_b=GIB + 2 * (16 << 20), total_b=8 * GIB)
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    engine = open_engine("cupy", "prefill")
+    assert engine.shape == GemmShape(m=1024, k=2048, n=2048, elem_bytes=2)
+    w = engine.w  # type: ignore[attr-defined]
+    assert w.dtype == "float16"
+    assert (w != 0).mean() > 0.99  # random everywhere: constant data draws less power
+    engine.wait(engine.launch(2))
+    assert len(cupy.matmuls) == 2  # type: ignore[attr-defined]
+    assert [e.block for e in cupy.events] == [True]  # type: ignore[attr-defined]
