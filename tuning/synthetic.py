@@ -13,7 +13,7 @@ limits, clocks or any other setting: the tuner's actuator owns those.
 the workload class it mimics:
 
 * ``decode`` (memory-bound): ``m = 1`` (a GEMV), ``W`` about 2 GiB — far beyond any L2
-  (H100: 50 MB, B200: 126 MB) — so each call streams ``W`` from VRAM once, as a decoder
+  (H100: 50 MB, RTX 4090: 72 MB) — so each call streams ``W`` from VRAM once, as a decoder
   streams its weights once per token.
 * ``batched`` (in between): ``m = 256`` over the same ``W``: 256 FLOPs per weight byte, near the
   ridge point of current cards (H100 SXM: 989 TFLOP/s ÷ 3.35 TB/s ≈ 295 FLOP/B), so both
@@ -97,7 +97,7 @@ BATCH_ROWS = {"decode": 1, "batched": 256}
 MAX_K = 8192
 #: target working set per kind on a GPU. Units: bytes.
 GPU_TARGET_BYTES = {"decode": 2 << 30, "batched": 2 << 30, "prefill": 512 << 20}
-#: the smallest weight matrix worth streaming (4 × the largest L2 shipped, B200's 126 MB)
+#: the smallest weight matrix worth streaming: 7 × the L2 of an RTX 4090 (72 MB), 10 × H100 (50 MB)
 MIN_WEIGHT_BYTES = 512 << 20
 #: numpy (CPU test mode) working set when --max-mib is not given. Units: MiB.
 NUMPY_DEFAULT_MIB = 4
