@@ -13,7 +13,8 @@ from pyinfra import host
 from pyinfra.api import deploy
 
 from deploys.operations.irq import irq_affinity
-from deploys.util import cfg, has_command, put_template, service_after_change
+from deploys.util import FileSpec, cfg, has_command, put_spec, service_after_change
+from inventory.schema import HostConfig
 
 DEFAULTS = {
     "rigforge_irq_script": "/usr/local/libexec/rigforge-irq-affinity",
@@ -21,23 +22,59 @@ DEFAULTS = {
 }
 
 
+def irq_pinning_files(
+    config: HostConfig, *, script: str = DEFAULTS["rigforge_irq_script"]
+) -> tuple[FileSpec, FileSpec]:
+    """The IRQ-pinning script and the oneshot unit that runs it at every boot."""
+    return (
+        FileSpec(
+            dest=script,
+            template="usr/local/libexec/rigforge-irq-affinity.sh.j2",
+            name="IRQ pinning script",
+            mode="755",
+        ),
+        FileSpec(
+            dest="/etc/systemd/system/rigforge-irq-affinity.service",
+            template="etc/systemd/system/rigforge-irq-affinity.service.j2",
+            context={"script": script, "kernel_root": config.kernel.root},
+            name="rigforge-irq-affinity.service",
+        ),
+    )
+
+
+def irqbalance_files(
+    *, policy_script: str = DEFAULTS["rigforge_irqbalance_policy"]
+) -> tuple[FileSpec, FileSpec, FileSpec]:
+    """irqbalance's policy script (ban NVIDIA GPU IRQs), its arguments and its drop-in."""
+    return (
+        FileSpec(
+            dest=policy_script,
+            template="usr/local/libexec/rigforge-irqbalance-policy.sh.j2",
+            name="irqbalance policy script (ban NVIDIA GPU IRQs)",
+            mode="755",
+        ),
+        FileSpec(
+            dest="/etc/default/irqbalance-rigforge",
+            template="etc/default/irqbalance-rigforge.j2",
+            context={"policy_script": policy_script},
+            name="irqbalance arguments (--policyscript)",
+        ),
+        FileSpec(
+            dest="/etc/systemd/system/irqbalance.service.d/rigforge.conf",
+            template="etc/systemd/system/irqbalance.service.d/rigforge.conf.j2",
+            name="irqbalance.service drop-in",
+        ),
+    )
+
+
 @deploy("Affinity: GPU IRQs on local CPUs, irqbalance off them", data_defaults=DEFAULTS)
 def affinity() -> None:
     """Install the IRQ-pinning unit and the irqbalance ban; pin now when allowed."""
     config = cfg()
     if config.affinity.pin_irqs:
-        script = put_template(
-            "usr/local/libexec/rigforge-irq-affinity.sh.j2",
-            host.data.rigforge_irq_script,
-            name="IRQ pinning script",
-            mode="755",
-        )
-        unit = put_template(
-            "etc/systemd/system/rigforge-irq-affinity.service.j2",
-            "/etc/systemd/system/rigforge-irq-affinity.service",
-            name="rigforge-irq-affinity.service",
-            script=host.data.rigforge_irq_script,
-            kernel_root=config.kernel.root,
+        script, unit = (
+            put_spec(spec)
+            for spec in irq_pinning_files(config, script=host.data.rigforge_irq_script)
         )
         service_after_change(
             "rigforge-irq-affinity.service", changed=[script, unit], name="IRQ pinning unit"
@@ -47,22 +84,9 @@ def affinity() -> None:
     else:
         host.noop("affinity: pin_irqs is false")
     if config.affinity.irqbalance_ban:
-        policy = put_template(
-            "usr/local/libexec/rigforge-irqbalance-policy.sh.j2",
-            host.data.rigforge_irqbalance_policy,
-            name="irqbalance policy script (ban NVIDIA GPU IRQs)",
-            mode="755",
-        )
-        env = put_template(
-            "etc/default/irqbalance-rigforge.j2",
-            "/etc/default/irqbalance-rigforge",
-            name="irqbalance arguments (--policyscript)",
-            policy_script=host.data.rigforge_irqbalance_policy,
-        )
-        dropin = put_template(
-            "etc/systemd/system/irqbalance.service.d/rigforge.conf.j2",
-            "/etc/systemd/system/irqbalance.service.d/rigforge.conf",
-            name="irqbalance.service drop-in",
+        policy, env, dropin = (
+            put_spec(spec)
+            for spec in irqbalance_files(policy_script=host.data.rigforge_irqbalance_policy)
         )
         if has_command("irqbalance"):
             service_after_change(

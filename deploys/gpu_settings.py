@@ -24,7 +24,7 @@ from pyinfra import host
 from pyinfra.api import deploy, operation
 
 from deploys.facts.nvidia import STATUS_OK, NvidiaGpus
-from deploys.util import cfg, put_template, put_text, service_after_change
+from deploys.util import FileSpec, cfg, put_spec, put_text, service_after_change
 from inventory.schema import HostConfig
 from tuning.backends.base import GpuInfo, rig_fingerprint
 
@@ -150,6 +150,48 @@ def profile_matches_gpus(
     yield f"echo {shlex.quote(message)} >&2; exit 1"
 
 
+def settings_unit(
+    config: HostConfig,
+    caps: list[tuple[str, float]],
+    *,
+    use_tuner: bool,
+    profile: str = DEFAULTS["rigforge_profile_path"],
+    script: str = DEFAULTS["rigforge_gpu_settings_script"],
+) -> FileSpec:
+    """``rigforge-gpu-settings.service``: the caps per UUID, applied at every boot.
+
+    ``use_tuner``: run ``rigforge apply <profile>`` from the tuner's venv, else ``script``.
+    """
+    return FileSpec(
+        dest="/etc/systemd/system/rigforge-gpu-settings.service",
+        template="etc/systemd/system/rigforge-gpu-settings.service.j2",
+        context={
+            "caps_w": caps,
+            "use_tuner": use_tuner,
+            "venv": config.tuner.venv,
+            "profile": profile,
+            "script": script,
+        },
+        name="rigforge-gpu-settings.service",
+    )
+
+
+def cap_script(
+    *,
+    dest: str = DEFAULTS["rigforge_gpu_settings_script"],
+    retries: int = DEFAULTS["rigforge_cap_retries"],
+    retry_delay_s: float = DEFAULTS["rigforge_cap_retry_delay_s"],
+) -> FileSpec:
+    """The ``nvidia-smi -i UUID -pl W`` script the unit runs when the tuner is not installed."""
+    return FileSpec(
+        dest=dest,
+        template="usr/local/libexec/rigforge-gpu-settings.sh.j2",
+        context={"retries": retries, "retry_delay_s": retry_delay_s},
+        name="GPU power-cap script (nvidia-smi, clamped, read back)",
+        mode="755",
+    )
+
+
 @deploy("GPU settings: power caps per UUID at every boot", data_defaults=DEFAULTS)
 def gpu_settings() -> None:
     """Install ``rigforge-gpu-settings.service`` (and its profile or script) and enable it."""
@@ -179,25 +221,23 @@ def gpu_settings() -> None:
         )
     else:
         changed.append(
-            put_template(
-                "usr/local/libexec/rigforge-gpu-settings.sh.j2",
-                host.data.rigforge_gpu_settings_script,
-                name="GPU power-cap script (nvidia-smi, clamped, read back)",
-                mode="755",
-                retries=host.data.rigforge_cap_retries,
-                retry_delay_s=host.data.rigforge_cap_retry_delay_s,
+            put_spec(
+                cap_script(
+                    dest=host.data.rigforge_gpu_settings_script,
+                    retries=host.data.rigforge_cap_retries,
+                    retry_delay_s=host.data.rigforge_cap_retry_delay_s,
+                )
             )
         )
     changed.append(
-        put_template(
-            "etc/systemd/system/rigforge-gpu-settings.service.j2",
-            "/etc/systemd/system/rigforge-gpu-settings.service",
-            name="rigforge-gpu-settings.service",
-            caps_w=caps,
-            use_tuner=use_tuner,
-            venv=config.tuner.venv,
-            profile=host.data.rigforge_profile_path,
-            script=host.data.rigforge_gpu_settings_script,
+        put_spec(
+            settings_unit(
+                config,
+                caps,
+                use_tuner=use_tuner,
+                profile=host.data.rigforge_profile_path,
+                script=host.data.rigforge_gpu_settings_script,
+            )
         )
     )
     service_after_change("rigforge-gpu-settings.service", changed=changed, name="GPU settings")

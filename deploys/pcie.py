@@ -15,11 +15,21 @@ from pyinfra.api import deploy
 from pyinfra.operations import files, server
 
 from deploys.operations.pcie import aspm_policy, link_aspm_off
-from deploys.util import cfg, has_command, put_template
+from deploys.util import FileSpec, cfg, has_command, put_spec
 
 DEFAULTS = {"rigforge_grub_fragment": "/etc/default/grub.d/rigforge-pcie.cfg"}
 
 CMDLINE = {"performance": "pcie_aspm.policy=performance"}
+
+
+def grub_fragment(dest: str = DEFAULTS["rigforge_grub_fragment"]) -> FileSpec:
+    """The grub.d fragment that puts ``pcie_aspm.policy=performance`` on the kernel cmdline."""
+    return FileSpec(
+        dest=dest,
+        template="etc/default/grub.d/rigforge-pcie.cfg.j2",
+        context={"cmdline": CMDLINE["performance"]},
+        name="Kernel cmdline: pcie_aspm.policy=performance (grub.d)",
+    )
 
 
 @deploy("PCIe: ASPM policy", data_defaults=DEFAULTS)
@@ -31,12 +41,7 @@ def pcie() -> None:
         host.noop("pcie: ASPM unmanaged (inventory)")
         return
     if aspm == "performance":
-        fragment = put_template(
-            "etc/default/grub.d/rigforge-pcie.cfg.j2",
-            host.data.rigforge_grub_fragment,
-            name="Kernel cmdline: pcie_aspm.policy=performance (grub.d)",
-            cmdline=CMDLINE[aspm],
-        )
+        fragment = put_spec(grub_fragment(host.data.rigforge_grub_fragment))
         if has_command("update-grub"):
             server.shell(
                 name="update-grub (ASPM fragment changed)",

@@ -8,7 +8,8 @@ content's hash with the remote file's, so an unchanged file is a no-op.
 from __future__ import annotations
 
 import io
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,31 @@ def render(template: str, **context: Any) -> str:
     Missing variables are errors (``StrictUndefined``), not empty strings.
     """
     return _ENV.get_template(template).render(**context)
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """One file a deploy writes: its target path, template, context, mode and label.
+
+    Deploy modules describe their files with functions returning these, so the deploy (which
+    puts them on a host) and ``rigforge loop`` (which renders them into a folder) can never
+    disagree about a file's content.
+    """
+
+    dest: str
+    template: str
+    context: Mapping[str, Any] = field(default_factory=dict)
+    name: str = ""
+    mode: str = "644"
+
+    def render(self) -> str:
+        """The file's content."""
+        return render(self.template, **self.context)
+
+
+def put_spec(spec: FileSpec) -> OperationMeta:
+    """Put a :class:`FileSpec` on the host (root-owned; a no-op when the content matches)."""
+    return put_text(spec.dest, spec.render(), name=spec.name or spec.dest, mode=spec.mode)
 
 
 def cfg() -> HostConfig:

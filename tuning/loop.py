@@ -424,44 +424,25 @@ def deploy_files(profile_path: Path, result_plan: Plan) -> dict[str, str]:
     modules pull in pyinfra.
     """
     from deploys import affinity, gpu_settings, pcie
-    from deploys.util import render
-    from inventory.schema import BaseConfig, KernelConfig, TunerConfig
+    from inventory.schema import HostConfig
     from tuning.serving import render_serving_units
 
-    gs, aff = gpu_settings.DEFAULTS, affinity.DEFAULTS
+    # a host entry with every section at its default (what the deploy would do unasked)
+    config = HostConfig.model_validate(
+        {"ssh": {"host": "127.0.0.1"}, "power": {"profile": str(profile_path)}}
+    )
+    specs = [
+        gpu_settings.settings_unit(config, gpu_settings.caps_w(config), use_tuner=True),
+        pcie.grub_fragment(),
+        *affinity.irq_pinning_files(config),
+        *affinity.irqbalance_files(),
+    ]
     files: dict[str, str] = {
         PROFILE_TARGET: profile_path.read_text(encoding="utf-8"),
         PLAN_TARGET: yaml.safe_dump(result_plan.to_yaml(), sort_keys=False, allow_unicode=True),
-        "/etc/systemd/system/rigforge-gpu-settings.service": render(
-            "etc/systemd/system/rigforge-gpu-settings.service.j2",
-            caps_w=gpu_settings.profile_caps_w(profile_path),
-            use_tuner=True,
-            venv=TunerConfig.model_validate({}).venv,
-            profile=gs["rigforge_profile_path"],
-            script=gs["rigforge_gpu_settings_script"],
-        ),
-        pcie.DEFAULTS["rigforge_grub_fragment"]: render(
-            "etc/default/grub.d/rigforge-pcie.cfg.j2", cmdline=pcie.CMDLINE["performance"]
-        ),
-        aff["rigforge_irq_script"]: render("usr/local/libexec/rigforge-irq-affinity.sh.j2"),
-        "/etc/systemd/system/rigforge-irq-affinity.service": render(
-            "etc/systemd/system/rigforge-irq-affinity.service.j2",
-            script=aff["rigforge_irq_script"],
-            kernel_root=KernelConfig.model_validate({}).root,
-        ),
-        aff["rigforge_irqbalance_policy"]: render(
-            "usr/local/libexec/rigforge-irqbalance-policy.sh.j2"
-        ),
-        "/etc/default/irqbalance-rigforge": render(
-            "etc/default/irqbalance-rigforge.j2", policy_script=aff["rigforge_irqbalance_policy"]
-        ),
-        "/etc/systemd/system/irqbalance.service.d/rigforge.conf": render(
-            "etc/systemd/system/irqbalance.service.d/rigforge.conf.j2"
-        ),
+        **{spec.dest: spec.render() for spec in specs},
     }
-    files.update(
-        render_serving_units(result_plan, service_user=BaseConfig.model_validate({}).service_user)
-    )
+    files.update(render_serving_units(result_plan, service_user=config.base.service_user))
     return files
 
 
