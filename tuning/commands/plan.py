@@ -17,10 +17,11 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from inventory.host_data import host_data_path
 from inventory.models import load_models
 from tuning.backends import DEFAULT_RIG, open_rig
 from tuning.backends.base import RigSnapshot
-from tuning.commands.sweep import host_data_path
+from tuning.errors import ConfigError
 from tuning.placement import Plan, load_profile_hints, plan
 
 #: Used when ``--models`` is not given and the file exists relative to the working directory.
@@ -107,7 +108,9 @@ def render_table(result: Plan, console: Console) -> None:
     show_default=True,
     help="The inventory's folder (--host writes under its host_data/).",
 )
+@click.pass_context
 def command(
+    ctx: click.Context,
     rig_spec: str,
     models_path: Path | None,
     profile_path: Path | None,
@@ -116,9 +119,17 @@ def command(
     host_name: str | None,
     inventory_dir: Path,
 ) -> None:
-    """Place models on GPUs: exact, topology-, NUMA-, heat- and power-aware."""
+    """Place models on GPUs: exact, topology-, NUMA-, heat- and power-aware.
+
+    Exits 1 when a model could not be placed (the plan and the reasons are still written).
+    """
     host_plan: Path | None = None
     if host_name is not None:
+        if ctx.get_parameter_source("rig_spec") is click.core.ParameterSource.DEFAULT:
+            raise click.UsageError(
+                f"--host {host_name} plans for a real host: say which rig with --rig "
+                "(nvml on the box itself, or the host's rig file)"
+            )
         host_plan = host_data_path(inventory_dir, host_name, "plan.yaml")
         host_profile = host_plan.with_name("profile.yaml")
         if profile_path is None and host_profile.is_file():
@@ -130,6 +141,8 @@ def command(
     models = load_models(models_path)
     profile = load_profile_hints(profile_path) if profile_path is not None else None
     snapshot = load_snapshot(rig_spec)
+    if profile_path is not None:
+        _check_profile_matches(profile_path, snapshot)
     result = plan(snapshot, models, profile)
     text = yaml.safe_dump(result.to_yaml(), sort_keys=False, allow_unicode=True)
     written = [p for p in (out_path, host_plan) if p is not None]
@@ -138,8 +151,22 @@ def command(
         path.write_text(text, encoding="utf-8")
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
-        return
-    console = Console()
-    render_table(result, console)
-    for path in written:
-        console.print(f"plan written to {path}")
+    else:
+        console = Console()
+        render_table(result, console)
+        for path in written:
+            console.print(f"plan written to {path}")
+    if result.unplaced:
+        raise SystemExit(1)
+
+
+def _check_profile_matches(profile_path: Path, snapshot: RigSnapshot) -> None:
+    """Refuse a profile tuned on other GPUs (its caps and temperatures would mislead)."""
+    data = yaml.safe_load(profile_path.read_text(encoding="utf-8")) or {}
+    tuned = (data.get("rig") or {}).get("fingerprint")
+    if tuned and tuned != snapshot.fingerprint():
+        raise ConfigError(
+            f"{profile_path}: rig.fingerprint: tuned on {tuned}, but the rig being planned "
+            f"({snapshot.name}) is {snapshot.fingerprint()}: a GPU differs; pass the --rig "
+            "the profile was tuned on, or re-run rigforge sweep on this rig"
+        )
