@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import pytest
 
-from tuning.errors import BackendUnavailable, ConfigError
+from tuning.errors import BackendUnavailable, ConfigError, WorkloadFailed
 from tuning.workloads import (
     CmdWorkload,
     make_workload,
@@ -52,7 +52,7 @@ def test_cmd_workload_runs_the_command_on_the_gpu_and_parses_its_rate() -> None:
 
 def test_cmd_workload_without_a_match_says_what_it_expected() -> None:
     load = CmdWorkload(f"{sys.executable} -c \"print('hello')\"")
-    with pytest.raises(ConfigError, match="printed no throughput"):
+    with pytest.raises(WorkloadFailed, match="printed no throughput"):
         load.run_once("GPU-abc")
 
 
