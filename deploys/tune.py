@@ -11,14 +11,22 @@ The sweep runs against the host's GPUs (``--rig nvml``), or — with ``tuner.sim
 inventory, for a host without GPUs such as the CI target — against that simulated rig YAML,
 uploaded first. ``tuner.sweep_args`` are passed through (workload, policy, heat-soak length).
 A sweep always counts as a change: it measures, so there is nothing to compare it with.
+
+Real GPUs are swept inside the host's power budget: its inventory ``psus``, ``circuits`` and
+``gpus[].psu`` are written to ``/etc/rigforge/budget.yaml`` on the host and passed as
+``--budget`` (``rigforge apply`` at boot checks the profile's caps against the same file). A
+host without ``psus`` is refused unless ``tuner.sweep_args`` holds ``--no-budget``. A
+simulated rig brings its own PSUs.
 """
 
 from __future__ import annotations
 
+import io
 import shlex
 from collections.abc import Generator
 from pathlib import Path
 
+import yaml
 from pyinfra import host
 from pyinfra.api import deploy, operation
 from pyinfra.facts.files import File
@@ -26,11 +34,13 @@ from pyinfra.operations import files, server
 
 from deploys.util import cfg
 from inventory.loader import INVENTORY_DIR_KEY
+from tuning.budget import host_budget_document
 
 DEFAULTS = {
     "rigforge_profile_path": "/etc/rigforge/profile.yaml",
     "rigforge_tune_rig_path": "/etc/rigforge/tune-rig.yaml",
     "rigforge_tune_state_dir": "/var/lib/rigforge/state",
+    "rigforge_budget_path": "/etc/rigforge/budget.yaml",
 }
 
 
@@ -54,20 +64,35 @@ def local_profile_path(inventory_dir: str | None, host_name: str, profile: str |
     return Path(inventory_dir or "inventory") / "host_data" / host_name / "profile.yaml"
 
 
+def budget_yaml(document: dict) -> str:
+    """The budget file's text (:func:`tuning.budget.load_budget_file` format)."""
+    return "# written by deploys/tune.py from the inventory; units W, V, A\n" + yaml.safe_dump(
+        document, sort_keys=False
+    )
+
+
 def sweep_command(
-    rigforge: str, rig: str, sweep_args: list[str], profile_path: str, state_dir: str, group: str
+    rigforge: str,
+    rig: str,
+    sweep_args: list[str],
+    profile_path: str,
+    state_dir: str,
+    group: str,
+    budget_path: str | None = None,
 ) -> str:
     """The shell line run on the host: sweep, then install the profile atomically (0640).
 
     The profile is written beside the target and moved over it only when the sweep
-    succeeded, so a failed sweep leaves the applied profile as it was.
+    succeeded, so a failed sweep leaves the applied profile as it was. ``budget_path``: the
+    power budget file on the host (``--budget``).
     """
     new = f"{profile_path}.new"
     args = " ".join(shlex.quote(a) for a in sweep_args)
+    budget = f"--budget {shlex.quote(budget_path)} " if budget_path else ""
     return (
         f"mkdir -p {shlex.quote(state_dir)} && "
         f"RIGFORGE_STATE_DIR={shlex.quote(state_dir)} {shlex.quote(rigforge)} sweep "
-        f"--rig {shlex.quote(rig)} {args} --profile-out {shlex.quote(new)} >/dev/null && "
+        f"--rig {shlex.quote(rig)} {budget}{args} --profile-out {shlex.quote(new)} >/dev/null && "
         f"chown root:{shlex.quote(group)} {shlex.quote(new)} && chmod 640 {shlex.quote(new)} && "
         f"mv -f {shlex.quote(new)} {shlex.quote(profile_path)}"
     )
@@ -86,7 +111,27 @@ def tune() -> None:
         )
         return
     rig = "nvml"
-    if config.tuner.sim_rig:
+    budget_path = None
+    if not config.tuner.sim_rig:
+        document = host_budget_document(config)
+        if document is None and "--no-budget" not in config.tuner.sweep_args:
+            refuse(
+                name="the host's power budget is described",
+                reason="the inventory lists no psus for this host, so a sweep of its GPUs "
+                "would run outside any PSU/circuit budget; add psus, circuits and gpus[].psu "
+                "(or tuner.sweep_args: ['--no-budget'] to sweep without one)",
+            )
+            return
+        if document is not None:
+            budget_path = host.data.rigforge_budget_path
+            files.put(
+                name=f"Power budget for the sweep ({budget_path})",
+                src=io.StringIO(budget_yaml(document)),
+                dest=budget_path,
+                mode="644",
+                create_remote_dir=True,
+            )
+    else:
         rig = host.data.rigforge_tune_rig_path
         files.put(
             name=f"Simulated rig for the sweep ({Path(config.tuner.sim_rig).name})",
@@ -105,6 +150,7 @@ def tune() -> None:
                 profile,
                 host.data.rigforge_tune_state_dir,
                 config.base.service_user,
+                budget_path,
             )
         ],
     )

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -44,6 +44,9 @@ from tuning.errors import (
     RigforgeError,
     UnknownGpu,
 )
+
+if TYPE_CHECKING:
+    from tuning.budget import RigBudget
 
 JOURNAL_VERSION = 1
 
@@ -200,11 +203,16 @@ class Actuator:
         return failures
 
 
-def open_tuning_rig(spec: str, *, seed: int | None = None) -> tuple[Rig, Actuator]:
-    """Open a rig and its actuator; a simulated rig gets back its persisted caps."""
+def open_tuning_rig(
+    spec: str, *, seed: int | None = None, budget: RigBudget | None = None
+) -> tuple[Rig, Actuator]:
+    """Open a rig and its actuator; a simulated rig gets back its persisted caps.
+
+    ``budget``: the PSUs/circuits of real GPUs (see :func:`tuning.backends.open_rig`).
+    """
     from tuning import backends
 
-    rig = backends.open_rig(spec, seed=seed)
+    rig = backends.open_rig(spec, seed=seed, budget=budget)
     actuator = Actuator(rig, spec)
     actuator.load_persisted()
     return rig, actuator

@@ -19,8 +19,17 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from tuning.backends.base import Circuit, Psu, Rig
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tuning.backends.base import Circuit, Gpu, Psu, Rig, normalize_bus_id
+from tuning.errors import ConfigError, did_you_mean, yaml_path
+
+if TYPE_CHECKING:
+    from inventory.schema import HostConfig
 
 
 @dataclass(frozen=True)
@@ -272,3 +281,194 @@ def _best_linear(
 def round_up_w(power_w: float, step_w: int = 1) -> int:
     """Round a wattage up to a whole ``step_w``. Units: W."""
     return int(math.ceil(power_w / step_w - 1e-9) * step_w)
+
+
+# --------------------------------------------------------------------------------------------
+# Budget files: the PSUs and circuits of a real rig (NVML knows nothing of them)
+# --------------------------------------------------------------------------------------------
+
+#: Where ``deploys/tune.py`` installs a host's budget; ``rigforge sweep|apply --rig nvml``
+#: read it when no ``--budget``/``--inventory`` is given.
+DEFAULT_BUDGET_PATH = Path("/etc/rigforge/budget.yaml")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _PsuEntry(_Strict):
+    name: str = Field(min_length=1)
+    rating_w: float = Field(gt=0)
+    circuit: str | None = None
+    efficiency: float = Field(0.92, gt=0, le=1)
+    platform_w: float = Field(0.0, ge=0)
+
+
+class _CircuitEntry(_Strict):
+    name: str = Field(min_length=1)
+    voltage_v: float = Field(gt=0)
+    breaker_a: float = Field(gt=0)
+    continuous_ratio: float = Field(0.8, gt=0, le=1)
+
+
+class _BudgetDocument(_Strict):
+    psus: list[_PsuEntry] = Field(min_length=1)
+    circuits: list[_CircuitEntry] = Field(default_factory=list)
+    gpus: dict[str, str] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RigBudget:
+    """PSUs, circuits and which PSU feeds each GPU, as a person described them.
+
+    ``gpu_psu`` is keyed by GPU UUID or PCI bus id (resolved against a live rig by
+    :meth:`psu_map`); ``source`` names where the budget came from (for messages).
+    """
+
+    psus: tuple[Psu, ...]
+    circuits: tuple[Circuit, ...] = ()
+    gpu_psu: Mapping[str, str] = field(default_factory=dict)
+    source: str = "budget"
+
+    def psu_map(self, gpus: Sequence[Gpu]) -> dict[str, str]:
+        """``{uuid: psu name}`` for every GPU of a live rig.
+
+        A GPU the budget does not name is fed by the only PSU when there is one; with
+        several PSUs it is an error (a GPU on no PSU would be outside every budget), and so
+        is a key that names no GPU of the rig. Raises :class:`ConfigError`.
+        """
+        mapping: dict[str, str] = {}
+        for key, psu in self.gpu_psu.items():
+            gpu = next((g for g in gpus if g.uuid == key or _same_bus(key, g.pci_bus_id)), None)
+            if gpu is None:
+                raise ConfigError(
+                    f"{self.source}: gpus.{key}: no GPU with this UUID or PCI bus id on this "
+                    f"rig (it has {', '.join(g.uuid for g in gpus)}); fix the key"
+                )
+            mapping[gpu.uuid] = psu
+        unmapped = [g for g in gpus if g.uuid not in mapping]
+        if unmapped and len(self.psus) == 1:
+            mapping.update({g.uuid: self.psus[0].name for g in unmapped})
+        elif unmapped:
+            raise ConfigError(
+                f"{self.source}: gpus: GPU(s) {', '.join(g.uuid for g in unmapped)} are fed by "
+                f"no PSU; with {len(self.psus)} PSUs every GPU needs an entry "
+                "(<uuid or bus id>: <psu name>), or it would run outside every budget"
+            )
+        return mapping
+
+    def model(self, gpus: Sequence[Gpu]) -> BudgetModel:
+        """The :class:`BudgetModel` of this budget on a live rig's GPUs."""
+        return BudgetModel(self.psus, self.circuits, self.psu_map(gpus))
+
+
+def _same_bus(key: str, bus_id: str) -> bool:
+    return ":" in key and normalize_bus_id(key) == normalize_bus_id(bus_id)
+
+
+def parse_budget(document: Any, source: str) -> RigBudget:
+    """Validate a budget document (see :func:`load_budget_file`); errors carry YAML paths."""
+    try:
+        doc = _BudgetDocument.model_validate(document)
+    except ValidationError as error:
+        lines = [f"{source}: {yaml_path(e['loc'])}: {e['msg']}" for e in error.errors()]
+        raise ConfigError(
+            f"{source}: {len(lines)} problem(s) in the power budget:\n" + "\n".join(lines)
+        ) from None
+    problems = []
+    psu_names = [p.name for p in doc.psus]
+    circuit_names = [c.name for c in doc.circuits]
+    for what, names in (("psus", psu_names), ("circuits", circuit_names)):
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                problems.append(f"{what}[{i}].name: duplicate name {name!r}")
+    for i, psu in enumerate(doc.psus):
+        if psu.circuit is not None and psu.circuit not in circuit_names:
+            problems.append(
+                f"psus[{i}].circuit: unknown circuit {psu.circuit!r}"
+                f"{did_you_mean(psu.circuit, circuit_names)} (circuits: "
+                f"{', '.join(circuit_names) or 'none'})"
+            )
+    for key, psu_name in doc.gpus.items():
+        if psu_name not in psu_names:
+            problems.append(
+                f"gpus.{key}: unknown PSU {psu_name!r}{did_you_mean(psu_name, psu_names)} "
+                f"(psus: {', '.join(psu_names)})"
+            )
+    if problems:
+        raise ConfigError(
+            f"{source}: {len(problems)} problem(s) in the power budget:\n"
+            + "\n".join(f"{source}: {p}" for p in problems)
+        )
+    return RigBudget(
+        psus=tuple(
+            # a PSU on no described circuit: only its own rating binds ("" matches no circuit)
+            Psu(p.name, p.rating_w, p.circuit or "", p.efficiency, p.platform_w)
+            for p in doc.psus
+        ),
+        circuits=tuple(
+            Circuit(c.name, c.voltage_v, c.breaker_a, c.continuous_ratio) for c in doc.circuits
+        ),
+        gpu_psu=dict(doc.gpus),
+        source=source,
+    )
+
+
+def load_budget_file(path: Path) -> RigBudget:
+    """Read a budget YAML file::
+
+        psus: [{name: psu-a, rating_w: 1600, circuit: c1, efficiency: 0.92, platform_w: 250}]
+        circuits: [{name: c1, voltage_v: 120, breaker_a: 20, continuous_ratio: 0.8}]
+        gpus: {GPU-8c1f…: psu-a, "0000:41:00.0": psu-a}   # UUID or PCI bus id → PSU
+
+    Units: W, V, A. Raises :class:`ConfigError` naming the file and the YAML path of every
+    problem.
+    """
+    try:
+        document = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise ConfigError(f"cannot read the power budget {path}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    return parse_budget(document, str(path))
+
+
+def host_budget_document(host: HostConfig) -> dict[str, Any] | None:
+    """A budget document (:func:`load_budget_file`'s format) from an inventory host entry.
+
+    ``None`` when the host describes no PSU. GPUs are keyed by UUID, else PCI bus id.
+    """
+    if not host.psus:
+        return None
+    return {
+        "psus": [p.model_dump() for p in host.psus],
+        "circuits": [c.model_dump() for c in host.circuits],
+        "gpus": {
+            (gpu.uuid or gpu.pci_bus_id): gpu.psu
+            for gpu in host.gpu_list
+            if gpu.psu is not None and (gpu.uuid or gpu.pci_bus_id)
+        },
+    }
+
+
+def load_inventory_budget(path: Path, host_name: str) -> RigBudget:
+    """The budget of inventory host ``host_name`` (its ``psus``, ``circuits``, ``gpus[].psu``).
+
+    The inventory is validated first (every error, with its YAML path). Raises
+    :class:`ConfigError` for an unknown host or a host without PSUs.
+    """
+    from inventory.validate import load_inventory
+
+    hosts = load_inventory(path, check_ssh_files=False).hosts
+    if host_name not in hosts:
+        raise ConfigError(
+            f"{path}: no host {host_name!r}{did_you_mean(host_name, hosts)} "
+            f"(hosts: {', '.join(hosts)})"
+        )
+    document = host_budget_document(hosts[host_name])
+    if document is None:
+        raise ConfigError(
+            f"{path}: hosts.{host_name}.psus: empty; describe the host's PSUs and circuits "
+            "so the tuner knows its power budget"
+        )
+    return parse_budget(document, f"{path} (hosts.{host_name})")

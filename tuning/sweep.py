@@ -233,7 +233,10 @@ class Sweep:
         session: SafetySession | None = None,
         progress: Progress | None = None,
         rig_spec: str | None = None,
+        budget: BudgetModel | None = None,
     ) -> None:
+        """``budget``: judge caps and draw against it instead of the rig's own PSUs and
+        circuits (a budget given on the command line for a simulated rig)."""
         self.rig = rig
         self.actuator = actuator
         self.workload = workload
@@ -246,7 +249,7 @@ class Sweep:
         self.constraints: dict[str, PowerConstraints] = {
             gpu.uuid: gpu.power_constraints() for gpu in rig.gpus
         }
-        self.budget = BudgetModel.from_rig(rig)
+        self.budget = budget if budget is not None else BudgetModel.from_rig(rig)
         self.watchdog = Watchdog(
             slowdown_c={gpu.uuid: gpu.thresholds().slowdown_c for gpu in rig.gpus},
             budget=self.budget,

@@ -11,9 +11,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tuning.backends.base import Rig
 from tuning.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tuning.budget import RigBudget
 
 DEFAULT_RIG = "sim:reference"
 RIGS_DIR = Path(__file__).with_name("rigs")
@@ -24,17 +28,37 @@ def preset_rig_names() -> list[str]:
     return sorted(p.stem for p in RIGS_DIR.glob("*.yaml"))
 
 
-def open_rig(spec: str = DEFAULT_RIG, *, seed: int | None = None) -> Rig:
+def open_rig(
+    spec: str = DEFAULT_RIG, *, seed: int | None = None, budget: RigBudget | None = None
+) -> Rig:
     """Open the rig named by ``spec`` (see module docstring).
 
     ``seed`` overrides a simulated rig's noise seed; it is ignored for real GPUs.
+    ``budget``: the PSUs and circuits of real GPUs (NVML knows nothing of them); every GPU
+    must resolve to a PSU (:meth:`~tuning.budget.RigBudget.psu_map`). A simulated rig keeps
+    its own PSUs here; callers pass a budget given for it to the sweep instead.
     Raises :class:`ConfigError` for an unknown preset or a missing/invalid file and
     :class:`~tuning.errors.BackendUnavailable` when NVML cannot be used.
     """
     if spec == "nvml":
         from tuning.backends.nvml import NvmlRig
 
-        return NvmlRig.open()
+        if budget is None:
+            return NvmlRig.open()
+        # the GPUs must be enumerated before bus ids in the budget can be resolved to UUIDs
+        probe = NvmlRig.open()
+        try:
+            psu_map = budget.psu_map(probe.gpus)
+        except BaseException:
+            probe.close()
+            raise
+        return NvmlRig(
+            probe.gpus,
+            name=probe.name,
+            psus=budget.psus,
+            circuits=budget.circuits,
+            psu_map=psu_map,
+        )
 
     from tuning.backends.sim import SimRig
 

@@ -26,6 +26,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from tuning.apply import SafetySession, open_tuning_rig, recover_stale_journals
 from tuning.backends import DEFAULT_RIG
 from tuning.budget import Policy
+from tuning.commands.budget_opts import budget_options, resolve_budget
 from tuning.errors import ConfigError
 from tuning.profile import dump_profile, profile_from_result
 from tuning.report import PlotsUnavailable, plot_curves, plot_heat_soak, results_table
@@ -141,6 +142,7 @@ class _Bars:
     default=None,
     help="write only the profile YAML to this file (no plots; what a remote sweep uses).",
 )
+@budget_options
 @click.option(
     "--pace-s",
     type=float,
@@ -162,12 +164,31 @@ def command(
     host_name: str | None,
     inventory_dir: Path,
     profile_out: Path | None,
+    budget_path: Path | None,
+    inventory_path: Path | None,
+    no_budget: bool,
     pace_s: float,
 ) -> None:
-    """Probe power caps per GPU and pick the best inside the power budget and heat."""
+    """Probe power caps per GPU and pick the best inside the power budget and heat.
+
+    Real GPUs (--rig nvml) need a power budget: --budget FILE, --inventory FILE --host NAME,
+    /etc/rigforge/budget.yaml, or --no-budget (unsafe, warned).
+    """
     targets = profile_targets(host_name, inventory_dir, profile_out)
+    budget = resolve_budget(
+        rig_spec,
+        budget_path=budget_path,
+        inventory_path=inventory_path,
+        host_name=host_name,
+        no_budget=no_budget,
+        required=True,
+        log=_log,
+    )
     recover_stale_journals(_log, keep_spec=rig_spec)
-    rig, actuator = open_tuning_rig(rig_spec, seed=seed)
+    rig, actuator = open_tuning_rig(rig_spec, seed=seed, budget=budget)
+    budget_model = budget.model(rig.gpus) if budget is not None else None
+    if budget is not None and rig_spec != "nvml":
+        _log(f"rigforge: judging caps against {budget.source}, not the rig file's PSUs")
     config = SweepConfig(
         workload=workload,
         policy=Policy(policy),
@@ -189,7 +210,14 @@ def command(
                 done = sum(len(p) for p in session.resumed_probes.values())
                 _log(f"rigforge: resuming an interrupted sweep after {done} completed probes")
             sweep = Sweep(
-                rig, actuator, load, config, session=session, progress=bars, rig_spec=rig_spec
+                rig,
+                actuator,
+                load,
+                config,
+                session=session,
+                progress=bars,
+                rig_spec=rig_spec,
+                budget=budget_model,
             )
             if pace_s > 0:
                 _pace(rig, pace_s)
