@@ -23,7 +23,11 @@ A models file is YAML::
         allow_sharing: false  # optional: may share GPUs with other sharing models
         port: 8000            # optional; assigned from 8000 upwards when absent
         kv_cache_bits: 16     # optional KV-cache precision (default 16)
-        extra_args: []        # optional engine flags appended verbatim
+        extra_args: []        # optional engine flags appended verbatim (no secrets)
+
+``weights`` and ``extra_args`` end up in a systemd unit, so control characters, ``"`` and ``\\``
+are refused in them, and so are secrets in ``extra_args`` (``--api-key``, ``--hf-token``,
+``*key*=…``: the inventory's ``serving.api_key_file`` / ``secrets.hf_token_file`` hold those).
 
 :func:`load_models` validates everything before anything is planned and raises
 :class:`~tuning.errors.ConfigError` naming the file, the YAML path (``models[1].kv_heads``) and
@@ -34,12 +38,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from tuning.errors import ConfigError, did_you_mean, yaml_path
+from tuning.serving_checks import secret_arg_problem, text_problem
 
 #: Engines the serving templates know how to start.
 ENGINES: tuple[str, ...] = ("vllm", "llama.cpp", "sglang")
@@ -49,6 +61,25 @@ DEFAULT_BASE_PORT = 8000
 DEFAULT_HEADROOM_PCT = 10.0
 
 Engine = Literal["vllm", "llama.cpp", "sglang"]
+
+
+def _unit_text(value: str) -> str:
+    # Copied into a systemd unit: a newline would inject directives, a quote break quoting.
+    problem = text_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _engine_arg(value: str) -> str:
+    problem = text_problem(value) or secret_arg_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+UnitText = Annotated[str, AfterValidator(_unit_text)]
+EngineArg = Annotated[str, AfterValidator(_engine_arg)]
 
 
 class ModelSpec(BaseModel):
@@ -65,7 +96,7 @@ class ModelSpec(BaseModel):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
     engine: Engine
-    weights: str = Field(min_length=1)
+    weights: UnitText = Field(min_length=1)
     params_b: float = Field(gt=0, le=2000)
     quant_bits: float = Field(gt=1, le=32)
     layers: int = Field(ge=1)
@@ -81,7 +112,7 @@ class ModelSpec(BaseModel):
     allow_sharing: bool = False
     port: int | None = Field(default=None, ge=1024, le=65535)
     kv_cache_bits: Literal[4, 8, 16, 32] = 16
-    extra_args: tuple[str, ...] = ()
+    extra_args: tuple[EngineArg, ...] = ()
 
     @model_validator(mode="after")
     def _heads_consistent(self) -> ModelSpec:

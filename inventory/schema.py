@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -40,6 +41,13 @@ from pydantic import (
 )
 
 from tuning.backends.base import normalize_bus_id
+from tuning.serving_checks import (
+    BUS_ID_RE,
+    UUID_RE,
+    gpu_id_problem,
+    secret_arg_problem,
+    text_problem,
+)
 
 __all__ = [
     "DATA_KEY",
@@ -75,8 +83,8 @@ DATA_KEY = "rigforge"
 #: Tag names of the ``gpus`` union; the validator drops them from YAML paths.
 UNION_TAGS = frozenset({"gpu-list", "discover"})
 
-_UUID_RE = r"^GPU-[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-_BUS_ID_RE = r"^([0-9a-fA-F]{4,8}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$"
+_UUID_RE = UUID_RE
+_BUS_ID_RE = BUS_ID_RE
 _NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 #: Driver branch each Debian release ships in non-free (``nvidia-driver`` source package):
@@ -263,17 +271,53 @@ class AffinityConfig(_Model):
     irqbalance_ban: bool = Field(True, description="tell irqbalance to leave GPU IRQs alone")
 
 
-class ServingModel(_Model):
-    """A model served by hand (same shape as a plan's ``placements[]``)."""
+def _unit_text(value: str) -> str:
+    # Copied into a systemd unit: a newline would inject directives, a quote break quoting.
+    problem = text_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
 
-    model: str = Field(min_length=1, description="weights: a Hugging Face id or a path")
-    engine: str = Field("vllm", min_length=1, description="vllm, llama.cpp or sglang")
-    gpus: list[str] = Field(min_length=1, description="GPU UUIDs")
+
+def _gpu_id(value: str) -> str:
+    problem = gpu_id_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _engine_arg(value: str) -> str:
+    problem = text_problem(value) or secret_arg_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+UnitText = Annotated[str, AfterValidator(_unit_text)]
+GpuId = Annotated[str, AfterValidator(_gpu_id)]
+EngineArg = Annotated[str, AfterValidator(_engine_arg)]
+
+
+class ServingModel(_Model):
+    """A model served by hand (same shape as a plan's ``placements[]``).
+
+    ``model``, ``args``: no control characters, ``"`` or ``\\`` (they are copied into a
+    systemd unit); ``args`` carry no secrets (``--api-key``, ``--hf-token``, ``*key*=…``: use
+    ``serving.api_key_file`` / ``secrets.hf_token_file``). ``gpus``: UUIDs or PCI bus ids.
+    """
+
+    model: UnitText = Field(min_length=1, description="weights: a Hugging Face id or a path")
+    engine: Literal["vllm", "llama.cpp", "sglang"] = Field(
+        "vllm", description="vllm, llama.cpp or sglang"
+    )
+    gpus: list[GpuId] = Field(min_length=1, description="GPU UUIDs or PCI bus ids")
     tp: int = Field(1, ge=1, description="tensor-parallel size")
     pp: int = Field(1, ge=1, description="pipeline-parallel size")
     numa_node: int | None = Field(None, ge=0, description="NUMA node to bind CPU and memory to")
     port: int = Field(ge=1, le=65535, description="TCP port of the OpenAI-compatible API")
-    args: list[str] = Field(default_factory=list, description="extra engine arguments")
+    args: list[EngineArg] = Field(
+        default_factory=list, description="extra engine arguments (no secrets)"
+    )
 
 
 class ServingConfig(_Model):
@@ -692,12 +736,16 @@ def check_host(name: str, cfg: HostConfig) -> list[Issue]:
 def check_placements(
     path: str, cfg: HostConfig, placements: list[dict[str, Any]], what: str
 ) -> list[Issue]:
-    """Placements (hand models or a plan's) name listed GPUs and distinct ports."""
+    """Placements (hand models or a plan's) name listed GPUs and distinct ports, and hold
+    nothing that could not be copied into a unit file (see :mod:`tuning.serving_checks`)."""
     issues: list[Issue] = []
     listed = cfg.gpus != "discover"
     ports: dict[int, int] = {}
     for i, placement in enumerate(placements):
+        issues += _unit_safety(f"{path}[{i}]", placement)
         for j, uuid in enumerate(placement.get("gpus") or []):
+            if gpu_id_problem(uuid):
+                continue  # _unit_safety said so
             if listed and cfg.gpu(str(uuid)) is None:
                 issues.append(
                     Issue(
@@ -714,6 +762,28 @@ def check_placements(
                 )
             else:
                 ports[port] = i
+    return issues
+
+
+def _unit_safety(path: str, placement: dict[str, Any]) -> list[Issue]:
+    """Text that would inject unit directives, GPU ids that are not ids, secrets in args."""
+    issues: list[Issue] = []
+    for key in ("model", "weights"):
+        value = placement.get(key)
+        problem = text_problem(value) if value is not None else None
+        if problem:
+            issues.append(Issue(f"{path}.{key}", problem))
+    gpus = placement.get("gpus") or []
+    for j, gpu in enumerate(gpus if isinstance(gpus, list) else [gpus]):
+        problem = gpu_id_problem(gpu)
+        if problem:
+            issues.append(Issue(f"{path}.gpus[{j}]", problem))
+    for key in ("args", "extra_args"):
+        args = placement.get(key) or []
+        for j, arg in enumerate(args if isinstance(args, list) else [args]):
+            problem = text_problem(arg) or secret_arg_problem(arg)
+            if problem:
+                issues.append(Issue(f"{path}.{key}[{j}]", problem))
     return issues
 
 

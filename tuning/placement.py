@@ -57,6 +57,7 @@ import yaml
 from inventory.models import ModelsFile, ModelSpec
 from tuning.backends.base import GpuInfo, RigSnapshot, link_rank, nvlink_count
 from tuning.errors import ConfigError
+from tuning.serving_checks import placement_problems
 from tuning.vram import estimate, gpu_memory_utilization, usable_mib
 
 #: Efficiency of the worst link inside a GPU set, per nvidia-smi ``topo -m`` class.
@@ -1037,20 +1038,26 @@ class Placement:
 
     @classmethod
     def from_yaml(cls, data: Mapping[str, Any]) -> Placement:
-        """Rebuild from a plan YAML entry (what the deploy reads back)."""
-        return cls(
+        """Rebuild from a plan YAML entry (what the deploy reads back).
+
+        Raises ``ValueError`` naming the field when a value could not go into a unit file
+        safely (control characters, quotes, secrets in ``extra_args``, a GPU that is not a
+        UUID/bus id; see :func:`tuning.serving_checks.placement_problems`).
+        """
+        numa_node = data.get("numa_node")
+        placement = cls(
             model=str(data["model"]),
             replica=int(data.get("replica", 0)),
             engine=str(data["engine"]),
             weights=str(data.get("weights") or data["model"]),
             gpus=tuple(data["gpus"]),
-            gpu_indices=tuple(data.get("gpu_indices", ())),
+            gpu_indices=tuple(int(i) for i in data.get("gpu_indices") or ()),
             tp=int(data.get("tp", 1)),
             pp=int(data.get("pp", 1)),
-            numa_node=data.get("numa_node"),
-            cpu_list=tuple(data.get("cpu_list") or ()),
+            numa_node=None if numa_node is None else int(numa_node),
+            cpu_list=tuple(int(c) for c in data.get("cpu_list") or ()),
             vram_mib=int(data.get("vram_mib", 0)),
-            vram_free_mib=tuple(data.get("vram_free_mib", ())),
+            vram_free_mib=tuple(int(v) for v in data.get("vram_free_mib") or ()),
             port=int(data["port"]),
             p2p=bool(data.get("p2p", True)),
             worst_link=str(data.get("worst_link", "X")),
@@ -1062,6 +1069,13 @@ class Placement:
             shared=bool(data.get("shared", False)),
             extra_args=tuple(data.get("extra_args") or ()),
         )
+        problems = placement_problems(placement)
+        if problems:
+            raise ValueError(
+                f"placement of {placement.model!r}: "
+                + "; ".join(f"{where}: {why}" for where, why in problems)
+            )
+        return placement
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,11 @@ import jinja2
 
 from tuning.errors import ConfigError
 from tuning.placement import Placement, Plan, load_plan
+from tuning.serving_checks import (
+    placement_problems,
+    text_problem,
+    unit_slug,
+)
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "templates" / "etc" / "systemd" / "system"
 UNIT_DIR = "/etc/systemd/system"
@@ -46,12 +51,20 @@ TEMPLATE_OF_ENGINE: Mapping[str, str] = {
 API_KEY_ENV: Mapping[str, str] = {"vllm": "VLLM_API_KEY", "llama.cpp": "LLAMA_API_KEY"}
 _LLAMA_KV_TYPES = {4: "q4_0", 8: "q8_0", 32: "f32"}
 _SAFE_ARG = re.compile(r"^[A-Za-z0-9_@%+=:,./-]+$")
+_SERVICE_USER = re.compile(r"^[a-z_][a-z0-9_-]*$")
 
 
 def systemd_quote(arg: object) -> str:
-    """Quote one ``ExecStart=`` argument: ``%`` and ``$`` escaped, spaces double-quoted."""
+    """Quote one ``ExecStart=`` argument: ``%`` and ``$`` escaped, spaces double-quoted.
+
+    Raises :class:`ConfigError` on a control character (newline, tab, NUL, …): no quoting
+    keeps a newline from starting a new directive in a unit file.
+    """
+    problem = text_problem(arg, quotes=False)
+    if problem:
+        raise ConfigError(f"unit argument {str(arg)!r} {problem}")
     text = str(arg).replace("%", "%%").replace("$", "$$")
-    if _SAFE_ARG.match(text):
+    if _SAFE_ARG.fullmatch(text):
         return text
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -75,10 +88,19 @@ def cpu_ranges(cpus: Sequence[int]) -> str:
 
 
 def unit_name(placement: Placement) -> str:
-    """``rigforge-serve-<model>[-<replica>].service``."""
-    suffix = f"-{placement.replica}" if placement.replica else ""
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "-", placement.model)
-    return f"rigforge-serve-{safe}{suffix}.service"
+    """``rigforge-serve-<model>[-<replica>].service`` (other characters become ``-``)."""
+    return f"rigforge-serve-{unit_slug(placement.model, placement.replica)}.service"
+
+
+def unit_line_text(value: object) -> str:
+    """``value`` for a unit's free text (``Description=``, comments): ``%`` escaped.
+
+    Raises :class:`ConfigError` on a control character, which would end the line.
+    """
+    problem = text_problem(value, quotes=False)
+    if problem:
+        raise ConfigError(f"unit text {str(value)!r} {problem}")
+    return str(value).replace("%", "%%")
 
 
 def _environment() -> jinja2.Environment:
@@ -91,6 +113,7 @@ def _environment() -> jinja2.Environment:
         autoescape=False,
     )
     env.filters["sd"] = systemd_quote
+    env.filters["sd_text"] = unit_line_text
     return env
 
 
@@ -117,6 +140,14 @@ def render_unit(
             f"model {placement.model!r}: no serving template for engine {placement.engine!r}; "
             f"use one of {', '.join(TEMPLATE_OF_ENGINE)}"
         )
+    problems = placement_problems(placement)
+    if problems:
+        raise ConfigError(
+            f"model {placement.model!r} cannot be rendered into a unit: "
+            + "; ".join(f"{where}: {why}" for where, why in problems)
+        )
+    if not _SERVICE_USER.fullmatch(service_user):
+        raise ConfigError(f"service user {service_user!r} is not a valid user name")
     opened = not _is_loopback(bind)
     if opened:
         if not api_key_file:
@@ -198,7 +229,11 @@ def _placements_of(source: Any) -> tuple[tuple[Placement, ...], str | None, str 
     if isinstance(source, str | Path):
         return load_plan(source).placements, None, None
     if isinstance(source, Mapping):
-        return tuple(Placement.from_yaml(p) for p in source.get("placements") or ()), None, None
+        try:
+            placed = tuple(Placement.from_yaml(p) for p in source.get("placements") or ())
+        except (KeyError, TypeError, ValueError) as error:
+            raise ConfigError(f"malformed plan entry ({error})") from error
+        return placed, None, None
     bind = getattr(source, "bind", None)
     opened = getattr(source, "open", False)
     key = DEFAULT_API_KEY_FILE if getattr(source, "api_key_file", None) else None

@@ -9,12 +9,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tuning.errors import ConfigError
 from tuning.placement import Placement
 from tuning.serving import cpu_ranges, render_serving_units, render_unit, systemd_quote
 
 MAX_EXPOSURE = 3.0
+GPU_A = "GPU-aaaaaaaa-0000-4000-8000-000000000001"
+GPU_B = "GPU-bbbbbbbb-0000-4000-8000-000000000002"
 
 
 def placement(engine: str = "vllm", **overrides: object) -> Placement:
@@ -23,7 +26,7 @@ def placement(engine: str = "vllm", **overrides: object) -> Placement:
         replica=0,
         engine=engine,
         weights="Qwen/QwQ-32B",
-        gpus=("GPU-aaaa", "GPU-bbbb"),
+        gpus=(GPU_A, GPU_B),
         gpu_indices=(1, 3),
         tp=2,
         pp=1,
@@ -62,7 +65,7 @@ def directives(text: str) -> dict[str, list[str]]:
 def test_every_engine_gets_gpus_numa_user_and_hardening(engine: str) -> None:
     unit = directives(render_unit(placement(engine)))
     env = unit["Environment"]
-    assert '"CUDA_VISIBLE_DEVICES=GPU-aaaa,GPU-bbbb"' in env
+    assert f'"CUDA_VISIBLE_DEVICES={GPU_A},{GPU_B}"' in env
     assert '"CUDA_DEVICE_ORDER=PCI_BUS_ID"' in env
     assert '"NCCL_P2P_DISABLE=1"' in env
     assert unit["NUMAPolicy"] == ["bind"]
@@ -207,7 +210,7 @@ def test_minimal_hand_written_plan_renders(tmp_path: Path) -> None:
     path = tmp_path / "plan.yaml"
     path.write_text(
         "schema_version: 1\nplacements:\n"
-        "  - {model: m, engine: vllm, gpus: [GPU-a], tp: 1, pp: 1, numa_node: 0, port: 8000}\n"
+        f"  - {{model: m, engine: vllm, gpus: [{GPU_A}], tp: 1, pp: 1, numa_node: 0, port: 8000}}\n"
     )
     (text,) = render_serving_units(path).values()
     assert "ExecStart=/opt/rigforge/vllm/bin/vllm serve m " in text
@@ -219,3 +222,107 @@ def test_plan_that_is_not_a_plan_is_a_config_error(tmp_path: Path) -> None:
     path.write_text("placements: []\n")
     with pytest.raises(ConfigError, match="schema_version"):
         render_serving_units(path)
+
+
+# -- unit-file injection (audit: a newline or quote in plan text reached root) ----------------
+
+INJECTIONS = (
+    "m\nExecStartPre=+/bin/sh -c id",
+    "m\rExecStartPre=+/bin/sh -c id",
+    "m\x00",
+    "m\u2028x",
+)
+
+
+@pytest.mark.parametrize("text", INJECTIONS)
+@pytest.mark.parametrize("field", ["model", "weights"])
+def test_control_characters_in_names_are_refused(field: str, text: str) -> None:
+    with pytest.raises(ConfigError, match="control character"):
+        render_unit(placement("vllm", **{field: text}))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_control_characters_in_extra_args_are_refused(engine: str) -> None:
+    with pytest.raises(ConfigError, match=r"extra_args\[1\]"):
+        render_unit(placement(engine, extra_args=("--ok", "--x\nUser=root")))
+
+
+@pytest.mark.parametrize("char", ['"', "\\"])
+def test_quotes_in_names_are_refused(char: str) -> None:
+    with pytest.raises(ConfigError, match="quoting"):
+        render_unit(placement("vllm", model=f"m{char}x"))
+
+
+@pytest.mark.parametrize(
+    "gpu", [f'{GPU_A}"\nUser=root', f"{GPU_A},GPU-x", "GPU-a b", "0", f"{GPU_A}\n"]
+)
+def test_gpus_that_are_not_ids_are_refused(gpu: str) -> None:
+    with pytest.raises(ConfigError, match=r"gpus\[1\]"):
+        render_unit(placement("vllm", gpus=(GPU_A, gpu)))
+
+
+def test_bus_ids_and_mig_ids_are_accepted() -> None:
+    text = render_unit(placement("vllm", gpus=("00000000:41:00.0", "MIG-1234abcd-56ef-0000")))
+    assert 'CUDA_VISIBLE_DEVICES=00000000:41:00.0,MIG-1234abcd-56ef-0000"' in text
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("numa_node", "1\nUser=root"), ("cpu_list", ("0\nUser=root",)), ("gpu_indices", ("1\n",))],
+)
+def test_numbers_must_be_integers(field: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=field):
+        render_unit(placement("vllm", **{field: value}))
+
+
+def test_worst_link_newline_is_refused() -> None:
+    with pytest.raises(ConfigError, match="worst_link"):
+        render_unit(placement("vllm", worst_link="SYS\nUser=root"))
+
+
+@pytest.mark.parametrize("text", ["a\nb", "a\rb", "a\tb", "\x1b[0m"])
+def test_systemd_quote_refuses_control_characters(text: str) -> None:
+    with pytest.raises(ConfigError, match="control character"):
+        systemd_quote(text)
+
+
+def test_description_and_comments_escape_specifiers() -> None:
+    text = render_unit(placement("vllm", model="m%n"))
+    assert "Description=rigforge: serve m%%n with vllm on port 8001\n" in text
+    assert "from the placement plan): m%%n\n" in text
+    assert "--served-model-name m%%n" in text
+
+
+def _no_injected_directive(text: str) -> None:
+    keys = [ln.split("=", 1)[0] for ln in text.splitlines() if "=" in ln and ln[:1] != "#"]
+    assert "ExecStartPre" not in keys
+    assert [k for k in keys if k == "User"] == ["User"]
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"model": "m\nExecStartPre=+/bin/sh -c id"},
+        {"weights": "w\nExecStartPre=+/bin/sh -c id"},
+        {"extra_args": ["--x\nExecStartPre=+/bin/sh -c id"]},
+        {"gpus": [f'{GPU_A}"\nUser=root\n#']},
+        {"numa_node": "0\nUser=root"},
+        {"cpu_list": ["0\nUser=root"]},
+        {"worst_link": "X\nUser=root"},
+    ],
+    ids=lambda e: next(iter(e)),
+)
+def test_plan_file_with_injection_is_refused_with_its_path(entry: dict, tmp_path: Path) -> None:
+    row = {"model": "m", "engine": "vllm", "gpus": [GPU_A], "port": 8000, **entry}
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump({"schema_version": 1, "placements": [row]}))
+    with pytest.raises(ConfigError, match=str(path)) as caught:
+        render_serving_units(path)
+    assert "malformed plan entry" in str(caught.value)
+    with pytest.raises(ConfigError):
+        render_serving_units({"placements": [row]})
+
+
+def test_clean_plan_renders_without_extra_directives(tmp_path: Path) -> None:
+    (text,) = render_serving_units({"placements": [placement().to_yaml()]}).values()
+    _no_injected_directive(text)
