@@ -42,6 +42,7 @@ from tuning.telemetry import (
     SteadyStatePolicy,
     Watchdog,
     fit_first_order,
+    watchdog_limit_c,
 )
 from tuning.workloads import Workload
 
@@ -251,7 +252,7 @@ class Sweep:
         }
         self.budget = budget if budget is not None else BudgetModel.from_rig(rig)
         self.watchdog = Watchdog(
-            slowdown_c={gpu.uuid: gpu.thresholds().slowdown_c for gpu in rig.gpus},
+            slowdown_c={gpu.uuid: watchdog_limit_c(gpu.thresholds()) for gpu in rig.gpus},
             budget=self.budget,
             margin_c=config.watchdog_margin_c,
         )

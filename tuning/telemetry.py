@@ -7,7 +7,9 @@
   maximum PSU/circuit load ratio over the whole sweep is computed from it, so the claim
   "the sum of live caps never exceeded a budget" is provable from the trace alone.
 * :class:`Watchdog` raises :class:`~tuning.errors.SafetyAbort` when a GPU comes within
-  ``margin_c`` (default 5 °C) of its HW slowdown threshold or measured draw nears a budget.
+  ``margin_c`` (default 5 °C) of its HW slowdown threshold (or the stand-in of
+  :func:`watchdog_limit_c` where the card reports none), when a loaded GPU reports no
+  temperature for several samples in a row, or when measured draw nears a budget.
 
 Units: W, °C, s, tokens/s.
 """
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tuning.backends.base import THROTTLE_REASONS, ClockEventReason, GpuSample
+from tuning.backends.base import THROTTLE_REASONS, ClockEventReason, GpuSample, Thresholds
 from tuning.budget import BudgetModel
 from tuning.errors import SafetyAbort
 
@@ -255,24 +257,74 @@ class CapTrace:
 # --------------------------------------------------------------------------------------------
 
 
+#: The stand-in HW slowdown threshold of a card that reports no absolute thermal limit at all
+#: (no slowdown, max operating or target temperature). Units: °C. 83 °C is the default "GPU
+#: Target Temperature" ``nvidia-smi -q`` prints on GeForce RTX 30/40 cards, and below the
+#: maximum GPU temperature NVIDIA publishes for them (RTX 4090: 90 °C; RTX 3090: 93 °C); with
+#: the 5 °C margin the watchdog trips at 78 °C — conservative on purpose for an unknown card.
+FALLBACK_SLOWDOWN_C = 83.0
+
+#: Consecutive samples without a temperature reading, under load, before the watchdog stops.
+MAX_MISSING_TEMP_SAMPLES = 5
+
+
+def watchdog_limit_c(thresholds: Thresholds) -> float:
+    """The temperature the watchdog treats as a card's HW slowdown threshold. Units: °C.
+
+    NVML's slowdown threshold where the card reports one; boards that report only T.Limit
+    offsets (RTX 4090, H100) have none, so: the max operating temperature, else the SW
+    thermal target + 5 °C, else :data:`FALLBACK_SLOWDOWN_C`.
+    """
+    if thresholds.slowdown_c is not None:
+        return thresholds.slowdown_c
+    if thresholds.max_operating_c is not None:
+        return thresholds.max_operating_c
+    if thresholds.target_c is not None:
+        return thresholds.target_c + 5.0
+    return FALLBACK_SLOWDOWN_C
+
+
 @dataclass(frozen=True)
 class Watchdog:
     """Abort a run before the hardware protects itself.
 
-    ``margin_c``: trip when temperature ≥ HW slowdown threshold − margin (5 °C by default).
-    ``draw_trip_ratio``: trip when measured board draw + platform on a PSU, or its wall
-    draw on a circuit, reaches this share of the budget.
+    ``slowdown_c``: per GPU UUID, the HW slowdown threshold (build it with
+    :func:`watchdog_limit_c`); a GPU missing here or mapped to ``None`` is judged against
+    :data:`FALLBACK_SLOWDOWN_C`, never left unwatched. ``margin_c``: trip when temperature ≥
+    threshold − margin (5 °C by default). ``max_missing_temp``: trip when a loaded GPU
+    reports no temperature this many samples in a row (a sensor that stopped answering
+    cannot say the card is cool). ``draw_trip_ratio``: trip when measured board draw +
+    platform on a PSU, or its wall draw on a circuit, reaches this share of the budget.
     """
 
     slowdown_c: Mapping[str, float | None]
     budget: BudgetModel
     margin_c: float = 5.0
     draw_trip_ratio: float = 0.98
+    max_missing_temp: int = MAX_MISSING_TEMP_SAMPLES
+    _missing: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
-    def check_temperature(self, uuid: str, sample: GpuSample) -> None:
+    def limit_c(self, uuid: str) -> float:
+        """The slowdown threshold this GPU is judged against. Units: °C."""
         slowdown = self.slowdown_c.get(uuid)
-        if slowdown is None or sample.temp_c is None:
+        return FALLBACK_SLOWDOWN_C if slowdown is None else slowdown
+
+    def check_temperature(self, uuid: str, sample: GpuSample, *, loaded: bool = True) -> None:
+        """Raise :class:`SafetyAbort` near the slowdown threshold or after too many samples
+        without a reading while ``loaded`` (an idle, parked GPU without one is not counted)."""
+        if sample.temp_c is None:
+            if loaded:
+                self._missing[uuid] = self._missing.get(uuid, 0) + 1
+                if self._missing[uuid] >= self.max_missing_temp:
+                    raise SafetyAbort(
+                        f"GPU {uuid} reported no temperature for {self._missing[uuid]} samples "
+                        "in a row under load; stopped and restored the original caps — check "
+                        "the card with 'nvidia-smi -q -d TEMPERATURE' (a failing sensor or a "
+                        "GPU falling off the bus)"
+                    )
             return
+        self._missing.pop(uuid, None)
+        slowdown = self.limit_c(uuid)
         if sample.temp_c >= slowdown - self.margin_c:
             raise SafetyAbort(
                 f"GPU {uuid} reached {sample.temp_c:.1f} °C, within {self.margin_c:g} °C of its "

@@ -6,10 +6,18 @@ import math
 
 import pytest
 
-from tuning.backends.base import ClockEventReason, GpuSample, Psu
+from tuning.backends.base import ClockEventReason, GpuSample, Psu, Thresholds
 from tuning.budget import BudgetModel
 from tuning.errors import SafetyAbort
-from tuning.telemetry import CapTrace, ProbeWindow, SteadyStatePolicy, Watchdog, fit_first_order
+from tuning.telemetry import (
+    FALLBACK_SLOWDOWN_C,
+    CapTrace,
+    ProbeWindow,
+    SteadyStatePolicy,
+    Watchdog,
+    fit_first_order,
+    watchdog_limit_c,
+)
 
 
 def sample(t: float, power: float, temp: float = 60.0, reasons=frozenset()) -> GpuSample:
@@ -91,3 +99,68 @@ def test_first_order_fit_predicts_the_asymptote_from_the_first_minute() -> None:
 
 def test_first_order_fit_needs_a_transient_to_fit() -> None:
     assert fit_first_order([0.0, 1.0, 2.0], [40.0, 41.0, 42.0]) is None
+
+
+# -- defect 2: cards that report no absolute slowdown threshold are still watched -----------
+
+
+@pytest.mark.parametrize(
+    ("thresholds", "limit_c"),
+    [
+        (Thresholds(slowdown_c=92, max_operating_c=90, target_c=83), 92),
+        # RTX 4090 / H100: slowdown only as a T.Limit offset (None), max operating known
+        (Thresholds(max_operating_c=90, target_c=83), 90),
+        (Thresholds(target_c=80), 85),
+        (Thresholds(), FALLBACK_SLOWDOWN_C),
+    ],
+)
+def test_watchdog_limit_falls_back_when_slowdown_is_unknown(
+    thresholds: Thresholds, limit_c: float
+) -> None:
+    assert watchdog_limit_c(thresholds) == limit_c
+
+
+def test_a_gpu_without_any_threshold_is_watched_at_the_fallback() -> None:
+    dog = Watchdog(slowdown_c={"a": None}, budget=BUDGET)
+    dog.check_temperature("a", sample(1, 200, temp=FALLBACK_SLOWDOWN_C - 5.5))
+    with pytest.raises(SafetyAbort, match=f"slowdown threshold {FALLBACK_SLOWDOWN_C:g}"):
+        dog.check_temperature("a", sample(2, 200, temp=FALLBACK_SLOWDOWN_C - 5.0))
+    with pytest.raises(SafetyAbort):
+        dog.check_temperature("not-listed", sample(3, 200, temp=FALLBACK_SLOWDOWN_C))
+
+
+def no_temp(t: float) -> GpuSample:
+    return GpuSample(t, 200.0, 300.0, None, 1800.0, 100.0, frozenset())
+
+
+def test_watchdog_stops_when_a_loaded_gpu_reports_no_temperature() -> None:
+    dog = Watchdog(slowdown_c={"a": 90.0}, budget=BUDGET, max_missing_temp=3)
+    for t in range(10):  # parked and idle: not counted
+        dog.check_temperature("a", no_temp(t), loaded=False)
+    dog.check_temperature("a", no_temp(10))
+    dog.check_temperature("a", no_temp(11))
+    dog.check_temperature("a", sample(12, 200, temp=60.0))  # a reading resets the count
+    dog.check_temperature("a", no_temp(13))
+    dog.check_temperature("a", no_temp(14))
+    with pytest.raises(SafetyAbort, match="no temperature for 3 samples"):
+        dog.check_temperature("a", no_temp(15))
+
+
+def test_sweep_watches_cards_that_report_only_a_target_temperature(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tuning.apply import SafetySession, open_tuning_rig
+    from tuning.sweep import Sweep, SweepConfig
+    from tuning.workloads import SimWorkload
+
+    monkeypatch.setenv("RIGFORGE_STATE_DIR", str(tmp_path / "state"))
+    rig, actuator = open_tuning_rig("sim:4x3090")
+    for gpu in rig.gpus:
+        # what NVML gives for a board reporting T.Limit offsets: a target temperature only
+        monkeypatch.setattr(gpu, "thresholds", lambda: Thresholds(target_c=40.0))
+    config = SweepConfig(heat_soak_s=60.0)
+    with (
+        pytest.raises(SafetyAbort, match="slowdown threshold 45"),
+        SafetySession(actuator, log=lambda m: None) as session,
+    ):
+        Sweep(rig, actuator, SimWorkload(rig, "decode"), config, session=session).run()
