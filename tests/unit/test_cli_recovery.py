@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,18 @@ def test_help_touches_nothing(crashed_sweep: str) -> None:
     result = CliRunner().invoke(cli, ["inspect", "--help"])
     assert result.exit_code == 0
     assert journal_path(crashed_sweep).exists()
+
+
+def test_inspect_shows_the_caps_apply_left_on_a_simulated_rig(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RIGFORGE_STATE_DIR", str(tmp_path / "state"))
+    spec = str(tmp_path / "rig.yaml")
+    Path(spec).write_text(RIG_YAML)
+    rig, actuator = open_tuning_rig(spec)
+    first = rig.gpus[0]
+    actuator.set_cap(first.uuid, first.power_constraints().min_w)
+    result = CliRunner().invoke(cli, ["inspect", "--rig", spec, "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["gpus"][0]["power"]["limit_w"] == first.power_constraints().min_w

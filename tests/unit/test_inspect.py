@@ -93,11 +93,11 @@ def fake_rig(monkeypatch: pytest.MonkeyPatch) -> FakeRig:
     rig = FakeRig()
     opened: list[str] = []
 
-    def fake_open(spec: str) -> Rig:
+    def fake_open(spec: str) -> tuple[Rig, None]:
         opened.append(spec)
-        return rig
+        return rig, None
 
-    monkeypatch.setattr(inspect_command, "open_rig", fake_open)
+    monkeypatch.setattr(inspect_command, "open_tuning_rig", fake_open)
     rig.opened = opened  # type: ignore[attr-defined]
     return rig
 
@@ -154,10 +154,10 @@ def test_rig_and_captures_together_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def test_rigforge_errors_propagate(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(spec: str) -> Rig:
+    def broken(spec: str) -> tuple[Rig, None]:
         raise ConfigError(f"unknown simulated rig {spec!r}")
 
-    monkeypatch.setattr(inspect_command, "open_rig", broken)
+    monkeypatch.setattr(inspect_command, "open_tuning_rig", broken)
     result = CliRunner().invoke(inspect_command.command, ["--rig", "sim:nope"])
     assert isinstance(result.exception, ConfigError)
 

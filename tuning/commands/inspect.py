@@ -15,7 +15,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from tuning.backends import DEFAULT_RIG, open_rig
+from tuning.apply import open_tuning_rig
+from tuning.backends import DEFAULT_RIG
 from tuning.backends.base import GpuInfo, LinkStatus, PcieLink, RigSnapshot
 from tuning.captures._values import format_cpu_list
 from tuning.captures.folder import load_captures
@@ -226,7 +227,8 @@ def command(rig_spec: str | None, captures_dir: Path | None, as_json: bool) -> N
         captured = load_captures(captures_dir)
         snapshot, notes = captured.snapshot, captured.warnings
     else:
-        rig = open_rig(rig_spec or DEFAULT_RIG)
+        # a simulated rig comes back with the caps earlier runs left on its "hardware"
+        rig, _ = open_tuning_rig(rig_spec or DEFAULT_RIG)
         try:
             snapshot = rig.snapshot()
         finally:

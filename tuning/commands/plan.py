@@ -19,7 +19,8 @@ from rich.table import Table
 
 from inventory.host_data import host_data_path
 from inventory.models import load_models
-from tuning.backends import DEFAULT_RIG, open_rig
+from tuning.apply import open_tuning_rig
+from tuning.backends import DEFAULT_RIG
 from tuning.backends.base import RigSnapshot
 from tuning.errors import ConfigError
 from tuning.placement import Plan, load_profile_hints, plan
@@ -30,7 +31,7 @@ DEFAULT_MODELS = Path("inventory/examples/models-reference.yaml")
 
 def load_snapshot(spec: str) -> RigSnapshot:
     """Open the rig named by ``spec`` (see :func:`tuning.backends.open_rig`) and freeze it."""
-    rig = open_rig(spec)
+    rig, _ = open_tuning_rig(spec)  # a simulated rig keeps the caps runs left on it
     try:
         return rig.snapshot()
     finally:
