@@ -9,12 +9,26 @@ Specs (``rigforge sweep --workload``):
 * ``decode`` | ``prefill`` | ``batched`` — on a simulated rig, its workload classes
   (:class:`SimWorkload`); on real GPUs a synthetic load, one worker process per GPU, that
   needs torch or cupy (:class:`SyntheticWorkload`, :mod:`tuning.synthetic`).
-* ``cmd:COMMAND`` — run ``COMMAND`` repeatedly on the GPU (``CUDA_VISIBLE_DEVICES=<uuid>``,
-  ``CUDA_DEVICE_ORDER=PCI_BUS_ID``) and parse tokens/s from its output with a regex whose
-  group ``tps`` is the rate (default: llama-bench's markdown ``t/s`` column,
-  ``| … | tg 128 | 131.66 ± 0.23 |``; the last match of a run counts).
-* ``openai:URL`` — async HTTP load against an OpenAI-compatible endpoint (``/v1/completions``
-  or ``/v1/chat/completions``); output tokens are ``usage.completion_tokens``.
+* ``cmd:COMMAND`` — run ``COMMAND`` in a loop on each GPU (``CUDA_VISIBLE_DEVICES=<uuid>``,
+  ``CUDA_DEVICE_ORDER=PCI_BUS_ID``, its own process group) and parse tokens/s from each run's
+  stdout with a regex whose group ``tps`` is the rate (default: llama-bench's markdown ``t/s``
+  column, ``| … | tg 128 | 131.66 ± 0.23 |``; the last match of a run counts). The token
+  counter grows continuously at the last completed run's rate (one run late, for at most
+  twice that run's duration), so a probe window sees a rate between completions.
+* ``openai:URL`` (a rig with one GPU) or ``openai:GPU=URL,GPU=URL,…`` (``GPU``: a UUID or an
+  index in the rig's order; every GPU needs its own endpoint) — ``concurrency`` requests in
+  flight per GPU against an OpenAI-compatible endpoint (``/v1/completions`` unless the URL
+  ends in ``/chat/completions``); output tokens are ``usage.completion_tokens``, credited to
+  the GPU whose endpoint answered. One endpoint serving several GPUs is refused: its tokens
+  cannot be attributed to one GPU's cap.
+
+Failure contract: :meth:`Workload.tokens_total` (and :meth:`Workload.start`) raise
+:class:`~tuning.errors.WorkloadFailed` — a sentence naming the command or endpoint, its exit
+status or HTTP error, and what to do — once the load on that GPU has failed, or has produced
+no tokens for longer than its own timeout while started. Readiness contract:
+:meth:`Workload.ready` is False after :meth:`~Workload.start`/:meth:`~Workload.settle` until
+the load has measured the GPU's current operating point; a probe window should only judge
+steadiness once it is True.
 """
 
 from __future__ import annotations

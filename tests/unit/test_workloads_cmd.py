@@ -78,7 +78,7 @@ def test_a_run_past_its_timeout_is_killed_and_fails() -> None:
 
 
 def test_runs_at_zero_tokens_per_second_fail_after_the_timeout() -> None:
-    load = CmdWorkload(_bench("0.00", sleep_s=0.05), timeout_s=0.4)
+    load = CmdWorkload(_bench("0.00", sleep_s=0.05), timeout_s=0.25)
     load.start(GPU)
     try:
         with pytest.raises(WorkloadFailed, match="produced no tokens"):
@@ -115,7 +115,7 @@ def test_the_command_runs_on_its_gpu() -> None:
 
 
 def test_settle_waits_for_a_run_that_started_after_it() -> None:
-    load = CmdWorkload(_bench("50.00", sleep_s=0.15))
+    load = CmdWorkload(_bench("50.00", sleep_s=0.08))
     load.start(GPU)
     try:
         _wait(lambda: load.ready(GPU))
@@ -124,13 +124,13 @@ def test_settle_waits_for_a_run_that_started_after_it() -> None:
         assert not load.ready(GPU)
         _wait(lambda: load.ready(GPU))
         # the run in flight at settle() started before it; the next one must complete too
-        assert time.monotonic() - settled >= 0.15
+        assert time.monotonic() - settled >= 0.08
     finally:
         load.close()
 
 
 def test_stop_ends_the_run_in_flight_and_start_runs_again() -> None:
-    load = CmdWorkload(_bench("100.00", sleep_s=0.2))
+    load = CmdWorkload(_bench("100.00", sleep_s=0.15))
     load.start(GPU)
     try:
         _wait(lambda: load.ready(GPU))
