@@ -5,7 +5,8 @@ Every change the tuner makes goes through an :class:`Actuator`. Before the first
 every GPU, by UUID — to ``$RIGFORGE_STATE_DIR`` (default ``~/.local/state/rigforge/``), as
 JSON written to a temporary file, fsync'd and renamed over the old one (a reader sees the old
 or the new journal, never half of one). The session restores the originals when the run ends
-— success, exception, Ctrl-C (SIGINT) or SIGTERM (handlers raise, so ``finally`` runs) — and
+— success, exception, Ctrl-C (SIGINT), SIGTERM, SIGHUP (terminal or SSH session closed) or
+SIGQUIT (handlers raise, so ``finally`` runs) — and
 deletes the journal only once every GPU is back. After ``kill -9`` or a power loss the journal
 stays behind; the next ``rigforge sweep|apply|restore`` finds it (its process is gone) and
 restores it first. The journal also records each completed probe so an interrupted sweep
@@ -52,7 +53,8 @@ JOURNAL_VERSION = 1
 
 
 class Terminated(RigforgeError):
-    """SIGTERM arrived; the run stopped and the original settings were restored."""
+    """SIGTERM, SIGHUP or SIGQUIT arrived; the run stopped and the original settings were
+    restored."""
 
 
 def state_dir() -> Path:
@@ -354,6 +356,10 @@ def recover_stale_journals(
 # --------------------------------------------------------------------------------------------
 
 
+#: Signals whose default action ends the process; a session turns each into :class:`Terminated`.
+_TERMINATING_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     raise Terminated(f"stopped by signal {signal.Signals(signum).name}; original settings restored")
 
@@ -425,7 +431,10 @@ class SafetySession:
 
     def _install_handlers(self) -> None:
         with contextlib.suppress(ValueError):  # not the main thread: leave handlers alone
-            self._old_handlers[signal.SIGTERM] = signal.signal(signal.SIGTERM, _raise_terminated)
+            # SIGHUP: the terminal or SSH session closed; SIGQUIT: Ctrl-\. Their default
+            # action kills the process without running ``finally`` — the caps would stay.
+            for signum in _TERMINATING_SIGNALS:
+                self._old_handlers[signum] = signal.signal(signum, _raise_terminated)
             self._old_handlers[signal.SIGINT] = signal.signal(signal.SIGINT, _raise_interrupt)
 
     def _restore_handlers(self) -> None:
@@ -469,7 +478,7 @@ class SafetySession:
 def _signals_ignored() -> Iterator[None]:
     saved: dict[signal.Signals, Any] = {}
     try:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, *_TERMINATING_SIGNALS):
             with contextlib.suppress(ValueError):
                 saved[signum] = signal.signal(signum, signal.SIG_IGN)
         yield

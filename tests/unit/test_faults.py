@@ -1,9 +1,10 @@
 """Fault injection: however a sweep ends, every GPU is back at its original cap.
 
-Cases: SIGINT, SIGTERM, kill -9 + ``rigforge restore``, kill -9 + resumed sweep, an exception
-mid-probe, a GPU lost mid-sweep, a GPU still lost during restore (journal kept, restored
-later), an NVML error on set. The subprocess cases run ``rigforge sweep`` in slow motion
-(``--pace-s``) and signal it once the persisted simulated caps show its first changes.
+Cases: SIGINT, SIGTERM, SIGHUP, SIGQUIT, kill -9 + ``rigforge restore``, kill -9 + resumed
+sweep, an exception mid-probe, a GPU lost mid-sweep, a GPU still lost during restore (journal
+kept, restored later), an NVML error on set. The subprocess cases run ``rigforge sweep`` in
+slow motion (``--pace-s``) and signal it once the persisted simulated caps show its first
+changes.
 """
 
 from __future__ import annotations
@@ -179,7 +180,13 @@ def wait_for_first_changes(rig_file: str, proc: subprocess.Popen[str]) -> None:
 
 @pytest.mark.parametrize(
     ("signum", "exit_code", "message"),
-    [(signal.SIGINT, 130, "aborted"), (signal.SIGTERM, 2, "SIGTERM")],
+    [
+        (signal.SIGINT, 130, "aborted"),
+        (signal.SIGTERM, 2, "SIGTERM"),
+        # a closed terminal or SSH session, and Ctrl-\: by default both kill without cleanup
+        (signal.SIGHUP, 2, "SIGHUP"),
+        (signal.SIGQUIT, 2, "SIGQUIT"),
+    ],
 )
 def test_signal_restores(rig_file: str, signum: int, exit_code: int, message: str) -> None:
     original = stock_caps(rig_file)
