@@ -13,8 +13,22 @@ from pyinfra import host
 from pyinfra.api import deploy
 
 from deploys.operations.irq import irq_affinity
-from deploys.util import FileSpec, cfg, has_command, put_spec, service_after_change
+from deploys.util import (
+    FileSpec,
+    cfg,
+    has_command,
+    put_pending,
+    remove_files,
+    restart_step,
+    run_pending,
+    service_after_change,
+    systemd_booted,
+    unit_removed,
+)
 from inventory.schema import HostConfig
+
+IRQ_UNIT = "rigforge-irq-affinity.service"
+IRQBALANCE = "irqbalance.service"
 
 DEFAULTS = {
     "rigforge_irq_script": "/usr/local/libexec/rigforge-irq-affinity",
@@ -69,33 +83,47 @@ def irqbalance_files(
 
 @deploy("Affinity: GPU IRQs on local CPUs, irqbalance off them", data_defaults=DEFAULTS)
 def affinity() -> None:
-    """Install the IRQ-pinning unit and the irqbalance ban; pin now when allowed."""
+    """Install the IRQ-pinning unit and the irqbalance ban, or remove them when turned off."""
     config = cfg()
     if config.affinity.pin_irqs:
+        step = restart_step(IRQ_UNIT)
         script, unit = (
-            put_spec(spec)
+            put_pending(spec, step)
             for spec in irq_pinning_files(config, script=host.data.rigforge_irq_script)
         )
-        service_after_change(
-            "rigforge-irq-affinity.service", changed=[script, unit], name="IRQ pinning unit"
-        )
+        service_after_change(IRQ_UNIT, changed=[script, unit], name="IRQ pinning unit", step=step)
         if config.kernel.apply_runtime:
             _pin_now(config.kernel.root)
     else:
-        host.noop("affinity: pin_irqs is false")
-    if config.affinity.irqbalance_ban:
-        policy, env, dropin = (
-            put_spec(spec)
-            for spec in irqbalance_files(policy_script=host.data.rigforge_irqbalance_policy)
+        # Pins already written stay until reboot; the unit no longer re-applies them at boot.
+        unit_removed(
+            IRQ_UNIT,
+            extra_paths=(host.data.rigforge_irq_script,),
+            name="IRQ pinning unit (pin_irqs: false)",
         )
-        if has_command("irqbalance"):
-            service_after_change(
-                "irqbalance.service", changed=[policy, env, dropin], name="irqbalance"
-            )
+    irqbalance = has_command("irqbalance")
+    specs = irqbalance_files(policy_script=host.data.rigforge_irqbalance_policy)
+    if config.affinity.irqbalance_ban:
+        step = restart_step(IRQBALANCE) if irqbalance else None
+        ops = [put_pending(spec, step) for spec in specs]
+        if irqbalance:
+            service_after_change(IRQBALANCE, changed=ops, name="irqbalance", step=step)
         else:
             host.noop("affinity: irqbalance not installed; its config is ready for it")
     else:
-        host.noop("affinity: irqbalance_ban is false")
+        step = restart_step(IRQBALANCE) if irqbalance else None
+        remove_files(
+            [spec.dest for spec in specs], step=step, name="irqbalance ban (irqbalance_ban: false)"
+        )
+        if step is not None:
+            # irqbalance forgets the policy script only when restarted without the drop-in.
+            run_pending(
+                step,
+                ["systemctl daemon-reload", f"systemctl try-restart {IRQBALANCE}"],
+                name="irqbalance: daemon-reload and restart (ban removed)",
+            )
+        elif not systemd_booted():
+            host.noop("affinity: systemd not running; irqbalance reads its files when started")
 
 
 def _pin_now(root: str) -> None:

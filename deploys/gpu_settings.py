@@ -24,9 +24,19 @@ from pyinfra import host
 from pyinfra.api import deploy, operation
 
 from deploys.facts.nvidia import STATUS_OK, NvidiaGpus
-from deploys.util import FileSpec, cfg, put_spec, put_text, service_after_change
+from deploys.util import (
+    FileSpec,
+    cfg,
+    put_pending,
+    put_text_pending,
+    restart_step,
+    service_after_change,
+    unit_removed,
+)
 from inventory.schema import HostConfig
 from tuning.backends.base import GpuInfo, rig_fingerprint
+
+UNIT = "rigforge-gpu-settings.service"
 
 DEFAULTS = {
     "rigforge_gpu_settings_script": "/usr/local/libexec/rigforge-gpu-settings",
@@ -198,7 +208,13 @@ def gpu_settings() -> None:
     config = cfg()
     caps = caps_w(config)
     if not caps:
-        host.noop("gpu_settings: no caps in the inventory or profile; no unit")
+        # Caps turned off: the unit of an earlier deploy must not re-apply old caps at boot.
+        # The caps already set stay until reboot (or `rigforge restore`).
+        unit_removed(
+            UNIT,
+            extra_paths=(host.data.rigforge_gpu_settings_script,),
+            name="GPU settings unit (no caps in the inventory or profile)",
+        )
         return
     if config.power.profile:
         # Before the profile or its caps reach the host: a stale profile fails this host only.
@@ -208,12 +224,14 @@ def gpu_settings() -> None:
             inventory_gpus=[g.model_dump(mode="json") for g in config.gpu_list],
         )
     use_tuner = bool(config.tuner.install and config.power.profile)
+    step = restart_step(UNIT)
     changed = []
     if use_tuner:
         changed.append(
-            put_text(
+            put_text_pending(
                 host.data.rigforge_profile_path,
                 Path(config.power.profile or "").read_text(encoding="utf-8"),
+                step,
                 name="Tuning profile (/etc/rigforge/profile.yaml)",
                 mode="640",
                 group=config.base.service_user,
@@ -221,23 +239,25 @@ def gpu_settings() -> None:
         )
     else:
         changed.append(
-            put_spec(
+            put_pending(
                 cap_script(
                     dest=host.data.rigforge_gpu_settings_script,
                     retries=host.data.rigforge_cap_retries,
                     retry_delay_s=host.data.rigforge_cap_retry_delay_s,
-                )
+                ),
+                step,
             )
         )
     changed.append(
-        put_spec(
+        put_pending(
             settings_unit(
                 config,
                 caps,
                 use_tuner=use_tuner,
                 profile=host.data.rigforge_profile_path,
                 script=host.data.rigforge_gpu_settings_script,
-            )
+            ),
+            step,
         )
     )
-    service_after_change("rigforge-gpu-settings.service", changed=changed, name="GPU settings")
+    service_after_change(UNIT, changed=changed, name="GPU settings", step=step)

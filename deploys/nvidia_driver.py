@@ -21,15 +21,19 @@ from dataclasses import dataclass
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import apt, files, server
+from pyinfra.operations import apt, files
 
 from deploys.util import (
+    FileSpec,
     cfg,
     ensure_packages,
     has_command,
     missing_packages,
+    put_pending,
     put_template,
     request_reboot,
+    restart_step,
+    run_pending,
     service_after_change,
 )
 from inventory.schema import HostConfig
@@ -67,6 +71,9 @@ CUDA_REPO_DISTRO = {
 }
 
 CUDA_KEYRING = "/usr/share/keyrings/cuda-archive-keyring.gpg"
+
+#: The pending step that rebuilds the initramfs after the nouveau blacklist changed.
+UPDATE_INITRAMFS = "update-initramfs"
 
 
 @dataclass(frozen=True)
@@ -119,7 +126,8 @@ def nvidia_driver() -> None:
     """Install the NVIDIA driver the inventory asks for, pinned to its branch.
 
     Order matters: repo and pin before any driver package; nouveau blacklisted with the
-    initramfs rebuilt only when the blacklist changed; a reboot requested (not forced) when a
+    initramfs rebuilt only when the blacklist changed (or a killed run left the rebuild
+    pending: ``/var/lib/rigforge/pending/update-initramfs``); a reboot requested (not forced) when a
     kernel-module package was missing at plan time.
     """
     config = cfg()
@@ -165,16 +173,20 @@ def nvidia_driver() -> None:
             source=drv.source,
         )
 
-    blacklist = put_template(
-        "etc/modprobe.d/blacklist-nouveau.conf.j2",
-        "/etc/modprobe.d/blacklist-nouveau.conf",
-        name="Blacklist nouveau",
+    initramfs = has_command("update-initramfs")
+    put_pending(
+        FileSpec(
+            dest="/etc/modprobe.d/blacklist-nouveau.conf",
+            template="etc/modprobe.d/blacklist-nouveau.conf.j2",
+            name="Blacklist nouveau",
+        ),
+        UPDATE_INITRAMFS if initramfs else None,
     )
-    if has_command("update-initramfs"):
-        server.shell(
+    if initramfs:
+        run_pending(
+            UPDATE_INITRAMFS,
+            ["update-initramfs -u"],
             name="Rebuild the initramfs (nouveau blacklist changed)",
-            commands=["update-initramfs -u"],
-            _if=blacklist.did_change,
         )
     else:
         host.noop("no update-initramfs on this host: initramfs left alone")
@@ -184,13 +196,19 @@ def nvidia_driver() -> None:
     if drv.install_kernel_modules and ensure_packages(list(pkgs.modules), name=modules_name):
         request_reboot(f"NVIDIA kernel module packages installed: {', '.join(pkgs.modules)}")
 
-    dropin = put_template(
-        "etc/systemd/system/nvidia-persistenced.service.d/rigforge-persistence.conf.j2",
-        "/etc/systemd/system/nvidia-persistenced.service.d/rigforge-persistence.conf",
-        name="nvidia-persistenced: persistence mode on (drop-in)",
-        daemon="/usr/bin/nvidia-persistenced",
-        user="nvpd" if drv.source == "debian" else "nvidia-persistenced",
+    step = restart_step("nvidia-persistenced.service")
+    dropin = put_pending(
+        FileSpec(
+            dest="/etc/systemd/system/nvidia-persistenced.service.d/rigforge-persistence.conf",
+            template="etc/systemd/system/nvidia-persistenced.service.d/rigforge-persistence.conf.j2",
+            context={
+                "daemon": "/usr/bin/nvidia-persistenced",
+                "user": "nvpd" if drv.source == "debian" else "nvidia-persistenced",
+            },
+            name="nvidia-persistenced: persistence mode on (drop-in)",
+        ),
+        step,
     )
     service_after_change(
-        "nvidia-persistenced.service", changed=[dropin], name="nvidia-persistenced"
+        "nvidia-persistenced.service", changed=[dropin], name="nvidia-persistenced", step=step
     )

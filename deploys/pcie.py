@@ -1,7 +1,10 @@
 """PCIe ASPM off the way that works: ``pcie_aspm.policy=performance``, runtime and per device.
 
 * Boot: ``/etc/default/grub.d/rigforge-pcie.cfg`` appends ``pcie_aspm.policy=performance`` to
-  the kernel command line; ``update-grub`` runs only when that file changed and grub is there.
+  the kernel command line; ``update-grub`` runs only when that file changed (or was removed,
+  for ``aspm: default``) and grub is there. The change first writes the pending marker
+  ``/var/lib/rigforge/pending/update-grub``, cleared after ``update-grub`` succeeds, so a deploy
+  killed between the two finishes ``update-grub`` on the next run.
   (``pcie_aspm=off`` only stops the kernel from touching ASPM and leaves whatever the firmware
   enabled — the kernel's ``Documentation/admin-guide/kernel-parameters.txt``.)
 * Runtime (``kernel.apply_runtime``): ``/sys/module/pcie_aspm/parameters/policy`` and each
@@ -12,14 +15,16 @@ from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import files, server
 
 from deploys.operations.pcie import aspm_policy, link_aspm_off
-from deploys.util import FileSpec, cfg, has_command, put_spec
+from deploys.util import FileSpec, cfg, has_command, put_pending, remove_files, run_pending
 
 DEFAULTS = {"rigforge_grub_fragment": "/etc/default/grub.d/rigforge-pcie.cfg"}
 
 CMDLINE = {"performance": "pcie_aspm.policy=performance"}
+
+#: The pending step that regenerates ``/boot/grub/grub.cfg``.
+UPDATE_GRUB = "update-grub"
 
 
 def grub_fragment(dest: str = DEFAULTS["rigforge_grub_fragment"]) -> FileSpec:
@@ -34,28 +39,26 @@ def grub_fragment(dest: str = DEFAULTS["rigforge_grub_fragment"]) -> FileSpec:
 
 @deploy("PCIe: ASPM policy", data_defaults=DEFAULTS)
 def pcie() -> None:
-    """Write the grub fragment (and update grub when it changed); apply the runtime policy."""
+    """Write or remove the grub fragment (update grub when owed); apply the runtime policy."""
     config = cfg()
     aspm = config.pcie.aspm
     if aspm == "unmanaged":
         host.noop("pcie: ASPM unmanaged (inventory)")
         return
+    grub = has_command("update-grub")
+    step = UPDATE_GRUB if grub else None
     if aspm == "performance":
-        fragment = put_spec(grub_fragment(host.data.rigforge_grub_fragment))
-        if has_command("update-grub"):
-            server.shell(
-                name="update-grub (ASPM fragment changed)",
-                commands=["update-grub"],
-                _if=fragment.did_change,
-            )
-        else:
-            host.noop("pcie: grub not installed here; fragment written, update-grub skipped")
+        put_pending(grub_fragment(host.data.rigforge_grub_fragment), step)
     else:
-        files.file(
+        remove_files(
+            [host.data.rigforge_grub_fragment],
+            step=step,
             name="Remove the rigforge ASPM grub fragment (policy: default)",
-            path=host.data.rigforge_grub_fragment,
-            present=False,
         )
+    if grub:
+        run_pending(UPDATE_GRUB, ["update-grub"], name="update-grub (ASPM fragment changed)")
+    else:
+        host.noop("pcie: grub not installed here; fragment managed, update-grub skipped")
     if not config.kernel.apply_runtime:
         host.noop("pcie: kernel.apply_runtime is false; running kernel left alone")
         return

@@ -7,7 +7,9 @@ content's hash with the remote file's, so an unchanged file is a no-op.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import shlex
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +20,7 @@ from pyinfra import host, logger
 from pyinfra.api import operation
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.deb import DebPackages
-from pyinfra.facts.files import Directory
+from pyinfra.facts.files import Directory, File, Sha1File
 from pyinfra.facts.server import Which
 from pyinfra.operations import apt, files, server, systemd
 
@@ -35,6 +37,23 @@ _ENV = jinja2.Environment(
     lstrip_blocks=True,
     keep_trailing_newline=True,
 )
+
+
+def systemd_quote(value: object) -> str:
+    """One systemd command-line word, double-quoted (``systemd.service(5)``, "COMMAND LINES").
+
+    Backslash and ``"`` are escaped, ``%`` (a unit specifier) doubled to ``%%`` and ``$`` (an
+    environment expansion) doubled to ``$$``, so a path with spaces or either sign reaches the
+    program as one literal argument.
+    """
+    text = str(value)
+    text = text.replace("\\", "\\\\").replace('"', '\\"')
+    text = text.replace("%", "%%").replace("$", "$$")
+    return f'"{text}"'
+
+
+_ENV.filters["systemd_quote"] = systemd_quote
+_ENV.filters["shell_quote"] = lambda value: shlex.quote(str(value))
 
 
 def render(template: str, **context: Any) -> str:
@@ -194,18 +213,125 @@ def unit_enabled(unit: str) -> Generator[str, None, None]:
         yield f"systemctl enable {unit}"
 
 
-def service_after_change(unit: str, *, changed: list[OperationMeta], name: str) -> None:
-    """Keep ``unit`` enabled and running; reload/restart ONLY when one of ``changed`` changed.
+#: Where a follow-up step (``update-grub``, a daemon-reload and restart, ``update-initramfs``)
+#: is recorded as owed before the file that needs it changes, and cleared after it succeeds.
+PENDING_DIR = "/var/lib/rigforge/pending"
 
-    On a booted systemd host: ``systemd.service`` with ``daemon_reload``/``restarted`` tied to
-    the unit files' ``did_change`` (a needless daemon-reload detaches GPUs from running
-    containers). Without systemd running (chroot, CI target): enable by unit files only.
+#: ``(host name, step)`` marked pending earlier in this run (the fact still says "absent").
+_MARKED: set[tuple[str, str]] = set()
+
+
+def pending_marker(step: str) -> str:
+    """The marker file of ``step`` (``/var/lib/rigforge/pending/<step>``)."""
+    if not step or "/" in step or step.startswith("."):
+        raise ValueError(f"step {step!r} must be a plain file name")
+    return f"{PENDING_DIR}/{step}"
+
+
+def is_pending(step: str) -> bool:
+    """Whether ``step`` is owed on the host: marked earlier in this run, or its marker exists.
+
+    A marker left by a run killed between a file change and its follow-up makes the next run
+    finish the follow-up, though the file no longer changes.
+    """
+    if (host.name, step) in _MARKED:
+        return True
+    return bool(host.get_fact(File, path=pending_marker(step)))
+
+
+def mark_pending(step: str, *, reason: str) -> None:
+    """Write the marker of ``step`` (an operation placed BEFORE the change that owes it)."""
+    if is_pending(step):
+        _MARKED.add((host.name, step))
+        return
+    _MARKED.add((host.name, step))
+    marker = shlex.quote(pending_marker(step))
+    server.shell(
+        name=f"Mark {step} pending ({reason})",
+        commands=[f"mkdir -p {PENDING_DIR} && touch {marker}"],
+    )
+
+
+def content_differs(dest: str, content: str) -> bool:
+    """Whether the host's ``dest`` is missing or differs from ``content`` (SHA-1, like put)."""
+    remote = host.get_fact(Sha1File, path=dest)
+    return remote != hashlib.sha1(content.encode("utf-8")).hexdigest()
+
+
+def put_pending(spec: FileSpec, step: str | None, **put_args: Any) -> OperationMeta:
+    """Put ``spec``; when its content will change, mark ``step`` pending first.
+
+    ``step=None``: no follow-up is possible here (no systemd running, no ``update-grub``),
+    so nothing is marked. ``put_args`` go to :func:`put_text` (``user``, ``group``).
+    """
+    return put_text_pending(
+        spec.dest, spec.render(), step, name=spec.name or spec.dest, mode=spec.mode, **put_args
+    )
+
+
+def put_text_pending(
+    dest: str, content: str, step: str | None, *, name: str, **put_args: Any
+) -> OperationMeta:
+    """:func:`put_text`, marking ``step`` pending first when the content will change."""
+    if step is not None and content_differs(dest, content):
+        mark_pending(step, reason=f"{dest} changes")
+    return put_text(dest, content, name=name, **put_args)
+
+
+def remove_files(paths: list[str], *, step: str | None, name: str) -> bool:
+    """Delete those of ``paths`` that exist; mark ``step`` pending first when any does.
+
+    Returns whether anything was there to remove (at plan time).
+    """
+    present = [p for p in paths if host.get_fact(File, path=p)]
+    if not present:
+        host.noop(f"{name}: none of {', '.join(paths)} present")
+        return False
+    if step is not None:
+        mark_pending(step, reason=f"{name}: files removed")
+    for path in present:
+        files.file(name=f"{name}: remove {path}", path=path, present=False)
+    return True
+
+
+def run_pending(
+    step: str, commands: list[str], *, name: str, changed: list[OperationMeta] | None = None
+) -> None:
+    """Run ``commands`` then clear ``step``'s marker, when it is pending (or ``changed`` did).
+
+    The marker is removed only after every command succeeded (pyinfra stops an operation at
+    its first failing command), so a kill or a failure leaves it for the next run.
+    """
+    pending = is_pending(step)
+    extra = list(changed or [])
+    if not pending and not extra:
+        host.noop(f"{name}: nothing pending")
+        return
+    server.shell(
+        name=name,
+        commands=[*commands, f"rm -f {shlex.quote(pending_marker(step))}"],
+        _if=(lambda: pending or any(op.did_change() for op in extra)),
+    )
+
+
+def restart_step(unit: str) -> str | None:
+    """The pending step "daemon-reload and restart ``unit``"; ``None`` without systemd running."""
+    return f"restart-{unit}" if systemd_booted() else None
+
+
+def service_after_change(
+    unit: str, *, changed: list[OperationMeta], name: str, step: str | None = None
+) -> None:
+    """Keep ``unit`` enabled and running; reload/restart ONLY when something changed.
+
+    On a booted systemd host: ``systemd.service`` (enabled, running), then ``daemon-reload``
+    and a restart when one of ``changed`` changed in this run or ``step`` (see
+    :func:`restart_step`, written by :func:`put_pending` before the files changed) is pending
+    from a run killed before its restart (a needless daemon-reload detaches GPUs from running
+    containers, so never otherwise). Without systemd running (chroot, CI target): enable by
+    unit files only.
     """
     if systemd_booted():
-
-        def _changed() -> bool:
-            return any(op.did_change() for op in changed)
-
         systemd.service(
             name=f"{name} (reload only if a unit file changed)",
             service=unit,
@@ -213,13 +339,39 @@ def service_after_change(unit: str, *, changed: list[OperationMeta], name: str) 
             enabled=True,
             daemon_reload=False,
         )
-        systemd.daemon_reload(name=f"{name}: daemon-reload (unit file changed)", _if=_changed)
-        systemd.service(
-            name=f"{name}: restart (its files changed)",
-            service=unit,
-            running=True,
-            restarted=True,
-            _if=_changed,
+        run_pending(
+            step or f"restart-{unit}",
+            ["systemctl daemon-reload", f"systemctl restart {shlex.quote(unit)}"],
+            name=f"{name}: daemon-reload and restart (its files changed)",
+            changed=changed,
         )
     else:
         unit_enabled(name=f"{name}: enable (systemd not running: no reload, no start)", unit=unit)
+
+
+def unit_removed(unit: str, *, extra_paths: tuple[str, ...] = (), name: str) -> None:
+    """Stop and disable ``unit``, delete its unit file and ``extra_paths``; reload systemd.
+
+    Idempotent: a second run finds nothing and is a no-op. Disabling comes before deleting
+    (``systemctl disable`` reads the ``[Install]`` section from the file); a kill in between
+    leaves a disabled unit whose file the next run deletes.
+    """
+    unit_path = f"/etc/systemd/system/{unit}"
+    state = host.get_fact(UnitFileState, unit=unit)
+    booted = systemd_booted()
+    step = "daemon-reload" if booted else None
+    if state in ("enabled", "enabled-runtime", "linked", "alias", "indirect"):
+        if step is not None:
+            mark_pending(step, reason=f"{unit} removed")
+        if booted:
+            systemd.service(
+                name=f"{name}: stop and disable", service=unit, running=False, enabled=False
+            )
+        else:
+            server.shell(
+                name=f"{name}: disable (systemd not running)",
+                commands=[f"systemctl disable {shlex.quote(unit)}"],
+            )
+    remove_files([unit_path, *extra_paths], step=step, name=name)
+    if step is not None:
+        run_pending(step, ["systemctl daemon-reload"], name=f"{name}: daemon-reload")
