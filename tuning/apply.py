@@ -1,13 +1,14 @@
 """Safety: snapshot, journal and restore GPU settings; apply a profile's caps.
 
 Every change the tuner makes goes through an :class:`Actuator`. Before the first change a
-:class:`SafetySession` writes a **journal** — the original power limit and persistence mode of
-every GPU, by UUID — to ``$RIGFORGE_STATE_DIR`` (default ``~/.local/state/rigforge/``), as
-JSON written to a temporary file, fsync'd and renamed over the old one (a reader sees the old
-or the new journal, never half of one). The session restores the originals when the run ends
-— success, exception, Ctrl-C (SIGINT), SIGTERM, SIGHUP (terminal or SSH session closed) or
-SIGQUIT (handlers raise, so ``finally`` runs) — and
-deletes the journal only once every GPU is back. After ``kill -9`` or a power loss the journal
+:class:`SafetySession` takes the rig's lock (one run per rig) and writes a **journal** — the
+original power limit and persistence mode of every GPU, by UUID — to :func:`state_dir`
+(``/var/lib/rigforge/state`` for root, ``~/.local/state/rigforge`` for others,
+``$RIGFORGE_STATE_DIR`` when set), as JSON written to a temporary file, fsync'd and renamed
+over the old one (a reader sees the old or the new journal, never half of one). The session
+restores the originals when the run ends — success, exception, Ctrl-C (SIGINT), SIGTERM,
+SIGHUP (terminal or SSH session closed) or SIGQUIT (handlers raise, so ``finally`` runs) —
+and deletes the journal only once every GPU is back. After ``kill -9`` or a power loss the journal
 stays behind; the next ``rigforge sweep|apply|restore`` finds it (its process is gone) and
 restores it first. The journal also records each completed probe so an interrupted sweep
 resumes at the probe where it stopped.
@@ -57,11 +58,23 @@ class Terminated(RigforgeError):
     restored."""
 
 
+#: Where root keeps journals: the boot unit's ``rigforge apply``, an on-box ``sudo rigforge
+#: restore`` and a remote sweep (``deploys/tune.py``) must all find the same journal.
+SYSTEM_STATE_DIR = Path("/var/lib/rigforge/state")
+
+
 def state_dir() -> Path:
-    """``$RIGFORGE_STATE_DIR`` or ``~/.local/state/rigforge`` (XDG state home), created."""
+    """Where journals and locks live, created.
+
+    ``$RIGFORGE_STATE_DIR`` when set; else :data:`SYSTEM_STATE_DIR` for root (euid 0: the
+    only user who can change real power limits, under sudo, systemd or SSH alike); else
+    ``$XDG_STATE_HOME/rigforge`` or ``~/.local/state/rigforge``.
+    """
     env = os.environ.get("RIGFORGE_STATE_DIR")
     if env:
         path = Path(env)
+    elif os.geteuid() == 0:
+        path = SYSTEM_STATE_DIR
     else:
         xdg = os.environ.get("XDG_STATE_HOME")
         path = (Path(xdg) if xdg else Path.home() / ".local" / "state") / "rigforge"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tuning import apply as apply_module
 from tuning.apply import (
     Actuator,
     Journal,
@@ -20,6 +21,7 @@ from tuning.apply import (
     open_tuning_rig,
     recover_stale_journals,
     stale_journals,
+    state_dir,
 )
 from tuning.errors import ReadBackMismatch, UnknownGpu
 
@@ -139,3 +141,27 @@ def test_read_back_mismatch_is_an_error(rig_file: str, monkeypatch: pytest.Monke
     monkeypatch.setattr(gpu, "set_power_limit_w", lambda w: 350.0)
     with pytest.raises(ReadBackMismatch, match="reads back"):
         actuator.set_cap(gpu.uuid, 200)
+
+
+# -- defect 4: one state directory for root, however rigforge was started --------------------
+
+
+def test_root_journals_in_var_lib_whatever_home_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert Path("/var/lib/rigforge/state") == apply_module.SYSTEM_STATE_DIR
+    system = tmp_path / "var-lib-rigforge-state"
+    monkeypatch.setattr(apply_module, "SYSTEM_STATE_DIR", system)
+    monkeypatch.delenv("RIGFORGE_STATE_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "root-home"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(apply_module.os, "geteuid", lambda: 0)
+    assert state_dir() == system
+    assert journal_path("nvml").parent == system
+    monkeypatch.setattr(apply_module.os, "geteuid", lambda: 1000)
+    assert state_dir() == tmp_path / "xdg" / "rigforge"
+    monkeypatch.delenv("XDG_STATE_HOME")
+    assert state_dir() == tmp_path / "root-home" / ".local" / "state" / "rigforge"
+    monkeypatch.setenv("RIGFORGE_STATE_DIR", str(tmp_path / "override"))
+    monkeypatch.setattr(apply_module.os, "geteuid", lambda: 0)
+    assert state_dir() == tmp_path / "override"
