@@ -4,8 +4,10 @@ Units come from the placement plan through ``tuning.serving.render_serving_units
 placement engineer's templates ``templates/etc/systemd/system/rigforge-serve-*``). Each unit is
 put with ``files.put``; systemd is reloaded and a service restarted only when its files changed
 (its unit file, or the API key file it reads when serving is open). Units of models no longer
-in the plan are stopped, disabled and removed. Secrets are copied from the files the inventory
-names, 0600, owned by the service user.
+in the plan are stopped, disabled and removed. The Hugging Face token is copied from the file
+the inventory names, 0600, owned by the service user. ``serving.api_key_file`` holds the RAW
+key (one line); the deploy writes ``/etc/rigforge/secrets/api-key.env`` (root:root 0600) with
+``VLLM_API_KEY=<key>`` and ``LLAMA_API_KEY=<key>``, the units' ``EnvironmentFile=``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,13 @@ from pyinfra.operations import files, server, systemd
 
 from deploys.util import cfg, put_text, service_after_change, systemd_booted
 from inventory.schema import HostConfig
-from tuning.serving import UNIT_DIR, render_serving_units
+from tuning.serving import (
+    API_KEY_ENV_FILE,
+    UNIT_DIR,
+    api_key_env_text,
+    read_api_key,
+    render_serving_units,
+)
 
 #: The serving units rigforge owns on a host (``rigforge-serve-<model>[-<replica>].service``).
 UNIT_GLOB = "rigforge-serve-*.service"
@@ -29,13 +37,28 @@ DEFAULTS = {"rigforge_secrets_dir": "/etc/rigforge/secrets"}
 
 
 def secret_files(config: HostConfig, secrets_dir: str) -> dict[str, str]:
-    """``{target path: local file}`` for every secret the inventory references."""
+    """``{target path: local file}`` for every secret copied verbatim (0600, service user).
+
+    The API key is not among them: its file holds the raw key, from which the deploy writes
+    :data:`~tuning.serving.API_KEY_ENV_FILE` itself (see :func:`api_key_env_file`).
+    """
     out = {}
     if config.secrets.hf_token_file:
         out[f"{secrets_dir}/hf-token"] = config.secrets.hf_token_file
-    if config.serving.api_key_file:
-        out[f"{secrets_dir}/api-key"] = config.serving.api_key_file
     return out
+
+
+def api_key_env_file(config: HostConfig) -> tuple[str, str] | None:
+    """``(target path, content)`` of the opened units' ``EnvironmentFile=``, or ``None``.
+
+    Written root:root 0600: systemd reads it as root before starting the engine as the
+    service user, so the service user never needs to read the file. Raises ``ConfigError``
+    when the key file is empty, has several lines or unusable characters.
+    """
+    if not config.serving.api_key_file:
+        return None
+    key = read_api_key(config.serving.api_key_file)
+    return API_KEY_ENV_FILE, api_key_env_text(key)
 
 
 @deploy("Serving: secrets and one unit per placed model", data_defaults=DEFAULTS)
@@ -44,7 +67,8 @@ def serving() -> None:
     config = cfg()
     user = config.base.service_user
     secrets = secret_files(config, host.data.rigforge_secrets_dir)
-    if secrets:
+    key_env = api_key_env_file(config)
+    if secrets or key_env:
         files.directory(
             name="Secrets folder (root:service user 0750)",
             path=host.data.rigforge_secrets_dir,
@@ -62,9 +86,12 @@ def serving() -> None:
             user=user,
             group=user,
         )
+    key_ops = []
+    if key_env is not None:
+        dest, content = key_env
+        key_ops.append(put_text(dest, content, name=f"API key {dest} (root 0600)", mode="600"))
     units = _render_units(config)
     # An opened unit reads the API key through EnvironmentFile=: a new key needs a restart.
-    key_ops = [op for dest, op in secret_ops.items() if dest.endswith("/api-key")]
     for path, content in sorted(units.items()):
         unit_name = path.rsplit("/", 1)[-1]
         op = put_text(path, content, name=f"Serving unit {unit_name}")

@@ -15,8 +15,9 @@ Stages, each collecting every issue it finds:
 3. Types, ranges and unknown keys (pydantic, per host; unknown keys get a did-you-mean).
 4. Cross-field checks (:func:`inventory.schema.check_host`), skipped only for sections that
    already failed stage 3.
-5. Files: they exist; the tuner profile's caps fit each GPU's range and the PSU budget, its
-   UUIDs and rig fingerprint match the listed GPUs; the plan names only listed GPUs.
+5. Files: they exist; the API key file holds one raw key; the tuner profile's caps fit each
+   GPU's range and the PSU budget, its UUIDs and rig fingerprint match the listed GPUs; the
+   plan names only listed GPUs and nothing that could inject unit directives.
 
 No pyinfra import, no network.
 """
@@ -46,6 +47,7 @@ from inventory.schema import (
 )
 from tuning.backends.base import GpuInfo, rig_fingerprint
 from tuning.errors import ConfigError, yaml_path
+from tuning.serving_checks import api_key_problem
 
 #: Key names that hold a secret when their value is written inline.
 SECRET_KEY_RE = re.compile(
@@ -400,7 +402,19 @@ def _file_checks(
             issues += _profile_checks(f"{prefix}.power.profile", cfg, path)
         elif section == "serving" and key == "plan":
             issues += _plan_checks(f"{prefix}.serving.plan", cfg, path)
+        elif section == "serving" and key == "api_key_file":
+            issues += _api_key_checks(f"{prefix}.serving.api_key_file", value, path)
     return issues
+
+
+def _api_key_checks(label: str, value: str, path: Path) -> list[Issue]:
+    """The key file holds one raw key (the deploy writes the units' environment file)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return [Issue(label, f"cannot read {value}: {exc}")]
+    problem = api_key_problem(text)
+    return [Issue(label, f"{value} {problem}")] if problem else []
 
 
 def _read_side_file(

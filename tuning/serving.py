@@ -8,9 +8,10 @@ minus the model name) and share ``rigforge-serve-common.service.j2``.
 Every unit: ``CUDA_VISIBLE_DEVICES`` by UUID with ``CUDA_DEVICE_ORDER=PCI_BUS_ID``; NUMA
 binding (``NUMAPolicy=bind``, ``NUMAMask=``, ``CPUAffinity=``); ``NCCL_P2P_DISABLE=1`` and
 ``--disable-custom-all-reduce`` where the GPU set has no P2P path; bound to 127.0.0.1 unless
-opened, and an opened unit reads its API key from a 0600 ``EnvironmentFile=`` (engines read it
-from their own variable: ``VLLM_API_KEY``, ``LLAMA_API_KEY``) so the key is never on the
-command line or in the unit; a dedicated unprivileged user; systemd hardening.
+opened, and an opened unit reads its API key from a root-owned 0600 ``EnvironmentFile=`` that
+the deploy writes from the raw key in ``serving.api_key_file`` (engines read it from their own
+variable: ``VLLM_API_KEY``, ``LLAMA_API_KEY``) so the key is never on the command line or in
+the unit; a dedicated unprivileged user; systemd hardening.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import jinja2
 from tuning.errors import ConfigError
 from tuning.placement import Placement, Plan, load_plan
 from tuning.serving_checks import (
+    api_key_problem,
     placement_problems,
     text_problem,
     unit_slug,
@@ -33,8 +35,12 @@ from tuning.serving_checks import (
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "templates" / "etc" / "systemd" / "system"
 UNIT_DIR = "/etc/systemd/system"
-#: Where the ``serving`` deploy puts the inventory's API key file.
-DEFAULT_API_KEY_FILE = "/etc/rigforge/secrets/api-key"
+#: The ``EnvironmentFile=`` of opened units: written by the ``serving`` deploy (root:root 0600,
+#: read by systemd before it drops to the service user) from the raw key in
+#: ``serving.api_key_file`` — see :func:`api_key_env_text`.
+API_KEY_ENV_FILE = "/etc/rigforge/secrets/api-key.env"
+#: Kept for callers of the old name; the unit reads the environment file above.
+DEFAULT_API_KEY_FILE = API_KEY_ENV_FILE
 #: Executables per engine (override with ``engine_bins=``).
 ENGINE_BINS: Mapping[str, str] = {
     "vllm": "/opt/rigforge/vllm/bin/vllm",
@@ -67,6 +73,35 @@ def systemd_quote(arg: object) -> str:
     if _SAFE_ARG.fullmatch(text):
         return text
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def read_api_key(path: str | Path) -> str:
+    """The raw API key in ``path`` (one line; see :func:`~tuning.serving_checks.api_key_problem`).
+
+    Raises :class:`ConfigError` naming the file when it is unreadable, empty, has several
+    lines or characters an ``EnvironmentFile=`` cannot carry unquoted.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"serving.api_key_file {path}: cannot read it ({error})") from error
+    problem = api_key_problem(text)
+    if problem:
+        raise ConfigError(f"serving.api_key_file {path} {problem}")
+    return text.strip()
+
+
+def api_key_env_text(key: str) -> str:
+    """The ``EnvironmentFile=`` content for ``key``: one ``NAME=key`` line per engine variable.
+
+    systemd ignores a line without ``=``, so writing the raw key there would leave the
+    endpoint open without authentication; this is why the deploy writes the file itself.
+    """
+    problem = api_key_problem(key)
+    if problem:
+        raise ConfigError(f"API key {problem}")
+    names = sorted(set(API_KEY_ENV.values()))
+    return "".join(f"{name}={key.strip()}\n" for name in names)
 
 
 def cpu_ranges(cpus: Sequence[int]) -> str:
@@ -196,8 +231,10 @@ def render_serving_units(
     ``plan``: a :class:`Plan`, a plan YAML path, or the inventory's serving section (an object
     with ``plan`` — a path — or hand-written ``models``, plus ``bind``/``open``/
     ``api_key_file``). ``service_user`` defaults to the inventory's ``base.service_user`` or
-    ``rigforge``. A non-loopback ``bind`` needs ``api_key_file`` (a root-owned 0600
-    ``KEY=value`` file with ``VLLM_API_KEY=`` / ``LLAMA_API_KEY=`` lines). ``egress=False``
+    ``rigforge``. A non-loopback ``bind`` needs ``api_key_file``: the target path of the
+    ``EnvironmentFile=`` the deploy writes (:data:`API_KEY_ENV_FILE`, root-owned 0600, with
+    ``VLLM_API_KEY=`` / ``LLAMA_API_KEY=`` lines from :func:`api_key_env_text`); from an
+    inventory serving section it is set whenever ``serving.api_key_file`` is. ``egress=False``
     confines the service to loopback (weights must already be in the cache).
     """
     placements, config_bind, config_key = _placements_of(plan)
@@ -236,7 +273,7 @@ def _placements_of(source: Any) -> tuple[tuple[Placement, ...], str | None, str 
         return placed, None, None
     bind = getattr(source, "bind", None)
     opened = getattr(source, "open", False)
-    key = DEFAULT_API_KEY_FILE if getattr(source, "api_key_file", None) else None
+    key = API_KEY_ENV_FILE if getattr(source, "api_key_file", None) else None
     if bind and not opened and not _is_loopback(bind):
         raise ConfigError(f"serving.bind is {bind} but serving.open is false; bind 127.0.0.1")
     plan_path = getattr(source, "plan", None)

@@ -216,3 +216,33 @@ def placement_problems(placement: Any) -> list[tuple[str, str]]:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+#: Shortest API key accepted. Units: characters (``openssl rand -hex 32`` gives 64).
+API_KEY_MIN_CHARS = 16
+_API_KEY = re.compile(r"[!#%&(-\[\]-_a-~]+")
+
+
+def api_key_problem(text: str) -> str | None:
+    """Why the content of an ``api_key_file`` is not one usable raw key, or ``None``.
+
+    The file holds the RAW key on one line (a trailing newline is fine): printable ASCII, no
+    whitespace, quotes, ``\\``, ``$`` or backtick (it is written into a systemd
+    ``EnvironmentFile=`` unquoted), at least :data:`API_KEY_MIN_CHARS` characters. A
+    ``NAME=value`` line is refused too: systemd would read it, but the engines need their own
+    variable names, which the deploy writes itself.
+    """
+    hint = "put only the raw key on one line (e.g. openssl rand -hex 32 > FILE; chmod 600 FILE)"
+    lines = text.splitlines()
+    if not text.strip():
+        return f"is empty; an opened endpoint would run without authentication: {hint}"
+    if len(lines) != 1:
+        return f"has {len(lines)} lines; {hint}"
+    key = lines[0]
+    if re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", key):
+        return f"holds a NAME=value line; the deploy writes the variables itself: {hint}"
+    if not _API_KEY.fullmatch(key):
+        return f"holds whitespace, quotes, '\\', '$' or non-ASCII characters; {hint}"
+    if len(key) < API_KEY_MIN_CHARS:
+        return f"holds a key shorter than {API_KEY_MIN_CHARS} characters; {hint}"
+    return None

@@ -7,13 +7,22 @@ import shutil
 import subprocess
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 
 from tuning.errors import ConfigError
 from tuning.placement import Placement
-from tuning.serving import cpu_ranges, render_serving_units, render_unit, systemd_quote
+from tuning.serving import (
+    API_KEY_ENV_FILE,
+    api_key_env_text,
+    cpu_ranges,
+    read_api_key,
+    render_serving_units,
+    render_unit,
+    systemd_quote,
+)
 
 MAX_EXPOSURE = 3.0
 GPU_A = "GPU-aaaaaaaa-0000-4000-8000-000000000001"
@@ -326,3 +335,79 @@ def test_plan_file_with_injection_is_refused_with_its_path(entry: dict, tmp_path
 def test_clean_plan_renders_without_extra_directives(tmp_path: Path) -> None:
     (text,) = render_serving_units({"placements": [placement().to_yaml()]}).values()
     _no_injected_directive(text)
+
+
+# -- API key (audit: a raw key in the EnvironmentFile left vLLM open) -------------------------
+
+KEY = "0123456789abcdef0123456789abcdef"
+
+
+def test_api_key_env_text_names_every_engine_variable() -> None:
+    text = api_key_env_text(KEY + "\n")
+    assert text == f"LLAMA_API_KEY={KEY}\nVLLM_API_KEY={KEY}\n"
+    # what systemd's EnvironmentFile= parser keeps: NAME=value lines only
+    parsed = dict(ln.split("=", 1) for ln in text.splitlines() if "=" in ln)
+    assert parsed["VLLM_API_KEY"] == KEY
+    assert parsed["LLAMA_API_KEY"] == KEY
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["", "\n", "short\n", f"{KEY}\n{KEY}\n", f"VLLM_API_KEY={KEY}\n", f"{KEY} x\n", f'"{KEY}"'],
+)
+def test_read_api_key_refuses_what_would_leave_the_endpoint_open(
+    content: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "api-key"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=str(path)):
+        read_api_key(path)
+
+
+def test_read_api_key_returns_the_raw_key(tmp_path: Path) -> None:
+    path = tmp_path / "api-key"
+    path.write_text(KEY + "\n")
+    assert read_api_key(path) == KEY
+
+
+def test_opened_inventory_units_read_the_deploys_env_file() -> None:
+    serving = SimpleNamespace(
+        plan=None,
+        models=[
+            SimpleNamespace(
+                model="m",
+                engine="vllm",
+                gpus=[GPU_A],
+                tp=1,
+                pp=1,
+                numa_node=None,
+                port=8000,
+                args=[],
+            )
+        ],
+        bind="0.0.0.0",
+        open=True,
+        api_key_file="/local/key",
+    )
+    (text,) = render_serving_units(serving).values()
+    assert f"EnvironmentFile={API_KEY_ENV_FILE}\n" in text
+    assert API_KEY_ENV_FILE == "/etc/rigforge/secrets/api-key.env"
+
+
+def test_deploy_writes_the_env_file_from_the_raw_key(tmp_path: Path) -> None:
+    from deploys.serving import api_key_env_file, secret_files
+    from inventory.schema import HostConfig
+
+    key_file = tmp_path / "api-key"
+    key_file.write_text(KEY + "\n")
+    config = HostConfig.model_validate(
+        {
+            "ssh": {"host": "127.0.0.1"},
+            "serving": {"bind": "0.0.0.0", "open": True, "api_key_file": str(key_file)},
+        }
+    )
+    assert api_key_env_file(config) == (API_KEY_ENV_FILE, api_key_env_text(KEY))
+    assert secret_files(config, "/etc/rigforge/secrets") == {}  # never copied verbatim
+    key_file.write_text("")
+    with pytest.raises(ConfigError, match="empty"):
+        api_key_env_file(config)

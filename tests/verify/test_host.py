@@ -18,7 +18,7 @@ from deploys.serving import secret_files
 from inventory.schema import HostConfig
 from tests.verify.conftest import Expected
 from tuning.placement import load_plan
-from tuning.serving import render_serving_units, unit_name
+from tuning.serving import API_KEY_ENV_FILE, render_serving_units, unit_name
 
 BASE_PACKAGES = ("numactl", "pciutils", "lm-sensors")
 UNIT_DIR = "/etc/systemd/system"
@@ -370,12 +370,20 @@ def test_open_serving_reads_its_key_from_a_file(host, expected: Expected) -> Non
     serving = expected.config.serving
     if not serving.open:
         pytest.skip("serving is bound to loopback (serving.open is false): no API key needed")
-    key = host.file(f"{SECRETS_DIR}/api-key")
-    assert key.exists
-    assert key.mode == 0o600
+    # systemd (root) reads the EnvironmentFile before dropping to the service user: root-owned.
+    env = host.file(API_KEY_ENV_FILE)
+    assert env.exists, f"{API_KEY_ENV_FILE} is missing"
+    assert env.mode == 0o600, f"{API_KEY_ENV_FILE} has mode {env.mode:o}"
+    assert (env.user, env.group) == ("root", "root"), f"{API_KEY_ENV_FILE}: {env.user}:{env.group}"
+    # systemd ignores a line without '=': a raw key there would leave the endpoint open.
+    values = dict(
+        ln.split("=", 1) for ln in env.content_string.splitlines() if "=" in ln and ln[:1] != "#"
+    )
+    for name in ("VLLM_API_KEY", "LLAMA_API_KEY"):
+        assert values.get(name, "").strip(), f"{API_KEY_ENV_FILE} has no non-empty {name}="
     for served in _served_or_skip(expected.config):
         lines = _config_lines(host, f"{UNIT_DIR}/{served.unit}")
-        assert f"EnvironmentFile={SECRETS_DIR}/api-key" in lines, served.unit
+        assert f"EnvironmentFile={API_KEY_ENV_FILE}" in lines, served.unit
 
 
 def test_running_services_listen_on_loopback_only(host, expected: Expected) -> None:
