@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import yaml
 
 from tuning.errors import ConfigError
 from tuning.placement import Placement, Plan, load_plan
@@ -167,6 +168,7 @@ def render_unit(
     api_key_file: str | None = None,
     engine_bins: Mapping[str, str] | None = None,
     egress: bool = True,
+    requires_gpu_settings: bool = False,
     env: jinja2.Environment | None = None,
 ) -> str:
     """The unit text for one placement (see :func:`render_serving_units` for the options)."""
@@ -210,6 +212,7 @@ def render_unit(
         state_dir="/var/lib/rigforge",
         cache_dir="/var/cache/rigforge",
         egress=egress,
+        requires_gpu_settings=requires_gpu_settings,
         devices=",".join(f"CUDA{i}" for i in range(k)),
         tensor_split=",".join("1" for _ in range(k)),
         kv_type=_LLAMA_KV_TYPES.get(placement.kv_cache_bits, "f16"),
@@ -225,6 +228,7 @@ def render_serving_units(
     engine_bins: Mapping[str, str] | None = None,
     egress: bool = True,
     host_config: Any = None,
+    requires_gpu_settings: bool | None = None,
 ) -> dict[str, str]:
     """``{"/etc/systemd/system/rigforge-serve-<model>.service": text}`` for every placement.
 
@@ -236,6 +240,11 @@ def render_serving_units(
     ``VLLM_API_KEY=`` / ``LLAMA_API_KEY=`` lines from :func:`api_key_env_text`); from an
     inventory serving section it is set whenever ``serving.api_key_file`` is. ``egress=False``
     confines the service to loopback (weights must already be in the cache).
+
+    ``requires_gpu_settings`` (default: whether ``host_config`` has caps, see
+    :func:`host_has_caps`) adds ``Requires=rigforge-gpu-settings.service``: with the
+    ``After=`` every unit has, a serving unit does not start when the caps failed to apply
+    (a GPU over its cap can trip the PSU or circuit budget the caps were sized for).
     """
     placements, config_bind, config_key = _placements_of(plan)
     if service_user is None:
@@ -243,6 +252,8 @@ def render_serving_units(
         service_user = getattr(base, "service_user", None) or "rigforge"
     bind = bind or config_bind or "127.0.0.1"
     api_key_file = api_key_file or config_key
+    if requires_gpu_settings is None:
+        requires_gpu_settings = host_config is not None and host_has_caps(host_config)
     env = _environment()
     units: dict[str, str] = {}
     for placement in placements:
@@ -254,9 +265,31 @@ def render_serving_units(
             api_key_file=api_key_file,
             engine_bins=engine_bins,
             egress=egress,
+            requires_gpu_settings=requires_gpu_settings,
             env=env,
         )
     return units
+
+
+def host_has_caps(host_config: Any) -> bool:
+    """Whether the GPU-settings deploy installs ``rigforge-gpu-settings.service`` for this host.
+
+    True when a listed GPU has a hand ``power_cap_w`` or the ``power.profile`` names a cap
+    (``gpus[].cap_w``); an unreadable profile counts as caps (the deploy refuses it anyway, and
+    starting uncapped is the failure this guards against).
+    """
+    gpus = getattr(host_config, "gpu_list", None) or ()
+    if any(getattr(g, "power_cap_w", None) is not None for g in gpus):
+        return True
+    profile = getattr(getattr(host_config, "power", None), "profile", None)
+    if not profile:
+        return False
+    try:
+        data = yaml.safe_load(Path(profile).read_text(encoding="utf-8"))
+        entries = data.get("gpus") or []
+        return any(isinstance(e, dict) and e.get("cap_w") is not None for e in entries)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError):
+        return True
 
 
 def _placements_of(source: Any) -> tuple[tuple[Placement, ...], str | None, str | None]:

@@ -200,7 +200,9 @@ def test_cpu_ranges() -> None:
 def test_systemd_analyze_security_exposure(engine: str, opened: bool, tmp_path: Path) -> None:
     if opened and engine == "sglang":
         pytest.skip("sglang is never opened")
-    kwargs = {"bind": "0.0.0.0", "api_key_file": "/etc/rigforge/secrets/api-key"} if opened else {}
+    kwargs: dict[str, object] = {"requires_gpu_settings": True}
+    if opened:
+        kwargs.update(bind="0.0.0.0", api_key_file=API_KEY_ENV_FILE)
     path = tmp_path / f"rigforge-serve-{engine.replace('.', '-')}.service"
     path.write_text(render_unit(placement(engine), **kwargs))
     out = subprocess.run(
@@ -411,3 +413,45 @@ def test_deploy_writes_the_env_file_from_the_raw_key(tmp_path: Path) -> None:
     key_file.write_text("")
     with pytest.raises(ConfigError, match="empty"):
         api_key_env_file(config)
+
+
+# -- serving waits for the caps (audit: serving started when the caps failed) ----------------
+
+HAND = {"model": "m", "engine": "vllm", "gpus": [GPU_A], "port": 8000}
+
+
+def _host(tmp_path: Path, **extra: object) -> object:
+    from inventory.schema import HostConfig
+
+    return HostConfig.model_validate(
+        {"ssh": {"host": "127.0.0.1"}, "serving": {"models": [HAND]}, **extra}
+    )
+
+
+def _requires(units: dict[str, str]) -> list[list[str]]:
+    return [directives(text).get("Requires", []) for text in units.values()]
+
+
+def test_hand_caps_make_serving_require_the_gpu_settings_unit(tmp_path: Path) -> None:
+    config = _host(tmp_path, gpus=[{"uuid": GPU_A, "power_cap_w": 250}])
+    units = render_serving_units(config.serving, host_config=config)
+    assert _requires(units) == [["rigforge-gpu-settings.service"]]
+    text = next(iter(units.values()))
+    assert "rigforge-gpu-settings.service" in directives(text)["After"][0]
+
+
+def test_profile_caps_make_serving_require_the_gpu_settings_unit(tmp_path: Path) -> None:
+    profile = tmp_path / "profile.yaml"
+    profile.write_text(f"gpus:\n  - {{uuid: {GPU_A}, cap_w: 250}}\n")
+    config = _host(tmp_path, power={"profile": str(profile)})
+    assert _requires(render_serving_units(config.serving, host_config=config)) == [
+        ["rigforge-gpu-settings.service"]
+    ]
+    profile.write_text(f"gpus:\n  - {{uuid: {GPU_A}, cap_w: null}}\n")
+    assert _requires(render_serving_units(config.serving, host_config=config)) == [[]]
+
+
+def test_no_caps_no_requires(tmp_path: Path) -> None:
+    config = _host(tmp_path)
+    assert _requires(render_serving_units(config.serving, host_config=config)) == [[]]
+    assert "Requires=" not in render_unit(placement())
