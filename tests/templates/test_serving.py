@@ -455,3 +455,15 @@ def test_no_caps_no_requires(tmp_path: Path) -> None:
     config = _host(tmp_path)
     assert _requires(render_serving_units(config.serving, host_config=config)) == [[]]
     assert "Requires=" not in render_unit(placement())
+
+
+# -- secrets as engine args (audit MEDIUM) -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "arg", ["--api-key", "--api-key=abc", "--hf-token", "--token", "HF_TOKEN=abc", "api_key=x"]
+)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_renderer_refuses_secrets_in_extra_args(engine: str, arg: str) -> None:
+    with pytest.raises(ConfigError, match="api_key_file"):
+        render_unit(placement(engine, extra_args=("--enable-prefix-caching", arg, "v")))
