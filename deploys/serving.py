@@ -90,7 +90,7 @@ def serving() -> None:
     if key_env is not None:
         dest, content = key_env
         key_ops.append(put_text(dest, content, name=f"API key {dest} (root 0600)", mode="600"))
-    units = _render_units(config)
+    units = _render_units(config, secrets)
     # An opened unit reads the API key through EnvironmentFile=: a new key needs a restart.
     for path, content in sorted(units.items()):
         unit_name = path.rsplit("/", 1)[-1]
@@ -100,12 +100,16 @@ def serving() -> None:
     _remove_stale_units(set(units))
 
 
-def _render_units(config: HostConfig) -> dict[str, str]:
-    """The plan's ``{target path: content}``; empty (with a no-op note) when nothing is served."""
+def _render_units(config: HostConfig, secrets: dict[str, str]) -> dict[str, str]:
+    """The plan's ``{target path: content}``; empty (with a no-op note) when nothing is served.
+
+    The units load the Hugging Face token (``LoadCredential=``) from where this deploy put it.
+    """
     if not config.serving.plan and not config.serving.models:
         host.noop("serving: no plan and no models in the inventory")
         return {}
-    return dict(render_serving_units(config.serving, host_config=config))
+    hf_token = next((dest for dest in secrets if dest.endswith("/hf-token")), None)
+    return dict(render_serving_units(config.serving, host_config=config, hf_token_file=hf_token))
 
 
 def _remove_stale_units(wanted: set[str]) -> None:

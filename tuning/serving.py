@@ -40,6 +40,10 @@ UNIT_DIR = "/etc/systemd/system"
 #: read by systemd before it drops to the service user) from the raw key in
 #: ``serving.api_key_file`` — see :func:`api_key_env_text`.
 API_KEY_ENV_FILE = "/etc/rigforge/secrets/api-key.env"
+#: Where the ``serving`` deploy puts ``secrets.hf_token_file`` (0600). Units load it with
+#: ``LoadCredential=`` and point ``HF_TOKEN_PATH`` (read by huggingface_hub) at the copy in
+#: ``$CREDENTIALS_DIRECTORY`` (``%d``), so the token is never in the environment or argv.
+HF_TOKEN_FILE = "/etc/rigforge/secrets/hf-token"
 #: Kept for callers of the old name; the unit reads the environment file above.
 DEFAULT_API_KEY_FILE = API_KEY_ENV_FILE
 #: Executables per engine (override with ``engine_bins=``).
@@ -59,6 +63,7 @@ API_KEY_ENV: Mapping[str, str] = {"vllm": "VLLM_API_KEY", "llama.cpp": "LLAMA_AP
 _LLAMA_KV_TYPES = {4: "q4_0", 8: "q8_0", 32: "f32"}
 _SAFE_ARG = re.compile(r"^[A-Za-z0-9_@%+=:,./-]+$")
 _SERVICE_USER = re.compile(r"^[a-z_][a-z0-9_-]*$")
+_CREDENTIAL_PATH = re.compile(r"/[A-Za-z0-9_./-]+")
 
 
 def systemd_quote(arg: object) -> str:
@@ -169,6 +174,7 @@ def render_unit(
     engine_bins: Mapping[str, str] | None = None,
     egress: bool = True,
     requires_gpu_settings: bool = False,
+    hf_token_file: str | None = None,
     env: jinja2.Environment | None = None,
 ) -> str:
     """The unit text for one placement (see :func:`render_serving_units` for the options)."""
@@ -183,6 +189,8 @@ def render_unit(
             f"model {placement.model!r} cannot be rendered into a unit: "
             + "; ".join(f"{where}: {why}" for where, why in problems)
         )
+    if hf_token_file is not None and not _CREDENTIAL_PATH.fullmatch(hf_token_file):
+        raise ConfigError(f"hf_token_file {hf_token_file!r} is not an absolute plain path")
     if not _SERVICE_USER.fullmatch(service_user):
         raise ConfigError(f"service user {service_user!r} is not a valid user name")
     opened = not _is_loopback(bind)
@@ -213,6 +221,7 @@ def render_unit(
         cache_dir="/var/cache/rigforge",
         egress=egress,
         requires_gpu_settings=requires_gpu_settings,
+        hf_token_file=hf_token_file,
         devices=",".join(f"CUDA{i}" for i in range(k)),
         tensor_split=",".join("1" for _ in range(k)),
         kv_type=_LLAMA_KV_TYPES.get(placement.kv_cache_bits, "f16"),
@@ -229,6 +238,7 @@ def render_serving_units(
     egress: bool = True,
     host_config: Any = None,
     requires_gpu_settings: bool | None = None,
+    hf_token_file: str | None = None,
 ) -> dict[str, str]:
     """``{"/etc/systemd/system/rigforge-serve-<model>.service": text}`` for every placement.
 
@@ -245,6 +255,10 @@ def render_serving_units(
     :func:`host_has_caps`) adds ``Requires=rigforge-gpu-settings.service``: with the
     ``After=`` every unit has, a serving unit does not start when the caps failed to apply
     (a GPU over its cap can trip the PSU or circuit budget the caps were sized for).
+
+    ``hf_token_file`` (default: :data:`HF_TOKEN_FILE` when ``host_config`` sets
+    ``secrets.hf_token_file``) adds ``LoadCredential=hf-token:<file>`` and
+    ``HF_TOKEN_PATH=%d/hf-token``.
     """
     placements, config_bind, config_key = _placements_of(plan)
     if service_user is None:
@@ -254,6 +268,10 @@ def render_serving_units(
     api_key_file = api_key_file or config_key
     if requires_gpu_settings is None:
         requires_gpu_settings = host_config is not None and host_has_caps(host_config)
+    if hf_token_file is None and getattr(
+        getattr(host_config, "secrets", None), "hf_token_file", None
+    ):
+        hf_token_file = HF_TOKEN_FILE
     env = _environment()
     units: dict[str, str] = {}
     for placement in placements:
@@ -266,6 +284,7 @@ def render_serving_units(
             engine_bins=engine_bins,
             egress=egress,
             requires_gpu_settings=requires_gpu_settings,
+            hf_token_file=hf_token_file,
             env=env,
         )
     return units

@@ -16,6 +16,7 @@ from tuning.errors import ConfigError
 from tuning.placement import Placement
 from tuning.serving import (
     API_KEY_ENV_FILE,
+    HF_TOKEN_FILE,
     api_key_env_text,
     cpu_ranges,
     read_api_key,
@@ -200,7 +201,7 @@ def test_cpu_ranges() -> None:
 def test_systemd_analyze_security_exposure(engine: str, opened: bool, tmp_path: Path) -> None:
     if opened and engine == "sglang":
         pytest.skip("sglang is never opened")
-    kwargs: dict[str, object] = {"requires_gpu_settings": True}
+    kwargs: dict[str, object] = {"requires_gpu_settings": True, "hf_token_file": HF_TOKEN_FILE}
     if opened:
         kwargs.update(bind="0.0.0.0", api_key_file=API_KEY_ENV_FILE)
     path = tmp_path / f"rigforge-serve-{engine.replace('.', '-')}.service"
@@ -467,3 +468,29 @@ def test_no_caps_no_requires(tmp_path: Path) -> None:
 def test_renderer_refuses_secrets_in_extra_args(engine: str, arg: str) -> None:
     with pytest.raises(ConfigError, match="api_key_file"):
         render_unit(placement(engine, extra_args=("--enable-prefix-caching", arg, "v")))
+
+
+# -- the HF token reaches the engine as a credential (audit MEDIUM) ---------------------------
+
+
+def test_hf_token_is_a_credential_when_the_inventory_sets_one(tmp_path: Path) -> None:
+    token = tmp_path / "hf-token"
+    token.write_text("hf_placeholder\n")
+    config = _host(tmp_path, secrets={"hf_token_file": str(token)})
+    (text,) = render_serving_units(config.serving, host_config=config).values()
+    unit = directives(text)
+    assert unit["LoadCredential"] == [f"hf-token:{HF_TOKEN_FILE}"]
+    assert '"HF_TOKEN_PATH=%d/hf-token"' in unit["Environment"]
+    assert "hf_placeholder" not in text
+
+
+def test_no_hf_token_no_credential(tmp_path: Path) -> None:
+    config = _host(tmp_path)
+    (text,) = render_serving_units(config.serving, host_config=config).values()
+    assert "LoadCredential" not in text
+    assert "HF_TOKEN" not in text
+
+
+def test_hf_token_path_must_be_plain() -> None:
+    with pytest.raises(ConfigError, match="hf_token_file"):
+        render_unit(placement(), hf_token_file="/x\nUser=root")
