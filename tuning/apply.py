@@ -40,15 +40,14 @@ import psutil
 
 from tuning.backends.base import Rig
 from tuning.errors import (
-    GpuLost,
-    NoPermission,
+    OutOfRange,
     ReadBackMismatch,
     RigforgeError,
     UnknownGpu,
 )
 
 if TYPE_CHECKING:
-    from tuning.budget import RigBudget
+    from tuning.budget import BudgetModel, RigBudget
 
 JOURNAL_VERSION = 1
 
@@ -518,12 +517,24 @@ class ApplyResult:
 
 
 def apply_caps(
-    actuator: Actuator, caps_w: Mapping[str, float], *, dry_run: bool = False
+    actuator: Actuator,
+    caps_w: Mapping[str, float],
+    *,
+    dry_run: bool = False,
+    budget: BudgetModel | None = None,
+    journaled: bool = True,
+    log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
 ) -> list[ApplyResult]:
-    """Apply caps by UUID, clamped to each GPU's constraints and read back.
+    """Apply caps by UUID, clamped to each GPU's constraints and read back; all or nothing.
 
-    Refuses (nothing changed) when a UUID is missing on the rig. Raises
-    :class:`ReadBackMismatch` when a card reads back another value.
+    Refuses before anything changes when a UUID is missing on the rig (:class:`UnknownGpu`)
+    or when ``budget`` is given and the resulting caps (GPUs the profile does not name keep
+    their current limit) plus platform draw exceed a PSU or circuit budget
+    (:class:`OutOfRange`). Caps are lowered before any is raised, so no intermediate state
+    draws more than the final one. With ``journaled`` the changes run inside a
+    :class:`SafetySession` that keeps them on success and rolls every GPU back on any failure
+    (a read-back mismatch, a lost GPU, a signal) — or, after ``kill -9``, on the next start.
+    Results come in the order of ``caps_w``.
     """
     rig = actuator.rig
     present = {gpu.uuid for gpu in rig.gpus}
@@ -533,22 +544,36 @@ def apply_caps(
             f"the profile names GPU(s) {', '.join(missing)} that this rig does not have "
             f"(it has {', '.join(sorted(present))}); re-run 'rigforge sweep' for this rig"
         )
-    results = []
-    for uuid, requested in caps_w.items():
-        gpu = rig.gpu(uuid)
-        target = gpu.power_constraints().clamp(float(requested))
-        before = gpu.power_limit_w()
-        if dry_run:
-            results.append(
-                ApplyResult(uuid, before, requested, target, None, abs(before - target) >= 0.5)
+    before = {uuid: rig.gpu(uuid).power_limit_w() for uuid in caps_w}
+    targets = {
+        uuid: rig.gpu(uuid).power_constraints().clamp(float(requested))
+        for uuid, requested in caps_w.items()
+    }
+    if budget is not None:
+        final = {gpu.uuid: gpu.power_limit_w() for gpu in rig.gpus} | targets
+        over = {name: r for name, r in budget.load_ratios(final).items() if r > 1.0 + 1e-9}
+        if over:
+            worst = ", ".join(f"{name} at {ratio:.0%}" for name, ratio in sorted(over.items()))
+            raise OutOfRange(
+                f"the profile's caps plus platform draw would exceed the power budget ({worst} "
+                "of its continuous rating); nothing was changed — re-run 'rigforge sweep' "
+                "with this budget or lower the caps"
             )
-            continue
-        try:
-            actuator.set_cap(uuid, target)
-        except (GpuLost, NoPermission):
-            raise
-        read_back = gpu.power_limit_w()
-        results.append(
-            ApplyResult(uuid, before, requested, target, read_back, abs(before - target) >= 0.5)
-        )
-    return results
+
+    def result(uuid: str, read_back: float | None) -> ApplyResult:
+        changed = abs(before[uuid] - targets[uuid]) >= 0.5
+        return ApplyResult(uuid, before[uuid], caps_w[uuid], targets[uuid], read_back, changed)
+
+    if dry_run:
+        return [result(uuid, None) for uuid in caps_w]
+    # lower first, then raise: every intermediate state is at or below the final one
+    order = sorted(caps_w, key=lambda u: targets[u] - before[u])
+    session = (
+        SafetySession(actuator, restore_on_exit=False, log=log)
+        if journaled
+        else contextlib.nullcontext()
+    )
+    with session:
+        for uuid in order:
+            actuator.set_cap(uuid, targets[uuid])
+    return [result(uuid, rig.gpu(uuid).power_limit_w()) for uuid in caps_w]

@@ -23,7 +23,9 @@ from tuning.apply import (
     stale_journals,
     state_dir,
 )
-from tuning.errors import ReadBackMismatch, UnknownGpu
+from tuning.backends.base import Psu
+from tuning.budget import BudgetModel
+from tuning.errors import NoPermission, OutOfRange, ReadBackMismatch, UnknownGpu
 
 RIG_YAML = """
 name: two-card-test
@@ -165,3 +167,74 @@ def test_root_journals_in_var_lib_whatever_home_is(
     monkeypatch.setenv("RIGFORGE_STATE_DIR", str(tmp_path / "override"))
     monkeypatch.setattr(apply_module.os, "geteuid", lambda: 0)
     assert state_dir() == tmp_path / "override"
+
+
+# -- defect 5: apply is all or nothing, lowers first, and fits the budget ---------------------
+
+
+def test_apply_failing_on_a_later_gpu_rolls_the_earlier_ones_back(
+    rig_file: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, actuator = open_tuning_rig(rig_file)
+    first, second = actuator.rig.gpus
+    before = caps(actuator)
+
+    def denied(w: float) -> float:
+        raise NoPermission("changing the power limit needs root")
+
+    monkeypatch.setattr(second, "set_power_limit_w", denied)
+    with pytest.raises(NoPermission):
+        apply_caps(actuator, {first.uuid: 150, second.uuid: 160}, log=lambda m: None)
+    assert caps(actuator) == before, "GPU 0 was put back"
+    assert not journal_path(rig_file).exists()
+
+
+def test_apply_lowers_before_it_raises_and_keeps_the_caps(rig_file: str) -> None:
+    _, actuator = open_tuning_rig(rig_file)
+    raised, lowered = actuator.rig.gpus
+    actuator.set_cap(raised.uuid, 150)
+    order: list[str] = []
+    actuator.on_change = lambda uuid, cap_w: order.append(uuid)
+    apply_caps(actuator, {raised.uuid: 300, lowered.uuid: 200}, log=lambda m: None)
+    assert order == [lowered.uuid, raised.uuid]
+    assert caps(actuator) == {raised.uuid: 300, lowered.uuid: 200}
+    assert not journal_path(rig_file).exists(), "success: kept, journal gone"
+
+
+def test_apply_refuses_caps_over_the_budget_before_any_change(rig_file: str) -> None:
+    _, actuator = open_tuning_rig(rig_file)
+    first, second = actuator.rig.gpus
+    before = caps(actuator)
+    budget = BudgetModel(
+        psus=(Psu("p1", rating_w=700, circuit="c1", platform_w=150),),
+        gpu_psu={first.uuid: "p1", second.uuid: "p1"},
+    )
+    with pytest.raises(OutOfRange, match=r"psu:p1 at 114%"):
+        apply_caps(actuator, {first.uuid: 350, second.uuid: 300}, budget=budget)
+    assert caps(actuator) == before
+    apply_caps(actuator, {first.uuid: 250, second.uuid: 250}, budget=budget, log=lambda m: None)
+
+
+def test_apply_command_checks_a_given_budget(
+    rig_file: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from click.testing import CliRunner
+
+    from tuning.commands import apply as apply_command
+
+    _, actuator = open_tuning_rig(rig_file)
+    before = caps(actuator)
+    profile = SimpleNamespace(
+        rig=SimpleNamespace(fingerprint=actuator.rig.snapshot().fingerprint()),
+        caps_w=lambda: dict.fromkeys(before, 200.0),
+    )
+    monkeypatch.setattr(apply_command, "load_profile", lambda path: profile)
+    budget = tmp_path / "budget.yaml"
+    budget.write_text("psus: [{name: tiny, rating_w: 500, platform_w: 150}]\n")
+    args = ["profile.yaml", "--rig", rig_file, "--budget", str(budget)]
+    result = CliRunner().invoke(apply_command.command, args)
+    assert isinstance(result.exception, OutOfRange), result.output
+    assert "psu:tiny at 110%" in str(result.exception)
+    assert caps(actuator) == before

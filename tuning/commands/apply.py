@@ -1,8 +1,14 @@
 """``rigforge apply PROFILE``: set a profile's caps on this rig's GPUs, by UUID.
 
 What the boot-time unit runs. Caps are clamped to each GPU's range and read back; a UUID the
-rig lacks refuses the whole profile before anything changes; a read-back mismatch exits
-non-zero. The caps stay applied (no restore): that is the point.
+rig lacks, or caps that (with the platform draw) exceed the power budget, refuse the whole
+profile before anything changes. Caps are lowered before any is raised, inside a journaled
+session: a failure on any GPU (read-back mismatch, lost GPU, a signal) puts every GPU back
+and exits non-zero; on success the caps stay applied (no restore): that is the point.
+
+The budget: ``--budget FILE``, ``--inventory FILE --host NAME``, else
+``/etc/rigforge/budget.yaml`` for ``--rig nvml`` when present (``deploys/tune.py`` installs
+it), else a simulated rig's own PSUs; real GPUs without any are applied unchecked.
 """
 
 from __future__ import annotations
@@ -13,7 +19,13 @@ from pathlib import Path
 import click
 
 from tuning.apply import apply_caps, open_tuning_rig, recover_stale_journals
+from tuning.budget import BudgetModel
+from tuning.commands.budget_opts import budget_options, resolve_budget
 from tuning.profile import load_profile
+
+
+def _log(message: str) -> None:
+    click.echo(message, err=True)
 
 
 @click.command("apply")
@@ -27,12 +39,33 @@ from tuning.profile import load_profile
 )
 @click.option("--dry-run", is_flag=True, help="show what would change; change nothing.")
 @click.option("--json", "as_json", is_flag=True)
-def command(profile_path: Path, rig_spec: str, dry_run: bool, as_json: bool) -> None:
+@click.option("--host", "host_name", default=None, help="the --inventory host whose budget to use.")
+@budget_options
+def command(
+    profile_path: Path,
+    rig_spec: str,
+    dry_run: bool,
+    as_json: bool,
+    host_name: str | None,
+    budget_path: Path | None,
+    inventory_path: Path | None,
+    no_budget: bool,
+) -> None:
     """Apply the power caps of a tuning profile (PROFILE: profile.yaml or its folder)."""
     profile = load_profile(profile_path)
+    budget = resolve_budget(
+        rig_spec,
+        budget_path=budget_path,
+        inventory_path=inventory_path,
+        host_name=host_name,
+        no_budget=no_budget,
+        required=False,
+        log=_log,
+    )
     if not dry_run:
-        recover_stale_journals(lambda m: click.echo(m, err=True))
-    rig, actuator = open_tuning_rig(rig_spec)
+        recover_stale_journals(_log)
+    rig, actuator = open_tuning_rig(rig_spec, budget=budget)
+    budget_model = budget.model(rig.gpus) if budget is not None else BudgetModel.from_rig(rig)
     fingerprint = rig.snapshot().fingerprint()
     if fingerprint != profile.rig.fingerprint:
         click.echo(
@@ -41,7 +74,7 @@ def command(profile_path: Path, rig_spec: str, dry_run: bool, as_json: bool) -> 
             "applying by UUID",
             err=True,
         )
-    results = apply_caps(actuator, profile.caps_w(), dry_run=dry_run)
+    results = apply_caps(actuator, profile.caps_w(), dry_run=dry_run, budget=budget_model, log=_log)
     if as_json:
         click.echo(
             json.dumps(
