@@ -195,7 +195,8 @@ class GpuSpec(_Model):
     ``min_w``/``max_w``: the card's power-limit range (``nvidia-smi
     --query-gpu=power.min_limit,power.max_limit``); when given, caps are checked against it.
     ``power_cap_w``: a cap given by hand (leave it out when ``power.profile`` is set).
-    ``psu``: the PSU that feeds the card (for the budget check).
+    ``psu``: the PSU that feeds the card (for the budget check); required when ``psus``
+    lists more than one.
     """
 
     uuid: str | None = Field(None, pattern=_UUID_RE, description="GPU-… UUID (nvidia-smi -L)")
@@ -207,7 +208,10 @@ class GpuSpec(_Model):
     power_cap_w: float | None = Field(None, gt=0, description="cap by hand, W (no profile)")
     min_w: float | None = Field(None, gt=0, description="lowest settable power limit, W")
     max_w: float | None = Field(None, gt=0, description="highest settable power limit, W")
-    psu: str | None = Field(None, description="name of the PSU feeding the card (psus[].name)")
+    psu: str | None = Field(
+        None,
+        description="name of the PSU feeding the card (psus[].name); required with several PSUs",
+    )
     numa_node: int | None = Field(None, ge=0, description="NUMA node of the card's PCIe root")
 
     @model_validator(mode="after")
@@ -638,6 +642,15 @@ def check_host(name: str, cfg: HostConfig) -> list[Issue]:
     issues += _duplicates(f"{prefix}.psus", psu_names, "PSU")
     issues += _duplicates(f"{prefix}.circuits", circuit_names, "circuit")
     for i, gpu in enumerate(gpus):
+        if gpu.psu is None and len(psu_names) > 1:
+            # With several PSUs a GPU without psu counts against no budget at all.
+            issues.append(
+                Issue(
+                    f"{prefix}.gpus[{i}].psu",
+                    f"is required when several PSUs are listed ({', '.join(psu_names)}): "
+                    "name the PSU that feeds this card, or it counts against no budget",
+                )
+            )
         if gpu.psu is not None and gpu.psu not in psu_names:
             issues.append(
                 Issue(f"{prefix}.gpus[{i}].psu", _unknown_ref(gpu.psu, psu_names, "psus"))
