@@ -51,7 +51,7 @@ from pydantic import (
 )
 
 from tuning.errors import ConfigError, did_you_mean, yaml_path
-from tuning.serving_checks import secret_arg_problem, text_problem
+from tuning.serving_checks import secret_arg_problem, text_problem, unit_name_collisions
 
 #: Engines the serving templates know how to start.
 ENGINES: tuple[str, ...] = ("vllm", "llama.cpp", "sglang")
@@ -157,6 +157,12 @@ class ModelsFile(BaseModel):
                 raise ValueError(f"model name {model.name!r} appears twice; names must be unique")
             seen.add(model.name)
         assign_ports(self.models)  # raises on collisions
+        entries = [(m.name, r) for m in self.models for r in range(m.replicas)]
+        for first, later, slug in unit_name_collisions(entries):
+            raise ValueError(
+                f"models {entries[first][0]!r} and {entries[later][0]!r} would share the unit "
+                f"rigforge-serve-{slug}.service (replica k > 0 of a model gets '-k'); rename one"
+            )
         return self
 
     def ports(self) -> dict[str, tuple[int, ...]]:

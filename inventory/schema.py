@@ -47,6 +47,7 @@ from tuning.serving_checks import (
     gpu_id_problem,
     secret_arg_problem,
     text_problem,
+    unit_name_collisions,
 )
 
 __all__ = [
@@ -775,7 +776,21 @@ def check_placements(
                 )
             else:
                 ports[port] = i
+    entries = [(str(p.get("model", "")), _int_or_zero(p.get("replica"))) for p in placements]
+    for first, later, slug in unit_name_collisions(entries):
+        issues.append(
+            Issue(
+                f"{path}[{later}].model",
+                f"{what}[{later}] and [{first}] would both be served by "
+                f"rigforge-serve-{slug}.service (characters other than letters, digits, '.', "
+                "'_' and '-' become '-'); rename one",
+            )
+        )
     return issues
+
+
+def _int_or_zero(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _unit_safety(path: str, placement: dict[str, Any]) -> list[Issue]:

@@ -31,6 +31,7 @@ from tuning.serving_checks import (
     api_key_problem,
     placement_problems,
     text_problem,
+    unit_name_collisions,
     unit_slug,
 )
 
@@ -272,6 +273,14 @@ def render_serving_units(
         getattr(host_config, "secrets", None), "hf_token_file", None
     ):
         hf_token_file = HF_TOKEN_FILE
+    clashes = unit_name_collisions([(p.model, p.replica) for p in placements])
+    if clashes:
+        first, later, slug = clashes[0]
+        raise ConfigError(
+            f"models {placements[first].model!r} and {placements[later].model!r} (replicas "
+            f"{placements[first].replica}, {placements[later].replica}) would share the unit "
+            f"rigforge-serve-{slug}.service; rename one"
+        )
     env = _environment()
     units: dict[str, str] = {}
     for placement in placements:

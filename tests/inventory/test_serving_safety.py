@@ -90,3 +90,10 @@ def test_ordinary_engine_args_pass(arg: str) -> None:
 def test_unit_name_collisions() -> None:
     found = unit_name_collisions([("a/b", 0), ("a-b", 0), ("m", 1), ("m-1", 0), ("ok", 0)])
     assert found == [(0, 1, "a-b"), (2, 3, "m-1")]
+
+
+def test_models_file_refuses_names_that_share_a_unit() -> None:
+    first = yaml.safe_load(models_text(name="m", replicas=2))["models"][0]
+    second = {**first, "name": "m-1", "replicas": 1}
+    with pytest.raises(ConfigError, match=r"rigforge-serve-m-1\.service"):
+        parse_models(yaml.safe_dump({"models": [first, second]}))

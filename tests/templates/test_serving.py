@@ -494,3 +494,9 @@ def test_no_hf_token_no_credential(tmp_path: Path) -> None:
 def test_hf_token_path_must_be_plain() -> None:
     with pytest.raises(ConfigError, match="hf_token_file"):
         render_unit(placement(), hf_token_file="/x\nUser=root")
+
+
+def test_renderer_refuses_models_that_share_a_unit() -> None:
+    plan = {"placements": [placement(model="a/b").to_yaml(), placement(model="a-b").to_yaml()]}
+    with pytest.raises(ConfigError, match=r"rigforge-serve-a-b\.service"):
+        render_serving_units(plan)
