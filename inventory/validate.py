@@ -15,9 +15,10 @@ Stages, each collecting every issue it finds:
 3. Types, ranges and unknown keys (pydantic, per host; unknown keys get a did-you-mean).
 4. Cross-field checks (:func:`inventory.schema.check_host`), skipped only for sections that
    already failed stage 3.
-5. Files: they exist; the API key file holds one raw key; the tuner profile's caps fit each
-   GPU's range and the PSU budget, its UUIDs and rig fingerprint match the listed GPUs; the
-   plan names only listed GPUs and nothing that could inject unit directives.
+5. Files: they exist; secret files are mode 0600 (placeholders excepted) and the API key
+   file holds one raw key; the tuner profile's caps fit each GPU's range and the PSU budget,
+   its UUIDs and rig fingerprint match the listed GPUs; the plan names only listed GPUs and
+   nothing that could inject unit directives.
 
 No pyinfra import, no network.
 """
@@ -47,7 +48,7 @@ from inventory.schema import (
 )
 from tuning.backends.base import GpuInfo, rig_fingerprint
 from tuning.errors import ConfigError, yaml_path
-from tuning.serving_checks import api_key_problem
+from tuning.serving_checks import api_key_problem, is_placeholder_secret
 
 #: Key names that hold a secret when their value is written inline.
 SECRET_KEY_RE = re.compile(
@@ -402,19 +403,49 @@ def _file_checks(
             issues += _profile_checks(f"{prefix}.power.profile", cfg, path)
         elif section == "serving" and key == "plan":
             issues += _plan_checks(f"{prefix}.serving.plan", cfg, path)
-        elif section == "serving" and key == "api_key_file":
-            issues += _api_key_checks(f"{prefix}.serving.api_key_file", value, path)
+        elif (section, key) in _SECRET_FILES:
+            issues += _secret_file_checks(
+                f"{prefix}.{section}.{key}", value, path, api_key=key == "api_key_file", cfg=cfg
+            )
     return issues
 
 
-def _api_key_checks(label: str, value: str, path: Path) -> list[Issue]:
-    """The key file holds one raw key (the deploy writes the units' environment file)."""
+#: Files that hold a secret: refused when group/other may read them.
+_SECRET_FILES = frozenset({("serving", "api_key_file"), ("secrets", "hf_token_file")})
+
+
+def _secret_file_checks(
+    label: str, value: str, path: Path, *, api_key: bool, cfg: HostConfig
+) -> list[Issue]:
+    """A secret file: mode 0600 (or a placeholder); the API key file holds one raw key."""
     try:
         text = path.read_text(encoding="utf-8")
+        mode = path.stat().st_mode & 0o777
     except (OSError, UnicodeDecodeError) as exc:
         return [Issue(label, f"cannot read {value}: {exc}")]
-    problem = api_key_problem(text)
-    return [Issue(label, f"{value} {problem}")] if problem else []
+    issues: list[Issue] = []
+    placeholder = is_placeholder_secret(text)
+    if mode & 0o077 and not placeholder:
+        issues.append(
+            Issue(
+                label,
+                f"{value} is readable by group/other (mode {mode:04o}); a secret file must be "
+                f"private: chmod 600 {path}",
+            )
+        )
+    if api_key:
+        problem = api_key_problem(text)
+        if problem:
+            issues.append(Issue(label, f"{value} {problem}"))
+        elif placeholder and cfg.serving.open:
+            issues.append(
+                Issue(
+                    label,
+                    f"{value} holds the example placeholder, a key everyone knows, and "
+                    "serving.open is true; put a real key there (openssl rand -hex 32)",
+                )
+            )
+    return issues
 
 
 def _read_side_file(

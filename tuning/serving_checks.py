@@ -246,3 +246,14 @@ def api_key_problem(text: str) -> str | None:
     if len(key) < API_KEY_MIN_CHARS:
         return f"holds a key shorter than {API_KEY_MIN_CHARS} characters; {hint}"
     return None
+
+
+def is_placeholder_secret(text: str) -> bool:
+    """Whether a secret file holds a documented placeholder, not a secret.
+
+    Placeholders start with ``REPLACE-ME`` or contain the word ``placeholder`` (the committed
+    example files do). git does not keep mode 0600, so the validator lets these through at any
+    mode; an opened endpoint still refuses a placeholder API key.
+    """
+    first = text.strip()
+    return first.upper().startswith("REPLACE-ME") or "placeholder" in first.lower()

@@ -97,3 +97,52 @@ def test_models_file_refuses_names_that_share_a_unit() -> None:
     second = {**first, "name": "m-1", "replicas": 1}
     with pytest.raises(ConfigError, match=r"rigforge-serve-m-1\.service"):
         parse_models(yaml.safe_dump({"models": [first, second]}))
+
+
+# -- secret files: private, or a documented placeholder (audit LOW-MEDIUM) --------------------
+
+REAL_KEY = "0123456789abcdef0123456789abcdef"
+
+
+def _inventory(tmp_path, key_text: str, mode: int, *, opened: bool = False):
+    from inventory.validate import collect_issues
+
+    key = tmp_path / "api-key"
+    key.write_text(key_text)
+    key.chmod(mode)
+    bind = "0.0.0.0" if opened else "127.0.0.1"
+    serving = {"bind": bind, "open": opened, "api_key_file": "api-key"}
+    inv = tmp_path / "inv.yaml"
+    inv.write_text(yaml.safe_dump({"hosts": {"h": {"ssh": {"host": "x"}, "serving": serving}}}))
+    _, issues = collect_issues(inv)
+    return [i for i in issues if i.path == "hosts.h.serving.api_key_file"]
+
+
+def test_world_readable_secret_is_refused_with_chmod_hint(tmp_path) -> None:
+    (issue,) = _inventory(tmp_path, REAL_KEY + "\n", 0o644)
+    assert "chmod 600" in issue.message
+    assert "0644" in issue.message
+
+
+def test_private_secret_passes(tmp_path) -> None:
+    assert _inventory(tmp_path, REAL_KEY + "\n", 0o600) == []
+    assert _inventory(tmp_path, REAL_KEY + "\n", 0o400) == []
+
+
+def test_placeholder_passes_at_any_mode_but_not_when_opened(tmp_path) -> None:
+    placeholder = "REPLACE-ME-with-the-output-of-openssl-rand-hex-32\n"
+    assert _inventory(tmp_path, placeholder, 0o644) == []
+    (issue,) = _inventory(tmp_path, placeholder, 0o600, opened=True)
+    assert "placeholder" in issue.message
+
+
+def test_committed_example_secrets_are_placeholders() -> None:
+    from pathlib import Path
+
+    from tuning.serving_checks import is_placeholder_secret
+
+    folder = Path(__file__).resolve().parents[2] / "inventory" / "examples" / "secrets"
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    assert files
+    for path in files:
+        assert is_placeholder_secret(path.read_text(encoding="utf-8")), path
