@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 from pyinfra import host
 from pyinfra.api import OperationValueError, operation
 
@@ -61,6 +63,7 @@ def irq_affinity(cpu_lists: dict[str, str] | None = None, root: str = "/"):
             if parse_cpu_list(current) == wanted:
                 unchanged.append(f"IRQ {irq} of {bus_id} on {format_cpu_list(wanted)}")
             else:
-                yield f"echo {format_cpu_list(wanted)} > {prefix}/proc/irq/{irq}/smp_affinity_list"
+                path = shlex.quote(f"/proc/irq/{irq}/smp_affinity_list")
+                yield f"echo {shlex.quote(format_cpu_list(wanted))} > {prefix}{path}"
     if unchanged:
         host.noop("; ".join(unchanged))

@@ -7,6 +7,8 @@ command line) is the ``pcie`` deploy's job.
 
 from __future__ import annotations
 
+import shlex
+
 from pyinfra import host
 from pyinfra.api import OperationValueError, operation
 
@@ -42,7 +44,8 @@ def aspm_policy(policy: str = "performance", root: str = "/"):
     if fact["active"] == policy:
         host.noop(f"ASPM policy is {policy}")
         return
-    yield f"echo {policy} > {root_prefix(root)}/sys/module/pcie_aspm/parameters/policy"
+    path = "/sys/module/pcie_aspm/parameters/policy"
+    yield f"echo {shlex.quote(policy)} > {root_prefix(root)}{path}"
 
 
 @operation()
@@ -68,6 +71,8 @@ def link_aspm_off(root: str = "/"):
         for name, value in sorted(link.get("aspm", {}).items()):
             if value:
                 changed = True
-                yield f"echo 0 > {prefix}/sys/bus/pci/devices/{bus_id}/link/{name}"
+                # Names come from the host's sysfs listing: quoted, never trusted as words.
+                path = shlex.quote(f"/sys/bus/pci/devices/{bus_id}/link/{name}")
+                yield f"echo 0 > {prefix}{path}"
     if not changed:
         host.noop(f"ASPM is off on all {len(links)} NVIDIA GPU link(s)")
