@@ -39,16 +39,17 @@ _ENV = jinja2.Environment(
 )
 
 
-def systemd_quote(value: object) -> str:
-    """One systemd command-line word, double-quoted (``systemd.service(5)``, "COMMAND LINES").
+def systemd_quote(value: object, *, expand: bool = True) -> str:
+    """One systemd word, double-quoted (``systemd.service(5)`` "COMMAND LINES").
 
-    Backslash and ``"`` are escaped, ``%`` (a unit specifier) doubled to ``%%`` and ``$`` (an
-    environment expansion) doubled to ``$$``, so a path with spaces or either sign reaches the
-    program as one literal argument.
+    Backslash and ``"`` are escaped and ``%`` (a unit specifier) doubled to ``%%``, so a path
+    with spaces or either sign reaches the program as one literal argument. ``expand``: the
+    setting expands ``$VAR`` (``ExecStart=``), so ``$`` is doubled too; ``Environment=`` does
+    not expand it (``expand=False``).
     """
-    text = str(value)
-    text = text.replace("\\", "\\\\").replace('"', '\\"')
-    text = text.replace("%", "%%").replace("$", "$$")
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    if expand:
+        text = text.replace("$", "$$")
     return f'"{text}"'
 
 

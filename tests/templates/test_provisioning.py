@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -43,7 +46,7 @@ def test_gpu_settings_unit_orders_after_persistenced_and_lists_caps() -> None:
     assert "After=nvidia-persistenced.service" in lines
     assert "Type=oneshot" in lines
     assert 'Environment="RIGFORGE_CAPS_W=GPU-a=280 GPU-b=250.5"' in lines
-    assert "ExecStart=/usr/local/libexec/rigforge-gpu-settings" in lines
+    assert 'ExecStart="/usr/local/libexec/rigforge-gpu-settings"' in lines
 
 
 def test_gpu_settings_unit_uses_rigforge_apply_with_the_tuner() -> None:
@@ -55,7 +58,7 @@ def test_gpu_settings_unit_uses_rigforge_apply_with_the_tuner() -> None:
         profile="/etc/rigforge/profile.yaml",
         script="/x",
     )
-    assert "ExecStart=/opt/rigforge/venv/bin/rigforge apply /etc/rigforge/profile.yaml" in unit
+    assert 'ExecStart="/opt/rigforge/venv/bin/rigforge" apply "/etc/rigforge/profile.yaml"' in unit
 
 
 def test_cap_script_clamps_reads_back_and_fails_loudly() -> None:
@@ -166,3 +169,82 @@ def test_irq_script_reads_local_cpulist_under_the_kernel_root() -> None:
     assert 'root="${RIGFORGE_KERNEL_ROOT:-/}"' in script
     assert "local_cpulist" in script
     assert "smp_affinity_list" in script
+
+
+def test_paths_in_root_units_are_one_literal_word_each() -> None:
+    unit = render(
+        "etc/systemd/system/rigforge-gpu-settings.service.j2",
+        caps_w=[("GPU-a", 280.0)],
+        use_tuner=True,
+        venv="/opt/my venv$HOME%h",
+        profile='/etc/rig "forge"/p.yaml',
+        script="/x",
+    )
+    # systemd.service(5): "$$" is a literal $, "%%" a literal %, \" a quote inside quotes.
+    assert (
+        'ExecStart="/opt/my venv$$HOME%%h/bin/rigforge" apply "/etc/rig \\"forge\\"/p.yaml"' in unit
+    )
+    irq = render(
+        "etc/systemd/system/rigforge-irq-affinity.service.j2",
+        script="/usr/local/lib exec/pin",
+        kernel_root="/srv/scratch tree$1",
+    )
+    # Environment= does not expand $VAR, so $ stays single there.
+    assert 'Environment="RIGFORGE_KERNEL_ROOT=/srv/scratch tree$1"' in irq
+    assert 'ExecStart="/usr/local/lib exec/pin"' in irq
+
+
+GPU_UNIT = {
+    "template": "etc/systemd/system/rigforge-gpu-settings.service.j2",
+    "caps_w": [("GPU-a", 280.0)],
+    "use_tuner": True,
+    "venv": "/opt/rigforge/venv",
+    "profile": "/etc/rigforge/profile.yaml",
+    "script": "/x",
+}
+IRQ_UNIT = {
+    "template": "etc/systemd/system/rigforge-irq-affinity.service.j2",
+    "script": "/usr/local/libexec/rigforge-irq-affinity",
+    "kernel_root": "/",
+}
+#: Exposure ceilings (systemd-analyze security, 0 safe .. 10 unsafe); both were 9.6 unhardened.
+MAX_EXPOSURE = {"rigforge-gpu-settings.service": 6.0, "rigforge-irq-affinity.service": 5.0}
+
+
+def _unit(spec: dict) -> str:
+    context = {k: v for k, v in spec.items() if k != "template"}
+    return render(spec["template"], **context)
+
+
+def test_root_oneshots_keep_what_they_need() -> None:
+    gpu = _lines(_unit(GPU_UNIT))
+    irq = _lines(_unit(IRQ_UNIT))
+    for lines in (gpu, irq):
+        for setting in ("ProtectHome=yes", "PrivateTmp=yes", "NoNewPrivileges=yes"):
+            assert setting in lines
+        assert "ProtectSystem=full" in lines
+    # rigforge apply journals to /var/lib/rigforge/state; NVML needs /dev/nvidia*.
+    assert "StateDirectory=rigforge" in gpu
+    assert not any(
+        ln.startswith(("PrivateDevices=", "DeviceAllow=", "ProtectClock=")) for ln in gpu
+    )
+    # The IRQ unit writes /proc/irq, which ProtectKernelTunables= makes read-only.
+    assert not any(ln.startswith("ProtectKernelTunables=") for ln in irq)
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze absent")
+@pytest.mark.parametrize("spec", [GPU_UNIT, IRQ_UNIT], ids=["gpu-settings", "irq-affinity"])
+def test_root_oneshot_exposure(spec: dict, tmp_path: Path) -> None:
+    name = spec["template"].rsplit("/", 1)[-1].removesuffix(".j2")
+    path = tmp_path / name
+    path.write_text(_unit(spec))
+    out = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out)
+    assert match, out[-500:]
+    print(f"{name}: exposure {match.group(1)}")
+    assert float(match.group(1)) <= MAX_EXPOSURE[name]
