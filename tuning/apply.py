@@ -22,6 +22,7 @@ opened again — through the :class:`~tuning.backends.base.Gpu` interface only. 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -241,6 +242,66 @@ def journal_path(spec: str) -> Path:
     return state_dir() / f"journal-{rig_slug(spec)}.json"
 
 
+def lock_path(spec: str) -> Path:
+    """The rig's lock file, beside its journal."""
+    return state_dir() / f"journal-{rig_slug(spec)}.lock"
+
+
+class RigBusy(RigforgeError):
+    """Another rigforge run holds the rig's lock (a sweep, an apply or a restore)."""
+
+
+class RigLock:
+    """One rigforge run per rig: an exclusive ``flock`` on :func:`lock_path`.
+
+    Without it a second sweep would journal the first one's probe caps as the "originals",
+    and an ``apply`` during a sweep would be undone by the sweep's restore. The kernel drops
+    the lock when its holder dies (``kill -9`` included), so a lock is never stale; the
+    holder's PID is written into the file for the message. Raises :class:`RigBusy` at once
+    (no waiting) when another process holds it.
+    """
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+        self.path = lock_path(spec)
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RigBusy(
+                f"another rigforge run (pid {holder}) is changing {self.spec}; wait for it to "
+                f"finish or stop it (it restores the original settings on exit); lock: "
+                f"{self.path}"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        # the file stays: unlinking a lock file lets a waiter lock an orphaned inode
+        os.ftruncate(fd, 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+    def __enter__(self) -> RigLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 def _process_start(pid: int) -> float | None:
     if pid <= 0:
         return None  # -1 marks a journal left on purpose for the next start
@@ -312,16 +373,20 @@ def restore_journal(
     """Restore the settings in a journal and delete it when every GPU is back.
 
     Returns the failures (``{uuid: error}``); the journal is kept when there are any.
+    Raises :class:`RigBusy` when a live run holds the rig.
     """
     journal = Journal.load(path)
-    if actuator is None:
-        _, actuator = open_tuning_rig(journal.rig_spec)
-    present = {gpu.uuid for gpu in actuator.rig.gpus}
-    failures = actuator.restore({u: s for u, s in journal.original.items() if u in present})
-    for uuid in set(journal.original) - present:
-        failures[uuid] = "GPU not present on the rig"
-    if not failures:
-        path.unlink(missing_ok=True)
+    with RigLock(journal.rig_spec):
+        if not path.is_file():
+            return {}  # restored by another process between the load and the lock
+        if actuator is None:
+            _, actuator = open_tuning_rig(journal.rig_spec)
+        present = {gpu.uuid for gpu in actuator.rig.gpus}
+        failures = actuator.restore({u: s for u, s in journal.original.items() if u in present})
+        for uuid in set(journal.original) - present:
+            failures[uuid] = "GPU not present on the rig"
+        if not failures:
+            path.unlink(missing_ok=True)
     return failures
 
 
@@ -351,7 +416,10 @@ def recover_stale_journals(
         if path == keep:
             continue
         journal = Journal.load(path)
-        failures = restore_journal(path)
+        try:
+            failures = restore_journal(path)
+        except RigBusy:
+            continue  # its owner is alive after all (a reused PID); it restores on exit
         results[journal.rig_spec] = failures
         if failures:
             log(f"rigforge: could not restore {journal.rig_spec} from {path}: {failures}")
@@ -405,12 +473,21 @@ class SafetySession:
         self.restore_on_exit = restore_on_exit
         self.log = log
         self.path = journal_path(actuator.spec)
+        self._lock = RigLock(actuator.spec)
         self.journal: Journal | None = None
         self.resumed_probes: dict[str, list[dict[str, Any]]] = {}
         self.restore_failures: dict[str, str] = {}
         self._old_handlers: dict[int, Any] = {}
 
     def __enter__(self) -> SafetySession:
+        self._lock.acquire()
+        try:
+            return self._enter_locked()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _enter_locked(self) -> SafetySession:
         original = None
         if self.path.is_file():
             previous = Journal.load(self.path)
@@ -469,21 +546,25 @@ class SafetySession:
         assert self.journal is not None
         # a second Ctrl-C must not interrupt the restore itself
         with _signals_ignored():
-            if exc_type is None and not self.restore_on_exit:
-                failures: dict[str, str] = {}
-            else:
-                failures = self.restore_now()
-            self.restore_failures = failures
-            if failures:
-                self.log(
-                    f"rigforge: could not restore {sorted(failures)}: {failures}; the journal "
-                    f"{self.path} is kept — run 'rigforge restore' once the GPU answers again"
-                )
-                self.journal.pid = -1  # mark stale so the next start restores it
-                self.journal.save()
-            else:
-                self.path.unlink(missing_ok=True)
-            self._restore_handlers()
+            try:
+                if exc_type is None and not self.restore_on_exit:
+                    failures: dict[str, str] = {}
+                else:
+                    failures = self.restore_now()
+                self.restore_failures = failures
+                if failures:
+                    self.log(
+                        f"rigforge: could not restore {sorted(failures)}: {failures}; the "
+                        f"journal {self.path} is kept — run 'rigforge restore' once the GPU "
+                        "answers again"
+                    )
+                    self.journal.pid = -1  # mark stale so the next start restores it
+                    self.journal.save()
+                else:
+                    self.path.unlink(missing_ok=True)
+            finally:
+                self._restore_handlers()
+                self._lock.release()
 
 
 @contextlib.contextmanager

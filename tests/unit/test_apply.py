@@ -14,6 +14,7 @@ from tuning import apply as apply_module
 from tuning.apply import (
     Actuator,
     Journal,
+    RigBusy,
     SafetySession,
     apply_caps,
     atomic_write_json,
@@ -238,3 +239,52 @@ def test_apply_command_checks_a_given_budget(
     assert isinstance(result.exception, OutOfRange), result.output
     assert "psu:tiny at 110%" in str(result.exception)
     assert caps(actuator) == before
+
+
+# -- defect 6: one run per rig ----------------------------------------------------------------
+
+
+def test_a_second_session_on_the_same_rig_is_refused_naming_the_holder(rig_file: str) -> None:
+    _, actuator = open_tuning_rig(rig_file)
+    uuid = actuator.rig.gpus[0].uuid
+    with SafetySession(actuator, log=lambda m: None):
+        actuator.set_cap(uuid, 150)
+        _, second = open_tuning_rig(rig_file)
+        with pytest.raises(RigBusy, match=f"pid {os.getpid()}"):
+            SafetySession(second, log=lambda m: None).__enter__()
+        with pytest.raises(RigBusy):
+            apply_caps(second, {uuid: 200}, log=lambda m: None)
+        assert (
+            json.loads(journal_path(rig_file).read_text())["original"][uuid]["power_limit_w"] != 150
+        ), "the running session's journal still holds the true original"
+    with SafetySession(actuator, log=lambda m: None):
+        pass  # released on exit
+
+
+def test_apply_during_another_process_run_is_refused(rig_file: str) -> None:
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from tuning.apply import RigLock\n"
+            f"with RigLock({rig_file!r}):\n"
+            "    print('held', flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        _, actuator = open_tuning_rig(rig_file)
+        gpu = actuator.rig.gpus[0]
+        before = gpu.power_limit_w()
+        with pytest.raises(RigBusy, match=f"pid {holder.pid}"):
+            apply_caps(actuator, {gpu.uuid: 150}, log=lambda m: None)
+        assert gpu.power_limit_w() == before
+    finally:
+        holder.communicate("", timeout=10)
+    apply_caps(actuator, {gpu.uuid: 150}, log=lambda m: None)
+    assert gpu.power_limit_w() == 150, "the lock died with its holder"
