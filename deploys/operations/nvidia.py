@@ -6,6 +6,8 @@ differs, so a second deploy changes nothing. GPUs are addressed by UUID, never b
 
 from __future__ import annotations
 
+import shlex
+
 from pyinfra import host
 from pyinfra.api import OperationError, OperationValueError, operation
 
@@ -26,14 +28,16 @@ def _gpus_or_noop(what: str) -> dict | None:
 @operation()
 def power_limit(uuid: str, power_limit_w: float):
     """
-    Set a GPU's power limit (until reboot; the boot unit re-applies it).
+    Set a GPU's power limit (until reboot; the boot unit re-applies it), then read it back.
 
     + uuid: the GPU's UUID (``GPU-…``)
     + power_limit_w: the limit in watts; refused at plan time outside the card's
       ``power.min_limit``..``power.max_limit``
 
     When nvidia-smi is missing or the driver is not loaded the operation is a no-op that says
-    so (a first deploy runs before the driver is loaded); an unknown UUID is an error.
+    so (a first deploy runs before the driver is loaded); an unknown UUID is an error. The set
+    is followed by :func:`read_back_command`, which fails the operation when ``power.limit``
+    does not read back within :data:`POWER_TOLERANCE_W` of the wanted limit.
 
     **Example:**
 
@@ -62,7 +66,25 @@ def power_limit(uuid: str, power_limit_w: float):
     if current is not None and abs(current - power_limit_w) < POWER_TOLERANCE_W:
         host.noop(f"power limit of {uuid} is {current:g} W")
         return
-    yield f"nvidia-smi -i {uuid} -pl {power_limit_w:g}"
+    yield f"nvidia-smi -i {shlex.quote(uuid)} -pl {power_limit_w:g}"
+    yield read_back_command(uuid, power_limit_w)
+
+
+def read_back_command(uuid: str, power_limit_w: float) -> str:
+    """A command that fails unless ``power.limit`` reads back within :data:`POWER_TOLERANCE_W`.
+
+    ``nvidia-smi -pl`` can exit 0 and leave another limit in force (a driver clamp, another
+    tool racing it); the deploy must fail then, not report success.
+    """
+    quoted = shlex.quote(uuid)
+    return (
+        f"got=$(nvidia-smi -i {quoted} --query-gpu=power.limit --format=csv,noheader,nounits "
+        "| tr -d ' '); "
+        f'awk -v g="$got" -v w={power_limit_w:g} -v t={POWER_TOLERANCE_W:g} '
+        "'BEGIN { exit !(g != \"\" && g - w < t && w - g < t) }' || "
+        f'{{ echo "rigforge: {uuid}: power limit reads back ${{got:-nothing}} W, '
+        f'not {power_limit_w:g} W" >&2; exit 1; }}'
+    )
 
 
 @operation()
