@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from tuning.apply import Actuator, SafetySession
-from tuning.backends.base import THROTTLE_REASONS, PowerConstraints, Rig
+from tuning.backends.base import THROTTLE_REASONS, GpuSample, PowerConstraints, Rig
 from tuning.budget import Allocation, BudgetModel, CapOption, InfeasibleBudget, Policy, allocate
 from tuning.errors import SafetyAbort
 from tuning.search import CapSearch, make_search
@@ -279,6 +279,13 @@ class Sweep:
         self.workload.stop(uuid)
         self._set(uuid, self.constraints[uuid].min_w)
 
+    def _draw_w(self, uuid: str, sample: GpuSample) -> float:
+        """Board draw for the draw watchdog; a GPU without a power sensor counts at its live
+        cap (the most it may draw), never at 0 W. Units: W."""
+        if sample.power_draw_w is not None:
+            return sample.power_draw_w
+        return self.caps[uuid]
+
     def _fits(self, uuid: str, cap_w: float) -> bool:
         if cap_w <= self.caps[uuid]:
             return True
@@ -359,13 +366,16 @@ class Sweep:
                 )
             self.clock.sleep(cfg.sample_period_s)
             now = self.clock.now_s()
+            # every GPU, not only the probing ones: a parked card still draws (idle power, a
+            # neighbour's heat, a process this sweep does not own) on the same PSU
             draws: dict[str, float] = {}
-            for uuid, window in list(active.items()):
-                gpu = self.rig.gpu(uuid)
-                sample = gpu.sample(now)
-                self.watchdog.check_temperature(uuid, sample)
-                draws[uuid] = sample.power_draw_w or 0.0
-                window.add(sample, self.workload.tokens_total(uuid))
+            for uuid in self.uuids:
+                sample = self.rig.gpu(uuid).sample(now)
+                window = active.get(uuid)
+                self.watchdog.check_temperature(uuid, sample, loaded=window is not None)
+                draws[uuid] = self._draw_w(uuid, sample)
+                if window is not None:
+                    window.add(sample, self.workload.tokens_total(uuid))
             self.watchdog.check_draw(draws)
             for uuid, window in list(active.items()):
                 fixed = cfg.fixed_probe_s is not None
@@ -577,13 +587,16 @@ class Sweep:
             for uuid in self.uuids:
                 sample = self.rig.gpu(uuid).sample(now)
                 self.watchdog.check_temperature(uuid, sample)
-                draws[uuid] = sample.power_draw_w or 0.0
+                draws[uuid] = self._draw_w(uuid, sample)
                 if sample.temp_c is not None:
                     peak[uuid] = max(peak[uuid], sample.temp_c)
                     trace[uuid].append((now - started, sample.temp_c))
-                draw_log[uuid].append(draws[uuid])
+                # the measurement keeps what the card reported (no sensor: 0 W, as before);
+                # only the watchdog assumes the worst
+                measured_w = sample.power_draw_w or 0.0
+                draw_log[uuid].append(measured_w)
                 if tokens_at_judge:
-                    power_sum[uuid] += draws[uuid]
+                    power_sum[uuid] += measured_w
                     power_n[uuid] += 1
                 reasons = sample.clock_event_reasons & THROTTLE_REASONS
                 if reasons:

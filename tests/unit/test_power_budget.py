@@ -172,7 +172,9 @@ gpus: {GPU-a: p1, "01:00.0": p1, "0000:02:00.0": p2}
 # -- a sweep under a given budget ----------------------------------------------------------
 
 
-def run_sweep(rig_file: str, budget: BudgetModel | None, **gpu_patches) -> tuple[Sweep, int]:
+def run_sweep(
+    rig_file: str, budget: BudgetModel | None, config: SweepConfig | None = None, **gpu_patches
+) -> tuple[Sweep, int]:
     rig, actuator = open_tuning_rig(rig_file)
     for name, fake in gpu_patches.items():
         for gpu in rig.gpus:
@@ -192,7 +194,7 @@ def run_sweep(rig_file: str, budget: BudgetModel | None, **gpu_patches) -> tuple
         stop(uuid)
 
     load.start, load.stop = counted_start, counted_stop  # type: ignore[method-assign]
-    config = SweepConfig(heat_soak_s=10.0, max_soak_rounds=1)
+    config = config or SweepConfig(heat_soak_s=10.0, max_soak_rounds=1)
     with SafetySession(actuator, log=lambda m: None) as session:
         sweep = Sweep(rig, actuator, load, config, session=session, budget=budget)
         sweep.actuator.on_change = sweep._on_change
@@ -233,3 +235,43 @@ def test_watchdog_trips_when_draw_nears_the_given_budget(rig_file: str, tmp_path
 
     with pytest.raises(SafetyAbort, match="psu:small"):
         run_sweep(rig_file, tight, sample=overdrawing)
+
+
+# -- defect 7: the draw watchdog sees every GPU, and a missing sensor is not 0 W ---------------
+
+
+def test_draw_watchdog_counts_parked_gpus(rig_file: str, tmp_path: Path) -> None:
+    rig, _ = open_tuning_rig(rig_file)
+    tight = load_budget_file(write(tmp_path, "b.yaml", TIGHT_BUDGET)).model(rig.gpus)
+
+    def busy_elsewhere(gpu, original):
+        if not gpu.pci_bus_id.endswith("41:00.0"):
+            return original
+
+        def sample(now_s: float) -> GpuSample:
+            # parked by the sweep, yet loaded by a process the sweep does not own
+            return replace(original(now_s), power_draw_w=400.0)
+
+        return sample
+
+    with pytest.raises(SafetyAbort, match="psu:small"):
+        run_sweep(rig_file, tight, sample=busy_elsewhere)
+
+
+def test_a_gpu_without_a_power_sensor_counts_at_its_cap(rig_file: str) -> None:
+    rig, _ = open_tuning_rig(rig_file)
+    # 710 W DC, 150 W platform: one uncapped probe (350 W) + two parked cards (100 W each)
+    # is 700 W of caps, 98.6 % — allowed with sweep_limit_ratio 1.0, over the 98 % trip if
+    # the caps themselves are taken as the draw; the cards' measured draw stays well under
+    budget = BudgetModel(
+        psus=(Psu("small", rating_w=710, circuit="", platform_w=150),),
+        gpu_psu={gpu.uuid: "small" for gpu in rig.gpus},
+    )
+    config = SweepConfig(heat_soak_s=10.0, max_soak_rounds=1, sweep_limit_ratio=1.0)
+    run_sweep(rig_file, budget, config)  # sensors present: measured draw never trips
+
+    def no_sensor(gpu, original):
+        return lambda now_s: replace(original(now_s), power_draw_w=None)
+
+    with pytest.raises(SafetyAbort, match="psu:small reached 99%"):
+        run_sweep(rig_file, budget, config, sample=no_sensor)
