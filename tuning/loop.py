@@ -442,7 +442,8 @@ def deploy_files(profile_path: Path, result_plan: Plan) -> dict[str, str]:
         PLAN_TARGET: yaml.safe_dump(result_plan.to_yaml(), sort_keys=False, allow_unicode=True),
         **{spec.dest: spec.render() for spec in specs},
     }
-    files.update(render_serving_units(result_plan, service_user=config.base.service_user))
+    # the host config says the caps exist, so serving requires the GPU-settings unit
+    files.update(render_serving_units(result_plan, host_config=config))
     return files
 
 

@@ -150,7 +150,12 @@ def test_gpu_settings_unit_carries_the_profile_caps_per_uuid(
     assert match is not None
     caps = {k: float(v) for k, v in (pair.split("=") for pair in match.group(1).split())}
     assert caps == load_profile(result.files.profile).caps_w()
-    assert "ExecStart=/opt/rigforge/venv/bin/rigforge apply /etc/rigforge/profile.yaml" in unit
+    # systemd accepts the paths quoted or bare
+    assert re.search(
+        r'^ExecStart="?/opt/rigforge/venv/bin/rigforge"? apply "?/etc/rigforge/profile.yaml"?$',
+        unit,
+        flags=re.M,
+    ), unit
 
 
 def test_one_serving_unit_per_placement_with_its_gpus(
@@ -163,6 +168,8 @@ def test_one_serving_unit_per_placement_with_its_gpus(
         text = next(u for u in units if placement.model in u.name).read_text()
         assert f"CUDA_VISIBLE_DEVICES={','.join(placement.gpus)}" in text
         assert "CUDA_DEVICE_ORDER=PCI_BUS_ID" in text
+        # the profile's caps exist: no serving at stock caps if they failed to apply
+        assert "Requires=rigforge-gpu-settings.service" in text
 
 
 def test_rendered_tree_mirrors_every_target_path(reference: tuple[LoopResult, Recorder]) -> None:
