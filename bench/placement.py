@@ -101,21 +101,33 @@ def random_rig(rng: random.Random, n: int) -> RigSnapshot:
     )
 
 
-def random_models(rng: random.Random, count: int, rig: RigSnapshot) -> ModelsFile:
+def random_models(
+    rng: random.Random, count: int, rig: RigSnapshot, *, heavy: bool = False
+) -> ModelsFile:
+    """Random models; ``heavy`` draws mostly small sharing models with wide ``max_gpus``,
+    replicas (pinned ones too) — the cases where the sharing search is hardest."""
+    small = [c for c in CATALOGUE if c[1] < 9]
     specs = []
     for i in range(count):
-        name, params, bits, layers, heads, kv = rng.choice(CATALOGUE)
+        name, params, bits, layers, heads, kv = rng.choice(
+            small if heavy and rng.random() < 0.7 else CATALOGUE
+        )
         extra: dict[str, object] = {}
         roll = rng.random()
-        if roll < 0.15:
-            extra["max_gpus"] = rng.randint(1, 3)
-        elif roll < 0.22:
+        if roll < (0.5 if heavy else 0.15):
+            extra["max_gpus"] = rng.randint(1, 4 if heavy else 3)
+        elif roll < (0.65 if heavy else 0.22):
             extra["gpus"] = tuple(
-                g.uuid for g in rng.sample(list(rig.gpus), rng.randint(1, min(2, len(rig.gpus))))
+                g.uuid
+                for g in rng.sample(
+                    list(rig.gpus), rng.randint(1, min(4 if heavy else 2, len(rig.gpus)))
+                )
             )
-        if rng.random() < 0.08 and "gpus" not in extra:
-            extra["replicas"] = 2
-        if params < 9 and rng.random() < 0.3:
+        if rng.random() < (0.25 if heavy else 0.08):
+            extra["replicas"] = rng.randint(2, 3 if heavy else 2)
+            if "gpus" in extra:
+                extra["replicas"] = min(int(extra["replicas"]), len(extra["gpus"]))  # type: ignore[arg-type]
+        if params < 9 and rng.random() < (0.8 if heavy else 0.3):
             extra["allow_sharing"] = True
         specs.append(
             ModelSpec(
@@ -141,12 +153,14 @@ def exactness(count: int, seed: int, node_limit: int) -> bool:
     rng = random.Random(seed)
     done = skipped = mismatches = 0
     buckets: Counter[tuple[int, int]] = Counter()
+    features: Counter[str] = Counter()
     solver_s = brute_s = 0.0
     while done < count:
         n = rng.randint(2, 8)
         m = rng.randint(1, 8)
         rig = random_rig(rng, n)
-        problem = build_problem(rig, random_models(rng, m, rig))
+        heavy = rng.random() < 0.5
+        problem = build_problem(rig, random_models(rng, m, rig, heavy=heavy))
         t0 = time.perf_counter()
         solution = solve(problem)
         t1 = time.perf_counter()
@@ -163,6 +177,13 @@ def exactness(count: int, seed: int, node_limit: int) -> bool:
         brute_s += t2 - t1
         done += 1
         buckets[(n, m)] += 1
+        specs = {u.model.name: u.model for u in problem.units}.values()
+        features["heavy draws"] += heavy
+        features["≥ 2 sharing units"] += sum(u.model.allow_sharing for u in problem.units) >= 2
+        features["pins"] += any(s.gpus is not None for s in specs)
+        features["replicas"] += any(s.replicas > 1 for s in specs)
+        features["max_gpus"] += any(s.max_gpus is not None for s in specs)
+        features["power budget"] += bool(rig.psus)
         same = reference is not None and (
             abs(reference[0] - solution.placed_priority) < 1e-9
             and abs(reference[1] - solution.score) < 1e-9
@@ -181,6 +202,7 @@ def exactness(count: int, seed: int, node_limit: int) -> bool:
     )
     print("  by GPUs:   " + ", ".join(f"{k}:{gpus[k]}" for k in sorted(gpus)))
     print("  by models: " + ", ".join(f"{k}:{models[k]}" for k in sorted(models)))
+    print("  instances with: " + ", ".join(f"{k} {v}" for k, v in features.items()))
     print(f"  total time: solver {solver_s:.2f} s, brute force {brute_s:.2f} s")
     return mismatches == 0
 

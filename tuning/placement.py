@@ -693,7 +693,7 @@ def solve(problem: Problem, *, exclude: Mapping[int, int] | None = None) -> Solu
         best_excl_mask[shared_mask] = top_mask
 
     choice: list[int | None] = [None] * count
-    share_choice = _search_sharing(problem, sharing, opts, best_excl, n)
+    share_choice = _search_sharing(problem, sharing, exclusive, opts, best_excl, n)
     if share_choice is None:
         return None
     total, picks, used = share_choice
@@ -710,11 +710,22 @@ def solve(problem: Problem, *, exclude: Mapping[int, int] | None = None) -> Solu
 def _search_sharing(
     problem: Problem,
     units: Sequence[int],
+    exclusive: Sequence[int],
     opts: Sequence[tuple[tuple[int, Option], ...]],
     best_excl: Sequence[Key | None],
     n: int,
 ) -> tuple[Key, dict[int, int], int] | None:
     """Branch and bound over the sharing units on top of ``best_excl`` (see :func:`solve`).
+
+    Two admissible bounds, taken componentwise (placed priority, score), the smaller wins:
+
+    * *sets*: the best exclusive part beside any final sharing GPU set ``S' ⊇ S`` plus each
+      remaining sharing unit's best option inside ``S'`` (exact on GPU sets, VRAM relaxed);
+    * *VRAM* (Lagrangian): every GPU ``g`` can still take at most ``resid_g`` MiB of
+      reservations, so for multipliers ``λ ≥ 0`` the remaining units add at most
+      ``Σ_units max(0, max_option(value − Σ_g λ_g·reserve_g)) + Σ_g λ_g·resid_g``; ``λ``
+      are the capacity duals of the LP relaxation (HiGHS) at the root. Exclusive units count
+      as reserving a whole GPU, which only relaxes them further.
 
     Returns the best total key, each placed sharing unit's option index and the GPUs the
     sharing units use; ``None`` when no combination leaves a plan inside the power budget.
@@ -776,6 +787,42 @@ def _search_sharing(
         bound_p[i] = bp
         bound_s[i] = bs
 
+    # VRAM bound: per-GPU capacity of all future reservations, LP duals as multipliers
+    cap = [
+        max(
+            [usable[g]]
+            + [
+                o.reserve_mib[slot]
+                for u in units
+                for _, o in opts[u]
+                for slot, pos in enumerate(_bits(o.mask))
+                if pos == g
+            ]
+        )
+        for g in range(n)
+    ]
+    lam_p, lam_s = _capacity_duals(problem, units, exclusive, opts, cap, n)
+
+    def reduced(u: int, lam: Sequence[float], use_value: bool) -> float:
+        top = 0.0
+        priority = problem.units[u].model.priority
+        shared_unit = problem.units[u].model.allow_sharing
+        for _, o in opts[u]:
+            gain = o.value if use_value else priority
+            for slot, pos in enumerate(_bits(o.mask)):
+                gain -= lam[pos] * (o.reserve_mib[slot] if shared_unit else cap[pos])
+            top = max(top, gain)
+        return top
+
+    tail_p = [0.0] * (k + 1)
+    tail_s = [0.0] * (k + 1)
+    tail_p[k] = sum(reduced(u, lam_p, False) for u in exclusive)
+    tail_s[k] = sum(reduced(u, lam_s, True) for u in exclusive)
+    for i in range(k - 1, -1, -1):
+        tail_p[i] = tail_p[i + 1] + reduced(order[i], lam_p, False)
+        tail_s[i] = tail_s[i + 1] + reduced(order[i], lam_s, True)
+    use_lagrange = any(lam_p) or any(lam_s)
+
     prepared = [
         [(j, o.mask, tuple(_bits(o.mask)), o.reserve_mib, o.value) for j, o in opts[order[i]]]
         for i in range(k)
@@ -797,6 +844,20 @@ def _search_sharing(
                 best[1] = {order[x]: prepared[x][picked[x]][0] for x in range(k) if picked[x] >= 0}
                 best[2] = used
             return
+        if use_lagrange and incumbent is not None:
+            lag_p = cur_p + tail_p[i]
+            lag_s = cur_s + tail_s[i]
+            for g in range(n):
+                if used >> g & 1:
+                    resid = usable[g] - reserved[g]
+                    if resid > 0:
+                        lag_p += lam_p[g] * resid
+                        lag_s += lam_s[g] * resid
+                else:
+                    lag_p += lam_p[g] * cap[g]
+                    lag_s += lam_s[g] * cap[g]
+            if not _better((lag_p, lag_s), incumbent):
+                return
         start = 0
         if twin[i]:
             if picked[i - 1] < 0:
@@ -812,10 +873,14 @@ def _search_sharing(
             after = used | mask
             if next_p[after] == neg:
                 continue
-            if incumbent is not None and not _better(
-                (cur_p + priority + next_p[after], cur_s + value + next_s[after]), incumbent
-            ):
-                continue
+            if incumbent is not None:
+                # inlined ``not _better(bound, incumbent)``: this loop is the hot spot
+                bound_here = cur_p + priority + next_p[after]
+                if bound_here < incumbent[0] - _EPS or (
+                    bound_here <= incumbent[0] + _EPS
+                    and cur_s + value + next_s[after] <= incumbent[1] + _EPS
+                ):
+                    continue
             fits = True
             for slot, pos in enumerate(bits):
                 # alone on a GPU the estimate already fits; reservations add up only once a
@@ -844,6 +909,64 @@ def _search_sharing(
     if best[0] is None:
         return None
     return best[0], best[1], best[2]
+
+
+def _capacity_duals(
+    problem: Problem,
+    units: Sequence[int],
+    exclusive: Sequence[int],
+    opts: Sequence[tuple[tuple[int, Option], ...]],
+    cap: Sequence[float],
+    n: int,
+) -> tuple[list[float], list[float]]:
+    """Per-GPU multipliers ``λ ≥ 0`` for the VRAM bound: capacity duals of two LPs.
+
+    The LPs relax every unit to a fractional choice of options (``Σ x ≤ 1`` per unit) under
+    ``Σ reserve · x ≤ cap`` per GPU, maximising placed priority and score respectively. Any
+    ``λ ≥ 0`` gives a valid bound, so a failed LP just yields zeros (no VRAM bound).
+    """
+    zeros = [0.0] * n
+    if len(units) < 2:
+        return zeros, zeros
+    try:
+        import numpy as np
+        from scipy.optimize import linprog
+        from scipy.sparse import coo_matrix
+    except ImportError:  # pragma: no cover - scipy is a dependency
+        return zeros, zeros
+    rows: list[int] = []
+    cols: list[int] = []
+    data: list[float] = []
+    values: list[float] = []
+    priorities: list[float] = []
+    column = 0
+    everyone = list(units) + list(exclusive)
+    for row, u in enumerate(everyone):
+        model = problem.units[u].model
+        for _, o in opts[u]:
+            rows.append(row)
+            cols.append(column)
+            data.append(1.0)
+            for slot, pos in enumerate(_bits(o.mask)):
+                rows.append(len(everyone) + pos)
+                cols.append(column)
+                data.append(o.reserve_mib[slot] if model.allow_sharing else cap[pos])
+            values.append(o.value)
+            priorities.append(model.priority)
+            column += 1
+    matrix = coo_matrix((data, (rows, cols)), shape=(len(everyone) + n, column)).tocsr()
+    bounds_ub = np.concatenate([np.ones(len(everyone)), np.asarray(cap, dtype=float)])
+    duals = []
+    for objective in (priorities, values):
+        result = linprog(
+            -np.asarray(objective), A_ub=matrix, b_ub=bounds_ub, bounds=(0, 1), method="highs"
+        )
+        if result.status != 0:
+            duals.append(zeros)
+            continue
+        marginals = result.ineqlin.marginals[len(everyone) :]
+        duals.append([max(0.0, -float(m)) for m in marginals])
+    return duals[0], duals[1]
 
 
 def _subset_max(values: list[float], n: int) -> None:
