@@ -38,11 +38,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -50,8 +49,9 @@ from pydantic import (
     model_validator,
 )
 
+from inventory.fields import EngineArg, UnitText
 from tuning.errors import ConfigError, did_you_mean, yaml_path
-from tuning.serving_checks import secret_arg_problem, text_problem, unit_name_collisions
+from tuning.serving_checks import unit_name_collisions
 
 #: Engines the serving templates know how to start.
 ENGINES: tuple[str, ...] = ("vllm", "llama.cpp", "sglang")
@@ -61,25 +61,6 @@ DEFAULT_BASE_PORT = 8000
 DEFAULT_HEADROOM_PCT = 10.0
 
 Engine = Literal["vllm", "llama.cpp", "sglang"]
-
-
-def _unit_text(value: str) -> str:
-    # Copied into a systemd unit: a newline would inject directives, a quote break quoting.
-    problem = text_problem(value)
-    if problem:
-        raise ValueError(problem)
-    return value
-
-
-def _engine_arg(value: str) -> str:
-    problem = text_problem(value) or secret_arg_problem(value)
-    if problem:
-        raise ValueError(problem)
-    return value
-
-
-UnitText = Annotated[str, AfterValidator(_unit_text)]
-EngineArg = Annotated[str, AfterValidator(_engine_arg)]
 
 
 class ModelSpec(BaseModel):

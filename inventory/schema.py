@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -40,6 +39,7 @@ from pydantic import (
     model_validator,
 )
 
+from inventory.fields import EngineArg, GpuId, UnitText
 from tuning.backends.base import normalize_bus_id
 from tuning.serving_checks import (
     BUS_ID_RE,
@@ -274,33 +274,6 @@ class AffinityConfig(_Model):
 
     pin_irqs: bool = Field(True, description="pin each GPU's IRQs to its local CPUs at boot")
     irqbalance_ban: bool = Field(True, description="tell irqbalance to leave GPU IRQs alone")
-
-
-def _unit_text(value: str) -> str:
-    # Copied into a systemd unit: a newline would inject directives, a quote break quoting.
-    problem = text_problem(value)
-    if problem:
-        raise ValueError(problem)
-    return value
-
-
-def _gpu_id(value: str) -> str:
-    problem = gpu_id_problem(value)
-    if problem:
-        raise ValueError(problem)
-    return value
-
-
-def _engine_arg(value: str) -> str:
-    problem = text_problem(value) or secret_arg_problem(value)
-    if problem:
-        raise ValueError(problem)
-    return value
-
-
-UnitText = Annotated[str, AfterValidator(_unit_text)]
-GpuId = Annotated[str, AfterValidator(_gpu_id)]
-EngineArg = Annotated[str, AfterValidator(_engine_arg)]
 
 
 class ServingModel(_Model):
