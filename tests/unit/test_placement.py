@@ -175,6 +175,7 @@ SIZES = [
     {"params_b": 32.8, "quant_bits": 8, "layers": 64, "attention_heads": 40},
     {"params_b": 70.6, "quant_bits": 4, "layers": 80, "attention_heads": 64},
     {"params_b": 3.0, "quant_bits": 16, "allow_sharing": True, "context": 4096},
+    {"params_b": 8.0, "quant_bits": 8, "allow_sharing": True, "max_gpus": 2, "max_sequences": 4},
 ]
 
 
@@ -195,6 +196,9 @@ def instances(draw):
             size["max_gpus"] = draw(st.integers(1, 3))
         if draw(st.integers(0, 5)) == 0:
             size["replicas"] = 2
+        if draw(st.integers(0, 5)) == 0:
+            pinned = draw(st.lists(st.integers(0, n - 1), min_size=2, max_size=3, unique=True))
+            size["gpus"] = tuple(f"GPU-{g}" for g in pinned)
         specs.append(model(f"m{i}", **size))
     rig = make_rig(mems, links, degraded=degraded, numa=[i % 2 for i in range(n)])
     return rig, models_file(*specs)
@@ -203,6 +207,7 @@ def instances(draw):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(instances())
 def test_solver_matches_brute_force(instance) -> None:
+    """Sharing, pins, replicas and ``max_gpus`` mixed: the branch and bound equals brute force."""
     rig, models = instance
     problem = build_problem(rig, models)
     solution = solve(problem)
@@ -211,3 +216,26 @@ def test_solver_matches_brute_force(instance) -> None:
     assert reference is not None
     assert solution.placed_priority == pytest.approx(reference[0])
     assert solution.score == pytest.approx(reference[1], abs=1e-9)
+
+
+def test_heavy_sharing_packs_small_models_onto_shared_gpus() -> None:
+    # four sharing models that each fit a single GPU several times over, two GPUs: all four
+    # are placed, on shared GPUs, and the solver still equals brute force
+    small = {"params_b": 1.0, "context": 4096, "allow_sharing": True, "max_gpus": 2}
+    rig = make_rig([49140] * 2, [["X", "PIX"], ["PIX", "X"]])
+    models = models_file(*(model(f"s{i}", **small, priority=1.0 + i) for i in range(4)))
+    problem = build_problem(rig, models)
+    solution = solve(problem)
+    assert solution is not None
+    assert solution.key == pytest.approx(brute_force(problem))
+    result = plan(rig, models)
+    assert result.unplaced == ()
+    assert all(p.shared for p in result.placements)
+
+
+def test_replicas_are_not_permuted_but_still_all_placed() -> None:
+    # three identical sharing replicas, two never fit one 24 GiB GPU: symmetry breaking keeps
+    # one ordering of the replicas, which must still place each on its own GPU
+    rig = make_rig([24576] * 3, None)
+    result = plan(rig, models_file(model("r", replicas=3, allow_sharing=True)))
+    assert sorted(p.gpus for p in result.placements) == [("GPU-0",), ("GPU-1",), ("GPU-2",)]
