@@ -36,9 +36,16 @@ at none, so hot work goes to cool slots.
 
 The solver
 ----------
-:func:`solve` is exact: a memoised search over units in priority order whose state is the
-set of GPUs held exclusively plus the VRAM reserved on shared GPUs; with exclusive units
-only this is a dynamic programme over GPU subsets (≤ 2^8 states per unit on an 8-GPU rig).
+:func:`solve` is exact. Exclusive units never share a GPU, so a plan is an exclusive part on
+GPUs ``E`` plus a sharing part on GPUs ``S`` with ``E ∩ S = ∅``, coupled only by that and the
+power budget of ``E ∪ S``. A DP over exclusive units gives the best exclusive key for every
+exact ``E`` (≤ 3^n transitions per unit); the best exclusive part beside each ``S`` follows
+(3^n pairs); a branch and bound over the sharing units (priority first, fewest options first;
+replicas take options in non-decreasing order) finishes, pruned by two admissible bounds: the
+GPU-set bound (best exclusive part beside any final ``S' ⊇ S`` plus each remaining unit's
+best option inside ``S'``) and a Lagrangian VRAM bound whose per-GPU multipliers are the
+capacity duals of the LP relaxation (scipy's HiGHS). Comparisons are lexicographic with a
+1e-9 tolerance; bounds are componentwise, which keeps them safe under it.
 :func:`brute_force` enumerates every assignment of every (GPU set, split) to every unit with
 no pruning on the objective and is the reference the tests and ``bench/placement.py`` check
 the solver against.
