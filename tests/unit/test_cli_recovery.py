@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -11,23 +10,11 @@ from click.testing import CliRunner
 from tuning.apply import Journal, journal_path, open_tuning_rig
 from tuning.cli import cli
 
-RIG_YAML = """
-name: recovery-test
-seed: 0
-circuits: [{name: c1, voltage_v: 120, breaker_a: 15}]
-psus: [{name: p1, rating_w: 1200, circuit: c1, platform_w: 150}]
-gpus:
-  - {preset: rtx3090, slot: 1, bus_id: "00000000:01:00.0", psu: p1}
-  - {preset: rtx_a6000, slot: 3, bus_id: "00000000:21:00.0", psu: p1}
-"""
-
 
 @pytest.fixture
-def crashed_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+def crashed_sweep(rig_file: str) -> str:
     """A rig whose caps a sweep lowered before it died without restoring them."""
-    monkeypatch.setenv("RIGFORGE_STATE_DIR", str(tmp_path / "state"))
-    spec = str(tmp_path / "rig.yaml")
-    Path(spec).write_text(RIG_YAML)
+    spec = rig_file
     rig, actuator = open_tuning_rig(spec)
     original = actuator.settings()
     # pid -1 never belongs to a live process: the journal's writer is gone
@@ -65,12 +52,8 @@ def test_help_touches_nothing(crashed_sweep: str) -> None:
     assert journal_path(crashed_sweep).exists()
 
 
-def test_inspect_shows_the_caps_apply_left_on_a_simulated_rig(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("RIGFORGE_STATE_DIR", str(tmp_path / "state"))
-    spec = str(tmp_path / "rig.yaml")
-    Path(spec).write_text(RIG_YAML)
+def test_inspect_shows_the_caps_apply_left_on_a_simulated_rig(rig_file: str) -> None:
+    spec = rig_file
     rig, actuator = open_tuning_rig(spec)
     first = rig.gpus[0]
     actuator.set_cap(first.uuid, first.power_constraints().min_w)

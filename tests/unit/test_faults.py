@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -23,24 +22,6 @@ from tuning.apply import SafetySession, journal_path, open_tuning_rig, restore_j
 from tuning.errors import GpuLost, NoPermission
 from tuning.sweep import Sweep, SweepConfig
 from tuning.workloads import SimWorkload
-
-RIG_YAML = """
-name: fault-test
-seed: 0
-circuits: [{name: c1, voltage_v: 120, breaker_a: 15}]
-psus: [{name: p1, rating_w: 1200, circuit: c1, platform_w: 150}]
-gpus:
-  - {preset: rtx3090, slot: 1, bus_id: "00000000:01:00.0", psu: p1}
-  - {preset: rtx_a6000, slot: 3, bus_id: "00000000:21:00.0", psu: p1}
-"""
-
-
-@pytest.fixture
-def rig_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("RIGFORGE_STATE_DIR", str(tmp_path / "state"))
-    path = tmp_path / "rig.yaml"
-    path.write_text(RIG_YAML)
-    return str(path)
 
 
 def persisted_caps(rig_file: str) -> dict[str, float]:
