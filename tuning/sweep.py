@@ -374,8 +374,16 @@ class Sweep:
                 window = active.get(uuid)
                 self.watchdog.check_temperature(uuid, sample, loaded=window is not None)
                 draws[uuid] = self._draw_w(uuid, sample)
-                if window is not None:
-                    window.add(sample, self.workload.tokens_total(uuid))
+                if window is None:
+                    continue
+                # read for every probing GPU, ready or not: a WorkloadFailed propagates and
+                # the safety session restores the caps
+                tokens = self.workload.tokens_total(uuid)
+                if not self.workload.ready(uuid):
+                    # settle, window and max_s count from the load's first rate at this cap
+                    window.started_s = now
+                    continue
+                window.add(sample, tokens)
             self.watchdog.check_draw(draws)
             for uuid, window in list(active.items()):
                 fixed = cfg.fixed_probe_s is not None
@@ -403,6 +411,8 @@ class Sweep:
                 elif nxt <= self.caps[uuid]:
                     # lowering never breaks the budget: go straight to the next probe
                     self._set(uuid, nxt)
+                    # the load's last rate was measured at the old cap: wait for a new one
+                    self.workload.settle(uuid)
                     active[uuid] = self._window(nxt)
                 else:
                     self._park(uuid)

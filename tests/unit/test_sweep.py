@@ -106,3 +106,60 @@ def test_cli_json_and_profile(rig_file: Path, tmp_path: Path) -> None:
     actuator = Actuator(rig, str(rig_file))
     actuator.load_persisted()
     assert {g.uuid: g.power_limit_w() for g in rig.gpus} == profile.caps_w()
+
+
+class SlowToMeasure(SimWorkload):
+    """A load that, after every start/settle, is not ready for ``delay_s`` rig seconds and
+    meanwhile counts tokens at a stale, bogus rate (what a ``cmd:`` load replays from a run
+    at the previous cap)."""
+
+    BOGUS_TPS = 5000.0
+
+    def __init__(self, rig: SimRig, workload_class: str, delay_s: float) -> None:
+        super().__init__(rig, workload_class)
+        self.delay_s = delay_s
+        self.ready_at_s: dict[str, float] = {}
+        self.offset: dict[str, float] = {}
+        self.last_s: dict[str, float] = {}
+        self.settles = 0
+
+    def _mark(self, uuid: str) -> None:
+        self.ready_at_s[uuid] = self.rig.clock.now_s() + self.delay_s
+
+    def start(self, uuid: str) -> None:
+        if uuid not in self._running:
+            self._mark(uuid)
+        super().start(uuid)
+
+    def settle(self, uuid: str) -> None:
+        self.settles += 1
+        self._mark(uuid)
+
+    def ready(self, uuid: str) -> bool:
+        return self.rig.clock.now_s() >= self.ready_at_s.get(uuid, 0.0)
+
+    def tokens_total(self, uuid: str) -> float:
+        now = self.rig.clock.now_s()
+        if uuid in self._running and not self.ready(uuid):
+            elapsed = now - self.last_s.get(uuid, now)
+            self.offset[uuid] = self.offset.get(uuid, 0.0) + self.BOGUS_TPS * elapsed
+        self.last_s[uuid] = now
+        return super().tokens_total(uuid) + self.offset.get(uuid, 0.0)
+
+
+def test_probe_windows_start_only_once_the_load_is_ready(rig_file: Path) -> None:
+    _, plain = sweep(rig_file)
+    rig = SimRig.from_file(rig_file, seed=0)
+    config = SweepConfig(heat_soak_s=120.0, seed=0)
+    load = SlowToMeasure(rig, "decode", delay_s=20.0)
+    slow = Sweep(rig, Actuator(rig, str(rig_file), persist=False), load, config).run()
+    assert load.settles > 0, "the test needs a probe lowered in place (settle)"
+    for fast_gpu, slow_gpu in zip(plain.gpus, slow.gpus, strict=True):
+        plain_tps = {p.cap_w: p.throughput_tps for p in fast_gpu.curve}
+        for point in slow_gpu.curve:
+            # the bogus pre-ready rate never enters a window
+            assert point.throughput_tps < SlowToMeasure.BOGUS_TPS / 10
+            if point.cap_w in plain_tps:
+                assert point.throughput_tps == pytest.approx(plain_tps[point.cap_w], rel=0.03)
+    # every probe waited its 20 s of readiness before settle/window/max_s started
+    assert slow.sweep_sim_s >= plain.sweep_sim_s + 20.0
