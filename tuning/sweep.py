@@ -55,6 +55,7 @@ class SweepConfig:
     ≤ 1 − headroom). ``sweep_limit_ratio``: the live-cap ceiling while probing.
     ``fixed_probe_s``: when set, every probe lasts exactly this long (the naive reference);
     ``max_parallel``: probes running at once (``None``: as many as the budget allows).
+    ``tps_regex``: a ``cmd:`` workload's tokens/s regex (``None``: llama-bench's).
     """
 
     workload: str = "decode"
@@ -72,11 +73,15 @@ class SweepConfig:
     watchdog_margin_c: float = 5.0
     fixed_probe_s: float | None = None
     max_parallel: int | None = None
+    tps_regex: str | None = None
 
     def resume_key(self, rig_spec: str) -> dict[str, Any]:
+        """What a journaled sweep must match to have its completed probes reused."""
         return {
             "rig": rig_spec,
             "workload": self.workload,
+            # another regex reads other figures from the same runs: not the same probes
+            "tps_regex": self.tps_regex,
             "policy": str(self.policy),
             "floor": self.floor,
             "strategy": self.strategy,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tuning.apply import Actuator
+from tuning.apply import Actuator, Journal, SafetySession, journal_path, open_tuning_rig
 from tuning.backends.sim import SimRig
 from tuning.budget import Policy
 from tuning.cli import cli
@@ -163,3 +163,54 @@ def test_probe_windows_start_only_once_the_load_is_ready(rig_file: Path) -> None
                 assert point.throughput_tps == pytest.approx(plain_tps[point.cap_w], rel=0.03)
     # every probe waited its 20 s of readiness before settle/window/max_s started
     assert slow.sweep_sim_s >= plain.sweep_sim_s + 20.0
+
+
+def test_tps_regex_reaches_the_cmd_workload_and_keys_the_resume(
+    rig_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tuning.commands.sweep as sweep_cmd
+
+    seen: list[str | None] = []
+
+    def fake_make_workload(spec: str, rig: SimRig, *, tps_regex: str | None = None):
+        seen.append(tps_regex)
+        return SimWorkload(rig, "decode")
+
+    monkeypatch.setattr(sweep_cmd, "make_workload", fake_make_workload)
+    spec = str(rig_file)
+    # an interrupted sweep of the same command read with another regex
+    old_key = SweepConfig(workload="cmd:bench", tps_regex=r"old (?P<tps>\d+)").resume_key(spec)
+    _, actuator = open_tuning_rig(spec)
+    journal = Journal(journal_path(spec), spec, actuator.settings(), pid=-1, sweep_key=old_key)
+    journal.probes = {"GPU-elsewhere": [{"cap_w": 300.0}]}
+    journal.save()
+    new_regex = r"generation: (?P<tps>[\d.]+) tok/s"
+    args = ["sweep", "--rig", spec, "--workload", "cmd:bench", "--heat-soak-s", "60", "--json"]
+    result = CliRunner().invoke(cli, [*args, "--tps-regex", new_regex])
+    assert result.exit_code == 0, result.output
+    assert seen == [new_regex]
+    assert "resuming" not in result.output
+    # the same regex would have resumed
+    journal.save()
+    with SafetySession(actuator, sweep_key=old_key, log=lambda m: None) as session:
+        assert session.resumed_probes == journal.probes
+
+
+@pytest.mark.parametrize(
+    ("regex", "complaint"), [("(unclosed", "does not compile"), (r"(\d+) t/s", "no (?P<tps>")]
+)
+def test_a_bad_tps_regex_is_refused_before_the_sweep(
+    rig_file: Path, regex: str, complaint: str
+) -> None:
+    args = ["sweep", "--rig", str(rig_file), "--workload", "cmd:bench", "--tps-regex", regex]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    assert complaint in result.output
+
+
+def test_tps_regex_is_refused_for_other_workloads(rig_file: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["sweep", "--rig", str(rig_file), "--tps-regex", r"(?P<tps>\d+)"]
+    )
+    assert result.exit_code == 2
+    assert "cmd: workloads only" in result.output

@@ -74,6 +74,22 @@ class _Bars:
             self.progress.update(self.soak, completed=1, status=f"{details['events']} events")
 
 
+def _check_tps_regex(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Refuse a regex that does not compile or has no ``tps`` group, before any cap changes."""
+    if value is None:
+        return None
+    try:
+        compiled = re.compile(value)
+    except re.error as error:
+        raise click.BadParameter(f"{value!r} does not compile: {error}") from error
+    if "tps" not in compiled.groupindex:
+        raise click.BadParameter(
+            f"{value!r} has no (?P<tps>…) group; name the tokens/s number, "
+            r"e.g. 'generation: (?P<tps>\d+(?:\.\d+)?) tok/s'"
+        )
+    return value
+
+
 @click.command("sweep")
 @click.option(
     "--rig",
@@ -87,6 +103,13 @@ class _Bars:
     default="decode",
     show_default=True,
     help="decode|prefill|batched|cmd:COMMAND|openai:URL",
+)
+@click.option(
+    "--tps-regex",
+    default=None,
+    callback=_check_tps_regex,
+    help="cmd: workloads: regex whose group (?P<tps>…) is one run's tokens/s "
+    "(default: llama-bench's '| … | 131.66 ± 0.23 |' column; the last match of a run counts).",
 )
 @click.option(
     "--policy",
@@ -153,6 +176,7 @@ class _Bars:
 def command(
     rig_spec: str,
     workload: str,
+    tps_regex: str | None,
     policy: str,
     floor: float,
     strategy: str,
@@ -174,6 +198,8 @@ def command(
     Real GPUs (--rig nvml) need a power budget: --budget FILE, --inventory FILE --host NAME,
     /etc/rigforge/budget.yaml, or --no-budget (unsafe, warned).
     """
+    if tps_regex is not None and not workload.startswith("cmd:"):
+        raise click.UsageError("--tps-regex applies to cmd: workloads only")
     targets = profile_targets(host_name, inventory_dir, profile_out)
     budget = resolve_budget(
         rig_spec,
@@ -197,8 +223,9 @@ def command(
         step_w=step_w,
         seed=seed,
         heat_soak_s=heat_soak_s,
+        tps_regex=tps_regex,
     )
-    load = make_workload(workload, rig)
+    load = make_workload(workload, rig, tps_regex=tps_regex)
     bars = _Bars(
         {g.uuid: f"{g.name} {g.pci_bus_id[-7:]}" for g in rig.gpus},
         5,
