@@ -9,6 +9,8 @@ Schema (``schema_version: 1``)::
     workload: decode
     policy: efficiency                          # or throughput
     floor: 0.95
+    floor_relaxed: false                        # the floor did not fit the power budget:
+                                                # caps maximise throughput instead
     seed: 0
     gpus:
       - uuid: GPU-…                             # what the deploy keys on
@@ -100,6 +102,7 @@ class Profile(_Model):
     workload: str
     policy: str = Field(pattern=r"^(efficiency|throughput)$")
     floor: float = Field(gt=0, le=1)
+    floor_relaxed: bool = False
     seed: int | None = None
     gpus: list[ProfileGpu] = Field(min_length=1)
     validation: Validation
@@ -146,6 +149,7 @@ def profile_from_result(result: Any) -> Profile:
         workload=result.config.workload,
         policy=str(result.config.policy),
         floor=result.config.floor,
+        floor_relaxed=result.floor_relaxed,
         seed=result.config.seed,
         gpus=gpus,
         validation=Validation(

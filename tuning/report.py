@@ -1,7 +1,8 @@
 """Terminal report and PNG plots of a sweep.
 
 * :func:`results_table` — GPU, chosen cap, % of uncapped (stock) throughput, tokens/J gain,
-  peak temperature, probes.
+  peak temperature, probes; :func:`floor_warning` — the line under it when the efficiency
+  floor did not fit the power budget.
 * :func:`plot_curves` — throughput and tokens/J against the cap, one panel pair per GPU, the
   chosen cap marked. :func:`plot_heat_soak` — temperature traces of the final heat-soak.
   Both use matplotlib's Agg backend (no display needed).
@@ -64,6 +65,24 @@ def results_table(result: SweepResult) -> Table:
         f"{result.max_psu_load_ratio:.0%} of budget; objective {result.objective:.4g}"
     )
     return table
+
+
+def _budget_part(name: str) -> str:
+    """``"psu:p1"`` → ``"PSU p1"``, ``"circuit:c1"`` → ``"circuit c1"``."""
+    kind, _, label = name.partition(":")
+    return f"{'PSU' if kind == 'psu' else kind} {label}" if label else name
+
+
+def floor_warning(result: SweepResult) -> str | None:
+    """The line printed under the table when the efficiency floor did not fit the budget
+    (the caps then maximise throughput instead), else ``None``."""
+    if not result.floor_relaxed:
+        return None
+    where = ", ".join(_budget_part(n) for n in result.floor_blocked_by) or "the PSUs/circuits"
+    return (
+        f"floor {result.config.floor:.0%} does not fit the power budget on {where}: "
+        "caps maximise throughput instead"
+    )
 
 
 def _pyplot():

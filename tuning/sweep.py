@@ -170,6 +170,14 @@ class SweepResult:
     allocation: Allocation
     objective: float
     resumed_probes: int = 0
+    #: the PSUs/circuits (``"psu:NAME"``, ``"circuit:NAME"``) that the floor's caps overload
+    #: when ``allocation.floor_relaxed`` (the caps then maximise throughput instead)
+    floor_blocked_by: tuple[str, ...] = ()
+
+    @property
+    def floor_relaxed(self) -> bool:
+        """The efficiency floor did not fit the power budget and was dropped."""
+        return self.allocation.floor_relaxed
 
     @property
     def final_soak(self) -> SoakRound | None:
@@ -218,6 +226,8 @@ class SweepResult:
                 "policy": str(self.config.policy),
                 "validation_passed": self.validation_passed,
                 "resumed_probes": self.resumed_probes,
+                "floor_relaxed": self.floor_relaxed,
+                "floor_blocked_by": list(self.floor_blocked_by),
             },
         }
 
@@ -270,6 +280,7 @@ class Sweep:
             for uuid in self.uuids
         }
         self.resumed_probes = 0
+        self.floor_blocked_by: tuple[str, ...] = ()
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -463,6 +474,27 @@ class Sweep:
             cap += 5
         return sorted(estimates.values(), key=lambda o: o.cap_w)
 
+    def _floor_blocked_by(
+        self, options: Mapping[str, list[CapOption]], floors: Mapping[str, float]
+    ) -> tuple[str, ...]:
+        """The PSUs/circuits over their allocation limit (1 − headroom) when every GPU takes
+        the lowest cap that meets its floor: what made the floor not fit. Never empty (the
+        most loaded one when the overload only shows in combination)."""
+        caps: dict[str, float] = {}
+        for uuid, opts in options.items():
+            meeting = [o for o in opts if o.throughput_tps >= floors.get(uuid, 0.0)]
+            best = min(meeting, key=lambda o: o.cap_w) if meeting else None
+            if best is None and opts:
+                best = max(opts, key=lambda o: o.throughput_tps)
+            if best is not None:
+                caps[uuid] = best.cap_w
+        ratios = self.budget.load_ratios(caps)
+        limit = 1.0 - self.config.headroom
+        over = sorted(name for name, ratio in ratios.items() if ratio > limit + 1e-9)
+        if over or not ratios:
+            return tuple(over)
+        return (max(ratios, key=lambda name: ratios[name]),)
+
     def _allocate(self) -> Allocation:
         options, floors = self._options()
         kwargs = {
@@ -470,12 +502,19 @@ class Sweep:
             "floors_tps": floors if self.config.policy is Policy.EFFICIENCY else None,
         }
         try:
-            return allocate(options, self.budget, self.config.policy, **kwargs)  # type: ignore[arg-type]
+            allocation = allocate(options, self.budget, self.config.policy, **kwargs)  # type: ignore[arg-type]
         except InfeasibleBudget:
             pass
+        else:
+            if allocation.floor_relaxed:
+                self.floor_blocked_by = self._floor_blocked_by(options, floors)
+            return allocation
         options = {uuid: self._interpolated(uuid) for uuid in self.uuids}
         try:
-            return allocate(options, self.budget, self.config.policy, **kwargs)  # type: ignore[arg-type]
+            allocation = allocate(options, self.budget, self.config.policy, **kwargs)  # type: ignore[arg-type]
+            if allocation.floor_relaxed:
+                self.floor_blocked_by = self._floor_blocked_by(options, floors)
+            return allocation
         except InfeasibleBudget as error:
             raise SafetyAbort(
                 f"no combination of measured caps fits the budget with {self.config.headroom:.0%} "
@@ -704,4 +743,5 @@ class Sweep:
             allocation=allocation,
             objective=objective,
             resumed_probes=self.resumed_probes,
+            floor_blocked_by=self.floor_blocked_by,
         )

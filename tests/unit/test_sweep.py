@@ -95,7 +95,9 @@ def test_cli_json_and_profile(rig_file: Path, tmp_path: Path) -> None:
         "max_psu_load_ratio",
         "objective",
     }
+    assert document["totals"]["floor_relaxed"] is False
     profile = load_profile(out / "profile.yaml")
+    assert profile.floor_relaxed is False
     assert profile.caps_w() == {g["uuid"]: g["cap_w"] for g in document["gpus"]}
     assert (out / "curves.png").stat().st_size > 1000
     assert (out / "heat_soak.png").stat().st_size > 1000
@@ -214,3 +216,20 @@ def test_tps_regex_is_refused_for_other_workloads(rig_file: Path) -> None:
     )
     assert result.exit_code == 2
     assert "cmd: workloads only" in result.output
+
+
+def test_a_floor_that_does_not_fit_the_budget_is_reported(rig_file: Path, tmp_path: Path) -> None:
+    # only the uncapped probe meets a 100 % floor; two of them overload circuit c1
+    profile_path = tmp_path / "profile.yaml"
+    args = ["sweep", "--rig", str(rig_file), "--heat-soak-s", "60", "--floor", "1.0"]
+    result = CliRunner().invoke(cli, [*args, "--json", "--profile-out", str(profile_path)])
+    assert result.exit_code == 0, result.output
+    totals = json.loads(result.stdout)["totals"]
+    assert totals["floor_relaxed"] is True
+    assert totals["floor_blocked_by"] == ["circuit:c1"]
+    assert load_profile(profile_path).floor_relaxed is True
+    warning = "floor 100% does not fit the power budget on circuit c1: caps maximise throughput"
+    assert warning in result.stderr
+    table = CliRunner().invoke(cli, args)
+    assert table.exit_code == 0, table.output
+    assert table.stdout.index(warning) > table.stdout.index("tokens/J gain")

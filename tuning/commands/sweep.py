@@ -29,7 +29,13 @@ from tuning.budget import Policy
 from tuning.commands.budget_opts import budget_options, resolve_budget
 from tuning.errors import ConfigError
 from tuning.profile import dump_profile, profile_from_result
-from tuning.report import PlotsUnavailable, plot_curves, plot_heat_soak, results_table
+from tuning.report import (
+    PlotsUnavailable,
+    floor_warning,
+    plot_curves,
+    plot_heat_soak,
+    results_table,
+)
 from tuning.sweep import Sweep, SweepConfig, SweepResult
 from tuning.workloads import make_workload
 
@@ -312,8 +318,13 @@ def _emit(
             _log(f"rigforge: wrote {out / 'profile.yaml'}; no plots: {error}")
         else:
             _log(f"rigforge: wrote {out / 'profile.yaml'}, curves.png, heat_soak.png")
+    warning = floor_warning(result)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=1))
+        if warning is not None:
+            _log(f"rigforge: warning: {warning}")
     else:
         console = Console(width=max(Console().width, 120))
         console.print(results_table(result))
+        if warning is not None:
+            console.print(f"[yellow]warning: {warning}[/yellow]", highlight=False)
