@@ -1,9 +1,13 @@
 """The remote loop over real SSH: deploy → sweep on the host → profile fetched → re-deploy
 applies it → the GPU-settings unit carries the profile's caps; then a stale profile is refused.
 
-Host ws-a of ``inventory/examples/ci-two.yaml`` (a private copy, see ``_two.py``) on
-127.0.0.1:2222, with the tuner installed and the CI sim rig swept in place of GPUs.
-Run with ``bash tests/target/run.sh``.
+Host ws-a of ``inventory/examples/ci-two.yaml`` (a private copy, see
+:func:`tests.target.util.inventory_for`) on 127.0.0.1:2222, with the tuner installed and the CI
+sim rig swept in place of GPUs. Run with ``bash tests/target/run.sh``, or beside another run on
+a target of its own::
+
+    RIGFORGE_WS_A_TARGET=loop2 RIGFORGE_WS_A_PORT=2272 \\
+        .venv/bin/pytest -m target tests/target/test_loop.py
 """
 
 from __future__ import annotations
@@ -15,13 +19,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.target import _two, harness
+from tests.target import harness, util
+from tests.target.util import caps_in_unit, ssh
 from tuning.profile import load_profile
 
 pytestmark = pytest.mark.target
 
 HOST = "ws-a"
-PORT = _two.PORTS[HOST]
+NAME, PORT = util.WS_TARGETS[HOST]
 UNIT = "/etc/systemd/system/rigforge-gpu-settings.service"
 #: What the fake nvidia-smi reports in the stale case: GPU …002 was swapped for …0bb.
 SWAPPED = "GPU-c1000000-0000-4000-8000-0000000000bb"
@@ -35,24 +40,30 @@ echo "1, {SWAPPED}, NVIDIA GeForce RTX 3090, 00000000:42:00.0, 24576, 350.00, 35
 
 @pytest.fixture(scope="module")
 def target() -> Iterator[harness.Target]:
-    """A fresh ws-a target on 127.0.0.1:2222 (skips with the reason when the tier cannot run)."""
+    """A fresh ws-a target (skips with the reason when the tier cannot run)."""
     reason = harness.unavailable_reason()
     if reason:
         pytest.skip(reason)
     start = time.monotonic()
     try:
-        tgt = harness.start(HOST, PORT)
+        tgt = harness.start(NAME, PORT)
     except harness.HarnessUnavailable as error:
         pytest.skip(str(error))
-    _two.timing("loop: start fresh ws-a", time.monotonic() - start)
+    util.timing("loop: start fresh ws-a", time.monotonic() - start)
     yield tgt
-    harness.stop(HOST)
+    harness.stop(NAME)
 
 
 @pytest.fixture(scope="module")
-def inventory(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def inventory(target: harness.Target, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """ws-a with its plan but no profile yet: the sweep on the host makes it."""
-    return _two.make_inventory(tmp_path_factory.mktemp("loop"), {HOST: ["plan.yaml"]})
+    return util.inventory_for(
+        {HOST: target},
+        tmp_path_factory.mktemp("loop"),
+        source=util.CI_TWO_YAML,
+        stem="ci-two",
+        host_data={HOST: ["plan.yaml"]},
+    )
 
 
 def _profile_path(inventory: Path) -> Path:
@@ -60,10 +71,8 @@ def _profile_path(inventory: Path) -> Path:
 
 
 def test_deploy_installs_the_tuner(target: harness.Target, inventory: Path) -> None:
-    run = _two.pyinfra(
-        "loop: deploy #1 (+ tuner)", inventory, "deploys/workstation.py", "--limit", HOST
-    )
-    assert run.rc == 0, run.stderr[-4000:]
+    run = util.deploy(inventory, "loop: deploy #1 (+ tuner)", "--limit", HOST)
+    assert run.rc == 0, run.stderr_tail
     assert run.totals["error"] == 0, run.errors
     assert (target.root / "opt/rigforge/venv/bin/rigforge").is_file()
     # No profile yet and no hand caps: no GPU-settings unit.
@@ -71,8 +80,10 @@ def test_deploy_installs_the_tuner(target: harness.Target, inventory: Path) -> N
 
 
 def test_remote_sweep_fetches_the_profile(target: harness.Target, inventory: Path) -> None:
-    run = _two.pyinfra("loop: remote sweep + fetch", inventory, "deploys/tune.py", "--limit", HOST)
-    assert run.rc == 0, run.stderr[-4000:]
+    run = util.deploy(
+        inventory, "loop: remote sweep + fetch", "--limit", HOST, script="deploys/tune.py"
+    )
+    assert run.rc == 0, run.stderr_tail
     assert run.failed_hosts == []
     local = _profile_path(inventory)
     profile = load_profile(local)
@@ -81,34 +92,30 @@ def test_remote_sweep_fetches_the_profile(target: harness.Target, inventory: Pat
         "GPU-c1000000-0000-4000-8000-000000000002",
     }
     assert profile.rig.spec == "/etc/rigforge/tune-rig.yaml", "it was swept on the host"
-    assert _two.ssh_read(PORT, "/etc/rigforge/profile.yaml") == local.read_text()
+    assert ssh(target, "cat /etc/rigforge/profile.yaml") == local.read_text()
 
 
 def test_redeploy_applies_the_fetched_profile(target: harness.Target, inventory: Path) -> None:
-    run = _two.pyinfra(
-        "loop: re-deploy (applies profile)", inventory, "deploys/workstation.py", "--limit", HOST
-    )
-    assert run.rc == 0, run.stderr[-4000:]
+    run = util.deploy(inventory, "loop: re-deploy (applies profile)", "--limit", HOST)
+    assert run.rc == 0, run.stderr_tail
     assert run.totals["error"] == 0, run.errors
     assert any("rigforge-gpu-settings.service" in name for name in run.changed), run.changed
     wanted = {
         g["uuid"]: float(g["cap_w"])
         for g in yaml.safe_load(_profile_path(inventory).read_text())["gpus"]
     }
-    assert _two.caps_in_unit(_two.ssh_read(PORT, UNIT)) == wanted
+    assert caps_in_unit(ssh(target, f"cat {UNIT}")) == wanted
 
 
 def test_stale_profile_is_refused_and_nothing_applied(
     target: harness.Target, inventory: Path
 ) -> None:
-    unit_before = _two.ssh_read(PORT, UNIT)
+    unit_before = ssh(target, f"cat {UNIT}")
     fake = target.root / "usr/local/bin/nvidia-smi"
     fake.write_text(FAKE_NVIDIA_SMI)
     fake.chmod(0o755)
     try:
-        run = _two.pyinfra(
-            "loop: deploy with a swapped GPU", inventory, "deploys/workstation.py", "--limit", HOST
-        )
+        run = util.deploy(inventory, "loop: deploy with a swapped GPU", "--limit", HOST)
     finally:
         fake.unlink()
     assert run.rc != 0
@@ -117,4 +124,4 @@ def test_stale_profile_is_refused_and_nothing_applied(
     assert f"[{HOST}] rigforge: {HOST}: profile profile.yaml was tuned on a different" in run.stderr
     assert "GPU-c1000000-0000-4000-8000-000000000002 missing" in run.stderr
     assert f"re-run rigforge sweep --host {HOST}" in run.stderr
-    assert _two.ssh_read(PORT, UNIT) == unit_before
+    assert ssh(target, f"cat {UNIT}") == unit_before

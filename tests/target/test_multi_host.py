@@ -5,7 +5,9 @@ ws-b's apt is broken on purpose (its sources point at a closed loopback port, so
 empty and the first package install fails): ws-b fails,
 the run says which host failed and why, and ws-a is deployed completely — its own caps in its
 GPU-settings unit, its own serving unit — with nothing of ws-b's on it.
-Run with ``bash tests/target/run.sh``.
+Run with ``bash tests/target/run.sh``; ``RIGFORGE_WS_A_TARGET``/``RIGFORGE_WS_A_PORT`` and
+``RIGFORGE_WS_B_TARGET``/``RIGFORGE_WS_B_PORT`` put the two targets elsewhere (see
+:data:`tests.target.util.WS_TARGETS`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.target import _two, harness
+from tests.target import harness, util
+from tests.target.util import caps_in_unit, ssh
 
 pytestmark = pytest.mark.target
 
@@ -39,30 +42,31 @@ def targets() -> Iterator[dict[str, harness.Target]]:
     try:
         # A deployed ws-a (from test_loop) makes this a second deploy with a new profile; a
         # missing tree is made fresh, which only costs time.
-        ws_a = harness.start("ws-a", _two.PORTS["ws-a"], fresh=False)
-        ws_b = harness.start("ws-b", _two.PORTS["ws-b"])
+        ws_a = harness.start(*util.WS_TARGETS["ws-a"], fresh=False)
+        ws_b = harness.start(*util.WS_TARGETS["ws-b"])
     except harness.HarnessUnavailable as error:
         pytest.skip(str(error))
     sources = ws_b.root / "etc/apt/sources.list.d/debian.sources"
     sources.write_text(BROKEN_SOURCES)
     for lists in (ws_b.root / "var/lib/apt/lists").glob("*_Packages*"):
         lists.unlink()
-    _two.timing("two hosts: start ws-a + ws-b", time.monotonic() - start)
+    util.timing("two hosts: start ws-a + ws-b", time.monotonic() - start)
     yield {"ws-a": ws_a, "ws-b": ws_b}
-    harness.stop("ws-b")
-    harness.stop("ws-a")
+    harness.stop(ws_b.name)
+    harness.stop(ws_a.name)
 
 
 @pytest.fixture(scope="module")
 def run(targets: dict[str, harness.Target], tmp_path_factory: pytest.TempPathFactory) -> tuple:
     """Both hosts, one pyinfra run, each with its own committed profile and plan."""
-    inventory = _two.make_inventory(
+    inventory = util.inventory_for(
+        targets,
         tmp_path_factory.mktemp("two"),
-        {"ws-a": ["profile.yaml", "plan.yaml"], "ws-b": ["profile.yaml", "plan.yaml"]},
+        source=util.CI_TWO_YAML,
+        stem="ci-two",
+        host_data={"ws-a": ["profile.yaml", "plan.yaml"], "ws-b": ["profile.yaml", "plan.yaml"]},
     )
-    return inventory, _two.pyinfra(
-        "two hosts: one parallel deploy", inventory, "deploys/workstation.py"
-    )
+    return inventory, util.deploy(inventory, "two hosts: one parallel deploy")
 
 
 def _caps(inventory: Path, host: str) -> dict[str, float]:
@@ -92,14 +96,16 @@ def test_ws_a_was_deployed_in_the_same_run(run: tuple) -> None:
     assert any("ws-a" in hosts for hosts in result.changed.values()), result.changed
 
 
-def test_ws_a_got_its_own_caps(run: tuple) -> None:
+def test_ws_a_got_its_own_caps(run: tuple, targets: dict[str, harness.Target]) -> None:
     inventory, _ = run
-    unit = _two.ssh_read(_two.PORTS["ws-a"], UNIT)
-    assert _two.caps_in_unit(unit) == _caps(inventory, "ws-a")
+    unit = ssh(targets["ws-a"], f"cat {UNIT}")
+    assert caps_in_unit(unit) == _caps(inventory, "ws-a")
 
 
-def test_ws_a_got_its_own_serving_unit_and_nothing_of_ws_b(run: tuple) -> None:
-    units = _two.ssh_read(_two.PORTS["ws-a"], "/etc/systemd/system/rigforge-serve-*.service")
+def test_ws_a_got_its_own_serving_unit_and_nothing_of_ws_b(
+    run: tuple, targets: dict[str, harness.Target]
+) -> None:
+    units = ssh(targets["ws-a"], "cat /etc/systemd/system/rigforge-serve-*.service")
     assert "GPU-c1000000-0000-4000-8000-000000000001" in units
     assert "GPU-c2000000" not in units
 

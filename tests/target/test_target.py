@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,14 +25,14 @@ import pytest
 import yaml
 
 from tests.target import harness, util
-from tests.target.util import DeployResult, ssh, timing
+from tests.target.util import DeployResult, ssh, timing, verify
 
 REPO = harness.REPO_ROOT
 INVENTORY_YAML = "inventory/examples/ci.yaml"
 #: The port inventory/examples/ci.yaml names; any other port gets a generated inventory copy.
 CI_PORT = 2222
 NAME = os.environ.get("RIGFORGE_CI_TARGET", "ci-target")
-PORT = int(os.environ.get("RIGFORGE_CI_PORT", str(CI_PORT)))
+PORT = util.env_port("RIGFORGE_CI_PORT", CI_PORT)
 #: The operation during which the kill-midway test pulls the plug (apt is running then).
 KILL_DURING = "NVIDIA user space"
 #: The fake GPU the harness puts in the target's /sys, and its two MSI IRQs.
@@ -82,36 +81,6 @@ def _runtime_state(target: harness.Target) -> dict[str, str]:
     }
     out = ssh(target, "; ".join(f"echo {k}=$(cat {v})" for k, v in files.items()))
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-
-
-def verify(stage: str, target: harness.Target, inventory_yaml: str) -> subprocess.CompletedProcess:
-    """Run the testinfra suite against the target; returns the finished pytest process."""
-    start = time.monotonic()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "tests/verify",
-            "-q",
-            "-rs",
-            "-p",
-            "no:cacheprovider",
-            "-W",
-            "ignore::UserWarning",
-            "-m",
-            "not target",
-            f"--hosts={target.hosts_url}",
-            f"--rigforge-inventory={inventory_yaml}",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    timing(stage, time.monotonic() - start)
-    print(proc.stdout[-3000:])
-    return proc
 
 
 @pytest.fixture(scope="module")
