@@ -185,8 +185,15 @@ class SweepResult:
 
     @property
     def validation_passed(self) -> bool:
+        """The final heat-soak saw no throttle event and no GPU is flagged (a flagged GPU
+        could not be brought under its thermal target by any soak round)."""
         final = self.final_soak
-        return final is not None and final.passed
+        return final is not None and final.passed and not self.flagged_uuids
+
+    @property
+    def flagged_uuids(self) -> tuple[str, ...]:
+        """The GPUs still throttling (or headed over target) after every soak round."""
+        return tuple(g.uuid for g in self.gpus if g.flagged)
 
     @property
     def soak_sim_s(self) -> float:

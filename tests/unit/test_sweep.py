@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from tuning.backends.sim import SimRig
 from tuning.budget import Policy
 from tuning.cli import cli
 from tuning.profile import load_profile
-from tuning.sweep import Sweep, SweepConfig
+from tuning.sweep import Sweep, SweepConfig, ThrottleEvent
 from tuning.workloads import SimWorkload
 
 # one PSU whose circuit cannot carry both cards at stock caps (2 × 350 W + platform)
@@ -233,3 +234,54 @@ def test_a_floor_that_does_not_fit_the_budget_is_reported(rig_file: Path, tmp_pa
     table = CliRunner().invoke(cli, args)
     assert table.exit_code == 0, table.output
     assert table.stdout.index(warning) > table.stdout.index("tokens/J gain")
+
+
+def _rejected_sweeps(monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    """Make every CLI sweep end rejected: its final soak throttled, or its first GPU flagged."""
+    real_run = Sweep.run
+
+    def run(self: Sweep):
+        result = real_run(self)
+        if how == "flagged":
+            gpus = (dataclasses.replace(result.gpus[0], flagged=True), *result.gpus[1:])
+            return dataclasses.replace(result, gpus=gpus)
+        final = result.soak_rounds[-1]
+        event = ThrottleEvent(1.0, result.gpus[0].uuid, ("sw_thermal",), 200.0, 84.0)
+        throttled = dataclasses.replace(final, throttle_events=(event,))
+        return dataclasses.replace(result, soak_rounds=(*result.soak_rounds[:-1], throttled))
+
+    monkeypatch.setattr(Sweep, "run", run)
+
+
+@pytest.mark.parametrize("how", ["throttled", "flagged"])
+def test_a_rejected_sweep_exits_1_and_writes_only_out(
+    rig_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    import tuning.commands.sweep as sweep_cmd
+
+    _rejected_sweeps(monkeypatch, how)
+    # matplotlib is slow to load; that the plots are drawn is what matters here
+    for name in ("plot_curves", "plot_heat_soak"):
+        monkeypatch.setattr(sweep_cmd, name, lambda result, path: path.write_bytes(b"png"))
+    out, deployed = tmp_path / "out", tmp_path / "etc" / "profile.yaml"
+    args = ["sweep", "--rig", str(rig_file), "--heat-soak-s", "60", "--json"]
+    result = CliRunner().invoke(cli, [*args, "--out", str(out), "--profile-out", str(deployed)])
+    assert result.exit_code == 1, result.output
+    assert json.loads(result.stdout)["totals"]["validation_passed"] is False
+    assert not deployed.exists()
+    assert f"not writing {deployed}" in result.stderr
+    assert load_profile(out / "profile.yaml").validation.passed is False
+    assert (out / "curves.png").is_file()
+    assert (out / "heat_soak.png").is_file()
+
+
+def test_force_writes_a_rejected_profile_but_still_exits_1(
+    rig_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _rejected_sweeps(monkeypatch, "flagged")
+    deployed = tmp_path / "profile.yaml"
+    args = ["sweep", "--rig", str(rig_file), "--heat-soak-s", "60", "--force"]
+    result = CliRunner().invoke(cli, [*args, "--profile-out", str(deployed)])
+    assert result.exit_code == 1, result.output
+    assert load_profile(deployed).validation.passed is False
+    assert "--force" in result.stderr

@@ -7,6 +7,10 @@ back as inventory host data (``INVENTORY_DIR/host_data/NAME/profile.yaml``, the 
 inventory's ``power.profile`` defaults to), so the next ``pyinfra`` run applies it.
 The original settings are journaled before the first change and restored when the sweep ends,
 however it ends.
+
+Exit status: 0 when the heat-soak validation passed and no GPU is flagged; 1 otherwise, and
+then the profile is not written to ``--host``'s data or ``--profile-out`` (what gets applied)
+unless ``--force``; ``--out DIR`` still gets it (``validation.passed: false``) and the plots.
 """
 
 from __future__ import annotations
@@ -171,6 +175,12 @@ def _check_tps_regex(ctx: click.Context, param: click.Parameter, value: str | No
     default=None,
     help="write only the profile YAML to this file (no plots; what a remote sweep uses).",
 )
+@click.option(
+    "--force",
+    is_flag=True,
+    help="write the profile to --host/--profile-out even when the heat-soak validation failed "
+    "or a GPU is flagged (the exit status is still 1).",
+)
 @budget_options
 @click.option(
     "--pace-s",
@@ -194,6 +204,7 @@ def command(
     host_name: str | None,
     inventory_dir: Path,
     profile_out: Path | None,
+    force: bool,
     budget_path: Path | None,
     inventory_path: Path | None,
     no_budget: bool,
@@ -258,7 +269,9 @@ def command(
                 result = sweep.run()
     finally:
         load.close()
-    _emit(result, as_json=as_json, out=out, profile_paths=targets)
+    _emit(result, as_json=as_json, out=out, profile_paths=targets, force=force)
+    if not result.validation_passed:
+        raise SystemExit(1)
 
 
 def _pace(rig: Any, pace_s: float) -> None:
@@ -301,9 +314,45 @@ def host_data_path(inventory_dir: Path, host_name: str, filename: str) -> Path:
     return inventory_dir / "host_data" / host_name / filename
 
 
+def _rejection(result: SweepResult) -> str | None:
+    """Why the sweep's caps are not fit to deploy, or ``None`` when they are."""
+    reasons = []
+    final = result.final_soak
+    if final is None or not final.passed:
+        events = len(final.throttle_events) if final else 0
+        reasons.append(f"the heat-soak validation failed ({events} throttle events)")
+    if result.flagged_uuids:
+        reasons.append(f"GPU(s) {', '.join(result.flagged_uuids)} flagged")
+    return "; ".join(reasons) or None
+
+
 def _emit(
-    result: SweepResult, *, as_json: bool, out: Path | None, profile_paths: list[Path]
+    result: SweepResult,
+    *,
+    as_json: bool,
+    out: Path | None,
+    profile_paths: list[Path],
+    force: bool = False,
 ) -> None:
+    """Write the profile and plots, print the table or JSON.
+
+    A rejected sweep (validation failed, GPU flagged) writes ``profile_paths`` — what a
+    deploy or the boot unit applies — only with ``force``; ``--out`` always gets the profile
+    (``validation.passed: false``) and plots for inspection.
+    """
+    rejection = _rejection(result)
+    if rejection is not None and profile_paths:
+        if force:
+            _log(f"rigforge: warning: {rejection}; writing the profile anyway (--force)")
+        else:
+            where = ", ".join(str(p) for p in profile_paths)
+            _log(
+                f"rigforge: {rejection}: not writing {where} (inspect it with --out DIR, "
+                "or --force to write it anyway)"
+            )
+            profile_paths = []
+    elif rejection is not None:
+        _log(f"rigforge: {rejection}")
     if profile_paths:
         profile = profile_from_result(result)
         for path in profile_paths:
