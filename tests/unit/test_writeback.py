@@ -163,3 +163,27 @@ def test_an_explicit_profile_wins_over_host_data(inventory_dir: Path, tmp_path: 
     text = text.replace("  ws-a:\n", "  ws-a:\n    power: {profile: mine.yaml}\n", 1)
     (inventory_dir / "ci-two.yaml").write_text(text)
     assert _hosts(inventory_dir)["ws-a"].power.profile == str(own)
+
+
+def test_sweep_refuses_a_host_no_inventory_declares_before_sweeping(
+    inventory_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tuning.commands.sweep as sweep_cmd
+
+    monkeypatch.setattr(sweep_cmd, "Sweep", None)  # a sweep that starts fails another way
+    result = _sweep("--host", "ws-x", "--inventory-dir", str(inventory_dir))
+    assert result.exit_code != 0
+    assert "no inventory in" in str(result.exception)
+    assert "ws-a" in str(result.exception)  # the hosts it does declare
+    assert not (inventory_dir / "host_data").exists()
+
+
+def test_inventory_file_host_writes_beside_the_inventory(
+    inventory_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # run from elsewhere: the ./inventory default must not be what is used
+    monkeypatch.chdir(inventory_dir.parent)
+    result = _sweep("--inventory", str(inventory_dir / "ci-two.yaml"), "--host", "ws-a")
+    assert result.exit_code == 0, result.output
+    written = inventory_dir / "host_data" / "ws-a" / "profile.yaml"
+    assert {g.uuid for g in load_profile(written).gpus} == CI_UUIDS

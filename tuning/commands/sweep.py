@@ -4,7 +4,9 @@ Progress goes to stderr (so ``--json`` stdout stays clean); the final table or t
 document goes to stdout; ``--out DIR`` writes ``DIR/profile.yaml``, ``DIR/curves.png`` and
 ``DIR/heat_soak.png``; ``--profile-out FILE`` writes only the profile; ``--host NAME`` writes it
 back as inventory host data (``INVENTORY_DIR/host_data/NAME/profile.yaml``, the path the
-inventory's ``power.profile`` defaults to), so the next ``pyinfra`` run applies it.
+inventory's ``power.profile`` defaults to), so the next ``pyinfra`` run applies it; an
+inventory in ``--inventory-dir`` (default: ``--inventory``'s folder, else ``./inventory``) must
+declare the host.
 The original settings are journaled before the first change and restored when the sweep ends,
 however it ends.
 
@@ -27,11 +29,11 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
+from inventory.host_data import host_data_path
 from tuning.apply import SafetySession, open_tuning_rig, recover_stale_journals
 from tuning.backends import DEFAULT_RIG
 from tuning.budget import Policy
 from tuning.commands.budget_opts import budget_options, resolve_budget
-from tuning.errors import ConfigError
 from tuning.profile import dump_profile, profile_from_result
 from tuning.report import (
     PlotsUnavailable,
@@ -42,9 +44,6 @@ from tuning.report import (
 )
 from tuning.sweep import Sweep, SweepConfig, SweepResult
 from tuning.workloads import make_workload
-
-#: An inventory host name (inventory/schema.py ``_NAME_RE``); it becomes a folder name.
-_HOST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def _log(message: str) -> None:
@@ -165,9 +164,9 @@ def _check_tps_regex(ctx: click.Context, param: click.Parameter, value: str | No
 @click.option(
     "--inventory-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path("inventory"),
-    show_default=True,
-    help="the inventory's folder (--host writes under its host_data/).",
+    default=None,
+    help="the inventory's folder: one of its *.yaml must declare --host, whose data goes under "
+    "its host_data/ (default: --inventory's folder, else ./inventory).",
 )
 @click.option(
     "--profile-out",
@@ -202,7 +201,7 @@ def command(
     out: Path | None,
     heat_soak_s: float,
     host_name: str | None,
-    inventory_dir: Path,
+    inventory_dir: Path | None,
     profile_out: Path | None,
     force: bool,
     budget_path: Path | None,
@@ -217,6 +216,9 @@ def command(
     """
     if tps_regex is not None and not workload.startswith("cmd:"):
         raise click.UsageError("--tps-regex applies to cmd: workloads only")
+    if inventory_dir is None:
+        # --inventory FILE --host NAME: the host's data lives beside the file that declares it
+        inventory_dir = inventory_path.parent if inventory_path is not None else Path("inventory")
     targets = profile_targets(host_name, inventory_dir, profile_out)
     budget = resolve_budget(
         rig_spec,
@@ -292,26 +294,14 @@ def profile_targets(
     """Where the profile goes besides ``--out``: ``--profile-out`` and/or the host's data.
 
     ``--host NAME`` means ``INVENTORY_DIR/host_data/NAME/profile.yaml``; the name must be a
-    valid inventory host name (checked before the sweep starts, so a typo costs no sweep).
+    valid host name that an inventory in ``inventory_dir`` declares
+    (:func:`inventory.host_data.host_data_path`, checked before the sweep starts, so a typo
+    costs no sweep). Raises :class:`ConfigError`.
     """
     paths = [profile_out] if profile_out is not None else []
     if host_name is not None:
         paths.append(host_data_path(inventory_dir, host_name, "profile.yaml"))
     return paths
-
-
-def host_data_path(inventory_dir: Path, host_name: str, filename: str) -> Path:
-    """``INVENTORY_DIR/host_data/HOST/FILENAME``; refuses a host name the inventory would refuse.
-
-    Raises :class:`ConfigError` for a name with path separators or other characters that are
-    not allowed in an inventory host name (``[A-Za-z0-9][A-Za-z0-9_.-]*``).
-    """
-    if not _HOST_NAME_RE.match(host_name):
-        raise ConfigError(
-            f"--host {host_name!r} is not a valid inventory host name "
-            "(letters, digits, '_', '.', '-'; it names a folder under host_data/)"
-        )
-    return inventory_dir / "host_data" / host_name / filename
 
 
 def _rejection(result: SweepResult) -> str | None:
