@@ -939,7 +939,7 @@ def _capacity_duals(
         import numpy as np
         from scipy.optimize import linprog
         from scipy.sparse import coo_matrix
-    except ImportError:  # pragma: no cover - scipy is a dependency
+    except ImportError:  # pragma: no cover - scipy is a core dependency; exact without it
         return zeros, zeros
     rows: list[int] = []
     cols: list[int] = []
