@@ -285,11 +285,21 @@ def _worst_link(mask: int, links: Mapping[tuple[int, int], str]) -> str:
 
 
 def group_throughput(
-    gpus: Sequence[GpuView], mask: int, tp: int, pp: int, links: Mapping[tuple[int, int], str]
+    gpus: Sequence[GpuView],
+    mask: int,
+    tp: int,
+    pp: int,
+    links: Mapping[tuple[int, int], str],
+    max_sequences: int | None = None,
 ) -> tuple[float, str]:
-    """Relative throughput of one replica on ``mask`` split ``tp × pp`` and its worst link."""
+    """Relative throughput of one replica on ``mask`` split ``tp × pp`` and its worst link.
+
+    A pipeline of ``pp`` stages keeps at most ``max_sequences`` of them busy (each in-flight
+    sequence occupies one stage), so the stages beyond that add memory, not throughput.
+    """
     members = [gpus[i] for i in _bits(mask)]
-    base = len(members) * min(g.rate for g in members)
+    busy_stages = pp if max_sequences is None else min(pp, max_sequences)
+    base = tp * busy_stages * min(g.rate for g in members)
     if len(members) == 1:
         return base * (DEGRADED_SINGLE_FACTOR if members[0].degraded else 1.0), "X"
     worst = _worst_link(mask, links)
@@ -502,7 +512,7 @@ def _unit_options(
         for tp, pp, need in by_k[mask.bit_count()]:
             if need > min_usable[mask] + _EPS:
                 continue
-            throughput, worst = group_throughput(views, mask, tp, pp, links)
+            throughput, worst = group_throughput(views, mask, tp, pp, links, model.max_sequences)
             best.append(
                 Option(
                     mask=mask,
@@ -1021,7 +1031,9 @@ def evaluate(
         if known is None:
             need = estimate(unit.model, tp, pp).need_mib
             reserve = _reserve(unit.model, need, mask, views)
-            throughput, _ = group_throughput(views, mask, tp, pp, problem.links)
+            throughput, _ = group_throughput(
+                views, mask, tp, pp, problem.links, unit.model.max_sequences
+            )
             known = (need, reserve, throughput)
             if facts is not None:
                 facts[key] = known

@@ -14,6 +14,7 @@ from tuning.placement import (
     ProfileHints,
     brute_force,
     build_problem,
+    group_throughput,
     load_profile_hints,
     plan,
     solve,
@@ -96,7 +97,8 @@ def test_tp_divides_heads() -> None:
 
 
 def test_pcie_prefers_pipeline_beyond_two_gpus_and_nvlink_prefers_tp() -> None:
-    big = {**MID, "quant_bits": 16, "attention_heads": 64, "kv_heads": 8}
+    # a serving load: enough concurrent sequences to keep every pipeline stage busy
+    big = {**MID, "quant_bits": 16, "attention_heads": 64, "kv_heads": 8, "max_sequences": 8}
     pcie = make_rig([24576] * 4, [["X" if a == b else "PIX" for b in range(4)] for a in range(4)])
     nvlink = make_rig([24576] * 4, [["X" if a == b else "NV8" for b in range(4)] for a in range(4)])
     on_pcie = plan(pcie, models_file(model("big", **big))).placements[0]
@@ -104,6 +106,17 @@ def test_pcie_prefers_pipeline_beyond_two_gpus_and_nvlink_prefers_tp() -> None:
     assert len(on_pcie.gpus) == len(on_nvlink.gpus) == 4
     assert on_pcie.tp <= 2 < on_pcie.pp
     assert on_nvlink.tp == 4
+
+
+def test_pipeline_stages_beyond_the_concurrent_sequences_add_no_throughput() -> None:
+    rig = make_rig([24576] * 3, [["X" if a == b else "PHB" for b in range(3)] for a in range(3)])
+    problem_views = build_problem(rig, models_file(model("m")), None).gpus
+    links = {(a, b): "PHB" for a in range(3) for b in range(3) if a != b}
+    two_sequences, _ = group_throughput(problem_views, 0b111, 1, 3, links, max_sequences=2)
+    three_sequences, _ = group_throughput(problem_views, 0b111, 1, 3, links, max_sequences=3)
+    two_stages, _ = group_throughput(problem_views, 0b011, 1, 2, links, max_sequences=2)
+    assert three_sequences > two_sequences
+    assert two_sequences == pytest.approx(two_stages)
 
 
 def test_degraded_link_is_avoided() -> None:
