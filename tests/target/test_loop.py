@@ -1,5 +1,6 @@
 """The remote loop over real SSH: deploy → sweep on the host → profile fetched → re-deploy
-applies it → the GPU-settings unit carries the profile's caps; then a stale profile is refused.
+applies it → the GPU-settings unit carries the profile's caps, and the testinfra suite
+(``tests/verify``) passes against the host with that profile; then a stale profile is refused.
 
 Host ws-a of ``inventory/examples/ci-two.yaml`` (a private copy, see
 :func:`tests.target.util.inventory_for`) on 127.0.0.1:2222, with the tuner installed and the CI
@@ -105,6 +106,21 @@ def test_redeploy_applies_the_fetched_profile(target: harness.Target, inventory:
         for g in yaml.safe_load(_profile_path(inventory).read_text())["gpus"]
     }
     assert caps_in_unit(ssh(target, f"cat {UNIT}")) == wanted
+
+
+def test_testinfra_sees_the_profile_caps_in_the_unit(
+    target: harness.Target, inventory: Path
+) -> None:
+    """The loop's last step: the verify suite passes against ws-a with the fetched profile.
+
+    Its GPU-settings check compares the unit's ``RIGFORGE_CAPS_W`` on the host with the caps of
+    the profile the inventory now picks up (``host_data/ws-a/profile.yaml``).
+    """
+    proc = util.verify("loop: testinfra verify", target, inventory.with_suffix(".yaml"), HOST)
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    assert " passed" in proc.stdout
+    # -rs lists every skip: the caps check must have run, not skipped for want of caps.
+    assert "no caps in the inventory or profile" not in proc.stdout, proc.stdout[-3000:]
 
 
 def test_stale_profile_is_refused_and_nothing_applied(
