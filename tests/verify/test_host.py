@@ -23,6 +23,8 @@ from tuning.serving import API_KEY_ENV_FILE, render_serving_units, unit_name
 BASE_PACKAGES = ("numactl", "pciutils", "lm-sensors")
 UNIT_DIR = "/etc/systemd/system"
 SECRETS_DIR = "/etc/rigforge/secrets"
+#: Addresses only this machine reaches.
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 #: Hardening every serving unit carries (templates/etc/systemd/system/rigforge-serve-common).
 HARDENING = (
     "NoNewPrivileges=yes",
@@ -57,6 +59,15 @@ def _unit_active(host, unit: str) -> bool:
     # rc 0: active; 3: inactive/failed; 1 or 4 (with "System has not been booted with
     # systemd" on stderr): no systemd to ask — the CI target.
     return host.run(f"systemctl is-active {unit}").stdout.strip() == "active"
+
+
+def _environment(lines: list[str], name: str) -> str | None:
+    """The value a unit's ``Environment="NAME=value"`` line gives ``name``, else ``None``."""
+    for line in lines:
+        match = re.fullmatch(rf'Environment="?{re.escape(name)}=([^"]*)"?', line)
+        if match:
+            return match.group(1)
+    return None
 
 
 def _fact(host, fact_cls: type, **kwargs: Any) -> Any:
@@ -330,18 +341,28 @@ def test_serving_units_select_gpus_by_uuid(host, expected: Expected) -> None:
     for served in _served_or_skip(expected.config):
         lines = _config_lines(host, f"{UNIT_DIR}/{served.unit}")
         assert 'Environment="CUDA_DEVICE_ORDER=PCI_BUS_ID"' in lines, served.unit
-        gpus = ",".join(served.gpus)
-        assert f'Environment="CUDA_VISIBLE_DEVICES={gpus}"' in lines, served.unit
-        assert all(g.startswith("GPU-") for g in served.gpus), f"{served.unit}: not by UUID"
+        # Read the GPUs from the unit on the host, not from the inventory: an index there
+        # ("0,1") would pick other cards than the inventory means.
+        visible = _environment(lines, "CUDA_VISIBLE_DEVICES")
+        assert visible is not None, f"{served.unit} sets no CUDA_VISIBLE_DEVICES"
+        on_host = visible.split(",")
+        assert all(g.startswith("GPU-") for g in on_host), f"{served.unit}: {visible} not by UUID"
+        assert on_host == list(served.gpus), f"{served.unit} runs on {visible}, not {served.gpus}"
 
 
 def test_serving_units_listen_on_the_inventory_address(host, expected: Expected) -> None:
     serving = expected.config.serving
     for served in _served_or_skip(expected.config):
         text = host.file(f"{UNIT_DIR}/{served.unit}").content_string
-        assert f"--host {serving.bind} --port {served.port}" in text, served.unit
+        # What the engine on the host is told, not what the inventory says it should be.
+        match = re.search(r'--host\s+"?([^\s"]+)"?\s+--port\s+"?(\d+)', text)
+        assert match, f"{served.unit} gives its engine no --host/--port"
+        bind, port = match.group(1), int(match.group(2))
+        assert (bind, port) == (serving.bind, served.port), (
+            f"{served.unit} listens on {bind}:{port}, not {serving.bind}:{served.port}; redeploy"
+        )
         if not serving.open:
-            assert serving.bind in ("127.0.0.1", "::1"), "a closed stack binds loopback"
+            assert bind in LOOPBACK, f"{served.unit} binds {bind}; a closed stack binds loopback"
         # An API key on the command line is readable by every local user (ps, /proc).
         assert "--api-key" not in text, f"{served.unit} has an API key on its command line"
 
