@@ -93,7 +93,8 @@ def sweep_command(
         f"mkdir -p {shlex.quote(state_dir)} && "
         f"RIGFORGE_STATE_DIR={shlex.quote(state_dir)} {shlex.quote(rigforge)} sweep "
         f"--rig {shlex.quote(rig)} {budget}{args} --profile-out {shlex.quote(new)} >/dev/null && "
-        f"chown root:{shlex.quote(group)} {shlex.quote(new)} && chmod 640 {shlex.quote(new)} && "
+        f"chown {shlex.quote(f'root:{group}')} {shlex.quote(new)} && "
+        f"chmod 640 {shlex.quote(new)} && "
         f"mv -f {shlex.quote(new)} {shlex.quote(profile_path)}"
     )
 
@@ -164,4 +165,7 @@ def tune() -> None:
     )
 
 
-tune()
+# pyinfra execs this file without a ``__name__`` of its own; an import (the unit tests of the
+# shell lines above) must not start a deploy.
+if __name__ != "deploys.tune":
+    tune()

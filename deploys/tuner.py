@@ -10,6 +10,7 @@ matplotlib) stay on the control machine.
 from __future__ import annotations
 
 import hashlib
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -69,6 +70,23 @@ def build_wheel() -> Path:
     return next(out.glob("rigforge-*.whl"))
 
 
+def pip_install_commands(venv: str, wheel: str, pip_args: str = "") -> list[str]:
+    """The shell lines that install ``wheel`` (a path on the host) into ``venv``, quoted.
+
+    ``pip_args``: extra ``pip install`` arguments as one string (``rigforge_pip_args`` host
+    data, e.g. ``"--index-url https://mirror.lan/simple"``); split like a shell would and each
+    word quoted, so a path or value with spaces or ``;`` stays one argument, never a command.
+    """
+    extra = "".join(f" {shlex.quote(arg)}" for arg in shlex.split(pip_args))
+    pip = f"{shlex.quote(venv + '/bin/pip')} install --quiet --disable-pip-version-check{extra}"
+    return [
+        # same version, new source: replace rigforge itself, then add what it needs (the core
+        # dependencies only: no pyinfra, no matplotlib on the host)
+        f"{pip} --force-reinstall --no-deps {shlex.quote(wheel)}",
+        f"{pip} {shlex.quote(wheel)}",
+    ]
+
+
 @deploy("rigforge tuner in its own venv", data_defaults=DEFAULTS)
 def tuner() -> None:
     """Install rigforge into ``tuner.venv`` when the source changed; otherwise nothing."""
@@ -93,17 +111,11 @@ def tuner() -> None:
         create_remote_dir=True,
     )
     if not host.get_fact(File, path=f"{venv}/bin/python"):
-        server.shell(name=f"Create the venv {venv}", commands=[f"python3 -m venv {venv}"])
-    pip = (
-        f"{venv}/bin/pip install --quiet --disable-pip-version-check {host.data.rigforge_pip_args}"
-    )
+        server.shell(
+            name=f"Create the venv {venv}", commands=[f"python3 -m venv {shlex.quote(venv)}"]
+        )
     server.shell(
         name="pip install rigforge (source changed)",
-        commands=[
-            # same version, new source: replace rigforge itself, then add what it needs (the
-            # core dependencies only: no pyinfra, no matplotlib on the host)
-            f"{pip} --force-reinstall --no-deps {dist}/{wheel.name}",
-            f"{pip} {dist}/{wheel.name}",
-        ],
+        commands=pip_install_commands(venv, f"{dist}/{wheel.name}", host.data.rigforge_pip_args),
     )
     put_text(marker, want + "\n", name="Record the installed rigforge source hash")
