@@ -30,6 +30,7 @@ import re
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -41,9 +42,14 @@ import psutil
 
 from tuning.backends.base import Rig
 from tuning.errors import (
+    BackendUnavailable,
+    ConfigError,
+    GpuLost,
+    NoPermission,
     OutOfRange,
     ReadBackMismatch,
     RigforgeError,
+    SafetyAbort,
     UnknownGpu,
 )
 
@@ -597,6 +603,64 @@ class ApplyResult:
     changed: bool
 
 
+#: errors a retry cannot fix: a bad value, missing privilege or GPU, a card off the bus, a
+#: signal, a broken driver. Any other RigforgeError (a read-back mismatch, NVML "unknown" or
+#: "timeout") may be transient and is retried.
+_NOT_TRANSIENT: tuple[type[RigforgeError], ...] = (
+    OutOfRange,
+    NoPermission,
+    UnknownGpu,
+    GpuLost,
+    BackendUnavailable,
+    ConfigError,
+    SafetyAbort,
+)
+
+
+def is_transient(error: BaseException) -> bool:
+    """True for a :class:`RigforgeError` that a retry may clear (see ``_NOT_TRANSIENT``)."""
+    return (
+        isinstance(error, RigforgeError)
+        and not isinstance(error, _NOT_TRANSIENT)
+        and not isinstance(error, Terminated)
+    )
+
+
+def set_cap_retrying(
+    actuator: Actuator,
+    uuid: str,
+    cap_w: float,
+    *,
+    retries: int = 3,
+    retry_delay_s: float = 0.5,
+    log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+    sleep: Callable[[float], None] = time.sleep,
+) -> float:
+    """:meth:`Actuator.set_cap` (set and read back), retried up to ``retries`` more times,
+    ``retry_delay_s`` apart, when it fails with a transient error (:func:`is_transient`).
+    Returns the enforced limit (W). After the last attempt raises an error of the last
+    failure's type naming the GPU and the attempts; other errors propagate at once.
+    """
+    attempts = retries + 1
+    for attempt in range(1, attempts + 1):
+        try:
+            return actuator.set_cap(uuid, cap_w)
+        except RigforgeError as error:
+            if not is_transient(error):
+                raise
+            if attempt == attempts:
+                raise type(error)(
+                    f"GPU {uuid}: setting a {cap_w:g} W limit failed {attempts} times; last: "
+                    f"{error}"
+                ) from error
+            log(
+                f"rigforge: GPU {uuid}: {error}; retrying in {retry_delay_s:g} s "
+                f"(attempt {attempt + 1} of {attempts})"
+            )
+            sleep(retry_delay_s)
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
 def apply_caps(
     actuator: Actuator,
     caps_w: Mapping[str, float],
@@ -605,6 +669,9 @@ def apply_caps(
     budget: BudgetModel | None = None,
     journaled: bool = True,
     log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+    retries: int = 3,
+    retry_delay_s: float = 0.5,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> list[ApplyResult]:
     """Apply caps by UUID, clamped to each GPU's constraints and read back; all or nothing.
 
@@ -615,7 +682,9 @@ def apply_caps(
     draws more than the final one. With ``journaled`` the changes run inside a
     :class:`SafetySession` that keeps them on success and rolls every GPU back on any failure
     (a read-back mismatch, a lost GPU, a signal) — or, after ``kill -9``, on the next start.
-    Results come in the order of ``caps_w``.
+    A set or read-back that fails transiently is retried first (``retries`` more attempts,
+    ``retry_delay_s`` apart; :func:`set_cap_retrying`); only then does the whole apply roll
+    back. Results come in the order of ``caps_w``.
     """
     rig = actuator.rig
     present = {gpu.uuid for gpu in rig.gpus}
@@ -656,5 +725,13 @@ def apply_caps(
     )
     with session:
         for uuid in order:
-            actuator.set_cap(uuid, targets[uuid])
+            set_cap_retrying(
+                actuator,
+                uuid,
+                targets[uuid],
+                retries=retries,
+                retry_delay_s=retry_delay_s,
+                log=log,
+                sleep=sleep,
+            )
     return [result(uuid, rig.gpu(uuid).power_limit_w()) for uuid in caps_w]

@@ -26,7 +26,7 @@ from tuning.apply import (
 )
 from tuning.backends.base import Psu
 from tuning.budget import BudgetModel
-from tuning.errors import NoPermission, OutOfRange, ReadBackMismatch, UnknownGpu
+from tuning.errors import NoPermission, OutOfRange, ReadBackMismatch, RigforgeError, UnknownGpu
 
 RIG_YAML = """
 name: two-card-test
@@ -288,3 +288,97 @@ def test_apply_during_another_process_run_is_refused(rig_file: str) -> None:
         holder.communicate("", timeout=10)
     apply_caps(actuator, {gpu.uuid: 150}, log=lambda m: None)
     assert gpu.power_limit_w() == 150, "the lock died with its holder"
+
+
+# -- issue 3: transient failures are retried, then the whole apply rolls back -----------------
+
+
+def _flaky(gpu, failures: int | None, error: Exception):
+    """Make ``gpu``'s set fail ``failures`` times (None: always) with ``error``, then work."""
+    real = gpu.set_power_limit_w
+    calls = {"n": 0}
+
+    def set_power_limit_w(w: float) -> float:
+        calls["n"] += 1
+        if failures is None or calls["n"] <= failures:
+            raise error
+        return real(w)
+
+    gpu.set_power_limit_w = set_power_limit_w
+    return calls
+
+
+def test_apply_retries_a_transient_failure_and_keeps_the_caps(rig_file: str) -> None:
+    _, actuator = open_tuning_rig(rig_file)
+    first, second = actuator.rig.gpus
+    calls = _flaky(second, 2, RigforgeError("NVML nvmlDeviceSetPowerManagementLimit: Unknown"))
+    slept: list[float] = []
+    logs: list[str] = []
+    apply_caps(actuator, {first.uuid: 150, second.uuid: 160}, log=logs.append, sleep=slept.append)
+    assert calls["n"] == 3
+    assert slept == [0.5, 0.5]
+    assert caps(actuator) == {first.uuid: 150, second.uuid: 160}
+    assert sum("retrying" in line and second.uuid in line for line in logs) == 2
+
+
+def test_apply_gives_up_after_the_retries_and_rolls_everything_back(rig_file: str) -> None:
+    _, actuator = open_tuning_rig(rig_file)
+    first, second = actuator.rig.gpus
+    before = caps(actuator)
+    # the card ignores the new limit: every read-back disagrees
+    second.set_power_limit_w = lambda w: before[second.uuid]
+    slept: list[float] = []
+    with pytest.raises(ReadBackMismatch, match=f"GPU {second.uuid}.* failed 4 times"):
+        apply_caps(
+            actuator,
+            {first.uuid: 150, second.uuid: 160},
+            log=lambda m: None,
+            retry_delay_s=0.1,
+            sleep=slept.append,
+        )
+    assert slept == [0.1, 0.1, 0.1]
+    assert caps(actuator) == before, "GPU 0 was put back"
+    assert not journal_path(rig_file).exists()
+
+
+def test_apply_does_not_retry_what_a_retry_cannot_fix(rig_file: str) -> None:
+    _, actuator = open_tuning_rig(rig_file)
+    gpu = actuator.rig.gpus[0]
+    calls = _flaky(gpu, None, NoPermission("changing the power limit needs root"))
+    slept: list[float] = []
+    with pytest.raises(NoPermission):
+        apply_caps(actuator, {gpu.uuid: 150}, log=lambda m: None, sleep=slept.append)
+    assert (calls["n"], slept) == (1, [])
+
+
+def test_apply_command_fails_naming_the_gpu_after_its_retries(
+    rig_file: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from click.testing import CliRunner
+
+    from tuning.commands import apply as apply_command
+
+    rig, actuator = open_tuning_rig(rig_file)
+    before = caps(actuator)
+    flaky_uuid = rig.gpus[1].uuid
+    profile = SimpleNamespace(
+        rig=SimpleNamespace(fingerprint=rig.snapshot().fingerprint()),
+        caps_w=lambda: dict.fromkeys(before, 150.0),
+    )
+    monkeypatch.setattr(apply_command, "load_profile", lambda path: profile)
+    real_open = apply_module.open_tuning_rig
+
+    def open_flaky(spec: str, **kwargs):
+        opened, act = real_open(spec, **kwargs)
+        _flaky(opened.gpu(flaky_uuid), None, RigforgeError("NVML: Timeout"))
+        return opened, act
+
+    monkeypatch.setattr(apply_command, "open_tuning_rig", open_flaky)
+    args = ["profile.yaml", "--rig", rig_file, "--retries", "2", "--retry-delay-s", "0"]
+    result = CliRunner().invoke(apply_command.command, args)
+    assert isinstance(result.exception, RigforgeError), result.output
+    assert f"GPU {flaky_uuid}: setting a 150 W limit failed 3 times" in str(result.exception)
+    assert result.output.count("retrying") == 2
+    assert caps(open_tuning_rig(rig_file)[1]) == before

@@ -3,8 +3,10 @@
 What the boot-time unit runs. Caps are clamped to each GPU's range and read back; a UUID the
 rig lacks, or caps that (with the platform draw) exceed the power budget, refuse the whole
 profile before anything changes. Caps are lowered before any is raised, inside a journaled
-session: a failure on any GPU (read-back mismatch, lost GPU, a signal) puts every GPU back
-and exits non-zero; on success the caps stay applied (no restore): that is the point.
+session: a set or read-back that fails transiently (read-back mismatch, NVML unknown/timeout)
+is retried (``--retries``, default 3, ``--retry-delay-s`` apart); a failure that persists, or any
+other failure on any GPU (lost GPU, no permission, a signal), puts every GPU back and exits
+non-zero naming the GPU; on success the caps stay applied (no restore): that is the point.
 
 The budget: ``--budget FILE``, ``--inventory FILE --host NAME``, else
 ``/etc/rigforge/budget.yaml`` for ``--rig nvml`` when present (``deploys/tune.py`` installs
@@ -40,6 +42,21 @@ def _log(message: str) -> None:
 @click.option("--dry-run", is_flag=True, help="show what would change; change nothing.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--host", "host_name", default=None, help="the --inventory host whose budget to use.")
+@click.option(
+    "--retries",
+    type=click.IntRange(0, 20),
+    default=3,
+    show_default=True,
+    help="retries of a set/read-back that fails transiently (read-back mismatch, NVML "
+    "unknown/timeout) before the whole apply rolls back.",
+)
+@click.option(
+    "--retry-delay-s",
+    type=click.FloatRange(0.0, 60.0),
+    default=0.5,
+    show_default=True,
+    help="seconds between retries.",
+)
 @budget_options
 def command(
     profile_path: Path,
@@ -47,6 +64,8 @@ def command(
     dry_run: bool,
     as_json: bool,
     host_name: str | None,
+    retries: int,
+    retry_delay_s: float,
     budget_path: Path | None,
     inventory_path: Path | None,
     no_budget: bool,
@@ -74,7 +93,15 @@ def command(
             "applying by UUID",
             err=True,
         )
-    results = apply_caps(actuator, profile.caps_w(), dry_run=dry_run, budget=budget_model, log=_log)
+    results = apply_caps(
+        actuator,
+        profile.caps_w(),
+        dry_run=dry_run,
+        budget=budget_model,
+        log=_log,
+        retries=retries,
+        retry_delay_s=retry_delay_s,
+    )
     if as_json:
         click.echo(
             json.dumps(
