@@ -25,6 +25,7 @@ from tuning.backends import DEFAULT_RIG
 from tuning.backends.base import LinkStatus, RigSnapshot
 from tuning.budget import Policy
 from tuning.commands.inspect import MIB_PER_GIB, host_line, link_notes, power_table
+from tuning.commands.options import policy_options
 from tuning.loop import (
     STAGES,
     LoopConfig,
@@ -338,19 +339,7 @@ def render_summary(result: LoopResult, console: Console) -> None:
 @click.option(
     "--workload", type=click.Choice(list(WORKLOAD_CLASSES)), default="decode", show_default=True
 )
-@click.option(
-    "--policy",
-    type=click.Choice([p.value for p in Policy]),
-    default="efficiency",
-    show_default=True,
-)
-@click.option(
-    "--floor",
-    type=click.FloatRange(0.0, 1.0, min_open=True),
-    default=0.95,
-    show_default=True,
-    help="efficiency: keep throughput ≥ floor × uncapped.",
-)
+@policy_options
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),

@@ -34,6 +34,7 @@ from tuning.apply import SafetySession, open_tuning_rig, recover_stale_journals
 from tuning.backends import DEFAULT_RIG
 from tuning.budget import Policy
 from tuning.commands.budget_opts import budget_options, resolve_budget
+from tuning.commands.options import policy_options
 from tuning.profile import dump_profile, profile_from_result
 from tuning.report import (
     PlotsUnavailable,
@@ -120,19 +121,7 @@ def _check_tps_regex(ctx: click.Context, param: click.Parameter, value: str | No
     help="cmd: workloads: regex whose group (?P<tps>…) is one run's tokens/s "
     "(default: llama-bench's '| … | 131.66 ± 0.23 |' column; the last match of a run counts).",
 )
-@click.option(
-    "--policy",
-    type=click.Choice([p.value for p in Policy]),
-    default="efficiency",
-    show_default=True,
-)
-@click.option(
-    "--floor",
-    type=click.FloatRange(0.0, 1.0, min_open=True),
-    default=0.95,
-    show_default=True,
-    help="efficiency: keep throughput ≥ floor × uncapped.",
-)
+@policy_options
 @click.option(
     "--strategy", type=click.Choice(["adaptive", "grid"]), default="adaptive", show_default=True
 )

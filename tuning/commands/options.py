@@ -1,0 +1,31 @@
+"""Click options shared by several subcommands (not a subcommand itself)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import click
+
+from tuning.budget import Policy
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def policy_options(function: F) -> F:
+    """``--policy efficiency|throughput`` and ``--floor`` (sweep, loop)."""
+    function = click.option(
+        "--floor",
+        type=click.FloatRange(0.0, 1.0, min_open=True),
+        default=0.95,
+        show_default=True,
+        help="efficiency: keep throughput ≥ floor × uncapped.",
+    )(function)
+    return click.option(
+        "--policy",
+        type=click.Choice([p.value for p in Policy]),
+        default="efficiency",
+        show_default=True,
+        help="efficiency: most tokens per joule above the floor; throughput: most tokens/s "
+        "inside the power budget and heat.",
+    )(function)
