@@ -12,6 +12,14 @@ inventory, for a host without GPUs such as the CI target — against that simula
 uploaded first. ``tuner.sweep_args`` are passed through (workload, policy, heat-soak length).
 A sweep always counts as a change: it measures, so there is nothing to compare it with.
 
+The sweep runs detached from the SSH session (``systemd-run --unit rigforge-tune --collect``
+where systemd runs, else ``setsid nohup``), its output in ``/var/log/rigforge/tune.log``; the
+deploy follows that log, printing new lines as ``[host] …`` every few seconds
+(``rigforge_tune_poll_s``), and ends with the sweep's exit status. A dropped SSH session or a
+killed pyinfra stops only the following: the sweep goes on (its own safety session restores
+the caps when it fails), ``tail -f /var/log/rigforge/tune.log`` on the host shows it, and the
+next ``deploys/tune.py`` run refuses to start a second sweep while it lives.
+
 Real GPUs are swept inside the host's power budget: its inventory ``psus``, ``circuits`` and
 ``gpus[].psu`` are written to ``/etc/rigforge/budget.yaml`` on the host and passed as
 ``--budget`` (``rigforge apply`` at boot checks the profile's caps against the same file). A
@@ -28,11 +36,11 @@ from pathlib import Path
 
 import yaml
 from pyinfra import host
-from pyinfra.api import deploy, operation
+from pyinfra.api import Host, State, StringCommand, deploy, operation
 from pyinfra.facts.files import File
-from pyinfra.operations import files, server
+from pyinfra.operations import files, python, server
 
-from deploys.util import cfg
+from deploys.util import cfg, systemd_booted
 from inventory.loader import INVENTORY_DIR_KEY
 from tuning.budget import host_budget_document
 
@@ -41,7 +49,11 @@ DEFAULTS = {
     "rigforge_tune_rig_path": "/etc/rigforge/tune-rig.yaml",
     "rigforge_tune_state_dir": "/var/lib/rigforge/state",
     "rigforge_budget_path": "/etc/rigforge/budget.yaml",
+    "rigforge_tune_log_path": "/var/log/rigforge/tune.log",
+    "rigforge_tune_poll_s": 5,
 }
+#: The transient unit the sweep runs in where systemd runs (``systemctl status rigforge-tune``).
+TUNE_UNIT = "rigforge-tune"
 
 
 @operation()
@@ -84,7 +96,8 @@ def sweep_command(
 
     The profile is written beside the target and moved over it only when the sweep
     succeeded, so a failed sweep leaves the applied profile as it was. ``budget_path``: the
-    power budget file on the host (``--budget``).
+    power budget file on the host (``--budget``). Its output (progress, the final table and
+    summary) goes wherever the caller sends it: :func:`start_command` sends it to the log.
     """
     new = f"{profile_path}.new"
     args = " ".join(shlex.quote(a) for a in sweep_args)
@@ -92,11 +105,98 @@ def sweep_command(
     return (
         f"mkdir -p {shlex.quote(state_dir)} && "
         f"RIGFORGE_STATE_DIR={shlex.quote(state_dir)} {shlex.quote(rigforge)} sweep "
-        f"--rig {shlex.quote(rig)} {budget}{args} --profile-out {shlex.quote(new)} >/dev/null && "
+        f"--rig {shlex.quote(rig)} {budget}{args} --profile-out {shlex.quote(new)} && "
         f"chown {shlex.quote(f'root:{group}')} {shlex.quote(new)} && "
         f"chmod 640 {shlex.quote(new)} && "
         f"mv -f {shlex.quote(new)} {shlex.quote(profile_path)}"
     )
+
+
+def job_files(log_path: str) -> tuple[str, str]:
+    """``(pid file, exit-status file)`` of the detached sweep, beside its log."""
+    stem = str(Path(log_path).with_suffix(""))
+    return f"{stem}.pid", f"{stem}.rc"
+
+
+def start_command(sweep: str, log_path: str, *, systemd: bool) -> str:
+    """The shell line that starts ``sweep`` detached from the SSH session; returns at once.
+
+    The job writes its PID, appends its output to ``log_path`` and, when the sweep ends,
+    its exit status to the ``.rc`` file (via a rename, so a reader never sees it half
+    written). ``systemd``: run it as the transient unit :data:`TUNE_UNIT` (``--collect``: a
+    failed one does not linger), else in a new session with ``setsid nohup``; either way a
+    dropped SSH session does not reach it. Refuses (exit 1) while an earlier sweep still runs,
+    and when the job has not written its PID within 10 s.
+    """
+    pid, rc = (shlex.quote(p) for p in job_files(log_path))
+    log = shlex.quote(log_path)
+    job = shlex.quote(
+        f"echo $$ > {pid}; ( {sweep} ) >> {log} 2>&1; echo $? > {rc}.tmp && mv -f {rc}.tmp {rc}"
+    )
+    if systemd:
+        launch = f"systemd-run --unit {TUNE_UNIT} --collect --quiet /bin/sh -c {job} &&"
+    else:
+        # "&" ends the command: the wait loop below runs in this shell, the job in its own.
+        launch = f"setsid nohup /bin/sh -c {job} > /dev/null 2>&1 < /dev/null &"
+    return (
+        f'if [ ! -e {rc} ] && [ -s {pid} ] && kill -0 "$(cat {pid})" 2>/dev/null; then '
+        f'echo "rigforge: a sweep is still running (PID $(cat {pid})); follow it with '
+        f'tail -f {log}" >&2; exit 1; fi; '
+        f"mkdir -p {shlex.quote(str(Path(log_path).parent))} && rm -f {pid} {rc} && : > {log} && "
+        f"{launch} "
+        "i=0; "
+        f"while [ ! -s {pid} ] && [ ! -e {rc} ]; do "
+        "i=$((i + 1)); "
+        f'if [ $i -gt 100 ]; then echo "rigforge: the sweep did not start; see {log}" >&2; '
+        "exit 1; fi; "
+        "sleep 0.1; done"
+    )
+
+
+def follow_command(log_path: str, poll_s: float) -> str:
+    """The shell line that follows the detached sweep until it ends; exits with its status.
+
+    Every ``poll_s`` seconds it prints the log's new complete lines to stdout (the rest as
+    soon as the sweep has ended, within half a second). Exits 1 when the sweep's process is
+    gone without an exit status (killed, OOM, host rebooted).
+    """
+    pid, rc = (shlex.quote(p) for p in job_files(log_path))
+    log = shlex.quote(log_path)
+    return (
+        "n=0; "
+        "while :; do "
+        # The status first, then the log: every line written before the status gets printed.
+        f"ended=; [ -e {rc} ] && ended=1; "
+        f'lost=; [ -z "$ended" ] && ! kill -0 "$(cat {pid} 2>/dev/null)" 2>/dev/null && '
+        f"{{ [ -e {rc} ] && ended=1 || lost=1; }}; "
+        f'if [ -n "$ended" ]; then tail -n "+$((n + 1))" {log}; exit "$(cat {rc})"; fi; '
+        f"total=$(wc -l < {log}); "
+        'if [ "$total" -gt "$n" ]; then '
+        f'tail -n "+$((n + 1))" {log} | head -n "$((total - n))"; n=$total; fi; '
+        'if [ -n "$lost" ]; then '
+        f'echo "rigforge: the sweep ended without an exit status (killed?); see {log}" >&2; '
+        "exit 1; fi; "
+        # Wait out the interval in half seconds, so the end is seen at once.
+        f"i=0; while [ $i -lt {max(1, round(float(poll_s) * 2))} ] && [ ! -e {rc} ]; do "
+        "sleep 0.5; i=$((i + 1)); done; "
+        "done"
+    )
+
+
+#: How the host is reached as root (``ssh.sudo`` in the inventory sets ``_sudo``); a Python
+#: callback gets none of its operation's arguments, so these are read from the host data.
+_AUTH_ARGUMENTS = ("_sudo", "_sudo_user", "_use_sudo_login", "_sudo_password", "_su_user")
+
+
+def _follow(state: State, host: Host, command: str) -> bool:
+    """Run ``command`` with its output printed line by line as it arrives (any ``-v``).
+
+    pyinfra prints a shell operation's output only at ``-vvv``; a 30-minute heat-soak must
+    show its progress at any verbosity, hence a callback with ``print_output``.
+    """
+    auth = {k: host.data.get(k) for k in _AUTH_ARGUMENTS if host.data.get(k) is not None}
+    status, _ = host.run_shell_command(StringCommand(command), print_output=True, **auth)
+    return bool(status)
 
 
 @deploy("rigforge sweep on the host; profile fetched back", data_defaults=DEFAULTS)
@@ -141,19 +241,24 @@ def tune() -> None:
             create_remote_dir=True,
         )
     profile = host.data.rigforge_profile_path
+    log = host.data.rigforge_tune_log_path
+    sweep = sweep_command(
+        rigforge,
+        rig,
+        list(config.tuner.sweep_args),
+        profile,
+        host.data.rigforge_tune_state_dir,
+        config.base.service_user,
+        budget_path,
+    )
     server.shell(
-        name=f"rigforge sweep --rig {rig} on the host (profile to {profile})",
-        commands=[
-            sweep_command(
-                rigforge,
-                rig,
-                list(config.tuner.sweep_args),
-                profile,
-                host.data.rigforge_tune_state_dir,
-                config.base.service_user,
-                budget_path,
-            )
-        ],
+        name=f"Start rigforge sweep --rig {rig} on the host, detached (log {log})",
+        commands=[start_command(sweep, log, systemd=systemd_booted())],
+    )
+    python.call(
+        name=f"Follow the sweep until it ends (profile to {profile})",
+        function=_follow,
+        command=follow_command(log, float(host.data.rigforge_tune_poll_s)),
     )
     local = local_profile_path(host.data.get(INVENTORY_DIR_KEY), host.name, config.power.profile)
     files.get(

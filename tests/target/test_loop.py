@@ -1,6 +1,7 @@
-"""The remote loop over real SSH: deploy → sweep on the host → profile fetched → re-deploy
-applies it → the GPU-settings unit carries the profile's caps, and the testinfra suite
-(``tests/verify``) passes against the host with that profile; then a stale profile is refused.
+"""The remote loop over real SSH: deploy → sweep on the host (detached, followed through its
+log) → profile fetched → re-deploy applies it → the GPU-settings unit carries the profile's
+caps, and the testinfra suite (``tests/verify``) passes against the host with that profile;
+then a stale profile is refused.
 
 Host ws-a of ``inventory/examples/ci-two.yaml`` (a private copy, see
 :func:`tests.target.util.inventory_for`) on 127.0.0.1:2222, with the tuner installed and the CI
@@ -13,6 +14,7 @@ a target of its own::
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +31,9 @@ pytestmark = pytest.mark.target
 HOST = "ws-a"
 NAME, PORT = util.WS_TARGETS[HOST]
 UNIT = "/etc/systemd/system/rigforge-gpu-settings.service"
+TUNE_LOG = "/var/log/rigforge/tune.log"
+#: The sweep's last summary line ("8 probes in 0.6 min; heat-soak 10 min over 1 round(s), …").
+SUMMARY = re.compile(r"\d+ probes in [\d.]+ min; heat-soak")
 #: What the fake nvidia-smi reports in the stale case: GPU …002 was swapped for …0bb.
 SWAPPED = "GPU-c1000000-0000-4000-8000-0000000000bb"
 FAKE_NVIDIA_SMI = f"""#!/bin/sh
@@ -94,6 +99,14 @@ def test_remote_sweep_fetches_the_profile(target: harness.Target, inventory: Pat
     }
     assert profile.rig.spec == "/etc/rigforge/tune-rig.yaml", "it was swept on the host"
     assert ssh(target, "cat /etc/rigforge/profile.yaml") == local.read_text()
+    # The sweep ran detached, its output in the log; the deploy followed it to the end.
+    log = ssh(target, f"cat {TUNE_LOG}")
+    assert SUMMARY.search(log), f"no final summary line in {TUNE_LOG}:\n{log}"
+    assert "┃ GPU" in log, f"no results table in {TUNE_LOG}:\n{log}"
+    assert ssh(target, "cat /var/log/rigforge/tune.rc").strip() == "0"
+    # ... and its lines reached pyinfra's own output, prefixed with the host, at default -v.
+    streamed = [line for line in run.stderr.splitlines() if line.startswith(f"[{HOST}] ")]
+    assert any(SUMMARY.search(line) for line in streamed), run.stderr_tail
 
 
 def test_redeploy_applies_the_fetched_profile(target: harness.Target, inventory: Path) -> None:
