@@ -97,6 +97,9 @@ def test_cli_json_and_profile(rig_file: Path, tmp_path: Path) -> None:
         "objective",
     }
     assert document["totals"]["floor_relaxed"] is False
+    # off a terminal, progress is one plain stderr line per probe (a log of a remote sweep)
+    probes_logged = [line for line in result.stderr.splitlines() if ": probe " in line]
+    assert len(probes_logged) == document["totals"]["probes"]
     profile = load_profile(out / "profile.yaml")
     assert profile.floor_relaxed is False
     assert profile.caps_w() == {g["uuid"]: g["cap_w"] for g in document["gpus"]}

@@ -69,6 +69,9 @@ class _Bars:
         self.soak: TaskID | None = None
 
     def __call__(self, uuid: str, event: str, details: Mapping[str, Any]) -> None:
+        if self.progress.disable:
+            self._line(uuid, event, details)
+            return
         if event == "probe":
             self.progress.update(
                 self.tasks[uuid],
@@ -82,6 +85,21 @@ class _Bars:
             self.soak = self.progress.add_task("heat-soak", total=1, status="running")
         elif event == "soak_done" and self.soak is not None:
             self.progress.update(self.soak, completed=1, status=f"{details['events']} events")
+
+    def _line(self, uuid: str, event: str, details: Mapping[str, Any]) -> None:
+        """Off a terminal (a log, a remote sweep): one plain stderr line per event."""
+        name = self.progress.tasks[self.tasks[uuid]].description if uuid in self.tasks else ""
+        if event == "probe":
+            _log(
+                f"rigforge: {name}: probe {details['probes']}: {details['cap_w']:.0f} W → "
+                f"{details['throughput_tps']:.1f} tok/s"
+            )
+        elif event == "done":
+            _log(f"rigforge: {name}: done after {details['probes']} probes")
+        elif event == "soak":
+            _log(f"rigforge: heat-soak of the chosen caps ({details.get('seconds', 0):.0f} s)")
+        elif event == "soak_done":
+            _log(f"rigforge: heat-soak done: {details['events']} throttle events")
 
 
 def _check_tps_regex(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
