@@ -20,7 +20,6 @@ On its own target (``converge`` on 127.0.0.1:2262 unless ``RIGFORGE_CONVERGE_TAR
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import pytest
 import yaml
 
 from tests.target import harness, util
-from tests.target.util import ssh, timing
+from tests.target.util import ssh
 
 pytestmark = pytest.mark.target
 
@@ -74,18 +73,12 @@ def _present(target: harness.Target, paths: tuple[str, ...]) -> list[str]:
 @pytest.fixture(scope="module")
 def target() -> Iterator[harness.Target]:
     """A fresh target with logging stand-ins for update-grub and update-initramfs."""
-    reason = harness.unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    start = time.monotonic()
-    try:
-        tgt = harness.start(NAME, PORT)
-    except harness.HarnessUnavailable as error:
-        pytest.skip(str(error))
-    ssh(tgt, f"{_stand_in('update-grub')} && {_stand_in('update-initramfs')}")
-    timing("converge: start fresh target", time.monotonic() - start)
-    yield tgt
-    harness.stop(NAME)
+
+    def stand_ins(tgt: harness.Target) -> None:
+        ssh(tgt, f"{_stand_in('update-grub')} && {_stand_in('update-initramfs')}")
+
+    with util.fresh_target(NAME, PORT, "converge: start fresh target", stand_ins) as tgt:
+        yield tgt
 
 
 @pytest.fixture(scope="module")

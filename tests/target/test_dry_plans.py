@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,17 +69,8 @@ UBUNTU = {
 @pytest.fixture(scope="module")
 def target() -> Iterator[harness.Target]:
     """A fresh target for the dry runs (skips with the reason when the tier cannot run)."""
-    reason = harness.unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    start = time.monotonic()
-    try:
-        tgt = harness.start(NAME, PORT)
-    except harness.HarnessUnavailable as error:
-        pytest.skip(str(error))
-    util.timing("start dry-plan target", time.monotonic() - start)
-    yield tgt
-    harness.stop(NAME)
+    with util.fresh_target(NAME, PORT, "start dry-plan target") as tgt:
+        yield tgt
 
 
 @pytest.fixture(scope="module")

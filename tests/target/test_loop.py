@@ -15,7 +15,6 @@ a target of its own::
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,17 +46,8 @@ echo "1, {SWAPPED}, NVIDIA GeForce RTX 3090, 00000000:42:00.0, 24576, 350.00, 35
 @pytest.fixture(scope="module")
 def target() -> Iterator[harness.Target]:
     """A fresh ws-a target (skips with the reason when the tier cannot run)."""
-    reason = harness.unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    start = time.monotonic()
-    try:
-        tgt = harness.start(NAME, PORT)
-    except harness.HarnessUnavailable as error:
-        pytest.skip(str(error))
-    util.timing("loop: start fresh ws-a", time.monotonic() - start)
-    yield tgt
-    harness.stop(NAME)
+    with util.fresh_target(NAME, PORT, "loop: start fresh ws-a") as tgt:
+        yield tgt
 
 
 @pytest.fixture(scope="module")

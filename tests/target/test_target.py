@@ -86,18 +86,8 @@ def _runtime_state(target: harness.Target) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def target() -> Iterator[harness.Target]:
     """A fresh CI target (skips with the reason when the tier cannot run)."""
-    reason = harness.unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    start = time.monotonic()
-    try:
-        tgt = harness.start(NAME, PORT)
-    except harness.HarnessUnavailable as error:
-        pytest.skip(str(error))
-    _unpin_one_irq(tgt)
-    timing("start fresh target", time.monotonic() - start)
-    yield tgt
-    harness.stop(NAME)
+    with util.fresh_target(NAME, PORT, "start fresh target", prepare=_unpin_one_irq) as tgt:
+        yield tgt
 
 
 @pytest.mark.target

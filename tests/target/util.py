@@ -11,6 +11,7 @@ testinfra suite (``tests/verify``) against a target.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -18,11 +19,12 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from inventory.validate import _LOCAL_PATHS, default_host_files
@@ -50,6 +52,35 @@ def timing(stage: str, seconds: float) -> None:
     if path:
         with open(path, "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
+
+
+@contextlib.contextmanager
+def fresh_target(
+    name: str,
+    port: int,
+    stage: str,
+    prepare: Callable[[harness.Target], None] | None = None,
+) -> Iterator[harness.Target]:
+    """A fresh target ``name`` on 127.0.0.1:``port``, stopped afterwards.
+
+    Skips the test (with the reason) when the tier cannot run here; ``prepare`` runs on the
+    new target before its start is timed as ``stage``.
+    """
+    reason = harness.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    start = time.monotonic()
+    try:
+        target = harness.start(name, port)
+    except harness.HarnessUnavailable as error:
+        pytest.skip(str(error))
+    if prepare is not None:
+        prepare(target)
+    timing(stage, time.monotonic() - start)
+    try:
+        yield target
+    finally:
+        harness.stop(name)
 
 
 def env_port(variable: str, default: int) -> int:

@@ -28,24 +28,6 @@ from tuning.backends.base import Psu
 from tuning.budget import BudgetModel
 from tuning.errors import NoPermission, OutOfRange, ReadBackMismatch, RigforgeError, UnknownGpu
 
-RIG_YAML = """
-name: two-card-test
-seed: 0
-circuits: [{name: c1, voltage_v: 120, breaker_a: 15}]
-psus: [{name: p1, rating_w: 1200, circuit: c1, platform_w: 150}]
-gpus:
-  - {preset: rtx3090, slot: 1, bus_id: "00000000:01:00.0", psu: p1}
-  - {preset: rtx_a6000, slot: 3, bus_id: "00000000:21:00.0", psu: p1}
-"""
-
-
-@pytest.fixture
-def rig_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("RIGFORGE_STATE_DIR", str(tmp_path / "state"))
-    path = tmp_path / "rig.yaml"
-    path.write_text(RIG_YAML)
-    return str(path)
-
 
 def caps(actuator: Actuator) -> dict[str, float]:
     return {g.uuid: g.power_limit_w() for g in actuator.rig.gpus}
