@@ -153,7 +153,7 @@ def command(
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     else:
-        console = Console(width=max(Console().width, 140))  # UUIDs and model names stay whole
+        console = Console(width=max(Console().width, 160))  # UUIDs and model names stay whole
         render_table(result, console)
         for path in written:
             console.print(f"plan written to {path}")
