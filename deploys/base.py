@@ -56,7 +56,9 @@ def distro_matches(distro_id: str, codename: str) -> Generator[str, None, None]:
 
     Example: ``distro_matches(distro_id="debian", codename="bookworm")``.
     """
-    problem = distro_problem(distro_id, codename, host.get_fact(LinuxDistribution))
+    # pyinfra types get_fact's fact as FactBase[Mapping]; LinuxDistribution's value is a TypedDict
+    fact = host.get_fact(LinuxDistribution)  # type: ignore[arg-type]
+    problem = distro_problem(distro_id, codename, fact)
     if problem is None:
         host.noop(f"host runs {distro_id} {codename}, as the inventory expects")
         return

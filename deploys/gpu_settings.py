@@ -38,11 +38,16 @@ from tuning.backends.base import GpuInfo, rig_fingerprint
 
 UNIT = "rigforge-gpu-settings.service"
 
+SCRIPT_PATH = "/usr/local/libexec/rigforge-gpu-settings"
+PROFILE_PATH = "/etc/rigforge/profile.yaml"
+CAP_RETRIES = 3
+CAP_RETRY_DELAY_S = 2
+
 DEFAULTS = {
-    "rigforge_gpu_settings_script": "/usr/local/libexec/rigforge-gpu-settings",
-    "rigforge_profile_path": "/etc/rigforge/profile.yaml",
-    "rigforge_cap_retries": 3,
-    "rigforge_cap_retry_delay_s": 2,
+    "rigforge_gpu_settings_script": SCRIPT_PATH,
+    "rigforge_profile_path": PROFILE_PATH,
+    "rigforge_cap_retries": CAP_RETRIES,
+    "rigforge_cap_retry_delay_s": CAP_RETRY_DELAY_S,
 }
 
 
@@ -165,8 +170,8 @@ def settings_unit(
     caps: list[tuple[str, float]],
     *,
     use_tuner: bool,
-    profile: str = DEFAULTS["rigforge_profile_path"],
-    script: str = DEFAULTS["rigforge_gpu_settings_script"],
+    profile: str = PROFILE_PATH,
+    script: str = SCRIPT_PATH,
 ) -> FileSpec:
     """``rigforge-gpu-settings.service``: the caps per UUID, applied at every boot.
 
@@ -188,9 +193,9 @@ def settings_unit(
 
 def cap_script(
     *,
-    dest: str = DEFAULTS["rigforge_gpu_settings_script"],
-    retries: int = DEFAULTS["rigforge_cap_retries"],
-    retry_delay_s: float = DEFAULTS["rigforge_cap_retry_delay_s"],
+    dest: str = SCRIPT_PATH,
+    retries: int = CAP_RETRIES,
+    retry_delay_s: float = CAP_RETRY_DELAY_S,
 ) -> FileSpec:
     """The ``nvidia-smi -i UUID -pl W`` script the unit runs when the tuner is not installed."""
     return FileSpec(

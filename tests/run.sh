@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls this file):
 #   1. a virtualenv with rigforge and its test dependencies,
-#   2. ruff, then the default tier (unit, facts, operations, templates: no GPU, root or network),
+#   2. ruff and mypy, then the default tier (unit, facts, operations, templates: no GPU, root or network),
 #   3. the target tier (a real Debian target over SSH on loopback) when run as root,
 #   4. the gpu tier (read-only NVML checks) when an NVIDIA driver answers.
 set -euo pipefail
@@ -22,9 +22,10 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[dev]'
 
-stage "ruff"
+stage "ruff and mypy"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/mypy tuning inventory deploys
 
 stage "default tier"
 .venv/bin/pytest -q

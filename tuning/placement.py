@@ -696,13 +696,13 @@ def solve(problem: Problem, *, exclude: Mapping[int, int] | None = None) -> Solu
         top: Key | None = None
         top_mask = 0
         while True:
-            key = f[sub]
+            part = f[sub]
             if (
-                key is not None
+                part is not None
                 and power_ok[sub | shared_mask]
-                and (top is None or _better(key, top))
+                and (top is None or _better(part, top))
             ):
-                top, top_mask = key, sub
+                top, top_mask = part, sub
             if not sub:
                 break
             sub = (sub - 1) & comp
@@ -1453,7 +1453,9 @@ def _alternative(problem: Problem, solution: Solution) -> tuple[float | None, st
     top = next((i for i, c in enumerate(solution.choice) if c is not None), None)
     if top is None:
         return None, "nothing placed"
-    chosen = problem.options[top][solution.choice[top]]
+    choice = solution.choice[top]
+    assert choice is not None  # `top` is the first placed unit
+    chosen = problem.options[top][choice]
     alt = solve(problem, exclude={top: chosen.mask})
     label = problem.units[top].label
     if alt is None:

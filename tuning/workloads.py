@@ -759,7 +759,8 @@ class OpenAIWorkload(Workload):
         max_tokens: int = 128,
         timeout_s: float = 120.0,
     ) -> None:
-        pairs = parse_openai_spec(targets) if isinstance(targets, str) else dict(targets)
+        pairs: dict[str | None, str] = {}
+        pairs.update(parse_openai_spec(targets) if isinstance(targets, str) else targets)
         for url in pairs.values():
             if not url.startswith(("http://", "https://")):
                 raise ConfigError(f"openai: workload needs http(s) URLs, got {url!r}")
@@ -768,7 +769,7 @@ class OpenAIWorkload(Workload):
             if isinstance(targets, str)
             else "openai:" + ",".join(f"{k}={v}" for k, v in pairs.items())
         )
-        self._shared = pairs.get(None) if list(pairs) == [None] else None
+        self._shared = pairs[None] if list(pairs) == [None] else None
         self.endpoints: dict[str, str] = {str(k): v for k, v in pairs.items() if k is not None}
         self._options: dict[str, Any] = {
             "concurrency": concurrency,
