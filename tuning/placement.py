@@ -44,7 +44,8 @@ exact ``E`` (≤ 3^n transitions per unit); the best exclusive part beside each 
 replicas take options in non-decreasing order) finishes, pruned by two admissible bounds: the
 GPU-set bound (best exclusive part beside any final ``S' ⊇ S`` plus each remaining unit's
 best option inside ``S'``) and a Lagrangian VRAM bound whose per-GPU multipliers are the
-capacity duals of the LP relaxation (scipy's HiGHS). Comparisons are lexicographic with a
+capacity duals of the LP relaxation (scipy's HiGHS), its priority part rounded down to a
+reachable sum of priorities. Comparisons are lexicographic with a
 1e-9 tolerance; bounds are componentwise, which keeps them safe under it.
 :func:`brute_force` enumerates every assignment of every (GPU set, split) to every unit with
 no pruning on the objective and is the reference the tests and ``bench/placement.py`` check
@@ -54,6 +55,7 @@ the solver against.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -742,7 +744,9 @@ def _search_sharing(
       reservations, so for multipliers ``λ ≥ 0`` the remaining units add at most
       ``Σ_units max(0, max_option(value − Σ_g λ_g·reserve_g)) + Σ_g λ_g·resid_g``; ``λ``
       are the capacity duals of the LP relaxation (HiGHS) at the root. Exclusive units count
-      as reserving a whole GPU, which only relaxes them further.
+      as reserving a whole GPU, which only relaxes them further. Its priority part rounds
+      down to the largest subset sum of the open units' priorities (placed priority takes no
+      other value), so a fractional 32.7 over an incumbent of 32 defers to the score bound.
 
     Returns the best total key, each placed sharing unit's option index and the GPUs the
     sharing units use; ``None`` when no combination leaves a plan inside the power budget.
@@ -839,6 +843,13 @@ def _search_sharing(
         tail_p[i] = tail_p[i + 1] + reduced(order[i], lam_p, False)
         tail_s[i] = tail_s[i + 1] + reduced(order[i], lam_s, True)
     use_lagrange = any(lam_p) or any(lam_s)
+    # Placed priority only takes subset sums of the units' priorities, so a fractional
+    # Lagrangian bound rounds down to the largest such sum below it: with integer priorities
+    # a bound of 32.7 becomes 32, which ties an incumbent at 32 and lets the score decide.
+    sums_from = _priority_sums(
+        [problem.units[u].model.priority for u in order],
+        [problem.units[u].model.priority for u in exclusive],
+    )
 
     prepared = [
         [(j, o.mask, tuple(_bits(o.mask)), o.reserve_mib, o.value) for j, o in opts[order[i]]]
@@ -873,6 +884,10 @@ def _search_sharing(
                 else:
                     lag_p += lam_p[g] * cap[g]
                     lag_s += lam_s[g] * cap[g]
+            sums = sums_from[i]
+            if sums is not None:
+                at = bisect_right(sums, lag_p - cur_p + _SUM_TOL)
+                lag_p = cur_p + (sums[at - 1] if at else 0.0)
             if not _better((lag_p, lag_s), incumbent):
                 return
         start = 0
@@ -926,6 +941,53 @@ def _search_sharing(
     if best[0] is None:
         return None
     return best[0], best[1], best[2]
+
+
+#: Sums of the same priorities in another order differ by float error only; such sums merge
+#: into one entry (the largest, so rounding never lands below a reachable sum).
+_SUM_MERGE = 1e-9
+#: Slack when rounding a Lagrangian priority bound down to a reachable sum: far above the
+#: float error of the bound and the merges (≤ units · ``_SUM_MERGE``); a larger slack is only
+#: a weaker bound, never a wrong one.
+_SUM_TOL = 1e-6
+#: Most distinct priority sums :func:`_priority_sums` keeps per search depth.
+_SUM_LIMIT = 4096
+
+
+def _priority_sums(
+    sharing_priorities: Sequence[float], exclusive_priorities: Sequence[float]
+) -> list[list[float] | None]:
+    """Per search depth ``i``: the sorted distinct subset sums of the priorities still open.
+
+    Entry ``i`` covers sharing units ``i..`` plus every exclusive unit (the exclusive part is
+    settled only at the leaves); ``None`` where there are more than ``_SUM_LIMIT`` sums (no
+    rounding there: the bound stays as it was, still admissible).
+    """
+    k = len(sharing_priorities)
+    result: list[list[float] | None] = [None] * (k + 1)
+
+    def add(current: list[float] | None, priority: float) -> list[float] | None:
+        if current is None:
+            return None
+        merged = sorted(set(current) | {value + priority for value in current})
+        distinct: list[float] = []
+        cluster_low = -math.inf
+        for value in merged:
+            if value - cluster_low <= _SUM_MERGE:
+                distinct[-1] = value  # sorted: the cluster's largest so far
+                continue
+            cluster_low = value
+            distinct.append(value)
+        return distinct if len(distinct) <= _SUM_LIMIT else None
+
+    sums: list[float] | None = [0.0]
+    for priority in exclusive_priorities:
+        sums = add(sums, priority)
+    result[k] = sums
+    for i in range(k - 1, -1, -1):
+        sums = add(sums, sharing_priorities[i])
+        result[i] = sums
+    return result
 
 
 def _capacity_duals(
