@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import argparse
 import random
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +38,7 @@ from tuning.backends.base import (
 )
 from tuning.placement import Problem, brute_force, build_problem, plan, solve
 from tuning.serving import render_unit
+from tuning.serving_checks import systemd_exposure
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE_MODELS = REPO / "inventory" / "examples" / "models-reference.yaml"
@@ -380,14 +379,8 @@ def exposure() -> bool:
             name = f"rigforge-serve-{placement.model}{'-open' if kwargs else ''}.service"
             path = Path(tmp) / name
             path.write_text(render_unit(placement, **kwargs))  # type: ignore[arg-type]
-            out = subprocess.run(
-                ["systemd-analyze", "security", "--offline=yes", str(path)],
-                capture_output=True,
-                text=True,
-                check=False,
-            ).stdout
-            match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out)
-            value = float(match.group(1)) if match else float("nan")
+            exposure = systemd_exposure(path)
+            value = float("nan") if exposure is None else exposure
             ok = ok and value <= 3.0
             print(f"exposure {value:.1f} (bar ≤ 3.0): {name} [{placement.engine}]")
     return ok

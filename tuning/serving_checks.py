@@ -18,8 +18,10 @@ callers attach their own YAML path. This module imports only the standard librar
 from __future__ import annotations
 
 import re
+import subprocess
 import unicodedata
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "placement_problems",
     "secret_arg_problem",
     "secret_args",
+    "systemd_exposure",
     "text_problem",
     "unit_name_collisions",
     "unit_slug",
@@ -257,3 +260,22 @@ def is_placeholder_secret(text: str) -> bool:
     """
     first = text.strip()
     return first.upper().startswith("REPLACE-ME") or "placeholder" in first.lower()
+
+
+def systemd_exposure(unit_path: Path) -> float | None:
+    """``systemd-analyze security --offline=yes`` overall exposure of a unit file (0–10).
+
+    ``None`` when systemd-analyze is missing or prints no score. Lower is better; systemd
+    calls ≤ 2 "OK", ≤ 5 "MEDIUM".
+    """
+    try:
+        out = subprocess.run(
+            ["systemd-analyze", "security", "--offline=yes", str(unit_path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+    except FileNotFoundError:
+        return None
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out)
+    return float(match.group(1)) if match else None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from deploys.nvidia_driver import (
 )
 from deploys.util import render
 from inventory.schema import HostConfig
+from tuning.serving_checks import systemd_exposure
 
 
 def _cfg(**driver: object) -> HostConfig:
@@ -238,13 +238,7 @@ def test_root_oneshot_exposure(spec: dict, tmp_path: Path) -> None:
     name = spec["template"].rsplit("/", 1)[-1].removesuffix(".j2")
     path = tmp_path / name
     path.write_text(_unit(spec))
-    out = subprocess.run(
-        ["systemd-analyze", "security", "--offline=yes", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
-    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out)
-    assert match, out[-500:]
-    print(f"{name}: exposure {match.group(1)}")
-    assert float(match.group(1)) <= MAX_EXPOSURE[name]
+    exposure = systemd_exposure(path)
+    assert exposure is not None, "systemd-analyze printed no exposure"
+    print(f"{name}: exposure {exposure}")
+    assert exposure <= MAX_EXPOSURE[name]

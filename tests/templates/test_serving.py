@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,6 +23,7 @@ from tuning.serving import (
     render_unit,
     systemd_quote,
 )
+from tuning.serving_checks import systemd_exposure
 
 MAX_EXPOSURE = 3.0
 GPU_A = "GPU-aaaaaaaa-0000-4000-8000-000000000001"
@@ -206,16 +206,10 @@ def test_systemd_analyze_security_exposure(engine: str, opened: bool, tmp_path: 
         kwargs.update(bind="0.0.0.0", api_key_file=API_KEY_ENV_FILE)
     path = tmp_path / f"rigforge-serve-{engine.replace('.', '-')}.service"
     path.write_text(render_unit(placement(engine), **kwargs))
-    out = subprocess.run(
-        ["systemd-analyze", "security", "--offline=yes", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
-    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out)
-    assert match, out[-500:]
-    print(f"{path.name}: exposure {match.group(1)}")
-    assert float(match.group(1)) <= MAX_EXPOSURE
+    exposure = systemd_exposure(path)
+    assert exposure is not None, "systemd-analyze printed no exposure"
+    print(f"{path.name}: exposure {exposure}")
+    assert exposure <= MAX_EXPOSURE
 
 
 def test_minimal_hand_written_plan_renders(tmp_path: Path) -> None:
