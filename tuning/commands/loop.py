@@ -25,7 +25,7 @@ from tuning.backends import DEFAULT_RIG
 from tuning.backends.base import LinkStatus, RigSnapshot
 from tuning.budget import Policy
 from tuning.commands.inspect import MIB_PER_GIB, host_line, link_notes, power_table
-from tuning.commands.options import policy_options
+from tuning.commands.options import heat_soak_option, policy_options
 from tuning.loop import (
     STAGES,
     LoopConfig,
@@ -355,13 +355,7 @@ def render_summary(result: LoopResult, console: Console) -> None:
     show_default=True,
     help="Length of the stock and tuned runs (rig-clock seconds).",
 )
-@click.option(
-    "--heat-soak-s",
-    type=click.FloatRange(10.0),
-    default=1800.0,
-    show_default=True,
-    help="The sweep's heat-soak (rig-clock seconds).",
-)
+@heat_soak_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def command(
     rig_spec: str,

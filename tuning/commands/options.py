@@ -29,3 +29,13 @@ def policy_options(function: F) -> F:
         help="efficiency: most tokens per joule above the floor; throughput: most tokens/s "
         "inside the power budget and heat.",
     )(function)
+
+
+#: ``--heat-soak-s``: how long the chosen caps run under full load before they are accepted.
+heat_soak_option = click.option(
+    "--heat-soak-s",
+    type=click.FloatRange(10.0),
+    default=1800.0,
+    show_default=True,
+    help="Heat-soak of the chosen caps, in rig-clock seconds (any throttle event rejects them).",
+)

@@ -34,7 +34,7 @@ from tuning.apply import SafetySession, open_tuning_rig, recover_stale_journals
 from tuning.backends import DEFAULT_RIG
 from tuning.budget import Policy
 from tuning.commands.budget_opts import budget_options, resolve_budget
-from tuning.commands.options import policy_options
+from tuning.commands.options import heat_soak_option, policy_options
 from tuning.profile import dump_profile, profile_from_result
 from tuning.report import (
     PlotsUnavailable,
@@ -154,13 +154,7 @@ def _check_tps_regex(ctx: click.Context, param: click.Parameter, value: str | No
     default=None,
     help="write profile.yaml and PNG plots here.",
 )
-@click.option(
-    "--heat-soak-s",
-    type=click.FloatRange(10.0),
-    default=1800.0,
-    show_default=True,
-    help="heat-soak length in (rig clock) seconds.",
-)
+@heat_soak_option
 @click.option(
     "--host",
     "host_name",
