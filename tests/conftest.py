@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-#: Real nvidia-smi / lspci / NUMA captures, kept outside the repo (never copied into it).
-REAL_FIXTURES = REPO_ROOT.parent / "shared" / "fixtures" / "real"
+#: Real nvidia-smi / lspci / NUMA captures: the project's own copy (SOURCES.md says where each
+#: came from), so a clone with nothing beside it runs every default-tier test. Never edit a capture.
+REAL_FIXTURES = REPO_ROOT / "tests" / "fixtures" / "real"
 
 
 @pytest.fixture(scope="session")
 def real_fixtures() -> Path:
-    """The folder of real captures; tests that need it skip when it is absent."""
-    if not REAL_FIXTURES.is_dir():
-        pytest.skip(f"real captures not found at {REAL_FIXTURES}")
+    """The folder of real captures (in the repository; a missing folder is a broken checkout)."""
+    assert REAL_FIXTURES.is_dir(), f"real captures missing at {REAL_FIXTURES}"
     return REAL_FIXTURES
