@@ -19,7 +19,6 @@ from collections.abc import Generator, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pyinfra import host
 from pyinfra.api import deploy, operation
 
@@ -35,6 +34,7 @@ from deploys.util import (
 )
 from inventory.schema import HostConfig
 from tuning.backends.base import GpuInfo, rig_fingerprint
+from tuning.errors import read_yaml_config
 
 UNIT = "rigforge-gpu-settings.service"
 
@@ -53,7 +53,7 @@ DEFAULTS = {
 
 def profile_caps_w(path: str | Path) -> list[tuple[str, float]]:
     """``(uuid, cap_w)`` per GPU from a tuner profile (``gpus[].uuid``, ``gpus[].cap_w``)."""
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    data = read_yaml_config(path, "profile").data or {}
     return [(str(g["uuid"]), float(g["cap_w"])) for g in data.get("gpus") or []]
 
 
@@ -94,7 +94,7 @@ def stale_profile_problem(
     moved slot or was renamed. The sentence names the fix: ``rigforge sweep --host NAME``.
     """
     path = Path(profile_path)
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data = read_yaml_config(path, "profile").data or {}
     tuned = [str(g["uuid"]) for g in data.get("gpus") or []]
     gpus = list(host_gpus)
     present = [str(g.get("uuid") or "") for g in gpus]

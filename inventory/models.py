@@ -40,7 +40,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -50,7 +49,8 @@ from pydantic import (
 )
 
 from inventory.fields import EngineArg, UnitText
-from tuning.errors import ConfigError, did_you_mean, yaml_path
+from tuning.core.yamlsafe import YamlRefused, read_text_file
+from tuning.errors import ConfigError, did_you_mean, parse_yaml_config, yaml_path
 from tuning.serving_checks import unit_name_collisions
 
 #: Engines the serving templates know how to start.
@@ -194,18 +194,15 @@ def load_models(path: str | Path) -> ModelsFile:
     """Read and validate a models file; raise :class:`ConfigError` listing every problem."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read the models file ({error.strerror})") from error
+        text = read_text_file(path, "models file")
+    except YamlRefused as error:
+        raise ConfigError(str(error)) from None
     return parse_models(text, source=str(path))
 
 
 def parse_models(text: str, *, source: str = "<models>") -> ModelsFile:
     """Validate models-file YAML text; ``source`` names it in error messages."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{source}: not valid YAML: {error}") from error
+    data = parse_yaml_config(text, source).data
     if isinstance(data, list):
         data = {"models": data}
     if not isinstance(data, dict):

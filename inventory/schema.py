@@ -41,6 +41,7 @@ from pydantic import (
 
 from inventory.fields import EngineArg, GpuId, UnitText
 from tuning.backends.base import normalize_bus_id
+from tuning.core.yamlsafe import source_text
 from tuning.serving_checks import (
     BUS_ID_RE,
     UUID_RE,
@@ -175,13 +176,15 @@ class DriverConfig(_Model):
 class CudaConfig(_Model):
     """The CUDA toolkit (never the ``cuda``/``cuda-drivers`` meta-packages). ``null``: none."""
 
-    version: str = Field(pattern=r"^[0-9]{2}\.[0-9]$", description="major.minor, e.g. '12.8'")
+    version: str = Field(
+        pattern=r"^[0-9]{2}\.[0-9]{1,2}$", description="major.minor, e.g. '12.8' or '12.10'"
+    )
 
     @field_validator("version", mode="before")
     @classmethod
     def _version_as_text(cls, value: Any) -> Any:
-        # `version: 12.8` is a YAML float; keep the text the user meant ("12.10" would be lost).
-        return str(value) if isinstance(value, float) else value
+        # `version: 12.10` is a YAML float (12.1); the loader keeps the text as written.
+        return source_text(value) if isinstance(value, float) else value
 
 
 class ContainerToolkitConfig(_Model):

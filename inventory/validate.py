@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from inventory.schema import (
@@ -47,6 +46,7 @@ from inventory.schema import (
     check_placements,
 )
 from tuning.backends.base import GpuInfo, rig_fingerprint
+from tuning.core.yamlsafe import YamlDocument, YamlRefused, parse_yaml, read_text_file
 from tuning.errors import ConfigError, yaml_path
 from tuning.serving_checks import api_key_problem, is_placeholder_secret
 
@@ -85,75 +85,38 @@ class LoadedInventory:
 class _Positions:
     """Line/column (1-based) of each YAML path, for error messages."""
 
-    def __init__(self) -> None:
-        self.by_path: dict[str, tuple[int, int]] = {}
+    def __init__(self, doc: YamlDocument | None = None) -> None:
+        self.doc = doc
 
     def lookup(self, path: str) -> tuple[int | None, int | None]:
         """Position of ``path`` or of its nearest ancestor that has one."""
-        while path:
-            if path in self.by_path:
-                return self.by_path[path]
-            parent = re.sub(r"(\.[^.\[]+|\[\d+\])$", "", path)
-            if parent == path:  # a top-level key with no position
-                break
-            path = parent
-        return (None, None)
+        position = self.doc.position_of(path) if self.doc is not None and path else None
+        return position if position is not None else (None, None)
 
 
-def _walk_nodes(node: yaml.Node, path: str, pos: _Positions, issues: list[Issue]) -> None:
-    pos.by_path.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            child = f"{path}.{key}" if path else key
-            if key in seen:
-                issues.append(
-                    Issue(
-                        child,
-                        "key appears twice in this mapping; YAML would silently keep the last",
-                        key_node.start_mark.line + 1,
-                        key_node.start_mark.column + 1,
-                    )
-                )
-            seen.add(key)
-            pos.by_path[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            _walk_nodes(value_node, child, pos, issues)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _walk_nodes(item, f"{path}[{i}]", pos, issues)
+def _refusal_issues(exc: YamlRefused) -> list[Issue]:
+    return [Issue(p.path, p.reason, p.line, p.column) for p in exc.problems]
 
 
-def load_yaml(text: str) -> tuple[Any, _Positions, list[Issue]]:
-    """Parse YAML; return ``(data, positions, issues)``. Syntax errors carry line and column."""
-    pos = _Positions()
-    issues: list[Issue] = []
+def load_yaml(text: str | bytes, source: str = "<yaml>") -> tuple[Any, _Positions, list[Issue]]:
+    """Parse YAML through the one safe loader (:mod:`tuning.core.yamlsafe`); return ``(data,
+    positions, issues)``. Refusals (syntax, duplicate keys, alias bombs, tags…) carry line and
+    column; ``data`` is ``None`` when there are any."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        context = getattr(exc, "context", None)
-        context_mark = getattr(exc, "context_mark", None)
-        if context and context_mark is not None:
-            context += f" that starts at line {context_mark.line + 1}"
-        detail = f"{problem} ({context})" if context else problem
-        return (
-            None,
-            pos,
-            [
-                Issue(
-                    "",
-                    f"YAML syntax error: {detail}",
-                    mark.line + 1 if mark else None,
-                    mark.column + 1 if mark else None,
-                )
-            ],
-        )
-    if node is not None:
-        _walk_nodes(node, "", pos, issues)
-    return data, pos, issues
+        doc = parse_yaml(text, source)
+    except YamlRefused as exc:
+        return None, _Positions(), _refusal_issues(exc)
+    return doc.data, _Positions(doc), []
+
+
+def read_yaml(path: Path, what: str) -> tuple[Any, _Positions, list[Issue]]:
+    """:func:`load_yaml` of a file read through :func:`tuning.core.yamlsafe.read_text_file`
+    (a regular UTF-8 file of bounded size)."""
+    try:
+        text = read_text_file(path, what)
+    except YamlRefused as exc:
+        return None, _Positions(), _refusal_issues(exc)
+    return load_yaml(text, str(path))
 
 
 # --------------------------------------------------------------------------------------------
@@ -451,7 +414,7 @@ def _secret_file_checks(
 def _read_side_file(
     path_label: str, path: Path, what: str
 ) -> tuple[dict[str, Any] | None, list[Issue]]:
-    data, _, issues = load_yaml(path.read_text(encoding="utf-8"))
+    data, _, issues = read_yaml(path, what)
     if issues:
         return None, [Issue(path_label, f"{what} {path}: {i.render(path.name)}") for i in issues]
     if not isinstance(data, dict):
@@ -553,12 +516,8 @@ def collect_issues(
     path: Path, *, check_ssh_files: bool = True
 ) -> tuple[dict[str, HostConfig], list[Issue]]:
     """Validate ``path``; return the valid hosts and every issue (positions filled in)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        return {}, [Issue("", f"cannot read the inventory: {exc.strerror}")]
-    data, pos, issues = load_yaml(text)
-    if issues and data is None:
+    data, pos, issues = read_yaml(path, "inventory")
+    if issues:
         return {}, issues
     hosts: dict[str, HostConfig] = {}
     if not isinstance(data, dict):

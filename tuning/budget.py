@@ -22,11 +22,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tuning.backends.base import Circuit, Gpu, Psu, Rig, normalize_bus_id
-from tuning.errors import ConfigError, did_you_mean, yaml_path
+from tuning.errors import ConfigError, did_you_mean, read_yaml_config, yaml_path
 
 if TYPE_CHECKING:
     from inventory.schema import HostConfig
@@ -424,12 +423,7 @@ def load_budget_file(path: Path) -> RigBudget:
     Units: W, V, A. Raises :class:`ConfigError` naming the file and the YAML path of every
     problem.
     """
-    try:
-        document = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise ConfigError(f"cannot read the power budget {path}: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    document = read_yaml_config(path, "power budget").data
     return parse_budget(document, str(path))
 
 

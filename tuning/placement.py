@@ -61,11 +61,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from inventory.models import ModelsFile, ModelSpec
 from tuning.backends.base import GpuInfo, RigSnapshot, link_rank, nvlink_count
-from tuning.errors import ConfigError
+from tuning.errors import ConfigError, read_yaml_config
 from tuning.serving_checks import placement_problems
 from tuning.vram import estimate, gpu_memory_utilization, usable_mib
 
@@ -126,10 +124,7 @@ def load_profile_hints(path: str | Path) -> ProfileHints:
     works whichever version of the tuner wrote the file; other keys are ignored.
     """
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(f"{path}: cannot read the tuning profile: {error}") from error
+    data = read_yaml_config(path, "tuning profile").data
     entries = data.get("gpus") if isinstance(data, dict) else None
     if isinstance(entries, dict):  # {uuid: {...}} form
         entries = [{"uuid": key, **(value or {})} for key, value in entries.items()]
@@ -1347,10 +1342,7 @@ class Plan:
 def load_plan(path: str | Path) -> Plan:
     """Read a plan YAML written by ``rigforge plan --out``."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(f"{path}: cannot read the plan: {error}") from error
+    data = read_yaml_config(path, "plan").data
     if not isinstance(data, dict) or data.get("schema_version") != 1:
         raise ConfigError(f"{path}: not a rigforge plan (schema_version: 1); rerun 'rigforge plan'")
     try:

@@ -38,7 +38,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tuning import __version__
-from tuning.errors import ConfigError, yaml_path
+from tuning.errors import ConfigError, read_yaml_config, yaml_path
 
 SCHEMA_VERSION = 1
 
@@ -192,10 +192,5 @@ def load_profile(path: Path | str) -> Profile:
     path = Path(path)
     if path.is_dir():
         path = path / "profile.yaml"
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read it ({error.strerror}); check the path") from error
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from error
+    data = read_yaml_config(path, "profile").data
     return parse_profile(data, str(path))

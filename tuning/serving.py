@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import yaml
 
+from tuning.core.yamlsafe import YamlRefused, load_yaml_file
 from tuning.errors import ConfigError
 from tuning.placement import Placement, Plan, load_plan
 from tuning.serving_checks import (
@@ -313,10 +313,10 @@ def host_has_caps(host_config: Any) -> bool:
     if not profile:
         return False
     try:
-        data = yaml.safe_load(Path(profile).read_text(encoding="utf-8"))
+        data = load_yaml_file(profile, "profile").data
         entries = data.get("gpus") or []
         return any(isinstance(e, dict) and e.get("cap_w") is not None for e in entries)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError):
+    except (YamlRefused, AttributeError):
         return True
 
 

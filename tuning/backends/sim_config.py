@@ -17,11 +17,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tuning.backends.base import LINK_ORDER, link_rank
-from tuning.errors import ConfigError, yaml_path
+from tuning.errors import ConfigError, read_yaml_config, yaml_path
 
 PRESETS_FILE = Path(__file__).with_name("presets.yaml")
 WORKLOADS: tuple[str, ...] = ("decode", "prefill", "batched")
@@ -274,16 +273,7 @@ def _validate(model: type[BaseModel], data: Any, source: str) -> Any:
 
 def read_yaml(path: Path) -> Any:
     """Parse a YAML file; ConfigError naming the file and line on bad syntax."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read it ({exc.strerror}); check the path") from exc
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}: {exc}; fix the syntax") from exc
+    return read_yaml_config(path, "rig file").data
 
 
 @cache
