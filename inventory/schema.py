@@ -31,7 +31,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Discriminator,
     Field,
     Tag,
@@ -39,7 +38,21 @@ from pydantic import (
     model_validator,
 )
 
-from inventory.fields import EngineArg, GpuId, UnitText
+from inventory.fields import (
+    MAX_PORT,
+    MIN_SERVICE_PORT,
+    BindAddress,
+    DebianPackage,
+    EngineArg,
+    GpuId,
+    LoginName,
+    ServicePort,
+    ServiceUser,
+    SshHost,
+    StrictModel,
+    TargetPath,
+    UnitText,
+)
 from tuning.backends.base import normalize_bus_id
 from tuning.core.yamlsafe import source_text
 from tuning.serving_checks import (
@@ -103,10 +116,28 @@ OPEN_MODULES_MIN_BRANCH = 515
 CUDA_MIN_DRIVER_BRANCH: Mapping[int, int] = {11: 450, 12: 525, 13: 580}
 
 
-class _Model(BaseModel):
-    """Base for every inventory section: unknown keys are errors; values are immutable."""
+#: Highest power value (W) any GPU field may hold: twice the largest published board power,
+#: GB200's 1200 W (NVIDIA GB200 NVL72 datasheet) — an estimate that only stops typos (1e308).
+MAX_GPU_POWER_W = 2400.0
+#: Largest VRAM per GPU: 1 TiB in MiB (B200 has 180 GiB; estimate that stops typos like 1e20).
+MAX_GPU_MEMORY_MIB = 1024 * 1024
+#: Largest PSU rating: ATX 3.1 desktop units top out at 2800 W, CRPS server units at 3200 W
+#: (vendor datasheets); 5000 W is an estimate that only stops typos.
+MAX_PSU_RATING_W = 5000.0
+#: Lowest DC/AC efficiency accepted: 80 PLUS "White" is 80 % at 20–100 % load (CLEAResult 80
+#: PLUS program); below 0.5 the value is a percentage or a typo (the fix says so).
+MIN_PSU_EFFICIENCY = 0.5
+#: Mains voltages in use: 100 V (Japan) to 480 V (North American three-phase commercial).
+MIN_MAINS_V, MAX_MAINS_V = 100.0, 480.0
+#: Largest branch breaker a workstation sits on (estimate; NEC 210.3 ratings go to 50 A).
+MAX_BREAKER_A = 125.0
+#: Highest NUMA node id Linux accepts (CONFIG_NODES_SHIFT max 10 → 1024 nodes).
+MAX_NUMA_NODE = 1023
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+class _Model(StrictModel):
+    """Base for every inventory section: unknown keys are errors; values are immutable;
+    control characters, booleans as numbers and non-finite numbers are refused."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -117,9 +148,9 @@ class _Model(BaseModel):
 class SshConfig(_Model):
     """How pyinfra reaches the host. ``key``/``known_hosts`` are control-machine paths."""
 
-    host: str = Field(min_length=1, description="address or DNS name of the host")
+    host: SshHost = Field(description="IP address or RFC 1123 host name of the host")
     port: int = Field(22, ge=1, le=65535, description="SSH port")
-    user: str = Field("root", min_length=1, description="SSH user")
+    user: LoginName = Field("root", description="SSH user (a POSIX user name)")
     key: str | None = Field(None, description="private key file (resolved to an absolute path)")
     known_hosts: str | None = Field(
         None,
@@ -208,15 +239,23 @@ class GpuSpec(_Model):
         None, pattern=_BUS_ID_RE, description="PCI bus id, e.g. 00000000:41:00.0"
     )
     name: str | None = Field(None, description="product name, informational")
-    memory_total_mib: int | None = Field(None, gt=0, description="VRAM, MiB")
-    power_cap_w: float | None = Field(None, gt=0, description="cap by hand, W (no profile)")
-    min_w: float | None = Field(None, gt=0, description="lowest settable power limit, W")
-    max_w: float | None = Field(None, gt=0, description="highest settable power limit, W")
+    memory_total_mib: int | None = Field(None, gt=0, le=MAX_GPU_MEMORY_MIB, description="VRAM, MiB")
+    power_cap_w: float | None = Field(
+        None, gt=0, le=MAX_GPU_POWER_W, description="cap by hand, W (no profile)"
+    )
+    min_w: float | None = Field(
+        None, gt=0, le=MAX_GPU_POWER_W, description="lowest settable power limit, W"
+    )
+    max_w: float | None = Field(
+        None, gt=0, le=MAX_GPU_POWER_W, description="highest settable power limit, W"
+    )
     psu: str | None = Field(
         None,
         description="name of the PSU feeding the card (psus[].name); required with several PSUs",
     )
-    numa_node: int | None = Field(None, ge=0, description="NUMA node of the card's PCIe root")
+    numa_node: int | None = Field(
+        None, ge=0, le=MAX_NUMA_NODE, description="NUMA node of the card's PCIe root"
+    )
 
     @model_validator(mode="after")
     def _identified(self) -> GpuSpec:
@@ -231,10 +270,30 @@ class PsuSpec(_Model):
     """A power supply. ``rating_w`` DC; ``platform_w``: non-GPU DC load it carries (CPU, board)."""
 
     name: str = Field(pattern=_NAME_RE, description="PSU name, referenced by gpus[].psu")
-    rating_w: float = Field(gt=0, description="DC rating, W")
+    rating_w: float = Field(gt=0, le=MAX_PSU_RATING_W, description="DC rating, W")
     circuit: str | None = Field(None, description="circuit it is plugged into (circuits[].name)")
-    efficiency: float = Field(0.92, gt=0, le=1, description="DC/AC efficiency at load")
+    efficiency: float = Field(
+        0.92, ge=MIN_PSU_EFFICIENCY, le=1, description="DC/AC efficiency at load (0.5–1.0)"
+    )
     platform_w: float = Field(0.0, ge=0, description="non-GPU DC load on this PSU, W")
+
+    @field_validator("efficiency", mode="before")
+    @classmethod
+    def _efficiency_is_a_ratio(cls, value: Any) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool) and 50 <= value <= 100:
+            raise ValueError(
+                f"{value:g} looks like a percentage; efficiency is a ratio: write {value / 100:g}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _platform_fits(self) -> PsuSpec:
+        if self.platform_w > self.rating_w:
+            raise ValueError(
+                f"platform_w {self.platform_w:g} W is above rating_w {self.rating_w:g} W: the "
+                "PSU could not even carry the platform; check both values (W, DC)"
+            )
+        return self
 
 
 class CircuitSpec(_Model):
@@ -244,8 +303,10 @@ class CircuitSpec(_Model):
     """
 
     name: str = Field(pattern=_NAME_RE, description="circuit name, referenced by psus[].circuit")
-    voltage_v: float = Field(gt=0, description="nominal voltage, V")
-    breaker_a: float = Field(gt=0, description="breaker rating, A")
+    voltage_v: float = Field(
+        ge=MIN_MAINS_V, le=MAX_MAINS_V, description="nominal voltage, V (100–480)"
+    )
+    breaker_a: float = Field(gt=0, le=MAX_BREAKER_A, description="breaker rating, A")
     continuous_ratio: float = Field(
         0.8, gt=0, le=1, description="share of the breaker usable continuously (NEC: 0.8)"
     )
@@ -292,10 +353,12 @@ class ServingModel(_Model):
         "vllm", description="vllm, llama.cpp or sglang"
     )
     gpus: list[GpuId] = Field(min_length=1, description="GPU UUIDs or PCI bus ids")
-    tp: int = Field(1, ge=1, description="tensor-parallel size")
-    pp: int = Field(1, ge=1, description="pipeline-parallel size")
-    numa_node: int | None = Field(None, ge=0, description="NUMA node to bind CPU and memory to")
-    port: int = Field(ge=1, le=65535, description="TCP port of the OpenAI-compatible API")
+    tp: int = Field(1, ge=1, le=64, description="tensor-parallel size")
+    pp: int = Field(1, ge=1, le=64, description="pipeline-parallel size")
+    numa_node: int | None = Field(
+        None, ge=0, le=MAX_NUMA_NODE, description="NUMA node to bind CPU and memory to"
+    )
+    port: ServicePort = Field(description="TCP port of the OpenAI-compatible API (1024–65535)")
     args: list[EngineArg] = Field(
         default_factory=list, description="extra engine arguments (no secrets)"
     )
@@ -312,20 +375,13 @@ class ServingConfig(_Model):
     models: list[ServingModel] = Field(
         default_factory=list, description="models placed by hand (instead of a plan)"
     )
-    bind: str = Field("127.0.0.1", description="address the serving units listen on")
+    bind: BindAddress = Field(
+        "127.0.0.1", description="IP address the serving units listen on (no scope id)"
+    )
     open: bool = Field(False, description="allow a non-loopback bind (needs api_key_file)")
     api_key_file: str | None = Field(
         None, description="file holding the API key (copied 0600; never inline)"
     )
-
-    @field_validator("bind")
-    @classmethod
-    def _bind_is_ip(cls, value: str) -> str:
-        try:
-            ipaddress.ip_address(value)
-        except ValueError:
-            raise ValueError(f"{value!r} is not an IP address (e.g. 127.0.0.1)") from None
-        return value
 
 
 class SecretsConfig(_Model):
@@ -344,41 +400,40 @@ class KernelConfig(_Model):
     """
 
     apply_runtime: bool = Field(True, description="write runtime settings (sysfs, /proc/irq)")
-    root: str = Field("/", description="where /sys and /proc are on the target")
-
-    @field_validator("root")
-    @classmethod
-    def _absolute(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError(f"{value!r} must be an absolute path on the target")
-        return value
+    root: TargetPath = Field(
+        "/", description="where /sys and /proc are on the target (absolute, normalised)"
+    )
 
 
 class TunerConfig(_Model):
     """rigforge installed on the host in its own venv (``venv``: a target path)."""
 
     install: bool = Field(True, description="install rigforge on the host")
-    venv: str = Field("/opt/rigforge/venv", description="its virtualenv on the host")
+    venv: TargetPath = Field(
+        "/opt/rigforge/venv", description="its virtualenv on the host (absolute, normalised)"
+    )
     # For deploys/tune.py (a sweep run on the host over SSH); see the README's remote tuning.
     sim_rig: str | None = Field(
         None,
         description="simulated rig YAML (control machine) that deploys/tune.py uploads and "
         "sweeps instead of the host's GPUs (--rig nvml); for a host without GPUs, like CI",
     )
-    sweep_args: list[str] = Field(
+    sweep_args: list[EngineArg] = Field(
         default_factory=list,
         description="extra `rigforge sweep` arguments for deploys/tune.py, e.g. "
-        "['--workload', 'batched']",
+        "['--workload', 'batched'] (no secrets, quotes or control characters)",
     )
 
 
 class BaseConfig(_Model):
     """The base deploy: the service user and extra packages."""
 
-    service_user: str = Field(
-        "rigforge", pattern=r"^[a-z_][a-z0-9_-]*$", description="unprivileged user the units run as"
+    service_user: ServiceUser = Field(
+        "rigforge", description="unprivileged user the units run as (never root)"
     )
-    extra_packages: list[str] = Field(default_factory=list, description="more apt packages")
+    extra_packages: list[DebianPackage] = Field(
+        default_factory=list, description="more apt packages (Debian package names)"
+    )
 
 
 def _gpus_tag(value: Any) -> str:
@@ -643,6 +698,17 @@ def check_host(name: str, cfg: HostConfig) -> list[Issue]:
     if hand_caps:
         issues += check_budget(prefix, cfg, hand_caps, "hand caps")
 
+    # The service user is not the login: the base deploy locks its shell and home.
+    if cfg.base.service_user == cfg.ssh.user:
+        issues.append(
+            Issue(
+                f"{prefix}.base.service_user",
+                f"{cfg.base.service_user!r} is also ssh.user; the base deploy gives the service "
+                "user no shell (usermod -s /usr/sbin/nologin), which would lock the login out: "
+                "use a separate user such as 'rigforge'",
+            )
+        )
+
     # Driver and toolkit fit together and fit the distro.
     driver = cfg.driver
     if driver.flavour == "open" and int(driver.branch) < OPEN_MODULES_MIN_BRANCH:
@@ -745,7 +811,19 @@ def check_placements(
                     )
                 )
         port = placement.get("port")
-        if isinstance(port, int):
+        if port is not None and (
+            isinstance(port, bool)
+            or not isinstance(port, int)
+            or not MIN_SERVICE_PORT <= port <= MAX_PORT
+        ):
+            issues.append(
+                Issue(
+                    f"{path}[{i}].port",
+                    f"{port!r} is not a port a serving unit may use ({MIN_SERVICE_PORT}–"
+                    f"{MAX_PORT}: lower ports need root)",
+                )
+            )
+        elif isinstance(port, int):
             if port in ports:
                 issues.append(
                     Issue(f"{path}[{i}].port", f"port {port} is already used by [{ports[port]}]")

@@ -520,6 +520,7 @@ def collect_issues(
     if issues:
         return {}, issues
     hosts: dict[str, HostConfig] = {}
+    hosts_seen: dict[str, Any] = {}
     if not isinstance(data, dict):
         issues.append(Issue("", "the inventory must be a mapping with a 'hosts' key"))
     else:
@@ -546,6 +547,9 @@ def collect_issues(
                 issues += [i for i in host_issues if i.path not in secret_paths]
                 if cfg is not None:
                     hosts[str(name)] = cfg
+                if isinstance(raw, dict):
+                    hosts_seen[str(name)] = raw
+    issues += cross_host_issues(hosts_seen)
     placed = []
     for issue in issues:
         if issue.line is None and issue.path:
@@ -553,6 +557,47 @@ def collect_issues(
             issue = Issue(issue.path, issue.message, line, column)
         placed.append(issue)
     return hosts, placed
+
+
+def cross_host_issues(raw_hosts: dict[str, Any]) -> list[Issue]:
+    """Identities two hosts cannot share: a GPU UUID (one card is in one box) and the SSH
+    endpoint ``ssh.host:ssh.port`` (one deploy would hit the same box twice, with two
+    different descriptions of it). Reads the raw entries so a host that failed validation
+    elsewhere is still compared."""
+    issues: list[Issue] = []
+    endpoints: dict[tuple[str, int], str] = {}
+    uuids: dict[str, str] = {}
+    for name, raw in raw_hosts.items():
+        ssh = raw.get("ssh")
+        if isinstance(ssh, dict) and isinstance(ssh.get("host"), str):
+            port = ssh.get("port", 22)
+            key = (ssh["host"].lower().rstrip("."), port if isinstance(port, int) else -1)
+            if key in endpoints:
+                issues.append(
+                    Issue(
+                        f"hosts.{name}.ssh.host",
+                        f"{ssh['host']}:{key[1]} is also hosts.{endpoints[key]}'s SSH endpoint; "
+                        "two entries would deploy to one machine: merge them or fix the address",
+                    )
+                )
+            else:
+                endpoints[key] = name
+        gpus = raw.get("gpus")
+        for i, gpu in enumerate(gpus if isinstance(gpus, list) else []):
+            uuid = gpu.get("uuid") if isinstance(gpu, dict) else None
+            if not isinstance(uuid, str):
+                continue
+            other = uuids.get(uuid.lower())
+            if other is not None and other != name:
+                issues.append(
+                    Issue(
+                        f"hosts.{name}.gpus[{i}].uuid",
+                        f"{uuid} is also listed under hosts.{other}; a GPU is in one box: "
+                        "remove it from the host that does not have it",
+                    )
+                )
+            uuids.setdefault(uuid.lower(), name)
+    return issues
 
 
 def _display(path: Path) -> str:

@@ -43,7 +43,8 @@ __all__ = [
 #: A GPU UUID as ``nvidia-smi -L`` prints it.
 UUID_RE = r"^GPU-[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 #: A PCI bus id, with or without the domain (``00000000:41:00.0``, ``41:00.0``).
-BUS_ID_RE = r"^([0-9a-fA-F]{4,8}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$"
+#: Bus 00–ff, device 00–1f (5 bits), function 0–7 (3 bits): PCI Local Bus Spec 3.0 §3.2.2.3.2.
+BUS_ID_RE = r"^([0-9a-fA-F]{4,8}:)?[0-9a-fA-F]{2}:[01][0-9a-fA-F]\.[0-7]$"
 #: What a plan may name a device by: a UUID-shaped id (``GPU-…``, ``MIG-…``; letters, digits
 #: and ``-`` only) or a PCI bus id. Looser than :data:`UUID_RE` (MIG devices, simulated rigs),
 #: still nothing that could end a quoted ``Environment=`` value or add a device (no ``"``,
