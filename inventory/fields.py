@@ -11,14 +11,24 @@ construction.
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import posixpath
 import re
 import types
 import typing
+from collections.abc import Container, Sequence
 from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from tuning.serving_checks import gpu_id_problem, secret_arg_problem, text_problem
 
@@ -36,6 +46,7 @@ __all__ = [
     "TargetPath",
     "UnitText",
     "control_problem",
+    "without_bad_keys",
 ]
 
 #: Lowest port a serving unit may listen on: below 1024 needs root (CAP_NET_BIND_SERVICE),
@@ -112,6 +123,38 @@ class StrictModel(BaseModel):
                     "as booleans); write the number"
                 )
         return value
+
+
+M = typing.TypeVar("M", bound=BaseModel)
+
+
+def without_bad_keys(
+    model: type[M], data: Any, errors: Sequence[Any], skip: Container[object] = ()
+) -> tuple[M | None, list[tuple[str | int, ...]]]:
+    """``data`` validated again with only the keys pydantic complained about removed, and the
+    locations removed; ``(None, [])`` when that does not give a valid model (an error on a
+    whole item or section). So a typo in one section does not silence the cross-field checks
+    of the others. ``skip``: pydantic union tags to leave out of locations."""
+    repaired = copy.deepcopy(data)
+    removed: list[tuple[str | int, ...]] = []
+    for err in errors:
+        loc = tuple(part for part in err["loc"] if part not in skip)
+        if len(loc) < 2 or not isinstance(loc[-1], str):
+            return None, []
+        parent: Any = repaired
+        for part in loc[:-1]:
+            try:
+                parent = parent[part]
+            except (KeyError, IndexError, TypeError):
+                return None, []
+        if not isinstance(parent, dict):
+            return None, []
+        parent.pop(loc[-1], None)
+        removed.append(loc)
+    try:
+        return model.model_validate(repaired), removed
+    except ValidationError:
+        return None, []
 
 
 def _unit_text(value: str) -> str:

@@ -54,6 +54,17 @@ from inventory.fields import (
     UnitText,
 )
 from tuning.backends.base import normalize_bus_id
+from tuning.core.limits import (
+    MAX_BREAKER_A,
+    MAX_GPU_MEMORY_MIB,
+    MAX_GPU_POWER_W,
+    MAX_MAINS_V,
+    MAX_NUMA_NODE,
+    MAX_PSU_RATING_W,
+    MIN_MAINS_V,
+    MIN_PSU_EFFICIENCY,
+    psu_efficiency_hint,
+)
 from tuning.core.yamlsafe import source_text
 from tuning.serving_checks import (
     BUS_ID_RE,
@@ -114,25 +125,6 @@ OPEN_MODULES_MIN_BRANCH = 515
 #: Toolkit release notes, "CUDA Toolkit and Minimum Required Driver Version for CUDA Minor
 #: Version Compatibility": CUDA 11.x >= 450.80.02, 12.x >= 525.60.13, 13.x >= 580).
 CUDA_MIN_DRIVER_BRANCH: Mapping[int, int] = {11: 450, 12: 525, 13: 580}
-
-
-#: Highest power value (W) any GPU field may hold: twice the largest published board power,
-#: GB200's 1200 W (NVIDIA GB200 NVL72 datasheet) — an estimate that only stops typos (1e308).
-MAX_GPU_POWER_W = 2400.0
-#: Largest VRAM per GPU: 1 TiB in MiB (B200 has 180 GiB; estimate that stops typos like 1e20).
-MAX_GPU_MEMORY_MIB = 1024 * 1024
-#: Largest PSU rating: ATX 3.1 desktop units top out at 2800 W, CRPS server units at 3200 W
-#: (vendor datasheets); 5000 W is an estimate that only stops typos.
-MAX_PSU_RATING_W = 5000.0
-#: Lowest DC/AC efficiency accepted: 80 PLUS "White" is 80 % at 20–100 % load (CLEAResult 80
-#: PLUS program); below 0.5 the value is a percentage or a typo (the fix says so).
-MIN_PSU_EFFICIENCY = 0.5
-#: Mains voltages in use: 100 V (Japan) to 480 V (North American three-phase commercial).
-MIN_MAINS_V, MAX_MAINS_V = 100.0, 480.0
-#: Largest branch breaker a workstation sits on (estimate; NEC 210.3 ratings go to 50 A).
-MAX_BREAKER_A = 125.0
-#: Highest NUMA node id Linux accepts (CONFIG_NODES_SHIFT max 10 → 1024 nodes).
-MAX_NUMA_NODE = 1023
 
 
 class _Model(StrictModel):
@@ -280,10 +272,13 @@ class PsuSpec(_Model):
     @field_validator("efficiency", mode="before")
     @classmethod
     def _efficiency_is_a_ratio(cls, value: Any) -> Any:
-        if isinstance(value, int | float) and not isinstance(value, bool) and 50 <= value <= 100:
-            raise ValueError(
-                f"{value:g} looks like a percentage; efficiency is a ratio: write {value / 100:g}"
-            )
+        hint = (
+            psu_efficiency_hint(value)
+            if isinstance(value, int | float) and not isinstance(value, bool)
+            else None
+        )
+        if hint:
+            raise ValueError(hint)
         return value
 
     @model_validator(mode="after")

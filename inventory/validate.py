@@ -36,6 +36,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from inventory.fields import without_bad_keys
 from inventory.schema import (
     UNION_TAGS,
     HostConfig,
@@ -316,31 +317,38 @@ def validate_host(
     issues: list[Issue] = []
     broken: set[str] = set()
     cfg: HostConfig | None = None
+    removed: list[str] = []
     try:
         cfg = HostConfig.model_validate(raw)
     except ValidationError as exc:
         issues += pydantic_issues(prefix, exc, HostConfig)
-        broken = {str(err["loc"][0]) for err in exc.errors() if err["loc"]}
-        repaired = {
-            k: v for k, v in raw.items() if k not in broken and k in HostConfig.model_fields
-        }
-        repaired.setdefault("ssh", {"host": "unknown.invalid"})
-        try:
-            cfg = HostConfig.model_validate(repaired)
-        except ValidationError:
-            return None, issues
-    silenced: set[str] = set()
-    for group in _SECTION_GROUPS:
-        if group & broken:
-            silenced |= group
+        cfg, removed_locs = without_bad_keys(HostConfig, raw, exc.errors(), UNION_TAGS)
+        removed = [loc_to_path(prefix, loc) for loc in removed_locs]
+        if cfg is None:
+            broken = {str(err["loc"][0]) for err in exc.errors() if err["loc"]}
+            cfg = _without_bad_sections(raw, broken)
+            if cfg is None:
+                return None, issues
+            for group in _SECTION_GROUPS:
+                if group & broken:
+                    broken |= group
+            removed = [f"{prefix}.{section}" for section in broken]
     checks = check_host(name, cfg) + _file_checks(prefix, cfg, base_dir, check_ssh_files)
-    issues += [i for i in checks if _section_of(i.path) not in silenced]
+    issues += [i for i in checks if not _under_any(i.path, removed)]
     return (resolve_paths(cfg, base_dir) if not issues else None), issues
 
 
-def _section_of(path: str) -> str:
-    parts = re.split(r"[.\[]", path)
-    return parts[2] if len(parts) > 2 else ""
+def _under_any(path: str, prefixes: Sequence[str]) -> bool:
+    return any(path == p or path.startswith((p + ".", p + "[")) for p in prefixes)
+
+
+def _without_bad_sections(raw: dict[str, Any], broken: set[str]) -> HostConfig | None:
+    repaired = {k: v for k, v in raw.items() if k not in broken and k in HostConfig.model_fields}
+    repaired.setdefault("ssh", {"host": "unknown.invalid"})
+    try:
+        return HostConfig.model_validate(repaired)
+    except ValidationError:
+        return None
 
 
 def _file_checks(
