@@ -26,6 +26,7 @@ No pyinfra import, no network.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import sys
 import typing
@@ -47,9 +48,11 @@ from inventory.schema import (
     check_placements,
 )
 from tuning.backends.base import GpuInfo, rig_fingerprint
+from tuning.core.limits import MAX_GPU_POWER_W
 from tuning.core.yamlsafe import YamlDocument, YamlRefused, parse_yaml, read_text_file
 from tuning.errors import ConfigError, yaml_path
-from tuning.serving_checks import api_key_problem, is_placeholder_secret
+from tuning.profile import duplicate_uuid_problem
+from tuning.serving_checks import api_key_problem, gpu_id_problem, is_placeholder_secret
 
 #: Key names that hold a secret when their value is written inline.
 SECRET_KEY_RE = re.compile(
@@ -362,7 +365,14 @@ def _file_checks(
         if value is None:
             continue
         path = base_dir / Path(value).expanduser()
-        if not path.is_file():
+        special = (
+            _special_file_issue(f"{prefix}.{section}.{key}", value, path, base_dir)
+            if path.is_symlink() or (path.exists() and not path.is_file())
+            else []
+        )
+        if special:
+            issues += special
+        elif not path.is_file():
             issues.append(
                 Issue(
                     f"{prefix}.{section}.{key}",
@@ -379,6 +389,33 @@ def _file_checks(
                 f"{prefix}.{section}.{key}", value, path, api_key=key == "api_key_file", cfg=cfg
             )
     return issues
+
+
+def _special_file_issue(label: str, value: str, path: Path, base_dir: Path) -> list[Issue]:
+    """A referenced path that is a symlink, a directory, a FIFO or a device: a symlink to a
+    regular file inside the inventory's folder is fine; anything else gets its own sentence
+    (and never advice to chmod a target outside the inventory)."""
+    try:
+        target = path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return [Issue(label, f"{value} is a symlink to nothing (dangling); point it at a file")]
+    if target.parts[1:2] and target.parts[1] in ("proc", "sys", "dev"):
+        return [Issue(label, f"{value} points to {target}, a kernel interface; name a file")]
+    if target.is_dir():
+        return [Issue(label, f"{value} is a directory ({target}); name the file in it")]
+    if not target.is_file():
+        return [
+            Issue(label, f"{value} is not a regular file ({target}); name a file that holds it")
+        ]
+    if path.is_symlink() and not target.is_relative_to(base_dir):
+        return [
+            Issue(
+                label,
+                f"{value} is a symlink out of the inventory's folder (to {target}); copy the "
+                "file into the inventory tree (mode 0600 for a secret) and reference it there",
+            )
+        ]
+    return []
 
 
 #: Files that hold a secret: refused when group/other may read them.
@@ -441,14 +478,32 @@ def _profile_checks(label: str, cfg: HostConfig, path: Path) -> list[Issue]:
     listed = cfg.gpus != "discover"
     gpus = cfg.gpu_list
     caps: dict[int, float] = {}
+    duplicate = duplicate_uuid_problem([e.get("uuid") for e in entries if isinstance(e, dict)])
+    if duplicate:
+        issues.append(Issue(label, f"profile {path.name} {duplicate}"))
     for i, entry in enumerate(entries):
         where = f"{path.name} gpus[{i}]"
         if not isinstance(entry, dict) or "uuid" not in entry:
             issues.append(Issue(label, f"{where} has no uuid"))
             continue
+        problem = gpu_id_problem(entry["uuid"], strict=False)
+        if problem:
+            issues.append(Issue(label, f"{where}.uuid: {problem}"))
+            continue
         cap = entry.get("cap_w")
-        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int | float)):
-            issues.append(Issue(label, f"{where}.cap_w {cap!r} is not a number of watts"))
+        if cap is not None and (
+            isinstance(cap, bool)
+            or not isinstance(cap, int | float)
+            or not math.isfinite(cap)
+            or not 0 < cap <= MAX_GPU_POWER_W
+        ):
+            issues.append(
+                Issue(
+                    label,
+                    f"{where}.cap_w {cap!r} is not a number of watts (finite, above 0, at most "
+                    f"{MAX_GPU_POWER_W:g})",
+                )
+            )
             continue
         if not listed:
             continue

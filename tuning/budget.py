@@ -22,9 +22,18 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from inventory.fields import StrictModel
 from tuning.backends.base import Circuit, Gpu, Psu, Rig, normalize_bus_id
+from tuning.core.limits import (
+    MAX_BREAKER_A,
+    MAX_MAINS_V,
+    MAX_PSU_RATING_W,
+    MIN_MAINS_V,
+    MIN_PSU_EFFICIENCY,
+    psu_efficiency_hint,
+)
 from tuning.errors import ConfigError, did_you_mean, read_yaml_config, yaml_path
 
 if TYPE_CHECKING:
@@ -291,22 +300,40 @@ def round_up_w(power_w: float, step_w: int = 1) -> int:
 DEFAULT_BUDGET_PATH = Path("/etc/rigforge/budget.yaml")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Strict(StrictModel):
+    """Unknown keys, control characters, booleans as numbers and ``.inf``/``.nan`` refused."""
 
 
 class _PsuEntry(_Strict):
     name: str = Field(min_length=1)
-    rating_w: float = Field(gt=0)
+    rating_w: float = Field(gt=0, le=MAX_PSU_RATING_W)
     circuit: str | None = None
-    efficiency: float = Field(0.92, gt=0, le=1)
+    efficiency: float = Field(0.92, ge=MIN_PSU_EFFICIENCY, le=1)
     platform_w: float = Field(0.0, ge=0)
+
+    @field_validator("efficiency", mode="before")
+    @classmethod
+    def _efficiency_is_a_ratio(cls, value: Any) -> Any:
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        hint = psu_efficiency_hint(value) if number else None
+        if hint:
+            raise ValueError(hint)
+        return value
+
+    @model_validator(mode="after")
+    def _platform_fits(self) -> _PsuEntry:
+        if self.platform_w > self.rating_w:
+            raise ValueError(
+                f"platform_w {self.platform_w:g} W is above rating_w {self.rating_w:g} W: the "
+                "PSU could not even carry the platform; check both values (W, DC)"
+            )
+        return self
 
 
 class _CircuitEntry(_Strict):
     name: str = Field(min_length=1)
-    voltage_v: float = Field(gt=0)
-    breaker_a: float = Field(gt=0)
+    voltage_v: float = Field(ge=MIN_MAINS_V, le=MAX_MAINS_V)
+    breaker_a: float = Field(gt=0, le=MAX_BREAKER_A)
     continuous_ratio: float = Field(0.8, gt=0, le=1)
 
 
@@ -370,7 +397,10 @@ def parse_budget(document: Any, source: str) -> RigBudget:
     try:
         doc = _BudgetDocument.model_validate(document)
     except ValidationError as error:
-        lines = [f"{source}: {yaml_path(e['loc'])}: {e['msg']}" for e in error.errors()]
+        lines = [
+            f"{source}: {yaml_path(e['loc'])}: {str(e['msg']).removeprefix('Value error, ')}"
+            for e in error.errors()
+        ]
         raise ConfigError(
             f"{source}: {len(lines)} problem(s) in the power budget:\n" + "\n".join(lines)
         ) from None

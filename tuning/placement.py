@@ -63,8 +63,10 @@ from typing import Any
 
 from inventory.models import ModelsFile, ModelSpec
 from tuning.backends.base import GpuInfo, RigSnapshot, link_rank, nvlink_count
+from tuning.core.limits import MAX_GPU_POWER_W, MAX_TEMP_C, MIN_TEMP_C
 from tuning.errors import ConfigError, read_yaml_config
-from tuning.serving_checks import placement_problems
+from tuning.profile import duplicate_uuid_problem
+from tuning.serving_checks import gpu_id_problem, placement_problems
 from tuning.vram import estimate, gpu_memory_utilization, usable_mib
 
 #: Efficiency of the worst link inside a GPU set, per nvidia-smi ``topo -m`` class.
@@ -130,23 +132,40 @@ def load_profile_hints(path: str | Path) -> ProfileHints:
         entries = [{"uuid": key, **(value or {})} for key, value in entries.items()]
     if not isinstance(entries, list):
         raise ConfigError(f"{path}: a tuning profile needs a 'gpus:' list; rerun 'rigforge sweep'")
+    problem = duplicate_uuid_problem([e.get("uuid") for e in entries if isinstance(e, dict)])
+    if problem:
+        raise ConfigError(f"{path}: {problem}")
     hints: dict[str, GpuHint] = {}
     for position, entry in enumerate(entries):
         if not isinstance(entry, dict) or not entry.get("uuid"):
             raise ConfigError(f"{path}: gpus[{position}]: each entry needs a 'uuid'")
-        try:
-            hints[str(entry["uuid"])] = GpuHint(
-                cap_w=_opt_float(entry.get("cap_w")),
-                peak_temp_c=_opt_float(entry.get("peak_temp_c")),
-                throughput_rel=_opt_float(entry.get("throughput_rel")),
-            )
-        except (TypeError, ValueError) as error:
-            raise ConfigError(f"{path}: gpus[{position}]: {error}") from error
+        problem = gpu_id_problem(entry["uuid"], strict=False)
+        if problem:
+            raise ConfigError(f"{path}: gpus[{position}].uuid: {problem}")
+        values: dict[str, float | None] = {}
+        for key, low, high in (
+            ("cap_w", 0.0, MAX_GPU_POWER_W),
+            ("peak_temp_c", MIN_TEMP_C, MAX_TEMP_C),
+            ("throughput_rel", 0.0, 10.0),
+        ):
+            value = entry.get(key)
+            if value is not None and (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or not low < value <= high
+            ):
+                raise ConfigError(
+                    f"{path}: gpus[{position}].{key}: {value!r} is not a number in "
+                    f"({low:g}, {high:g}]; rerun 'rigforge sweep' or fix the value"
+                )
+            values[key] = None if value is None else float(value)
+        hints[str(entry["uuid"])] = GpuHint(
+            cap_w=values["cap_w"],
+            peak_temp_c=values["peak_temp_c"],
+            throughput_rel=values["throughput_rel"],
+        )
     return ProfileHints(gpus=hints, source=str(path))
-
-
-def _opt_float(value: Any) -> float | None:
-    return None if value is None else float(value)
 
 
 @dataclass(frozen=True)

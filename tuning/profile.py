@@ -30,21 +30,24 @@ Schema (``schema_version: 1``)::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
+from inventory.fields import GpuRef, StrictModel
 from tuning import __version__
+from tuning.core.limits import MAX_GPU_POWER_W
 from tuning.errors import ConfigError, read_yaml_config, yaml_path
 
 SCHEMA_VERSION = 1
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Model(StrictModel):
+    """Unknown keys, control characters, booleans as numbers and ``.inf``/``.nan`` refused."""
 
 
 class CurvePoint(_Model):
@@ -60,13 +63,13 @@ class CurvePoint(_Model):
 class ProfileGpu(_Model):
     """One GPU's chosen cap and the curve it was chosen from."""
 
-    uuid: str = Field(pattern=r"^GPU-")
+    uuid: GpuRef = Field(pattern=r"^GPU-")
     name: str
     pci_bus_id: str
-    cap_w: float = Field(gt=0)
-    stock_cap_w: float = Field(gt=0)
-    min_w: float = Field(gt=0)
-    max_w: float = Field(gt=0)
+    cap_w: float = Field(gt=0, le=MAX_GPU_POWER_W)
+    stock_cap_w: float = Field(gt=0, le=MAX_GPU_POWER_W)
+    min_w: float = Field(gt=0, le=MAX_GPU_POWER_W)
+    max_w: float = Field(gt=0, le=MAX_GPU_POWER_W)
     natural_draw_w: float = Field(ge=0)
     throughput_rel: float = Field(ge=0)
     tokens_per_joule: float = Field(ge=0)
@@ -107,9 +110,31 @@ class Profile(_Model):
     gpus: list[ProfileGpu] = Field(min_length=1)
     validation: Validation
 
+    @model_validator(mode="after")
+    def _each_gpu_once(self) -> Profile:
+        problem = duplicate_uuid_problem([g.uuid for g in self.gpus])
+        if problem:
+            raise ValueError(problem)
+        return self
+
     def caps_w(self) -> dict[str, float]:
         """The chosen cap per GPU UUID. Units: W."""
         return {gpu.uuid: gpu.cap_w for gpu in self.gpus}
+
+
+def duplicate_uuid_problem(uuids: Sequence[object]) -> str | None:
+    """``gpus[k].uuid`` repeating an earlier entry (YAML would let the second cap win), or
+    ``None``. UUIDs compare case-insensitively, as NVML does."""
+    seen: dict[str, int] = {}
+    for position, uuid in enumerate(uuids):
+        key = str(uuid).lower()
+        if key in seen:
+            return (
+                f"gpus[{position}].uuid: duplicate {uuid}: gpus[{seen[key]}] has it too; a "
+                "profile lists each GPU once (re-run rigforge sweep, or delete one entry)"
+            )
+        seen[key] = position
+    return None
 
 
 def profile_from_result(result: Any) -> Profile:

@@ -13,10 +13,8 @@ A new case is a new file; no code changes.
 from __future__ import annotations
 
 import re
-import socket
 from pathlib import Path
 
-import paramiko
 import pytest
 
 from inventory.loader import pyinfra_hosts
@@ -36,21 +34,6 @@ def _expectations(path: Path) -> dict[str, list[str]]:
         if match:
             found[match.group(1)].append(match.group(2))
     return found
-
-
-@pytest.fixture
-def no_connections(monkeypatch: pytest.MonkeyPatch) -> list[object]:
-    """Record (and refuse) every attempt to open a network connection or an SSH session."""
-    attempts: list[object] = []
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        attempts.append(args)
-        raise AssertionError(f"a connection was attempted: {args!r}")
-
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(paramiko.SSHClient, "connect", refuse)
-    return attempts
 
 
 def test_corpus_is_big_enough() -> None:

@@ -41,7 +41,8 @@ from tuning.errors import ConfigError, read_yaml_config, yaml_path
 PRESETS_FILE = Path(__file__).with_name("presets.yaml")
 WORKLOADS: tuple[str, ...] = ("decode", "prefill", "batched")
 WorkloadName = Literal["decode", "prefill", "batched"]
-_BUS_ID_RE = re.compile(r"^[0-9a-fA-F]{4,8}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
+#: Bus 00–ff, device 00–1f, function 0–7 (PCI Local Bus Spec 3.0); the domain is required here.
+_BUS_ID_RE = re.compile(r"^[0-9a-fA-F]{4,8}:[0-9a-fA-F]{2}:[01][0-9a-fA-F]\.[0-7]$")
 _UUID_RE = re.compile(r"^GPU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 

@@ -186,9 +186,10 @@ _BOMS = (
 )
 
 
-def decode_text(raw: bytes, source: str) -> str:
+def decode_text(raw: bytes, source: str, *, allow_control: bool = False) -> str:
     """Strict UTF-8 text of ``raw`` (a UTF-8 BOM is dropped); :class:`YamlRefused` for UTF-16/32,
-    invalid UTF-8 or control characters, naming the line."""
+    invalid UTF-8 or (unless ``allow_control``: captures carry terminal escapes their parsers
+    strip) control characters, naming the line."""
     for bom, name in _BOMS:
         if raw.startswith(bom):
             raise YamlRefused(
@@ -211,7 +212,7 @@ def decode_text(raw: bytes, source: str) -> str:
             line,
             column,
         ) from None
-    bad = _CONTROL.search(text)
+    bad = None if allow_control else _CONTROL.search(text)
     if bad:
         line = text.count("\n", 0, bad.start()) + 1
         column = bad.start() - (text.rfind("\n", 0, bad.start()) + 1) + 1
@@ -223,7 +224,7 @@ def decode_text(raw: bytes, source: str) -> str:
     return text
 
 
-def read_text_file(path: str | Path, what: str = "file") -> str:
+def read_text_file(path: str | Path, what: str = "file", *, allow_control: bool = False) -> str:
     """The UTF-8 text of a user file: a regular file only (not a FIFO, device, directory or a
     kernel interface under ``/proc``, ``/sys``, ``/dev`` — a symlink to ``/proc/self/mem`` is
     refused by where it points), at most :data:`MAX_BYTES`. Raises :class:`YamlRefused` with
@@ -273,7 +274,7 @@ def read_text_file(path: str | Path, what: str = "file") -> str:
         os.close(fd)
     if size > MAX_BYTES:
         raise YamlRefused(source, f"is larger than {MAX_BYTES} bytes; is this the right file?")
-    return decode_text(b"".join(chunks), source)
+    return decode_text(b"".join(chunks), source, allow_control=allow_control)
 
 
 # --------------------------------------------------------------------------------------------
