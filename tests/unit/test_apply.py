@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tuning import apply as apply_module
-from tuning.apply import (
+from tuning.apply import journal as apply_module
+from tuning.apply.journal import (
     Actuator,
     Journal,
     RigBusy,
@@ -248,7 +248,7 @@ def test_apply_during_another_process_run_is_refused(rig_file: str) -> None:
         [
             sys.executable,
             "-c",
-            "import sys, time; from tuning.apply import RigLock\n"
+            "import sys, time; from tuning.apply.journal import RigLock\n"
             f"with RigLock({rig_file!r}):\n"
             "    print('held', flush=True); sys.stdin.read()",
         ],

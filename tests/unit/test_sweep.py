@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tuning.apply import Actuator, Journal, SafetySession, journal_path, open_tuning_rig
+from tuning.apply.journal import Actuator, Journal, SafetySession, journal_path, open_tuning_rig
 from tuning.backends.sim import SimRig
 from tuning.budget import Policy
 from tuning.cli import cli

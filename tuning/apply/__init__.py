@@ -1,0 +1,1 @@
+"""Changing GPU settings safely: actuator, journal, run lock, safety session, applying caps."""
