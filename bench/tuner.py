@@ -26,7 +26,7 @@ from tuning.apply.actuator import Actuator
 from tuning.backends import open_rig
 from tuning.budget import Policy
 from tuning.sweep import Sweep, SweepConfig, SweepResult
-from tuning.workloads.openai import SimWorkload
+from tuning.workloads import SimWorkload
 
 RIGS = ("sim:reference", "sim:4x3090", "sim:8xl40s")
 WORKLOADS = ("decode", "prefill", "batched")

@@ -41,7 +41,7 @@ from tuning.budget import BudgetModel, Policy
 from tuning.errors import ConfigError
 from tuning.placement import Plan, load_profile_hints, plan
 from tuning.sweep import Sweep, SweepConfig, SweepResult
-from tuning.workloads.openai import Workload, make_workload
+from tuning.workloads import Workload, make_workload
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: The reference three-model scenario (relative to the working directory, else the checkout).

@@ -45,7 +45,7 @@ from tuning.telemetry import (
     fit_first_order,
     watchdog_limit_c,
 )
-from tuning.workloads.openai import Workload
+from tuning.workloads import Workload
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Synthetic GPU load for real rigs: one worker process per GPU, counted in reference tokens.
 
-Run by hand or by :class:`tuning.workloads.openai.SyntheticWorkload`::
+Run by hand or by :class:`tuning.workloads.synthetic.SyntheticWorkload`::
 
     CUDA_VISIBLE_DEVICES=GPU-… CUDA_DEVICE_ORDER=PCI_BUS_ID \\
         python -m tuning.synthetic --kind decode --device-uuid GPU-… [--report-every-s 0.5]

@@ -23,7 +23,7 @@ from tuning.apply.journal import journal_path, restore_journal
 from tuning.apply.session import SafetySession
 from tuning.errors import GpuLost, NoPermission
 from tuning.sweep import Sweep, SweepConfig
-from tuning.workloads.openai import SimWorkload
+from tuning.workloads import SimWorkload
 
 
 def persisted_caps(rig_file: str) -> dict[str, float]:

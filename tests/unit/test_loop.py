@@ -30,7 +30,7 @@ from tuning.loop import (
 )
 from tuning.placement import load_plan
 from tuning.profile import load_profile
-from tuning.workloads.openai import SimWorkload
+from tuning.workloads import SimWorkload
 
 #: Short sustained runs and heat-soak: long enough for sim:reference's middle cards to reach
 #: thermal slowdown at stock caps (the first within ~4 simulated minutes) and for the tuned

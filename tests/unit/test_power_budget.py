@@ -25,7 +25,7 @@ from tuning.budget import BudgetModel, RigBudget, load_budget_file, load_invento
 from tuning.commands import sweep as sweep_command
 from tuning.errors import ConfigError, SafetyAbort
 from tuning.sweep import Sweep, SweepConfig
-from tuning.workloads.openai import SimWorkload
+from tuning.workloads import SimWorkload
 
 RIG_YAML = """
 name: budget-test

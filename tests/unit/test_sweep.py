@@ -17,7 +17,7 @@ from tuning.budget import Policy
 from tuning.cli import cli
 from tuning.profile import load_profile
 from tuning.sweep import Sweep, SweepConfig, ThrottleEvent
-from tuning.workloads.openai import SimWorkload
+from tuning.workloads import SimWorkload
 
 # one PSU whose circuit cannot carry both cards at stock caps (2 × 350 W + platform)
 RIG_YAML = """

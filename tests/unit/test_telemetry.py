@@ -152,7 +152,7 @@ def test_sweep_watches_cards_that_report_only_a_target_temperature(
     from tuning.apply.actuator import open_tuning_rig
     from tuning.apply.session import SafetySession
     from tuning.sweep import Sweep, SweepConfig
-    from tuning.workloads.openai import SimWorkload
+    from tuning.workloads import SimWorkload
 
     monkeypatch.setenv("RIGFORGE_STATE_DIR", str(tmp_path / "state"))
     rig, actuator = open_tuning_rig("sim:4x3090")

@@ -12,7 +12,7 @@ from typing import ClassVar
 import pytest
 
 from tuning.errors import BackendUnavailable, ConfigError, WorkloadFailed
-from tuning.workloads.openai import (
+from tuning.workloads import (
     CmdWorkload,
     make_workload,
     parse_tps,
@@ -99,7 +99,7 @@ def test_openai_chat_endpoint_sends_messages(local_server: str) -> None:
 
 
 def test_synthetic_load_without_torch_or_cupy_names_the_alternatives(monkeypatch) -> None:
-    monkeypatch.setattr("tuning.workloads.openai.synthetic_backend", lambda: None)
+    monkeypatch.setattr("tuning.workloads.synthetic.synthetic_backend", lambda: None)
     with pytest.raises(BackendUnavailable, match=r"cmd:.*openai:"):
         make_workload("decode", rig=object())  # type: ignore[arg-type]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tuning.errors import WorkloadFailed
-from tuning.workloads.openai import CmdWorkload, make_workload
+from tuning.workloads import CmdWorkload, make_workload
 
 GPU = "GPU-00000000-0000-0000-0000-00000000000a"
 

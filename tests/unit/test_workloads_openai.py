@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tuning.errors import ConfigError, WorkloadFailed
-from tuning.workloads.openai import OpenAIWorkload, make_workload, parse_openai_spec
+from tuning.workloads import OpenAIWorkload, make_workload, parse_openai_spec
 
 GPU_A = "GPU-aaaaaaaa-0000-0000-0000-000000000000"
 GPU_B = "GPU-bbbbbbbb-0000-0000-0000-000000000000"

@@ -35,7 +35,7 @@ from tuning.loop import (
     default_models_path,
 )
 from tuning.serving import unit_name
-from tuning.workloads.openai import WORKLOAD_CLASSES
+from tuning.workloads import WORKLOAD_CLASSES
 
 
 def _console(stderr: bool) -> Console:

@@ -46,7 +46,7 @@ from tuning.report import (
     results_table,
 )
 from tuning.sweep import Sweep, SweepConfig, SweepResult
-from tuning.workloads.openai import make_workload
+from tuning.workloads import make_workload
 
 
 def _log(message: str) -> None:
