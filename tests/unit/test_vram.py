@@ -30,8 +30,10 @@ def test_kv_bytes_per_token_matches_hand_computation() -> None:
 def test_worked_example_70b_awq_tp2() -> None:
     """DeepSeek-R1-Distill-Llama-70B, AWQ 4-bit, 32 768 context × 4 sequences, vLLM TP=2.
 
-    Sizes from the model card / config.json (Llama-3-70B architecture): 70.6 B parameters,
-    80 layers, 64 attention heads, 8 KV heads, hidden 8192 → head_dim 128. Per GPU, by hand:
+    Sizes from the checkpoint's config.json (huggingface.co/casperhansen/
+    deepseek-r1-distill-llama-70b-awq, as inventory/examples/models-reference.yaml cites it):
+    80 layers, 64 attention heads, 8 KV heads, hidden 8192 → head_dim 128; 70.6 B parameters
+    (the model card). Per GPU, by hand:
 
     - weights: 70.6e9 × 0.5 B / 2 GPUs = 17.65e9 B = 16 832.4 MiB
     - KV cache: 80 layers × 4 KV heads (8 / TP 2) × 128 × 2 (K, V) × 2 B (fp16)
