@@ -5,19 +5,23 @@ The checks in ``tests/verify`` need a deployed host (the target tier gives them 
 expect is plain data derived from the inventory, so it is checked here, in the default tier,
 against values read off the YAML files by hand. The serving checks read only files, so they
 also run here against a scratch tree holding the rendered units — and must fail on a unit that
-puts a model on the wrong GPU or split.
+puts a model on the wrong GPU or split. The running-kernel checks read ``kernel.root``, so they
+run here with testinfra's local backend against a scratch sysfs/procfs tree.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from inventory.validate import load_inventory
 from tests.conftest import REPO_ROOT
 from tests.verify import expect
+from tests.verify import test_irqs as irq_checks
+from tests.verify import test_pcie as pcie_checks
 from tests.verify import test_serving as serving_checks
 from tests.verify.conftest import Expected
 from tuning.serving import render_serving_units
@@ -204,3 +208,78 @@ def test_every_verify_module_is_one_concern() -> None:
         assert not re.search(r"^\s*(from|import) deploys\b", text, re.M), (
             f"{path.name} imports deploy code; the suite derives what it expects from the inventory"
         )
+
+
+# -- the runtime checks against a scratch sysfs/procfs tree, read by real shell ----------------
+
+
+def _kernel_tree(root: Path, *, aspm: str, l1_aspm: str, irq_cpus: str) -> None:
+    """One NVIDIA GPU at 0000:41:00.0 with local CPUs 0-1 and IRQs 130, 131 (the layout of
+    a real sysfs: ``msi_irqs/`` holds one entry per IRQ; ``/proc/irq/N/smp_affinity_list``)."""
+    dev = root / "sys/bus/pci/devices/0000:41:00.0"
+    audio = root / "sys/bus/pci/devices/0000:41:00.1"  # the card's HDMI audio: not a GPU
+    files = {
+        dev / "vendor": "0x10de",
+        dev / "class": "0x030000",
+        dev / "local_cpulist": "0-1",
+        dev / "link/l1_aspm": l1_aspm,
+        dev / "link/l0s_aspm": "0",
+        dev / "msi_irqs/130": "msi",
+        dev / "msi_irqs/131": "msi",
+        audio / "vendor": "0x10de",
+        audio / "class": "0x040300",
+        audio / "local_cpulist": "0-1",
+        audio / "link/l1_aspm": "1",
+        root / "sys/module/pcie_aspm/parameters/policy": aspm,
+        root / "proc/irq/130/smp_affinity_list": "0-1",
+        root / "proc/irq/131/smp_affinity_list": irq_cpus,
+    }
+    for path, content in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content + "\n")
+
+
+def _rooted(root: Path) -> Expected:
+    expected = host_config("ci.yaml", "ci-target")
+    kernel = expected.config.kernel.model_copy(update={"root": str(root)})
+    return Expected(expected.name, expected.config.model_copy(update={"kernel": kernel}))
+
+
+@pytest.fixture
+def local_host():
+    import testinfra
+
+    return testinfra.get_host("local://")
+
+
+RUNTIME_CHECKS = (
+    pcie_checks.test_runtime_aspm_policy_is_performance,
+    pcie_checks.test_runtime_aspm_off_on_every_gpu_link,
+    irq_checks.test_runtime_gpu_irqs_on_local_cpus,
+)
+
+
+@pytest.mark.parametrize("check", RUNTIME_CHECKS, ids=lambda c: c.__name__)
+def test_runtime_checks_pass_on_a_deployed_kernel(tmp_path: Path, local_host, check) -> None:
+    _kernel_tree(
+        tmp_path, aspm="default [performance] powersave powersupersave", l1_aspm="0", irq_cpus="0,1"
+    )
+    check(local_host, _rooted(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("check", "tree", "message"),
+    [
+        (RUNTIME_CHECKS[0], {"aspm": "[default] performance powersave"}, "ASPM policy is default"),
+        (RUNTIME_CHECKS[1], {"l1_aspm": "1"}, "ASPM states still on"),
+        (RUNTIME_CHECKS[2], {"irq_cpus": "2-3"}, "IRQ 131 of 0000:41:00.0 runs on 2-3"),
+    ],
+    ids=["policy-default", "l1-on", "irq-elsewhere"],
+)
+def test_runtime_checks_fail_on_an_undeployed_kernel(
+    tmp_path: Path, local_host, check, tree: dict[str, str], message: str
+) -> None:
+    values = {"aspm": "performance", "l1_aspm": "0", "irq_cpus": "0-1", **tree}
+    _kernel_tree(tmp_path, **values)
+    with pytest.raises(AssertionError, match=message):
+        check(local_host, _rooted(tmp_path))
