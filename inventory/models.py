@@ -47,9 +47,9 @@ from pydantic import (
 )
 
 from inventory.fields import MAX_PORT, EngineArg, GpuRef, ServicePort, StrictModel, UnitText
+from tuning.core.checks import unit_name_collisions
 from tuning.core.yamlsafe import YamlRefused, read_text_file
 from tuning.errors import ConfigError, did_you_mean, parse_yaml_config, yaml_path
-from tuning.serving_checks import unit_name_collisions
 
 #: Engines the serving templates know how to start.
 ENGINES: tuple[str, ...] = ("vllm", "llama.cpp", "sglang")

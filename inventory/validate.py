@@ -47,12 +47,12 @@ from inventory.schema import (
     check_host,
     check_placements,
 )
-from tuning.backends.base import GpuInfo, rig_fingerprint
+from tuning.core.checks import api_key_problem, gpu_id_problem, is_placeholder_secret
 from tuning.core.limits import MAX_GPU_POWER_W
+from tuning.core.profile import duplicate_uuid_problem
+from tuning.core.rig import GpuInfo, rig_fingerprint
 from tuning.core.yamlsafe import YamlDocument, YamlRefused, parse_yaml, read_text_file
 from tuning.errors import ConfigError, yaml_path
-from tuning.profile import duplicate_uuid_problem
-from tuning.serving_checks import api_key_problem, gpu_id_problem, is_placeholder_secret
 
 #: Key names that hold a secret when their value is written inline.
 SECRET_KEY_RE = re.compile(

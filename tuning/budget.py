@@ -2,10 +2,9 @@
 
 Load model (every figure is a *cap*, the most a GPU may draw, not a measured draw):
 
-* PSU load ratio = (platform DC draw + Σ caps of the GPUs it feeds) / PSU DC rating;
-* circuit load ratio = Σ over its PSUs of wall_w(platform + Σ caps) / circuit continuous
-  budget, where ``wall_w`` divides by the PSU's efficiency and the circuit budget is
-  breaker × voltage × continuous ratio (80 %, NEC 210.19/210.20).
+the one budget model, :class:`tuning.core.power.BudgetModel` (PSU DC load = platform + Σ caps
+of the GPUs it feeds, over its rating; circuit wall load = Σ DC load / efficiency of its PSUs,
+over voltage × breaker × continuous ratio). It is re-exported here.
 
 :func:`allocate` picks one option (cap, throughput, power) per GPU so that every ratio stays
 ≤ ``1 − headroom`` (transient headroom: GPUs overshoot their cap for milliseconds) and the
@@ -22,64 +21,16 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError
 
 from inventory.fields import StrictModel
-from tuning.backends.base import Circuit, Gpu, Psu, Rig, normalize_bus_id
-from tuning.core.limits import (
-    MAX_BREAKER_A,
-    MAX_MAINS_V,
-    MAX_PSU_RATING_W,
-    MIN_MAINS_V,
-    MIN_PSU_EFFICIENCY,
-    psu_efficiency_hint,
-)
+from tuning.backends.base import Gpu
+from tuning.core.bus import normalize_bus_id
+from tuning.core.power import BudgetModel, Circuit, Psu
 from tuning.errors import ConfigError, did_you_mean, read_yaml_config, yaml_path
 
 if TYPE_CHECKING:
     from inventory.schema import HostConfig
-
-
-@dataclass(frozen=True)
-class BudgetModel:
-    """The PSUs and circuits of a rig and which PSU feeds each GPU (by UUID)."""
-
-    psus: tuple[Psu, ...] = ()
-    circuits: tuple[Circuit, ...] = ()
-    gpu_psu: Mapping[str, str | None] = field(default_factory=dict)
-
-    @classmethod
-    def from_rig(cls, rig: Rig) -> BudgetModel:
-        return cls(
-            psus=tuple(rig.psus()),
-            circuits=tuple(rig.circuits()),
-            gpu_psu={gpu.uuid: rig.psu_of(gpu.uuid) for gpu in rig.gpus},
-        )
-
-    def psu_dc_w(self, caps_w: Mapping[str, float]) -> dict[str, float]:
-        """DC load per PSU (platform + caps of its GPUs). Units: W."""
-        loads = {psu.name: psu.platform_w for psu in self.psus}
-        for uuid, cap in caps_w.items():
-            name = self.gpu_psu.get(uuid)
-            if name in loads:
-                loads[name] += cap
-        return loads
-
-    def load_ratios(self, caps_w: Mapping[str, float]) -> dict[str, float]:
-        """``{"psu:NAME": ratio, "circuit:NAME": ratio}`` for the given per-GPU watts."""
-        dc = self.psu_dc_w(caps_w)
-        ratios = {f"psu:{psu.name}": dc[psu.name] / psu.rating_w for psu in self.psus}
-        for circuit in self.circuits:
-            wall = sum(psu.wall_w(dc[psu.name]) for psu in self.psus if psu.circuit == circuit.name)
-            ratios[f"circuit:{circuit.name}"] = wall / circuit.budget_w
-        return ratios
-
-    def max_ratio(self, caps_w: Mapping[str, float]) -> float:
-        """The highest load ratio over all PSUs and circuits (0 when none are described)."""
-        return max(self.load_ratios(caps_w).values(), default=0.0)
-
-    def fits(self, caps_w: Mapping[str, float], limit_ratio: float = 1.0) -> bool:
-        return self.max_ratio(caps_w) <= limit_ratio + 1e-9
 
 
 # --------------------------------------------------------------------------------------------
@@ -304,42 +255,9 @@ class _Strict(StrictModel):
     """Unknown keys, control characters, booleans as numbers and ``.inf``/``.nan`` refused."""
 
 
-class _PsuEntry(_Strict):
-    name: str = Field(min_length=1)
-    rating_w: float = Field(gt=0, le=MAX_PSU_RATING_W)
-    circuit: str | None = None
-    efficiency: float = Field(0.92, ge=MIN_PSU_EFFICIENCY, le=1)
-    platform_w: float = Field(0.0, ge=0)
-
-    @field_validator("efficiency", mode="before")
-    @classmethod
-    def _efficiency_is_a_ratio(cls, value: Any) -> Any:
-        number = isinstance(value, int | float) and not isinstance(value, bool)
-        hint = psu_efficiency_hint(value) if number else None
-        if hint:
-            raise ValueError(hint)
-        return value
-
-    @model_validator(mode="after")
-    def _platform_fits(self) -> _PsuEntry:
-        if self.platform_w > self.rating_w:
-            raise ValueError(
-                f"platform_w {self.platform_w:g} W is above rating_w {self.rating_w:g} W: the "
-                "PSU could not even carry the platform; check both values (W, DC)"
-            )
-        return self
-
-
-class _CircuitEntry(_Strict):
-    name: str = Field(min_length=1)
-    voltage_v: float = Field(ge=MIN_MAINS_V, le=MAX_MAINS_V)
-    breaker_a: float = Field(gt=0, le=MAX_BREAKER_A)
-    continuous_ratio: float = Field(0.8, gt=0, le=1)
-
-
 class _BudgetDocument(_Strict):
-    psus: list[_PsuEntry] = Field(min_length=1)
-    circuits: list[_CircuitEntry] = Field(default_factory=list)
+    psus: list[Psu] = Field(min_length=1)
+    circuits: list[Circuit] = Field(default_factory=list)
     gpus: dict[str, str] = Field(default_factory=dict)
 
 
@@ -430,14 +348,8 @@ def parse_budget(document: Any, source: str) -> RigBudget:
             + "\n".join(f"{source}: {p}" for p in problems)
         )
     return RigBudget(
-        psus=tuple(
-            # a PSU on no described circuit: only its own rating binds ("" matches no circuit)
-            Psu(p.name, p.rating_w, p.circuit or "", p.efficiency, p.platform_w)
-            for p in doc.psus
-        ),
-        circuits=tuple(
-            Circuit(c.name, c.voltage_v, c.breaker_a, c.continuous_ratio) for c in doc.circuits
-        ),
+        psus=tuple(doc.psus),
+        circuits=tuple(doc.circuits),
         gpu_psu=dict(doc.gpus),
         source=source,
     )

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from tuning.backends.sim_config import parse_cpu_list as rig_cpu_list
-from tuning.captures._values import parse_cpu_list
 from tuning.captures.folder import load_captures
+from tuning.captures.values import parse_cpu_list
 
 PREFIXED = """\
 Card: 01:00.0 VGA compatible controller: NVIDIA Corporation GA102 [GeForce RTX 3090] (rev a1)

@@ -17,24 +17,19 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError
 
 from inventory.fields import StrictModel, without_bad_keys
-from tuning.backends.base import LINK_ORDER, link_rank
 from tuning.core.limits import (
-    MAX_BREAKER_A,
     MAX_CPU_ID,
     MAX_GPU_MEMORY_MIB,
     MAX_GPU_POWER_W,
-    MAX_MAINS_V,
     MAX_NUMA_NODE,
-    MAX_PSU_RATING_W,
     MAX_TEMP_C,
-    MIN_MAINS_V,
-    MIN_PSU_EFFICIENCY,
     MIN_TEMP_C,
-    psu_efficiency_hint,
 )
+from tuning.core.pcie import LINK_ORDER, link_rank
+from tuning.core.power import Circuit, Psu
 from tuning.core.yamlsafe import YamlDocument
 from tuning.errors import ConfigError, read_yaml_config, yaml_path
 
@@ -184,39 +179,6 @@ class ModelSpec(_Strict):
     batch: int = Field(default=16, gt=0)
 
 
-class CircuitSpec(_Strict):
-    name: str
-    voltage_v: float = Field(ge=MIN_MAINS_V, le=MAX_MAINS_V)
-    breaker_a: float = Field(gt=0, le=MAX_BREAKER_A)
-    continuous_ratio: float = Field(default=0.8, gt=0, le=1)
-
-
-class PsuSpec(_Strict):
-    name: str
-    rating_w: float = Field(gt=0, le=MAX_PSU_RATING_W)
-    circuit: str
-    efficiency: float = Field(default=0.92, ge=MIN_PSU_EFFICIENCY, le=1)
-    platform_w: float = Field(default=0.0, ge=0)
-
-    @field_validator("efficiency", mode="before")
-    @classmethod
-    def _efficiency_is_a_ratio(cls, value: Any) -> Any:
-        number = isinstance(value, int | float) and not isinstance(value, bool)
-        hint = psu_efficiency_hint(value) if number else None
-        if hint:
-            raise ValueError(hint)
-        return value
-
-    @model_validator(mode="after")
-    def _platform_fits(self) -> PsuSpec:
-        if self.platform_w > self.rating_w:
-            raise ValueError(
-                f"platform_w {self.platform_w:g} W is above rating_w {self.rating_w:g} W: the "
-                "PSU could not even carry the platform; check both values (W, DC)"
-            )
-        return self
-
-
 class GpuSpec(_Strict):
     """One GPU in the rig. ``pcie``: the negotiated link under load when below the preset's
     maximum (a riser); ``r_c_per_w``/``tau_s`` override the preset's cooling."""
@@ -268,8 +230,8 @@ class RigSpec(_Strict):
     rack: RackSpec = Field(default_factory=RackSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
     noise: NoiseSpec = Field(default_factory=NoiseSpec)
-    circuits: list[CircuitSpec] = Field(default_factory=list)
-    psus: list[PsuSpec] = Field(default_factory=list)
+    circuits: list[Circuit] = Field(default_factory=list)
+    psus: list[Psu] = Field(default_factory=list)
     gpus: list[GpuSpec] = Field(min_length=1)
     topology: TopologySpec = Field(default_factory=TopologySpec)
     presets: dict[str, PresetSpec] = Field(default_factory=dict)
@@ -424,7 +386,11 @@ def load_rig_spec(
     problems += _duplicates(circuit_names, "circuits", "name")
     problems += _duplicates(psu_names, "psus", "name")
     for i, psu in enumerate(spec.psus):
-        if psu.circuit not in circuit_names:
+        if psu.circuit is None:
+            problems.append(
+                (f"psus[{i}].circuit", "is required in a rig file; name one of circuits")
+            )
+        elif psu.circuit not in circuit_names:
             problems.append((f"psus[{i}].circuit", _unknown("circuit", psu.circuit, circuit_names)))
 
     problems += _duplicates([g.slot for g in spec.gpus], "gpus", "slot")

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 
 from tuning.backends.base import PcieLink, normalize_bus_id
-from tuning.captures._values import clean_text, gts_to_gen
+from tuning.captures.values import clean_text, gts_to_gen
 
 #: A device header line, optionally behind a label a grep or a script added (``Card: 01:00.0
 #: VGA compatible controller: …``, ``lspci.txt:01:00.0 …`` from ``grep -H``): the label has no

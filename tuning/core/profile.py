@@ -1,0 +1,178 @@
+"""The tuning profile: the YAML file a sweep writes and ``rigforge apply`` / the deploy read.
+
+The one typed profile loader (:func:`load_profile`, :func:`parse_profile`): the placement,
+the plan command, the serving renderer, the GPU-settings deploy and the inventory validator
+all read profiles through it.
+
+Schema (``schema_version: 1``)::
+
+    schema_version: 1
+    tool_version: 0.1.0
+    created_at: 2025-01-01T00:00:00+00:00      # UTC, ISO 8601
+    rig: {name, spec, fingerprint}             # fingerprint = RigSnapshot.fingerprint()
+    workload: decode
+    policy: efficiency                          # or throughput
+    floor: 0.95
+    floor_relaxed: false                        # the floor did not fit the power budget:
+                                                # caps maximise throughput instead
+    seed: 0
+    gpus:
+      - uuid: GPU-…                             # what the deploy keys on
+        name, pci_bus_id
+        cap_w: 205                              # the chosen power limit (W)
+        stock_cap_w, min_w, max_w, natural_draw_w
+        throughput_rel: 0.999                   # heat-soak tokens/s ÷ uncapped tokens/s
+        tokens_per_joule: 0.13
+        peak_temp_c: 71
+        probes: 4
+        flagged: false                          # still throttled after every soak round
+        curve: [{cap_w, throughput_tps, power_w, tokens_per_joule, temp_c}, …]
+    validation: {passed, sim_seconds, throttle_events, peak_temp_c: {uuid: °C}, max_psu_load_ratio}
+
+:func:`load_profile` validates with pydantic and reports every problem with its YAML path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from tuning import __version__
+from tuning.core.checks import gpu_id_problem
+from tuning.core.limits import MAX_GPU_POWER_W
+from tuning.core.strict import StrictModel
+from tuning.errors import ConfigError, read_yaml_config, yaml_path
+
+SCHEMA_VERSION = 1
+
+
+class _Model(StrictModel):
+    """Unknown keys, control characters, booleans as numbers and ``.inf``/``.nan`` refused."""
+
+
+class CurvePoint(_Model):
+    """One probe: at ``cap_w`` the GPU gave ``throughput_tps`` drawing ``power_w``."""
+
+    cap_w: float
+    throughput_tps: float = Field(ge=0)
+    power_w: float = Field(ge=0)
+    tokens_per_joule: float = Field(ge=0)
+    temp_c: float | None = None
+
+
+class ProfileGpu(_Model):
+    """One GPU's chosen cap and the curve it was chosen from."""
+
+    uuid: str = Field(pattern=r"^GPU-")
+    name: str
+    pci_bus_id: str
+    cap_w: float = Field(gt=0, le=MAX_GPU_POWER_W)
+    stock_cap_w: float = Field(gt=0, le=MAX_GPU_POWER_W)
+    min_w: float = Field(gt=0, le=MAX_GPU_POWER_W)
+    max_w: float = Field(gt=0, le=MAX_GPU_POWER_W)
+    natural_draw_w: float = Field(ge=0)
+    throughput_rel: float = Field(ge=0)
+    tokens_per_joule: float = Field(ge=0)
+    peak_temp_c: float | None = None
+    probes: int = Field(ge=0)
+    flagged: bool = False
+    curve: list[CurvePoint] = Field(default_factory=list)
+
+    @field_validator("uuid")
+    @classmethod
+    def _uuid_is_an_id(cls, value: str) -> str:
+        # It reaches the GPU-settings script and the serving units.
+        problem = gpu_id_problem(value, strict=False)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
+class ProfileRig(_Model):
+    name: str
+    spec: str
+    fingerprint: str = Field(pattern=r"^sha256:[0-9a-f]{16}$")
+
+
+class Validation(_Model):
+    """The final heat-soak's verdict."""
+
+    passed: bool
+    sim_seconds: float = Field(ge=0)
+    throttle_events: int = Field(ge=0)
+    peak_temp_c: dict[str, float] = Field(default_factory=dict)
+    max_psu_load_ratio: float = Field(ge=0)
+
+
+class Profile(_Model):
+    """A tuning profile (see the module docstring)."""
+
+    schema_version: int = SCHEMA_VERSION
+    tool_version: str = __version__
+    created_at: str
+    rig: ProfileRig
+    workload: str
+    policy: str = Field(pattern=r"^(efficiency|throughput)$")
+    floor: float = Field(gt=0, le=1)
+    floor_relaxed: bool = False
+    seed: int | None = None
+    gpus: list[ProfileGpu] = Field(min_length=1)
+    validation: Validation
+
+    @model_validator(mode="after")
+    def _each_gpu_once(self) -> Profile:
+        problem = duplicate_uuid_problem([g.uuid for g in self.gpus])
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    def caps_w(self) -> dict[str, float]:
+        """The chosen cap per GPU UUID. Units: W."""
+        return {gpu.uuid: gpu.cap_w for gpu in self.gpus}
+
+
+def duplicate_uuid_problem(uuids: Sequence[object]) -> str | None:
+    """``gpus[k].uuid`` repeating an earlier entry (YAML would let the second cap win), or
+    ``None``. UUIDs compare case-insensitively, as NVML does."""
+    seen: dict[str, int] = {}
+    for position, uuid in enumerate(uuids):
+        key = str(uuid).lower()
+        if key in seen:
+            return (
+                f"gpus[{position}].uuid: duplicate {uuid}: gpus[{seen[key]}] has it too; a "
+                "profile lists each GPU once (re-run rigforge sweep, or delete one entry)"
+            )
+        seen[key] = position
+    return None
+
+
+def parse_profile(data: Any, source: str = "<profile>") -> Profile:
+    """Validate a parsed profile document; :class:`ConfigError` lists every problem by path."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: (top level): expected a mapping, got {type(data).__name__}")
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ConfigError(
+            f"{source}: schema_version: expected {SCHEMA_VERSION}, got {version!r}; "
+            "re-run 'rigforge sweep' to write a current profile"
+        )
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as error:
+        lines = [
+            f"{source}: {yaml_path(e['loc'])}: {str(e['msg']).removeprefix('Value error, ')}"
+            for e in error.errors()
+        ]
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_profile(path: Path | str) -> Profile:
+    """Read and validate a profile file (a directory means ``DIR/profile.yaml``)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "profile.yaml"
+    data = read_yaml_config(path, "profile").data
+    return parse_profile(data, str(path))
