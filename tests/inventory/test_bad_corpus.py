@@ -59,4 +59,7 @@ def test_bad_inventory_is_rejected_with_its_path(path: Path, no_connections: lis
         assert text in message, f"{text!r} not in:\n{message}"
     for line_no in expected["expect-line"]:
         assert f"{path.name}:{line_no}:" in message, message
+    for target in re.findall(r"chmod \d+ (/\S+)", message):
+        # Advice to chmod is only ever about a file inside the inventory's tree.
+        assert Path(target).resolve().is_relative_to(BAD.resolve()), message
     assert no_connections == []

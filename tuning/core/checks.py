@@ -255,9 +255,14 @@ def api_key_problem(text: str) -> str | None:
 def is_placeholder_secret(text: str) -> bool:
     """Whether a secret file holds a documented placeholder, not a secret.
 
-    Placeholders start with ``REPLACE-ME`` or contain the word ``placeholder`` (the committed
-    example files do). git does not keep mode 0600, so the validator lets these through at any
-    mode; an opened endpoint still refuses a placeholder API key.
+    Placeholders are one line that starts with ``REPLACE-ME`` or contains the word
+    ``placeholder`` (the committed example files do) and holds nothing token-shaped; a file
+    with more than that line is a secret. git does not keep mode 0600, so the validator lets
+    placeholders through at any mode; an opened endpoint still refuses a placeholder API key.
     """
-    first = text.strip()
-    return first.upper().startswith("REPLACE-ME") or "placeholder" in first.lower()
+    whole = text.strip()
+    if "\n" in whole or "\r" in whole:
+        return False  # the WHOLE content must be the placeholder: no second line with a key
+    if any(SECRET_VALUE_RE.match(word) for word in re.split(r"[\s:=,;]+", whole)):
+        return False  # "placeholder hf_…" still carries a token
+    return whole.upper().startswith("REPLACE-ME") or "placeholder" in whole.lower()
