@@ -7,7 +7,7 @@ On a simulated rig (``sim:NAME`` or a rig YAML file; never ``nvml``):
 2. **stock**: a fresh rig (same seed) at every GPU's default power limit runs the workload on
    every GPU for ``sustained_s`` (30 simulated minutes) — :func:`sustained_run`;
 3. **sweep**: :class:`~tuning.sweep.Sweep` (adaptive search, the policy, heat-soak) inside a
-   :class:`~tuning.apply.SafetySession`, writing ``OUT/profile.yaml``, ``OUT/curves.png``,
+   :class:`~tuning.apply.session.SafetySession`, writing ``OUT/profile.yaml``, ``OUT/curves.png``,
    ``OUT/heat_soak.png``;
 4. **tuned**: the same sustained run on a fresh rig at the profile's caps;
 5. **plan**: :func:`tuning.placement.plan` of the models file with the profile's hints →
@@ -605,7 +605,9 @@ def inspect_under_load(
 
 def _run_sweep(cfg: LoopConfig, observer: LoopObserver) -> SweepResult:
     """The sweep exactly as ``rigforge sweep`` runs it: journaled, restored, resumable."""
-    from tuning.apply import SafetySession, open_tuning_rig, recover_stale_journals
+    from tuning.apply.actuator import open_tuning_rig
+    from tuning.apply.journal import recover_stale_journals
+    from tuning.apply.session import SafetySession
 
     recover_stale_journals(observer.log, keep_spec=cfg.rig_spec)
     rig, actuator = open_tuning_rig(cfg.rig_spec, seed=cfg.seed)

@@ -17,7 +17,8 @@ from click.testing import CliRunner
 
 from tuning import backends
 from tuning import budget as budget_module
-from tuning.apply import SafetySession, open_tuning_rig
+from tuning.apply.actuator import open_tuning_rig
+from tuning.apply.session import SafetySession
 from tuning.backends.base import GpuSample, Psu
 from tuning.backends.nvml import NvmlRig
 from tuning.budget import BudgetModel, RigBudget, load_budget_file, load_inventory_budget

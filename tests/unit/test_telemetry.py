@@ -151,7 +151,8 @@ def test_watchdog_stops_when_a_loaded_gpu_reports_no_temperature() -> None:
 def test_sweep_watches_cards_that_report_only_a_target_temperature(
     tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tuning.apply import SafetySession, open_tuning_rig
+    from tuning.apply.actuator import open_tuning_rig
+    from tuning.apply.session import SafetySession
     from tuning.sweep import Sweep, SweepConfig
     from tuning.workloads import SimWorkload
 

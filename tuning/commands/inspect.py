@@ -15,7 +15,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from tuning.apply import open_tuning_rig
+from tuning.apply.actuator import open_tuning_rig
 from tuning.backends import DEFAULT_RIG
 from tuning.backends.base import GpuInfo, LinkStatus, PcieLink, RigSnapshot
 from tuning.captures.folder import load_captures
