@@ -644,7 +644,7 @@ def run_loop(cfg: LoopConfig, observer: LoopObserver | None = None) -> LoopResul
     """Run stages 1–6 (see the module docstring) and return what they measured and wrote."""
     from inventory.models import load_models
     from tuning.profile import dump_profile, profile_from_result
-    from tuning.report import plot_curves, plot_heat_soak
+    from tuning.report import PlotsUnavailable, plot_curves, plot_heat_soak
 
     cfg.check()
     obs = observer or LoopObserver()
@@ -679,8 +679,11 @@ def run_loop(cfg: LoopConfig, observer: LoopObserver | None = None) -> LoopResul
     dump_profile(profile_from_result(result), profile_path)
     curves = soak = None
     if cfg.plots:
-        curves = plot_curves(result, out / "curves.png")
-        soak = plot_heat_soak(result, out / "heat_soak.png")
+        try:
+            curves = plot_curves(result, out / "curves.png")
+            soak = plot_heat_soak(result, out / "heat_soak.png")
+        except PlotsUnavailable as error:  # a core install has no matplotlib: skip, say so
+            obs.log(f"no plots: {error}")
 
     obs.stage(4, STAGES[3])
     tuned = run("tuned", {g.uuid: g.cap_w for g in result.gpus})

@@ -11,8 +11,8 @@ from typing import Any
 
 from pyinfra.api import FactBase
 
-from deploys.facts._shell import root_prefix
 from deploys.facts.pcie import NVIDIA_VENDOR
+from deploys.facts.shell import root_prefix
 
 
 class IrqAffinity(FactBase):

@@ -10,7 +10,7 @@ from typing import Any
 
 from pyinfra.api import FactBase
 
-from deploys.facts._shell import root_prefix
+from deploys.facts.shell import root_prefix
 
 
 class KernelCmdline(FactBase):

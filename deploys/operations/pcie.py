@@ -12,8 +12,8 @@ import shlex
 from pyinfra import host
 from pyinfra.api import OperationValueError, operation
 
-from deploys.facts._shell import root_prefix
 from deploys.facts.pcie import AspmPolicy, PciLinks
+from deploys.facts.shell import root_prefix
 
 
 @operation()
