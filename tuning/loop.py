@@ -18,10 +18,10 @@ On a simulated rig (``sim:NAME`` or a rig YAML file; never ``nvml``):
 
 A sustained run measures, per GPU: throughput = Δtokens / Δt (tokens/s), draw = Δenergy / Δt
 (W, from the GPU's energy counter), tokens/J = Δtokens / Δenergy, the peak temperature, and
-throttling — a *sample* is a 1 s reading showing any of
-:data:`~tuning.backends.base.THROTTLE_REASONS`, an *event* is a run of consecutive throttled
-samples on one GPU (one onset). Per circuit: wall draw (AC W) sampled each second, its mean
-and peak against the circuit's continuous budget (breaker × voltage × continuous ratio).
+throttling — throttled samples (1 s readings) and throttle events (transitions into a
+throttled state), as :mod:`tuning.sustained` defines them for the sweep's heat-soak too.
+Per circuit: wall draw (AC W) sampled each second, its mean and peak against the circuit's
+continuous budget (breaker × voltage × continuous ratio).
 """
 
 from __future__ import annotations
@@ -36,10 +36,11 @@ from typing import Any
 import yaml
 
 from tuning.backends import DEFAULT_RIG, open_rig
-from tuning.backends.base import THROTTLE_REASONS, Rig, RigSnapshot
+from tuning.backends.base import Rig, RigSnapshot
 from tuning.budget import BudgetModel, Policy
 from tuning.errors import ConfigError
 from tuning.placement import Plan, load_profile_hints, plan
+from tuning.sustained import SustainedSampler
 from tuning.sweep import Sweep, SweepConfig, SweepResult
 from tuning.workloads import Workload, make_workload
 
@@ -283,14 +284,12 @@ def sustained_run(
         gpu.set_power_limit_w(float(caps_w[gpu.uuid]))
     budget = BudgetModel.from_rig(rig)
     clock = rig.clock
-    started = clock.now_s()
     tokens0 = {u: workload.tokens_total(u) for u in uuids}
     energy0 = {g.uuid: g.total_energy_j() for g in gpus}
-    peak: dict[str, float | None] = dict.fromkeys(uuids)
-    samples = dict.fromkeys(uuids, 0)
-    events = dict.fromkeys(uuids, 0)
-    throttled_now = dict.fromkeys(uuids, False)
-    reasons: dict[str, set[str]] = {u: set() for u in uuids}
+    sampler = SustainedSampler(
+        gpus, clock, caps_w=caps_w, duration_s=duration_s, period_s=sample_period_s
+    )
+    started = sampler.started_s
     draw_sum = dict.fromkeys(uuids, 0.0)
     wall_sum = [0.0] * len(budget.circuits)
     wall_peak = [0.0] * len(budget.circuits)
@@ -299,26 +298,13 @@ def sustained_run(
     try:
         for uuid in uuids:
             workload.start(uuid)
-        while clock.now_s() - started < duration_s - 1e-9:
-            clock.sleep(min(sample_period_s, duration_s - (clock.now_s() - started)))
-            now = clock.now_s()
+        while sampler.running:
+            now, samples, _ = sampler.step()
             n += 1
             draws: dict[str, float] = {}
-            for gpu in gpus:
-                uuid = gpu.uuid
-                sample = gpu.sample(now)
+            for uuid, sample in samples.items():
                 draws[uuid] = sample.power_draw_w or 0.0
                 draw_sum[uuid] += draws[uuid]
-                if sample.temp_c is not None:
-                    prior = peak[uuid]
-                    peak[uuid] = sample.temp_c if prior is None else max(prior, sample.temp_c)
-                hit = sample.clock_event_reasons & THROTTLE_REASONS
-                if hit:
-                    samples[uuid] += 1
-                    reasons[uuid] |= {str(r) for r in hit}
-                    if not throttled_now[uuid]:
-                        events[uuid] += 1
-                throttled_now[uuid] = bool(hit)
             for k, wall_w in enumerate(_circuit_walls_w(rig, budget, draws)):
                 wall_sum[k] += wall_w
                 wall_peak[k] = max(wall_peak[k], wall_w)
@@ -329,6 +315,7 @@ def sustained_run(
         for uuid in uuids:
             workload.stop(uuid)
     elapsed = clock.now_s() - started
+    seen = sampler.gpu
     runs = []
     for gpu in gpus:
         uuid = gpu.uuid
@@ -348,10 +335,10 @@ def sustained_run(
                 throughput_tps=tokens / elapsed if elapsed > 0 else 0.0,
                 power_w=joules / elapsed if elapsed > 0 else 0.0,
                 tokens_per_joule=tokens / joules if joules > 0 else 0.0,
-                peak_temp_c=peak[uuid],
-                throttle_samples=samples[uuid],
-                throttle_events=events[uuid],
-                throttle_reasons=tuple(sorted(reasons[uuid])),
+                peak_temp_c=seen[uuid].peak_temp_c,
+                throttle_samples=seen[uuid].throttle_samples,
+                throttle_events=len(seen[uuid].events),
+                throttle_reasons=tuple(sorted(seen[uuid].throttle_reasons)),
             )
         )
     at_caps = budget.load_ratios({r.uuid: r.cap_w for r in runs})

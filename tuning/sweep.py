@@ -11,8 +11,9 @@ Phases (all times on the rig's clock — virtual on a simulated rig):
    computed from the trace, not asserted. A probe lasts until its window is steady.
 3. **Allocate**: :func:`tuning.budget.allocate` picks one measured point per GPU.
 4. **Heat-soak**: the chosen caps run ``heat_soak_s`` (30 min) of sustained load on every GPU
-   at once. Any throttle reason (SW/HW thermal, HW slowdown, power brake) rejects the config
-   (the round stops at the first event). Each GPU's temperature transient is fitted with a
+   at once (:class:`~tuning.sustained.SustainedSampler`). Any throttle event (SW/HW thermal,
+   HW slowdown, power brake; :mod:`tuning.sustained`) rejects the config (the round stops at
+   the first). Each GPU's temperature transient is fitted with a
    first-order exponential (:func:`~tuning.telemetry.fit_first_order`); every card whose
    predicted asymptote is over its SW thermal target − 1.5 °C gets its cap cut by the watts
    that move the asymptote there (resistance estimated from the same fit), and the soak
@@ -32,10 +33,11 @@ import numpy as np
 
 from tuning.apply.actuator import Actuator
 from tuning.apply.session import SafetySession
-from tuning.backends.base import THROTTLE_REASONS, GpuSample, PowerConstraints, Rig
+from tuning.backends.base import GpuSample, PowerConstraints, Rig
 from tuning.budget import Allocation, BudgetModel, CapOption, InfeasibleBudget, Policy, allocate
 from tuning.errors import SafetyAbort
 from tuning.search import CapSearch, make_search
+from tuning.sustained import SustainedSampler, ThrottleEvent
 from tuning.telemetry import (
     CapTrace,
     ProbeMeasurement,
@@ -89,17 +91,6 @@ class SweepConfig:
             "step_w": self.step_w,
             "seed": self.seed,
         }
-
-
-@dataclass(frozen=True)
-class ThrottleEvent:
-    """A throttle reason seen during a heat-soak: when, which GPU, which reasons, at what cap."""
-
-    time_s: float
-    uuid: str
-    reasons: tuple[str, ...]
-    cap_w: float
-    temp_c: float | None
 
 
 @dataclass(frozen=True)
@@ -626,10 +617,15 @@ class Sweep:
         self._apply_caps(caps)
         for uuid in self.uuids:
             self.workload.start(uuid)
-        started = self.clock.now_s()
+        sampler = SustainedSampler(
+            [self.rig.gpu(u) for u in self.uuids],
+            self.clock,
+            caps_w=caps,
+            duration_s=cfg.heat_soak_s,
+            period_s=cfg.sample_period_s,
+        )
+        started = sampler.started_s
         events: list[ThrottleEvent] = []
-        peak = dict.fromkeys(self.uuids, float("-inf"))
-        trace: dict[str, list[tuple[float, float]]] = {u: [] for u in self.uuids}
         power_sum = dict.fromkeys(self.uuids, 0.0)
         power_n = dict.fromkeys(self.uuids, 0)
         draw_log: dict[str, list[float]] = {u: [] for u in self.uuids}
@@ -639,20 +635,16 @@ class Sweep:
         first_tokens = {u: self.workload.tokens_total(u) for u in self.uuids}
         tokens_at_judge: dict[str, float] = {}
         self.progress("", "soak", {"caps_w": dict(caps), "seconds": cfg.heat_soak_s})
-        while self.clock.now_s() - started < cfg.heat_soak_s:
-            self.clock.sleep(cfg.sample_period_s)
-            now = self.clock.now_s()
+        while sampler.running:
+            now, samples, new_events = sampler.step()
             if now >= judge_from_s and not tokens_at_judge:
                 tokens_at_judge = {u: self.workload.tokens_total(u) for u in self.uuids}
                 judge_start = now
             draws = {}
             for uuid in self.uuids:
-                sample = self.rig.gpu(uuid).sample(now)
+                sample = samples[uuid]
                 self.watchdog.check_temperature(uuid, sample)
                 draws[uuid] = self._draw_w(uuid, sample)
-                if sample.temp_c is not None:
-                    peak[uuid] = max(peak[uuid], sample.temp_c)
-                    trace[uuid].append((now - started, sample.temp_c))
                 # the measurement keeps what the card reported (no sensor: 0 W, as before);
                 # only the watchdog assumes the worst
                 measured_w = sample.power_draw_w or 0.0
@@ -660,14 +652,16 @@ class Sweep:
                 if tokens_at_judge:
                     power_sum[uuid] += measured_w
                     power_n[uuid] += 1
-                reasons = sample.clock_event_reasons & THROTTLE_REASONS
-                if reasons:
-                    events.append(
-                        ThrottleEvent(now, uuid, tuple(sorted(reasons)), caps[uuid], sample.temp_c)
-                    )
+            events.extend(new_events)
             self.watchdog.check_draw(draws)
             if events:
                 break  # rejected: no need to sit out the rest of the 30 minutes
+        seen = sampler.gpu
+        peak: dict[str, float] = {}
+        for u in self.uuids:
+            peak_c = seen[u].peak_temp_c
+            peak[u] = peak_c if peak_c is not None else float("-inf")  # no sensor
+        trace = {u: seen[u].temp_trace for u in self.uuids}
         elapsed = self.clock.now_s() - started
         now = self.clock.now_s()
         if tokens_at_judge and now > judge_start:
