@@ -183,7 +183,7 @@ def test_apply_refuses_caps_over_the_budget_before_any_change(rig_file: str) -> 
     first, second = actuator.rig.gpus
     before = caps(actuator)
     budget = BudgetModel(
-        psus=(Psu("p1", rating_w=700, circuit="c1", platform_w=150),),
+        psus=(Psu(name="p1", rating_w=700, circuit="c1", platform_w=150),),
         gpu_psu={first.uuid: "p1", second.uuid: "p1"},
     )
     with pytest.raises(OutOfRange, match=r"psu:p1 at 114%"):

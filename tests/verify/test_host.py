@@ -272,7 +272,7 @@ def test_runtime_aspm_off_on_every_gpu_link(host, expected: Expected) -> None:
 
 
 def test_runtime_gpu_irqs_on_local_cpus(host, expected: Expected) -> None:
-    from tuning.captures._values import parse_cpu_list
+    from tuning.captures.values import parse_cpu_list
 
     if not expected.config.affinity.pin_irqs:
         pytest.skip("affinity.pin_irqs is false")
