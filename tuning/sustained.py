@@ -1,8 +1,15 @@
-"""The one sustained-load sampler: the sweep's heat-soak and ``rigforge loop``'s stock/tuned runs.
+"""Sustained load: the one sampler of the sweep's heat-soak and ``rigforge loop``'s runs.
 
 Under a sustained load both read every GPU at the same instant once per sample period, keep
-its peak temperature and temperature trace, and watch it throttle; each then adds what only it
-needs (the sweep: the watchdog and a judging window; the loop: energy and circuit draw).
+its peak temperature and temperature trace, and watch it throttle
+(:class:`SustainedSampler`); each then adds what only it needs (the sweep: the watchdog and a
+judging window; the loop: energy and circuit draw, :func:`sustained_run`).
+
+A **sustained run** (:func:`sustained_run`, ``rigforge loop``'s stock and tuned runs) measures,
+per GPU: throughput = Δtokens / Δt (tokens/s), draw = Δenergy / Δt (W, from the GPU's energy
+counter), tokens/J = Δtokens / Δenergy, the peak temperature, throttled samples and throttle
+events. Per circuit: wall draw (AC W) sampled each second, its mean and peak against the
+circuit's continuous budget (breaker × voltage × continuous ratio).
 
 **Throttling** — a *throttled sample* is a reading whose clock-event reasons include any of
 :data:`~tuning.backends.base.THROTTLE_REASONS`: ``hw_slowdown`` (the board's slowdown input:
@@ -22,10 +29,13 @@ is one event (and 600 throttled samples); one that recovers and throttles again 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from tuning.backends.base import THROTTLE_REASONS, Clock, Gpu, GpuSample
+from tuning.backends.base import THROTTLE_REASONS, Clock, Gpu, GpuSample, Rig
+from tuning.budget import BudgetModel
+from tuning.workloads import Workload
 
 
 @dataclass(frozen=True)
@@ -137,3 +147,265 @@ class SustainedSampler:
                 seen.events.append(event)
         seen.throttled = bool(hit)
         return event
+
+
+# --------------------------------------------------------------------------------------------
+# A measured sustained run at fixed caps (rigforge loop's stock and tuned runs)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GpuRun:
+    """One GPU over a sustained run. Units in the names; tokens/J = tokens / joules."""
+
+    uuid: str
+    index: int
+    name: str
+    pci_bus_id: str
+    cap_w: float
+    throughput_tps: float
+    power_w: float
+    tokens_per_joule: float
+    peak_temp_c: float | None
+    throttle_samples: int
+    throttle_events: int
+    throttle_reasons: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "uuid": self.uuid,
+            "index": self.index,
+            "name": self.name,
+            "pci_bus_id": self.pci_bus_id,
+            "cap_w": self.cap_w,
+            "throughput_tps": round(self.throughput_tps, 3),
+            "power_w": round(self.power_w, 1),
+            "tokens_per_joule": round(self.tokens_per_joule, 5),
+            "peak_temp_c": self.peak_temp_c,
+            "throttle_samples": self.throttle_samples,
+            "throttle_events": self.throttle_events,
+            "throttle_reasons": list(self.throttle_reasons),
+        }
+
+
+@dataclass(frozen=True)
+class CircuitLoad:
+    """Wall draw on one circuit over a run vs its continuous budget. Units: W (AC).
+
+    ``at_caps_w``: the wall draw if every GPU on the circuit drew its full cap (what the
+    budget model allocates against; a compute-bound load gets there, decode may not).
+    """
+
+    name: str
+    budget_w: float
+    mean_w: float
+    peak_w: float
+    at_caps_w: float
+
+    @property
+    def mean_pct(self) -> float:
+        """Mean draw as a percentage of the continuous budget. Units: %."""
+        return 100.0 * self.mean_w / self.budget_w if self.budget_w > 0 else 0.0
+
+    @property
+    def peak_pct(self) -> float:
+        """Peak draw as a percentage of the continuous budget. Units: %."""
+        return 100.0 * self.peak_w / self.budget_w if self.budget_w > 0 else 0.0
+
+    @property
+    def within_budget(self) -> bool:
+        """Whether even the peak stayed inside the continuous budget."""
+        return self.peak_w <= self.budget_w
+
+    @property
+    def at_caps_pct(self) -> float:
+        """Wall draw at full caps as a percentage of the continuous budget. Units: %."""
+        return 100.0 * self.at_caps_w / self.budget_w if self.budget_w > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "budget_w": round(self.budget_w, 1),
+            "mean_w": round(self.mean_w, 1),
+            "peak_w": round(self.peak_w, 1),
+            "mean_pct": round(self.mean_pct, 1),
+            "peak_pct": round(self.peak_pct, 1),
+            "within_budget": self.within_budget,
+            "at_caps_w": round(self.at_caps_w, 1),
+            "at_caps_pct": round(self.at_caps_pct, 1),
+        }
+
+
+@dataclass(frozen=True)
+class SustainedRun:
+    """Every GPU loaded at fixed caps for ``seconds`` of rig time, measured."""
+
+    label: str
+    seconds: float
+    gpus: tuple[GpuRun, ...]
+    circuits: tuple[CircuitLoad, ...]
+
+    @property
+    def caps_w(self) -> dict[str, float]:
+        return {g.uuid: g.cap_w for g in self.gpus}
+
+    @property
+    def throughput_tps(self) -> float:
+        """Aggregate tokens/s over the run. Units: tokens/s."""
+        return sum(g.throughput_tps for g in self.gpus)
+
+    @property
+    def power_w(self) -> float:
+        """Σ of the GPUs' mean board draw. Units: W (DC)."""
+        return sum(g.power_w for g in self.gpus)
+
+    @property
+    def wall_w(self) -> float:
+        """Σ of the circuits' mean wall draw (GPUs, platform, PSU losses). Units: W (AC)."""
+        return sum(c.mean_w for c in self.circuits)
+
+    @property
+    def tokens_per_joule(self) -> float:
+        """Aggregate tokens per joule of GPU energy. Units: tokens/J."""
+        return self.throughput_tps / self.power_w if self.power_w > 0 else 0.0
+
+    @property
+    def throttle_events(self) -> int:
+        return sum(g.throttle_events for g in self.gpus)
+
+    @property
+    def throttle_samples(self) -> int:
+        return sum(g.throttle_samples for g in self.gpus)
+
+    @property
+    def peak_temp_c(self) -> float | None:
+        temps = [g.peak_temp_c for g in self.gpus if g.peak_temp_c is not None]
+        return max(temps) if temps else None
+
+    @property
+    def circuits_within_budget(self) -> bool:
+        return all(c.within_budget for c in self.circuits)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "seconds": self.seconds,
+            "throughput_tps": round(self.throughput_tps, 3),
+            "power_w": round(self.power_w, 1),
+            "wall_w": round(self.wall_w, 1),
+            "tokens_per_joule": round(self.tokens_per_joule, 5),
+            "throttle_events": self.throttle_events,
+            "throttle_samples": self.throttle_samples,
+            "peak_temp_c": self.peak_temp_c,
+            "circuits_within_budget": self.circuits_within_budget,
+            "gpus": [g.to_json() for g in self.gpus],
+            "circuits": [c.to_json() for c in self.circuits],
+        }
+
+
+#: progress of a sustained run: (label, elapsed rig seconds, total rig seconds)
+SustainedProgress = Callable[[str, float, float], None]
+
+
+def _circuit_walls_w(rig: Rig, budget: BudgetModel, draws_w: Mapping[str, float]) -> list[float]:
+    """Wall draw per circuit now: the rig's own figure where it has one (the simulator's
+    ``circuit_draw_w``), else the budget model applied to the GPUs' measured draw."""
+    direct = getattr(rig, "circuit_draw_w", None)
+    if callable(direct):
+        return [float(direct(c.name)) for c in budget.circuits]
+    ratios = budget.load_ratios(draws_w)
+    return [ratios[f"circuit:{c.name}"] * c.budget_w for c in budget.circuits]
+
+
+def sustained_run(
+    rig: Rig,
+    workload: Workload,
+    caps_w: Mapping[str, float],
+    *,
+    label: str,
+    duration_s: float = 1800.0,
+    sample_period_s: float = 1.0,
+    progress: SustainedProgress | None = None,
+) -> SustainedRun:
+    """Set ``caps_w`` (by UUID, W), load every GPU for ``duration_s``, measure (module doc).
+
+    The caps are set straight on the rig's GPUs: callers pass a rig they own outright (a
+    fresh simulated rig), never real hardware. The workload is stopped however this ends.
+    """
+    gpus = list(rig.gpus)
+    uuids = [g.uuid for g in gpus]
+    for gpu in gpus:
+        gpu.set_power_limit_w(float(caps_w[gpu.uuid]))
+    budget = BudgetModel.from_rig(rig)
+    clock = rig.clock
+    tokens0 = {u: workload.tokens_total(u) for u in uuids}
+    energy0 = {g.uuid: g.total_energy_j() for g in gpus}
+    sampler = SustainedSampler(
+        gpus, clock, caps_w=caps_w, duration_s=duration_s, period_s=sample_period_s
+    )
+    started = sampler.started_s
+    draw_sum = dict.fromkeys(uuids, 0.0)
+    wall_sum = [0.0] * len(budget.circuits)
+    wall_peak = [0.0] * len(budget.circuits)
+    n = 0
+    report_every = max(1, round(60.0 / sample_period_s))
+    try:
+        for uuid in uuids:
+            workload.start(uuid)
+        while sampler.running:
+            now, samples, _ = sampler.step()
+            n += 1
+            draws: dict[str, float] = {}
+            for uuid, sample in samples.items():
+                draws[uuid] = sample.power_draw_w or 0.0
+                draw_sum[uuid] += draws[uuid]
+            for k, wall_w in enumerate(_circuit_walls_w(rig, budget, draws)):
+                wall_sum[k] += wall_w
+                wall_peak[k] = max(wall_peak[k], wall_w)
+            ending = now - started >= duration_s - 1e-9  # reported once, after the loop
+            if progress is not None and n % report_every == 0 and not ending:
+                progress(label, now - started, duration_s)
+    finally:
+        for uuid in uuids:
+            workload.stop(uuid)
+    elapsed = clock.now_s() - started
+    seen = sampler.gpu
+    runs = []
+    for gpu in gpus:
+        uuid = gpu.uuid
+        tokens = workload.tokens_total(uuid) - tokens0[uuid]
+        end_energy, start_energy = gpu.total_energy_j(), energy0[uuid]
+        if end_energy is not None and start_energy is not None:
+            joules = end_energy - start_energy
+        else:  # no energy counter: the sampled 1 s averages stand in for it
+            joules = draw_sum[uuid] / max(n, 1) * elapsed
+        runs.append(
+            GpuRun(
+                uuid=uuid,
+                index=gpu.index,
+                name=gpu.name,
+                pci_bus_id=gpu.pci_bus_id,
+                cap_w=gpu.power_limit_w(),
+                throughput_tps=tokens / elapsed if elapsed > 0 else 0.0,
+                power_w=joules / elapsed if elapsed > 0 else 0.0,
+                tokens_per_joule=tokens / joules if joules > 0 else 0.0,
+                peak_temp_c=seen[uuid].peak_temp_c,
+                throttle_samples=seen[uuid].throttle_samples,
+                throttle_events=len(seen[uuid].events),
+                throttle_reasons=tuple(sorted(seen[uuid].throttle_reasons)),
+            )
+        )
+    at_caps = budget.load_ratios({r.uuid: r.cap_w for r in runs})
+    circuits = tuple(
+        CircuitLoad(
+            name=c.name,
+            budget_w=c.budget_w,
+            mean_w=wall_sum[k] / max(n, 1),
+            peak_w=wall_peak[k],
+            at_caps_w=at_caps[f"circuit:{c.name}"] * c.budget_w,
+        )
+        for k, c in enumerate(budget.circuits)
+    )
+    if progress is not None:
+        progress(label, elapsed, duration_s)
+    return SustainedRun(label=label, seconds=elapsed, gpus=tuple(runs), circuits=circuits)
