@@ -1,41 +1,24 @@
-"""The sweep: probe caps on every GPU in parallel inside the power budget, allocate, heat-soak.
-
-Phases (all times on the rig's clock — virtual on a simulated rig):
-
-1. **Park**: every GPU is idled and capped at its minimum (lowering caps can only reduce load,
-   so this is safe in any order; stock caps on some rigs do not fit the circuits).
-2. **Probe**: each GPU's :class:`~tuning.search.CapSearch` proposes caps. A probe starts only
-   when the live caps of every PSU and circuit, with it raised, stay within
-   ``sweep_limit_ratio`` of their budgets; otherwise the GPU waits parked. Every cap change
-   is recorded in a :class:`~tuning.telemetry.CapTrace`, so ``max_psu_load_ratio`` is
-   computed from the trace, not asserted. A probe lasts until its window is steady.
-3. **Allocate**: :func:`tuning.budget.allocate` picks one measured point per GPU.
-4. **Heat-soak**: the chosen caps run ``heat_soak_s`` (30 min) of sustained load on every GPU
-   at once. Any throttle reason (SW/HW thermal, HW slowdown, power brake) rejects the config
-   (the round stops at the first event). Each GPU's temperature transient is fitted with a
-   first-order exponential (:func:`~tuning.telemetry.fit_first_order`); every card whose
-   predicted asymptote is over its SW thermal target − 1.5 °C gets its cap cut by the watts
-   that move the asymptote there (resistance estimated from the same fit), and the soak
-   starts again; after ``max_soak_rounds`` the slot is flagged.
-
-The caller owns safety (a :class:`~tuning.apply.session.SafetySession` around :meth:`Sweep.run`).
-"""
+"""Running a sweep: park, probe in parallel inside the budget, allocate, heat-soak (see
+:mod:`tuning.sweep`)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
 from tuning.apply.actuator import Actuator
 from tuning.apply.session import SafetySession
-from tuning.backends.base import THROTTLE_REASONS, GpuSample, PowerConstraints, Rig
+from tuning.backends.base import GpuSample, PowerConstraints, Rig
 from tuning.budget import Allocation, BudgetModel, CapOption, InfeasibleBudget, Policy, allocate
 from tuning.errors import SafetyAbort
 from tuning.search import CapSearch, make_search
+from tuning.sustained import SustainedSampler, ThrottleEvent
+from tuning.sweep.config import SweepConfig
+from tuning.sweep.result import GpuResult, SoakRound, SweepResult
 from tuning.telemetry import (
     CapTrace,
     ProbeMeasurement,
@@ -46,199 +29,6 @@ from tuning.telemetry import (
     watchdog_limit_c,
 )
 from tuning.workloads import Workload
-
-
-@dataclass(frozen=True)
-class SweepConfig:
-    """Everything that decides a sweep's outcome (the journal's resume key is built from it).
-
-    ``headroom``: transient margin kept free on every PSU/circuit by the allocation (ratio
-    ≤ 1 − headroom). ``sweep_limit_ratio``: the live-cap ceiling while probing.
-    ``fixed_probe_s``: when set, every probe lasts exactly this long (the naive reference);
-    ``max_parallel``: probes running at once (``None``: as many as the budget allows).
-    ``tps_regex``: a ``cmd:`` workload's tokens/s regex (``None``: llama-bench's).
-    """
-
-    workload: str = "decode"
-    policy: Policy = Policy.EFFICIENCY
-    floor: float = 0.95
-    strategy: str = "adaptive"
-    step_w: int = 5
-    seed: int | None = None
-    headroom: float = 0.10
-    sweep_limit_ratio: float = 0.95
-    heat_soak_s: float = 1800.0
-    max_soak_rounds: int = 6
-    sample_period_s: float = 1.0
-    steady: SteadyStatePolicy = field(default_factory=SteadyStatePolicy)
-    watchdog_margin_c: float = 5.0
-    fixed_probe_s: float | None = None
-    max_parallel: int | None = None
-    tps_regex: str | None = None
-
-    def resume_key(self, rig_spec: str) -> dict[str, Any]:
-        """What a journaled sweep must match to have its completed probes reused."""
-        return {
-            "rig": rig_spec,
-            "workload": self.workload,
-            # another regex reads other figures from the same runs: not the same probes
-            "tps_regex": self.tps_regex,
-            "policy": str(self.policy),
-            "floor": self.floor,
-            "strategy": self.strategy,
-            "step_w": self.step_w,
-            "seed": self.seed,
-        }
-
-
-@dataclass(frozen=True)
-class ThrottleEvent:
-    """A throttle reason seen during a heat-soak: when, which GPU, which reasons, at what cap."""
-
-    time_s: float
-    uuid: str
-    reasons: tuple[str, ...]
-    cap_w: float
-    temp_c: float | None
-
-
-@dataclass(frozen=True)
-class SoakRound:
-    """One heat-soak attempt."""
-
-    caps_w: dict[str, float]
-    sim_seconds: float
-    throttle_events: tuple[ThrottleEvent, ...]
-    peak_temp_c: dict[str, float]
-    throughput_tps: dict[str, float]
-    power_w: dict[str, float]
-    temp_trace: dict[str, tuple[tuple[float, float], ...]]
-    last_temp_c: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def passed(self) -> bool:
-        return not self.throttle_events
-
-
-@dataclass(frozen=True)
-class GpuResult:
-    """One GPU's outcome. ``throughput_rel``: heat-soak throughput / uncapped probe throughput."""
-
-    uuid: str
-    name: str
-    pci_bus_id: str
-    min_w: float
-    max_w: float
-    stock_cap_w: float
-    natural_draw_w: float
-    uncapped_tps: float
-    uncapped_tokens_per_joule: float
-    cap_w: float
-    probes: int
-    curve: tuple[ProbeMeasurement, ...]
-    throughput_tps: float
-    power_w: float
-    peak_temp_c: float
-    flagged: bool = False
-
-    @property
-    def throughput_rel(self) -> float:
-        return self.throughput_tps / self.uncapped_tps if self.uncapped_tps > 0 else 0.0
-
-    @property
-    def tokens_per_joule(self) -> float:
-        return self.throughput_tps / self.power_w if self.power_w > 0 else 0.0
-
-    @property
-    def tokens_per_joule_gain(self) -> float:
-        """Relative tokens/J improvement over uncapped (0.25 = 25 % more tokens per joule)."""
-        base = self.uncapped_tokens_per_joule
-        return self.tokens_per_joule / base - 1.0 if base > 0 else 0.0
-
-
-@dataclass(frozen=True)
-class SweepResult:
-    """A finished sweep: per-GPU results, the soak rounds, the trace's verdict."""
-
-    config: SweepConfig
-    rig_name: str
-    rig_spec: str
-    fingerprint: str
-    gpus: tuple[GpuResult, ...]
-    sweep_sim_s: float
-    soak_rounds: tuple[SoakRound, ...]
-    max_psu_load_ratio: float
-    allocation: Allocation
-    objective: float
-    resumed_probes: int = 0
-    #: the PSUs/circuits (``"psu:NAME"``, ``"circuit:NAME"``) that the floor's caps overload
-    #: when ``allocation.floor_relaxed`` (the caps then maximise throughput instead)
-    floor_blocked_by: tuple[str, ...] = ()
-
-    @property
-    def floor_relaxed(self) -> bool:
-        """The efficiency floor did not fit the power budget and was dropped."""
-        return self.allocation.floor_relaxed
-
-    @property
-    def final_soak(self) -> SoakRound | None:
-        return self.soak_rounds[-1] if self.soak_rounds else None
-
-    @property
-    def validation_passed(self) -> bool:
-        """The final heat-soak saw no throttle event and no GPU is flagged (a flagged GPU
-        could not be brought under its thermal target by any soak round)."""
-        final = self.final_soak
-        return final is not None and final.passed and not self.flagged_uuids
-
-    @property
-    def flagged_uuids(self) -> tuple[str, ...]:
-        """The GPUs still throttling (or headed over target) after every soak round."""
-        return tuple(g.uuid for g in self.gpus if g.flagged)
-
-    @property
-    def soak_sim_s(self) -> float:
-        return sum(r.sim_seconds for r in self.soak_rounds)
-
-    @property
-    def total_probes(self) -> int:
-        return sum(g.probes for g in self.gpus)
-
-    def to_json(self) -> dict[str, Any]:
-        """The ``rigforge sweep --json`` document."""
-        final = self.final_soak
-        return {
-            "gpus": [
-                {
-                    "uuid": g.uuid,
-                    "name": g.name,
-                    "cap_w": g.cap_w,
-                    "probes": g.probes,
-                    "throughput_rel": round(g.throughput_rel, 4),
-                    "tokens_per_joule": round(g.tokens_per_joule, 5),
-                    "tokens_per_joule_gain": round(g.tokens_per_joule_gain, 4),
-                    "peak_temp_c": g.peak_temp_c,
-                    "flagged": g.flagged,
-                }
-                for g in self.gpus
-            ],
-            "totals": {
-                "probes": self.total_probes,
-                "sim_seconds": round(self.sweep_sim_s, 1),
-                "heat_soak_sim_seconds": round(self.soak_sim_s, 1),
-                "soak_rounds": len(self.soak_rounds),
-                "throttle_events": len(final.throttle_events) if final else 0,
-                "throttle_events_all_rounds": sum(len(r.throttle_events) for r in self.soak_rounds),
-                "max_psu_load_ratio": round(self.max_psu_load_ratio, 4),
-                "objective": round(self.objective, 6),
-                "policy": str(self.config.policy),
-                "validation_passed": self.validation_passed,
-                "resumed_probes": self.resumed_probes,
-                "floor_relaxed": self.floor_relaxed,
-                "floor_blocked_by": list(self.floor_blocked_by),
-            },
-        }
-
 
 #: progress callback: (uuid, event, details) — events: "probe", "done", "soak", "soak_done"
 Progress = Callable[[str, str, Mapping[str, Any]], None]
@@ -626,10 +416,15 @@ class Sweep:
         self._apply_caps(caps)
         for uuid in self.uuids:
             self.workload.start(uuid)
-        started = self.clock.now_s()
+        sampler = SustainedSampler(
+            [self.rig.gpu(u) for u in self.uuids],
+            self.clock,
+            caps_w=caps,
+            duration_s=cfg.heat_soak_s,
+            period_s=cfg.sample_period_s,
+        )
+        started = sampler.started_s
         events: list[ThrottleEvent] = []
-        peak = dict.fromkeys(self.uuids, float("-inf"))
-        trace: dict[str, list[tuple[float, float]]] = {u: [] for u in self.uuids}
         power_sum = dict.fromkeys(self.uuids, 0.0)
         power_n = dict.fromkeys(self.uuids, 0)
         draw_log: dict[str, list[float]] = {u: [] for u in self.uuids}
@@ -639,20 +434,16 @@ class Sweep:
         first_tokens = {u: self.workload.tokens_total(u) for u in self.uuids}
         tokens_at_judge: dict[str, float] = {}
         self.progress("", "soak", {"caps_w": dict(caps), "seconds": cfg.heat_soak_s})
-        while self.clock.now_s() - started < cfg.heat_soak_s:
-            self.clock.sleep(cfg.sample_period_s)
-            now = self.clock.now_s()
+        while sampler.running:
+            now, samples, new_events = sampler.step()
             if now >= judge_from_s and not tokens_at_judge:
                 tokens_at_judge = {u: self.workload.tokens_total(u) for u in self.uuids}
                 judge_start = now
             draws = {}
             for uuid in self.uuids:
-                sample = self.rig.gpu(uuid).sample(now)
+                sample = samples[uuid]
                 self.watchdog.check_temperature(uuid, sample)
                 draws[uuid] = self._draw_w(uuid, sample)
-                if sample.temp_c is not None:
-                    peak[uuid] = max(peak[uuid], sample.temp_c)
-                    trace[uuid].append((now - started, sample.temp_c))
                 # the measurement keeps what the card reported (no sensor: 0 W, as before);
                 # only the watchdog assumes the worst
                 measured_w = sample.power_draw_w or 0.0
@@ -660,14 +451,16 @@ class Sweep:
                 if tokens_at_judge:
                     power_sum[uuid] += measured_w
                     power_n[uuid] += 1
-                reasons = sample.clock_event_reasons & THROTTLE_REASONS
-                if reasons:
-                    events.append(
-                        ThrottleEvent(now, uuid, tuple(sorted(reasons)), caps[uuid], sample.temp_c)
-                    )
+            events.extend(new_events)
             self.watchdog.check_draw(draws)
             if events:
                 break  # rejected: no need to sit out the rest of the 30 minutes
+        seen = sampler.gpu
+        peak: dict[str, float] = {}
+        for u in self.uuids:
+            peak_c = seen[u].peak_temp_c
+            peak[u] = peak_c if peak_c is not None else float("-inf")  # no sensor
+        trace = {u: seen[u].temp_trace for u in self.uuids}
         elapsed = self.clock.now_s() - started
         now = self.clock.now_s()
         if tokens_at_judge and now > judge_start:
