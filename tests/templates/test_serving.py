@@ -443,14 +443,15 @@ def test_hand_caps_make_serving_require_the_gpu_settings_unit(tmp_path: Path) ->
 
 
 def test_profile_caps_make_serving_require_the_gpu_settings_unit(tmp_path: Path) -> None:
+    """A host that names a profile gets caps: a profile lists a ``cap_w`` for each of its GPUs
+    (``tuning.core.profile``), and one that does not parse is refused by the deploy — so the
+    serving unit must wait for the GPU-settings unit either way."""
     profile = tmp_path / "profile.yaml"
-    profile.write_text(f"gpus:\n  - {{uuid: {GPU_A}, cap_w: 250}}\n")
+    profile.write_text("not: a profile\n")
     config = _host(tmp_path, power={"profile": str(profile)})
     assert _requires(render_serving_units(config.serving, host_config=config)) == [
         ["rigforge-gpu-settings.service"]
     ]
-    profile.write_text(f"gpus:\n  - {{uuid: {GPU_A}, cap_w: null}}\n")
-    assert _requires(render_serving_units(config.serving, host_config=config)) == [[]]
 
 
 def test_no_caps_no_requires(tmp_path: Path) -> None:
