@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inventory.schema import HostConfig
-from tuning.placement import load_plan
-from tuning.profile import load_profile
-from tuning.serving_checks import unit_slug
+from tuning.captures.values import parse_cpu_list
+from tuning.core.checks import unit_slug
+from tuning.core.plan import load_plan
+from tuning.core.profile import load_profile
 
 #: Where rigforge's units, config and secrets land (the paths README and docs name).
 UNIT_DIR = "/etc/systemd/system"
@@ -170,9 +171,5 @@ def secret_files(config: HostConfig) -> dict[str, Path]:
 
 
 def cpu_set(text: str) -> frozenset[int]:
-    """The kernel's cpulist format (``"0-3,8,10-11"``; Documentation/admin-guide/cputopology)."""
-    cpus: set[int] = set()
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        lo, _, hi = part.partition("-")
-        cpus.update(range(int(lo), int(hi or lo) + 1))
-    return frozenset(cpus)
+    """The CPUs a kernel cpulist names (``"0-3,8,10-11"``; ``""``: none)."""
+    return frozenset(parse_cpu_list(text) or ())
