@@ -85,6 +85,8 @@ def test_reference_box_expects_the_cuda_repo_open_driver_and_toolkit() -> None:
         "nvidia-persistenced",
     )
     assert expect.cuda_toolkit_package(cfg.cuda.version) == "cuda-toolkit-12-8"
+    # flavour: open, install_kernel_modules: true → NVIDIA's open-module meta-package.
+    assert expect.driver_meta_package(cfg) == "nvidia-open"
     assert [s.port for s in expect.served(cfg)] == [8000, 8001, 8002, 8003]
 
 
@@ -100,6 +102,7 @@ def test_ci_target_secrets_are_the_hf_token() -> None:
 def test_debian_driver_user_space() -> None:
     cfg = host_config("ci.yaml", "ci-target").config
     assert expect.driver_userspace(cfg) == ("nvidia-smi", "libnvidia-ml1", "nvidia-persistenced")
+    assert expect.driver_meta_package(cfg) is None  # install_kernel_modules: false
 
 
 def test_cpu_set_reads_the_kernels_cpulist_format() -> None:

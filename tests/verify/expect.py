@@ -76,6 +76,24 @@ def driver_userspace(config: HostConfig) -> tuple[str, ...]:
     return ("nvidia-smi", "libnvidia-ml1", "nvidia-persistenced")
 
 
+def driver_meta_package(config: HostConfig) -> str | None:
+    """The one driver meta-package the inventory's driver brings with its kernel modules.
+
+    ``None`` without kernel modules (``driver.install_kernel_modules: false``). Debian ships the
+    driver as ``nvidia-driver``; NVIDIA's CUDA repository as ``nvidia-open`` (open modules) or
+    ``cuda-drivers`` (proprietary); Ubuntu's ``nvidia-driver-<branch>-server`` is none of
+    :data:`DRIVER_META_PACKAGES`.
+    """
+    drv = config.driver
+    if not drv.install_kernel_modules:
+        return None
+    if drv.source == "debian":
+        return "nvidia-driver"
+    if drv.source == "cuda-repo":
+        return "nvidia-open" if drv.flavour == "open" else "cuda-drivers"
+    return None
+
+
 def cuda_toolkit_package(version: str) -> str:
     """NVIDIA's toolkit-only package for a CUDA version: ``"12.8"`` → ``cuda-toolkit-12-8``."""
     return "cuda-toolkit-" + version.replace(".", "-")
