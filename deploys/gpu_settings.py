@@ -19,7 +19,6 @@ from collections.abc import Generator, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pyinfra import host
 from pyinfra.api import deploy, operation
 
@@ -33,6 +32,7 @@ from deploys.util import (
     unit_removed,
 )
 from tuning.backends.base import GpuInfo, rig_fingerprint
+from tuning.errors import read_yaml_config
 from tuning.render.files import (
     CAP_RETRIES,
     CAP_RETRY_DELAY_S,
@@ -68,7 +68,7 @@ def stale_profile_problem(
     moved slot or was renamed. The sentence names the fix: ``rigforge sweep --host NAME``.
     """
     path = Path(profile_path)
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data = read_yaml_config(path, "profile").data or {}
     tuned = [str(g["uuid"]) for g in data.get("gpus") or []]
     gpus = list(host_gpus)
     present = [str(g.get("uuid") or "") for g in gpus]

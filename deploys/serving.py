@@ -12,14 +12,13 @@ key (one line); the deploy writes ``/etc/rigforge/secrets/api-key.env`` (root:ro
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import FindFiles
 from pyinfra.operations import files, server, systemd
 
+from deploys.operations.secrets import Secret, put_secret
 from deploys.util import cfg, put_text, service_after_change, systemd_booted
 from inventory.schema import HostConfig
 from tuning.serving import (
@@ -77,11 +76,12 @@ def serving() -> None:
             mode="750",
         )
     secret_ops: dict[str, OperationMeta] = {}
+    # Secrets go through put_secret: never shown by --diff, never staged readable under sudo.
     for dest, local in secrets.items():
-        secret_ops[dest] = put_text(
-            dest,
-            Path(local).read_text(encoding="utf-8"),
+        secret_ops[dest] = put_secret(
             name=f"Secret {dest} (0600, {user})",
+            secret=Secret.from_file(local),
+            dest=dest,
             mode="600",
             user=user,
             group=user,
@@ -89,7 +89,9 @@ def serving() -> None:
     key_ops = []
     if key_env is not None:
         dest, content = key_env
-        key_ops.append(put_text(dest, content, name=f"API key {dest} (root 0600)", mode="600"))
+        key_ops.append(
+            put_secret(name=f"API key {dest} (root 0600)", secret=Secret(content), dest=dest)
+        )
     units = _render_units(config, secrets)
     # An opened unit reads the API key through EnvironmentFile=: a new key needs a restart.
     for path, content in sorted(units.items()):
