@@ -23,18 +23,18 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files
 
+from deploys.operations.systemd import restart_step
 from deploys.util import (
     FileSpec,
     cfg,
     ensure_packages,
-    has_command,
+    follow_up,
     missing_packages,
-    put_pending,
+    put_files,
     put_template,
     request_reboot,
-    restart_step,
-    run_pending,
     service_after_change,
+    snapshot,
 )
 from inventory.schema import HostConfig
 
@@ -74,6 +74,8 @@ CUDA_KEYRING = "/usr/share/keyrings/cuda-archive-keyring.gpg"
 
 #: The pending step that rebuilds the initramfs after the nouveau blacklist changed.
 UPDATE_INITRAMFS = "update-initramfs"
+
+PERSISTENCED = "nvidia-persistenced.service"
 
 
 @dataclass(frozen=True)
@@ -134,12 +136,39 @@ def nvidia_driver() -> None:
     drv = config.driver
     pkgs = driver_packages(config)
 
-    put_template(
-        "etc/apt/apt.conf.d/51rigforge-nvidia-unattended.j2",
-        "/etc/apt/apt.conf.d/51rigforge-nvidia-unattended",
+    unattended = FileSpec(
+        dest="/etc/apt/apt.conf.d/51rigforge-nvidia-unattended",
+        template="etc/apt/apt.conf.d/51rigforge-nvidia-unattended.j2",
+        context={"patterns": UNATTENDED_BLACKLIST},
         name="Keep NVIDIA packages out of unattended-upgrades",
-        patterns=UNATTENDED_BLACKLIST,
     )
+    pref = FileSpec(
+        dest="/etc/apt/preferences.d/rigforge-nvidia-driver.pref",
+        template="etc/apt/preferences.d/rigforge-nvidia-driver.pref.j2",
+        context={"patterns": PIN_PATTERNS, "branch": drv.branch, "source": drv.source},
+        name=f"Pin NVIDIA packages to branch {drv.branch}",
+    )
+    blacklist = FileSpec(
+        dest="/etc/modprobe.d/blacklist-nouveau.conf",
+        template="etc/modprobe.d/blacklist-nouveau.conf.j2",
+        name="Blacklist nouveau",
+    )
+    dropin = FileSpec(
+        dest="/etc/systemd/system/nvidia-persistenced.service.d/rigforge-persistence.conf",
+        template="etc/systemd/system/nvidia-persistenced.service.d/rigforge-persistence.conf.j2",
+        context={
+            "daemon": "/usr/bin/nvidia-persistenced",
+            "user": "nvpd" if drv.source == "debian" else "nvidia-persistenced",
+        },
+        name="nvidia-persistenced: persistence mode on (drop-in)",
+    )
+    # One round trip for every file, unit and tool this concern decides on.
+    snap = snapshot(
+        paths=[f.dest for f in (unattended, pref, blacklist, dropin)],
+        units=[PERSISTENCED],
+        commands=["update-initramfs"],
+    )
+    put_files([unattended], snap)
 
     if drv.source == "cuda-repo":
         uri = cuda_repo_uri(config, host.data.rigforge_cuda_repo_base, host.data.rigforge_cuda_arch)
@@ -164,29 +193,17 @@ def nvidia_driver() -> None:
         )
         ensure_packages(list(pkgs.pin), name=f"Pin the driver to branch {drv.branch}")
     else:
-        put_template(
-            "etc/apt/preferences.d/rigforge-nvidia-driver.pref.j2",
-            "/etc/apt/preferences.d/rigforge-nvidia-driver.pref",
-            name=f"Pin NVIDIA packages to branch {drv.branch}",
-            patterns=PIN_PATTERNS,
-            branch=drv.branch,
-            source=drv.source,
-        )
+        put_files([pref], snap)
 
-    initramfs = has_command("update-initramfs")
-    put_pending(
-        FileSpec(
-            dest="/etc/modprobe.d/blacklist-nouveau.conf",
-            template="etc/modprobe.d/blacklist-nouveau.conf.j2",
-            name="Blacklist nouveau",
-        ),
-        UPDATE_INITRAMFS if initramfs else None,
-    )
+    initramfs = "update-initramfs" in snap.commands
+    wanted = put_files([blacklist], snap, UPDATE_INITRAMFS if initramfs else None)
     if initramfs:
-        run_pending(
+        follow_up(
             UPDATE_INITRAMFS,
             ["update-initramfs -u"],
             name="Rebuild the initramfs (nouveau blacklist changed)",
+            snap=snap,
+            wanted=dict(wanted),
         )
     else:
         host.noop("no update-initramfs on this host: initramfs left alone")
@@ -196,19 +213,6 @@ def nvidia_driver() -> None:
     if drv.install_kernel_modules and ensure_packages(list(pkgs.modules), name=modules_name):
         request_reboot(f"NVIDIA kernel module packages installed: {', '.join(pkgs.modules)}")
 
-    step = restart_step("nvidia-persistenced.service")
-    dropin = put_pending(
-        FileSpec(
-            dest="/etc/systemd/system/nvidia-persistenced.service.d/rigforge-persistence.conf",
-            template="etc/systemd/system/nvidia-persistenced.service.d/rigforge-persistence.conf.j2",
-            context={
-                "daemon": "/usr/bin/nvidia-persistenced",
-                "user": "nvpd" if drv.source == "debian" else "nvidia-persistenced",
-            },
-            name="nvidia-persistenced: persistence mode on (drop-in)",
-        ),
-        step,
-    )
-    service_after_change(
-        "nvidia-persistenced.service", changed=[dropin], name="nvidia-persistenced", step=step
-    )
+    step = restart_step(PERSISTENCED) if snap.systemd_booted else None
+    wanted = put_files([dropin], snap, step)
+    service_after_change(PERSISTENCED, snap=snap, wanted=wanted, name="nvidia-persistenced")
