@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Generator, Iterable, Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -152,12 +153,13 @@ def profile_matches_gpus(
         profile_matches_gpus(profile_path="inventory/host_data/ws1/profile.yaml",
                              inventory_gpus=[{"uuid": "GPU-…", "name": "…", …}])
     """
-    fact = host.get_fact(NvidiaGpus) or {}
-    if fact.get("status") == STATUS_OK and fact.get("gpus"):
-        gpus, source = fact["gpus"], "nvidia-smi on the host"
+    fact = host.get_fact(NvidiaGpus)
+    gpus: list[Mapping[str, Any]]
+    if fact.status == STATUS_OK and fact.gpus:
+        gpus, source = [asdict(g) for g in fact.gpus], "nvidia-smi on the host"
     else:
-        gpus = inventory_gpus
-        source = f"the inventory's gpus (nvidia-smi: {fact.get('status', 'unknown')})"
+        gpus = list(inventory_gpus)
+        source = f"the inventory's gpus (nvidia-smi: {fact.status})"
     problem = stale_profile_problem(profile_path, gpus, host.name)
     if problem is None:
         host.noop(f"profile {Path(profile_path).name} matches this host's GPUs ({source})")

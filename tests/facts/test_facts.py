@@ -28,7 +28,7 @@ from pyinfra.api import FactBase
 
 import deploys.facts
 from tests.conftest import REAL_FIXTURES
-from tests.fact_values import to_json
+from tests.fact_values import to_json, value_type
 
 HERE = Path(__file__).parent
 CASES = sorted(HERE.glob("*/*.json"))
@@ -68,6 +68,12 @@ def test_every_fact_has_fixtures() -> None:
     }
     assert len(required) >= 7
     assert required <= covered, f"facts without fixtures: {sorted(required - covered)}"
+
+
+def test_every_fact_declares_its_value_type() -> None:
+    """Facts are ``FactBase[T]`` (frozen dataclasses or plain values), never bare ``FactBase``."""
+    untyped = sorted(name for name, cls in FACTS.items() if value_type(cls) is None)
+    assert not untyped, f"facts without a value type: {untyped}"
 
 
 @pytest.mark.parametrize("path", CASES, ids=[f"{p.parent.name}/{p.stem}" for p in CASES])
