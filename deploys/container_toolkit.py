@@ -31,7 +31,8 @@ from deploys.operations.container import (
     key_command,
 )
 from deploys.operations.systemd import restart_step
-from deploys.util import cfg, ensure_packages, put_template, snapshot
+from deploys.util import cfg, ensure_packages, put_spec, snapshot
+from tuning.render import files as specs
 
 __all__ = ["CTK_KEY_FINGERPRINT", "cdi_command", "cdi_reason", "container_toolkit", "key_command"]
 
@@ -64,13 +65,7 @@ def container_toolkit() -> None:
             url=host.data.rigforge_ctk_key_url,
             keyring=keyring,
         )
-    put_template(
-        "etc/apt/sources.list.d/nvidia-container-toolkit.sources.j2",
-        "/etc/apt/sources.list.d/nvidia-container-toolkit.sources",
-        name="NVIDIA Container Toolkit repository (deb822, signed-by)",
-        uri=host.data.rigforge_ctk_repo,
-        keyring=keyring,
-    )
+    put_spec(specs.container_toolkit_sources(host.data.rigforge_ctk_repo, keyring))
     ensure_packages(["nvidia-container-toolkit"], name="nvidia-container-toolkit")
     _runtime(host.data.rigforge_ctk_runtime)
     spec = host.data.rigforge_ctk_cdi_spec

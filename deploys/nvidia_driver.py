@@ -25,18 +25,18 @@ from pyinfra.operations import apt, files
 
 from deploys.operations.systemd import restart_step
 from deploys.util import (
-    FileSpec,
     cfg,
     ensure_packages,
     follow_up,
     missing_packages,
     put_files,
-    put_template,
+    put_spec,
     request_reboot,
     service_after_change,
     snapshot,
 )
 from inventory.schema import HostConfig
+from tuning.render import files as specs
 
 DEFAULTS = {
     "rigforge_cuda_repo_base": "https://developer.download.nvidia.com/compute/cuda/repos",
@@ -136,35 +136,13 @@ def nvidia_driver() -> None:
     drv = config.driver
     pkgs = driver_packages(config)
 
-    unattended = FileSpec(
-        dest="/etc/apt/apt.conf.d/51rigforge-nvidia-unattended",
-        template="etc/apt/apt.conf.d/51rigforge-nvidia-unattended.j2",
-        context={"patterns": UNATTENDED_BLACKLIST},
-        name="Keep NVIDIA packages out of unattended-upgrades",
-    )
-    pref = FileSpec(
-        dest="/etc/apt/preferences.d/rigforge-nvidia-driver.pref",
-        template="etc/apt/preferences.d/rigforge-nvidia-driver.pref.j2",
-        context={"patterns": PIN_PATTERNS, "branch": drv.branch, "source": drv.source},
-        name=f"Pin NVIDIA packages to branch {drv.branch}",
-    )
-    blacklist = FileSpec(
-        dest="/etc/modprobe.d/blacklist-nouveau.conf",
-        template="etc/modprobe.d/blacklist-nouveau.conf.j2",
-        name="Blacklist nouveau",
-    )
-    dropin = FileSpec(
-        dest="/etc/systemd/system/nvidia-persistenced.service.d/rigforge-persistence.conf",
-        template="etc/systemd/system/nvidia-persistenced.service.d/rigforge-persistence.conf.j2",
-        context={
-            "daemon": "/usr/bin/nvidia-persistenced",
-            "user": "nvpd" if drv.source == "debian" else "nvidia-persistenced",
-        },
-        name="nvidia-persistenced: persistence mode on (drop-in)",
-    )
+    unattended = specs.unattended_blacklist(UNATTENDED_BLACKLIST)
+    pin = specs.driver_pin(PIN_PATTERNS, drv.branch, drv.source)
+    blacklist = specs.nouveau_blacklist()
+    dropin = specs.persistenced_dropin("nvpd" if drv.source == "debian" else "nvidia-persistenced")
     # One round trip for every file, unit and tool this concern decides on.
     snap = snapshot(
-        paths=[f.dest for f in (unattended, pref, blacklist, dropin)],
+        paths=[f.dest for f in (unattended, pin, blacklist, dropin)],
         units=[PERSISTENCED],
         commands=["update-initramfs"],
     )
@@ -184,16 +162,11 @@ def nvidia_driver() -> None:
             path=f"/etc/apt/sources.list.d/cuda-{folder}-{host.data.rigforge_cuda_arch}.list",
             present=False,
         )
-        put_template(
-            "etc/apt/sources.list.d/cuda.sources.j2",
-            f"/etc/apt/sources.list.d/cuda-{folder}-{host.data.rigforge_cuda_arch}.sources",
-            name="CUDA apt repository (deb822, signed-by)",
-            uri=uri,
-            keyring=CUDA_KEYRING,
-        )
+        dest = f"/etc/apt/sources.list.d/cuda-{folder}-{host.data.rigforge_cuda_arch}.sources"
+        put_spec(specs.cuda_sources(dest, uri, CUDA_KEYRING))
         ensure_packages(list(pkgs.pin), name=f"Pin the driver to branch {drv.branch}")
     else:
-        put_files([pref], snap)
+        put_files([pin], snap)
 
     initramfs = "update-initramfs" in snap.commands
     wanted = put_files([blacklist], snap, UPDATE_INITRAMFS if initramfs else None)
@@ -203,7 +176,7 @@ def nvidia_driver() -> None:
             ["update-initramfs -u"],
             name="Rebuild the initramfs (nouveau blacklist changed)",
             snap=snap,
-            wanted=dict(wanted),
+            wanted=wanted,
         )
     else:
         host.noop("no update-initramfs on this host: initramfs left alone")
