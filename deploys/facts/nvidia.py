@@ -7,12 +7,14 @@ The parsing is the foundation's (:mod:`tuning.captures`); these classes only ada
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pyinfra.api import FactBase
 
 from tuning.captures import CaptureFormatError, parse_query_gpu, parse_topo
-from tuning.captures.values import format_cpu_list
+from tuning.captures.topo import TopoGpu
+from tuning.core.pcie import TopologyLink
+from tuning.core.rig import GpuInfo
 
 #: The ``--query-gpu`` fields :class:`NvidiaGpus` asks for (``nvidia-smi --help-query-gpu``).
 QUERY_FIELDS: tuple[str, ...] = (
@@ -45,36 +47,6 @@ STATUS_UNPARSEABLE = "unparseable"
 
 
 @dataclass(frozen=True)
-class SmiLink:
-    """A GPU's PCIe link as ``nvidia-smi`` reports it (``pcie.link.gen/width.current/max``)."""
-
-    gen_current: int | None = None
-    gen_max: int | None = None
-    width_current: int | None = None
-    width_max: int | None = None
-
-
-@dataclass(frozen=True)
-class SmiGpu:
-    """One GPU as :class:`NvidiaGpus` reports it: the fields a deploy decides on.
-
-    Units: W, MiB. ``None``: nvidia-smi printed ``[N/A]`` (not supported on this card).
-    """
-
-    index: int | None = None
-    uuid: str | None = None
-    name: str | None = None
-    pci_bus_id: str | None = None
-    memory_total_mib: int | None = None
-    power_limit_w: float | None = None
-    power_default_w: float | None = None
-    power_min_w: float | None = None
-    power_max_w: float | None = None
-    persistence_mode: bool | None = None
-    pcie: SmiLink = field(default_factory=SmiLink)
-
-
-@dataclass(frozen=True)
 class SmiGpus:
     """What ``nvidia-smi --query-gpu`` said: a status, its own sentence when not ok, the GPUs.
 
@@ -84,39 +56,22 @@ class SmiGpus:
 
     status: str
     message: str | None = None
-    gpus: tuple[SmiGpu, ...] = ()
+    gpus: tuple[GpuInfo, ...] = ()
 
-    def find(self, uuid: str) -> SmiGpu | None:
+    def find(self, uuid: str) -> GpuInfo | None:
         """The GPU with this UUID (case-insensitive), or ``None``."""
         return next((g for g in self.gpus if (g.uuid or "").lower() == uuid.lower()), None)
 
 
 @dataclass(frozen=True)
-class TopoLink:
-    """How GPUs ``a`` and ``b`` are connected (``NV4``, ``PIX``, ``PXB``, ``PHB``, ``NODE``, …)."""
-
-    a: int
-    b: int
-    link: str
-
-
-@dataclass(frozen=True)
-class TopoGpu:
-    """A GPU's local CPUs (kernel CPU list) and NUMA node as ``nvidia-smi topo -m`` prints them."""
-
-    index: int
-    cpu_list: str | None
-    numa_node: int | None
-
-
-@dataclass(frozen=True)
 class Topology:
-    """``nvidia-smi topo -m``: the matrix's devices, each unordered GPU pair once, each GPU."""
+    """``nvidia-smi topo -m``: the matrix's devices, each unordered GPU pair once, each GPU's
+    affinity cells (the parser's own types)."""
 
     status: str
     message: str | None = None
     devices: tuple[str, ...] = ()
-    links: tuple[TopoLink, ...] = ()
+    links: tuple[TopologyLink, ...] = ()
     gpus: tuple[TopoGpu, ...] = ()
 
 
@@ -134,12 +89,15 @@ class NvidiaGpus(FactBase[SmiGpus]):
     Example::
 
         SmiGpus(status="ok", message=None, gpus=(
-            SmiGpu(index=0, uuid="GPU-5f1c…", name="NVIDIA GeForce RTX 3090",
-                   pci_bus_id="00000000:01:00.0", memory_total_mib=24576,
-                   power_limit_w=350.0, power_default_w=350.0, power_min_w=100.0,
-                   power_max_w=350.0, persistence_mode=True,
-                   pcie=SmiLink(gen_current=1, gen_max=4, width_current=16, width_max=16)),
+            GpuInfo(index=0, uuid="GPU-5f1c…", name="NVIDIA GeForce RTX 3090",
+                    pci_bus_id="00000000:01:00.0", memory_total_mib=24576,
+                    power_limit_w=350.0, power_default_w=350.0, power_min_w=100.0,
+                    power_max_w=350.0, persistence_mode=True,
+                    pcie=PcieLink(gen_current=1, gen_max=4, width_current=16, width_max=16)),
         ))
+
+    The GPUs are the core's :class:`~tuning.core.rig.GpuInfo` (what nvidia-smi did not report,
+    or was not asked, is ``None``).
     """
 
     def requires_command(self) -> str:
@@ -164,30 +122,7 @@ class NvidiaGpus(FactBase[SmiGpus]):
             records = parse_query_gpu(text)
         except CaptureFormatError as exc:
             return SmiGpus(status=STATUS_UNPARSEABLE, message=str(exc))
-        return SmiGpus(
-            status=STATUS_OK,
-            gpus=tuple(
-                SmiGpu(
-                    index=r.index,
-                    uuid=r.uuid,
-                    name=r.name,
-                    pci_bus_id=r.pci_bus_id,
-                    memory_total_mib=r.memory_total_mib,
-                    power_limit_w=r.power_limit_w,
-                    power_default_w=r.power_default_w,
-                    power_min_w=r.power_min_w,
-                    power_max_w=r.power_max_w,
-                    persistence_mode=r.persistence_mode,
-                    pcie=SmiLink(
-                        gen_current=r.pcie.gen_current,
-                        gen_max=r.pcie.gen_max,
-                        width_current=r.pcie.width_current,
-                        width_max=r.pcie.width_max,
-                    ),
-                )
-                for r in records
-            ),
-        )
+        return SmiGpus(status=STATUS_OK, gpus=tuple(r.to_gpu_info() for r in records))
 
 
 class GpuTopology(FactBase[Topology]):
@@ -197,8 +132,8 @@ class GpuTopology(FactBase[Topology]):
     each unordered pair once. Example::
 
         Topology(status="ok", message=None, devices=("GPU0", "GPU1", "NIC0"),
-                 links=(TopoLink(a=0, b=1, link="PHB"),),
-                 gpus=(TopoGpu(index=0, cpu_list="0-15", numa_node=0),))
+                 links=(TopologyLink(a=0, b=1, link="PHB"),),
+                 gpus=(TopoGpu(index=0, cpu_list=(0, 1, …, 15), numa_affinity=(0,)),))
     """
 
     def requires_command(self) -> str:
@@ -221,15 +156,5 @@ class GpuTopology(FactBase[Topology]):
         except CaptureFormatError as exc:
             return Topology(status=STATUS_UNPARSEABLE, message=str(exc))
         return Topology(
-            status=STATUS_OK,
-            devices=tuple(matrix.devices),
-            links=tuple(TopoLink(a=link.a, b=link.b, link=link.link) for link in matrix.links),
-            gpus=tuple(
-                TopoGpu(
-                    index=gpu.index,
-                    cpu_list=format_cpu_list(gpu.cpu_list) if gpu.cpu_list else None,
-                    numa_node=gpu.numa_node,
-                )
-                for gpu in matrix.gpus
-            ),
+            status=STATUS_OK, devices=matrix.devices, links=matrix.links, gpus=matrix.gpus
         )

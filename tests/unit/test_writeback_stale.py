@@ -66,7 +66,9 @@ def profile(tmp_path: Path) -> Path:
 
 
 def _nvidia(gpus: list[dict[str, Any]], status: str = "ok") -> dict[str, Any]:
-    return {"NvidiaGpus": {"status": status, "message": None, "gpus": gpus}}
+    """The NvidiaGpus fact listing ``gpus`` in nvidia-smi's order (index 0, 1, …)."""
+    listed = [{"index": i, **gpu} for i, gpu in enumerate(gpus)]
+    return {"NvidiaGpus": {"status": status, "message": None, "gpus": listed}}
 
 
 def _run(profile: Path, facts: dict[str, Any], inventory: list[dict[str, Any]]) -> tuple:
