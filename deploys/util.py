@@ -22,7 +22,7 @@ from pyinfra.operations import apt, files
 
 from deploys.facts.host import HostSnapshot, Snapshot, UnitState
 from deploys.operations import dpkg, pending, systemd
-from deploys.operations.systemd import DAEMON_RELOAD, restart_step
+from deploys.operations.systemd import DAEMON_RELOAD, STOPPED, restart_step
 from inventory.schema import HostConfig, host_config
 from tuning.render import TEMPLATES, FileSpec, render, unit_word
 
@@ -276,7 +276,9 @@ def unit_removed(unit: str, *, extra_paths: tuple[str, ...] = (), name: str) -> 
     if (
         state.file_state is None
         and not any(snap.files.get(p) for p in paths)
-        and not (snap.systemd_booted and DAEMON_RELOAD in snap.pending)
+        and not (
+            snap.systemd_booted and (DAEMON_RELOAD in snap.pending or state.active not in STOPPED)
+        )
     ):
         host.noop(f"{name}: {unit} not installed")
         return
