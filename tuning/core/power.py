@@ -34,6 +34,13 @@ from tuning.core.limits import (
 )
 from tuning.core.strict import StrictModel
 
+#: How far a GPU's read-back power limit may sit from the cap asked for and still count as that
+#: cap (W). ``estimate``: NVML takes limits in milliwatts, but ``nvidia-smi -pl`` and several
+#: boards enforce whole watts, so a limit can read back up to 1 W off what was asked. Used by
+#: the actuator (skip a set that is already in force, refuse a read-back further off), by
+#: ``rigforge apply``'s "changed" column, and rendered into the boot-time cap script.
+POWER_LIMIT_TOLERANCE_W = 1.0
+
 #: A PSU or circuit name: what ``gpus[].psu`` and ``psus[].circuit`` refer to.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
