@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tuning.backends.base import LINK_ORDER, link_rank
 from tuning.errors import ConfigError, yaml_path
+from tuning.fabric.schema import FabricSpec, check_fabric
 
 PRESETS_FILE = Path(__file__).with_name("presets.yaml")
 WORKLOADS: tuple[str, ...] = ("decode", "prefill", "batched")
@@ -235,6 +236,7 @@ class RigSpec(_Strict):
     psus: list[PsuSpec] = Field(default_factory=list)
     gpus: list[GpuSpec] = Field(min_length=1)
     topology: TopologySpec = Field(default_factory=TopologySpec)
+    fabric: FabricSpec | None = None
     presets: dict[str, PresetSpec] = Field(default_factory=dict)
     sources: dict[str, str] = Field(default_factory=dict)
 
@@ -441,6 +443,8 @@ def load_rig_spec(data: Any, source: str) -> tuple[RigSpec, dict[str, PresetSpec
         seen.add(pair)
         if not _valid_link(entry.link):
             problems.append((f"{path}.link", _bad_link(entry.link)))
+    if spec.fabric is not None:
+        problems += check_fabric(spec.fabric, [g.riser for g in spec.gpus])
     _raise(source, problems)
     return spec, presets
 
