@@ -10,7 +10,10 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tuning.errors import ConfigError, yaml_path
 
 PARAMS_FILE = Path(__file__).with_name("pcie.yaml")
 
@@ -53,10 +56,11 @@ class FabricParams(_Strict):
 @cache
 def load_params() -> FabricParams:
     """The shipped figures, validated once (ConfigError with the YAML path when broken)."""
-    from tuning.backends.sim_config import _validate, read_yaml
-
-    params: FabricParams = _validate(FabricParams, read_yaml(PARAMS_FILE), PARAMS_FILE.name)
-    return params
+    try:
+        return FabricParams.model_validate(yaml.safe_load(PARAMS_FILE.read_text(encoding="utf-8")))
+    except ValidationError as exc:
+        where = "; ".join(f"{yaml_path(e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{PARAMS_FILE.name}: {where}") from exc
 
 
 def raw_gbps(gen: int, width: int) -> float:
