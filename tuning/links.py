@@ -603,3 +603,46 @@ def _collapse_probe(
         rates = prober.run([Transfer("p2p", src=a, dst=b) for a, b in pairs], size_mib)
         out.update(dict(zip(pairs, rates, strict=True)))
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Checks of a measured links.yaml (the verify suite's gpu tier runs them on the box)
+# --------------------------------------------------------------------------------------------
+
+#: A peer pair measured below this share of what the saved links.yaml recorded has lost
+#: bandwidth (a switch retrained, ACS turned back on, a driver update disabled P2P).
+P2P_LOSS_RATIO = 0.80
+
+
+def low_host_links(measured: LinksFile) -> list[str]:
+    """One sentence per GPU whose H2D is below ``LOW_LINK_RATIO`` of its link's expectation."""
+    out = []
+    for g in measured.gpus:
+        if g.expected_gbps and g.h2d_gbps < LOW_LINK_RATIO * g.expected_gbps:
+            out.append(
+                f"{g.uuid}: H2D {g.h2d_gbps:.1f} GB/s is below {LOW_LINK_RATIO:.0%} of the "
+                f"{g.expected_gbps:.1f} GB/s its gen {g.gen} x{g.width} link should carry"
+            )
+    return out
+
+
+def p2p_losses(measured: LinksFile, saved: LinksFile) -> list[str]:
+    """One sentence per pair that went peer/NVLink in ``saved`` but is staged now, or carries
+    less than ``P2P_LOSS_RATIO`` of what ``saved`` recorded."""
+    out = []
+    for before in saved.p2p:
+        now = measured.pair(before.src, before.dst)
+        if now is None:
+            out.append(f"{before.src} → {before.dst}: not measured now (a GPU is gone?)")
+            continue
+        if before.mode != "staged" and now.mode == "staged":
+            out.append(
+                f"{before.src} → {before.dst}: was {before.mode}, now staged through host "
+                "memory (P2P lost: ACS, IOMMU or driver change?)"
+            )
+        elif now.gbps < P2P_LOSS_RATIO * before.gbps:
+            out.append(
+                f"{before.src} → {before.dst}: {now.gbps:.1f} GB/s, was {before.gbps:.1f} "
+                f"({now.gbps / before.gbps:.0%})"
+            )
+    return out
