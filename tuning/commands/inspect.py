@@ -19,6 +19,7 @@ from tuning.apply import open_tuning_rig
 from tuning.backends import DEFAULT_RIG
 from tuning.backends.base import GpuInfo, LinkStatus, PcieLink, RigSnapshot
 from tuning.captures._values import format_cpu_list
+from tuning.captures.fabric import CapturedFabric
 from tuning.captures.folder import load_captures
 from tuning.fabric.graph import Fabric
 from tuning.links import budget_lines, described_fabric, fabric_json, tree_lines
@@ -236,9 +237,11 @@ def command(rig_spec: str | None, captures_dir: Path | None, as_json: bool) -> N
         raise click.UsageError("--rig and --from-captures are alternatives; give one of them")
     notes: tuple[str, ...] = ()
     fabric: Fabric | None = None
+    captured_fabric: CapturedFabric | None = None
     if captures_dir is not None:
         captured = load_captures(captures_dir)
         snapshot, notes = captured.snapshot, captured.warnings
+        captured_fabric = captured.fabric
     else:
         # a simulated rig comes back with the caps earlier runs left on its "hardware"
         rig, _ = open_tuning_rig(rig_spec or DEFAULT_RIG)
@@ -253,6 +256,13 @@ def command(rig_spec: str | None, captures_dir: Path | None, as_json: bool) -> N
         document = snapshot.to_json()
         if fabric is not None:
             document["fabric"] = fabric_json(fabric)
+        if captured_fabric is not None:
+            document["fabric"] = captured_fabric.to_json()
         click.echo(json.dumps(document, indent=2))
         return
-    render(snapshot, _console(), notes, fabric)
+    console = _console()
+    render(snapshot, console, notes, fabric)
+    if captured_fabric is not None:
+        console.print("[bold]Fabric (from the captures)[/]", highlight=False)
+        for line in captured_fabric.tree_lines():
+            console.print(line, highlight=False, markup=False)
