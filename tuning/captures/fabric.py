@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tuning.backends.base import GpuInfo, normalize_bus_id
-from tuning.captures._values import clean_text
+from tuning.captures.values import clean_text
 
 _ROOT_RE = re.compile(r"\[(?P<dom>[0-9a-fA-F]{4}):(?P<bus>[0-9a-fA-F]{2})\]")
 _DEV_RE = re.compile(
