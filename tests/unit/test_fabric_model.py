@@ -8,12 +8,14 @@ completion; link efficiency 0.966).
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tuning.backends import open_rig
 from tuning.backends.sim import SimRig
+from tuning.errors import ConfigError
 from tuning.fabric.graph import Fabric
 from tuning.fabric.model import (
     P2pMode,
@@ -169,3 +171,27 @@ def test_reference_rig_peer_only_between_professional_cards() -> None:
     assert p2p_mode(fabric, 1, 3) is P2pMode.PEER
     assert p2p_mode(fabric, 0, 1) is P2pMode.STAGED
     assert p2p_mode(fabric, 2, 5) is P2pMode.STAGED
+
+
+def test_nvlink_bridge_carries_the_pair_and_spares_pcie() -> None:
+    """bench/rigs/2x3090-nvlink.yaml: a bridge of 4 links × 14.0625 GB/s each way, payload
+    share 0.9 (pcie.yaml): 50.6 GB/s, while an H2D into GPU 0 keeps its PCIe rate."""
+    rig = SimRig.from_file(Path(__file__).parents[2] / "bench" / "rigs" / "2x3090-nvlink.yaml")
+    fabric = fabric_of_rig(rig)
+    assert p2p_mode(fabric, 0, 1) is P2pMode.NVLINK
+    rates = solve(fabric, [Transfer("p2p", src=0, dst=1), Transfer("h2d", gpu=0)])
+    assert rates == pytest.approx([4 * 14.0625 * 0.9, READ_GEN4_128], rel=1e-3)
+    assert latency_us(fabric, 0, 1) < 1.0
+
+
+def test_a_slot_narrower_than_the_gpu_reports_is_refused() -> None:
+    """A Gen4 x16 card the rig file does not say trained lower cannot sit in an x8 port."""
+    with pytest.raises(ConfigError, match=r"fabric.gpus\[2\].at: GPU 2 reports gen 4 x16"):
+        small_rig(
+            sockets=[{"name": "cpu0", "pcie_lanes": 64, "memory_bw_gbps": 200,
+                      "root_ports": [{"name": "P0", "gen": 4, "width": 16},
+                                     {"name": "P1", "gen": 4, "width": 8},
+                                     {"name": "P3", "gen": 4, "width": 8}]}],
+            switches=[{"name": "sw0", "uplink": "P0", "gen": 4, "width": 16,
+                       "downstream_ports": 2}],
+        )  # fmt: skip

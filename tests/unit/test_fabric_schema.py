@@ -21,7 +21,13 @@ FABRIC_RIG: dict[str, Any] = {
     "gpus": [
         {"preset": "rtx_a6000", "slot": 1, "bus_id": "00000000:01:00.0"},
         {"preset": "rtx_a6000", "slot": 2, "bus_id": "00000000:02:00.0"},
-        {"preset": "rtx3090", "slot": 3, "bus_id": "00000000:03:00.0", "riser": True},
+        {
+            "preset": "rtx3090",
+            "slot": 3,
+            "bus_id": "00000000:03:00.0",
+            "riser": True,
+            "pcie": {"gen": 3, "width": 16},
+        },
     ],
     "fabric": {
         "sockets": [
@@ -65,7 +71,7 @@ def error_of(data: dict[str, Any]) -> str:
 
 
 def test_lane_budget_of_a_small_fabric() -> None:
-    """Hand count: switch uplink x16 + riser GPU x16 (a Gen3 riser caps the gen, not the
+    """Hand count: switch uplink x16 + riser GPU x16 (its Gen3 riser holds the gen, not the
     width) + NVMe x4 = 36 of 48 lanes; two GPUs share sw0's uplink."""
     fabric = fabric_of_rig(SimRig.from_dict(FABRIC_RIG, source="x"))
     budget = fabric.lane_budget()
@@ -171,5 +177,17 @@ def test_inspect_shows_no_fabric_a_rig_file_does_not_describe(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("RIGFORGE_STATE_DIR", str(tmp_path))
-    result = CliRunner().invoke(cli, ["inspect", "--rig", "sim:4x3090", "--json"])
+    data = {k: v for k, v in FABRIC_RIG.items() if k != "fabric"}
+    data["gpus"] = [{**g, "riser": False} for g in data["gpus"]]  # nothing says where they sit
+    rig = tmp_path / "rig.yaml"
+    rig.write_text(json.dumps(data))
+    result = CliRunner().invoke(cli, ["inspect", "--rig", str(rig), "--json"])
     assert "fabric" not in json.loads(result.output)
+
+
+def test_a_gpu_on_a_gen3_riser_must_say_it_trains_at_gen3() -> None:
+    data = copy.deepcopy(FABRIC_RIG)
+    del data["gpus"][2]["pcie"]
+    assert "fabric.gpus[2].at: GPU 2 reports gen 4 x16 but P2 with riser r1 carries at most " in (
+        error_of(data)
+    )

@@ -434,7 +434,13 @@ def load_rig_spec(data: Any, source: str) -> tuple[RigSpec, dict[str, PresetSpec
         if not _valid_link(entry.link):
             problems.append((f"{path}.link", _bad_link(entry.link)))
     if spec.fabric is not None:
-        problems += check_fabric(spec.fabric, [g.riser for g in spec.gpus])
+        links = [
+            (g.pcie.gen, g.pcie.width)
+            if g.pcie is not None
+            else ((p.pcie.gen, p.pcie.width) if (p := presets.get(g.preset)) else None)
+            for g in spec.gpus
+        ]
+        problems += check_fabric(spec.fabric, [g.riser for g in spec.gpus], links)
     _raise(source, problems)
     return spec, presets
 

@@ -192,11 +192,18 @@ def _unknown(what: str, name: str, known: Sequence[str]) -> str:
     return f"{name!r} is not a known {what}{hint}; known: {', '.join(known) or 'none'}"
 
 
-def check_fabric(fabric: FabricSpec, gpu_risers: Sequence[bool]) -> list[Problem]:
+def check_fabric(
+    fabric: FabricSpec,
+    gpu_risers: Sequence[bool],
+    gpu_links: Sequence[tuple[int, int] | None] = (),
+) -> list[Problem]:
     """Every inconsistency of a fabric with itself and with the rig's GPU list.
 
     ``gpu_risers``: ``gpus[i].riser`` of the rig file, one per GPU (the GPU count comes from
-    it). Returns ``(yaml path, what is wrong and how to fix it)`` pairs; empty when sound.
+    it); ``gpu_links``: the (gen, width) each GPU reports under load (``gpus[i].pcie``, else
+    its preset's), so a slot narrower or slower than that is caught: the GPU would report a
+    link its slot cannot carry. Returns ``(yaml path, what is wrong and how to fix it)``
+    pairs; empty when sound.
     """
     problems: list[Problem] = []
     n_gpus = len(gpu_risers)
@@ -307,6 +314,29 @@ def check_fabric(fabric: FabricSpec, gpu_risers: Sequence[bool]) -> list[Problem
                         else f"puts it on riser {g.riser!r}"
                     )
                     + "; make the two agree",
+                )
+            )
+    slot_link: dict[str, tuple[int, int]] = {
+        p.name: (p.gen, p.width) for socket in fabric.sockets for p in socket.root_ports
+    }
+    slot_link.update({sw.name: (sw.gen, 16) for sw in fabric.switches})
+    if fabric.chipset is not None:
+        slot_link[fabric.chipset.name] = (fabric.chipset.gen, 16)
+    riser_gen = {r.name: r.gen for r in fabric.risers}
+    for i, g in enumerate(fabric.gpus):
+        link = gpu_links[g.gpu] if g.gpu < len(gpu_links) else None
+        if link is None or g.at not in slot_link:
+            continue
+        gen_cap = min(slot_link[g.at][0], riser_gen.get(g.riser or "", 6))
+        width_cap = slot_link[g.at][1]
+        if link[0] > gen_cap or link[1] > width_cap:
+            problems.append(
+                (
+                    f"fabric.gpus[{i}].at",
+                    f"GPU {g.gpu} reports gen {link[0]} x{link[1]} but {g.at} "
+                    + (f"with riser {g.riser} " if g.riser else "")
+                    + f"carries at most gen {gen_cap} x{width_cap}; set gpus[{g.gpu}].pcie to "
+                    "what it trains at there, or fix the port",
                 )
             )
     for missing in sorted(set(range(n_gpus)) - set(attached)):
