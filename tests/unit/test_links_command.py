@@ -11,6 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from tuning.cli import cli
+from tuning.errors import ConfigError
 from tuning.fabric.links_file import load_links_file
 
 BENCH_RIGS = Path(__file__).parents[2] / "bench" / "rigs"
@@ -138,3 +139,13 @@ def test_unknown_host_is_refused_before_anything_runs(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["links", "--host", "nope", "--inventory-dir", str(tmp_path)])
     assert result.exit_code != 0
     assert "no inventory" in str(result.exception) or "no inventory" in result.output
+
+
+def test_a_links_file_of_another_version_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    CliRunner().invoke(cli, ["links", "--rig", "sim:reference", "--quick", "--out", str(out)])
+    text = (out / "links.yaml").read_text()
+    assert text.startswith("schema_version: 1\n")
+    (out / "links.yaml").write_text(text.replace("schema_version: 1", "schema_version: 2"))
+    with pytest.raises(ConfigError, match=r"links\.yaml: schema_version"):
+        load_links_file(out / "links.yaml")

@@ -4,6 +4,7 @@ Written by ``rigforge links --out DIR`` and ``--host NAME``
 (``inventory/host_data/NAME/links.yaml``). Units: GB/s (10^9 B/s) per direction, µs.
 Example::
 
+    schema_version: 1
     rig: {name: reference, fingerprint: "sha256:…"}
     size_mib: 256
     gpus:
@@ -73,8 +74,9 @@ class LaneCounts(_Strict):
 
 
 class LinksFile(_Strict):
-    """The whole ``links.yaml``."""
+    """The whole ``links.yaml`` (``schema_version: 1``, as every rigforge file carries)."""
 
+    schema_version: Literal[1] = 1
     rig: LinksRig
     size_mib: int = Field(gt=0)
     gpus: list[GpuLinks] = Field(min_length=1)
