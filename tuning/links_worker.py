@@ -7,12 +7,14 @@ It allocates a pinned host buffer and a device buffer of ``--size-mib`` (and one
 visible GPU for pair workers), then obeys one JSON command per stdin line and answers one JSON
 line per command on stdout:
 
-* first ``{"ready": true, "backend", "gpus": n, "peer_access": bool | null}`` — peer access
+* first ``{"ready": true, "gpus": n, "peer_access": bool | null}`` — peer access
   as the platform reports it (``cudaDeviceCanAccessPeer``); or ``{"error": "…"}``, exit 3;
 * ``{"op": "h2d" | "d2h" | "bidir" | "p2p" | "p2p_latency", "iters": k, "start_at": t}`` →
   ``{"op", "gbps", "seconds"}`` (``bidir``: the sum of both directions; ``p2p_latency``:
   ``{"op", "latency_us"}``). ``start_at`` (``time.monotonic``, the system-wide clock the
-  parent reads) lets the parent start copies on several workers at the same moment;
+  parent reads) lets the parent start copies on several workers at the same moment.
+  ``p2p_latency`` times a 4-byte peer copy with its synchronisation, launch included: an
+  upper bound on the latency p2pBandwidthLatencyTest's kernel writes show;
 * ``{"op": "exit"}`` or a closed stdin ends it.
 
 Copies are asynchronous on a stream, timed with CUDA events. The worker reads and writes only

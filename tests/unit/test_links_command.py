@@ -149,3 +149,20 @@ def test_a_links_file_of_another_version_is_refused(tmp_path: Path) -> None:
     (out / "links.yaml").write_text(text.replace("schema_version: 1", "schema_version: 2"))
     with pytest.raises(ConfigError, match=r"links\.yaml: schema_version"):
         load_links_file(out / "links.yaml")
+
+
+def test_without_matplotlib_links_yaml_is_still_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tuning import report
+
+    def no_plots() -> None:
+        raise report.PlotsUnavailable("plots need matplotlib: pip install 'rigforge[plots]'")
+
+    monkeypatch.setattr(report, "_pyplot", no_plots)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["links", "--rig", "sim:reference", "--out", str(out)])
+    assert result.exit_code == 1  # the riser GPU, not the missing plot
+    assert "no heatmap" in result.stderr
+    assert load_links_file(out / "links.yaml").gpus
+    assert not (out / "p2p.png").exists()

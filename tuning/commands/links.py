@@ -209,7 +209,12 @@ def command(
             path.write_text(text, encoding="utf-8")
             written.append(path)
     if out_dir is not None:
-        written.append(plot_heatmap(report, out_dir / "p2p.png"))
+        from tuning.report import PlotsUnavailable
+
+        try:
+            written.append(plot_heatmap(report, out_dir / "p2p.png"))
+        except PlotsUnavailable as error:
+            click.echo(f"rigforge: wrote {out_dir / 'links.yaml'}; no heatmap: {error}", err=True)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:
