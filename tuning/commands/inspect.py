@@ -21,6 +21,7 @@ from tuning.backends.base import GpuInfo, LinkStatus, PcieLink, RigSnapshot
 from tuning.captures.fabric import CapturedFabric
 from tuning.captures.folder import load_captures
 from tuning.captures.values import format_cpu_list
+from tuning.errors import ConfigError
 from tuning.fabric.graph import Fabric
 from tuning.links import budget_lines, described_fabric, fabric_json, tree_lines
 
@@ -242,6 +243,12 @@ def command(rig_spec: str | None, captures_dir: Path | None, as_json: bool) -> N
         captured = load_captures(captures_dir)
         snapshot, notes = captured.snapshot, captured.warnings
         captured_fabric = captured.fabric
+        if not snapshot.gpus:
+            raise ConfigError(
+                f"{captures_dir}: no GPU in any capture; capture nvidia-smi -q (or "
+                "nvidia-smi --query-gpu=index,name,pci.bus_id,uuid --format=csv) on the machine"
+                + "".join(f"\n  {note}" for note in notes)
+            )
     else:
         # a simulated rig comes back with the caps earlier runs left on its "hardware"
         rig, _ = open_tuning_rig(rig_spec or DEFAULT_RIG)
