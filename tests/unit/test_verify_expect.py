@@ -215,6 +215,7 @@ def test_every_verify_module_is_one_concern() -> None:
         "test_driver.py",
         "test_gpu_settings.py",
         "test_irqs.py",
+        "test_links.py",
         "test_packages.py",
         "test_pcie.py",
         "test_secrets.py",
