@@ -47,7 +47,8 @@ from inventory.schema import (
     check_placements,
 )
 from tuning.core.checks import api_key_problem, is_placeholder_secret
-from tuning.core.rig import GpuInfo, rig_fingerprint
+from tuning.core.profile import parse_profile, profile_mismatch
+from tuning.core.rig import GpuInfo
 from tuning.errors import ConfigError, yaml_path
 
 #: Key names that hold a secret when their value is written inline.
@@ -460,72 +461,43 @@ def _read_side_file(
 
 
 def _profile_checks(label: str, cfg: HostConfig, path: Path) -> list[Issue]:
-    """The tuner profile fits the listed GPUs: UUIDs, caps in range, budgets, fingerprint."""
+    """The tuner profile is one (the one loader) and fits the listed GPUs: caps in range,
+    budgets, and the one stale-profile check (UUIDs, fingerprint)."""
     data, issues = _read_side_file(label, path, "profile")
     if data is None:
         return issues
-    entries = data.get("gpus")
-    if not isinstance(entries, list):
-        return [Issue(label, f"profile {path.name} has no gpus list (gpus[].uuid, gpus[].cap_w)")]
-    listed = cfg.gpus != "discover"
+    try:
+        profile = parse_profile(data, path.name)
+    except ConfigError as error:
+        return [Issue(label, f"profile {line}") for line in str(error).splitlines()]
+    if cfg.gpus == "discover":
+        return []
     gpus = cfg.gpu_list
     caps: dict[int, float] = {}
-    for i, entry in enumerate(entries):
-        where = f"{path.name} gpus[{i}]"
-        if not isinstance(entry, dict) or "uuid" not in entry:
-            issues.append(Issue(label, f"{where} has no uuid"))
-            continue
-        cap = entry.get("cap_w")
-        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int | float)):
-            issues.append(Issue(label, f"{where}.cap_w {cap!r} is not a number of watts"))
-            continue
-        if not listed:
-            continue
-        gpu = cfg.gpu(str(entry["uuid"]))
+    for i, entry in enumerate(profile.gpus):
+        gpu = cfg.gpu(entry.uuid)
         if gpu is None:
-            issues.append(
-                Issue(
-                    label,
-                    f"{where}.uuid {entry['uuid']} is not in this host's gpus; the profile was "
-                    "made on another rig (re-run rigforge sweep)",
-                )
-            )
-            continue
-        if cap is not None:
-            caps[gpus.index(gpu)] = float(cap)
-            for issue in check_cap(label, float(cap), gpu):
-                issues.append(Issue(label, f"{where}.cap_w: {issue.message}"))
+            continue  # named by the stale-profile check below
+        caps[gpus.index(gpu)] = entry.cap_w
+        for issue in check_cap(label, entry.cap_w, gpu):
+            issues.append(Issue(label, f"{path.name} gpus[{i}].cap_w: {issue.message}"))
     if caps:
         issues += check_budget(
             label.rsplit(".power", 1)[0], cfg, caps, f"profile caps from {path.name}"
         )
-    expected = (
-        (data.get("rig") or {}).get("fingerprint") if isinstance(data.get("rig"), dict) else None
-    )
-    if (
-        expected
-        and listed
-        and gpus
-        and all(g.uuid and g.name and g.pci_bus_id and g.memory_total_mib for g in gpus)
-    ):
-        actual = rig_fingerprint(
-            GpuInfo(
-                index=i,
-                uuid=g.uuid,
-                name=g.name,
-                pci_bus_id=g.pci_bus_id,
-                memory_total_mib=g.memory_total_mib,
-            )
-            for i, g in enumerate(gpus)
+    listed = [
+        GpuInfo(
+            index=i,
+            uuid=g.uuid,
+            name=g.name,
+            pci_bus_id=g.pci_bus_id,
+            memory_total_mib=g.memory_total_mib,
         )
-        if actual != expected:
-            issues.append(
-                Issue(
-                    label,
-                    f"profile {path.name} was tuned on rig {expected} but the listed GPUs are "
-                    f"{actual} (a GPU was swapped, moved or renamed); re-run rigforge sweep",
-                )
-            )
+        for i, g in enumerate(gpus)
+    ]
+    problem = profile_mismatch(profile, listed)
+    if problem:
+        issues.append(Issue(label, f"profile {path.name} {problem}; re-run rigforge sweep"))
     return issues
 
 
