@@ -47,6 +47,7 @@ from inventory.schema import (
     check_placements,
 )
 from tuning.core.checks import api_key_problem, is_placeholder_secret
+from tuning.core.plan import parse_plan
 from tuning.core.profile import parse_profile, profile_mismatch
 from tuning.core.rig import GpuInfo
 from tuning.core.yamlsafe import YamlDocument, YamlRefused, parse_yaml, read_text_file
@@ -515,10 +516,16 @@ def _plan_checks(label: str, cfg: HostConfig, path: Path) -> list[Issue]:
     if not isinstance(placements, list):
         return [Issue(label, f"plan {path.name} has no placements list")]
     rows = [p if isinstance(p, dict) else {} for p in placements]
-    return [
+    issues = [
         Issue(label, f"{path.name} {i.path}: {i.message}")
         for i in check_placements("placements", cfg, rows, "placements")
     ]
+    if not issues:
+        try:  # what the deploy will read: the one plan loader must accept it too
+            parse_plan(data, path.name)
+        except ConfigError as error:
+            issues = [Issue(label, line) for line in str(error).splitlines()]
+    return issues
 
 
 # --------------------------------------------------------------------------------------------
