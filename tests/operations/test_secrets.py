@@ -20,6 +20,16 @@ from tests.operations.test_operations import FakeHost
 KEY = b"RIGFORGE_API_KEY=6f1d2c0e9b8a7f6e5d4c3b2a19081726354433221100ffeeddccbbaa99887766\n"
 DEST = "/etc/rigforge/secrets/api-key.env"
 
+#: The rest of what pyinfra's ``File`` fact returns for a regular file (``stat`` output).
+STAT = {
+    "user": "root",
+    "group": "root",
+    "size": 33,
+    "atime": "2026-12-01T10:00:00",
+    "mtime": "2026-12-01T10:00:00",
+    "ctime": "2026-12-01T10:00:00",
+}
+
 
 def _run(facts: dict[str, Any], **kwargs: Any) -> tuple[list[Any], FakeHost]:
     fake = FakeHost(facts)
@@ -45,21 +55,21 @@ def test_new_secret_is_created_0600_before_the_upload_staged_privately() -> None
 
 
 def test_changed_secret_is_uploaded_without_showing_old_or_new_content() -> None:
-    remote = {"user": "root", "group": "root", "mode": 600}
+    remote = {**STAT, "mode": 600}
     commands, fake = _run({"File": remote, "Sha256File": "0" * 64})
     assert [type(c).__name__ for c in commands] == ["StringCommand", "FileUploadCommand"]
     assert "6f1d2c0e" not in _text(commands, fake)
 
 
 def test_same_secret_is_a_noop_that_says_nothing_of_the_content() -> None:
-    remote = {"user": "root", "group": "root", "mode": 600}
+    remote = {**STAT, "mode": 600}
     commands, fake = _run({"File": remote, "Sha256File": hashlib.sha256(KEY).hexdigest()})
     assert commands == []
     assert fake.noops == [f"secret {DEST} is up to date (content not shown)"]
 
 
 def test_wrong_mode_on_the_host_is_fixed() -> None:
-    remote = {"user": "root", "group": "root", "mode": 644}
+    remote = {**STAT, "mode": 644}
     commands, _ = _run({"File": remote, "Sha256File": hashlib.sha256(KEY).hexdigest()})
     assert [str(c) for c in commands] == [f"chown root:root {DEST}", f"chmod 600 {DEST}"]
 
