@@ -42,6 +42,7 @@ from inventory.fields import (
     MAX_PORT,
     MIN_SERVICE_PORT,
     BindAddress,
+    CommandArg,
     DebianPackage,
     EngineArg,
     GpuId,
@@ -356,10 +357,10 @@ class TunerConfig(_Model):
         description="simulated rig YAML (control machine) that deploys/tune.py uploads and "
         "sweeps instead of the host's GPUs (--rig nvml); for a host without GPUs, like CI",
     )
-    sweep_args: list[EngineArg] = Field(
+    sweep_args: list[CommandArg] = Field(
         default_factory=list,
         description="extra `rigforge sweep` arguments for deploys/tune.py, e.g. "
-        "['--workload', 'batched'] (no secrets, quotes or control characters)",
+        "['--workload', 'batched'] (no secrets or control characters; each is shell-quoted)",
     )
 
 
