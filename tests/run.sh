@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls this file):
 #   1. a virtualenv with rigforge and its test dependencies,
-#   2. ruff and mypy, then the default tier (unit, facts, operations, templates: no GPU, root or network),
+#   2. ruff and mypy, then the default tier (unit, facts, operations, templates, rules: no GPU, root or
+#      network; as root it first installs Debian's prometheus package for promtool),
 #   3. the target tier (a real Debian target over SSH on loopback) when run as root,
 #   4. the gpu tier (read-only NVML checks) when an NVIDIA driver answers.
 set -euo pipefail
@@ -26,6 +27,13 @@ stage "ruff and mypy"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy tuning inventory deploys
+
+if ! command -v promtool >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    # the alert-rule tests run Prometheus's own promtool (they skip without it)
+    stage "promtool (Debian's prometheus package)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
 
 stage "default tier"
 .venv/bin/pytest -q
