@@ -205,12 +205,3 @@ METRICS_BY_NAME: Mapping[str, MetricDef] = {m.name: m for m in METRICS}
 def metric_names() -> frozenset[str]:
     """Every exposed metric name (counters with ``_total``)."""
     return frozenset(METRICS_BY_NAME)
-
-
-def markdown_table() -> str:
-    """The metric list of ``docs/monitoring.md`` (generated; a test compares the page)."""
-    rows = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
-    for metric in METRICS:
-        labels = ", ".join(f"`{label}`" for label in metric.labels) or "—"
-        rows.append(f"| `{metric.name}` | {metric.kind.value} | {labels} | {metric.help} |")
-    return "\n".join(rows) + "\n"
