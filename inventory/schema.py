@@ -258,6 +258,10 @@ class PowerConfig(_Model):
     ``rig.fingerprint``) or caps by hand in ``gpus[].power_cap_w`` — not both."""
 
     profile: str | None = Field(None, description="tuner profile YAML (rigforge sweep --out)")
+    enforce: bool = Field(
+        False,
+        description="a timer re-applies the profile's caps when they revert (counted as a metric)",
+    )
 
 
 class PcieConfig(_Model):
@@ -388,6 +392,45 @@ GpusField = Annotated[
 ]
 
 
+class MonitoringConfig(_Model):
+    """``rigforge exporter`` as a hardened unit; optionally Prometheus from Debian with the
+    scrape config and the alert rules. The exporter listens on localhost unless ``open``."""
+
+    exporter: bool = Field(False, description="install rigforge-exporter.service")
+    listen: str = Field("127.0.0.1:9835", description="IP:PORT the exporter serves /metrics on")
+    open: bool = Field(False, description="allow a non-loopback listen address")
+    rig: str = Field(
+        "nvml", pattern=r"^(nvml|sim:[A-Za-z0-9_-]+)$", description="nvml, or sim:NAME (CI)"
+    )
+    prometheus: bool = Field(
+        False, description="install Debian's prometheus with the scrape config and the rules"
+    )
+    scrape_interval_s: int = Field(15, ge=1, le=3600, description="Prometheus scrape interval")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_is_ip_port(cls, value: str) -> str:
+        address, sep, port = value.rpartition(":")
+        try:
+            ipaddress.ip_address(address.strip("[]"))
+            ok = bool(sep) and 1 <= int(port) <= 65535
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"{value!r} is not IP:PORT (e.g. 127.0.0.1:9835)")
+        return value
+
+    @model_validator(mode="after")
+    def _open_to_listen_beyond_localhost(self) -> MonitoringConfig:
+        address = self.listen.rpartition(":")[0].strip("[]")
+        if not ipaddress.ip_address(address).is_loopback and not self.open:
+            raise ValueError(
+                f"listen {self.listen} is beyond this machine: set monitoring.open: true, "
+                "or listen on 127.0.0.1"
+            )
+        return self
+
+
 class HostConfig(_Model):
     """Everything the inventory says about one host. Only ``ssh.host`` is required."""
 
@@ -406,6 +449,7 @@ class HostConfig(_Model):
     secrets: SecretsConfig = Field(default_factory=SecretsConfig)
     kernel: KernelConfig = Field(default_factory=KernelConfig)
     tuner: TunerConfig = Field(default_factory=TunerConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     base: BaseConfig = Field(default_factory=lambda: BaseConfig.model_validate({}))
 
     @property

@@ -30,13 +30,13 @@ from tuning.backends import RIGS_DIR, open_rig
 from tuning.backends.sim import SimRig
 from tuning.cli import cli
 from tuning.exporter.collector import (
-    EnforcementState,
     ExpectedGpu,
     RigCollector,
     ServingTarget,
     exposition,
     http_health_probe,
 )
+from tuning.exporter.enforcement import EnforcementState
 from tuning.exporter.metrics import METRICS
 from tuning.exporter.sim_driver import SimDriver
 from tuning.exporter.xid import FileSource, KernelLog, XidCounter, kernel_messages
@@ -319,9 +319,28 @@ def test_serving_up_and_down(rig: SimRig, engine: int) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def test_once_prints_a_scrape_with_profile_caps(tmp_path: Path) -> None:
+def write_profile(path: Path, caps_w: dict[int, float]) -> dict[int, str]:
+    """A minimal valid profile for sim:reference with caps by GPU index; returns their UUIDs."""
     rig = open_rig("sim:reference")
-    uuid = rig.gpus[0].uuid
+    gpus = []
+    for index, cap in caps_w.items():
+        gpu = rig.gpus[index]
+        c = gpu.power_constraints()
+        gpus.append(
+            {
+                "uuid": gpu.uuid,
+                "name": gpu.name,
+                "pci_bus_id": gpu.pci_bus_id,
+                "cap_w": cap,
+                "stock_cap_w": c.default_w,
+                "min_w": c.min_w,
+                "max_w": c.max_w,
+                "natural_draw_w": c.default_w,
+                "throughput_rel": 0.99,
+                "tokens_per_joule": 0.1,
+                "probes": 3,
+            }
+        )
     profile = {
         "schema_version": 1,
         "created_at": "2026-01-01T00:00:00+00:00",
@@ -333,21 +352,7 @@ def test_once_prints_a_scrape_with_profile_caps(tmp_path: Path) -> None:
         "workload": "decode",
         "policy": "efficiency",
         "floor": 0.95,
-        "gpus": [
-            {
-                "uuid": uuid,
-                "name": rig.gpus[0].name,
-                "pci_bus_id": rig.gpus[0].pci_bus_id,
-                "cap_w": 280,
-                "stock_cap_w": 350,
-                "min_w": 100,
-                "max_w": 400,
-                "natural_draw_w": 300,
-                "throughput_rel": 0.99,
-                "tokens_per_joule": 0.1,
-                "probes": 3,
-            }
-        ],
+        "gpus": gpus,
         "validation": {
             "passed": True,
             "sim_seconds": 1800,
@@ -355,13 +360,66 @@ def test_once_prints_a_scrape_with_profile_caps(tmp_path: Path) -> None:
             "max_psu_load_ratio": 0.8,
         },
     }
-    path = tmp_path / "profile.yaml"
     path.write_text(yaml.safe_dump(profile))
+    return {index: rig.gpus[index].uuid for index in caps_w}
+
+
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private state dir: simulated caps persisted by one command are seen by the next."""
+    directory = tmp_path / "state"
+    monkeypatch.setenv("RIGFORGE_STATE_DIR", str(directory))
+    return directory
+
+
+def test_once_prints_a_scrape_with_profile_caps(tmp_path: Path, state: Path) -> None:
+    path = tmp_path / "profile.yaml"
+    uuid = write_profile(path, {0: 280})[0]
     result = CliRunner().invoke(cli, ["exporter", "--once", "--profile", str(path)])
     assert result.exit_code == 0, result.output
     found = samples(result.output.encode())
     assert by_uuid(found, "rigforge_gpu_power_profile_cap_watts") == {uuid: 280.0}
     assert by_uuid(found, "rigforge_gpu_present") == {uuid: 1.0}
+
+
+def test_enforcement_chain_on_the_sim_rig(tmp_path: Path, state: Path) -> None:
+    """The power.enforce timer's command: the first run puts the profile's caps on (psu-a's
+    three cards start at their defaults: 350 + 300 + 450 W, beyond circuit-a's budget, so the
+    profile caps all three), a second finds nothing reverted, then the RTX 3090's cap put back
+    to its 350 W default behind rigforge's back is re-applied and counted; the exporter shows
+    the drift, then the count."""
+    profile = tmp_path / "profile.yaml"
+    record = state / "enforce.json"
+    uuids = write_profile(profile, {0: 280, 1: 250, 2: 300})
+    uuid = uuids[0]
+    apply = ["apply", str(profile), "--rig", "sim:reference", "--record", str(record)]
+    runner = CliRunner()
+
+    def scrape() -> Samples:
+        result = runner.invoke(
+            cli,
+            ["exporter", "--once", "--profile", str(profile), "--enforcement-state", str(record)],
+        )
+        assert result.exit_code == 0, result.output
+        return samples(result.output.encode())
+
+    assert by_uuid(scrape(), "rigforge_gpu_power_enforced_limit_watts")[uuid] == 350.0
+    first = {u: 1 for u in uuids.values()}
+    assert runner.invoke(cli, apply).exit_code == 0
+    assert json.loads(record.read_text())["reapplied"] == first
+    assert runner.invoke(cli, apply).exit_code == 0
+    assert json.loads(record.read_text())["reapplied"] == first
+    assert oct(record.stat().st_mode & 0o777) == "0o644"
+    from tuning.apply import open_tuning_rig
+
+    _rig, other = open_tuning_rig("sim:reference")
+    other.set_cap(uuid, 350.0)  # reverted behind rigforge's back
+    assert by_uuid(scrape(), "rigforge_gpu_power_enforced_limit_watts")[uuid] == 350.0
+    assert runner.invoke(cli, apply).exit_code == 0
+    found = scrape()
+    assert by_uuid(found, "rigforge_gpu_power_enforced_limit_watts")[uuid] == 280.0
+    counts = {lab["uuid"]: v for lab, v in found["rigforge_cap_enforcement_reapplied_total"]}
+    assert counts == {**{u: 1.0 for u in uuids.values()}, uuid: 2.0}
 
 
 def test_textfile_for_node_exporter(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ other GPU and family is reported as usual.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter
@@ -28,6 +27,7 @@ from tuning.backends.base import (
 )
 from tuning.budget import BudgetModel
 from tuning.errors import RigforgeError
+from tuning.exporter.enforcement import EnforcementState
 from tuning.exporter.metrics import METRICS, Kind, MetricDef
 from tuning.exporter.xid import KernelLog
 
@@ -83,30 +83,6 @@ def http_health_probe(timeout_s: float = 0.5) -> Callable[[ServingTarget], bool]
             return False
 
     return probe
-
-
-@dataclass(frozen=True)
-class EnforcementState:
-    """What the cap-enforcement timer last recorded (``rigforge exporter`` only reads it)."""
-
-    reapplied: Mapping[str, int] = field(default_factory=dict)
-    last_run_unix_s: float | None = None
-
-    @classmethod
-    def load(cls, path: Path) -> EnforcementState:
-        """Read the timer's JSON (``{"reapplied": {uuid: n}, "last_run_unix_s": t}``).
-
-        Raises ``OSError`` / ``ValueError`` for an unreadable or malformed file.
-        """
-        document = json.loads(path.read_text())
-        return cls(
-            reapplied={str(k): int(v) for k, v in (document.get("reapplied") or {}).items()},
-            last_run_unix_s=(
-                None
-                if document.get("last_run_unix_s") is None
-                else float(document["last_run_unix_s"])
-            ),
-        )
 
 
 class _Families:
