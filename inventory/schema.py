@@ -263,6 +263,12 @@ class PowerConfig(_Model):
         description="a timer re-applies the profile's caps when they revert (counted as a metric)",
     )
 
+    @model_validator(mode="after")
+    def _enforce_needs_profile(self) -> PowerConfig:
+        if self.enforce and not self.profile:
+            raise ValueError("enforce: true re-applies a profile's caps: set power.profile")
+        return self
+
 
 class PcieConfig(_Model):
     """ASPM policy: ``performance`` (kernel cmdline ``pcie_aspm.policy=performance``, runtime

@@ -334,7 +334,7 @@ class RigCollector(Collector):
         if self.before_scrape is not None:
             try:
                 self.before_scrape()
-            except RigforgeError as error:
+            except (RigforgeError, OSError) as error:  # e.g. a simulated rig's state unreadable
                 self.errors["nvml"] += 1
                 self._note_error("rig", str(error))
         f.add(
