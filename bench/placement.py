@@ -95,8 +95,14 @@ def random_rig(rng: random.Random, n: int) -> RigSnapshot:
     psus: tuple[Psu, ...] = ()
     circuits: tuple[Circuit, ...] = ()
     if with_power:
-        psus = (Psu("psu-a", 1600, "a", 0.92, 250), Psu("psu-b", 1600, "b", 0.92, 60))
-        circuits = (Circuit("a", 120, 15), Circuit("b", 120, 15))
+        psus = (
+            Psu(name="psu-a", rating_w=1600, circuit="a", efficiency=0.92, platform_w=250),
+            Psu(name="psu-b", rating_w=1600, circuit="b", efficiency=0.92, platform_w=60),
+        )
+        circuits = (
+            Circuit(name="a", voltage_v=120, breaker_a=15),
+            Circuit(name="b", voltage_v=120, breaker_a=15),
+        )
     return RigSnapshot(
         name=f"random-{n}", gpus=gpus, topology=tuple(links), psus=psus, circuits=circuits
     )

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tuning.apply import Actuator
+from tuning.apply.actuator import Actuator
 from tuning.backends import open_rig
 from tuning.budget import Policy
 from tuning.sweep import Sweep, SweepConfig, SweepResult

@@ -14,7 +14,6 @@ from pyinfra.api import deploy
 
 from deploys.operations.irq import irq_affinity
 from deploys.util import (
-    FileSpec,
     cfg,
     has_command,
     put_pending,
@@ -25,60 +24,20 @@ from deploys.util import (
     systemd_booted,
     unit_removed,
 )
-from inventory.schema import HostConfig
+from tuning.render.files import (
+    IRQ_SCRIPT,
+    IRQBALANCE_POLICY_SCRIPT,
+    irq_pinning_files,
+    irqbalance_files,
+)
 
 IRQ_UNIT = "rigforge-irq-affinity.service"
 IRQBALANCE = "irqbalance.service"
 
 DEFAULTS = {
-    "rigforge_irq_script": "/usr/local/libexec/rigforge-irq-affinity",
-    "rigforge_irqbalance_policy": "/usr/local/libexec/rigforge-irqbalance-policy",
+    "rigforge_irq_script": IRQ_SCRIPT,
+    "rigforge_irqbalance_policy": IRQBALANCE_POLICY_SCRIPT,
 }
-
-
-def irq_pinning_files(
-    config: HostConfig, *, script: str = DEFAULTS["rigforge_irq_script"]
-) -> tuple[FileSpec, FileSpec]:
-    """The IRQ-pinning script and the oneshot unit that runs it at every boot."""
-    return (
-        FileSpec(
-            dest=script,
-            template="usr/local/libexec/rigforge-irq-affinity.sh.j2",
-            name="IRQ pinning script",
-            mode="755",
-        ),
-        FileSpec(
-            dest="/etc/systemd/system/rigforge-irq-affinity.service",
-            template="etc/systemd/system/rigforge-irq-affinity.service.j2",
-            context={"script": script, "kernel_root": config.kernel.root},
-            name="rigforge-irq-affinity.service",
-        ),
-    )
-
-
-def irqbalance_files(
-    *, policy_script: str = DEFAULTS["rigforge_irqbalance_policy"]
-) -> tuple[FileSpec, FileSpec, FileSpec]:
-    """irqbalance's policy script (ban NVIDIA GPU IRQs), its arguments and its drop-in."""
-    return (
-        FileSpec(
-            dest=policy_script,
-            template="usr/local/libexec/rigforge-irqbalance-policy.sh.j2",
-            name="irqbalance policy script (ban NVIDIA GPU IRQs)",
-            mode="755",
-        ),
-        FileSpec(
-            dest="/etc/default/irqbalance-rigforge",
-            template="etc/default/irqbalance-rigforge.j2",
-            context={"policy_script": policy_script},
-            name="irqbalance arguments (--policyscript)",
-        ),
-        FileSpec(
-            dest="/etc/systemd/system/irqbalance.service.d/rigforge.conf",
-            template="etc/systemd/system/irqbalance.service.d/rigforge.conf.j2",
-            name="irqbalance.service drop-in",
-        ),
-    )
 
 
 @deploy("Affinity: GPU IRQs on local CPUs, irqbalance off them", data_defaults=DEFAULTS)

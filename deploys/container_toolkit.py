@@ -30,10 +30,11 @@ from deploys.util import (
     ensure_packages,
     has_command,
     mark_pending,
-    put_template,
+    put_spec,
     restart_step,
     run_pending,
 )
+from tuning.render import files as specs
 
 DEFAULTS = {
     "rigforge_ctk_repo": "https://nvidia.github.io/libnvidia-container/stable/deb/$(ARCH)",
@@ -125,13 +126,7 @@ def container_toolkit() -> None:
             name="NVIDIA Container Toolkit key (fingerprint checked, dearmored)",
             commands=[key_command(host.data.rigforge_ctk_key_url, keyring)],
         )
-    put_template(
-        "etc/apt/sources.list.d/nvidia-container-toolkit.sources.j2",
-        "/etc/apt/sources.list.d/nvidia-container-toolkit.sources",
-        name="NVIDIA Container Toolkit repository (deb822, signed-by)",
-        uri=host.data.rigforge_ctk_repo,
-        keyring=keyring,
-    )
+    put_spec(specs.container_toolkit_sources(host.data.rigforge_ctk_repo, keyring))
     ensure_packages(["nvidia-container-toolkit"], name="nvidia-container-toolkit")
     _runtime(host.data.rigforge_ctk_runtime)
     spec = host.data.rigforge_ctk_cdi_spec

@@ -11,7 +11,8 @@ from pyinfra import host
 from pyinfra.api import deploy
 
 from deploys.nvidia_driver import CUDA_KEYRING, CUDA_REPO_DISTRO, DEFAULTS, cuda_repo_uri
-from deploys.util import cfg, ensure_packages, missing_packages, put_template
+from deploys.util import cfg, ensure_packages, missing_packages, put_spec
+from tuning.render import files as specs
 
 #: Packages the toolkit deploy must never install: each pulls a driver.
 FORBIDDEN = frozenset({"cuda", "cuda-drivers", "nvidia-open", "nvidia-driver"})
@@ -38,20 +39,9 @@ def cuda() -> None:
         if missing_packages(["cuda-keyring"]):
             apt.deb(name="Install cuda-keyring", src=uri + host.data.rigforge_cuda_keyring_deb)
         folder = CUDA_REPO_DISTRO[config.distro.codename]
-        put_template(
-            "etc/apt/sources.list.d/cuda.sources.j2",
-            f"/etc/apt/sources.list.d/cuda-{folder}-{arch}.sources",
-            name="CUDA apt repository (deb822, signed-by)",
-            uri=uri,
-            keyring=CUDA_KEYRING,
-        )
+        dest = f"/etc/apt/sources.list.d/cuda-{folder}-{arch}.sources"
+        put_spec(specs.cuda_sources(dest, uri, CUDA_KEYRING))
     packages = toolkit_packages(version)
     assert not FORBIDDEN.intersection(packages)
     ensure_packages(packages, name=f"CUDA {version} toolkit")
-    put_template(
-        "etc/profile.d/rigforge-cuda.sh.j2",
-        "/etc/profile.d/rigforge-cuda.sh",
-        name=f"CUDA {version} on PATH (profile.d)",
-        version=version,
-        prefix=f"/usr/local/cuda-{version}",
-    )
+    put_spec(specs.cuda_profile(version))

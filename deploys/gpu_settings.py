@@ -25,7 +25,6 @@ from pyinfra.api import deploy, operation
 
 from deploys.facts.nvidia import STATUS_OK, NvidiaGpus
 from deploys.util import (
-    FileSpec,
     cfg,
     put_pending,
     put_text_pending,
@@ -33,15 +32,21 @@ from deploys.util import (
     service_after_change,
     unit_removed,
 )
-from inventory.schema import HostConfig
 from tuning.backends.base import GpuInfo, rig_fingerprint
+from tuning.render.files import (
+    CAP_RETRIES,
+    CAP_RETRY_DELAY_S,
+    GPU_SETTINGS_SCRIPT,
+    PROFILE_TARGET,
+    cap_script,
+    caps_w,
+    settings_unit,
+)
 
 UNIT = "rigforge-gpu-settings.service"
 
-SCRIPT_PATH = "/usr/local/libexec/rigforge-gpu-settings"
-PROFILE_PATH = "/etc/rigforge/profile.yaml"
-CAP_RETRIES = 3
-CAP_RETRY_DELAY_S = 2
+SCRIPT_PATH = GPU_SETTINGS_SCRIPT
+PROFILE_PATH = PROFILE_TARGET
 
 DEFAULTS = {
     "rigforge_gpu_settings_script": SCRIPT_PATH,
@@ -49,37 +54,6 @@ DEFAULTS = {
     "rigforge_cap_retries": CAP_RETRIES,
     "rigforge_cap_retry_delay_s": CAP_RETRY_DELAY_S,
 }
-
-
-def profile_caps_w(path: str | Path) -> list[tuple[str, float]]:
-    """``(uuid, cap_w)`` per GPU from a tuner profile (``gpus[].uuid``, ``gpus[].cap_w``)."""
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    return [(str(g["uuid"]), float(g["cap_w"])) for g in data.get("gpus") or []]
-
-
-def caps_w(config: HostConfig) -> list[tuple[str, float]]:
-    """The caps to enforce: the profile's, else the inventory's hand caps (UUID or bus id).
-
-    Caps above a listed GPU's ``max_w`` or below its ``min_w`` are clamped here too; the
-    inventory validator has already refused them, so this is belt and braces.
-    """
-    if config.power.profile:
-        pairs = profile_caps_w(config.power.profile)
-    else:
-        pairs = [
-            (g.uuid or g.pci_bus_id or "", g.power_cap_w)
-            for g in config.gpu_list
-            if g.power_cap_w is not None
-        ]
-    out = []
-    for key, cap_w in pairs:
-        gpu = config.gpu(key)
-        if gpu is not None and gpu.max_w is not None:
-            cap_w = min(cap_w, gpu.max_w)
-        if gpu is not None and gpu.min_w is not None:
-            cap_w = max(cap_w, gpu.min_w)
-        out.append((key, cap_w))
-    return out
 
 
 def stale_profile_problem(
@@ -163,48 +137,6 @@ def profile_matches_gpus(
         return
     message = f"rigforge: {host.name}: {problem} (compared with {source})"
     yield f"echo {shlex.quote(message)} >&2; exit 1"
-
-
-def settings_unit(
-    config: HostConfig,
-    caps: list[tuple[str, float]],
-    *,
-    use_tuner: bool,
-    profile: str = PROFILE_PATH,
-    script: str = SCRIPT_PATH,
-) -> FileSpec:
-    """``rigforge-gpu-settings.service``: the caps per UUID, applied at every boot.
-
-    ``use_tuner``: run ``rigforge apply <profile>`` from the tuner's venv, else ``script``.
-    """
-    return FileSpec(
-        dest="/etc/systemd/system/rigforge-gpu-settings.service",
-        template="etc/systemd/system/rigforge-gpu-settings.service.j2",
-        context={
-            "caps_w": caps,
-            "use_tuner": use_tuner,
-            "venv": config.tuner.venv,
-            "profile": profile,
-            "script": script,
-        },
-        name="rigforge-gpu-settings.service",
-    )
-
-
-def cap_script(
-    *,
-    dest: str = SCRIPT_PATH,
-    retries: int = CAP_RETRIES,
-    retry_delay_s: float = CAP_RETRY_DELAY_S,
-) -> FileSpec:
-    """The ``nvidia-smi -i UUID -pl W`` script the unit runs when the tuner is not installed."""
-    return FileSpec(
-        dest=dest,
-        template="usr/local/libexec/rigforge-gpu-settings.sh.j2",
-        context={"retries": retries, "retry_delay_s": retry_delay_s},
-        name="GPU power-cap script (nvidia-smi, clamped, read back)",
-        mode="755",
-    )
 
 
 @deploy("GPU settings: power caps per UUID at every boot", data_defaults=DEFAULTS)

@@ -5,18 +5,19 @@
   ``monitoring.open``), reading the profile and the plan this deploy puts in ``/etc/rigforge``
   and Xid events from the journal (``SupplementaryGroups=systemd-journal``).
 * ``power.enforce: true`` — ``rigforge-enforce-caps.timer`` runs ``rigforge apply PROFILE
-  --record …`` every :data:`ENFORCE_INTERVAL_MIN` minutes: a cap that reverted is put back,
+  --record …`` every ``ENFORCE_INTERVAL_MIN`` minutes: a cap that reverted is put back,
   logged and counted (``rigforge_cap_enforcement_reapplied_total``).
 * ``monitoring.prometheus: true`` — Debian's ``prometheus`` on 127.0.0.1:9090 with a scrape
   config for the exporter and each serving engine's ``/metrics`` and the shipped alert rules.
 
-Turning a part off removes what an earlier deploy installed (units stopped, disabled, deleted).
-Files change only when their content does; units restart only then.
+The files' contents are :mod:`tuning.render.files` (``exporter_unit``, ``enforce_units``,
+``prometheus_files``). Turning a part off removes what an earlier deploy installed (units
+stopped, disabled, deleted). Files change only when their content does; units restart only
+then.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 
 from deploys.util import (
-    REPO_ROOT,
+    TEMPLATES,
     FileSpec,
     cfg,
     ensure_packages,
@@ -37,108 +38,23 @@ from deploys.util import (
 )
 from inventory.schema import HostConfig
 from tuning.errors import ConfigError
+from tuning.render.files import (
+    ENFORCE_SERVICE,
+    ENFORCE_TIMER,
+    EXPORTER_UNIT,
+    PLAN_TARGET,
+    RULES_DEST,
+    enforce_units,
+    exporter_unit,
+    prometheus_files,
+)
 
-EXPORTER_UNIT = "rigforge-exporter.service"
-ENFORCE_SERVICE = "rigforge-enforce-caps.service"
-ENFORCE_TIMER = "rigforge-enforce-caps.timer"
 PROMETHEUS_UNIT = "prometheus.service"
-
-PROFILE_PATH = "/etc/rigforge/profile.yaml"
-PLAN_PATH = "/etc/rigforge/plan.yaml"
-STATE_DIR = "/var/lib/rigforge/state"
-ENFORCEMENT_STATE = f"{STATE_DIR}/enforce.json"
-SIM_CONTROL = "/var/lib/rigforge/sim-control.json"
-RULES_SOURCE = REPO_ROOT / "templates" / "etc" / "prometheus" / "rules" / "rigforge.rules.yml"
-RULES_DEST = "/etc/prometheus/rules/rigforge.rules.yml"
-#: How often enforcement re-checks the caps. Shorter than the cap-drift alert's ``for: 10m``,
-#: so that alert fires only when enforcement is off or failing. Units: min.
-ENFORCE_INTERVAL_MIN = 5
-#: Where Debian's Prometheus listens (its default port, bound to localhost).
-PROMETHEUS_LISTEN = "127.0.0.1:9090"
+RULES_SOURCE = TEMPLATES / "etc" / "prometheus" / "rules" / "rigforge.rules.yml"
 
 DEFAULTS = {
     "rigforge_monitoring_packages": ["prometheus"],
 }
-
-
-def exporter_unit(config: HostConfig, *, profile: bool, plan: bool) -> FileSpec:
-    """``rigforge-exporter.service`` for this host (``profile``/``plan``: put on the host)."""
-    m = config.monitoring
-    address = m.listen.rpartition(":")[0].strip("[]")
-    return FileSpec(
-        dest=f"/etc/systemd/system/{EXPORTER_UNIT}",
-        template=f"etc/systemd/system/{EXPORTER_UNIT}.j2",
-        context={
-            "user": config.base.service_user,
-            "venv": config.tuner.venv,
-            "rig": m.rig,
-            "listen": m.listen,
-            "opened": not ipaddress.ip_address(address).is_loopback,
-            "state_dir": STATE_DIR,
-            "enforcement_state": ENFORCEMENT_STATE,
-            "profile": PROFILE_PATH if profile else None,
-            "plan": PLAN_PATH if plan else None,
-            "sim": m.rig.startswith("sim:"),
-            "sim_control": SIM_CONTROL,
-        },
-        name=f"Exporter unit ({m.listen})",
-    )
-
-
-def enforce_units(config: HostConfig) -> list[FileSpec]:
-    """The oneshot that re-applies the profile's caps and the timer that runs it."""
-    context = {
-        "venv": config.tuner.venv,
-        "profile": PROFILE_PATH,
-        "rig": config.monitoring.rig,
-        "enforcement_state": ENFORCEMENT_STATE,
-        "interval_min": ENFORCE_INTERVAL_MIN,
-    }
-    return [
-        FileSpec(
-            dest=f"/etc/systemd/system/{unit}",
-            template=f"etc/systemd/system/{unit}.j2",
-            context=context,
-            name=f"Cap enforcement {unit.rsplit('.', 1)[1]}",
-        )
-        for unit in (ENFORCE_SERVICE, ENFORCE_TIMER)
-    ]
-
-
-def engine_targets(config: HostConfig) -> list[dict[str, object]]:
-    """Each placed model's engine (port, model, unit, engine) from the plan, for scraping."""
-    if not config.serving.plan:
-        return []
-    from tuning.placement import load_plan
-    from tuning.serving import unit_name
-
-    return [
-        {"port": p.port, "model": p.model, "unit": unit_name(p), "engine": p.engine}
-        for p in load_plan(config.serving.plan).placements
-    ]
-
-
-def prometheus_files(config: HostConfig) -> list[FileSpec]:
-    """``/etc/prometheus/prometheus.yml`` and ``/etc/default/prometheus`` (the listen address)."""
-    return [
-        FileSpec(
-            dest="/etc/prometheus/prometheus.yml",
-            template="etc/prometheus/prometheus.yml.j2",
-            context={
-                "interval_s": config.monitoring.scrape_interval_s,
-                "prometheus_listen": PROMETHEUS_LISTEN,
-                "exporter": config.monitoring.listen,
-                "engines": engine_targets(config),
-            },
-            name="Prometheus scrape config (exporter, engines, rules)",
-        ),
-        FileSpec(
-            dest="/etc/default/prometheus",
-            template="etc/default/prometheus.j2",
-            context={"listen": PROMETHEUS_LISTEN},
-            name=f"Prometheus listens on {PROMETHEUS_LISTEN}",
-        ),
-    ]
 
 
 def check(config: HostConfig) -> None:
@@ -175,10 +91,10 @@ def monitoring() -> None:
         if plan:
             changed.append(
                 put_text_pending(
-                    PLAN_PATH,
+                    PLAN_TARGET,
                     Path(config.serving.plan or "").read_text(encoding="utf-8"),
                     step,
-                    name=f"Placement plan ({PLAN_PATH}) for the exporter",
+                    name=f"Placement plan ({PLAN_TARGET}) for the exporter",
                     mode="640",
                     group=user,
                 )

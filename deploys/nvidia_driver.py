@@ -24,19 +24,19 @@ from pyinfra.api import deploy
 from pyinfra.operations import apt, files
 
 from deploys.util import (
-    FileSpec,
     cfg,
     ensure_packages,
     has_command,
     missing_packages,
     put_pending,
-    put_template,
+    put_spec,
     request_reboot,
     restart_step,
     run_pending,
     service_after_change,
 )
 from inventory.schema import HostConfig
+from tuning.render import files as specs
 
 DEFAULTS = {
     "rigforge_cuda_repo_base": "https://developer.download.nvidia.com/compute/cuda/repos",
@@ -134,12 +134,7 @@ def nvidia_driver() -> None:
     drv = config.driver
     pkgs = driver_packages(config)
 
-    put_template(
-        "etc/apt/apt.conf.d/51rigforge-nvidia-unattended.j2",
-        "/etc/apt/apt.conf.d/51rigforge-nvidia-unattended",
-        name="Keep NVIDIA packages out of unattended-upgrades",
-        patterns=UNATTENDED_BLACKLIST,
-    )
+    put_spec(specs.unattended_blacklist(UNATTENDED_BLACKLIST))
 
     if drv.source == "cuda-repo":
         uri = cuda_repo_uri(config, host.data.rigforge_cuda_repo_base, host.data.rigforge_cuda_arch)
@@ -155,33 +150,14 @@ def nvidia_driver() -> None:
             path=f"/etc/apt/sources.list.d/cuda-{folder}-{host.data.rigforge_cuda_arch}.list",
             present=False,
         )
-        put_template(
-            "etc/apt/sources.list.d/cuda.sources.j2",
-            f"/etc/apt/sources.list.d/cuda-{folder}-{host.data.rigforge_cuda_arch}.sources",
-            name="CUDA apt repository (deb822, signed-by)",
-            uri=uri,
-            keyring=CUDA_KEYRING,
-        )
+        dest = f"/etc/apt/sources.list.d/cuda-{folder}-{host.data.rigforge_cuda_arch}.sources"
+        put_spec(specs.cuda_sources(dest, uri, CUDA_KEYRING))
         ensure_packages(list(pkgs.pin), name=f"Pin the driver to branch {drv.branch}")
     else:
-        put_template(
-            "etc/apt/preferences.d/rigforge-nvidia-driver.pref.j2",
-            "/etc/apt/preferences.d/rigforge-nvidia-driver.pref",
-            name=f"Pin NVIDIA packages to branch {drv.branch}",
-            patterns=PIN_PATTERNS,
-            branch=drv.branch,
-            source=drv.source,
-        )
+        put_spec(specs.driver_pin(PIN_PATTERNS, drv.branch, drv.source))
 
     initramfs = has_command("update-initramfs")
-    put_pending(
-        FileSpec(
-            dest="/etc/modprobe.d/blacklist-nouveau.conf",
-            template="etc/modprobe.d/blacklist-nouveau.conf.j2",
-            name="Blacklist nouveau",
-        ),
-        UPDATE_INITRAMFS if initramfs else None,
-    )
+    put_pending(specs.nouveau_blacklist(), UPDATE_INITRAMFS if initramfs else None)
     if initramfs:
         run_pending(
             UPDATE_INITRAMFS,
@@ -197,18 +173,8 @@ def nvidia_driver() -> None:
         request_reboot(f"NVIDIA kernel module packages installed: {', '.join(pkgs.modules)}")
 
     step = restart_step("nvidia-persistenced.service")
-    dropin = put_pending(
-        FileSpec(
-            dest="/etc/systemd/system/nvidia-persistenced.service.d/rigforge-persistence.conf",
-            template="etc/systemd/system/nvidia-persistenced.service.d/rigforge-persistence.conf.j2",
-            context={
-                "daemon": "/usr/bin/nvidia-persistenced",
-                "user": "nvpd" if drv.source == "debian" else "nvidia-persistenced",
-            },
-            name="nvidia-persistenced: persistence mode on (drop-in)",
-        ),
-        step,
-    )
+    user = "nvpd" if drv.source == "debian" else "nvidia-persistenced"
+    dropin = put_pending(specs.persistenced_dropin(user), step)
     service_after_change(
         "nvidia-persistenced.service", changed=[dropin], name="nvidia-persistenced", step=step
     )

@@ -17,24 +17,15 @@ from pyinfra import host
 from pyinfra.api import deploy
 
 from deploys.operations.pcie import aspm_policy, link_aspm_off
-from deploys.util import FileSpec, cfg, has_command, put_pending, remove_files, run_pending
+from deploys.util import cfg, has_command, put_pending, remove_files, run_pending
+from tuning.render.files import ASPM_CMDLINE, GRUB_FRAGMENT, grub_fragment
 
-DEFAULTS = {"rigforge_grub_fragment": "/etc/default/grub.d/rigforge-pcie.cfg"}
+DEFAULTS = {"rigforge_grub_fragment": GRUB_FRAGMENT}
 
-CMDLINE = {"performance": "pcie_aspm.policy=performance"}
+CMDLINE = ASPM_CMDLINE
 
 #: The pending step that regenerates ``/boot/grub/grub.cfg``.
 UPDATE_GRUB = "update-grub"
-
-
-def grub_fragment(dest: str = DEFAULTS["rigforge_grub_fragment"]) -> FileSpec:
-    """The grub.d fragment that puts ``pcie_aspm.policy=performance`` on the kernel cmdline."""
-    return FileSpec(
-        dest=dest,
-        template="etc/default/grub.d/rigforge-pcie.cfg.j2",
-        context={"cmdline": CMDLINE["performance"]},
-        name="Kernel cmdline: pcie_aspm.policy=performance (grub.d)",
-    )
 
 
 @deploy("PCIe: ASPM policy", data_defaults=DEFAULTS)

@@ -1,8 +1,9 @@
-"""Helpers shared by the deploys: the host's validated config, template rendering, guards.
+"""Helpers shared by the deploys: the host's validated config, putting rendered files, guards.
 
-Templates are rendered here, on the control machine, with the same function the template
-tests call (:func:`render`), and put on the host with ``files.put`` — pyinfra compares the
-content's hash with the remote file's, so an unchanged file is a no-op.
+Templates are rendered on the control machine by the renderer (:mod:`tuning.render`: one
+jinja environment, one unit-text writer, the :class:`FileSpec` of every file) and put on the
+host with ``files.put`` — pyinfra compares the content's hash with the remote file's, so an
+unchanged file is a no-op.
 """
 
 from __future__ import annotations
@@ -10,12 +11,10 @@ from __future__ import annotations
 import hashlib
 import io
 import shlex
-from collections.abc import Generator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-import jinja2
 from pyinfra import host, logger
 from pyinfra.api import operation
 from pyinfra.api.operation import OperationMeta
@@ -26,63 +25,13 @@ from pyinfra.operations import apt, files, server, systemd
 
 from deploys.facts.rigforge_systemd import DpkgInterrupted, UnitFileState
 from inventory.schema import HostConfig, host_config
+from tuning.render import TEMPLATES, FileSpec, render, unit_word
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TEMPLATES = REPO_ROOT / "templates"
+__all__ = ["TEMPLATES", "FileSpec", "render", "systemd_quote"]
 
-_ENV = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    keep_trailing_newline=True,
-)
-
-
-def systemd_quote(value: object, *, expand: bool = True) -> str:
-    """One systemd word, double-quoted (``systemd.service(5)`` "COMMAND LINES").
-
-    Backslash and ``"`` are escaped and ``%`` (a unit specifier) doubled to ``%%``, so a path
-    with spaces or either sign reaches the program as one literal argument. ``expand``: the
-    setting expands ``$VAR`` (``ExecStart=``), so ``$`` is doubled too; ``Environment=`` does
-    not expand it (``expand=False``).
-    """
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
-    if expand:
-        text = text.replace("$", "$$")
-    return f'"{text}"'
-
-
-_ENV.filters["systemd_quote"] = systemd_quote
-_ENV.filters["shell_quote"] = lambda value: shlex.quote(str(value))
-
-
-def render(template: str, **context: Any) -> str:
-    """Render ``templates/<template>`` (a path mirroring where it lands, ``.j2`` suffix).
-
-    Missing variables are errors (``StrictUndefined``), not empty strings.
-    """
-    return _ENV.get_template(template).render(**context)
-
-
-@dataclass(frozen=True)
-class FileSpec:
-    """One file a deploy writes: its target path, template, context, mode and label.
-
-    Deploy modules describe their files with functions returning these, so the deploy (which
-    puts them on a host) and ``rigforge loop`` (which renders them into a folder) can never
-    disagree about a file's content.
-    """
-
-    dest: str
-    template: str
-    context: Mapping[str, Any] = field(default_factory=dict)
-    name: str = ""
-    mode: str = "644"
-
-    def render(self) -> str:
-        """The file's content."""
-        return render(self.template, **self.context)
+#: Kept by this name for callers: ``ExecStart=`` word quoting is the renderer's one writer.
+systemd_quote = unit_word
 
 
 def put_spec(spec: FileSpec) -> OperationMeta:

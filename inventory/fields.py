@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator
 
-from tuning.serving_checks import gpu_id_problem, secret_arg_problem, text_problem
+from tuning.core.checks import gpu_id_problem, secret_arg_problem, text_problem
 
 
 def _unit_text(value: str) -> str:

@@ -50,8 +50,8 @@ from pydantic import (
 )
 
 from inventory.fields import EngineArg, UnitText
+from tuning.core.checks import unit_name_collisions
 from tuning.errors import ConfigError, did_you_mean, yaml_path
-from tuning.serving_checks import unit_name_collisions
 
 #: Engines the serving templates know how to start.
 ENGINES: tuple[str, ...] = ("vllm", "llama.cpp", "sglang")

@@ -40,8 +40,8 @@ from pydantic import (
 )
 
 from inventory.fields import EngineArg, GpuId, UnitText
-from tuning.backends.base import normalize_bus_id
-from tuning.serving_checks import (
+from tuning.core.bus import normalize_bus_id
+from tuning.core.checks import (
     BUS_ID_RE,
     UUID_RE,
     gpu_id_problem,
@@ -49,6 +49,7 @@ from tuning.serving_checks import (
     text_problem,
     unit_name_collisions,
 )
+from tuning.core.power import BudgetModel, Circuit, Psu
 
 __all__ = [
     "DATA_KEY",
@@ -224,33 +225,10 @@ class GpuSpec(_Model):
         return self
 
 
-class PsuSpec(_Model):
-    """A power supply. ``rating_w`` DC; ``platform_w``: non-GPU DC load it carries (CPU, board)."""
-
-    name: str = Field(pattern=_NAME_RE, description="PSU name, referenced by gpus[].psu")
-    rating_w: float = Field(gt=0, description="DC rating, W")
-    circuit: str | None = Field(None, description="circuit it is plugged into (circuits[].name)")
-    efficiency: float = Field(0.92, gt=0, le=1, description="DC/AC efficiency at load")
-    platform_w: float = Field(0.0, ge=0, description="non-GPU DC load on this PSU, W")
-
-
-class CircuitSpec(_Model):
-    """A branch circuit. Continuous budget = ``voltage_v * breaker_a * continuous_ratio``.
-
-    NEC 210.19/210.20: continuous loads at most 80 % of the breaker rating.
-    """
-
-    name: str = Field(pattern=_NAME_RE, description="circuit name, referenced by psus[].circuit")
-    voltage_v: float = Field(gt=0, description="nominal voltage, V")
-    breaker_a: float = Field(gt=0, description="breaker rating, A")
-    continuous_ratio: float = Field(
-        0.8, gt=0, le=1, description="share of the breaker usable continuously (NEC: 0.8)"
-    )
-
-    @property
-    def budget_w(self) -> float:
-        """Continuous wall power the circuit may carry. Units: W (AC)."""
-        return self.voltage_v * self.breaker_a * self.continuous_ratio
+#: The inventory's ``psus[]`` / ``circuits[]`` entries are the core types themselves (one
+#: definition of a PSU and a circuit); these names stay for existing imports.
+PsuSpec = Psu
+CircuitSpec = Circuit
 
 
 class PowerConfig(_Model):
@@ -552,59 +530,55 @@ def check_cap(path: str, cap_w: float, gpu: GpuSpec) -> list[Issue]:
     return []
 
 
+def budget_model(cfg: HostConfig) -> BudgetModel:
+    """The host's budget model keyed by index into ``cfg.gpu_list`` (:mod:`tuning.core.power`)."""
+    return BudgetModel(
+        psus=tuple(cfg.psus),
+        circuits=tuple(cfg.circuits),
+        gpu_psu={i: gpu.psu for i, gpu in enumerate(cfg.gpu_list)},
+    )
+
+
 def psu_loads_w(cfg: HostConfig, caps_w: Mapping[int, float]) -> dict[str, float]:
     """DC load per PSU: its ``platform_w`` plus the caps of the GPUs it feeds. Units: W.
 
     ``caps_w`` maps an index into ``cfg.gpu_list`` to that GPU's cap. A GPU without ``psu``
     counts against the only PSU when there is exactly one, and against none otherwise.
     """
-    loads = {p.name: p.platform_w for p in cfg.psus}
-    gpus = cfg.gpu_list
-    for index, cap_w in caps_w.items():
-        psu = gpus[index].psu
-        if psu is None and len(cfg.psus) == 1:
-            psu = cfg.psus[0].name
-        if psu in loads:
-            loads[psu] += cap_w
-    return loads
+    return budget_model(cfg).psu_dc_w(caps_w)
 
 
 def check_budget(
     prefix: str, cfg: HostConfig, caps_w: Mapping[int, float], source: str
 ) -> list[Issue]:
-    """PSU and circuit budgets the caps plus platform draw cannot fit.
+    """PSU and circuit budgets the caps plus platform draw cannot fit (the core budget model).
 
     Per PSU: ``platform_w + Σ caps <= rating_w`` (DC). Per circuit:
     ``Σ (PSU DC load / efficiency) <= voltage_v * breaker_a * continuous_ratio`` (AC).
     ``source`` names where the caps came from, for the message.
     """
     issues: list[Issue] = []
-    loads = psu_loads_w(cfg, caps_w)
-    wall_by_circuit: dict[str, float] = {}
-    for i, psu in enumerate(cfg.psus):
-        load = loads[psu.name]
-        if load > psu.rating_w:
+    psu_index = {psu.name: i for i, psu in enumerate(cfg.psus)}
+    circuit_index = {circuit.name: i for i, circuit in enumerate(cfg.circuits)}
+    for over in budget_model(cfg).overloads(caps_w):
+        if over.kind == "psu":
+            psu = cfg.psus[psu_index[over.name]]
             issues.append(
                 Issue(
-                    f"{prefix}.psus[{i}].rating_w",
-                    f"PSU {psu.name!r} would carry {_fmt(load)} W ({source} + platform_w "
+                    f"{prefix}.psus[{psu_index[over.name]}].rating_w",
+                    f"PSU {psu.name!r} would carry {_fmt(over.load_w)} W ({source} + platform_w "
                     f"{_fmt(psu.platform_w)}) but is rated {_fmt(psu.rating_w)} W; lower the "
                     "caps or move a GPU to another PSU",
                 )
             )
-        if psu.circuit is not None:
-            wall_by_circuit[psu.circuit] = wall_by_circuit.get(psu.circuit, 0.0) + load / (
-                psu.efficiency
-            )
-    for i, circuit in enumerate(cfg.circuits):
-        wall_w = wall_by_circuit.get(circuit.name, 0.0)
-        if wall_w > circuit.budget_w:
+        else:
+            circuit = cfg.circuits[circuit_index[over.name]]
             issues.append(
                 Issue(
-                    f"{prefix}.circuits[{i}]",
-                    f"circuit {circuit.name!r} would draw {wall_w:.0f} W at the wall ({source} "
-                    f"+ platform, through PSU efficiency) but its continuous budget is "
-                    f"{circuit.budget_w:.0f} W ({_fmt(circuit.voltage_v)} V × "
+                    f"{prefix}.circuits[{circuit_index[over.name]}]",
+                    f"circuit {circuit.name!r} would draw {over.load_w:.0f} W at the wall "
+                    f"({source} + platform, through PSU efficiency) but its continuous budget "
+                    f"is {circuit.budget_w:.0f} W ({_fmt(circuit.voltage_v)} V × "
                     f"{_fmt(circuit.breaker_a)} A × {_fmt(circuit.continuous_ratio)}); lower "
                     "the caps or spread the PSUs over more circuits",
                 )

@@ -46,9 +46,9 @@ from inventory.schema import (
     check_host,
     check_placements,
 )
-from tuning.backends.base import GpuInfo, rig_fingerprint
+from tuning.core.checks import api_key_problem, is_placeholder_secret
+from tuning.core.rig import GpuInfo, rig_fingerprint
 from tuning.errors import ConfigError, yaml_path
-from tuning.serving_checks import api_key_problem, is_placeholder_secret
 
 #: Key names that hold a secret when their value is written inline.
 SECRET_KEY_RE = re.compile(

@@ -2,10 +2,9 @@
 
 Load model (every figure is a *cap*, the most a GPU may draw, not a measured draw):
 
-* PSU load ratio = (platform DC draw + Σ caps of the GPUs it feeds) / PSU DC rating;
-* circuit load ratio = Σ over its PSUs of wall_w(platform + Σ caps) / circuit continuous
-  budget, where ``wall_w`` divides by the PSU's efficiency and the circuit budget is
-  breaker × voltage × continuous ratio (80 %, NEC 210.19/210.20).
+the one budget model, :class:`tuning.core.power.BudgetModel` (PSU DC load = platform + Σ caps
+of the GPUs it feeds, over its rating; circuit wall load = Σ DC load / efficiency of its PSUs,
+over voltage × breaker × continuous ratio). It is re-exported here.
 
 :func:`allocate` picks one option (cap, throughput, power) per GPU so that every ratio stays
 ≤ ``1 − headroom`` (transient headroom: GPUs overshoot their cap for milliseconds) and the
@@ -25,53 +24,13 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tuning.backends.base import Circuit, Gpu, Psu, Rig, normalize_bus_id
+from tuning.backends.base import Gpu
+from tuning.core.bus import normalize_bus_id
+from tuning.core.power import BudgetModel, Circuit, Psu
 from tuning.errors import ConfigError, did_you_mean, yaml_path
 
 if TYPE_CHECKING:
     from inventory.schema import HostConfig
-
-
-@dataclass(frozen=True)
-class BudgetModel:
-    """The PSUs and circuits of a rig and which PSU feeds each GPU (by UUID)."""
-
-    psus: tuple[Psu, ...] = ()
-    circuits: tuple[Circuit, ...] = ()
-    gpu_psu: Mapping[str, str | None] = field(default_factory=dict)
-
-    @classmethod
-    def from_rig(cls, rig: Rig) -> BudgetModel:
-        return cls(
-            psus=tuple(rig.psus()),
-            circuits=tuple(rig.circuits()),
-            gpu_psu={gpu.uuid: rig.psu_of(gpu.uuid) for gpu in rig.gpus},
-        )
-
-    def psu_dc_w(self, caps_w: Mapping[str, float]) -> dict[str, float]:
-        """DC load per PSU (platform + caps of its GPUs). Units: W."""
-        loads = {psu.name: psu.platform_w for psu in self.psus}
-        for uuid, cap in caps_w.items():
-            name = self.gpu_psu.get(uuid)
-            if name in loads:
-                loads[name] += cap
-        return loads
-
-    def load_ratios(self, caps_w: Mapping[str, float]) -> dict[str, float]:
-        """``{"psu:NAME": ratio, "circuit:NAME": ratio}`` for the given per-GPU watts."""
-        dc = self.psu_dc_w(caps_w)
-        ratios = {f"psu:{psu.name}": dc[psu.name] / psu.rating_w for psu in self.psus}
-        for circuit in self.circuits:
-            wall = sum(psu.wall_w(dc[psu.name]) for psu in self.psus if psu.circuit == circuit.name)
-            ratios[f"circuit:{circuit.name}"] = wall / circuit.budget_w
-        return ratios
-
-    def max_ratio(self, caps_w: Mapping[str, float]) -> float:
-        """The highest load ratio over all PSUs and circuits (0 when none are described)."""
-        return max(self.load_ratios(caps_w).values(), default=0.0)
-
-    def fits(self, caps_w: Mapping[str, float], limit_ratio: float = 1.0) -> bool:
-        return self.max_ratio(caps_w) <= limit_ratio + 1e-9
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,24 +255,9 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class _PsuEntry(_Strict):
-    name: str = Field(min_length=1)
-    rating_w: float = Field(gt=0)
-    circuit: str | None = None
-    efficiency: float = Field(0.92, gt=0, le=1)
-    platform_w: float = Field(0.0, ge=0)
-
-
-class _CircuitEntry(_Strict):
-    name: str = Field(min_length=1)
-    voltage_v: float = Field(gt=0)
-    breaker_a: float = Field(gt=0)
-    continuous_ratio: float = Field(0.8, gt=0, le=1)
-
-
 class _BudgetDocument(_Strict):
-    psus: list[_PsuEntry] = Field(min_length=1)
-    circuits: list[_CircuitEntry] = Field(default_factory=list)
+    psus: list[Psu] = Field(min_length=1)
+    circuits: list[Circuit] = Field(default_factory=list)
     gpus: dict[str, str] = Field(default_factory=dict)
 
 
@@ -401,14 +345,8 @@ def parse_budget(document: Any, source: str) -> RigBudget:
             + "\n".join(f"{source}: {p}" for p in problems)
         )
     return RigBudget(
-        psus=tuple(
-            # a PSU on no described circuit: only its own rating binds ("" matches no circuit)
-            Psu(p.name, p.rating_w, p.circuit or "", p.efficiency, p.platform_w)
-            for p in doc.psus
-        ),
-        circuits=tuple(
-            Circuit(c.name, c.voltage_v, c.breaker_a, c.continuous_ratio) for c in doc.circuits
-        ),
+        psus=tuple(doc.psus),
+        circuits=tuple(doc.circuits),
         gpu_psu=dict(doc.gpus),
         source=source,
     )

@@ -41,7 +41,7 @@ class LazyGroup(click.Group):
         # loss left its journal behind; put those GPUs back first.
         args = [*getattr(ctx, "_protected_args", []), *ctx.args]
         if args and args[0] not in _SELF_RECOVERING and not {"--help", "-h"} & set(args[1:]):
-            from tuning.apply import recover_stale_journals
+            from tuning.apply.journal import recover_stale_journals
 
             recover_stale_journals(lambda message: click.echo(message, err=True))
         return super().invoke(ctx)

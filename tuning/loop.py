@@ -7,14 +7,14 @@ On a simulated rig (``sim:NAME`` or a rig YAML file; never ``nvml``):
 2. **stock**: a fresh rig (same seed) at every GPU's default power limit runs the workload on
    every GPU for ``sustained_s`` (30 simulated minutes) — :func:`sustained_run`;
 3. **sweep**: :class:`~tuning.sweep.Sweep` (adaptive search, the policy, heat-soak) inside a
-   :class:`~tuning.apply.SafetySession`, writing ``OUT/profile.yaml``, ``OUT/curves.png``,
+   :class:`~tuning.apply.session.SafetySession`, writing ``OUT/profile.yaml``, ``OUT/curves.png``,
    ``OUT/heat_soak.png``;
 4. **tuned**: the same sustained run on a fresh rig at the profile's caps;
 5. **plan**: :func:`tuning.placement.plan` of the models file with the profile's hints →
    ``OUT/plan.yaml``;
 6. **render**: every file a deploy would write for that profile and plan, into
    ``OUT/rendered/`` mirroring the target paths (:func:`render_deploy_files`), through the
-   deploy's own :func:`deploys.util.render` and templates and the serving renderer.
+   renderer the deploys use (:mod:`tuning.render`: one environment, one unit-text writer).
 
 A sustained run measures, per GPU: throughput = Δtokens / Δt (tokens/s), draw = Δenergy / Δt
 (W, from the GPU's energy counter), tokens/J = Δtokens / Δenergy, the peak temperature, and
@@ -417,30 +417,30 @@ def measure(
 def deploy_files(profile_path: Path, result_plan: Plan) -> dict[str, str]:
     """``{target path: content}`` of every file the deploys write for this profile and plan.
 
-    Same templates, same renderer and same defaults as ``deploys/gpu_settings.py``,
-    ``deploys/pcie.py``, ``deploys/affinity.py`` and ``deploys/serving.py`` with the
-    inventory's defaults (tuner installed, ASPM ``performance``, IRQs pinned, irqbalance
-    banned, serving on 127.0.0.1 as the ``rigforge`` user). Imported lazily: the deploy
-    modules pull in pyinfra.
+    The same :class:`~tuning.render.files.FileSpec` values the deploys put
+    (``deploys/gpu_settings.py``, ``pcie.py``, ``affinity.py``, ``serving.py``), rendered by
+    the same renderer with the inventory's defaults (tuner installed, ASPM ``performance``,
+    IRQs pinned, irqbalance banned, serving on 127.0.0.1 as the ``rigforge`` user). No
+    pyinfra: a core install (``pip install -e .``) renders the same files as ``[all]``.
     """
-    from deploys import affinity, gpu_settings, pcie
     from inventory.schema import HostConfig
+    from tuning.render import files as specs
     from tuning.serving import render_serving_units
 
     # a host entry with every section at its default (what the deploy would do unasked)
     config = HostConfig.model_validate(
         {"ssh": {"host": "127.0.0.1"}, "power": {"profile": str(profile_path)}}
     )
-    specs = [
-        gpu_settings.settings_unit(config, gpu_settings.caps_w(config), use_tuner=True),
-        pcie.grub_fragment(),
-        *affinity.irq_pinning_files(config),
-        *affinity.irqbalance_files(),
+    wanted = [
+        specs.settings_unit(config, specs.caps_w(config), use_tuner=True),
+        specs.grub_fragment(),
+        *specs.irq_pinning_files(config),
+        *specs.irqbalance_files(),
     ]
     files: dict[str, str] = {
         PROFILE_TARGET: profile_path.read_text(encoding="utf-8"),
         PLAN_TARGET: yaml.safe_dump(result_plan.to_yaml(), sort_keys=False, allow_unicode=True),
-        **{spec.dest: spec.render() for spec in specs},
+        **{spec.dest: spec.render() for spec in wanted},
     }
     # the host config says the caps exist, so serving requires the GPU-settings unit
     files.update(render_serving_units(result_plan, host_config=config))
@@ -605,7 +605,9 @@ def inspect_under_load(
 
 def _run_sweep(cfg: LoopConfig, observer: LoopObserver) -> SweepResult:
     """The sweep exactly as ``rigforge sweep`` runs it: journaled, restored, resumable."""
-    from tuning.apply import SafetySession, open_tuning_rig, recover_stale_journals
+    from tuning.apply.actuator import open_tuning_rig
+    from tuning.apply.journal import recover_stale_journals
+    from tuning.apply.session import SafetySession
 
     recover_stale_journals(observer.log, keep_spec=cfg.rig_spec)
     rig, actuator = open_tuning_rig(cfg.rig_spec, seed=cfg.seed)

@@ -61,13 +61,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from inventory.models import ModelsFile, ModelSpec
-from tuning.backends.base import GpuInfo, RigSnapshot, link_rank, nvlink_count
-from tuning.errors import ConfigError
-from tuning.serving_checks import placement_problems
+from tuning.core.pcie import link_rank, nvlink_count
+from tuning.core.plan import Placement, Plan, Unplaced, load_plan
+from tuning.core.power import BudgetModel, Circuit, Psu
+from tuning.core.profile import Profile, load_profile
+from tuning.core.rig import GpuInfo, RigSnapshot
 from tuning.vram import estimate, gpu_memory_utilization, usable_mib
+
+#: The plan file's types and loader live in :mod:`tuning.core.plan`; re-exported for callers.
+__all__ = ["Placement", "Plan", "Unplaced", "load_plan"]
 
 #: Efficiency of the worst link inside a GPU set, per nvidia-smi ``topo -m`` class.
 LINK_FACTOR: Mapping[str, float] = {
@@ -118,40 +121,29 @@ class ProfileHints:
     gpus: Mapping[str, GpuHint] = field(default_factory=dict)
     source: str | None = None
 
+    @classmethod
+    def from_profile(cls, profile: Profile, source: str | None = None) -> ProfileHints:
+        """The per-GPU cap, heat-soak peak and relative throughput of a typed profile."""
+        return cls(
+            gpus={
+                gpu.uuid: GpuHint(
+                    cap_w=gpu.cap_w,
+                    peak_temp_c=gpu.peak_temp_c,
+                    throughput_rel=gpu.throughput_rel,
+                )
+                for gpu in profile.gpus
+            },
+            source=source,
+        )
+
 
 def load_profile_hints(path: str | Path) -> ProfileHints:
-    """Read per-GPU caps, heat-soak peaks and relative throughput from a profile YAML.
+    """The placement's view of a profile file, read by the one profile loader.
 
-    Reads ``gpus: [{uuid, cap_w, peak_temp_c, throughput_rel, …}]`` as plain YAML so that it
-    works whichever version of the tuner wrote the file; other keys are ignored.
+    :func:`tuning.core.profile.load_profile` refuses a malformed profile with every problem
+    and its YAML path (a directory means ``DIR/profile.yaml``).
     """
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(f"{path}: cannot read the tuning profile: {error}") from error
-    entries = data.get("gpus") if isinstance(data, dict) else None
-    if isinstance(entries, dict):  # {uuid: {...}} form
-        entries = [{"uuid": key, **(value or {})} for key, value in entries.items()]
-    if not isinstance(entries, list):
-        raise ConfigError(f"{path}: a tuning profile needs a 'gpus:' list; rerun 'rigforge sweep'")
-    hints: dict[str, GpuHint] = {}
-    for position, entry in enumerate(entries):
-        if not isinstance(entry, dict) or not entry.get("uuid"):
-            raise ConfigError(f"{path}: gpus[{position}]: each entry needs a 'uuid'")
-        try:
-            hints[str(entry["uuid"])] = GpuHint(
-                cap_w=_opt_float(entry.get("cap_w")),
-                peak_temp_c=_opt_float(entry.get("peak_temp_c")),
-                throughput_rel=_opt_float(entry.get("throughput_rel")),
-            )
-        except (TypeError, ValueError) as error:
-            raise ConfigError(f"{path}: gpus[{position}]: {error}") from error
-    return ProfileHints(gpus=hints, source=str(path))
-
-
-def _opt_float(value: Any) -> float | None:
-    return None if value is None else float(value)
+    return ProfileHints.from_profile(load_profile(path), source=str(path))
 
 
 @dataclass(frozen=True)
@@ -213,8 +205,8 @@ class Problem:
     links: Mapping[tuple[int, int], str]
     power_ok: tuple[bool, ...]  # indexed by used-GPU mask
     pin_masks: tuple[int | None, ...] = ()  # per unit; None: not pinned
-    psus: tuple[Any, ...] = ()
-    circuits: tuple[Any, ...] = ()
+    psus: tuple[Psu, ...] = ()
+    circuits: tuple[Circuit, ...] = ()
 
     @property
     def n(self) -> int:
@@ -333,24 +325,32 @@ def _gpu_power_w(gpu: GpuInfo, hint: GpuHint | None) -> float | None:
 
 
 def power_violations(
-    problem_gpus: Sequence[GpuView], psus: Sequence[Any], circuits: Sequence[Any], used_mask: int
+    problem_gpus: Sequence[GpuView],
+    psus: Sequence[Psu],
+    circuits: Sequence[Circuit],
+    used_mask: int,
 ) -> list[str]:
-    """Sentences naming each PSU or circuit over budget when ``used_mask`` GPUs run at cap."""
-    dc = {psu.name: psu.platform_w for psu in psus}
-    for gpu in problem_gpus:
-        if gpu.psu in dc and gpu.power_w is not None:
-            dc[gpu.psu] += gpu.power_w if used_mask >> gpu.position & 1 else IDLE_W
-    problems = []
-    for psu in psus:
-        if dc[psu.name] > psu.rating_w + _EPS:
-            problems.append(f"PSU {psu.name} {dc[psu.name]:.0f} W > {psu.rating_w:.0f} W")
-    for circuit in circuits:
-        wall = sum(psu.wall_w(dc[psu.name]) for psu in psus if psu.circuit == circuit.name)
-        if wall > circuit.budget_w + _EPS:
-            problems.append(
-                f"circuit {circuit.name} {wall:.0f} W at the wall > {circuit.budget_w:.0f} W"
-            )
-    return problems
+    """Sentences naming each PSU or circuit over budget when ``used_mask`` GPUs run at cap.
+
+    Used GPUs count at their cap, the others at :data:`IDLE_W`; the load formula is the core
+    budget model's (:class:`tuning.core.power.BudgetModel`).
+    """
+    budget = BudgetModel(
+        psus=tuple(psus),
+        circuits=tuple(circuits),
+        gpu_psu={gpu.position: gpu.psu for gpu in problem_gpus},
+    )
+    watts = {
+        gpu.position: gpu.power_w if used_mask >> gpu.position & 1 else IDLE_W
+        for gpu in problem_gpus
+        if gpu.power_w is not None
+    }
+    return [
+        f"PSU {over.name} {over.load_w:.0f} W > {over.limit_w:.0f} W"
+        if over.kind == "psu"
+        else f"circuit {over.name} {over.load_w:.0f} W at the wall > {over.limit_w:.0f} W"
+        for over in budget.overloads(watts, slack_w=_EPS)
+    ]
 
 
 def build_problem(
@@ -1180,197 +1180,6 @@ def brute_force(problem: Problem, *, node_limit: int | None = None) -> Key | Non
 
     walk(0, 0, 0)
     return best_key
-
-
-# --------------------------------------------------------------------------------------------
-# The plan
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Placement:
-    """One placed replica, in the shape the plan YAML and the serving templates consume."""
-
-    model: str
-    replica: int
-    engine: str
-    weights: str
-    gpus: tuple[str, ...]  # UUIDs, PCI bus order
-    gpu_indices: tuple[int, ...]
-    tp: int
-    pp: int
-    numa_node: int | None
-    cpu_list: tuple[int, ...]
-    vram_mib: int  # estimate per GPU
-    vram_free_mib: tuple[int, ...]  # per GPU after every placement on it
-    port: int
-    p2p: bool
-    worst_link: str
-    throughput: float
-    gpu_memory_utilization: float
-    context: int
-    max_sequences: int
-    kv_cache_bits: int
-    shared: bool
-    extra_args: tuple[str, ...]
-
-    def to_yaml(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "replica": self.replica,
-            "engine": self.engine,
-            "weights": self.weights,
-            "gpus": list(self.gpus),
-            "gpu_indices": list(self.gpu_indices),
-            "tp": self.tp,
-            "pp": self.pp,
-            "numa_node": self.numa_node,
-            "cpu_list": list(self.cpu_list),
-            "vram_mib": self.vram_mib,
-            "vram_free_mib": list(self.vram_free_mib),
-            "port": self.port,
-            "p2p": self.p2p,
-            "worst_link": self.worst_link,
-            "throughput_rel": round(self.throughput, 4),
-            "gpu_memory_utilization": self.gpu_memory_utilization,
-            "context": self.context,
-            "max_sequences": self.max_sequences,
-            "kv_cache_bits": self.kv_cache_bits,
-            "shared": self.shared,
-            "extra_args": list(self.extra_args),
-        }
-
-    @classmethod
-    def from_yaml(cls, data: Mapping[str, Any]) -> Placement:
-        """Rebuild from a plan YAML entry (what the deploy reads back).
-
-        Raises ``ValueError`` naming the field when a value could not go into a unit file
-        safely (control characters, quotes, secrets in ``extra_args``, a GPU that is not a
-        UUID/bus id; see :func:`tuning.serving_checks.placement_problems`).
-        """
-        numa_node = data.get("numa_node")
-        placement = cls(
-            model=str(data["model"]),
-            replica=int(data.get("replica", 0)),
-            engine=str(data["engine"]),
-            weights=str(data.get("weights") or data["model"]),
-            gpus=tuple(data["gpus"]),
-            gpu_indices=tuple(int(i) for i in data.get("gpu_indices") or ()),
-            tp=int(data.get("tp", 1)),
-            pp=int(data.get("pp", 1)),
-            numa_node=None if numa_node is None else int(numa_node),
-            cpu_list=tuple(int(c) for c in data.get("cpu_list") or ()),
-            vram_mib=int(data.get("vram_mib", 0)),
-            vram_free_mib=tuple(int(v) for v in data.get("vram_free_mib") or ()),
-            port=int(data["port"]),
-            p2p=bool(data.get("p2p", True)),
-            worst_link=str(data.get("worst_link", "X")),
-            throughput=float(data.get("throughput_rel", 0.0)),
-            gpu_memory_utilization=float(data.get("gpu_memory_utilization", 0.9)),
-            context=int(data.get("context", 0)),
-            max_sequences=int(data.get("max_sequences", 1)),
-            kv_cache_bits=int(data.get("kv_cache_bits", 16)),
-            shared=bool(data.get("shared", False)),
-            extra_args=tuple(data.get("extra_args") or ()),
-        )
-        problems = placement_problems(placement)
-        if problems:
-            raise ValueError(
-                f"placement of {placement.model!r}: "
-                + "; ".join(f"{where}: {why}" for where, why in problems)
-            )
-        return placement
-
-
-@dataclass(frozen=True)
-class Unplaced:
-    """A replica that could not be placed, and why."""
-
-    model: str
-    replica: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The solver's answer, with the evidence for it."""
-
-    rig_name: str
-    fingerprint: str
-    headroom_pct: float
-    placements: tuple[Placement, ...]
-    unplaced: tuple[Unplaced, ...]
-    score: float
-    alternative_score: float | None
-    alternative: str  # one sentence: what the best alternative was
-    power: Mapping[str, str] = field(default_factory=dict)
-
-    def to_yaml(self) -> dict[str, Any]:
-        """The plan file the deploy consumes (``schema_version: 1``)."""
-        return {
-            "schema_version": 1,
-            "rig": {"name": self.rig_name, "fingerprint": self.fingerprint},
-            "headroom_pct": self.headroom_pct,
-            "placements": [p.to_yaml() for p in self.placements],
-            "unplaced": [
-                {"model": u.model, "replica": u.replica, "reason": u.reason} for u in self.unplaced
-            ],
-            "score": round(self.score, 6),
-            "alternative_score": (
-                None if self.alternative_score is None else round(self.alternative_score, 6)
-            ),
-            "alternative": self.alternative,
-        }
-
-    def to_json(self) -> dict[str, Any]:
-        """The ``rigforge plan --json`` document."""
-        doc = self.to_yaml()
-        doc["placements"] = [
-            {
-                "model": p.model,
-                "gpus": list(p.gpus),
-                "tp": p.tp,
-                "pp": p.pp,
-                "numa_node": p.numa_node,
-                "vram_mib": p.vram_mib,
-                **{
-                    k: v
-                    for k, v in p.to_yaml().items()
-                    if k not in {"model", "gpus", "tp", "pp", "numa_node", "vram_mib"}
-                },
-            }
-            for p in self.placements
-        ]
-        return doc
-
-
-def load_plan(path: str | Path) -> Plan:
-    """Read a plan YAML written by ``rigforge plan --out``."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(f"{path}: cannot read the plan: {error}") from error
-    if not isinstance(data, dict) or data.get("schema_version") != 1:
-        raise ConfigError(f"{path}: not a rigforge plan (schema_version: 1); rerun 'rigforge plan'")
-    try:
-        return Plan(
-            rig_name=str((data.get("rig") or {}).get("name", "")),
-            fingerprint=str((data.get("rig") or {}).get("fingerprint", "")),
-            headroom_pct=float(data.get("headroom_pct", 10)),
-            placements=tuple(Placement.from_yaml(p) for p in data.get("placements") or ()),
-            unplaced=tuple(
-                Unplaced(str(u["model"]), int(u.get("replica", 0)), str(u["reason"]))
-                for u in data.get("unplaced") or ()
-            ),
-            score=float(data.get("score", 0.0)),
-            alternative_score=data.get("alternative_score"),
-            alternative=str(data.get("alternative", "")),
-        )
-    except (KeyError, TypeError, ValueError) as error:
-        raise ConfigError(
-            f"{path}: malformed plan entry ({error}); rerun 'rigforge plan'"
-        ) from error
 
 
 def _numa_choice(members: Sequence[GpuView]) -> tuple[int | None, tuple[int, ...]]:

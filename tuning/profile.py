@@ -1,31 +1,7 @@
-"""The tuning profile: the YAML file a sweep writes and ``rigforge apply`` / the deploy read.
+"""Writing tuning profiles: a sweep's result as a :class:`Profile` and the YAML file.
 
-Schema (``schema_version: 1``)::
-
-    schema_version: 1
-    tool_version: 0.1.0
-    created_at: 2025-01-01T00:00:00+00:00      # UTC, ISO 8601
-    rig: {name, spec, fingerprint}             # fingerprint = RigSnapshot.fingerprint()
-    workload: decode
-    policy: efficiency                          # or throughput
-    floor: 0.95
-    floor_relaxed: false                        # the floor did not fit the power budget:
-                                                # caps maximise throughput instead
-    seed: 0
-    gpus:
-      - uuid: GPU-…                             # what the deploy keys on
-        name, pci_bus_id
-        cap_w: 205                              # the chosen power limit (W)
-        stock_cap_w, min_w, max_w, natural_draw_w
-        throughput_rel: 0.999                   # heat-soak tokens/s ÷ uncapped tokens/s
-        tokens_per_joule: 0.13
-        peak_temp_c: 71
-        probes: 4
-        flagged: false                          # still throttled after every soak round
-        curve: [{cap_w, throughput_tps, power_w, tokens_per_joule, temp_c}, …]
-    validation: {passed, sim_seconds, throttle_events, peak_temp_c: {uuid: °C}, max_psu_load_ratio}
-
-:func:`load_profile` validates with pydantic and reports every problem with its YAML path.
+The profile's schema and its one typed loader live in :mod:`tuning.core.profile` (every
+layer reads profiles); they are re-exported here so existing imports keep working.
 """
 
 from __future__ import annotations
@@ -35,81 +11,30 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tuning import __version__
-from tuning.errors import ConfigError, yaml_path
+from tuning.core.profile import (
+    SCHEMA_VERSION,
+    CurvePoint,
+    Profile,
+    ProfileGpu,
+    ProfileRig,
+    Validation,
+    load_profile,
+    parse_profile,
+)
 
-SCHEMA_VERSION = 1
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CurvePoint(_Model):
-    """One probe: at ``cap_w`` the GPU gave ``throughput_tps`` drawing ``power_w``."""
-
-    cap_w: float
-    throughput_tps: float = Field(ge=0)
-    power_w: float = Field(ge=0)
-    tokens_per_joule: float = Field(ge=0)
-    temp_c: float | None = None
-
-
-class ProfileGpu(_Model):
-    """One GPU's chosen cap and the curve it was chosen from."""
-
-    uuid: str = Field(pattern=r"^GPU-")
-    name: str
-    pci_bus_id: str
-    cap_w: float = Field(gt=0)
-    stock_cap_w: float = Field(gt=0)
-    min_w: float = Field(gt=0)
-    max_w: float = Field(gt=0)
-    natural_draw_w: float = Field(ge=0)
-    throughput_rel: float = Field(ge=0)
-    tokens_per_joule: float = Field(ge=0)
-    peak_temp_c: float | None = None
-    probes: int = Field(ge=0)
-    flagged: bool = False
-    curve: list[CurvePoint] = Field(default_factory=list)
-
-
-class ProfileRig(_Model):
-    name: str
-    spec: str
-    fingerprint: str = Field(pattern=r"^sha256:[0-9a-f]{16}$")
-
-
-class Validation(_Model):
-    """The final heat-soak's verdict."""
-
-    passed: bool
-    sim_seconds: float = Field(ge=0)
-    throttle_events: int = Field(ge=0)
-    peak_temp_c: dict[str, float] = Field(default_factory=dict)
-    max_psu_load_ratio: float = Field(ge=0)
-
-
-class Profile(_Model):
-    """A tuning profile (see the module docstring)."""
-
-    schema_version: int = SCHEMA_VERSION
-    tool_version: str = __version__
-    created_at: str
-    rig: ProfileRig
-    workload: str
-    policy: str = Field(pattern=r"^(efficiency|throughput)$")
-    floor: float = Field(gt=0, le=1)
-    floor_relaxed: bool = False
-    seed: int | None = None
-    gpus: list[ProfileGpu] = Field(min_length=1)
-    validation: Validation
-
-    def caps_w(self) -> dict[str, float]:
-        """The chosen cap per GPU UUID. Units: W."""
-        return {gpu.uuid: gpu.cap_w for gpu in self.gpus}
+__all__ = [
+    "SCHEMA_VERSION",
+    "CurvePoint",
+    "Profile",
+    "ProfileGpu",
+    "ProfileRig",
+    "Validation",
+    "dump_profile",
+    "load_profile",
+    "parse_profile",
+    "profile_from_result",
+]
 
 
 def profile_from_result(result: Any) -> Profile:
@@ -168,34 +93,3 @@ def dump_profile(profile: Profile, path: Path) -> None:
     path.write_text(
         yaml.safe_dump(profile.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
     )
-
-
-def parse_profile(data: Any, source: str = "<profile>") -> Profile:
-    """Validate a parsed profile document; :class:`ConfigError` lists every problem by path."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: (top level): expected a mapping, got {type(data).__name__}")
-    version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise ConfigError(
-            f"{source}: schema_version: expected {SCHEMA_VERSION}, got {version!r}; "
-            "re-run 'rigforge sweep' to write a current profile"
-        )
-    try:
-        return Profile.model_validate(data)
-    except ValidationError as error:
-        lines = [f"{source}: {yaml_path(e['loc'])}: {e['msg']}" for e in error.errors()]
-        raise ConfigError("\n".join(lines)) from None
-
-
-def load_profile(path: Path | str) -> Profile:
-    """Read and validate a profile file (a directory means ``DIR/profile.yaml``)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "profile.yaml"
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read it ({error.strerror}); check the path") from error
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from error
-    return parse_profile(data, str(path))

@@ -23,19 +23,21 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import yaml
 
-from tuning.errors import ConfigError
-from tuning.placement import Placement, Plan, load_plan
-from tuning.serving_checks import (
+from tuning.core.checks import (
     api_key_problem,
     placement_problems,
-    text_problem,
     unit_name_collisions,
     unit_slug,
 )
+from tuning.core.plan import Placement, Plan, load_plan, parse_placements
+from tuning.errors import ConfigError
+from tuning.render.environment import TEMPLATES, environment
+from tuning.render.unit_text import unit_setting, unit_word
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "templates" / "etc" / "systemd" / "system"
+#: Where the serving templates live, relative to the renderer's ``templates/``.
+TEMPLATE_FOLDER = "etc/systemd/system"
+TEMPLATES_DIR = TEMPLATES / TEMPLATE_FOLDER
 UNIT_DIR = "/etc/systemd/system"
 #: The ``EnvironmentFile=`` of opened units: written by the ``serving`` deploy (root:root 0600,
 #: read by systemd before it drops to the service user) from the raw key in
@@ -62,24 +64,12 @@ TEMPLATE_OF_ENGINE: Mapping[str, str] = {
 #: to be opened, because their key would have to sit on the command line.
 API_KEY_ENV: Mapping[str, str] = {"vllm": "VLLM_API_KEY", "llama.cpp": "LLAMA_API_KEY"}
 _LLAMA_KV_TYPES = {4: "q4_0", 8: "q8_0", 32: "f32"}
-_SAFE_ARG = re.compile(r"^[A-Za-z0-9_@%+=:,./-]+$")
 _SERVICE_USER = re.compile(r"^[a-z_][a-z0-9_-]*$")
 _CREDENTIAL_PATH = re.compile(r"/[A-Za-z0-9_./-]+")
 
 
-def systemd_quote(arg: object) -> str:
-    """Quote one ``ExecStart=`` argument: ``%`` and ``$`` escaped, spaces double-quoted.
-
-    Raises :class:`ConfigError` on a control character (newline, tab, NUL, …): no quoting
-    keeps a newline from starting a new directive in a unit file.
-    """
-    problem = text_problem(arg, quotes=False)
-    if problem:
-        raise ConfigError(f"unit argument {str(arg)!r} {problem}")
-    text = str(arg).replace("%", "%%").replace("$", "$$")
-    if _SAFE_ARG.fullmatch(text):
-        return text
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+#: ``ExecStart=`` argument quoting is the renderer's one unit-text writer (kept by this name).
+systemd_quote = unit_word
 
 
 def read_api_key(path: str | Path) -> str:
@@ -134,29 +124,8 @@ def unit_name(placement: Placement) -> str:
     return f"rigforge-serve-{unit_slug(placement.model, placement.replica)}.service"
 
 
-def unit_line_text(value: object) -> str:
-    """``value`` for a unit's free text (``Description=``, comments): ``%`` escaped.
-
-    Raises :class:`ConfigError` on a control character, which would end the line.
-    """
-    problem = text_problem(value, quotes=False)
-    if problem:
-        raise ConfigError(f"unit text {str(value)!r} {problem}")
-    return str(value).replace("%", "%%")
-
-
-def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        autoescape=False,
-    )
-    env.filters["sd"] = systemd_quote
-    env.filters["sd_text"] = unit_line_text
-    return env
+#: Free unit text (``Description=``, comments): the writer's :func:`unit_setting`.
+unit_line_text = unit_setting
 
 
 def _is_loopback(bind: str) -> bool:
@@ -208,9 +177,10 @@ def render_unit(
                 "proxy that checks the key"
             )
     bins = {**ENGINE_BINS, **(engine_bins or {})}
-    jinja = env or _environment()
+    jinja = env or environment()
     k = len(placement.gpus)
-    return jinja.get_template(TEMPLATE_OF_ENGINE[placement.engine]).render(
+    template = f"{TEMPLATE_FOLDER}/{TEMPLATE_OF_ENGINE[placement.engine]}"
+    return jinja.get_template(template).render(
         p=placement,
         user=service_user,
         group=service_user,
@@ -281,7 +251,7 @@ def render_serving_units(
             f"{placements[first].replica}, {placements[later].replica}) would share the unit "
             f"rigforge-serve-{slug}.service; rename one"
         )
-    env = _environment()
+    env = environment()
     units: dict[str, str] = {}
     for placement in placements:
         path = f"{UNIT_DIR}/{unit_name(placement)}"
@@ -302,22 +272,14 @@ def render_serving_units(
 def host_has_caps(host_config: Any) -> bool:
     """Whether the GPU-settings deploy installs ``rigforge-gpu-settings.service`` for this host.
 
-    True when a listed GPU has a hand ``power_cap_w`` or the ``power.profile`` names a cap
-    (``gpus[].cap_w``); an unreadable profile counts as caps (the deploy refuses it anyway, and
-    starting uncapped is the failure this guards against).
+    True when a listed GPU has a hand ``power_cap_w`` or the host names a ``power.profile``:
+    a valid profile holds a cap for every GPU it lists (:mod:`tuning.core.profile`), and an
+    invalid one is refused by the deploy — starting uncapped is the failure this guards against.
     """
     gpus = getattr(host_config, "gpu_list", None) or ()
     if any(getattr(g, "power_cap_w", None) is not None for g in gpus):
         return True
-    profile = getattr(getattr(host_config, "power", None), "profile", None)
-    if not profile:
-        return False
-    try:
-        data = yaml.safe_load(Path(profile).read_text(encoding="utf-8"))
-        entries = data.get("gpus") or []
-        return any(isinstance(e, dict) and e.get("cap_w") is not None for e in entries)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError):
-        return True
+    return bool(getattr(getattr(host_config, "power", None), "profile", None))
 
 
 def _placements_of(source: Any) -> tuple[tuple[Placement, ...], str | None, str | None]:
@@ -328,7 +290,7 @@ def _placements_of(source: Any) -> tuple[tuple[Placement, ...], str | None, str 
         return load_plan(source).placements, None, None
     if isinstance(source, Mapping):
         try:
-            placed = tuple(Placement.from_yaml(p) for p in source.get("placements") or ())
+            placed = parse_placements(source.get("placements"))
         except (KeyError, TypeError, ValueError) as error:
             raise ConfigError(f"malformed plan entry ({error})") from error
         return placed, None, None

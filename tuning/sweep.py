@@ -18,7 +18,7 @@ Phases (all times on the rig's clock — virtual on a simulated rig):
    that move the asymptote there (resistance estimated from the same fit), and the soak
    starts again; after ``max_soak_rounds`` the slot is flagged.
 
-The caller owns safety (a :class:`~tuning.apply.SafetySession` around :meth:`Sweep.run`).
+The caller owns safety (a :class:`~tuning.apply.session.SafetySession` around :meth:`Sweep.run`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from tuning.apply import Actuator, SafetySession
+from tuning.apply.actuator import Actuator
+from tuning.apply.session import SafetySession
 from tuning.backends.base import THROTTLE_REASONS, GpuSample, PowerConstraints, Rig
 from tuning.budget import Allocation, BudgetModel, CapOption, InfeasibleBudget, Policy, allocate
 from tuning.errors import SafetyAbort

@@ -1,6 +1,8 @@
 """Synthetic GPU load for real rigs: one worker process per GPU, counted in reference tokens.
 
-Run by hand or by :class:`tuning.workloads.SyntheticWorkload`::
+This module is the worker; its parent side (spawn, read the reports, steer) is
+:class:`tuning.workloads.synthetic.WorkerProcess`. Run by hand or by
+:class:`tuning.workloads.synthetic.SyntheticWorkload`::
 
     CUDA_VISIBLE_DEVICES=GPU-… CUDA_DEVICE_ORDER=PCI_BUS_ID \\
         python -m tuning.synthetic --kind decode --device-uuid GPU-… [--report-every-s 0.5]
@@ -70,17 +72,15 @@ import json
 import math
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol, TextIO
 
-from tuning.errors import BackendUnavailable, WorkloadFailed
+from tuning.errors import BackendUnavailable
 
 KINDS = ("decode", "prefill", "batched")
 BACKENDS = ("torch", "cupy", "numpy")
@@ -554,228 +554,6 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0  # the reader is gone: nobody to load the GPU for
     return 0
-
-
-# --------------------------------------------------------------------------------------------
-# Parent side: one handle per worker process
-# --------------------------------------------------------------------------------------------
-
-
-class WorkerProcess:
-    """Spawn and steer one worker; a reader thread keeps its latest cumulative tokens.
-
-    All methods return quickly except :meth:`wait_ready` (bounded) and :meth:`terminate`
-    (bounded: SIGTERM, then SIGKILL after ``grace_s``).
-    """
-
-    def __init__(
-        self,
-        uuid: str,
-        kind: str,
-        *,
-        backend: str = "auto",
-        report_every_s: float = 0.1,
-        max_mib: int | None = None,
-        python: str = sys.executable,
-        stall_timeout_s: float = 30.0,
-    ) -> None:
-        self.uuid = uuid
-        self.kind = kind
-        self.stall_timeout_s = stall_timeout_s
-        self._lock = threading.Lock()
-        self._ready = threading.Event()
-        self._tokens = 0.0
-        self._t_reported = time.monotonic()
-        self._info: dict[str, Any] = {}
-        self._error: str | None = None
-        self._closing = False
-        self._sigterm_sent = False
-        self._reported_running = False
-        self._stderr: deque[str] = deque(maxlen=40)
-        root = str(Path(__file__).resolve().parents[1])
-        env = {
-            **os.environ,
-            "CUDA_VISIBLE_DEVICES": uuid,
-            "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p),
-        }
-        argv = [
-            python,
-            "-m",
-            "tuning.synthetic",
-            "--kind",
-            kind,
-            "--device-uuid",
-            uuid,
-            "--backend",
-            backend,
-            "--report-every-s",
-            str(report_every_s),
-            "--paused",
-            "--control",
-            "stdin",
-        ]
-        if max_mib is not None:
-            argv += ["--max-mib", str(max_mib)]
-        # own session: a terminal's Ctrl-C reaches the tuner, which restores caps and then
-        # stops the workers, instead of killing the load mid-measurement
-        self.proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-            env=env,
-            start_new_session=True,
-        )
-        self._threads = [
-            threading.Thread(target=self._read_stdout, daemon=True),
-            threading.Thread(target=self._read_stderr, daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    # -- reader threads ---------------------------------------------------------------------
-
-    def _read_stdout(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                self._stderr.append(line.rstrip())
-                continue
-            if not isinstance(record, dict):
-                continue
-            with self._lock:
-                self._t_reported = time.monotonic()
-                if "error" in record:
-                    self._error = str(record["error"])
-                if "tokens" in record:
-                    self._tokens = float(record["tokens"])
-                if "running" in record:
-                    self._reported_running = bool(record["running"])
-                if record.get("ready"):
-                    self._info = record
-                    self._ready.set()
-        self._ready.set()  # EOF: wake wait_ready so it sees the exit
-
-    def _read_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self._stderr.append(line.rstrip())
-
-    # -- state ------------------------------------------------------------------------------
-
-    @property
-    def tokens(self) -> float:
-        """Cumulative reference tokens of completed work, as last reported."""
-        with self._lock:
-            return self._tokens
-
-    @property
-    def reported_running(self) -> bool:
-        """The last report's ``running``: ``False`` once paused with nothing left in flight."""
-        with self._lock:
-            return self._reported_running
-
-    @property
-    def info(self) -> dict[str, Any]:
-        """The worker's ``ready`` record (backend, shape, tokens_per_call, buffer_mib)."""
-        with self._lock:
-            return dict(self._info)
-
-    def _why(self) -> str:
-        tail = " | ".join(list(self._stderr)[-5:])
-        said = self._error or tail or "no output"
-        return f"exit status {self.proc.poll()}: {said}"
-
-    def wait_ready(self, timeout_s: float) -> None:
-        """Block until the worker has allocated its buffers; raise if it failed or timed out."""
-        if not self._ready.wait(timeout_s):
-            self.terminate()
-            raise BackendUnavailable(
-                f"the synthetic load on {self.uuid} was not ready after {timeout_s:g} s "
-                "(importing torch/cupy and allocating VRAM); it was stopped"
-            )
-        if not self._info:
-            self.proc.wait(timeout=5)
-            for thread in self._threads:
-                thread.join(timeout=1)
-            raise BackendUnavailable(
-                f"the synthetic {self.kind!r} load could not start on {self.uuid} "
-                f"({self._why()}); load the GPUs with 'cmd:llama-bench -m MODEL.gguf' or "
-                "'openai:http://127.0.0.1:8000' instead"
-            )
-
-    def check(self) -> None:
-        """Raise :class:`WorkloadFailed` if the worker exited or went silent unasked."""
-        if self._closing:
-            return
-        if self.proc.poll() is not None:
-            for thread in self._threads:
-                thread.join(timeout=1)
-            raise WorkloadFailed(
-                f"the synthetic load on GPU {self.uuid} stopped ({self._why()}); its "
-                "measurements are void — check the GPU (nvidia-smi, dmesg for Xid) and rerun"
-            )
-        with self._lock:
-            silent_s = time.monotonic() - self._t_reported
-        if silent_s > self.stall_timeout_s:
-            raise WorkloadFailed(
-                f"the synthetic load on GPU {self.uuid} has reported nothing for "
-                f"{silent_s:.0f} s (a hung GPU?); check nvidia-smi and dmesg for Xid errors"
-            )
-
-    # -- control ----------------------------------------------------------------------------
-
-    def _send(self, word: str) -> None:
-        if self.proc.stdin is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(BrokenPipeError, OSError, ValueError):
-            self.proc.stdin.write(word + "\n")
-            self.proc.stdin.flush()
-
-    def run(self) -> None:
-        """Start loading (non-blocking)."""
-        self._send("run")
-
-    def pause(self) -> None:
-        """Stop loading after the chunk in flight (non-blocking); buffers stay allocated."""
-        self._send("pause")
-
-    def send_sigterm(self) -> None:
-        """Ask the worker to finish its chunk and exit (once: see :meth:`terminate`)."""
-        self._closing = True
-        if self._sigterm_sent or self.proc.poll() is not None:
-            return
-        self._sigterm_sent = True
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.send_signal(signal.SIGCONT)  # a stopped worker acts on SIGTERM now
-
-    def terminate(self, grace_s: float = 2.0) -> int | None:
-        """SIGTERM, wait up to ``grace_s``, then SIGKILL; return the exit status.
-
-        SIGTERM goes once: a second one could land while the worker is already exiting, after
-        Python has put the default action back, and kill it with -15 instead of a clean 0.
-        """
-        if self.proc.poll() is None:
-            self.send_sigterm()
-            try:
-                self.proc.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    self.proc.kill()
-                self.proc.wait(timeout=5)
-        if self.proc.stdin is not None:
-            with contextlib.suppress(OSError, ValueError):
-                self.proc.stdin.close()
-        for thread in self._threads:
-            thread.join(timeout=1)
-        return self.proc.returncode
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from typing import Any
 from pyinfra.api import FactBase
 
 from tuning.captures import CaptureFormatError, parse_query_gpu, parse_topo
-from tuning.captures._values import format_cpu_list
+from tuning.captures.values import format_cpu_list
 
 #: The ``--query-gpu`` fields :class:`NvidiaGpus` asks for (``nvidia-smi --help-query-gpu``).
 QUERY_FIELDS: tuple[str, ...] = (

@@ -11,7 +11,7 @@ from typing import Any
 from pyinfra.api import FactBase
 
 from deploys.facts._shell import root_prefix
-from tuning.captures._values import gts_to_gen
+from tuning.captures.values import gts_to_gen
 
 #: PCI vendor id of NVIDIA; class 0x03xxxx is a display controller (the GPU, not its audio).
 NVIDIA_VENDOR = "0x10de"

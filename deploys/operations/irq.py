@@ -11,7 +11,7 @@ from deploys.facts._shell import root_prefix
 from deploys.facts.irq import IrqAffinity
 from deploys.facts.pcie import PciLinks
 from tuning.backends.base import normalize_bus_id
-from tuning.captures._values import format_cpu_list, parse_cpu_list
+from tuning.captures.values import format_cpu_list, parse_cpu_list
 
 
 @operation()

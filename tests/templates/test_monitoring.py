@@ -14,16 +14,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deploys.monitoring import (
+from deploys.monitoring import RULES_SOURCE, check
+from inventory.schema import HostConfig
+from tuning.errors import ConfigError
+from tuning.render.files import (
     ENFORCE_INTERVAL_MIN,
-    RULES_SOURCE,
-    check,
     enforce_units,
     exporter_unit,
     prometheus_files,
 )
-from inventory.schema import HostConfig
-from tuning.errors import ConfigError
 from tuning.serving_checks import systemd_exposure
 
 #: The exporter is an unprivileged network service: the same bar as the serving units.

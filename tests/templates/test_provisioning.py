@@ -46,7 +46,7 @@ def test_gpu_settings_unit_orders_after_persistenced_and_lists_caps() -> None:
     assert "After=nvidia-persistenced.service" in lines
     assert "Type=oneshot" in lines
     assert 'Environment="RIGFORGE_CAPS_W=GPU-a=280 GPU-b=250.5"' in lines
-    assert 'ExecStart="/usr/local/libexec/rigforge-gpu-settings"' in lines
+    assert "ExecStart=/usr/local/libexec/rigforge-gpu-settings" in lines
 
 
 def test_gpu_settings_unit_uses_rigforge_apply_with_the_tuner() -> None:
@@ -58,7 +58,7 @@ def test_gpu_settings_unit_uses_rigforge_apply_with_the_tuner() -> None:
         profile="/etc/rigforge/profile.yaml",
         script="/x",
     )
-    assert 'ExecStart="/opt/rigforge/venv/bin/rigforge" apply "/etc/rigforge/profile.yaml"' in unit
+    assert "ExecStart=/opt/rigforge/venv/bin/rigforge apply /etc/rigforge/profile.yaml" in unit
 
 
 def test_cap_script_clamps_reads_back_and_fails_loudly() -> None:

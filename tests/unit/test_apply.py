@@ -10,20 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from tuning import apply as apply_module
-from tuning.apply import (
-    Actuator,
-    Journal,
-    RigBusy,
-    SafetySession,
-    apply_caps,
-    atomic_write_json,
-    journal_path,
-    open_tuning_rig,
-    recover_stale_journals,
-    stale_journals,
-    state_dir,
-)
+from tuning.apply import actuator as actuator_module
+from tuning.apply import state as state_module
+from tuning.apply.actuator import Actuator, open_tuning_rig
+from tuning.apply.caps import apply_caps
+from tuning.apply.journal import Journal, journal_path, recover_stale_journals, stale_journals
+from tuning.apply.runlock import RigBusy
+from tuning.apply.session import SafetySession
+from tuning.apply.state import atomic_write_json, state_dir
 from tuning.backends.base import Psu
 from tuning.budget import BudgetModel
 from tuning.errors import NoPermission, OutOfRange, ReadBackMismatch, RigforgeError, UnknownGpu
@@ -134,21 +128,21 @@ def test_read_back_mismatch_is_an_error(rig_file: str, monkeypatch: pytest.Monke
 def test_root_journals_in_var_lib_whatever_home_is(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert Path("/var/lib/rigforge/state") == apply_module.SYSTEM_STATE_DIR
+    assert Path("/var/lib/rigforge/state") == state_module.SYSTEM_STATE_DIR
     system = tmp_path / "var-lib-rigforge-state"
-    monkeypatch.setattr(apply_module, "SYSTEM_STATE_DIR", system)
+    monkeypatch.setattr(state_module, "SYSTEM_STATE_DIR", system)
     monkeypatch.delenv("RIGFORGE_STATE_DIR", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "root-home"))
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setattr(apply_module.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(state_module.os, "geteuid", lambda: 0)
     assert state_dir() == system
     assert journal_path("nvml").parent == system
-    monkeypatch.setattr(apply_module.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(state_module.os, "geteuid", lambda: 1000)
     assert state_dir() == tmp_path / "xdg" / "rigforge"
     monkeypatch.delenv("XDG_STATE_HOME")
     assert state_dir() == tmp_path / "root-home" / ".local" / "state" / "rigforge"
     monkeypatch.setenv("RIGFORGE_STATE_DIR", str(tmp_path / "override"))
-    monkeypatch.setattr(apply_module.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(state_module.os, "geteuid", lambda: 0)
     assert state_dir() == tmp_path / "override"
 
 
@@ -189,7 +183,7 @@ def test_apply_refuses_caps_over_the_budget_before_any_change(rig_file: str) -> 
     first, second = actuator.rig.gpus
     before = caps(actuator)
     budget = BudgetModel(
-        psus=(Psu("p1", rating_w=700, circuit="c1", platform_w=150),),
+        psus=(Psu(name="p1", rating_w=700, circuit="c1", platform_w=150),),
         gpu_psu={first.uuid: "p1", second.uuid: "p1"},
     )
     with pytest.raises(OutOfRange, match=r"psu:p1 at 114%"):
@@ -248,7 +242,7 @@ def test_apply_during_another_process_run_is_refused(rig_file: str) -> None:
         [
             sys.executable,
             "-c",
-            "import sys, time; from tuning.apply import RigLock\n"
+            "import sys, time; from tuning.apply.runlock import RigLock\n"
             f"with RigLock({rig_file!r}):\n"
             "    print('held', flush=True); sys.stdin.read()",
         ],
@@ -350,7 +344,7 @@ def test_apply_command_fails_naming_the_gpu_after_its_retries(
         caps_w=lambda: dict.fromkeys(before, 150.0),
     )
     monkeypatch.setattr(apply_command, "load_profile", lambda path: profile)
-    real_open = apply_module.open_tuning_rig
+    real_open = actuator_module.open_tuning_rig
 
     def open_flaky(spec: str, **kwargs):
         opened, act = real_open(spec, **kwargs)

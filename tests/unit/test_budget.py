@@ -20,10 +20,10 @@ from tuning.budget import (
 
 TWO_PSUS = BudgetModel(
     psus=(
-        Psu("psu-a", rating_w=1000, circuit="c1", efficiency=0.9, platform_w=200),
-        Psu("psu-b", rating_w=800, circuit="c1", efficiency=0.8, platform_w=50),
+        Psu(name="psu-a", rating_w=1000, circuit="c1", efficiency=0.9, platform_w=200),
+        Psu(name="psu-b", rating_w=800, circuit="c1", efficiency=0.8, platform_w=50),
     ),
-    circuits=(Circuit("c1", voltage_v=120, breaker_a=15),),
+    circuits=(Circuit(name="c1", voltage_v=120, breaker_a=15),),
     gpu_psu={"g1": "psu-a", "g2": "psu-a", "g3": "psu-b"},
 )
 
@@ -85,7 +85,7 @@ def test_floor_is_kept_when_it_fits_and_relaxed_to_max_throughput_when_not() -> 
         "g3": [CapOption(150, 80, 150), CapOption(300, 100, 290)],
     }
     roomy = BudgetModel(
-        psus=(Psu("p", rating_w=2000, circuit="c", platform_w=100),),
+        psus=(Psu(name="p", rating_w=2000, circuit="c", platform_w=100),),
         gpu_psu=dict.fromkeys(opts, "p"),
     )
     loose = allocate(
@@ -94,7 +94,7 @@ def test_floor_is_kept_when_it_fits_and_relaxed_to_max_throughput_when_not() -> 
     assert not loose.floor_relaxed
     assert loose.caps_w == dict.fromkeys(opts, 300)
     tight_budget = BudgetModel(
-        psus=(Psu("p", rating_w=900, circuit="c", platform_w=100),),
+        psus=(Psu(name="p", rating_w=900, circuit="c", platform_w=100),),
         circuits=(),
         gpu_psu=dict.fromkeys(opts, "p"),
     )

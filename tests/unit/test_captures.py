@@ -14,13 +14,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tuning.backends.base import ClockEventReason, LinkStatus, link_rank
-from tuning.captures._values import (
-    format_cpu_list,
-    gts_to_gen,
-    infer_under_load,
-    number,
-    parse_cpu_list,
-)
 from tuning.captures.errors import CaptureFormatError
 from tuning.captures.folder import CaptureKind, detect_kind
 from tuning.captures.lspci import (
@@ -33,6 +26,13 @@ from tuning.captures.numa import host_info, parse_lscpu, parse_numactl
 from tuning.captures.query_gpu import parse_query_gpu
 from tuning.captures.smi_q import parse_smi_q
 from tuning.captures.topo import parse_topo
+from tuning.captures.values import (
+    format_cpu_list,
+    gts_to_gen,
+    infer_under_load,
+    number,
+    parse_cpu_list,
+)
 
 LINK_NAME_RE = re.compile(r"^(NV\d+|PIX|PXB|PHB|NODE|SYS)$")
 

@@ -7,7 +7,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from tuning.apply import Journal, journal_path, open_tuning_rig
+from tuning.apply.actuator import open_tuning_rig
+from tuning.apply.journal import Journal, journal_path
 from tuning.cli import cli
 
 

@@ -163,7 +163,7 @@ def test_sim_driver_rereads_caps_set_behind_its_back(
     """``rigforge apply`` in another process changes the simulated card's cap; the exporter's
     next scrape shows the new enforced limit without a restart."""
     monkeypatch.setenv("RIGFORGE_STATE_DIR", str(tmp_path))
-    from tuning.apply import open_tuning_rig
+    from tuning.apply.actuator import open_tuning_rig
 
     exporter_rig, actuator = open_tuning_rig("sim:reference")
     assert isinstance(exporter_rig, SimRig)
@@ -410,7 +410,7 @@ def test_enforcement_chain_on_the_sim_rig(tmp_path: Path, state: Path) -> None:
     assert runner.invoke(cli, apply).exit_code == 0
     assert json.loads(record.read_text())["reapplied"] == first
     assert oct(record.stat().st_mode & 0o777) == "0o644"
-    from tuning.apply import open_tuning_rig
+    from tuning.apply.actuator import open_tuning_rig
 
     _rig, other = open_tuning_rig("sim:reference")
     other.set_cap(uuid, 350.0)  # reverted behind rigforge's back

@@ -18,7 +18,9 @@ import time
 
 import pytest
 
-from tuning.apply import SafetySession, journal_path, open_tuning_rig, restore_journal
+from tuning.apply.actuator import open_tuning_rig
+from tuning.apply.journal import journal_path, restore_journal
+from tuning.apply.session import SafetySession
 from tuning.errors import GpuLost, NoPermission
 from tuning.sweep import Sweep, SweepConfig
 from tuning.workloads import SimWorkload
@@ -122,7 +124,7 @@ def test_nvml_error_on_set(rig_file: str) -> None:
 
 def _sim_state_caps(rig_file: str) -> dict[str, float]:
     """The persisted simulated caps, read directly (cheap enough to poll)."""
-    from tuning.apply import rig_slug, state_dir
+    from tuning.apply.state import rig_slug, state_dir
 
     path = state_dir() / f"sim-{rig_slug(rig_file)}.json"
     try:

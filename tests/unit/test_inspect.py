@@ -57,8 +57,8 @@ SNAPSHOT = RigSnapshot(
         ),
     ),
     topology=(TopologyLink(0, 1, "PHB"),),
-    psus=(Psu("psu-a", 1600, "circuit-a"),),
-    circuits=(Circuit("circuit-a", 120, 15),),
+    psus=(Psu(name="psu-a", rating_w=1600, circuit="circuit-a"),),
+    circuits=(Circuit(name="circuit-a", voltage_v=120, breaker_a=15),),
 )
 
 

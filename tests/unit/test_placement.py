@@ -140,8 +140,8 @@ def power_rig(cap_w: float):
         [24576] * 3,
         None,
         power_w=cap_w,
-        psus=[Psu("psu", 1000, "c", efficiency=1.0, platform_w=100)],
-        circuits=[Circuit("c", 120, 15)],
+        psus=[Psu(name="psu", rating_w=1000, circuit="c", efficiency=1.0, platform_w=100)],
+        circuits=[Circuit(name="c", voltage_v=120, breaker_a=15)],
         psu_of=["psu"] * 3,
     )
 
@@ -167,17 +167,33 @@ def test_every_plan_states_score_and_alternative() -> None:
     assert "another GPU set" in result.alternative
 
 
-def test_profile_hints_read_plain_yaml(tmp_path) -> None:
+PROFILE_YAML = """\
+schema_version: 1
+created_at: "2025-01-01T00:00:00+00:00"
+rig: {name: r, spec: sim:reference, fingerprint: "sha256:0123456789abcdef"}
+workload: decode
+policy: efficiency
+floor: 0.95
+gpus:
+  - {uuid: GPU-0, name: NVIDIA RTX A6000, pci_bus_id: "00000000:41:00.0", cap_w: 250,
+     stock_cap_w: 300, min_w: 100, max_w: 300, natural_draw_w: 290, throughput_rel: 0.97,
+     tokens_per_joule: 0.1, peak_temp_c: 71, probes: 4}
+validation: {passed: true, sim_seconds: 1800, throttle_events: 0, max_psu_load_ratio: 0.8}
+"""
+
+
+def test_profile_hints_come_from_the_profile_file(tmp_path) -> None:
+    """The hint of GPU-0 is its ``cap_w``, ``peak_temp_c`` and ``throughput_rel`` as written."""
     path = tmp_path / "profile.yaml"
-    path.write_text("gpus:\n  - {uuid: GPU-0, cap_w: 250, peak_temp_c: 71, throughput_rel: 0.97}\n")
+    path.write_text(PROFILE_YAML)
     hints = load_profile_hints(path)
     assert hints.gpus["GPU-0"] == GpuHint(cap_w=250, peak_temp_c=71, throughput_rel=0.97)
 
 
 def test_profile_without_gpus_is_a_config_error(tmp_path) -> None:
     path = tmp_path / "profile.yaml"
-    path.write_text("caps: {}\n")
-    with pytest.raises(ConfigError, match="needs a 'gpus:' list"):
+    path.write_text(PROFILE_YAML.split("gpus:")[0] + "validation: {}\n")
+    with pytest.raises(ConfigError, match=r"profile.yaml: gpus: Field required"):
         load_profile_hints(path)
 
 

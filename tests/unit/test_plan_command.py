@@ -26,8 +26,14 @@ def reference_like_rig():
         links,
         degraded=[5],
         power_w=300,
-        psus=[Psu("psu-a", 1600, "a", 0.92, 330), Psu("psu-b", 1600, "b", 0.92, 60)],
-        circuits=[Circuit("a", 120, 15), Circuit("b", 120, 15)],
+        psus=[
+            Psu(name="psu-a", rating_w=1600, circuit="a", efficiency=0.92, platform_w=330),
+            Psu(name="psu-b", rating_w=1600, circuit="b", efficiency=0.92, platform_w=60),
+        ],
+        circuits=[
+            Circuit(name="a", voltage_v=120, breaker_a=15),
+            Circuit(name="b", voltage_v=120, breaker_a=15),
+        ],
         psu_of=["psu-a"] * 3 + ["psu-b"] * 3,
         name="reference-like",
     )

@@ -17,7 +17,8 @@ from click.testing import CliRunner
 
 from tuning import backends
 from tuning import budget as budget_module
-from tuning.apply import SafetySession, open_tuning_rig
+from tuning.apply.actuator import open_tuning_rig
+from tuning.apply.session import SafetySession
 from tuning.backends.base import GpuSample, Psu
 from tuning.backends.nvml import NvmlRig
 from tuning.budget import BudgetModel, RigBudget, load_budget_file, load_inventory_budget
@@ -92,7 +93,10 @@ def gpus(*pairs: tuple[str, str]) -> list[SimpleNamespace]:
 
 
 def test_gpus_resolve_by_uuid_or_bus_id_and_none_is_left_off_a_psu() -> None:
-    two = RigBudget(psus=(Psu("a", 1000, "c"), Psu("b", 1000, "c")), gpu_psu={"0000:41:00.0": "b"})
+    two = RigBudget(
+        psus=(Psu(name="a", rating_w=1000, circuit="c"), Psu(name="b", rating_w=1000, circuit="c")),
+        gpu_psu={"0000:41:00.0": "b"},
+    )
     rig_gpus = gpus(("GPU-x", "00000000:41:00.0"), ("GPU-y", "00000000:42:00.0"))
     with pytest.raises(ConfigError, match="GPU-y are fed by no PSU"):
         two.psu_map(rig_gpus)  # type: ignore[arg-type]
@@ -100,7 +104,7 @@ def test_gpus_resolve_by_uuid_or_bus_id_and_none_is_left_off_a_psu() -> None:
     assert full.psu_map(rig_gpus) == {"GPU-x": "b", "GPU-y": "a"}  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="GPU-gone"):
         RigBudget(psus=two.psus, gpu_psu={"GPU-gone": "a"}).psu_map(rig_gpus)  # type: ignore[arg-type]
-    one = RigBudget(psus=(Psu("only", 1000, "c"),))
+    one = RigBudget(psus=(Psu(name="only", rating_w=1000, circuit="c"),))
     assert one.psu_map(rig_gpus) == {"GPU-x": "only", "GPU-y": "only"}  # type: ignore[arg-type]
 
 
@@ -264,7 +268,7 @@ def test_a_gpu_without_a_power_sensor_counts_at_its_cap(rig_file: str) -> None:
     # is 700 W of caps, 98.6 % — allowed with sweep_limit_ratio 1.0, over the 98 % trip if
     # the caps themselves are taken as the draw; the cards' measured draw stays well under
     budget = BudgetModel(
-        psus=(Psu("small", rating_w=710, circuit="", platform_w=150),),
+        psus=(Psu(name="small", rating_w=710, platform_w=150),),
         gpu_psu={gpu.uuid: "small" for gpu in rig.gpus},
     )
     config = SweepConfig(heat_soak_s=10.0, max_soak_rounds=1, sweep_limit_ratio=1.0)

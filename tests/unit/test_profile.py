@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from tuning.errors import ConfigError
-from tuning.profile import Profile, dump_profile, load_profile, parse_profile
+from tuning.profile import dump_profile, load_profile, parse_profile
 
 DOC = {
     "schema_version": 1,
@@ -83,9 +83,3 @@ def test_wrong_schema_version_is_refused() -> None:
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_profile(tmp_path / "nope.yaml")
-
-
-def test_profile_model_is_frozen() -> None:
-    profile = Profile.model_validate(DOC)
-    with pytest.raises(Exception, match="frozen"):
-        profile.floor = 0.5  # type: ignore[misc]

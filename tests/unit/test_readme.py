@@ -1,23 +1,36 @@
-"""README.md stays true: its inventory reference is the schema's, its commands exist."""
+"""README.md is a front page that stays true; the reference pages in docs/ follow the code.
+
+The README opens with the two commands CI and users run; its command table names commands
+that exist; every link in it and in docs/ reaches a file (and a heading) that exists. The
+inventory reference (docs/inventory.md) is the schema's, and docs/formats.md names every field
+the profile and plan files carry.
+"""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from inventory import reference_doc
 from tests.conftest import REPO_ROOT
 from tuning.cli import cli
+from tuning.placement import load_plan
+from tuning.profile import CurvePoint, Profile, ProfileGpu, ProfileRig, Validation
 
 README = REPO_ROOT / "README.md"
+DOCS = REPO_ROOT / "docs"
+INVENTORY_DOC = REPO_ROOT / reference_doc.REFERENCE_DOC
+PAGES = [README, *sorted(DOCS.glob("*.md"))]
 
 
-def test_inventory_reference_in_readme_matches_the_schema() -> None:
-    text = README.read_text()
+def test_inventory_reference_matches_the_schema() -> None:
+    text = INVENTORY_DOC.read_text()
     assert reference_doc.replace_block(text, reference_doc.render()) == text, (
-        "README.md's inventory reference is stale: run "
-        "`python -m inventory.reference_doc --write README.md`"
+        f"{reference_doc.REFERENCE_DOC}'s inventory reference is stale: run "
+        "`python -m inventory.reference_doc --write`"
     )
 
 
@@ -29,15 +42,73 @@ def test_reference_lists_every_host_section() -> None:
 
 def test_readme_opens_with_the_two_setup_commands() -> None:
     blocks = re.findall(r"```sh\n(.*?)\n```", README.read_text(), flags=re.S)
-    assert "rigforge" in blocks[0]
+    assert blocks[0] == (
+        'python3 -m venv .venv && .venv/bin/pip install -q -e ".[all]" && '
+        ".venv/bin/rigforge loop --out out"
+    )
     assert blocks[1] == "bash tests/run.sh"
     ci = (REPO_ROOT / ".ci" / "run").read_text()
     assert "bash tests/run.sh" in ci
 
 
+def test_readme_is_a_front_page() -> None:
+    """The reference material lives in docs/; the README links to each page."""
+    text = README.read_text()
+    assert reference_doc.START not in text, "the inventory reference belongs in docs/inventory.md"
+    for page in ("inventory", "formats", "tuner", "safety", "layout"):
+        assert f"(docs/{page}.md" in text, f"README.md does not link docs/{page}.md"
+    headings = re.findall(r"^## (.+)$", text, flags=re.M)
+    for section in ("Deploy", "Tune", "Place", "Verify"):
+        assert section in headings, f"README.md has no '## {section}' section"
+
+
 def test_every_command_in_the_readme_table_exists() -> None:
     named = set(re.findall(r"^\| `rigforge (\w+)", README.read_text(), flags=re.M))
+    assert {"loop", "sweep", "plan", "apply"} <= named
     runner = CliRunner()
     for name in sorted(named):
         result = runner.invoke(cli, [name, "--help"])
         assert result.exit_code == 0, f"rigforge {name} --help failed: {result.output}"
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces as ``-``."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def _anchors(page: Path) -> set[str]:
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    return {_anchor(h) for h in re.findall(r"^#+ (.+)$", text, flags=re.M)}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_every_link_reaches_a_file_and_heading(page: Path) -> None:
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target):
+            continue  # an outside address
+        path, _, anchor = target.partition("#")
+        resolved = (page.parent / path).resolve() if path else page
+        assert resolved.exists(), f"{page.name} links {target}: no such file"
+        if anchor:
+            assert anchor in _anchors(resolved), f"{page.name} links {target}: no such heading"
+
+
+def test_formats_page_names_every_profile_field() -> None:
+    text = (DOCS / "formats.md").read_text()
+    for model in (Profile, ProfileGpu, ProfileRig, Validation, CurvePoint):
+        for name in model.model_fields:
+            assert f"`{name}`" in text or re.search(rf"[{{ ,]{name}[,}} ]", text), (
+                f"docs/formats.md does not describe the profile's {model.__name__}.{name}"
+            )
+
+
+def test_formats_page_names_every_plan_key() -> None:
+    """The keys a written plan carries (the CI target's plan, written back out)."""
+    text = (DOCS / "formats.md").read_text()
+    plan = load_plan(REPO_ROOT / "inventory/examples/host_data/ci-target/plan.yaml")
+    document = plan.to_yaml()
+    keys = set(document) | set(document["placements"][0])
+    for key in sorted(keys):
+        assert f"`{key}`" in text, f"docs/formats.md does not describe the plan's {key}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import pytest
@@ -90,12 +89,16 @@ def test_decode_answer_is_the_end_of_the_plateau_not_the_floor_crossing() -> Non
 
 
 def test_plan_is_a_function_of_the_points_alone() -> None:
+    """A search rebuilt from a run's first two points, in either order, asks for the cap that
+    run probed third: nothing but the measured points steers it (what makes resume work)."""
     constraints, curve = CURVES["prefill_power_law_above_max"]
     search = AdaptiveSearch(constraints)
     replay(search, curve)
-    twin = AdaptiveSearch(constraints, points=list(search.points[:2]))
-    assert twin.plan() == twin.plan()
-    assert twin.next_cap() == search.points[2].cap_w
+    first_two = list(search.points[:2])
+    for points in (first_two, first_two[::-1]):
+        twin = AdaptiveSearch(constraints, points=points)
+        assert twin.next_cap() == search.points[2].cap_w
+        assert twin.next_cap() == search.points[2].cap_w, "asking twice changes nothing"
 
 
 def test_adaptive_never_probes_above_the_natural_draw_twice() -> None:
@@ -112,11 +115,18 @@ def test_grid_probes_every_step_from_max_to_min() -> None:
 
 
 def test_options_include_the_free_natural_cap() -> None:
+    """The decode curve draws 320 W uncapped (``sim_like(320, ...)``) on a 350 W card: some cap
+    between 320 W and 350 W does not bind, so it is offered at the uncapped probe's throughput
+    and power without being probed (a cap above the natural draw costs nothing)."""
     constraints, curve = CURVES["decode_plateau_then_cliff_3090"]
     search = AdaptiveSearch(constraints)
-    replay(search, curve)
-    natural_cap = math.ceil(320 * 1.03)
-    assert natural_cap in {o.cap_w for o in search.options()}
+    caps = replay(search, curve)
+    uncapped_tps, natural_w = curve(350)
+    assert natural_w == pytest.approx(320)
+    free = [o for o in search.options() if 320 <= o.cap_w < 350 and o.cap_w not in caps]
+    assert len(free) == 1, search.options()
+    assert free[0].throughput_tps == pytest.approx(uncapped_tps)
+    assert free[0].power_w == pytest.approx(320)
 
 
 def test_replaying_recorded_probes_resumes_at_the_same_next_cap() -> None:

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tuning.apply import Actuator, Journal, SafetySession, journal_path, open_tuning_rig
+from tuning.apply.actuator import Actuator, open_tuning_rig
+from tuning.apply.journal import Journal, journal_path
+from tuning.apply.session import SafetySession
 from tuning.backends.sim import SimRig
 from tuning.budget import Policy
 from tuning.cli import cli

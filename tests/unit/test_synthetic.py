@@ -17,8 +17,6 @@ from tuning import synthetic
 from tuning.errors import BackendUnavailable
 from tuning.synthetic import (
     MIN_WEIGHT_BYTES,
-    REFERENCE_BYTES_PER_TOKEN,
-    REFERENCE_FLOPS_PER_TOKEN,
     Control,
     GemmShape,
     gpu_budget_bytes,
@@ -35,17 +33,19 @@ GIB = 1 << 30
 
 
 def test_decode_streams_weights_beyond_any_l2_and_counts_bytes_over_16_gb() -> None:
+    """A token is what an 8 B-parameter fp16 model costs: it streams 2 B × 8e9 = 16e9 bytes."""
     shape = plan_shape("decode", 2 * GIB, 2)
     assert shape.m == 1
     assert shape.weight_bytes >= GIB
     assert shape.total_bytes <= 2 * GIB
-    assert shape.tokens_per_call == pytest.approx(shape.weight_bytes / REFERENCE_BYTES_PER_TOKEN)
+    assert shape.tokens_per_call == pytest.approx(shape.weight_bytes / 16e9)
 
 
 @pytest.mark.parametrize("kind", ["prefill", "batched"])
 def test_gemm_kinds_count_flops_over_two_times_8e9(kind: str) -> None:
+    """A token is what an 8 B-parameter model costs: one multiply-add (2 FLOPs) per parameter."""
     shape = plan_shape(kind, 2 * GIB, 2)
-    assert shape.tokens_per_call == pytest.approx(shape.flops_per_call / REFERENCE_FLOPS_PER_TOKEN)
+    assert shape.tokens_per_call == pytest.approx(shape.flops_per_call / (2 * 8e9))
 
 
 def test_kinds_are_ordered_by_arithmetic_intensity() -> None:

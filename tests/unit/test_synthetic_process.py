@@ -153,7 +153,7 @@ def test_workload_lifecycle_start_stop_cumulative_tokens_close() -> None:
 def test_make_workload_on_a_real_rig_loads_each_gpu_and_a_dead_worker_voids_it(
     monkeypatch,
 ) -> None:
-    monkeypatch.setattr("tuning.workloads.synthetic_backend", lambda: "numpy")
+    monkeypatch.setattr("tuning.workloads.synthetic.synthetic_backend", lambda: "numpy")
     rig = types.SimpleNamespace(gpus=[types.SimpleNamespace(uuid="GPU-a")])
     load = make_workload("batched", rig)  # type: ignore[arg-type]
     try:
@@ -192,6 +192,6 @@ def test_a_worker_that_cannot_start_names_why_and_the_alternatives() -> None:
 
 
 def test_no_torch_or_cupy_says_pip_install_torch_and_names_cmd_and_openai(monkeypatch) -> None:
-    monkeypatch.setattr("tuning.workloads.synthetic_backend", lambda: None)
+    monkeypatch.setattr("tuning.workloads.synthetic.synthetic_backend", lambda: None)
     with pytest.raises(BackendUnavailable, match=r"pip install torch.*cmd:.*openai:"):
         SyntheticWorkload("prefill", ["GPU-a"])

@@ -58,7 +58,9 @@ def test_window_shorter_than_the_power_average_is_refused() -> None:
         SteadyStatePolicy(window_s=2)
 
 
-BUDGET = BudgetModel(psus=(Psu("p", 1000, "c", platform_w=100),), gpu_psu={"a": "p", "b": "p"})
+BUDGET = BudgetModel(
+    psus=(Psu(name="p", rating_w=1000, circuit="c", platform_w=100),), gpu_psu={"a": "p", "b": "p"}
+)
 
 
 def test_trace_max_ratio_covers_every_change_but_not_the_stock_state() -> None:
@@ -149,7 +151,8 @@ def test_watchdog_stops_when_a_loaded_gpu_reports_no_temperature() -> None:
 def test_sweep_watches_cards_that_report_only_a_target_temperature(
     tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tuning.apply import SafetySession, open_tuning_rig
+    from tuning.apply.actuator import open_tuning_rig
+    from tuning.apply.session import SafetySession
     from tuning.sweep import Sweep, SweepConfig
     from tuning.workloads import SimWorkload
 

@@ -5,13 +5,7 @@ from __future__ import annotations
 import pytest
 from test_placement_rigs import model
 
-from tuning.vram import (
-    ENGINE_OVERHEAD_MIB,
-    MULTI_GPU_OVERHEAD_MIB,
-    estimate,
-    gpu_memory_utilization,
-    kv_bytes_per_token,
-)
+from tuning.vram import estimate, gpu_memory_utilization, kv_bytes_per_token, usable_mib
 
 
 def llama70b_awq():
@@ -34,13 +28,29 @@ def test_kv_bytes_per_token_matches_hand_computation() -> None:
 
 
 def test_worked_example_70b_awq_tp2() -> None:
+    """DeepSeek-R1-Distill-Llama-70B, AWQ 4-bit, 32 768 context × 4 sequences, vLLM TP=2.
+
+    Sizes from the checkpoint's config.json (huggingface.co/casperhansen/
+    deepseek-r1-distill-llama-70b-awq, as inventory/examples/models-reference.yaml cites it):
+    80 layers, 64 attention heads, 8 KV heads, hidden 8192 → head_dim 128; 70.6 B parameters
+    (the model card). Per GPU, by hand:
+
+    - weights: 70.6e9 × 0.5 B / 2 GPUs = 17.65e9 B = 16 832.4 MiB
+    - KV cache: 80 layers × 4 KV heads (8 / TP 2) × 128 × 2 (K, V) × 2 B (fp16)
+      = 163 840 B per token; × 32 768 × 4 = 21 474 836 480 B = 20 480.0 MiB
+    - overhead: 2 048 MiB for a vLLM process (CUDA context, graphs, activation peak;
+      the estimate documented in tuning/vram.py) + 256 MiB NCCL buffers for a 2-GPU group
+
+    need = 16 832.4 + 20 480.0 + 2 304 = 39 616.4 → 39 617 MiB, which fits a 48 GB card
+    (RTX A6000: 49 140 MiB × 0.9 headroom = 44 226 MiB) and not a 24 GB one (24 576 MiB).
+    """
     est = estimate(llama70b_awq(), tp=2, pp=1)
-    weights = 70.6e9 * 0.5 / 2 / 2**20  # 16 832 MiB per GPU
-    kv = 80 * 4 * 128 * 2 * 2 * 32768 * 4 / 2**20  # 4 KV heads per GPU: 20 480 MiB
-    assert est.weights_mib == pytest.approx(weights)
-    assert est.kv_cache_mib == pytest.approx(kv)
-    assert est.overhead_mib == ENGINE_OVERHEAD_MIB["vllm"] + MULTI_GPU_OVERHEAD_MIB
+    assert est.weights_mib == pytest.approx(16_832.4, abs=0.1)
+    assert est.kv_cache_mib == pytest.approx(20_480.0)
+    assert est.overhead_mib == 2_304
     assert est.need_mib_int == 39_617
+    assert est.need_mib <= usable_mib(49_140, headroom_pct=10)
+    assert est.need_mib > 24_576
 
 
 def test_pipeline_split_uses_the_largest_stage() -> None:

@@ -99,7 +99,7 @@ def test_openai_chat_endpoint_sends_messages(local_server: str) -> None:
 
 
 def test_synthetic_load_without_torch_or_cupy_names_the_alternatives(monkeypatch) -> None:
-    monkeypatch.setattr("tuning.workloads.synthetic_backend", lambda: None)
+    monkeypatch.setattr("tuning.workloads.synthetic.synthetic_backend", lambda: None)
     with pytest.raises(BackendUnavailable, match=r"cmd:.*openai:"):
         make_workload("decode", rig=object())  # type: ignore[arg-type]
 

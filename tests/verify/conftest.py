@@ -6,8 +6,11 @@ Runs unchanged against the CI target and against a user's own box over SSH::
         --hosts='paramiko://admin@ws1.lan?ssh_identity_file=~/.ssh/id_ed25519' --sudo \
         --rigforge-inventory inventory/ws.yaml --rigforge-host ws1
 
-(or the environment variables ``RIGFORGE_INVENTORY`` / ``RIGFORGE_HOST``). Without an
-inventory every test here skips — the default tier never inspects the machine it runs on.
+(or the environment variables ``RIGFORGE_INVENTORY`` / ``RIGFORGE_HOST``). Every test here
+carries the ``verify`` marker, which the default tier deselects: a check of a deployed host
+needs a host (the target tier gives it one), and the default tier never inspects the machine
+it runs on. ``-m "not target"`` selects them again; without an inventory or ``--hosts`` they
+skip.
 
 Several hosts at once: give ``--hosts`` a comma-separated list and leave out
 ``--rigforge-host``; each connection is matched to the inventory host with the same
@@ -22,10 +25,20 @@ import contextlib
 import functools
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from inventory.schema import HostConfig
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test of this folder ``verify`` (before ``-m`` deselects by marker)."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.verify)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -5,10 +5,10 @@ Two kinds of objects live here:
 * **Live interfaces** (:class:`Gpu`, :class:`Rig`): implemented by the real NVML backend
   (``nvml.py``) and by the simulated rig (``sim.py``). Reads return the value now; actuators
   refuse values outside the hardware's constraints and return the value read back.
-* **Snapshots** (:class:`GpuInfo`, :class:`RigSnapshot`): frozen, possibly partial descriptions
-  of a rig. A live rig produces one with :meth:`Rig.snapshot`; parsed ``nvidia-smi``/``lspci``
-  captures and pyinfra facts produce the same type, so ``inspect``, placement and the deploy
-  all speak one rig model. Unknown values are ``None``, never invented.
+* **Snapshots** (:class:`GpuInfo`, :class:`RigSnapshot`), PSUs, circuits, PCIe links, bus ids
+  and the fingerprint: zero-dependency values defined in :mod:`tuning.core` and re-exported
+  here so ``from tuning.backends.base import …`` keeps working. A live rig produces a snapshot
+  with :meth:`Rig.snapshot`.
 
 Units are in every name: ``_w`` watts, ``_c`` degrees Celsius, ``_mhz``, ``_mib`` (MiB),
 ``_s`` seconds, ``_pct`` percent.
@@ -16,16 +16,46 @@ Units are in every name: ``_w`` watts, ``_c`` degrees Celsius, ``_mhz``, ``_mib`
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from tuning.core.bus import normalize_bus_id, same_bus_id
+from tuning.core.pcie import LINK_ORDER, LinkStatus, PcieLink, TopologyLink, link_rank, nvlink_count
+from tuning.core.power import BudgetModel, Circuit, Overload, Psu
+from tuning.core.rig import GpuInfo, HostInfo, RigSnapshot, Thresholds, rig_fingerprint
 from tuning.errors import OutOfRange, UnknownGpu
+
+__all__ = [
+    "CLOCK_EVENT_BITS",
+    "LINK_ORDER",
+    "THROTTLE_REASONS",
+    "BudgetModel",
+    "Circuit",
+    "Clock",
+    "ClockEventReason",
+    "Gpu",
+    "GpuInfo",
+    "GpuSample",
+    "HostInfo",
+    "LinkStatus",
+    "Overload",
+    "PcieLink",
+    "PowerConstraints",
+    "Psu",
+    "Rig",
+    "RigSnapshot",
+    "Thresholds",
+    "TopologyLink",
+    "decode_clock_event_reasons",
+    "encode_clock_event_reasons",
+    "link_rank",
+    "normalize_bus_id",
+    "nvlink_count",
+    "rig_fingerprint",
+]
 
 # --------------------------------------------------------------------------------------------
 # Clock-event (throttle) reasons
@@ -91,45 +121,6 @@ def encode_clock_event_reasons(reasons: Iterable[ClockEventReason]) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Topology
-# --------------------------------------------------------------------------------------------
-
-#: ``nvidia-smi topo -m`` link names, best first. ``NV<n>`` (n bonded NVLinks) ranks above all.
-LINK_ORDER: tuple[str, ...] = ("NV", "PIX", "PXB", "PHB", "NODE", "SYS")
-_NV_RE = re.compile(r"^NV(\d+)$")
-
-
-def link_rank(link: str) -> int:
-    """Rank a topology link: 0 is best (NVLink). Unknown links rank worst.
-
-    PIX = at most one PCIe switch between the GPUs; PXB = several switches, no host bridge;
-    PHB = through a host bridge (CPU root complex); NODE = across host bridges inside one NUMA
-    node; SYS = across NUMA nodes / sockets (SMP interconnect).
-    """
-    if _NV_RE.match(link):
-        return 0
-    try:
-        return LINK_ORDER.index(link)
-    except ValueError:
-        return len(LINK_ORDER)
-
-
-def nvlink_count(link: str) -> int:
-    """Number of bonded NVLinks in an ``NV<n>`` link name, 0 for a PCIe path."""
-    match = _NV_RE.match(link)
-    return int(match.group(1)) if match else 0
-
-
-@dataclass(frozen=True)
-class TopologyLink:
-    """How GPU ``a`` reaches GPU ``b`` (indices into the rig's GPU list), in nvidia-smi names."""
-
-    a: int
-    b: int
-    link: str
-
-
-# --------------------------------------------------------------------------------------------
 # Values that cross the seam
 # --------------------------------------------------------------------------------------------
 
@@ -156,74 +147,6 @@ class PowerConstraints:
     def clamp(self, power_limit_w: float) -> float:
         """The nearest value inside the range. Units: W."""
         return min(self.max_w, max(self.min_w, power_limit_w))
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """Temperature thresholds. Units: °C. ``None`` where the card does not report one.
-
-    ``slowdown_c``: HW slowdown starts; ``shutdown_c``: the card powers off;
-    ``max_operating_c``: the highest temperature the card is designed to run at;
-    ``target_c``: the SW thermal target (SW thermal slowdown keeps the card at or below it).
-    """
-
-    slowdown_c: float | None = None
-    shutdown_c: float | None = None
-    max_operating_c: float | None = None
-    target_c: float | None = None
-
-
-class LinkStatus(StrEnum):
-    """Verdict on a PCIe link.
-
-    ``recheck_under_load``: gen below max while the GPU idles — GPUs downtrain the link to
-    save power (P8, 0 % utilisation), so this is normal until it persists under load.
-    """
-
-    OK = "ok"
-    DEGRADED = "degraded"
-    RECHECK_UNDER_LOAD = "recheck_under_load"
-    UNKNOWN = "unknown"
-
-
-@dataclass(frozen=True)
-class PcieLink:
-    """Negotiated vs maximum PCIe link of a GPU.
-
-    ``under_load``: whether the reading was taken with the GPU busy (``None``: not known).
-    A width below max is always degraded (links do not narrow to save power); a gen below
-    max is degraded only under load.
-    """
-
-    gen_current: int | None = None
-    gen_max: int | None = None
-    width_current: int | None = None
-    width_max: int | None = None
-    under_load: bool | None = None
-
-    @property
-    def status(self) -> LinkStatus:
-        width_low = (
-            self.width_current is not None
-            and self.width_max is not None
-            and self.width_current < self.width_max
-        )
-        gen_low = (
-            self.gen_current is not None
-            and self.gen_max is not None
-            and self.gen_current < self.gen_max
-        )
-        if width_low or (gen_low and self.under_load):
-            return LinkStatus.DEGRADED
-        if gen_low:
-            return LinkStatus.RECHECK_UNDER_LOAD
-        if None in (self.gen_current, self.gen_max, self.width_current, self.width_max):
-            return LinkStatus.UNKNOWN
-        return LinkStatus.OK
-
-    @property
-    def degraded(self) -> bool:
-        return self.status is LinkStatus.DEGRADED
 
 
 @dataclass(frozen=True)
@@ -256,213 +179,6 @@ class GpuSample:
     def throttling(self) -> bool:
         """True when a heat or electrical slowdown is active (not merely the power cap)."""
         return bool(self.clock_event_reasons & THROTTLE_REASONS)
-
-
-@dataclass(frozen=True)
-class Circuit:
-    """A branch circuit feeding one or more PSUs.
-
-    ``continuous_ratio``: the share of the breaker rating usable for continuous load
-    (NEC 210.19/210.20: continuous loads at most 80 % of the breaker). Units: V, A, W.
-    """
-
-    name: str
-    voltage_v: float
-    breaker_a: float
-    continuous_ratio: float = 0.8
-
-    @property
-    def rating_w(self) -> float:
-        return self.voltage_v * self.breaker_a
-
-    @property
-    def budget_w(self) -> float:
-        """Continuous wall power the circuit may carry. Units: W (AC)."""
-        return self.rating_w * self.continuous_ratio
-
-
-@dataclass(frozen=True)
-class Psu:
-    """A power supply: DC rating, wall efficiency, and the circuit it is plugged into.
-
-    ``platform_w``: the non-GPU DC load this PSU carries (CPU, board, fans, drives).
-    """
-
-    name: str
-    rating_w: float
-    circuit: str
-    efficiency: float = 0.92
-    platform_w: float = 0.0
-
-    def wall_w(self, dc_w: float) -> float:
-        """AC draw at the wall for a DC load. Units: W."""
-        return dc_w / self.efficiency
-
-
-# --------------------------------------------------------------------------------------------
-# Snapshots: the rig model shared by inspect, captures, facts and placement
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GpuInfo:
-    """What is known about one GPU; every field may be ``None`` (unknown, never invented)."""
-
-    index: int
-    uuid: str | None = None
-    name: str | None = None
-    pci_bus_id: str | None = None
-    memory_total_mib: int | None = None
-    power_min_w: float | None = None
-    power_max_w: float | None = None
-    power_default_w: float | None = None
-    power_limit_w: float | None = None
-    power_draw_w: float | None = None
-    temp_c: float | None = None
-    thresholds: Thresholds = field(default_factory=Thresholds)
-    pcie: PcieLink = field(default_factory=PcieLink)
-    numa_node: int | None = None
-    cpu_list: tuple[int, ...] | None = None
-    psu: str | None = None
-    slot: int | None = None
-    persistence_mode: bool | None = None
-    utilization_pct: float | None = None
-    pstate: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """The ``inspect --json`` shape of one GPU."""
-        return {
-            "index": self.index,
-            "uuid": self.uuid,
-            "name": self.name,
-            "pci_bus_id": self.pci_bus_id,
-            "memory_total_mib": self.memory_total_mib,
-            "power": {
-                "min_w": self.power_min_w,
-                "max_w": self.power_max_w,
-                "default_w": self.power_default_w,
-                "limit_w": self.power_limit_w,
-                "draw_w": self.power_draw_w,
-            },
-            "temp_c": self.temp_c,
-            "thresholds": asdict(self.thresholds),
-            "pcie": {
-                "gen_current": self.pcie.gen_current,
-                "gen_max": self.pcie.gen_max,
-                "width_current": self.pcie.width_current,
-                "width_max": self.pcie.width_max,
-                "status": self.pcie.status.value,
-                "degraded": self.pcie.degraded,
-            },
-            "numa_node": self.numa_node,
-            "cpu_list": list(self.cpu_list) if self.cpu_list is not None else None,
-            "psu": self.psu,
-            "slot": self.slot,
-            "persistence_mode": self.persistence_mode,
-        }
-
-
-@dataclass(frozen=True)
-class HostInfo:
-    """The platform around the GPUs (CPU, memory, NUMA). ``None`` where unknown."""
-
-    cpu_model: str | None = None
-    cpu_cores: int | None = None
-    memory_gib: float | None = None
-    numa_nodes: int | None = None
-
-
-@dataclass(frozen=True)
-class RigSnapshot:
-    """A (possibly partial) description of a rig: GPUs, topology, power supply."""
-
-    name: str
-    gpus: tuple[GpuInfo, ...]
-    topology: tuple[TopologyLink, ...] = ()
-    psus: tuple[Psu, ...] = ()
-    circuits: tuple[Circuit, ...] = ()
-    host: HostInfo = field(default_factory=HostInfo)
-
-    def link(self, a: int, b: int) -> str | None:
-        """The topology link between GPU indices ``a`` and ``b``, or ``None`` if unknown."""
-        if a == b:
-            return "X"
-        for entry in self.topology:
-            if {entry.a, entry.b} == {a, b}:
-                return entry.link
-        return None
-
-    def gpu(self, key: str | int) -> GpuInfo:
-        """Find a GPU by index, UUID or PCI bus id; raise :class:`UnknownGpu` otherwise."""
-        for gpu in self.gpus:
-            if key in (gpu.index, gpu.uuid) or (
-                isinstance(key, str) and gpu.pci_bus_id and _same_bus_id(key, gpu.pci_bus_id)
-            ):
-                return gpu
-        known = ", ".join(g.uuid or str(g.index) for g in self.gpus)
-        raise UnknownGpu(f"no GPU {key!r} on rig {self.name!r}; it has: {known}")
-
-    @property
-    def memory_total_mib(self) -> int:
-        return sum(g.memory_total_mib or 0 for g in self.gpus)
-
-    def fingerprint(self) -> str:
-        """Stable hash of what a tuning profile depends on: GPU UUIDs, models, bus ids, VRAM.
-
-        A profile whose fingerprint differs from the host's is stale (a GPU swapped or gone).
-        """
-        return rig_fingerprint(self.gpus)
-
-    def to_json(self) -> dict[str, Any]:
-        """The ``inspect --json`` document."""
-        return {
-            "name": self.name,
-            "host": asdict(self.host),
-            "gpus": [g.to_json() for g in self.gpus],
-            "memory_total_mib": self.memory_total_mib,
-            "topology": [asdict(t) for t in self.topology],
-            "psus": [
-                {**asdict(p), "circuit_budget_w": self._circuit_budget(p.circuit)}
-                for p in self.psus
-            ],
-            "circuits": [
-                {**asdict(c), "rating_w": c.rating_w, "budget_w": c.budget_w} for c in self.circuits
-            ],
-            "fingerprint": self.fingerprint(),
-        }
-
-    def _circuit_budget(self, name: str) -> float | None:
-        for circuit in self.circuits:
-            if circuit.name == name:
-                return circuit.budget_w
-        return None
-
-
-def _same_bus_id(a: str, b: str) -> bool:
-    return normalize_bus_id(a) == normalize_bus_id(b)
-
-
-def normalize_bus_id(bus_id: str) -> str:
-    """Normalise a PCI bus id to ``dddd:bb:dd.f`` lower case.
-
-    NVML prints an 8-digit domain (``00000000:01:00.0``), lspci a 4-digit one or none.
-    """
-    text = bus_id.strip().lower()
-    parts = text.split(":")
-    if len(parts) == 2:
-        parts = ["0000", *parts]
-    domain = parts[0][-4:].rjust(4, "0")
-    return ":".join([domain, *parts[1:]])
-
-
-def rig_fingerprint(gpus: Iterable[GpuInfo]) -> str:
-    """``sha256:<16 hex>`` over each GPU's UUID, name, bus id and VRAM, in bus-id order."""
-    rows = sorted(
-        (normalize_bus_id(g.pci_bus_id) if g.pci_bus_id else "", g.uuid, g.name, g.memory_total_mib)
-        for g in gpus
-    )
-    digest = hashlib.sha256(json.dumps(rows).encode()).hexdigest()
-    return f"sha256:{digest[:16]}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -695,7 +411,7 @@ class Rig(ABC):
         """Find a live GPU by index, UUID or PCI bus id."""
         for gpu in self.gpus:
             if key in (gpu.index, gpu.uuid) or (
-                isinstance(key, str) and _same_bus_id(key, gpu.pci_bus_id)
+                isinstance(key, str) and same_bus_id(key, gpu.pci_bus_id)
             ):
                 return gpu
         known = ", ".join(g.uuid for g in self.gpus)

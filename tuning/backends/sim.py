@@ -396,25 +396,8 @@ class SimRig(Rig):
         self._cap_w = arr(
             [g.power_limit_w or p.power.default_w for g, p in zip(spec.gpus, ps, strict=True)]
         )
-        self._psus = tuple(
-            Psu(
-                name=p.name,
-                rating_w=p.rating_w,
-                circuit=p.circuit,
-                efficiency=p.efficiency,
-                platform_w=p.platform_w,
-            )
-            for p in spec.psus
-        )
-        self._circuits = tuple(
-            Circuit(
-                name=c.name,
-                voltage_v=c.voltage_v,
-                breaker_a=c.breaker_a,
-                continuous_ratio=c.continuous_ratio,
-            )
-            for c in spec.circuits
-        )
+        self._psus = tuple(spec.psus)
+        self._circuits = tuple(spec.circuits)
         self._psu_of = {gpu.uuid: g.psu for gpu, g in zip(gpus, spec.gpus, strict=True)}
         self._psu_members = {
             p.name: np.array([g.psu == p.name for g in spec.gpus]) for p in spec.psus

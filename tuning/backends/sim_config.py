@@ -20,7 +20,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tuning.backends.base import LINK_ORDER, link_rank
+from tuning.core.pcie import LINK_ORDER, link_rank
+from tuning.core.power import Circuit, Psu
 from tuning.errors import ConfigError, yaml_path
 
 PRESETS_FILE = Path(__file__).with_name("presets.yaml")
@@ -165,21 +166,6 @@ class ModelSpec(_Strict):
     batch: int = Field(default=16, gt=0)
 
 
-class CircuitSpec(_Strict):
-    name: str
-    voltage_v: float = Field(gt=0)
-    breaker_a: float = Field(gt=0)
-    continuous_ratio: float = Field(default=0.8, gt=0, le=1)
-
-
-class PsuSpec(_Strict):
-    name: str
-    rating_w: float = Field(gt=0)
-    circuit: str
-    efficiency: float = Field(default=0.92, gt=0, le=1)
-    platform_w: float = Field(default=0.0, ge=0)
-
-
 class GpuSpec(_Strict):
     """One GPU in the rig. ``pcie``: the negotiated link under load when below the preset's
     maximum (a riser); ``r_c_per_w``/``tau_s`` override the preset's cooling."""
@@ -231,8 +217,8 @@ class RigSpec(_Strict):
     rack: RackSpec = Field(default_factory=RackSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
     noise: NoiseSpec = Field(default_factory=NoiseSpec)
-    circuits: list[CircuitSpec] = Field(default_factory=list)
-    psus: list[PsuSpec] = Field(default_factory=list)
+    circuits: list[Circuit] = Field(default_factory=list)
+    psus: list[Psu] = Field(default_factory=list)
     gpus: list[GpuSpec] = Field(min_length=1)
     topology: TopologySpec = Field(default_factory=TopologySpec)
     presets: dict[str, PresetSpec] = Field(default_factory=dict)
@@ -365,7 +351,11 @@ def load_rig_spec(data: Any, source: str) -> tuple[RigSpec, dict[str, PresetSpec
     problems += _duplicates(circuit_names, "circuits", "name")
     problems += _duplicates(psu_names, "psus", "name")
     for i, psu in enumerate(spec.psus):
-        if psu.circuit not in circuit_names:
+        if psu.circuit is None:
+            problems.append(
+                (f"psus[{i}].circuit", "is required in a rig file; name one of circuits")
+            )
+        elif psu.circuit not in circuit_names:
             problems.append((f"psus[{i}].circuit", _unknown("circuit", psu.circuit, circuit_names)))
 
     problems += _duplicates([g.slot for g in spec.gpus], "gpus", "slot")

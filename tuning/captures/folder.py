@@ -31,7 +31,6 @@ from tuning.backends.base import (
     TopologyLink,
     normalize_bus_id,
 )
-from tuning.captures._values import clean_text
 from tuning.captures.errors import CaptureFormatError
 from tuning.captures.lspci import (
     LinkLimit,
@@ -47,6 +46,7 @@ from tuning.captures.query_gpu import looks_like_header, parse_query_gpu
 from tuning.captures.records import GpuRecord
 from tuning.captures.smi_q import is_xml, parse_smi_q
 from tuning.captures.topo import TopoGpu, TopoMatrix, parse_topo
+from tuning.captures.values import clean_text
 
 _T = TypeVar("_T")
 

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 
 from tuning.backends.base import PcieLink, normalize_bus_id
-from tuning.captures._values import clean_text, gts_to_gen
+from tuning.captures.values import clean_text, gts_to_gen
 
 _DEVICE_RE = re.compile(
     r"^(?P<bus>(?:[0-9a-fA-F]{4,8}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7])\s+"

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from tuning.backends.base import HostInfo
-from tuning.captures._values import clean_text, integer, parse_cpu_list, text_or_none
+from tuning.captures.values import clean_text, integer, parse_cpu_list, text_or_none
 
 _NODE_CPUS_RE = re.compile(r"^node\s+(\d+)\s+cpus:\s*(.*)$")
 _NODE_SIZE_RE = re.compile(r"^node\s+(\d+)\s+(size|free):\s*(\d+)\s*MB\s*$")

@@ -20,15 +20,15 @@ from dataclasses import replace
 from typing import Any
 
 from tuning.backends.base import ClockEventReason, decode_clock_event_reasons
-from tuning.captures._values import (
+from tuning.captures.errors import CaptureFormatError
+from tuning.captures.records import GpuRecord
+from tuning.captures.values import (
     boolean,
     clean_text,
     integer,
     number,
     text_or_none,
 )
-from tuning.captures.errors import CaptureFormatError
-from tuning.captures.records import GpuRecord
 
 _Converter = Callable[[str | None], Any]
 

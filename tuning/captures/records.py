@@ -15,7 +15,7 @@ from tuning.backends.base import (
     Thresholds,
     normalize_bus_id,
 )
-from tuning.captures._values import infer_under_load
+from tuning.captures.values import infer_under_load
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,9 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 from tuning.backends.base import ClockEventReason, Thresholds
-from tuning.captures._values import (
+from tuning.captures.errors import CaptureFormatError
+from tuning.captures.records import GpuRecord
+from tuning.captures.values import (
     boolean,
     clean_text,
     integer,
@@ -27,8 +29,6 @@ from tuning.captures._values import (
     number,
     text_or_none,
 )
-from tuning.captures.errors import CaptureFormatError
-from tuning.captures.records import GpuRecord
 
 _GPU_BLOCK_RE = re.compile(r"^GPU\s+([0-9A-Fa-f]{4,8}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.[0-7])\s*$")
 

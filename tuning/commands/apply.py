@@ -23,7 +23,9 @@ from pathlib import Path
 
 import click
 
-from tuning.apply import apply_caps, open_tuning_rig, recover_stale_journals
+from tuning.apply.actuator import open_tuning_rig
+from tuning.apply.caps import apply_caps
+from tuning.apply.journal import recover_stale_journals
 from tuning.budget import BudgetModel
 from tuning.commands.budget_opts import budget_options, resolve_budget
 from tuning.exporter.enforcement import record_run

@@ -19,11 +19,12 @@ from types import FrameType
 
 import click
 
-from tuning.apply import open_tuning_rig, state_dir
+from tuning.apply.actuator import open_tuning_rig
+from tuning.apply.state import state_dir
 from tuning.backends import DEFAULT_RIG
 from tuning.backends.sim import SimRig
-from tuning.budget import BudgetModel
 from tuning.commands.budget_opts import budget_options, resolve_budget
+from tuning.core.power import BudgetModel
 from tuning.errors import ConfigError
 from tuning.exporter.collector import ExpectedGpu, RigCollector, ServingTarget, exposition
 from tuning.exporter.sim_driver import SimDriver

@@ -15,11 +15,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from tuning.apply import open_tuning_rig
+from tuning.apply.actuator import open_tuning_rig
 from tuning.backends import DEFAULT_RIG
 from tuning.backends.base import GpuInfo, LinkStatus, PcieLink, RigSnapshot
-from tuning.captures._values import format_cpu_list
 from tuning.captures.folder import load_captures
+from tuning.captures.values import format_cpu_list
 
 MIB_PER_GIB = 1024
 
@@ -148,12 +148,12 @@ def power_table(snapshot: RigSnapshot) -> Table | None:
     table.add_column("GPU limits W", justify="right")
     circuits = {c.name: c for c in snapshot.circuits}
     for psu in snapshot.psus:
-        circuit = circuits.get(psu.circuit)
+        circuit = circuits.get(psu.circuit) if psu.circuit is not None else None
         caps = [g.power_limit_w for g in snapshot.gpus if g.psu == psu.name]
         table.add_row(
             psu.name,
             _num(psu.rating_w),
-            psu.circuit,
+            psu.circuit or "-",
             _num(circuit.rating_w) if circuit else "?",
             _num(circuit.budget_w) if circuit else "?",
             _num(sum(c for c in caps if c is not None)) if caps else "?",

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from inventory.host_data import host_data_path
 from inventory.models import load_models
-from tuning.apply import open_tuning_rig
+from tuning.apply.actuator import open_tuning_rig
 from tuning.backends import DEFAULT_RIG
 from tuning.backends.base import RigSnapshot
 from tuning.errors import ConfigError

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from tuning.apply import Journal, journal_path, restore_journal, stale_journals
+from tuning.apply.journal import Journal, journal_path, restore_journal, stale_journals
 from tuning.errors import RigforgeError
 
 

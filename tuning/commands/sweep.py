@@ -30,7 +30,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
 from inventory.host_data import host_data_path
-from tuning.apply import SafetySession, open_tuning_rig, recover_stale_journals
+from tuning.apply.actuator import open_tuning_rig
+from tuning.apply.journal import recover_stale_journals
+from tuning.apply.session import SafetySession
 from tuning.backends import DEFAULT_RIG
 from tuning.budget import Policy
 from tuning.commands.budget_opts import budget_options, resolve_budget

@@ -25,7 +25,7 @@ from tuning.backends.base import (
     Rig,
     normalize_bus_id,
 )
-from tuning.budget import BudgetModel
+from tuning.core.power import BudgetModel
 from tuning.errors import RigforgeError
 from tuning.exporter.enforcement import EnforcementState
 from tuning.exporter.metrics import METRICS, Kind, MetricDef
@@ -137,7 +137,7 @@ class RigCollector(Collector):
         profile_fingerprint: str = "",
         models_of: Mapping[str, str] | None = None,
         expected: Sequence[ExpectedGpu] = (),
-        budget: BudgetModel | None = None,
+        budget: BudgetModel[str] | None = None,
         kernel_log: KernelLog | None = None,
         serving: Sequence[ServingTarget] = (),
         probe: Callable[[ServingTarget], bool] | None = None,
@@ -273,15 +273,16 @@ class RigCollector(Collector):
         return draws
 
     def _collect_power(self, f: _Families, draws_w: Mapping[str, float]) -> None:
-        """PSU DC load = platform + measured GPU draw; circuit wall load = Σ load / efficiency."""
+        """PSU DC load = platform + measured GPU draw; circuit wall load = Σ load / efficiency
+        (the one budget model, applied to measured watts instead of caps)."""
         loads = self.budget.psu_dc_w(draws_w)
-        wall: dict[str, float] = {}
         for psu in self.budget.psus:
-            f.add("rigforge_psu_load_watts", (psu.name, psu.circuit), loads[psu.name])
-            f.add("rigforge_psu_rating_watts", (psu.name, psu.circuit), psu.rating_w)
-            wall[psu.circuit] = wall.get(psu.circuit, 0.0) + psu.wall_w(loads[psu.name])
+            labels = (psu.name, psu.circuit or "")
+            f.add("rigforge_psu_load_watts", labels, loads[psu.name])
+            f.add("rigforge_psu_rating_watts", labels, psu.rating_w)
+        wall = self.budget.circuit_wall_w(loads)
         for circuit in self.budget.circuits:
-            f.add("rigforge_circuit_load_watts", (circuit.name,), wall.get(circuit.name, 0.0))
+            f.add("rigforge_circuit_load_watts", (circuit.name,), wall[circuit.name])
             f.add("rigforge_circuit_budget_watts", (circuit.name,), circuit.budget_w)
 
     def _collect_kernel_log(self, f: _Families) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tuning.apply import Actuator
+from tuning.apply.actuator import Actuator
 from tuning.backends.sim import SimRig
 from tuning.backends.sim_config import WORKLOADS
 from tuning.errors import ConfigError

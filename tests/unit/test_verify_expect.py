@@ -1,0 +1,285 @@
+"""The verify suite's oracle (``tests/verify/expect.py``) against the example inventories'
+literal values, and its serving checks against units the renderer writes.
+
+The checks in ``tests/verify`` need a deployed host (the target tier gives them one); what they
+expect is plain data derived from the inventory, so it is checked here, in the default tier,
+against values read off the YAML files by hand. The serving checks read only files, so they
+also run here against a scratch tree holding the rendered units — and must fail on a unit that
+puts a model on the wrong GPU or split. The running-kernel checks read ``kernel.root``, so they
+run here with testinfra's local backend against a scratch sysfs/procfs tree.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from inventory.validate import load_inventory
+from tests.conftest import REPO_ROOT
+from tests.verify import expect
+from tests.verify import test_irqs as irq_checks
+from tests.verify import test_pcie as pcie_checks
+from tests.verify import test_serving as serving_checks
+from tests.verify.conftest import Expected
+from tuning.serving import render_serving_units
+
+EXAMPLES = REPO_ROOT / "inventory" / "examples"
+GPU_1 = "GPU-c1000000-0000-4000-8000-000000000001"
+GPU_2 = "GPU-c1000000-0000-4000-8000-000000000002"
+
+
+def host_config(file: str, name: str) -> Expected:
+    hosts = load_inventory(EXAMPLES / file, check_ssh_files=False).hosts
+    return Expected(name=name, config=hosts[name])
+
+
+def test_ci_target_caps_are_the_hand_caps() -> None:
+    """ci.yaml lists ``power_cap_w: 280`` and ``250`` on its two fake RTX 3090s."""
+    assert expect.caps_w(host_config("ci.yaml", "ci-target").config) == {
+        GPU_1: 280.0,
+        GPU_2: 250.0,
+    }
+
+
+def test_ws_a_caps_come_from_its_profile() -> None:
+    """ci-two.yaml's ws-a lists no caps; host_data/ws-a/profile.yaml has ``cap_w: 239.0`` and
+    ``241.0`` for the same two UUIDs."""
+    assert expect.caps_w(host_config("ci-two.yaml", "ws-a").config) == {
+        GPU_1: 239.0,
+        GPU_2: 241.0,
+    }
+
+
+def test_ci_target_serves_the_two_planned_models() -> None:
+    """host_data/ci-target/plan.yaml: vLLM on GPU 1 port 8000, llama.cpp on GPU 2 port 8001."""
+    served = expect.served(host_config("ci.yaml", "ci-target").config)
+    assert [(s.unit, s.engine, s.port, s.gpus, s.tp, s.numa_node, s.cpus) for s in served] == [
+        ("rigforge-serve-qwen2.5-7b-instruct-awq.service", "vllm", 8000, (GPU_1,), 1, 0, (0, 1)),
+        (
+            "rigforge-serve-llama-3.1-8b-instruct-q4.service",
+            "llama.cpp",
+            8001,
+            (GPU_2,),
+            1,
+            0,
+            (0, 1),
+        ),
+    ]
+    assert served[0].weights == "Qwen/Qwen2.5-7B-Instruct-AWQ"
+    assert served[1].weights == "/var/cache/rigforge/models/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf"
+
+
+def test_reference_box_expects_the_cuda_repo_open_driver_and_toolkit() -> None:
+    """reference.yaml's ws1: ``driver: {source: cuda-repo, branch: "570"}`` on Ubuntu, CUDA 12.8."""
+    cfg = host_config("reference.yaml", "ws1").config
+    assert cfg.distro.id == "ubuntu"
+    assert expect.driver_userspace(cfg) == (
+        "nvidia-utils-570",
+        "libnvidia-compute-570",
+        "nvidia-persistenced",
+    )
+    assert expect.cuda_toolkit_package(cfg.cuda.version) == "cuda-toolkit-12-8"
+    assert [s.port for s in expect.served(cfg)] == [8000, 8001, 8002, 8003]
+
+
+def test_ci_target_secrets_are_the_hf_token() -> None:
+    cfg = host_config("ci.yaml", "ci-target").config
+    secrets = expect.secret_files(cfg)
+    assert list(secrets) == ["/etc/rigforge/secrets/hf-token"]
+    assert secrets["/etc/rigforge/secrets/hf-token"].resolve() == (
+        EXAMPLES / "secrets" / "ci-hf-token"
+    )
+
+
+def test_debian_driver_user_space() -> None:
+    cfg = host_config("ci.yaml", "ci-target").config
+    assert expect.driver_userspace(cfg) == ("nvidia-smi", "libnvidia-ml1", "nvidia-persistenced")
+
+
+def test_cpu_set_reads_the_kernels_cpulist_format() -> None:
+    assert expect.cpu_set("0-3,8,10-11") == {0, 1, 2, 3, 8, 10, 11}
+    assert expect.cpu_set("") == frozenset()
+
+
+# -- the serving checks against a scratch tree of rendered units -------------------------------
+
+
+@dataclass(frozen=True)
+class _File:
+    path: str
+    tree: dict[str, str]
+
+    @property
+    def exists(self) -> bool:
+        return self.path in self.tree
+
+    @property
+    def content_string(self) -> str:
+        return self.tree[self.path]
+
+
+@dataclass(frozen=True)
+class FileHost:
+    """A testinfra host double that has files and nothing else (the checks here read files)."""
+
+    tree: dict[str, str]
+
+    def file(self, path: str) -> _File:
+        return _File(path, self.tree)
+
+
+FILE_CHECKS = (
+    serving_checks.test_serving_units_run_the_planned_engine_weights_and_binding,
+    serving_checks.test_serving_units_select_gpus_by_uuid,
+    serving_checks.test_serving_units_listen_on_the_inventory_address,
+    serving_checks.test_serving_units_run_as_the_service_user,
+    serving_checks.test_serving_units_are_hardened,
+)
+
+
+@pytest.fixture(scope="module")
+def ci_target() -> tuple[Expected, dict[str, str]]:
+    expected = host_config("ci.yaml", "ci-target")
+    units = render_serving_units(expected.config.serving, host_config=expected.config)
+    return expected, units
+
+
+@pytest.mark.parametrize("check", FILE_CHECKS, ids=lambda c: c.__name__)
+def test_serving_checks_pass_on_the_rendered_units(ci_target, check) -> None:
+    expected, units = ci_target
+    check(FileHost(dict(units)), expected)
+
+
+@pytest.mark.parametrize(
+    ("check", "old", "new"),
+    [
+        (FILE_CHECKS[1], GPU_1, GPU_2),
+        (FILE_CHECKS[0], "--tensor-parallel-size 1", "--tensor-parallel-size 2"),
+        (FILE_CHECKS[0], "Qwen/Qwen2.5-7B-Instruct-AWQ", "Qwen/Qwen2.5-72B-Instruct-AWQ"),
+        (FILE_CHECKS[0], "NUMAMask=0", "NUMAMask=1"),
+        (FILE_CHECKS[2], "--port 8000", "--port 8080"),
+        (FILE_CHECKS[4], "ProtectSystem=strict", "ProtectSystem=full"),
+    ],
+    ids=["wrong-gpu", "wrong-split", "wrong-weights", "wrong-numa", "wrong-port", "weaker"],
+)
+def test_serving_checks_fail_on_a_unit_the_plan_does_not_describe(
+    ci_target, check, old: str, new: str
+) -> None:
+    expected, units = ci_target
+    path = f"{expect.UNIT_DIR}/rigforge-serve-qwen2.5-7b-instruct-awq.service"
+    assert old in units[path]
+    tree = {**units, path: units[path].replace(old, new)}
+    with pytest.raises(AssertionError):
+        check(FileHost(tree), expected)
+
+
+def test_serving_checks_fail_when_a_unit_is_missing(ci_target) -> None:
+    expected, units = ci_target
+    tree = {p: t for p, t in units.items() if "llama" not in p}
+    with pytest.raises(AssertionError, match="missing"):
+        FILE_CHECKS[0](FileHost(tree), expected)
+
+
+def test_rendered_unit_paths_are_the_expected_units(ci_target) -> None:
+    """Two derivations of the unit names — the renderer's and the oracle's — agree."""
+    expected, units = ci_target
+    assert sorted(units) == sorted(
+        f"{expect.UNIT_DIR}/{s.unit}" for s in expect.served(expected.config)
+    )
+
+
+def test_every_verify_module_is_one_concern() -> None:
+    """The suite is one file per concern (README: verify), each a check of a deployed host."""
+    here = REPO_ROOT / "tests" / "verify"
+    assert sorted(p.name for p in here.glob("test_*.py")) == [
+        "test_driver.py",
+        "test_gpu_settings.py",
+        "test_irqs.py",
+        "test_packages.py",
+        "test_pcie.py",
+        "test_secrets.py",
+        "test_serving.py",
+    ]
+    for path in here.glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"^\s*(from|import) deploys\b", text, re.M), (
+            f"{path.name} imports deploy code; the suite derives what it expects from the inventory"
+        )
+
+
+# -- the runtime checks against a scratch sysfs/procfs tree, read by real shell ----------------
+
+
+def _kernel_tree(root: Path, *, aspm: str, l1_aspm: str, irq_cpus: str) -> None:
+    """One NVIDIA GPU at 0000:41:00.0 with local CPUs 0-1 and IRQs 130, 131 (the layout of
+    a real sysfs: ``msi_irqs/`` holds one entry per IRQ; ``/proc/irq/N/smp_affinity_list``)."""
+    dev = root / "sys/bus/pci/devices/0000:41:00.0"
+    audio = root / "sys/bus/pci/devices/0000:41:00.1"  # the card's HDMI audio: not a GPU
+    files = {
+        dev / "vendor": "0x10de",
+        dev / "class": "0x030000",
+        dev / "local_cpulist": "0-1",
+        dev / "link/l1_aspm": l1_aspm,
+        dev / "link/l0s_aspm": "0",
+        dev / "msi_irqs/130": "msi",
+        dev / "msi_irqs/131": "msi",
+        audio / "vendor": "0x10de",
+        audio / "class": "0x040300",
+        audio / "local_cpulist": "0-1",
+        audio / "link/l1_aspm": "1",
+        root / "sys/module/pcie_aspm/parameters/policy": aspm,
+        root / "proc/irq/130/smp_affinity_list": "0-1",
+        root / "proc/irq/131/smp_affinity_list": irq_cpus,
+    }
+    for path, content in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content + "\n")
+
+
+def _rooted(root: Path) -> Expected:
+    expected = host_config("ci.yaml", "ci-target")
+    kernel = expected.config.kernel.model_copy(update={"root": str(root)})
+    return Expected(expected.name, expected.config.model_copy(update={"kernel": kernel}))
+
+
+@pytest.fixture
+def local_host():
+    import testinfra
+
+    return testinfra.get_host("local://")
+
+
+RUNTIME_CHECKS = (
+    pcie_checks.test_runtime_aspm_policy_is_performance,
+    pcie_checks.test_runtime_aspm_off_on_every_gpu_link,
+    irq_checks.test_runtime_gpu_irqs_on_local_cpus,
+)
+
+
+@pytest.mark.parametrize("check", RUNTIME_CHECKS, ids=lambda c: c.__name__)
+def test_runtime_checks_pass_on_a_deployed_kernel(tmp_path: Path, local_host, check) -> None:
+    _kernel_tree(
+        tmp_path, aspm="default [performance] powersave powersupersave", l1_aspm="0", irq_cpus="0,1"
+    )
+    check(local_host, _rooted(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("check", "tree", "message"),
+    [
+        (RUNTIME_CHECKS[0], {"aspm": "[default] performance powersave"}, "ASPM policy is default"),
+        (RUNTIME_CHECKS[1], {"l1_aspm": "1"}, "ASPM states still on"),
+        (RUNTIME_CHECKS[2], {"irq_cpus": "2-3"}, "IRQ 131 of 0000:41:00.0 runs on 2-3"),
+    ],
+    ids=["policy-default", "l1-on", "irq-elsewhere"],
+)
+def test_runtime_checks_fail_on_an_undeployed_kernel(
+    tmp_path: Path, local_host, check, tree: dict[str, str], message: str
+) -> None:
+    values = {"aspm": "performance", "l1_aspm": "0", "irq_cpus": "0-1", **tree}
+    _kernel_tree(tmp_path, **values)
+    with pytest.raises(AssertionError, match=message):
+        check(local_host, _rooted(tmp_path))

@@ -1,0 +1,222 @@
+"""The plan file: where each model replica runs (``rigforge plan --out``), and its one loader.
+
+The plan is what the deploy renders serving units from, what ``rigforge loop`` writes and what
+the verify suite checks; every reader goes through :func:`load_plan` / :func:`parse_plan`,
+which refuse any entry whose values could not go into a unit file safely
+(:func:`tuning.core.checks.placement_problems`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tuning.core.checks import placement_problems
+from tuning.errors import ConfigError
+
+PLAN_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Placement:
+    """One placed replica, in the shape the plan YAML and the serving templates consume."""
+
+    model: str
+    replica: int
+    engine: str
+    weights: str
+    gpus: tuple[str, ...]  # UUIDs, PCI bus order
+    gpu_indices: tuple[int, ...]
+    tp: int
+    pp: int
+    numa_node: int | None
+    cpu_list: tuple[int, ...]
+    vram_mib: int  # estimate per GPU
+    vram_free_mib: tuple[int, ...]  # per GPU after every placement on it
+    port: int
+    p2p: bool
+    worst_link: str
+    throughput: float
+    gpu_memory_utilization: float
+    context: int
+    max_sequences: int
+    kv_cache_bits: int
+    shared: bool
+    extra_args: tuple[str, ...]
+
+    def to_yaml(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "replica": self.replica,
+            "engine": self.engine,
+            "weights": self.weights,
+            "gpus": list(self.gpus),
+            "gpu_indices": list(self.gpu_indices),
+            "tp": self.tp,
+            "pp": self.pp,
+            "numa_node": self.numa_node,
+            "cpu_list": list(self.cpu_list),
+            "vram_mib": self.vram_mib,
+            "vram_free_mib": list(self.vram_free_mib),
+            "port": self.port,
+            "p2p": self.p2p,
+            "worst_link": self.worst_link,
+            "throughput_rel": round(self.throughput, 4),
+            "gpu_memory_utilization": self.gpu_memory_utilization,
+            "context": self.context,
+            "max_sequences": self.max_sequences,
+            "kv_cache_bits": self.kv_cache_bits,
+            "shared": self.shared,
+            "extra_args": list(self.extra_args),
+        }
+
+    @classmethod
+    def from_yaml(cls, data: Mapping[str, Any]) -> Placement:
+        """Rebuild from a plan YAML entry (what the deploy reads back).
+
+        Raises ``ValueError`` naming the field when a value could not go into a unit file
+        safely (control characters, quotes, secrets in ``extra_args``, a GPU that is not a
+        UUID/bus id; see :func:`tuning.serving_checks.placement_problems`).
+        """
+        numa_node = data.get("numa_node")
+        placement = cls(
+            model=str(data["model"]),
+            replica=int(data.get("replica", 0)),
+            engine=str(data["engine"]),
+            weights=str(data.get("weights") or data["model"]),
+            gpus=tuple(data["gpus"]),
+            gpu_indices=tuple(int(i) for i in data.get("gpu_indices") or ()),
+            tp=int(data.get("tp", 1)),
+            pp=int(data.get("pp", 1)),
+            numa_node=None if numa_node is None else int(numa_node),
+            cpu_list=tuple(int(c) for c in data.get("cpu_list") or ()),
+            vram_mib=int(data.get("vram_mib", 0)),
+            vram_free_mib=tuple(int(v) for v in data.get("vram_free_mib") or ()),
+            port=int(data["port"]),
+            p2p=bool(data.get("p2p", True)),
+            worst_link=str(data.get("worst_link", "X")),
+            throughput=float(data.get("throughput_rel", 0.0)),
+            gpu_memory_utilization=float(data.get("gpu_memory_utilization", 0.9)),
+            context=int(data.get("context", 0)),
+            max_sequences=int(data.get("max_sequences", 1)),
+            kv_cache_bits=int(data.get("kv_cache_bits", 16)),
+            shared=bool(data.get("shared", False)),
+            extra_args=tuple(data.get("extra_args") or ()),
+        )
+        problems = placement_problems(placement)
+        if problems:
+            raise ValueError(
+                f"placement of {placement.model!r}: "
+                + "; ".join(f"{where}: {why}" for where, why in problems)
+            )
+        return placement
+
+
+@dataclass(frozen=True)
+class Unplaced:
+    """A replica that could not be placed, and why."""
+
+    model: str
+    replica: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The solver's answer, with the evidence for it."""
+
+    rig_name: str
+    fingerprint: str
+    headroom_pct: float
+    placements: tuple[Placement, ...]
+    unplaced: tuple[Unplaced, ...]
+    score: float
+    alternative_score: float | None
+    alternative: str  # one sentence: what the best alternative was
+    power: Mapping[str, str] = field(default_factory=dict)
+
+    def to_yaml(self) -> dict[str, Any]:
+        """The plan file the deploy consumes (``schema_version: 1``)."""
+        return {
+            "schema_version": PLAN_SCHEMA_VERSION,
+            "rig": {"name": self.rig_name, "fingerprint": self.fingerprint},
+            "headroom_pct": self.headroom_pct,
+            "placements": [p.to_yaml() for p in self.placements],
+            "unplaced": [
+                {"model": u.model, "replica": u.replica, "reason": u.reason} for u in self.unplaced
+            ],
+            "score": round(self.score, 6),
+            "alternative_score": (
+                None if self.alternative_score is None else round(self.alternative_score, 6)
+            ),
+            "alternative": self.alternative,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``rigforge plan --json`` document."""
+        doc = self.to_yaml()
+        doc["placements"] = [
+            {
+                "model": p.model,
+                "gpus": list(p.gpus),
+                "tp": p.tp,
+                "pp": p.pp,
+                "numa_node": p.numa_node,
+                "vram_mib": p.vram_mib,
+                **{
+                    k: v
+                    for k, v in p.to_yaml().items()
+                    if k not in {"model", "gpus", "tp", "pp", "numa_node", "vram_mib"}
+                },
+            }
+            for p in self.placements
+        ]
+        return doc
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Read a plan YAML written by ``rigforge plan --out``."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise ConfigError(f"{path}: cannot read the plan: {error}") from error
+    return parse_plan(data, str(path))
+
+
+def parse_placements(entries: Any) -> tuple[Placement, ...]:
+    """The ``placements:`` list of a plan document; ``ValueError``/``KeyError`` on a bad entry."""
+    if entries is None:
+        return ()
+    if not isinstance(entries, list):
+        raise TypeError(f"placements is a {type(entries).__name__}, not a list")
+    return tuple(Placement.from_yaml(p) for p in entries)
+
+
+def parse_plan(data: Any, source: str = "<plan>") -> Plan:
+    """Validate a parsed plan document; :class:`ConfigError` names ``source`` and the fix."""
+    path = source
+    if not isinstance(data, dict) or data.get("schema_version") != PLAN_SCHEMA_VERSION:
+        raise ConfigError(f"{path}: not a rigforge plan (schema_version: 1); rerun 'rigforge plan'")
+    try:
+        return Plan(
+            rig_name=str((data.get("rig") or {}).get("name", "")),
+            fingerprint=str((data.get("rig") or {}).get("fingerprint", "")),
+            headroom_pct=float(data.get("headroom_pct", 10)),
+            placements=parse_placements(data.get("placements")),
+            unplaced=tuple(
+                Unplaced(str(u["model"]), int(u.get("replica", 0)), str(u["reason"]))
+                for u in data.get("unplaced") or ()
+            ),
+            score=float(data.get("score", 0.0)),
+            alternative_score=data.get("alternative_score"),
+            alternative=str(data.get("alternative", "")),
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise ConfigError(
+            f"{path}: malformed plan entry ({error}); rerun 'rigforge plan'"
+        ) from error

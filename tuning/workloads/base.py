@@ -1,0 +1,56 @@
+"""The interface every workload implements: load per GPU, counted in output tokens.
+
+A :class:`Workload` is started and stopped per GPU (by UUID) and keeps a cumulative count of
+output tokens per GPU; the sweep measures throughput as Δtokens / Δt over a probe window, so
+every workload — simulated, an external command, an HTTP endpoint — is measured the same way.
+See :mod:`tuning.workloads` for the specs, the failure and the readiness contracts.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+WORKLOAD_CLASSES = ("decode", "prefill", "batched")
+
+
+class Workload(ABC):
+    """Load on GPUs, counted in output tokens."""
+
+    name: str
+
+    @abstractmethod
+    def start(self, uuid: str) -> None:
+        """Begin loading the GPU (idempotent)."""
+
+    @abstractmethod
+    def stop(self, uuid: str) -> None:
+        """Stop loading the GPU (idempotent)."""
+
+    @abstractmethod
+    def tokens_total(self, uuid: str) -> float:
+        """Output tokens produced on the GPU since the workload was created.
+
+        Raises :class:`~tuning.errors.WorkloadFailed` once the load on the GPU has failed
+        (what it measured since then is void).
+        """
+
+    def ready(self, uuid: str) -> bool:
+        """True when :meth:`tokens_total` grows at the rate of the GPU's current operating
+        point: a probe window should not start judging before. Loads that count continuously
+        are always ready; a ``cmd:`` load is ready once a run started after the last
+        :meth:`start`/:meth:`settle` has completed, an ``openai:`` load once such a request
+        has completed."""
+        return True
+
+    def settle(self, uuid: str) -> None:  # noqa: B027 - optional hook
+        """The GPU's operating point (its cap) changed while loaded: :meth:`ready` turns False
+        until the load has measured the new point."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Stop everything and release resources."""
+
+
+def text_tail(text: str, chars: int = 300) -> str:
+    """The last ``chars`` characters of ``text`` (stripped), for an error message."""
+    text = text.strip()
+    return text if len(text) <= chars else "…" + text[-chars:]

@@ -1,0 +1,62 @@
+"""Build the workload a spec names (``rigforge sweep --workload``) for a rig."""
+
+from __future__ import annotations
+
+from tuning.backends.base import Rig
+from tuning.errors import ConfigError
+from tuning.workloads import synthetic
+from tuning.workloads.base import WORKLOAD_CLASSES, Workload
+from tuning.workloads.cmd import LLAMA_BENCH_TPS_RE, CmdWorkload
+from tuning.workloads.openai import OpenAIWorkload, parse_openai_spec
+from tuning.workloads.sim import SimWorkload
+
+
+def make_workload(spec: str, rig: Rig, *, tps_regex: str | None = None) -> Workload:
+    """Build the workload named by ``spec`` for ``rig`` (see the module docstring).
+
+    ``tps_regex``: the tokens/s regex of a ``cmd:`` workload (``None``: llama-bench's).
+    """
+    if spec.startswith("cmd:"):
+        return CmdWorkload(spec.removeprefix("cmd:"), tps_regex=tps_regex or LLAMA_BENCH_TPS_RE)
+    if spec.startswith("openai:"):
+        return _openai_for_rig(spec.removeprefix("openai:"), rig)
+    if spec in WORKLOAD_CLASSES:
+        if hasattr(rig, "set_workload") and hasattr(rig, "tokens_total"):
+            return SimWorkload(rig, spec)
+        backend = synthetic.synthetic_backend()
+        if backend is None:
+            raise synthetic.no_synthetic_backend(spec)
+        return synthetic.SyntheticWorkload(spec, [gpu.uuid for gpu in rig.gpus], backend=backend)
+    raise ConfigError(
+        f"unknown workload {spec!r}; choose decode, prefill, batched, cmd:COMMAND or openai:URL"
+    )
+
+
+def _openai_for_rig(spec: str, rig: Rig) -> OpenAIWorkload:
+    """An :class:`OpenAIWorkload` whose endpoints cover every GPU of ``rig`` (checked before
+    any cap changes): GPU keys may be UUIDs or indices in the rig's order."""
+    pairs = parse_openai_spec(spec)
+    uuids = [gpu.uuid for gpu in rig.gpus]
+    if None in pairs:
+        if len(uuids) > 1:
+            raise ConfigError(
+                f"openai:{spec} is one endpoint but the rig has {len(uuids)} GPUs under test; "
+                "its tokens cannot be attributed per GPU. Name each GPU's endpoint: "
+                "openai:0=http://127.0.0.1:8000,1=http://127.0.0.1:8001 (index or UUID)"
+            )
+        return OpenAIWorkload({uuids[0]: pairs[None]} if uuids else spec)
+    mapping: dict[str, str] = {}
+    for key, url in pairs.items():
+        uuid = (
+            uuids[int(key)] if key is not None and key.isdigit() and int(key) < len(uuids) else key
+        )
+        if uuid not in uuids:
+            raise ConfigError(f"openai: workload names GPU {key!r}, which is not on this rig")
+        mapping[str(uuid)] = url
+    missing = [u for u in uuids if u not in mapping]
+    if missing:
+        raise ConfigError(
+            f"openai:{spec} gives no endpoint for GPU {', '.join(missing)}; every GPU under "
+            "test needs its own (UUID=URL or INDEX=URL)"
+        )
+    return OpenAIWorkload(mapping)
