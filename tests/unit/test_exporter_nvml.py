@@ -214,3 +214,43 @@ def test_gpu_lost_mid_scrape_is_a_metric_not_an_error(
         v for labels, v in found["rigforge_exporter_errors_total"] if labels["source"] == "nvml"
     ]
     assert nvml_errors == [1.0]
+
+
+def test_driver_reload_is_survived_by_reopening(
+    mocker: Any, nvml_spec: Any, tmp_path: Path
+) -> None:
+    """After a driver reload the old handles answer NVML_ERROR_UNINITIALIZED: that scrape
+    reports both GPUs down; the next one re-opens NVML (at most once per 30 s while reads keep
+    failing) and, once the driver answers, reports them up again — no exporter restart."""
+    from tuning.errors import BackendUnavailable
+
+    devices = eight_gpus()[:2]
+    model = _install(mocker, nvml_spec, devices)
+    rig = NvmlRig.open(sysfs_root=tmp_path)
+    clock = [0.0]
+    opened: list[NvmlRig] = []
+
+    def reopen() -> NvmlRig:
+        fresh = NvmlRig.open(sysfs_root=tmp_path)
+        opened.append(fresh)
+        return fresh
+
+    collector = RigCollector(rig, spec="nvml", reopen=reopen, now_s=lambda: clock[0])
+    model.fail("nvmlDeviceGetPowerUsage", real_pynvml.NVML_ERROR_UNINITIALIZED)
+    down = samples(exposition(collector))
+    assert [v for _, v in down["rigforge_gpu_up"]] == [0.0, 0.0]
+    assert {lab["error"] for lab, _ in down["rigforge_gpu_read_errors_total"]} == {
+        BackendUnavailable.__name__
+    }
+    clock[0] = 5.0  # still reloading: re-opened once, still down
+    assert [v for _, v in samples(exposition(collector))["rigforge_gpu_up"]] == [0.0, 0.0]
+    assert len(opened) == 1
+    clock[0] = 20.0  # within 30 s of the last try: not re-opened again
+    exposition(collector)
+    assert len(opened) == 1
+    model.failures.clear()  # the driver is back
+    clock[0] = 40.0
+    up = samples(exposition(collector))
+    assert len(opened) == 2
+    assert collector.rig is opened[1]
+    assert [v for _, v in up["rigforge_gpu_up"]] == [1.0, 1.0]

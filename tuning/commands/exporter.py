@@ -13,7 +13,7 @@ import ipaddress
 import logging
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -22,7 +22,9 @@ import click
 from tuning.apply.actuator import open_tuning_rig
 from tuning.apply.state import state_dir
 from tuning.backends import DEFAULT_RIG
+from tuning.backends.base import Rig
 from tuning.backends.sim import SimRig
+from tuning.budget import RigBudget
 from tuning.commands.budget_opts import budget_options, resolve_budget
 from tuning.core.power import BudgetModel
 from tuning.errors import ConfigError
@@ -244,6 +246,9 @@ def command(
         serving=serving_targets(plan),
         enforcement_state=enforcement_state or state_dir() / ENFORCEMENT_STATE_NAME,
         before_scrape=driver,
+        reopen=(lambda: open_tuning_rig(rig_spec, budget=budget)[0])
+        if rig_spec == "nvml"
+        else None,
     )
     try:
         if once or textfile is not None:
@@ -257,7 +262,14 @@ def command(
     finally:
         if kernel is not None:
             kernel.source.close()
-        rig.close()
+        collector.rig.close()  # the rig in use (re-opened after a driver reload)
+
+
+def _reopener(rig_spec: str, budget: RigBudget | None) -> Callable[[], Rig] | None:
+    """Real GPUs are re-enumerated after a failed read; a simulated rig never fails so."""
+    if rig_spec != "nvml":
+        return None
+    return lambda: open_tuning_rig(rig_spec, budget=budget)[0]
 
 
 def _write_textfile(path: Path, text: bytes) -> None:

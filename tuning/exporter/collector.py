@@ -8,7 +8,9 @@ other GPU and family is reported as usual.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -34,6 +36,11 @@ from tuning.exporter.xid import KernelLog
 log = logging.getLogger("rigforge.exporter")
 
 _HZ_PER_MHZ = 1e6
+#: After a scrape in which a GPU did not answer, the rig is re-opened (NVML initialised and
+#: enumerated again: a driver reload or a GPU reset invalidates the old handles) at most this
+#: often. ``estimate``: re-enumerating costs ~0.1 s per GPU; twice a minute is negligible.
+#: Units: s.
+REOPEN_INTERVAL_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -125,7 +132,10 @@ class RigCollector(Collector):
 
     ``caps_w``: the profile's cap per GPU UUID; ``models_of``: the plan's models per UUID;
     ``expected``: GPUs the profile/inventory says exist; ``budget``: PSUs, circuits and which
-    PSU feeds each GPU; ``before_scrape``: called first (a simulated rig advances its clock).
+    PSU feeds each GPU; ``before_scrape``: called first (a simulated rig advances its clock);
+    ``reopen``: opens the rig afresh, tried (every :data:`REOPEN_INTERVAL_S` at most) after a
+    scrape in which a GPU did not answer — so a driver reload or a GPU reset needs no exporter
+    restart (the stale gauge of dcgm-exporter#500).
     """
 
     def __init__(
@@ -143,6 +153,8 @@ class RigCollector(Collector):
         probe: Callable[[ServingTarget], bool] | None = None,
         enforcement_state: Path | None = None,
         before_scrape: Callable[[], None] | None = None,
+        reopen: Callable[[], Rig] | None = None,
+        now_s: Callable[[], float] = time.monotonic,
     ) -> None:
         self.rig = rig
         self.spec = spec
@@ -160,17 +172,43 @@ class RigCollector(Collector):
             {"nvml": 0, "kernel_log": 0, "serving": 0, "enforcement": 0}
         )
         self.read_errors: Counter[tuple[str, str]] = Counter()
+        self.reopen = reopen
+        self.now_s = now_s
         self._last_error: dict[str, str | None] = {}
+        self._labels: dict[str, tuple[str, ...]] = {}
+        self._failed_last = False
+        self._reopened_s = -math.inf
 
     # --- helpers ------------------------------------------------------------------------
 
     def _gpu_labels(self, gpu: Gpu) -> tuple[str, ...]:
-        return (
+        labels = (
             gpu.uuid,
             normalize_bus_id(gpu.pci_bus_id),
             gpu.name,
             self.models_of.get(gpu.uuid, ""),
         )
+        self._labels[gpu.uuid] = labels  # a GPU gone after a re-open keeps its error series
+        return labels
+
+    def _maybe_reopen(self) -> None:
+        """Open the rig afresh after a failed read (see ``reopen``); errors stay metrics."""
+        now = self.now_s()
+        if self.reopen is None or not self._failed_last:
+            return
+        if now - self._reopened_s < REOPEN_INTERVAL_S:
+            return
+        self._reopened_s = now
+        try:
+            fresh = self.reopen()
+        except RigforgeError as error:
+            self.errors["nvml"] += 1
+            self._note_error("re-open", str(error))
+            return
+        with contextlib.suppress(RigforgeError):
+            self.rig.close()
+        self.rig = fresh
+        log.warning("re-opened the rig after a failed read: %d GPUs", len(fresh.gpus))
 
     def _note_error(self, key: str, message: str | None) -> None:
         """Log a source's error when it changes (not on every scrape), and its recovery."""
@@ -236,6 +274,7 @@ class RigCollector(Collector):
     def _collect_gpus(self, f: _Families) -> dict[str, float]:
         """Per-GPU families; returns the measured draw per UUID of the GPUs that answered."""
         draws: dict[str, float] = {}
+        self._failed_last = False
         for gpu in self.rig.gpus:
             labels = self._gpu_labels(gpu)
             key = f"GPU {gpu.uuid} ({gpu.pci_bus_id})"
@@ -247,6 +286,7 @@ class RigCollector(Collector):
                 self.errors["nvml"] += 1
                 self._note_error(key, f"{kind}: {error}")
                 f.add("rigforge_gpu_up", labels, 0)
+                self._failed_last = True
                 continue
             if key in self._last_error:
                 self._note_error(key, None)
@@ -256,8 +296,7 @@ class RigCollector(Collector):
             if reading.draw_w is not None:
                 draws[gpu.uuid] = reading.draw_w
         for (uuid, kind), count in self.read_errors.items():
-            gpu = next(g for g in self.rig.gpus if g.uuid == uuid)
-            f.add("rigforge_gpu_read_errors_total", (*self._gpu_labels(gpu), kind), count)
+            f.add("rigforge_gpu_read_errors_total", (*self._labels[uuid], kind), count)
         for expected in self.expected:
             found = next((g for g in self.rig.gpus if expected.matches(g)), None)
             if found is not None:
@@ -338,6 +377,7 @@ class RigCollector(Collector):
             except (RigforgeError, OSError) as error:  # e.g. a simulated rig's state unreadable
                 self.errors["nvml"] += 1
                 self._note_error("rig", str(error))
+        self._maybe_reopen()
         f.add(
             "rigforge_exporter_info",
             (__version__, self.spec, self.profile_fingerprint),
