@@ -192,3 +192,20 @@ def test_exporter_without_the_tuner_is_refused_before_the_host() -> None:
     config = host(tuner={"install": False})
     with pytest.raises(ConfigError, match=r"tuner\.install"):
         check(config)
+
+
+@pytest.mark.parametrize(
+    ("engine", "flag"), [("llama.cpp", "--metrics"), ("sglang", "--enable-metrics")]
+)
+def test_engines_whose_metrics_are_off_by_default_turn_them_on(engine: str, flag: str) -> None:
+    """llama-server (``--metrics``) and SGLang (``--enable-metrics``) serve /metrics only when
+    asked; vLLM always does. The scrape config's rigforge-engines job needs them on."""
+    from tuning.core.plan import Placement
+    from tuning.serving import render_unit
+
+    placement = Placement.from_yaml(
+        {"model": "m", "engine": engine, "gpus": [GPU], "tp": 1, "pp": 1, "port": 8001}
+    )
+    unit = render_unit(placement).replace("\\\n", " ")  # join continuation lines
+    (exec_line,) = [ln for ln in unit.splitlines() if ln.startswith("ExecStart=")]
+    assert flag in exec_line.split()
