@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -242,6 +243,29 @@ def test_kmsg_records_headers_dictionary_and_escaped_newlines() -> None:
     assert counter.fell_off["0000:b3:00.0"] == 1
     assert counter.xids[("0000:44:00.0", 79)] == 1
     assert counter.xids[("0000:44:00.0", 48)] == 0  # watched codes exist at 0
+
+
+def _kmsg_readable() -> bool:
+    try:
+        FileSource(Path("/dev/kmsg")).poll()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _kmsg_readable(), reason="/dev/kmsg not readable (dmesg_restrict, no root)")
+def test_real_dev_kmsg_is_read_without_blocking() -> None:
+    """This machine's own kernel log: records come back as bare messages (no
+    ``prio,seq,usec,flags;`` header), and a second poll returns at once (non-blocking)."""
+    source = FileSource(Path("/dev/kmsg"))
+    lines = source.poll()
+    assert lines
+    assert not any(re.match(r"^\d+,\d+,\d+,", line) for line in lines)
+    second = threading.Thread(target=source.poll, daemon=True)
+    second.start()
+    second.join(timeout=30)  # a blocking read of kmsg would wait for the next kernel message
+    assert not second.is_alive()
+    source.close()
 
 
 def test_kernel_log_file_is_followed_and_exposed(rig: SimRig, tmp_path: Path) -> None:
