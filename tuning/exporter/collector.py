@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -178,6 +179,7 @@ class RigCollector(Collector):
         self._labels: dict[str, tuple[str, ...]] = {}
         self._failed_last = False
         self._reopened_s = -math.inf
+        self._lock = threading.Lock()
 
     # --- helpers ------------------------------------------------------------------------
 
@@ -368,7 +370,16 @@ class RigCollector(Collector):
     # --- the scrape ---------------------------------------------------------------------
 
     def collect(self) -> Iterator[Metric]:
-        """Every family of :data:`METRICS` (empty ones too), read now."""
+        """Every family of :data:`METRICS` (empty ones too), read now.
+
+        Scrapes are serialised: the HTTP server answers each in its own thread, and the rig,
+        the kernel-log reader and the error counters are one state.
+        """
+        with self._lock:
+            families = self._scrape()
+        yield from families
+
+    def _scrape(self) -> list[Metric]:
         started = time.perf_counter()
         f = _Families()
         if self.before_scrape is not None:
@@ -391,7 +402,7 @@ class RigCollector(Collector):
         for source, count in sorted(self.errors.items()):
             f.add("rigforge_exporter_errors_total", (source,), count)
         f.add("rigforge_exporter_scrape_duration_seconds", (), time.perf_counter() - started)
-        yield from f.by_name.values()
+        return list(f.by_name.values())
 
     def describe(self) -> Iterator[Metric]:
         """No samples at registration (reading the rig then would cost a scrape)."""
