@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.unit.test_nvml import FakeDevice, FakeNvml, nvml_error
 from tuning.backends.base import ClockEventReason, EccCounts
 from tuning.backends.nvml import NvmlRig
-from tuning.exporter.collector import RigCollector, exposition
+from tuning.exporter.collector import ExpectedGpu, RigCollector, exposition
 from tuning.exporter.metrics import METRICS
 
 NS_PER_S = 1_000_000_000
@@ -163,12 +163,30 @@ def test_field_values_missing_from_old_driver_is_empty(
 
 
 def test_eight_gpus_every_metric_present(mocker: Any, nvml_spec: Any, tmp_path: Path) -> None:
-    """8 healthy GPUs: every GPU family has 8 series (one per UUID), draw 281.5 W each."""
-    _install(mocker, nvml_spec, eight_gpus())
+    """8 healthy ECC cards with a profile: every per-GPU metric has a series for each of the 8
+    UUIDs (only the read-error counter stays empty), draw 281.5 W each (281 500 mW)."""
+    devices = eight_gpus()
+    for device in devices:
+        device.ecc = (True, 0, 0)  # type: ignore[attr-defined]
+    _install(mocker, nvml_spec, devices)
     rig = NvmlRig.open(sysfs_root=tmp_path)
-    text = exposition(RigCollector(rig, spec="nvml"))
+    collector = RigCollector(
+        rig,
+        spec="nvml",
+        caps_w={d.uuid: 250.0 for d in devices},
+        expected=[ExpectedGpu(d.uuid, None) for d in devices],
+    )
+    text = exposition(collector)
     assert families(text) == {m.name for m in METRICS}
     found = samples(text)
+    for metric in METRICS:
+        if "uuid" not in metric.labels or metric.name.startswith("rigforge_cap_enforcement"):
+            continue
+        uuids = {labels["uuid"] for labels, _ in found.get(metric.name, [])}
+        expected = (
+            set() if metric.name == "rigforge_gpu_read_errors_total" else {d.uuid for d in devices}
+        )
+        assert uuids == expected, metric.name
     draws = found["rigforge_gpu_power_draw_watts"]
     assert [value for _, value in draws] == [281.5] * 8
     assert {labels["pci_bus_id"] for labels, _ in draws} == {f"0000:0{i}:00.0" for i in range(1, 9)}
@@ -196,7 +214,7 @@ def test_gpu_lost_mid_scrape_is_a_metric_not_an_error(
     model = _install(mocker, nvml_spec, devices)
     rig = NvmlRig.open(sysfs_root=tmp_path)
     collector = RigCollector(rig, spec="nvml")
-    exposition(collector)  # a healthy scrape first
+    healthy = samples(exposition(collector))
     model.fail("nvmlDeviceGetTemperature", real_pynvml.NVML_ERROR_GPU_IS_LOST, devices[4])
     text = exposition(collector)
     assert families(text) == {m.name for m in METRICS}
@@ -208,8 +226,11 @@ def test_gpu_lost_mid_scrape_is_a_metric_not_an_error(
     assert [(labels["uuid"], labels["error"], value) for labels, value in errors] == [
         (lost, "GpuLost", 1.0)
     ]
-    temps = {labels["uuid"] for labels, _ in found["rigforge_gpu_temperature_celsius"]}
-    assert temps == {d.uuid for d in devices} - {lost}
+    others = {d.uuid for d in devices} - {lost}
+    for name, series in healthy.items():
+        if "uuid" in series[0][0] and name not in {"rigforge_gpu_up"}:
+            # every series the healthy scrape had, for the seven others; none for the lost one
+            assert {labels["uuid"] for labels, _ in found[name]} == others, name
     nvml_errors = [
         v for labels, v in found["rigforge_exporter_errors_total"] if labels["source"] == "nvml"
     ]
