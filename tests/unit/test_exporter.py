@@ -494,3 +494,19 @@ def test_serves_http_and_stops_on_sigterm(tmp_path: Path) -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
+
+
+def test_unreadable_sim_state_is_an_error_metric_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hardened unit cannot create the state dir (read-only /var/lib): the simulated rig's
+    persisted caps cannot be read, the scrape still comes back, with an error counted."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    monkeypatch.setenv("RIGFORGE_STATE_DIR", str(blocker / "state"))
+    result = CliRunner().invoke(cli, ["exporter", "--once"])
+    assert result.exit_code == 0, result.output
+    found = samples(result.stdout.encode())  # stderr says why
+    errors = {lab["source"]: v for lab, v in found["rigforge_exporter_errors_total"]}
+    assert errors["nvml"] == 1.0
+    assert len(found["rigforge_gpu_up"]) == 6

@@ -19,9 +19,9 @@ from types import FrameType
 
 import click
 
-from tuning.apply.actuator import open_tuning_rig
+from tuning.apply.actuator import Actuator
 from tuning.apply.state import state_dir
-from tuning.backends import DEFAULT_RIG
+from tuning.backends import DEFAULT_RIG, open_rig
 from tuning.backends.base import Rig
 from tuning.backends.sim import SimRig
 from tuning.budget import RigBudget
@@ -212,11 +212,13 @@ def command(
         log=lambda message: click.echo(message, err=True),
     )
     inventory_gpus = _inventory_gpus(inventory_path, host_name)
-    rig, actuator = open_tuning_rig(rig_spec, budget=budget if rig_spec == "nvml" else None)
+    rig = open_rig(rig_spec, budget=budget if rig_spec == "nvml" else None)
     driver = None
     if isinstance(rig, SimRig):
-        # the actuator only re-reads the caps other runs left; the exporter never sets one
-        driver = SimDriver(rig, actuator if actuator.persist else None, speed=sim_speed)
+        # The actuator only re-reads, before each scrape, the caps other runs left on the
+        # simulated "hardware" (an unreadable state file is an error metric, not a crash);
+        # the exporter never sets one.
+        driver = SimDriver(rig, Actuator(rig, rig_spec), speed=sim_speed)
         driver.set_load(sim_workload, sim_ambient_c)
         driver.control = sim_control
     elif sim_workload or sim_ambient_c is not None or sim_control:
@@ -244,11 +246,9 @@ def command(
         budget=model,
         kernel_log=kernel,
         serving=serving_targets(plan),
-        enforcement_state=enforcement_state or state_dir() / ENFORCEMENT_STATE_NAME,
+        enforcement_state=enforcement_state or _default_record(),
         before_scrape=driver,
-        reopen=(lambda: open_tuning_rig(rig_spec, budget=budget)[0])
-        if rig_spec == "nvml"
-        else None,
+        reopen=_reopener(rig_spec, budget),
     )
     try:
         if once or textfile is not None:
@@ -265,11 +265,20 @@ def command(
         collector.rig.close()  # the rig in use (re-opened after a driver reload)
 
 
+def _default_record() -> Path | None:
+    """``STATE_DIR/enforce.json``; ``None`` (with a line on stderr) where there is no state dir."""
+    try:
+        return state_dir() / ENFORCEMENT_STATE_NAME
+    except OSError as error:
+        click.echo(f"rigforge: exporter: no state dir ({error}); no enforcement record", err=True)
+        return None
+
+
 def _reopener(rig_spec: str, budget: RigBudget | None) -> Callable[[], Rig] | None:
     """Real GPUs are re-enumerated after a failed read; a simulated rig never fails so."""
     if rig_spec != "nvml":
         return None
-    return lambda: open_tuning_rig(rig_spec, budget=budget)[0]
+    return lambda: open_rig(rig_spec, budget=budget)
 
 
 def _write_textfile(path: Path, text: bytes) -> None:
