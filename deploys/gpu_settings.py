@@ -16,28 +16,31 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Generator, Iterable, Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pyinfra import host
 from pyinfra.api import deploy, operation
 
 from deploys.facts.nvidia import STATUS_OK, NvidiaGpus
+from deploys.operations.systemd import restart_step
 from deploys.util import (
+    TextFile,
     cfg,
-    put_pending,
-    put_text_pending,
-    restart_step,
+    put_files,
     service_after_change,
+    snapshot,
     unit_removed,
 )
 from tuning.backends.base import GpuInfo, rig_fingerprint
+from tuning.errors import read_yaml_config
 from tuning.render.files import (
     CAP_RETRIES,
     CAP_RETRY_DELAY_S,
     GPU_SETTINGS_SCRIPT,
     PROFILE_TARGET,
+    FileSpec,
     cap_script,
     caps_w,
     settings_unit,
@@ -68,7 +71,7 @@ def stale_profile_problem(
     moved slot or was renamed. The sentence names the fix: ``rigforge sweep --host NAME``.
     """
     path = Path(profile_path)
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data = read_yaml_config(path, "profile").data or {}
     tuned = [str(g["uuid"]) for g in data.get("gpus") or []]
     gpus = list(host_gpus)
     present = [str(g.get("uuid") or "") for g in gpus]
@@ -125,12 +128,13 @@ def profile_matches_gpus(
         profile_matches_gpus(profile_path="inventory/host_data/ws1/profile.yaml",
                              inventory_gpus=[{"uuid": "GPU-…", "name": "…", …}])
     """
-    fact = host.get_fact(NvidiaGpus) or {}
-    if fact.get("status") == STATUS_OK and fact.get("gpus"):
-        gpus, source = fact["gpus"], "nvidia-smi on the host"
+    fact = host.get_fact(NvidiaGpus)
+    gpus: list[Mapping[str, Any]]
+    if fact.status == STATUS_OK and fact.gpus:
+        gpus, source = [asdict(g) for g in fact.gpus], "nvidia-smi on the host"
     else:
-        gpus = inventory_gpus
-        source = f"the inventory's gpus (nvidia-smi: {fact.get('status', 'unknown')})"
+        gpus = list(inventory_gpus)
+        source = f"the inventory's gpus (nvidia-smi: {fact.status})"
     problem = stale_profile_problem(profile_path, gpus, host.name)
     if problem is None:
         host.noop(f"profile {Path(profile_path).name} matches this host's GPUs ({source})")
@@ -161,40 +165,31 @@ def gpu_settings() -> None:
             inventory_gpus=[g.model_dump(mode="json") for g in config.gpu_list],
         )
     use_tuner = bool(config.tuner.install and config.power.profile)
-    step = restart_step(UNIT)
-    changed = []
+    unit = settings_unit(
+        config,
+        caps,
+        use_tuner=use_tuner,
+        profile=host.data.rigforge_profile_path,
+        script=host.data.rigforge_gpu_settings_script,
+    )
+    runner: FileSpec | TextFile
     if use_tuner:
-        changed.append(
-            put_text_pending(
-                host.data.rigforge_profile_path,
-                Path(config.power.profile or "").read_text(encoding="utf-8"),
-                step,
-                name="Tuning profile (/etc/rigforge/profile.yaml)",
-                mode="640",
-                group=config.base.service_user,
-            )
+        runner = TextFile(
+            dest=host.data.rigforge_profile_path,
+            text=Path(config.power.profile or "").read_text(encoding="utf-8"),
+            name="Tuning profile (/etc/rigforge/profile.yaml)",
+            mode="640",
         )
     else:
-        changed.append(
-            put_pending(
-                cap_script(
-                    dest=host.data.rigforge_gpu_settings_script,
-                    retries=host.data.rigforge_cap_retries,
-                    retry_delay_s=host.data.rigforge_cap_retry_delay_s,
-                ),
-                step,
-            )
+        runner = cap_script(
+            dest=host.data.rigforge_gpu_settings_script,
+            retries=host.data.rigforge_cap_retries,
+            retry_delay_s=host.data.rigforge_cap_retry_delay_s,
         )
-    changed.append(
-        put_pending(
-            settings_unit(
-                config,
-                caps,
-                use_tuner=use_tuner,
-                profile=host.data.rigforge_profile_path,
-                script=host.data.rigforge_gpu_settings_script,
-            ),
-            step,
-        )
-    )
-    service_after_change(UNIT, changed=changed, name="GPU settings", step=step)
+    # One round trip for every file and the unit this concern decides on.
+    snap = snapshot(paths=[runner.dest, unit.dest], units=[UNIT])
+    step = restart_step(UNIT) if snap.systemd_booted else None
+    group = config.base.service_user if use_tuner else "root"
+    wanted = put_files([runner], snap, step, group=group)
+    wanted.update(put_files([unit], snap, step))
+    service_after_change(UNIT, snap=snap, wanted=wanted, name="GPU settings")

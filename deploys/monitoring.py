@@ -18,22 +18,21 @@ then.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.api.operation import OperationMeta
 
+from deploys.operations.systemd import restart_step
 from deploys.util import (
     TEMPLATES,
     FileSpec,
+    TextFile,
     cfg,
     ensure_packages,
-    put_pending,
-    put_text_pending,
-    restart_step,
+    put_files,
     service_after_change,
+    snapshot,
     unit_removed,
 )
 from inventory.schema import HostConfig
@@ -73,44 +72,40 @@ def check(config: HostConfig) -> None:
         )
 
 
-def _put_all(specs: Sequence[FileSpec], step: str | None) -> list[OperationMeta]:
-    return [put_pending(spec, step) for spec in specs]
-
-
 @deploy("Monitoring: exporter, cap enforcement, Prometheus", data_defaults=DEFAULTS)
 def monitoring() -> None:
     """Install (or remove) the exporter unit, the enforcement timer and Prometheus."""
     config = cfg()
     check(config)
     m = config.monitoring
-    user = config.base.service_user
     if m.exporter:
-        step = restart_step(EXPORTER_UNIT)
-        changed: list[OperationMeta] = []
         plan = bool(config.serving.plan)
+        files: list[FileSpec | TextFile] = []
         if plan:
-            changed.append(
-                put_text_pending(
-                    PLAN_TARGET,
-                    Path(config.serving.plan or "").read_text(encoding="utf-8"),
-                    step,
+            files.append(
+                TextFile(
+                    dest=PLAN_TARGET,
+                    text=Path(config.serving.plan or "").read_text(encoding="utf-8"),
                     name=f"Placement plan ({PLAN_TARGET}) for the exporter",
                     mode="640",
-                    group=user,
                 )
             )
-        profile = bool(config.power.profile)  # deploys/gpu_settings.py puts it there
-        changed += _put_all([exporter_unit(config, profile=profile, plan=plan)], step)
-        service_after_change(EXPORTER_UNIT, changed=changed, name="rigforge exporter", step=step)
+        # the profile: deploys/gpu_settings.py puts it at /etc/rigforge/profile.yaml
+        unit = exporter_unit(config, profile=bool(config.power.profile), plan=plan)
+        snap = snapshot(paths=[*(f.dest for f in files), unit.dest], units=[EXPORTER_UNIT])
+        step = restart_step(EXPORTER_UNIT) if snap.systemd_booted else None
+        wanted = put_files(files, snap, step, group=config.base.service_user)
+        wanted.update(put_files([unit], snap, step))
+        service_after_change(EXPORTER_UNIT, snap=snap, wanted=wanted, name="rigforge exporter")
     else:
         unit_removed(EXPORTER_UNIT, name="rigforge exporter (monitoring.exporter off)")
 
     if config.power.enforce:
-        step = restart_step(ENFORCE_TIMER)
-        changed = _put_all(enforce_units(config), step)
-        service_after_change(
-            ENFORCE_TIMER, changed=changed, name="Cap enforcement timer", step=step
-        )
+        specs = enforce_units(config)
+        snap = snapshot(paths=[s.dest for s in specs], units=[ENFORCE_TIMER])
+        step = restart_step(ENFORCE_TIMER) if snap.systemd_booted else None
+        wanted = put_files(specs, snap, step)
+        service_after_change(ENFORCE_TIMER, snap=snap, wanted=wanted, name="Cap enforcement")
     else:
         unit_removed(
             ENFORCE_TIMER,
@@ -120,16 +115,17 @@ def monitoring() -> None:
 
     if m.prometheus:
         ensure_packages(host.data.rigforge_monitoring_packages, name="Prometheus from Debian")
-        step = restart_step(PROMETHEUS_UNIT)
-        changed = _put_all(prometheus_files(config), step)
-        changed.append(
-            put_text_pending(
-                RULES_DEST,
-                RULES_SOURCE.read_text(encoding="utf-8"),
-                step,
+        prom: list[FileSpec | TextFile] = [
+            *prometheus_files(config),
+            TextFile(
+                dest=RULES_DEST,
+                text=RULES_SOURCE.read_text(encoding="utf-8"),
                 name="Alert rules (rigforge.rules.yml)",
-            )
-        )
-        service_after_change(PROMETHEUS_UNIT, changed=changed, name="Prometheus", step=step)
+            ),
+        ]
+        snap = snapshot(paths=[f.dest for f in prom], units=[PROMETHEUS_UNIT])
+        step = restart_step(PROMETHEUS_UNIT) if snap.systemd_booted else None
+        wanted = put_files(prom, snap, step)
+        service_after_change(PROMETHEUS_UNIT, snap=snap, wanted=wanted, name="Prometheus")
     else:
         host.noop("monitoring.prometheus off: Prometheus is not managed here")

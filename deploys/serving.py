@@ -16,11 +16,22 @@ from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import FindFiles
-from pyinfra.operations import files, server, systemd
+from pyinfra.operations import files
 
-from deploys.util import cfg, put_text, service_after_change, systemd_booted
+from deploys.facts.host import Snapshot
+from deploys.operations.secrets import Secret, put_secret
+from deploys.operations.systemd import restart_step
+from deploys.util import (
+    TextFile,
+    cfg,
+    mark_owed,
+    put_files,
+    service_after_change,
+    sha1_text,
+    snapshot,
+    unit_removed,
+)
 from inventory.schema import HostConfig
 from tuning.serving import (
     API_KEY_ENV_FILE,
@@ -61,6 +72,30 @@ def api_key_env_file(config: HostConfig) -> tuple[str, str] | None:
     return API_KEY_ENV_FILE, api_key_env_text(key)
 
 
+def _put_secrets(
+    specs: list[TextFile], snap: Snapshot, *, user: str = "root", group: str = "root"
+) -> None:
+    """Put each secret that differs from the host's through :func:`put_secret`.
+
+    A secret the plan-time snapshot already shows right (content, mode, owner) gets a no-op
+    line; one that differs goes through ``put_secret``, never ``files.put``: no ``--diff``
+    of its content, no world-readable staging under sudo.
+    """
+    for spec in specs:
+        remote = snap.files.get(spec.dest)
+        if remote is not None and remote.matches(sha1_text(spec.text), spec.mode, user, group):
+            host.noop(f"{spec.name}: {spec.dest} unchanged")
+            continue
+        put_secret(
+            name=spec.name,
+            secret=Secret(spec.text),
+            dest=spec.dest,
+            mode=spec.mode,
+            user=user,
+            group=group,
+        )
+
+
 @deploy("Serving: secrets and one unit per placed model", data_defaults=DEFAULTS)
 def serving() -> None:
     """Put the secrets (0600, service user) and the plan's serving units."""
@@ -76,27 +111,40 @@ def serving() -> None:
             group=user,
             mode="750",
         )
-    secret_ops: dict[str, OperationMeta] = {}
-    for dest, local in secrets.items():
-        secret_ops[dest] = put_text(
-            dest,
-            Path(local).read_text(encoding="utf-8"),
-            name=f"Secret {dest} (0600, {user})",
-            mode="600",
-            user=user,
-            group=user,
+    secret_puts = [
+        TextFile(
+            dest, Path(local).read_text(encoding="utf-8"), f"Secret {dest} (0600, {user})", "600"
         )
-    key_ops = []
+        for dest, local in secrets.items()
+    ]
+    key_files = []
     if key_env is not None:
         dest, content = key_env
-        key_ops.append(put_text(dest, content, name=f"API key {dest} (root 0600)", mode="600"))
+        key_files.append(TextFile(dest, content, f"API key {dest} (root 0600)", "600"))
     units = _render_units(config, secrets)
-    # An opened unit reads the API key through EnvironmentFile=: a new key needs a restart.
-    for path, content in sorted(units.items()):
-        unit_name = path.rsplit("/", 1)[-1]
-        op = put_text(path, content, name=f"Serving unit {unit_name}")
-        if path.endswith(".service"):
-            service_after_change(unit_name, changed=[op, *key_ops], name=unit_name)
+    unit_files = [
+        TextFile(path, content, f"Serving unit {path.rsplit('/', 1)[-1]}")
+        for path, content in sorted(units.items())
+    ]
+    services = [f.dest.rsplit("/", 1)[-1] for f in unit_files if f.dest.endswith(".service")]
+    # One round trip for every file and unit this concern decides on.
+    snap = snapshot(paths=[f.dest for f in (*secret_puts, *key_files, *unit_files)], units=services)
+    key_wanted = {f.dest: sha1_text(f.text) for f in key_files}
+    unit_wanted = {f.dest: sha1_text(f.text) for f in unit_files}
+    wanted = {
+        unit: {f"{UNIT_DIR}/{unit}": unit_wanted[f"{UNIT_DIR}/{unit}"], **key_wanted}
+        for unit in services
+    }
+    if snap.systemd_booted:
+        # Before the puts: a kill between a put and its restart leaves the restart owed.
+        # An opened unit reads the API key through EnvironmentFile=: a new key owes a restart.
+        for unit in services:
+            mark_owed(restart_step(unit), snap, wanted[unit])
+    _put_secrets(secret_puts, snap, user=user, group=user)
+    _put_secrets(key_files, snap)
+    put_files(unit_files, snap)
+    for unit in services:
+        service_after_change(unit, snap=snap, wanted=wanted[unit], name=unit)
     _remove_stale_units(set(units))
 
 
@@ -123,22 +171,6 @@ def _remove_stale_units(wanted: set[str]) -> None:
     if not stale:
         host.noop("serving: no stale rigforge-serve units")
         return
-    booted = systemd_booted()
     for path in stale:
         unit = path.rsplit("/", 1)[-1]
-        if booted:
-            systemd.service(
-                name=f"Stop and disable {unit} (no longer in the plan)",
-                service=unit,
-                running=False,
-                enabled=False,
-            )
-        else:
-            # The file exists (the fact found it), so this runs once, never on a second deploy.
-            server.shell(
-                name=f"Disable {unit} (no longer in the plan; systemd not running)",
-                commands=[f"systemctl disable {unit}"],
-            )
-        files.file(name=f"Remove {unit} (no longer in the plan)", path=path, present=False)
-    if booted:
-        systemd.daemon_reload(name="daemon-reload (stale serving units removed)")
+        unit_removed(unit, name=f"Remove {unit} (no longer in the plan)")

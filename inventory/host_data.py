@@ -9,8 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import yaml
-
+from tuning.core.yamlsafe import YamlRefused, load_yaml_file
 from tuning.errors import ConfigError, did_you_mean
 
 #: What an inventory host name may be (it names a folder under host_data/).
@@ -26,8 +25,8 @@ def inventory_hosts(inventory_dir: Path) -> dict[str, Path]:
     hosts: dict[str, Path] = {}
     for path in sorted(inventory_dir.glob("*.yaml")):
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError):
+            data = load_yaml_file(path, "inventory").data
+        except YamlRefused:
             continue
         if isinstance(data, dict) and isinstance(data.get("hosts"), dict):
             hosts.update(dict.fromkeys(map(str, data["hosts"]), path))

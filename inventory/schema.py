@@ -31,7 +31,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Discriminator,
     Field,
     Tag,
@@ -39,7 +38,21 @@ from pydantic import (
     model_validator,
 )
 
-from inventory.fields import EngineArg, GpuId, UnitText
+from inventory.fields import (
+    MAX_PORT,
+    MIN_SERVICE_PORT,
+    BindAddress,
+    DebianPackage,
+    EngineArg,
+    GpuId,
+    LoginName,
+    ServicePort,
+    ServiceUser,
+    SshHost,
+    StrictModel,
+    TargetPath,
+    UnitText,
+)
 from tuning.core.bus import normalize_bus_id
 from tuning.core.checks import (
     BUS_ID_RE,
@@ -49,7 +62,9 @@ from tuning.core.checks import (
     text_problem,
     unit_name_collisions,
 )
+from tuning.core.limits import MAX_GPU_MEMORY_MIB, MAX_GPU_POWER_W, MAX_NUMA_NODE
 from tuning.core.power import BudgetModel, Circuit, Psu
+from tuning.core.yamlsafe import source_text
 
 __all__ = [
     "DATA_KEY",
@@ -103,10 +118,9 @@ OPEN_MODULES_MIN_BRANCH = 515
 CUDA_MIN_DRIVER_BRANCH: Mapping[int, int] = {11: 450, 12: 525, 13: 580}
 
 
-class _Model(BaseModel):
-    """Base for every inventory section: unknown keys are errors; values are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Model(StrictModel):
+    """Base for every inventory section: unknown keys are errors; values are immutable;
+    control characters, booleans as numbers and non-finite numbers are refused."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -117,9 +131,9 @@ class _Model(BaseModel):
 class SshConfig(_Model):
     """How pyinfra reaches the host. ``key``/``known_hosts`` are control-machine paths."""
 
-    host: str = Field(min_length=1, description="address or DNS name of the host")
+    host: SshHost = Field(description="IP address or RFC 1123 host name of the host")
     port: int = Field(22, ge=1, le=65535, description="SSH port")
-    user: str = Field("root", min_length=1, description="SSH user")
+    user: LoginName = Field("root", description="SSH user (a POSIX user name)")
     key: str | None = Field(None, description="private key file (resolved to an absolute path)")
     known_hosts: str | None = Field(
         None,
@@ -176,13 +190,15 @@ class DriverConfig(_Model):
 class CudaConfig(_Model):
     """The CUDA toolkit (never the ``cuda``/``cuda-drivers`` meta-packages). ``null``: none."""
 
-    version: str = Field(pattern=r"^[0-9]{2}\.[0-9]$", description="major.minor, e.g. '12.8'")
+    version: str = Field(
+        pattern=r"^[0-9]{2}\.[0-9]{1,2}$", description="major.minor, e.g. '12.8' or '12.10'"
+    )
 
     @field_validator("version", mode="before")
     @classmethod
     def _version_as_text(cls, value: Any) -> Any:
-        # `version: 12.8` is a YAML float; keep the text the user meant ("12.10" would be lost).
-        return str(value) if isinstance(value, float) else value
+        # `version: 12.10` is a YAML float (12.1); the loader keeps the text as written.
+        return source_text(value) if isinstance(value, float) else value
 
 
 class ContainerToolkitConfig(_Model):
@@ -206,15 +222,23 @@ class GpuSpec(_Model):
         None, pattern=_BUS_ID_RE, description="PCI bus id, e.g. 00000000:41:00.0"
     )
     name: str | None = Field(None, description="product name, informational")
-    memory_total_mib: int | None = Field(None, gt=0, description="VRAM, MiB")
-    power_cap_w: float | None = Field(None, gt=0, description="cap by hand, W (no profile)")
-    min_w: float | None = Field(None, gt=0, description="lowest settable power limit, W")
-    max_w: float | None = Field(None, gt=0, description="highest settable power limit, W")
+    memory_total_mib: int | None = Field(None, gt=0, le=MAX_GPU_MEMORY_MIB, description="VRAM, MiB")
+    power_cap_w: float | None = Field(
+        None, gt=0, le=MAX_GPU_POWER_W, description="cap by hand, W (no profile)"
+    )
+    min_w: float | None = Field(
+        None, gt=0, le=MAX_GPU_POWER_W, description="lowest settable power limit, W"
+    )
+    max_w: float | None = Field(
+        None, gt=0, le=MAX_GPU_POWER_W, description="highest settable power limit, W"
+    )
     psu: str | None = Field(
         None,
         description="name of the PSU feeding the card (psus[].name); required with several PSUs",
     )
-    numa_node: int | None = Field(None, ge=0, description="NUMA node of the card's PCIe root")
+    numa_node: int | None = Field(
+        None, ge=0, le=MAX_NUMA_NODE, description="NUMA node of the card's PCIe root"
+    )
 
     @model_validator(mode="after")
     def _identified(self) -> GpuSpec:
@@ -277,10 +301,12 @@ class ServingModel(_Model):
         "vllm", description="vllm, llama.cpp or sglang"
     )
     gpus: list[GpuId] = Field(min_length=1, description="GPU UUIDs or PCI bus ids")
-    tp: int = Field(1, ge=1, description="tensor-parallel size")
-    pp: int = Field(1, ge=1, description="pipeline-parallel size")
-    numa_node: int | None = Field(None, ge=0, description="NUMA node to bind CPU and memory to")
-    port: int = Field(ge=1, le=65535, description="TCP port of the OpenAI-compatible API")
+    tp: int = Field(1, ge=1, le=64, description="tensor-parallel size")
+    pp: int = Field(1, ge=1, le=64, description="pipeline-parallel size")
+    numa_node: int | None = Field(
+        None, ge=0, le=MAX_NUMA_NODE, description="NUMA node to bind CPU and memory to"
+    )
+    port: ServicePort = Field(description="TCP port of the OpenAI-compatible API (1024–65535)")
     args: list[EngineArg] = Field(
         default_factory=list, description="extra engine arguments (no secrets)"
     )
@@ -297,20 +323,13 @@ class ServingConfig(_Model):
     models: list[ServingModel] = Field(
         default_factory=list, description="models placed by hand (instead of a plan)"
     )
-    bind: str = Field("127.0.0.1", description="address the serving units listen on")
+    bind: BindAddress = Field(
+        "127.0.0.1", description="IP address the serving units listen on (no scope id)"
+    )
     open: bool = Field(False, description="allow a non-loopback bind (needs api_key_file)")
     api_key_file: str | None = Field(
         None, description="file holding the API key (copied 0600; never inline)"
     )
-
-    @field_validator("bind")
-    @classmethod
-    def _bind_is_ip(cls, value: str) -> str:
-        try:
-            ipaddress.ip_address(value)
-        except ValueError:
-            raise ValueError(f"{value!r} is not an IP address (e.g. 127.0.0.1)") from None
-        return value
 
 
 class SecretsConfig(_Model):
@@ -329,41 +348,40 @@ class KernelConfig(_Model):
     """
 
     apply_runtime: bool = Field(True, description="write runtime settings (sysfs, /proc/irq)")
-    root: str = Field("/", description="where /sys and /proc are on the target")
-
-    @field_validator("root")
-    @classmethod
-    def _absolute(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError(f"{value!r} must be an absolute path on the target")
-        return value
+    root: TargetPath = Field(
+        "/", description="where /sys and /proc are on the target (absolute, normalised)"
+    )
 
 
 class TunerConfig(_Model):
     """rigforge installed on the host in its own venv (``venv``: a target path)."""
 
     install: bool = Field(True, description="install rigforge on the host")
-    venv: str = Field("/opt/rigforge/venv", description="its virtualenv on the host")
+    venv: TargetPath = Field(
+        "/opt/rigforge/venv", description="its virtualenv on the host (absolute, normalised)"
+    )
     # For deploys/tune.py (a sweep run on the host over SSH); see the README's remote tuning.
     sim_rig: str | None = Field(
         None,
         description="simulated rig YAML (control machine) that deploys/tune.py uploads and "
         "sweeps instead of the host's GPUs (--rig nvml); for a host without GPUs, like CI",
     )
-    sweep_args: list[str] = Field(
+    sweep_args: list[EngineArg] = Field(
         default_factory=list,
         description="extra `rigforge sweep` arguments for deploys/tune.py, e.g. "
-        "['--workload', 'batched']",
+        "['--workload', 'batched'] (no secrets, quotes or control characters)",
     )
 
 
 class BaseConfig(_Model):
     """The base deploy: the service user and extra packages."""
 
-    service_user: str = Field(
-        "rigforge", pattern=r"^[a-z_][a-z0-9_-]*$", description="unprivileged user the units run as"
+    service_user: ServiceUser = Field(
+        "rigforge", description="unprivileged user the units run as (never root)"
     )
-    extra_packages: list[str] = Field(default_factory=list, description="more apt packages")
+    extra_packages: list[DebianPackage] = Field(
+        default_factory=list, description="more apt packages (Debian package names)"
+    )
 
 
 def _gpus_tag(value: Any) -> str:
@@ -664,6 +682,17 @@ def check_host(name: str, cfg: HostConfig) -> list[Issue]:
     if hand_caps:
         issues += check_budget(prefix, cfg, hand_caps, "hand caps")
 
+    # The service user is not the login: the base deploy locks its shell and home.
+    if cfg.base.service_user == cfg.ssh.user:
+        issues.append(
+            Issue(
+                f"{prefix}.base.service_user",
+                f"{cfg.base.service_user!r} is also ssh.user; the base deploy gives the service "
+                "user no shell (usermod -s /usr/sbin/nologin), which would lock the login out: "
+                "use a separate user such as 'rigforge'",
+            )
+        )
+
     # Driver and toolkit fit together and fit the distro.
     driver = cfg.driver
     if driver.flavour == "open" and int(driver.branch) < OPEN_MODULES_MIN_BRANCH:
@@ -766,7 +795,19 @@ def check_placements(
                     )
                 )
         port = placement.get("port")
-        if isinstance(port, int):
+        if port is not None and (
+            isinstance(port, bool)
+            or not isinstance(port, int)
+            or not MIN_SERVICE_PORT <= port <= MAX_PORT
+        ):
+            issues.append(
+                Issue(
+                    f"{path}[{i}].port",
+                    f"{port!r} is not a port a serving unit may use ({MIN_SERVICE_PORT}–"
+                    f"{MAX_PORT}: lower ports need root)",
+                )
+            )
+        elif isinstance(port, int):
             if port in ports:
                 issues.append(
                     Issue(f"{path}[{i}].port", f"port {port} is already used by [{ports[port]}]")

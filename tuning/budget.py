@@ -21,13 +21,13 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
+from inventory.fields import StrictModel
 from tuning.backends.base import Gpu
 from tuning.core.bus import normalize_bus_id
 from tuning.core.power import BudgetModel, Circuit, Psu
-from tuning.errors import ConfigError, did_you_mean, yaml_path
+from tuning.errors import ConfigError, did_you_mean, read_yaml_config, yaml_path
 
 if TYPE_CHECKING:
     from inventory.schema import HostConfig
@@ -251,8 +251,8 @@ def round_up_w(power_w: float, step_w: int = 1) -> int:
 DEFAULT_BUDGET_PATH = Path("/etc/rigforge/budget.yaml")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Strict(StrictModel):
+    """Unknown keys, control characters, booleans as numbers and ``.inf``/``.nan`` refused."""
 
 
 class _BudgetDocument(_Strict):
@@ -315,7 +315,10 @@ def parse_budget(document: Any, source: str) -> RigBudget:
     try:
         doc = _BudgetDocument.model_validate(document)
     except ValidationError as error:
-        lines = [f"{source}: {yaml_path(e['loc'])}: {e['msg']}" for e in error.errors()]
+        lines = [
+            f"{source}: {yaml_path(e['loc'])}: {str(e['msg']).removeprefix('Value error, ')}"
+            for e in error.errors()
+        ]
         raise ConfigError(
             f"{source}: {len(lines)} problem(s) in the power budget:\n" + "\n".join(lines)
         ) from None
@@ -362,12 +365,7 @@ def load_budget_file(path: Path) -> RigBudget:
     Units: W, V, A. Raises :class:`ConfigError` naming the file and the YAML path of every
     problem.
     """
-    try:
-        document = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise ConfigError(f"cannot read the power budget {path}: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    document = read_yaml_config(path, "power budget").data
     return parse_budget(document, str(path))
 
 

@@ -17,6 +17,8 @@ from deploys.nvidia_driver import (
 )
 from deploys.util import render
 from inventory.schema import HostConfig
+from tuning.core.power import POWER_LIMIT_TOLERANCE_W
+from tuning.render.files import cap_script
 from tuning.serving_checks import systemd_exposure
 
 
@@ -62,7 +64,9 @@ def test_gpu_settings_unit_uses_rigforge_apply_with_the_tuner() -> None:
 
 
 def test_cap_script_clamps_reads_back_and_fails_loudly() -> None:
-    script = render("usr/local/libexec/rigforge-gpu-settings.sh.j2", retries=3, retry_delay_s=2)
+    script = cap_script(retries=3, retry_delay_s=2).render()
+    # the read-back tolerance is the one the actuator uses, not a number of the script's own
+    assert f"-v t={POWER_LIMIT_TOLERANCE_W}" in script
     assert "power.min_limit,power.max_limit" in script
     assert 'nvidia-smi -i "$gpu" -pl "$cap"' in script
     assert "--query-gpu=power.limit" in script

@@ -26,10 +26,10 @@ from tuning.loop import (
     render_deploy_files,
     run_loop,
     serving_unit_paths,
-    sustained_run,
 )
 from tuning.placement import load_plan
 from tuning.profile import load_profile
+from tuning.sustained import sustained_run
 from tuning.workloads import SimWorkload
 
 #: Short sustained runs and heat-soak: long enough for sim:reference's middle cards to reach

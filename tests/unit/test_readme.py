@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from inventory import reference_doc
 from tests.conftest import REPO_ROOT
 from tuning.cli import cli
-from tuning.placement import load_plan
-from tuning.profile import CurvePoint, Profile, ProfileGpu, ProfileRig, Validation
+from tuning.core.plan import load_plan
+from tuning.core.profile import CurvePoint, Profile, ProfileGpu, ProfileRig, Validation
 
 README = REPO_ROOT / "README.md"
 DOCS = REPO_ROOT / "docs"
@@ -112,3 +112,33 @@ def test_formats_page_names_every_plan_key() -> None:
     keys = set(document) | set(document["placements"][0])
     for key in sorted(keys):
         assert f"`{key}`" in text, f"docs/formats.md does not describe the plan's {key}"
+
+
+def _named_paths(page: Path) -> list[tuple[str, str]]:
+    """``(section folder, name)`` for each backticked name in a table's first column."""
+    base, found = "", []
+    for line in page.read_text().splitlines():
+        heading = re.match(r"^## `([^`]+/)`", line)
+        if heading:
+            base = heading.group(1)
+        elif line.startswith("## "):
+            base = ""
+        elif line.startswith("| `"):
+            first = line.split("|")[1]
+            found += [(base, name) for name in re.findall(r"`([^`]+)`", first)]
+    return found
+
+
+def _exists(path: str) -> bool:
+    """A module may become a package and back (``x.py`` ↔ ``x/``) without the map lying."""
+    if any(c in path for c in "*?"):
+        return bool(list(REPO_ROOT.glob(path)))
+    stem = path.rstrip("/").removesuffix(".py")
+    return any((REPO_ROOT / p).exists() for p in (path, stem, f"{stem}.py"))
+
+
+def test_layout_names_only_paths_that_exist() -> None:
+    named = _named_paths(DOCS / "layout.md")
+    assert len(named) > 40, "docs/layout.md lost its tables"
+    missing = [base + name for base, name in named if not _exists(base + name)]
+    assert not missing, f"docs/layout.md names paths that are gone: {missing}"

@@ -16,7 +16,8 @@ from tuning.backends.sim import SimRig
 from tuning.budget import Policy
 from tuning.cli import cli
 from tuning.profile import load_profile
-from tuning.sweep import Sweep, SweepConfig, ThrottleEvent
+from tuning.sustained import ThrottleEvent
+from tuning.sweep import Sweep, SweepConfig
 from tuning.workloads import SimWorkload
 
 # one PSU whose circuit cannot carry both cards at stock caps (2 × 350 W + platform)

@@ -13,6 +13,7 @@ import yaml
 from pyinfra.context import ctx_host
 
 from deploys.gpu_settings import profile_matches_gpus, stale_profile_problem
+from tests.fact_values import from_json
 from tuning.backends.base import GpuInfo, rig_fingerprint
 
 A = "GPU-c1000000-0000-4000-8000-000000000001"
@@ -38,7 +39,7 @@ class FakeHost:
         self.noops: list[str] = []
 
     def get_fact(self, cls: type, *args: Any, **kwargs: Any) -> Any:
-        return json.loads(json.dumps(self.facts[cls.__name__]))
+        return from_json(cls, json.loads(json.dumps(self.facts[cls.__name__])))
 
     def noop(self, description: str) -> None:
         self.noops.append(description)
@@ -65,7 +66,9 @@ def profile(tmp_path: Path) -> Path:
 
 
 def _nvidia(gpus: list[dict[str, Any]], status: str = "ok") -> dict[str, Any]:
-    return {"NvidiaGpus": {"status": status, "message": None, "gpus": gpus}}
+    """The NvidiaGpus fact listing ``gpus`` in nvidia-smi's order (index 0, 1, …)."""
+    listed = [{"index": i, **gpu} for i, gpu in enumerate(gpus)]
+    return {"NvidiaGpus": {"status": status, "message": None, "gpus": listed}}
 
 
 def _run(profile: Path, facts: dict[str, Any], inventory: list[dict[str, Any]]) -> tuple:

@@ -12,6 +12,10 @@ this module converts to W and J at the seam.
 The exception class and the ``NVML_*`` constants are imported from the real module by name, so
 tests that replace ``tuning.backends.nvml.pynvml`` with an autospec'd mock still exercise the
 real error table and pass real constant values.
+
+One module on purpose (about 800 lines): it is one backend, and the choke point, the error
+table and every call through them must share the one ``pynvml`` name that tests patch —
+split across modules, a patched module would leave real NVML calls in the others.
 """
 
 from __future__ import annotations

@@ -22,6 +22,11 @@ The model, per GPU and step (f = SM clock / max SM clock):
 * **Measurement**: ``power_draw_w`` is the mean of the last second of steps (NVML's 1 s
   average) plus seeded Gaussian noise; temperatures read as whole degrees; tokens/s carries
   relative noise. Noise is drawn per step from the seed, so reads never disturb the trace.
+
+One module on purpose (about 670 lines): a :class:`SimGpu` is a view onto its
+:class:`SimRig`'s state arrays (index ``i`` of every vector the rig steps together), so the
+GPU, the rig's step and its readings are one piece of state; the rig file's schema and the
+presets live apart in :mod:`tuning.backends.sim_config`.
 """
 
 from __future__ import annotations

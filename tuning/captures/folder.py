@@ -47,6 +47,7 @@ from tuning.captures.records import GpuRecord
 from tuning.captures.smi_q import is_xml, parse_smi_q
 from tuning.captures.topo import TopoGpu, TopoMatrix, parse_topo
 from tuning.captures.values import clean_text
+from tuning.core.yamlsafe import YamlRefused, read_text_file
 
 _T = TypeVar("_T")
 
@@ -417,7 +418,7 @@ def _gpu_info(
     info = GpuInfo(
         index=slot.index,
         uuid=pick("uuid"),
-        name=pick("name"),
+        name=pick("name") or _first(*(d.product_name for d in slot.lspci)),
         pci_bus_id=bus_id,
         memory_total_mib=pick("memory_total_mib"),
         power_min_w=pick("power_min_w"),
@@ -462,15 +463,17 @@ def load_captures(directory: str | Path) -> CaptureSet:
         relative = path.relative_to(root).as_posix()
         if any(part.startswith(".") for part in path.relative_to(root).parts):
             continue
-        if not path.is_file():
+        if path.is_dir() and not path.is_symlink():
             continue
-        if path.stat().st_size > MAX_CAPTURE_BYTES:
+        if path.lstat().st_size > MAX_CAPTURE_BYTES:
             skipped.append(f"{relative}: larger than {MAX_CAPTURE_BYTES} bytes; ignored")
             continue
         try:
-            texts[relative] = path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError:
-            skipped.append(f"{relative}: not UTF-8 text; ignored")
+            # Regular files only (a FIFO would block, /proc/self/mem cannot be read), strict
+            # UTF-8, bounded: the one safe reader.
+            texts[relative] = read_text_file(path, "capture", allow_control=True)
+        except YamlRefused as refused:
+            skipped.append(f"{relative}: {refused.reason}; ignored")
     result = merge_captures(texts, name=root.resolve().name)
     return replace(
         result,

@@ -20,6 +20,7 @@ from tuning.backends import DEFAULT_RIG
 from tuning.backends.base import GpuInfo, LinkStatus, PcieLink, RigSnapshot
 from tuning.captures.folder import load_captures
 from tuning.captures.values import format_cpu_list
+from tuning.errors import ConfigError
 
 MIB_PER_GIB = 1024
 
@@ -226,6 +227,12 @@ def command(rig_spec: str | None, captures_dir: Path | None, as_json: bool) -> N
     if captures_dir is not None:
         captured = load_captures(captures_dir)
         snapshot, notes = captured.snapshot, captured.warnings
+        if not snapshot.gpus:
+            raise ConfigError(
+                f"{captures_dir}: no GPU in any capture; capture nvidia-smi -q (or "
+                "nvidia-smi --query-gpu=index,name,pci.bus_id,uuid --format=csv) on the machine"
+                + "".join(f"\n  {note}" for note in notes)
+            )
     else:
         # a simulated rig comes back with the caps earlier runs left on its "hardware"
         rig, _ = open_tuning_rig(rig_spec or DEFAULT_RIG)

@@ -31,10 +31,10 @@ from tuning.loop import (
     LoopConfig,
     LoopObserver,
     LoopResult,
-    SustainedRun,
     default_models_path,
 )
 from tuning.serving import unit_name
+from tuning.sustained import SustainedRun
 from tuning.workloads import WORKLOAD_CLASSES
 
 

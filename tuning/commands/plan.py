@@ -22,7 +22,7 @@ from inventory.models import load_models
 from tuning.apply.actuator import open_tuning_rig
 from tuning.backends import DEFAULT_RIG
 from tuning.backends.base import RigSnapshot
-from tuning.errors import ConfigError
+from tuning.errors import ConfigError, read_yaml_config
 from tuning.placement import Plan, load_profile_hints, plan
 
 #: Used when ``--models`` is not given and the file exists relative to the working directory.
@@ -163,7 +163,9 @@ def command(
 
 def _check_profile_matches(profile_path: Path, snapshot: RigSnapshot) -> None:
     """Refuse a profile tuned on other GPUs (its caps and temperatures would mislead)."""
-    data = yaml.safe_load(profile_path.read_text(encoding="utf-8")) or {}
+    data = read_yaml_config(profile_path, "profile").data or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{profile_path}: a profile is a YAML mapping; rerun rigforge sweep")
     tuned = (data.get("rig") or {}).get("fingerprint")
     if tuned and tuned != snapshot.fingerprint():
         raise ConfigError(

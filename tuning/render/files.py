@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from inventory.schema import HostConfig
+from tuning.core.power import POWER_LIMIT_TOLERANCE_W
 from tuning.core.profile import load_profile
 from tuning.render.environment import render
 
@@ -118,7 +119,11 @@ def cap_script(
     return FileSpec(
         dest=dest,
         template="usr/local/libexec/rigforge-gpu-settings.sh.j2",
-        context={"retries": retries, "retry_delay_s": retry_delay_s},
+        context={
+            "retries": retries,
+            "retry_delay_s": retry_delay_s,
+            "tolerance_w": POWER_LIMIT_TOLERANCE_W,
+        },
         name="GPU power-cap script (nvidia-smi, clamped, read back)",
         mode="755",
     )
