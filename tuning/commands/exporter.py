@@ -34,8 +34,9 @@ from tuning.exporter.xid import open_kernel_log
 from tuning.placement import Plan, load_plan
 from tuning.profile import Profile, load_profile
 
-#: The exporter's default port: the one utkuozdemir/nvidia_gpu_exporter registered on the
-#: Prometheus default-port wiki; rigforge replaces that exporter on such a box.
+#: The exporter's default listen address: utkuozdemir/nvidia_gpu_exporter's default port
+#: (``--web.listen-address=:9835``, its docs/CONFIGURE.md), the exporter rigforge's replaces
+#: on such a box, bound to localhost.
 DEFAULT_LISTEN = "127.0.0.1:9835"
 #: Where the cap-enforcement timer writes what it re-applied (read here, never written).
 ENFORCEMENT_STATE_NAME = "enforce.json"

@@ -66,7 +66,8 @@ _GPU_INTRO_RE = re.compile(r"NVRM: The NVIDIA GPU (?P<bus>[0-9a-fA-F:.]+)")
 _KMSG_HEADER_RE = re.compile(r"^\d+,\d+,\d+,[^;]*;")
 _KMSG_DICT_RE = re.compile(r"^ [A-Z_]+=")
 _HEX_ESCAPE_RE = re.compile(r"\\x([0-9a-fA-F]{2})")
-#: A multi-line "fallen off the bus" message names its GPU at most this many lines earlier.
+#: A multi-line "fallen off the bus" message names its GPU at most this many lines earlier
+#: (NVSentinel#155's driver 570 message: bus id on line 1, "fallen off the bus" on line 3).
 _INTRO_WINDOW_LINES = 3
 #: Unknown bus: an Xid or fallen-off message whose GPU could not be named.
 UNKNOWN_BUS = "unknown"
