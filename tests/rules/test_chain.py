@@ -1,0 +1,176 @@
+"""The chain without systemd: the real exporter process, a real Prometheus, the shipped rules.
+
+``rigforge exporter`` serves the simulated reference rig on 127.0.0.1; Debian's ``prometheus``
+binary scrapes it every second with the deploy's scrape config and evaluates the rules; the
+test asks Prometheus's HTTP API what it sees. Skips without the ``prometheus`` binary (Debian's
+``prometheus`` package). The CI target's version of this (units, timers, the engine) is the
+target tier's job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from deploys.monitoring import RULES_SOURCE
+from inventory.schema import HostConfig
+from tests.unit.test_exporter import write_profile
+from tuning.backends import open_rig
+from tuning.exporter.metrics import METRICS
+from tuning.render.files import prometheus_files
+
+PROMETHEUS = shutil.which("prometheus")
+pytestmark = pytest.mark.skipif(
+    PROMETHEUS is None, reason="prometheus not found (Debian's 'prometheus' package)"
+)
+#: What the simulated rig does not model, so it never writes these series: ECC (the presets
+#: carry none), the memory clock, and read errors (a simulated GPU never fails a read).
+NOT_FROM_SIM = {
+    "rigforge_gpu_ecc_enabled",
+    "rigforge_gpu_ecc_errors_total",
+    "rigforge_gpu_memory_clock_hertz",
+    "rigforge_gpu_read_errors_total",
+}
+DEADLINE_S = 60.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait(what: str, check: Callable[[], Any], deadline_s: float = DEADLINE_S) -> Any:
+    """Poll ``check`` until it returns something truthy; fail naming ``what``."""
+    end = time.monotonic() + deadline_s
+    last: Any = None
+    while time.monotonic() < end:
+        try:
+            last = check()
+        except httpx.TransportError as error:
+            last = error
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(0.5)
+    pytest.fail(f"timed out waiting for {what}; last answer: {last!r}")
+
+
+@pytest.fixture
+def chain(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    rig = open_rig("sim:reference")
+    uuid = rig.gpus[0].uuid
+    exporter_port, prometheus_port, engine_port = _free_port(), _free_port(), _free_port()
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        "schema_version: 1\nplacements:\n"
+        f"  - {{model: m, engine: vllm, gpus: [{uuid}], tp: 1, pp: 1, port: {engine_port}}}\n"
+    )
+    kernel_log = tmp_path / "kern.log"
+    kernel_log.write_text("")
+    record = tmp_path / "enforce.json"
+    record.write_text(json.dumps({"reapplied": {uuid: 1}, "last_run_unix_s": 1764650000}))
+    profile = tmp_path / "profile.yaml"
+    write_profile(profile, {0: 280})
+    exporter = subprocess.Popen(
+        [sys.executable, "-m", "tuning.cli", "exporter", "--listen",
+         f"127.0.0.1:{exporter_port}", "--plan", str(plan), "--kernel-log", str(kernel_log),
+         "--enforcement-state", str(record), "--sim-workload", "decode", "--profile",
+         str(profile)],
+        env={**os.environ, "RIGFORGE_STATE_DIR": str(tmp_path / "state")},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    config = HostConfig.model_validate(
+        {
+            "ssh": {"host": "127.0.0.1"},
+            "serving": {"plan": str(plan)},
+            "monitoring": {
+                "exporter": True,
+                "prometheus": True,
+                "listen": f"127.0.0.1:{exporter_port}",
+                "scrape_interval_s": 1,
+            },
+        }
+    )
+    document = yaml.safe_load(prometheus_files(config)[0].render())
+    document["rule_files"] = [str(RULES_SOURCE)]  # the deploy installs it under /etc/prometheus
+    prometheus_yml = tmp_path / "prometheus.yml"
+    prometheus_yml.write_text(yaml.safe_dump(document))
+    assert PROMETHEUS is not None
+    prometheus = subprocess.Popen(
+        [PROMETHEUS, f"--config.file={prometheus_yml}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{prometheus_port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        yield {
+            "api": f"http://127.0.0.1:{prometheus_port}/api/v1",
+            "kernel_log": kernel_log,
+            "uuid": uuid,
+        }
+    finally:
+        for process in (prometheus, exporter):
+            process.send_signal(signal.SIGTERM)
+        for process in (prometheus, exporter):
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _query(api: str, expr: str) -> list[dict[str, Any]]:
+    answer = httpx.get(f"{api}/query", params={"query": expr}, timeout=5).json()
+    return list(answer["data"]["result"])
+
+
+def _firing(api: str, name: str) -> list[dict[str, Any]]:
+    alerts = httpx.get(f"{api}/alerts", timeout=5).json()["data"]["alerts"]
+    return [a for a in alerts if a["labels"]["alertname"] == name and a["state"] == "firing"]
+
+
+def test_prometheus_scrapes_every_series_and_an_xid_fires_the_alert(
+    chain: dict[str, Any],
+) -> None:
+    """``up == 1``; every documented metric the simulated rig can produce is in Prometheus;
+    an Xid 79 line appended to the kernel log fires RigforgeGpuFellOffBus for that bus id
+    (no ``for``: at the next evaluation), with no restart of anything."""
+    api = chain["api"]
+    up = _wait("up{job='rigforge'} == 1", lambda: _query(api, 'up{job="rigforge"} == 1'))
+    assert len(up) == 1
+    wanted = {m.name for m in METRICS} - NOT_FROM_SIM
+
+    def missing() -> set[str]:
+        found = {
+            r["metric"]["__name__"]
+            for r in _query(api, 'count by (__name__) ({__name__=~"rigforge_.+"})')
+        }
+        return wanted - found
+
+    end = time.monotonic() + DEADLINE_S
+    while gaps := missing():
+        if time.monotonic() > end:
+            pytest.fail(f"Prometheus never saw {sorted(gaps)}")
+        time.sleep(0.5)
+    assert _firing(api, "RigforgeGpuFellOffBus") == []
+    with chain["kernel_log"].open("a") as handle:
+        handle.write("[ 99.1] NVRM: Xid (PCI:0000:21:00): 79, GPU has fallen off the bus\n")
+    (alert,) = _wait("RigforgeGpuFellOffBus", lambda: _firing(api, "RigforgeGpuFellOffBus"))
+    assert alert["labels"]["pci_bus_id"] == "0000:21:00.0"
+    assert alert["labels"]["code"] == "79"
+    # the engine's own /metrics is a scrape target too (nothing listens there: it is down)
+    engines = _query(api, 'up{job="rigforge-engines"}')
+    assert [(r["metric"]["model"], r["value"][1]) for r in engines] == [("m", "0")]
