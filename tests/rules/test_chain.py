@@ -18,7 +18,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -68,8 +67,11 @@ def _wait(what: str, check: Callable[[], Any], deadline_s: float = DEADLINE_S) -
     pytest.fail(f"timed out waiting for {what}; last answer: {last!r}")
 
 
-@pytest.fixture
-def chain(tmp_path: Path) -> Iterator[dict[str, Any]]:
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """One exporter and one Prometheus for the module (each start costs seconds); the tests
+    touch different series (the kernel log; the caps)."""
+    tmp_path = tmp_path_factory.mktemp("chain")
     rig = open_rig("sim:reference")
     uuid = rig.gpus[0].uuid
     exporter_port, prometheus_port, engine_port = _free_port(), _free_port(), _free_port()
@@ -83,7 +85,8 @@ def chain(tmp_path: Path) -> Iterator[dict[str, Any]]:
     record = tmp_path / "enforce.json"
     record.write_text(json.dumps({"reapplied": {uuid: 1}, "last_run_unix_s": 1764650000}))
     profile = tmp_path / "profile.yaml"
-    write_profile(profile, {0: 280})
+    # psu-a's three cards capped (their stock caps exceed circuit-a's budget)
+    uuids = write_profile(profile, {0: 280, 1: 250, 2: 300})
     exporter = subprocess.Popen(
         [sys.executable, "-m", "tuning.cli", "exporter", "--listen",
          f"127.0.0.1:{exporter_port}", "--plan", str(plan), "--kernel-log", str(kernel_log),
@@ -120,7 +123,10 @@ def chain(tmp_path: Path) -> Iterator[dict[str, Any]]:
         yield {
             "api": f"http://127.0.0.1:{prometheus_port}/api/v1",
             "kernel_log": kernel_log,
-            "uuid": uuid,
+            "profile": profile,
+            "record": record,
+            "state": tmp_path / "state",
+            "uuids": uuids,
         }
     finally:
         for process in (prometheus, exporter):
@@ -174,3 +180,42 @@ def test_prometheus_scrapes_every_series_and_an_xid_fires_the_alert(
     # the engine's own /metrics is a scrape target too (nothing listens there: it is down)
     engines = _query(api, 'up{job="rigforge-engines"}')
     assert [(r["metric"]["model"], r["value"][1]) for r in engines] == [("m", "0")]
+
+
+def _rule_expr(alert: str) -> str:
+    groups = yaml.safe_load(RULES_SOURCE.read_text())["groups"]
+    return next(r["expr"] for g in groups for r in g["rules"] if r["alert"] == alert)
+
+
+def test_cap_drift_shows_then_clears_after_enforcement(chain: dict[str, Any]) -> None:
+    """The simulated cards start at their stock limits, not the profile's caps: the cap-drift
+    rule's expression names exactly the three profiled GPUs. ``rigforge apply --record`` (what
+    the enforcement timer runs) puts the caps on; the next scrapes show no drift and the
+    enforcement count. (The alert's own ``for: 10m`` is promtool's to test.)"""
+    api, uuids = chain["api"], set(chain["uuids"].values())
+    drift = _rule_expr("RigforgeGpuCapDrift")
+    drifting = _wait("cap drift", lambda: {r["metric"]["uuid"] for r in _query(api, drift)})
+    assert drifting == uuids
+    applied = subprocess.run(
+        [sys.executable, "-m", "tuning.cli", "apply", str(chain["profile"]), "--rig",
+         "sim:reference", "--record", str(chain["record"])],
+        env={**os.environ, "RIGFORGE_STATE_DIR": str(chain["state"])},
+        capture_output=True,
+        text=True,
+        check=False,
+    )  # fmt: skip
+    assert applied.returncode == 0, applied.stderr
+    _wait("no drift after enforcement", lambda: _query(api, drift) == [])
+    first = chain["uuids"][0]  # the fixture's record already counted one re-apply for it
+
+    def counts() -> dict[str, str] | None:
+        found = {
+            r["metric"]["uuid"]: r["value"][1]
+            for r in _query(api, "rigforge_cap_enforcement_reapplied_total")
+        }
+        return found if found.get(first) == "2" else None
+
+    assert _wait("the enforcement count", counts) == {
+        first: "2",
+        **{u: "1" for u in uuids - {first}},
+    }
