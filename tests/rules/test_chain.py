@@ -80,6 +80,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         "schema_version: 1\nplacements:\n"
         f"  - {{model: m, engine: vllm, gpus: [{uuid}], tp: 1, pp: 1, port: {engine_port}}}\n"
     )
+    control = tmp_path / "sim-control.json"  # the rig's room, changed while it runs
     kernel_log = tmp_path / "kern.log"
     kernel_log.write_text("")
     record = tmp_path / "enforce.json"
@@ -91,7 +92,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         [sys.executable, "-m", "tuning.cli", "exporter", "--listen",
          f"127.0.0.1:{exporter_port}", "--plan", str(plan), "--kernel-log", str(kernel_log),
          "--enforcement-state", str(record), "--sim-workload", "decode", "--profile",
-         str(profile)],
+         str(profile), "--sim-speed", "600", "--sim-control", str(control)],
         env={**os.environ, "RIGFORGE_STATE_DIR": str(tmp_path / "state")},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -124,6 +125,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             "api": f"http://127.0.0.1:{prometheus_port}/api/v1",
             "kernel_log": kernel_log,
             "profile": profile,
+            "control": control,
             "record": record,
             "state": tmp_path / "state",
             "uuids": uuids,
@@ -219,3 +221,25 @@ def test_cap_drift_shows_then_clears_after_enforcement(chain: dict[str, Any]) ->
         first: "2",
         **{u: "1" for u in uuids - {first}},
     }
+
+
+def test_sim_driven_hot_and_a_dead_engine_through_prometheus(chain: dict[str, Any]) -> None:
+    """The room changed through the control file while everything runs (the rig runs 600x
+    real time): at 15 °C no card throttles; at 45 °C the thermal-slowdown rule's expression
+    comes to name the README's hot card,
+    the A6000 in slot 5 (0000:61:00.0); the planned engine, which nothing serves, is named by
+    the serving-down rule's expression."""
+    api = chain["api"]
+    thermal = _rule_expr("RigforgeGpuThermalSlowdown")
+    # first a cool room: no card clocks down against heat
+    chain["control"].write_text(json.dumps({"workload": "decode", "ambient_c": 15}))
+    _wait("no thermal slowdown in a 15 °C room", lambda: _query(api, thermal) == [])
+    chain["control"].write_text(json.dumps({"workload": "decode", "ambient_c": 45}))
+
+    def hot_buses() -> set[str]:
+        found = {r["metric"]["pci_bus_id"] for r in _query(api, thermal)}
+        return found if "0000:61:00.0" in found else set()
+
+    assert "0000:61:00.0" in _wait("thermal slowdown on the slot-5 A6000", hot_buses)
+    down = _query(api, _rule_expr("RigforgeServingDown"))
+    assert [(r["metric"]["model"], r["metric"]["engine"]) for r in down] == [("m", "vllm")]
