@@ -33,8 +33,8 @@ from deploys.util import (
     snapshot,
     unit_removed,
 )
-from tuning.backends.base import GpuInfo, rig_fingerprint
-from tuning.errors import read_yaml_config
+from tuning.core.profile import load_profile, profile_mismatch
+from tuning.core.rig import GpuInfo
 from tuning.render.files import (
     CAP_RETRIES,
     CAP_RETRY_DELAY_S,
@@ -66,48 +66,24 @@ def stale_profile_problem(
 
     ``host_gpus``: the host's GPUs as :class:`NvidiaGpus` reports them (or the inventory's
     list): ``uuid`` and, for the fingerprint, ``name``, ``pci_bus_id``, ``memory_total_mib``.
-    Stale when a profiled UUID is missing on the host, the host has a GPU the profile never
-    tuned, or (same UUIDs) the profile's ``rig.fingerprint`` differs from the host's — a card
-    moved slot or was renamed. The sentence names the fix: ``rigforge sweep --host NAME``.
+    The check is the one stale-profile check, :func:`tuning.core.profile.profile_mismatch`;
+    the sentence names the fix: ``rigforge sweep --host NAME``.
     """
     path = Path(profile_path)
-    data = read_yaml_config(path, "profile").data or {}
-    tuned = [str(g["uuid"]) for g in data.get("gpus") or []]
-    gpus = list(host_gpus)
-    present = [str(g.get("uuid") or "") for g in gpus]
-    lower = {u.lower() for u in present}
-    missing = [u for u in tuned if u.lower() not in lower]
-    new = [u for u in present if u and u.lower() not in {t.lower() for t in tuned}]
-    fix = f"re-run rigforge sweep --host {host_name}"
-    if missing or new:
-        parts = []
-        if missing:
-            parts.append(f"{', '.join(missing)} missing")
-        if new:
-            parts.append(f"{', '.join(new)} not tuned")
-        return (
-            f"profile {path.name} was tuned on a different set of GPUs: {'; '.join(parts)}; {fix}"
+    gpus = [
+        GpuInfo(
+            index=i,
+            uuid=str(g.get("uuid") or "") or None,
+            name=str(g["name"]) if g.get("name") else None,
+            pci_bus_id=str(g["pci_bus_id"]) if g.get("pci_bus_id") else None,
+            memory_total_mib=int(g["memory_total_mib"]) if g.get("memory_total_mib") else None,
         )
-    rig = data.get("rig")
-    expected = rig.get("fingerprint") if isinstance(rig, dict) else None
-    keys = ("uuid", "name", "pci_bus_id", "memory_total_mib")
-    if expected and gpus and all(g.get(k) for g in gpus for k in keys):
-        actual = rig_fingerprint(
-            GpuInfo(
-                index=i,
-                uuid=str(g["uuid"]),
-                name=str(g["name"]),
-                pci_bus_id=str(g["pci_bus_id"]),
-                memory_total_mib=int(g["memory_total_mib"]),
-            )
-            for i, g in enumerate(gpus)
-        )
-        if actual != expected:
-            return (
-                f"profile {path.name} was tuned on rig {expected} but the GPUs on this host "
-                f"are {actual} (a GPU moved slot, was renamed or resized); {fix}"
-            )
-    return None
+        for i, g in enumerate(host_gpus)
+    ]
+    problem = profile_mismatch(load_profile(path), gpus)
+    if problem is None:
+        return None
+    return f"profile {path.name} {problem}; re-run rigforge sweep --host {host_name}"
 
 
 @operation()

@@ -184,7 +184,10 @@ def put_files(
     user: str = "root",
     group: str = "root",
 ) -> dict[str, str]:
-    """Put those of ``specs`` that differ from the host's; mark ``step`` owed first if any does.
+    """Put those of ``specs`` that differ from the host's; mark ``step`` owed first if new content.
+
+    A mode or owner difference alone is put (chmod/chown) but owes no follow-up: the step
+    (``update-grub``, a restart) reads the content.
 
     ``snap``: the concern's plan-time :func:`snapshot` holding every ``spec.dest``; a file it
     shows already right (content, mode, owner) gets a no-op line instead of a ``files.put``

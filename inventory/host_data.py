@@ -1,7 +1,9 @@
-"""Where ``rigforge sweep --host`` / ``rigforge plan --host`` write a host's files.
+"""Where ``rigforge sweep --host`` / ``plan --host`` / ``links --host`` write a host's files.
 
 ``INVENTORY_DIR/host_data/HOST/{profile,plan}.yaml``: an inventory host entry that sets no
 ``power.profile`` (or ``serving.plan``) uses these files, so the next deploy picks them up.
+``links.yaml`` beside them is what ``rigforge links`` measured (the verify suite compares a new
+measurement with it).
 """
 
 from __future__ import annotations

@@ -26,7 +26,6 @@ No pyinfra import, no network.
 from __future__ import annotations
 
 import difflib
-import math
 import re
 import sys
 import typing
@@ -47,10 +46,10 @@ from inventory.schema import (
     check_host,
     check_placements,
 )
-from tuning.core.checks import api_key_problem, gpu_id_problem, is_placeholder_secret
-from tuning.core.limits import MAX_GPU_POWER_W
-from tuning.core.profile import duplicate_uuid_problem
-from tuning.core.rig import GpuInfo, rig_fingerprint
+from tuning.core.checks import api_key_problem, is_placeholder_secret
+from tuning.core.plan import parse_plan
+from tuning.core.profile import parse_profile, profile_mismatch
+from tuning.core.rig import GpuInfo
 from tuning.core.yamlsafe import YamlDocument, YamlRefused, parse_yaml, read_text_file
 from tuning.errors import ConfigError, yaml_path
 
@@ -468,90 +467,43 @@ def _read_side_file(
 
 
 def _profile_checks(label: str, cfg: HostConfig, path: Path) -> list[Issue]:
-    """The tuner profile fits the listed GPUs: UUIDs, caps in range, budgets, fingerprint."""
+    """The tuner profile is one (the one loader) and fits the listed GPUs: caps in range,
+    budgets, and the one stale-profile check (UUIDs, fingerprint)."""
     data, issues = _read_side_file(label, path, "profile")
     if data is None:
         return issues
-    entries = data.get("gpus")
-    if not isinstance(entries, list):
-        return [Issue(label, f"profile {path.name} has no gpus list (gpus[].uuid, gpus[].cap_w)")]
-    listed = cfg.gpus != "discover"
+    try:
+        profile = parse_profile(data, path.name)
+    except ConfigError as error:
+        return [Issue(label, f"profile {line}") for line in str(error).splitlines()]
+    if cfg.gpus == "discover":
+        return []
     gpus = cfg.gpu_list
     caps: dict[int, float] = {}
-    duplicate = duplicate_uuid_problem([e.get("uuid") for e in entries if isinstance(e, dict)])
-    if duplicate:
-        issues.append(Issue(label, f"profile {path.name} {duplicate}"))
-    for i, entry in enumerate(entries):
-        where = f"{path.name} gpus[{i}]"
-        if not isinstance(entry, dict) or "uuid" not in entry:
-            issues.append(Issue(label, f"{where} has no uuid"))
-            continue
-        problem = gpu_id_problem(entry["uuid"], strict=False)
-        if problem:
-            issues.append(Issue(label, f"{where}.uuid: {problem}"))
-            continue
-        cap = entry.get("cap_w")
-        if cap is not None and (
-            isinstance(cap, bool)
-            or not isinstance(cap, int | float)
-            or not math.isfinite(cap)
-            or not 0 < cap <= MAX_GPU_POWER_W
-        ):
-            issues.append(
-                Issue(
-                    label,
-                    f"{where}.cap_w {cap!r} is not a number of watts (finite, above 0, at most "
-                    f"{MAX_GPU_POWER_W:g})",
-                )
-            )
-            continue
-        if not listed:
-            continue
-        gpu = cfg.gpu(str(entry["uuid"]))
+    for i, entry in enumerate(profile.gpus):
+        gpu = cfg.gpu(entry.uuid)
         if gpu is None:
-            issues.append(
-                Issue(
-                    label,
-                    f"{where}.uuid {entry['uuid']} is not in this host's gpus; the profile was "
-                    "made on another rig (re-run rigforge sweep)",
-                )
-            )
-            continue
-        if cap is not None:
-            caps[gpus.index(gpu)] = float(cap)
-            for issue in check_cap(label, float(cap), gpu):
-                issues.append(Issue(label, f"{where}.cap_w: {issue.message}"))
+            continue  # named by the stale-profile check below
+        caps[gpus.index(gpu)] = entry.cap_w
+        for issue in check_cap(label, entry.cap_w, gpu):
+            issues.append(Issue(label, f"{path.name} gpus[{i}].cap_w: {issue.message}"))
     if caps:
         issues += check_budget(
             label.rsplit(".power", 1)[0], cfg, caps, f"profile caps from {path.name}"
         )
-    expected = (
-        (data.get("rig") or {}).get("fingerprint") if isinstance(data.get("rig"), dict) else None
-    )
-    if (
-        expected
-        and listed
-        and gpus
-        and all(g.uuid and g.name and g.pci_bus_id and g.memory_total_mib for g in gpus)
-    ):
-        actual = rig_fingerprint(
-            GpuInfo(
-                index=i,
-                uuid=g.uuid,
-                name=g.name,
-                pci_bus_id=g.pci_bus_id,
-                memory_total_mib=g.memory_total_mib,
-            )
-            for i, g in enumerate(gpus)
+    listed = [
+        GpuInfo(
+            index=i,
+            uuid=g.uuid,
+            name=g.name,
+            pci_bus_id=g.pci_bus_id,
+            memory_total_mib=g.memory_total_mib,
         )
-        if actual != expected:
-            issues.append(
-                Issue(
-                    label,
-                    f"profile {path.name} was tuned on rig {expected} but the listed GPUs are "
-                    f"{actual} (a GPU was swapped, moved or renamed); re-run rigforge sweep",
-                )
-            )
+        for i, g in enumerate(gpus)
+    ]
+    problem = profile_mismatch(profile, listed)
+    if problem:
+        issues.append(Issue(label, f"profile {path.name} {problem}; re-run rigforge sweep"))
     return issues
 
 
@@ -564,10 +516,16 @@ def _plan_checks(label: str, cfg: HostConfig, path: Path) -> list[Issue]:
     if not isinstance(placements, list):
         return [Issue(label, f"plan {path.name} has no placements list")]
     rows = [p if isinstance(p, dict) else {} for p in placements]
-    return [
+    issues = [
         Issue(label, f"{path.name} {i.path}: {i.message}")
         for i in check_placements("placements", cfg, rows, "placements")
     ]
+    if not issues:
+        try:  # what the deploy will read: the one plan loader must accept it too
+            parse_plan(data, path.name)
+        except ConfigError as error:
+            issues = [Issue(label, line) for line in str(error).splitlines()]
+    return issues
 
 
 # --------------------------------------------------------------------------------------------

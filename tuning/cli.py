@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, str] = {
     "restore": "restore",
     "plan": "plan",
     "loop": "loop",
+    "links": "links",
     "exporter": "exporter",
 }
 

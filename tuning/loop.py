@@ -266,13 +266,23 @@ class LoopResult:
 
     @property
     def tuned_ok(self) -> bool:
-        """The tuned config ran without a throttle event with every circuit inside budget."""
-        return self.tuned.throttle_events == 0 and self.tuned.circuits_within_budget
+        """The tuned config ran without a throttle event with every circuit inside its budget
+        and every PSU inside its rating."""
+        return (
+            self.tuned.throttle_events == 0
+            and self.tuned.circuits_within_budget
+            and self.tuned.psus_within_rating
+        )
 
     @property
     def stock_problem(self) -> bool:
-        """Stock showed what tuning is for: throttling or a circuit over budget."""
-        return self.stock.throttle_events > 0 or not self.stock.circuits_within_budget
+        """Stock showed what tuning is for: throttling, a circuit over budget or a PSU over
+        its rating."""
+        return (
+            self.stock.throttle_events > 0
+            or not self.stock.circuits_within_budget
+            or not self.stock.psus_within_rating
+        )
 
     def circuits_json(self) -> list[dict[str, Any]]:
         tuned = {c.name: c for c in self.tuned.circuits}

@@ -1206,12 +1206,26 @@ def _unplaced_reason(problem: Problem, i: int, solution: Solution) -> str:
             + "); run 'rigforge sweep' and plan with --profile for lower caps"
         )
     holders = set()
+    used = 0
     for j, choice in enumerate(solution.choice):
         if choice is None or j == i:
             continue
         mask = problem.options[j][choice].mask
+        used |= mask
         if any(o.mask & mask for o in options):
             holders.add(problem.units[j].label)
+    free = [o for o in options if not o.mask & used]
+    over = [o for o in free if not problem.power_ok[used | o.mask]]
+    if free and len(over) == len(free):
+        # GPUs are free, but the rig cannot power them next to the models already placed.
+        violations = power_violations(
+            problem.gpus, problem.psus, problem.circuits, used | over[0].mask
+        )
+        return (
+            "GPUs it fits on are free, but running it there next to the placed models breaks "
+            "the power budget (" + "; ".join(violations) + "); run 'rigforge sweep' and plan "
+            "with --profile for lower caps, or lower its priority's competitors"
+        )
     if holders:
         return (
             "every GPU set it fits on is taken by models placed first ("

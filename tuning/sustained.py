@@ -237,6 +237,47 @@ class CircuitLoad:
 
 
 @dataclass(frozen=True)
+class PsuLoad:
+    """DC load on one PSU over a run vs its rating. Units: W (DC).
+
+    ``at_caps_w``: the DC load if every GPU on the PSU drew its full cap, plus platform.
+    """
+
+    name: str
+    rating_w: float
+    mean_w: float
+    peak_w: float
+    at_caps_w: float
+
+    @property
+    def peak_pct(self) -> float:
+        """Peak load as a percentage of the rating. Units: %."""
+        return 100.0 * self.peak_w / self.rating_w if self.rating_w > 0 else 0.0
+
+    @property
+    def at_caps_pct(self) -> float:
+        """Load at full caps as a percentage of the rating. Units: %."""
+        return 100.0 * self.at_caps_w / self.rating_w if self.rating_w > 0 else 0.0
+
+    @property
+    def within_rating(self) -> bool:
+        """Whether even the peak stayed inside the PSU's rating."""
+        return self.peak_w <= self.rating_w
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "rating_w": round(self.rating_w, 1),
+            "mean_w": round(self.mean_w, 1),
+            "peak_w": round(self.peak_w, 1),
+            "peak_pct": round(self.peak_pct, 1),
+            "within_rating": self.within_rating,
+            "at_caps_w": round(self.at_caps_w, 1),
+            "at_caps_pct": round(self.at_caps_pct, 1),
+        }
+
+
+@dataclass(frozen=True)
 class SustainedRun:
     """Every GPU loaded at fixed caps for ``seconds`` of rig time, measured."""
 
@@ -244,6 +285,7 @@ class SustainedRun:
     seconds: float
     gpus: tuple[GpuRun, ...]
     circuits: tuple[CircuitLoad, ...]
+    psus: tuple[PsuLoad, ...] = ()
 
     @property
     def caps_w(self) -> dict[str, float]:
@@ -286,6 +328,10 @@ class SustainedRun:
     def circuits_within_budget(self) -> bool:
         return all(c.within_budget for c in self.circuits)
 
+    @property
+    def psus_within_rating(self) -> bool:
+        return all(p.within_rating for p in self.psus)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "label": self.label,
@@ -300,6 +346,8 @@ class SustainedRun:
             "circuits_within_budget": self.circuits_within_budget,
             "gpus": [g.to_json() for g in self.gpus],
             "circuits": [c.to_json() for c in self.circuits],
+            "psus_within_rating": self.psus_within_rating,
+            "psus": [p.to_json() for p in self.psus],
         }
 
 
@@ -347,6 +395,8 @@ def sustained_run(
     draw_sum = dict.fromkeys(uuids, 0.0)
     wall_sum = [0.0] * len(budget.circuits)
     wall_peak = [0.0] * len(budget.circuits)
+    dc_sum = {p.name: 0.0 for p in budget.psus}
+    dc_peak = {p.name: 0.0 for p in budget.psus}
     n = 0
     report_every = max(1, round(60.0 / sample_period_s))
     try:
@@ -359,6 +409,9 @@ def sustained_run(
             for uuid, sample in samples.items():
                 draws[uuid] = sample.power_draw_w or 0.0
                 draw_sum[uuid] += draws[uuid]
+            for name, dc_w in budget.psu_dc_w(draws).items():
+                dc_sum[name] += dc_w
+                dc_peak[name] = max(dc_peak[name], dc_w)
             for k, wall_w in enumerate(_circuit_walls_w(rig, budget, draws)):
                 wall_sum[k] += wall_w
                 wall_peak[k] = max(wall_peak[k], wall_w)
@@ -406,6 +459,18 @@ def sustained_run(
         )
         for k, c in enumerate(budget.circuits)
     )
+    psus = tuple(
+        PsuLoad(
+            name=p.name,
+            rating_w=p.rating_w,
+            mean_w=dc_sum[p.name] / max(n, 1),
+            peak_w=dc_peak[p.name],
+            at_caps_w=at_caps[f"psu:{p.name}"] * p.rating_w,
+        )
+        for p in budget.psus
+    )
     if progress is not None:
         progress(label, elapsed, duration_s)
-    return SustainedRun(label=label, seconds=elapsed, gpus=tuple(runs), circuits=circuits)
+    return SustainedRun(
+        label=label, seconds=elapsed, gpus=tuple(runs), circuits=circuits, psus=psus
+    )

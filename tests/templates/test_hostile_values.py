@@ -169,6 +169,12 @@ FIELDS: list[Field] = [
         "nvpd",
         "exec",
     ),
+    Field(
+        "profile.d: CUDA version",
+        lambda v: specs.cuda_profile(v).render(),
+        "12.8",
+        "script",
+    ),
     Field("cap script: retries", lambda v: specs.cap_script(retries=v).render(), 3, "script"),
     Field(
         "cap script: retry delay", lambda v: specs.cap_script(retry_delay_s=v).render(), 2, "script"

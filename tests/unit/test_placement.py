@@ -150,7 +150,11 @@ def test_power_budget_limits_how_many_gpus_run() -> None:
     # 100 W platform + 2×400 W + 30 W idle = 930 W fits 1000 W; three at 400 W do not
     result = plan(power_rig(400), models_file(model("a"), model("b"), model("c")))
     assert len(result.placements) == 2
-    assert "power" in result.unplaced[0].reason or "taken" in result.unplaced[0].reason
+    # GPU-2 is free: the cause is the budget (100 + 3×400 = 1300 W > 1000 W), not the others
+    reason = result.unplaced[0].reason
+    assert "free" in reason
+    assert "breaks the power budget" in reason
+    assert "taken by" not in reason
 
 
 def test_profile_caps_lift_the_power_limit() -> None:

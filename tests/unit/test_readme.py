@@ -8,6 +8,7 @@ the profile and plan files carry.
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
@@ -142,3 +143,32 @@ def test_layout_names_only_paths_that_exist() -> None:
     assert len(named) > 40, "docs/layout.md lost its tables"
     missing = [base + name for base, name in named if not _exists(base + name)]
     assert not missing, f"docs/layout.md names paths that are gone: {missing}"
+
+
+def test_what_you_will_see_is_what_rigforge_loop_prints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's stock-vs-tuned table is the summary of a fresh ``rigforge loop`` (its
+    defaults: sim:reference, 30 simulated minutes, seed 0), row for row, and so are the
+    figures its prose quotes."""
+    from rich.console import Console
+
+    from tuning.commands.loop import render_summary
+    from tuning.loop import LoopConfig, run_loop
+
+    monkeypatch.setenv("RIGFORGE_STATE_DIR", str(tmp_path / "state"))
+    result = run_loop(LoopConfig(out=tmp_path / "out", plots=False))
+    console = Console(file=io.StringIO(), width=100, no_color=True)
+    render_summary(result, console)
+    printed = [ln.rstrip() for ln in console.file.getvalue().splitlines()]  # type: ignore[attr-defined]
+    start = next(i for i, ln in enumerate(printed) if "stock vs tuned" in ln)
+    end = next(i for i in range(start, len(printed)) if printed[i].startswith("└"))
+    table = "\n".join(printed[start : end + 1])
+    text = README.read_text()
+    assert f"```\n{table}\n```" in text, f"README.md's summary is stale; it now reads:\n{table}"
+    prose = " ".join(text.split())
+    stock, tuned = result.stock, result.tuned
+    assert f"stock throttles {stock.throttle_events} times" in prose
+    assert f"tuned has {tuned.throttle_events} throttle events" in prose
+    gain_pct = round((tuned.tokens_per_joule / stock.tokens_per_joule - 1) * 100)
+    assert f"{gain_pct} % more tokens per joule" in prose

@@ -164,9 +164,16 @@ def ci_target() -> tuple[Expected, dict[str, str]]:
     return expected, units
 
 
+#: Every example host that serves something: the CI targets and the reference box.
+SERVING_HOSTS = [("ci.yaml", "ci-target"), ("ci-two.yaml", "ws-a"), ("reference.yaml", "ws1")]
+
+
 @pytest.mark.parametrize("check", FILE_CHECKS, ids=lambda c: c.__name__)
-def test_serving_checks_pass_on_the_rendered_units(ci_target, check) -> None:
-    expected, units = ci_target
+@pytest.mark.parametrize(("file", "name"), SERVING_HOSTS, ids=[n for _, n in SERVING_HOSTS])
+def test_serving_checks_pass_on_the_rendered_units(file: str, name: str, check) -> None:
+    expected = host_config(file, name)
+    assert expect.served(expected.config), f"{name} serves nothing"
+    units = render_serving_units(expected.config.serving, host_config=expected.config)
     check(FileHost(dict(units)), expected)
 
 
@@ -215,6 +222,7 @@ def test_every_verify_module_is_one_concern() -> None:
         "test_driver.py",
         "test_gpu_settings.py",
         "test_irqs.py",
+        "test_links.py",
         "test_packages.py",
         "test_pcie.py",
         "test_secrets.py",

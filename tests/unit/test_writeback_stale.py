@@ -14,7 +14,9 @@ from pyinfra.context import ctx_host
 
 from deploys.gpu_settings import profile_matches_gpus, stale_profile_problem
 from tests.fact_values import from_json
+from tests.profiles import profile_document
 from tuning.backends.base import GpuInfo, rig_fingerprint
+from tuning.errors import ConfigError
 
 A = "GPU-c1000000-0000-4000-8000-000000000001"
 B = "GPU-c1000000-0000-4000-8000-000000000002"
@@ -53,15 +55,9 @@ def profile(tmp_path: Path) -> Path:
         for i, g in enumerate(GPUS)
     )
     path = tmp_path / "profile.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "schema_version": 1,
-                "rig": {"name": "ci", "fingerprint": fingerprint},
-                "gpus": [{"uuid": A, "cap_w": 240}, {"uuid": B, "cap_w": 250}],
-            }
-        )
-    )
+    caps = {A: 240.0, B: 250.0}
+    rows = [(g["uuid"], g["name"], g["pci_bus_id"], caps[g["uuid"]]) for g in GPUS]
+    path.write_text(yaml.safe_dump(profile_document(rows, fingerprint)))
     return path
 
 
@@ -104,7 +100,7 @@ def test_a_new_gpu_the_profile_never_tuned_is_refused(profile: Path) -> None:
 def test_moved_gpu_changes_the_fingerprint_and_is_refused(profile: Path) -> None:
     moved = [_gpu(A, "00000000:41:00.0"), _gpu(B, "00000000:61:00.0")]
     commands, _ = _run(profile, _nvidia(moved), GPUS)
-    assert "but the GPUs on this host are sha256:" in commands[0]
+    assert "but the GPUs here are sha256:" in commands[0]
 
 
 @pytest.mark.parametrize("status", ["no_nvidia_smi", "driver_not_loaded"])
@@ -119,7 +115,10 @@ def test_without_gpu_facts_a_stale_inventory_list_is_refused(profile: Path) -> N
     assert f"{B} missing" in commands[0]
 
 
-def test_profile_without_fingerprint_is_checked_by_uuid_only(tmp_path: Path) -> None:
+def test_a_file_that_is_not_a_profile_is_refused_not_compared(tmp_path: Path) -> None:
+    """A ``gpus:`` list without the profile's provenance (``rig.fingerprint`` …) is not a
+    profile: the one loader refuses it naming the missing key, before anything is compared."""
     path = tmp_path / "hand.yaml"
-    path.write_text(yaml.safe_dump({"gpus": [{"uuid": A, "cap_w": 240}]}))
-    assert stale_profile_problem(path, [_gpu(A, "00000000:01:00.0")], "ws1") is None
+    path.write_text(yaml.safe_dump({"schema_version": 1, "gpus": [{"uuid": A, "cap_w": 240}]}))
+    with pytest.raises(ConfigError, match=r"hand.yaml: rig: Field required"):
+        stale_profile_problem(path, [_gpu(A, "00000000:01:00.0")], "ws1")

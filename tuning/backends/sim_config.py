@@ -32,6 +32,7 @@ from tuning.core.pcie import LINK_ORDER, link_rank
 from tuning.core.power import Circuit, Psu
 from tuning.core.yamlsafe import YamlDocument
 from tuning.errors import ConfigError, read_yaml_config, yaml_path
+from tuning.fabric.schema import FabricSpec, check_fabric
 
 PRESETS_FILE = Path(__file__).with_name("presets.yaml")
 WORKLOADS: tuple[str, ...] = ("decode", "prefill", "batched")
@@ -234,6 +235,7 @@ class RigSpec(_Strict):
     psus: list[Psu] = Field(default_factory=list)
     gpus: list[GpuSpec] = Field(min_length=1)
     topology: TopologySpec = Field(default_factory=TopologySpec)
+    fabric: FabricSpec | None = None
     presets: dict[str, PresetSpec] = Field(default_factory=dict)
     sources: dict[str, str] = Field(default_factory=dict)
 
@@ -466,6 +468,14 @@ def load_rig_spec(
         seen.add(pair)
         if not _valid_link(entry.link):
             problems.append((f"{path}.link", _bad_link(entry.link)))
+    if spec.fabric is not None:
+        links = [
+            (g.pcie.gen, g.pcie.width)
+            if g.pcie is not None
+            else ((p.pcie.gen, p.pcie.width) if (p := presets.get(g.preset)) else None)
+            for g in spec.gpus
+        ]
+        problems += check_fabric(spec.fabric, [g.riser for g in spec.gpus], links)
     problems = first_stage + [p for p in problems if not _removed(p[0], removed)]
     _raise(source, problems, doc)
     return spec, presets

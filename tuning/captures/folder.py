@@ -32,6 +32,16 @@ from tuning.backends.base import (
     normalize_bus_id,
 )
 from tuning.captures.errors import CaptureFormatError
+from tuning.captures.fabric import (
+    CapturedFabric,
+    PciPath,
+    captured_fabric,
+    is_sysfs_paths,
+    is_topo_p2p,
+    parse_lspci_paths,
+    parse_sysfs_paths,
+    parse_topo_p2p,
+)
 from tuning.captures.lspci import (
     LinkLimit,
     LspciDevice,
@@ -68,6 +78,8 @@ class CaptureKind(StrEnum):
     NUMACTL = "numactl"
     LSCPU = "lscpu"
     SMI_TABLE = "smi_table"
+    TOPO_P2P = "topo_p2p"
+    SYSFS_PATHS = "sysfs_paths"
 
 
 _SMI_Q_RE = re.compile(r"^GPU\s+[0-9A-Fa-f]{4,8}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.[0-7]\s*$", re.M)
@@ -87,6 +99,8 @@ def detect_kind(text: str) -> CaptureKind | None:
         return CaptureKind.SMI_Q
     if _SMI_TABLE_RE.search(text):
         return CaptureKind.SMI_TABLE
+    if is_topo_p2p(text):
+        return CaptureKind.TOPO_P2P
     topo = _TOPO_RE.search(text)
     if topo and ("Affinity" in text or "Legend" in text or re.search(r"^GPU0\s+X\b", text, re.M)):
         return CaptureKind.TOPO
@@ -98,6 +112,8 @@ def detect_kind(text: str) -> CaptureKind | None:
         return CaptureKind.LSPCI
     if _NUMACTL_RE.search(text):
         return CaptureKind.NUMACTL
+    if is_sysfs_paths(text):
+        return CaptureKind.SYSFS_PATHS
     if re.search(r"^Architecture:", text, re.M) and re.search(r"^\s*CPU\(s\):", text, re.M):
         return CaptureKind.LSCPU
     first = next((line for line in text.split("\n") if line.strip()), "")
@@ -129,6 +145,7 @@ class CaptureSet:
     warnings: tuple[str, ...] = ()
     topology: TopoMatrix | None = None
     link_limits: tuple[LinkLimit, ...] = ()
+    fabric: CapturedFabric | None = None
 
 
 @dataclass
@@ -152,6 +169,8 @@ class _Parsed:
     cpu: CpuInfo | None = None
     numa: NumaTopology | None = None
     tree_gpus: int | None = None
+    paths: list[PciPath] = field(default_factory=list)
+    p2p: dict[str, dict[tuple[int, int], str]] = field(default_factory=dict)
 
 
 def _uuid_key(uuid: str | None) -> str | None:
@@ -191,12 +210,14 @@ def merge_captures(texts: Mapping[str, str], name: str = "captures") -> CaptureS
         topology=topology,
         host=host_info(parsed.cpu, parsed.numa),
     )
+    fabric = captured_fabric(gpus, parsed.paths, parsed.p2p) if parsed.paths or parsed.p2p else None
     return CaptureSet(
         snapshot=snapshot,
         files=tuple(files),
         warnings=tuple(warnings),
         topology=parsed.topo,
         link_limits=tuple(parsed.limits),
+        fabric=fabric,
     )
 
 
@@ -222,6 +243,12 @@ def _parse_into(
         parsed.lspci.extend(parse_lspci(text))
     elif kind is CaptureKind.LSPCI_TREE:
         parsed.tree_gpus = parse_lspci_tree(text).nvidia_display_devices
+        parsed.paths.extend(parse_lspci_paths(text))
+    elif kind is CaptureKind.SYSFS_PATHS:
+        parsed.paths.extend(parse_sysfs_paths(text))
+    elif kind is CaptureKind.TOPO_P2P:
+        # the file does not say which of r/w/n/a/p it answers: numbered in file order
+        parsed.p2p[f"matrix {len(parsed.p2p) + 1} ({file_name})"] = parse_topo_p2p(text)
     elif kind is CaptureKind.DMESG_PCIE:
         parsed.limits.extend(parse_dmesg_pcie(text))
     elif kind is CaptureKind.NUMACTL:

@@ -211,7 +211,11 @@ def parse_plan(data: Any, source: str = "<plan>") -> Plan:
             alternative_score=data.get("alternative_score"),
             alternative=str(data.get("alternative", "")),
         )
-    except (KeyError, TypeError, ValueError) as error:
+    except KeyError as error:
+        raise ConfigError(
+            f"{path}: a plan entry has no {error.args[0]!r}; rerun 'rigforge plan'"
+        ) from error
+    except (TypeError, ValueError) as error:
         raise ConfigError(
             f"{path}: malformed plan entry ({error}); rerun 'rigforge plan'"
         ) from error

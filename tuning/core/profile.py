@@ -43,6 +43,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from tuning import __version__
 from tuning.core.checks import gpu_id_problem
 from tuning.core.limits import MAX_GPU_POWER_W
+from tuning.core.rig import GpuInfo, rig_fingerprint
 from tuning.core.strict import StrictModel
 from tuning.errors import ConfigError, read_yaml_config, yaml_path
 
@@ -176,3 +177,34 @@ def load_profile(path: Path | str) -> Profile:
         path = path / "profile.yaml"
     data = read_yaml_config(path, "profile").data
     return parse_profile(data, str(path))
+
+
+def profile_mismatch(profile: Profile, gpus: Sequence[GpuInfo]) -> str | None:
+    """Why ``profile`` was not tuned on ``gpus`` (a sentence without the fix), or ``None``.
+
+    The one stale-profile check (the GPU-settings deploy, ``rigforge plan --profile`` and the
+    inventory validator call it). Stale when a tuned UUID is not among ``gpus``, or one of
+    ``gpus`` was never tuned (UUIDs compared case-insensitively; GPUs whose UUID is unknown
+    are not compared), or — same UUIDs — the profile's ``rig.fingerprint`` differs from the
+    fingerprint of ``gpus`` (a card moved slot, was renamed or resized). The fingerprint is
+    compared only when every GPU's UUID, name, bus id and VRAM are known.
+    """
+    tuned = [gpu.uuid for gpu in profile.gpus]
+    present = [gpu.uuid for gpu in gpus if gpu.uuid]
+    tuned_lower = {u.lower() for u in tuned}
+    present_lower = {u.lower() for u in present}
+    missing = [u for u in tuned if u.lower() not in present_lower]
+    new = [u for u in present if u.lower() not in tuned_lower]
+    if missing or new:
+        parts = [f"{', '.join(missing)} missing"] if missing else []
+        parts += [f"{', '.join(new)} not tuned"] if new else []
+        return f"was tuned on a different set of GPUs: {'; '.join(parts)}"
+    known = all(g.uuid and g.name and g.pci_bus_id and g.memory_total_mib for g in gpus)
+    if gpus and known:
+        actual = rig_fingerprint(gpus)
+        if actual != profile.rig.fingerprint:
+            return (
+                f"was tuned on rig {profile.rig.fingerprint} but the GPUs here are {actual} "
+                "(a GPU was swapped, moved slot, renamed or resized)"
+            )
+    return None

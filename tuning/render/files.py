@@ -8,6 +8,7 @@ and ``rigforge loop`` needs no pyinfra. Defaults here are the deploys' defaults 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from inventory.schema import HostConfig
 from tuning.core.power import POWER_LIMIT_TOLERANCE_W
 from tuning.core.profile import load_profile
 from tuning.render.environment import render
+from tuning.render.unit_text import UnsafeUnitValue
 
 #: Where the GPU-settings deploy puts the tuning profile and the nvidia-smi cap script.
 GPU_SETTINGS_SCRIPT = "/usr/local/libexec/rigforge-gpu-settings"
@@ -241,8 +243,21 @@ def persistenced_dropin(user: str, daemon: str = "/usr/bin/nvidia-persistenced")
     )
 
 
+#: A CUDA toolkit version as the profile.d script may carry it (``12.8``): the script is
+#: sourced by every login shell, root's too, so nothing but digits and one dot reaches it.
+_CUDA_VERSION = re.compile(r"^[0-9]{1,3}\.[0-9]{1,3}$")
+
+
 def cuda_profile(version: str) -> FileSpec:
-    """``/etc/profile.d/rigforge-cuda.sh``: ``/usr/local/cuda-<version>/bin`` on PATH."""
+    """``/etc/profile.d/rigforge-cuda.sh``: ``/usr/local/cuda-<version>/bin`` on PATH.
+
+    Raises :class:`~tuning.render.UnsafeUnitValue` unless ``version`` is ``major.minor``.
+    """
+    if not _CUDA_VERSION.fullmatch(str(version)):
+        raise UnsafeUnitValue(
+            f"CUDA version {str(version)!r} is not major.minor (like 12.8); it would be copied "
+            "into a script every login shell runs"
+        )
     return FileSpec(
         dest="/etc/profile.d/rigforge-cuda.sh",
         template="etc/profile.d/rigforge-cuda.sh.j2",

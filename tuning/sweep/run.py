@@ -142,7 +142,8 @@ class Sweep:
             sweep_s = self.clock.now_s() - started
             allocation = self._allocate()
             rounds, final_caps, flagged = self._heat_soak(allocation)
-            max_ratio = self.trace.max_load_ratio()
+            # What the sweep set: not the stock caps of GPUs it had not parked yet.
+            max_ratio = self.trace.max_load_ratio(set_only=True)
         finally:
             self.actuator.on_change = None
             for uuid in self.uuids:
