@@ -24,6 +24,7 @@ This module imports neither pyinfra nor anything that touches a host.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
@@ -42,6 +43,7 @@ from inventory.fields import (
     DebianPackage,
     EngineArg,
     GpuId,
+    ListenAddress,
     LoginName,
     ServicePort,
     ServiceUser,
@@ -237,6 +239,16 @@ class PowerConfig(_Model):
     ``rig.fingerprint``) or caps by hand in ``gpus[].power_cap_w`` — not both."""
 
     profile: str | None = Field(None, description="tuner profile YAML (rigforge sweep --out)")
+    enforce: bool = Field(
+        False,
+        description="a timer re-applies the profile's caps when they revert (counted as a metric)",
+    )
+
+    @model_validator(mode="after")
+    def _enforce_needs_profile(self) -> PowerConfig:
+        if self.enforce and not self.profile:
+            raise ValueError("enforce: true re-applies a profile's caps: set power.profile")
+        return self
 
 
 class PcieConfig(_Model):
@@ -361,6 +373,34 @@ GpusField = Annotated[
 ]
 
 
+class MonitoringConfig(_Model):
+    """``rigforge exporter`` as a hardened unit; optionally Prometheus from Debian with the
+    scrape config and the alert rules. The exporter listens on localhost unless ``open``."""
+
+    exporter: bool = Field(False, description="install rigforge-exporter.service")
+    listen: ListenAddress = Field(
+        "127.0.0.1:9835", description="IP:PORT the exporter serves /metrics on"
+    )
+    open: bool = Field(False, description="allow a non-loopback listen address")
+    rig: str = Field(
+        "nvml", pattern=r"^(nvml|sim:[A-Za-z0-9_-]+)$", description="nvml, or sim:NAME (CI)"
+    )
+    prometheus: bool = Field(
+        False, description="install Debian's prometheus with the scrape config and the rules"
+    )
+    scrape_interval_s: int = Field(15, ge=1, le=3600, description="Prometheus scrape interval")
+
+    @model_validator(mode="after")
+    def _open_to_listen_beyond_localhost(self) -> MonitoringConfig:
+        address = self.listen.rpartition(":")[0].strip("[]")
+        if not ipaddress.ip_address(address).is_loopback and not self.open:
+            raise ValueError(
+                f"listen {self.listen} is beyond this machine: set monitoring.open: true, "
+                "or listen on 127.0.0.1"
+            )
+        return self
+
+
 class HostConfig(_Model):
     """Everything the inventory says about one host. Only ``ssh.host`` is required."""
 
@@ -379,6 +419,7 @@ class HostConfig(_Model):
     secrets: SecretsConfig = Field(default_factory=SecretsConfig)
     kernel: KernelConfig = Field(default_factory=KernelConfig)
     tuner: TunerConfig = Field(default_factory=TunerConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     base: BaseConfig = Field(default_factory=lambda: BaseConfig.model_validate({}))
 
     @property
