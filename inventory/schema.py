@@ -808,7 +808,9 @@ def _duplicates(path: str, names: list[str], what: str) -> list[Issue]:
     seen: set[str] = set()
     for i, name in enumerate(names):
         if name in seen:
-            issues.append(Issue(f"{path}[{i}].name", f"{what} {name!r} is defined twice"))
+            issues.append(
+                Issue(f"{path}[{i}].name", f"duplicate {what} {name!r}: defined twice; rename one")
+            )
         seen.add(name)
     return issues
 
