@@ -21,7 +21,7 @@ from pathlib import Path
 from tuning.backends.sim import SimRig
 from tuning.fabric.graph import Fabric
 from tuning.fabric.model import Transfer, latency_us, solve
-from tuning.links import fabric_of_rig
+from tuning.rig_fabric import fabric_of_rig
 
 RIGS = Path(__file__).with_name("rigs")
 #: The bar: every model figure within this share of the published range.

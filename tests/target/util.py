@@ -27,7 +27,8 @@ from typing import Any
 import pytest
 import yaml
 
-from inventory.validate import _LOCAL_PATHS, default_host_files
+from inventory.referenced_files import LOCAL_PATHS
+from inventory.validate import default_host_files
 from tests.target import harness
 
 REPO = harness.REPO_ROOT
@@ -142,7 +143,7 @@ def inventory_for(
             entry = default_host_files(name, entry, source.parent)
         entry = _merge(entry, {"ssh": {"port": target.port}})
         entry = _merge(entry, overrides or {})
-        for section, key in _LOCAL_PATHS:
+        for section, key in LOCAL_PATHS:
             part = entry.get(section)
             if isinstance(part, dict) and isinstance(part.get(key), str):
                 part[key] = str((source.parent / Path(part[key]).expanduser()).resolve())

@@ -26,7 +26,7 @@ from tuning.fabric.model import (
     p2p_mode,
     solve,
 )
-from tuning.links import fabric_of_rig
+from tuning.rig_fabric import fabric_of_rig
 
 GEN4_X16_RAW = 16 * 16 * (128 / 130) / 8  # 31.51 GB/s
 WRITE_GEN4 = GEN4_X16_RAW * 256 / 280 * 0.966  # 27.83

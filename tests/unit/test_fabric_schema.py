@@ -13,7 +13,7 @@ from tuning.backends import open_rig
 from tuning.backends.sim import SimRig
 from tuning.cli import cli
 from tuning.errors import ConfigError
-from tuning.links import fabric_of_rig
+from tuning.rig_fabric import fabric_of_rig
 
 #: Two cards behind one switch on one x16 port, a third on a riser, an NVMe drive.
 FABRIC_RIG: dict[str, Any] = {

@@ -23,7 +23,7 @@ from tuning.captures.folder import load_captures
 from tuning.captures.values import format_cpu_list
 from tuning.errors import ConfigError
 from tuning.fabric.graph import Fabric
-from tuning.links import budget_lines, described_fabric, fabric_json, tree_lines
+from tuning.rig_fabric import budget_lines, described_fabric, fabric_json, tree_lines
 
 MIB_PER_GIB = 1024
 

@@ -31,9 +31,9 @@ from tuning.links import (
     LinkProber,
     LinksReport,
     SimProber,
-    fabric_of_rig,
     run_links,
 )
+from tuning.rig_fabric import fabric_of_rig
 
 
 def gpu_table(report: LinksReport) -> Table:
