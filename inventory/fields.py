@@ -31,6 +31,7 @@ from tuning.core.strict import StrictModel, control_problem
 
 __all__ = [
     "BindAddress",
+    "CommandArg",
     "DebianPackage",
     "EngineArg",
     "GpuId",
@@ -132,6 +133,13 @@ def _engine_arg(value: str) -> str:
     return value
 
 
+def _command_arg(value: str) -> str:
+    problem = text_problem(value, quotes=False) or secret_arg_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
 def _target_path(value: str) -> str:
     if not value.startswith("/"):
         raise ValueError(f"{value!r} must be an absolute path on the target (start with '/')")
@@ -220,6 +228,10 @@ GpuId = Annotated[str, AfterValidator(_gpu_id)]
 GpuRef = Annotated[str, AfterValidator(_gpu_ref)]
 #: One engine command-line argument: unit-safe text that is not a secret.
 EngineArg = Annotated[str, AfterValidator(_engine_arg)]
+#: One argument of a command the deploy runs through a shell, each argument ``shlex.quote``d
+#: (``tuner.sweep_args``): no control characters, no secrets; quotes and backslashes are fine
+#: (``--tps-regex 'gen: (?P<tps>[\d.]+)'``).
+CommandArg = Annotated[str, AfterValidator(_command_arg)]
 #: An absolute, normalised path on the target, in a charset units and shells take verbatim.
 TargetPath = Annotated[str, AfterValidator(_target_path)]
 #: An IP address or an RFC 1123 host name.

@@ -43,3 +43,20 @@ def test_huge_cpu_lists_are_refused_without_expanding() -> None:
     assert parse_cpu_list("0-3,8") == (0, 1, 2, 3, 8)
     with pytest.raises(ValueError, match="outside 0–8191"):
         rig_cpu_list("0-2000000000")
+
+
+def test_physically_impossible_readings_become_unknown_with_a_note(tmp_path: Path) -> None:
+    """1e20 MiB of VRAM, −100 W and −273 °C cannot come from a GPU: unknown, and said so."""
+    (tmp_path / "q.csv").write_text(
+        "index, name, pci.bus_id, uuid, memory.total [MiB], power.limit [W], temperature.gpu\n"
+        "0, NVIDIA GeForce RTX 3090, 00000000:01:00.0, GPU-30900000-0000-4000-8000-000000000001"
+        ", 100000000000000000000 MiB, -100.00 W, -273\n",
+        encoding="utf-8",
+    )
+    captured = load_captures(tmp_path)
+    (gpu,) = captured.snapshot.gpus
+    assert (gpu.memory_total_mib, gpu.power_limit_w, gpu.temp_c) == (None, None, None)
+    notes = "\n".join(captured.warnings)
+    for field in ("memory_total_mib", "power_limit_w", "temp_c"):
+        assert f"{field} " in notes
+    assert "-273 °C is outside" in notes

@@ -57,6 +57,7 @@ from tuning.captures.records import GpuRecord
 from tuning.captures.smi_q import is_xml, parse_smi_q
 from tuning.captures.topo import TopoGpu, TopoMatrix, parse_topo
 from tuning.captures.values import clean_text
+from tuning.core.limits import MAX_GPU_MEMORY_MIB, MAX_GPU_POWER_W, MAX_TEMP_C, MIN_READING_C
 from tuning.core.yamlsafe import YamlRefused, read_text_file
 
 _T = TypeVar("_T")
@@ -406,6 +407,39 @@ def _first(*values: _T | None) -> _T | None:
     return None
 
 
+#: Ranges outside which a captured reading is a corrupted or edited capture, not a GPU:
+#: (field, lowest, highest, unit). Bounds from :mod:`tuning.core.limits`.
+_PLAUSIBLE: tuple[tuple[str, float, float, str], ...] = (
+    ("memory_total_mib", 1, MAX_GPU_MEMORY_MIB, "MiB"),
+    ("power_min_w", 1, MAX_GPU_POWER_W, "W"),
+    ("power_max_w", 1, MAX_GPU_POWER_W, "W"),
+    ("power_default_w", 1, MAX_GPU_POWER_W, "W"),
+    ("power_limit_w", 1, MAX_GPU_POWER_W, "W"),
+    ("power_draw_w", 0, MAX_GPU_POWER_W, "W"),
+    ("temp_c", MIN_READING_C, MAX_TEMP_C, "°C"),
+)
+
+
+def _plain(value: float) -> str:
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:g}"
+
+
+def _without_impossible_values(info: GpuInfo, warnings: list[str]) -> GpuInfo:
+    """``info`` with physically impossible readings (1e20 MiB, −100 W, −273 °C) set to
+    unknown, each noted in ``warnings``: an unknown is honest, an impossible number is not."""
+    changes: dict[str, Any] = {}
+    for name, low, high, unit in _PLAUSIBLE:
+        value = getattr(info, name)
+        if value is not None and not low <= value <= high:
+            warnings.append(
+                f"GPU {info.index} ({info.pci_bus_id or info.uuid or '?'}): {name} "
+                f"{_plain(value)} {unit} is outside what a GPU can report ({_plain(low)}–"
+                f"{_plain(high)} {unit}); taken as unknown — is the capture damaged or edited?"
+            )
+            changes[name] = None
+    return replace(info, **changes) if changes else info
+
+
 def _gpu_info(
     slot: _Slot,
     topo_gpu: TopoGpu | None,
@@ -463,6 +497,7 @@ def _gpu_info(
         utilization_pct=pick("utilization_pct"),
         pstate=pick("pstate"),
     )
+    info = _without_impossible_values(info, warnings)
     for limit in slot.limits:
         if info.pcie.status is not LinkStatus.DEGRADED and limit.pcie.degraded:
             warnings.append(

@@ -31,6 +31,10 @@ MAX_CPU_ID = 8191
 #: 90–110 °C (nvidia-smi -q "GPU Shutdown Temp"); 150 °C and 0 °C are estimates that stop typos.
 MIN_TEMP_C = 0.0
 MAX_TEMP_C = 150.0
+#: Lowest temperature a GPU sensor can read in service: −40 °C, the bottom of the industrial
+#: operating range (JEDEC JESD22-A104 / IEC 60068-2-1 cold test); estimate below which a reading
+#: is a damaged capture.
+MIN_READING_C = -40.0
 
 
 def psu_efficiency_hint(value: float) -> str | None:
