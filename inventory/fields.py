@@ -187,6 +187,17 @@ def _bind_address(value: str) -> str:
     return value
 
 
+def _listen_address(value: str) -> str:
+    address, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not MIN_SERVICE_PORT <= int(port) <= MAX_PORT:
+        raise ValueError(
+            f"{value!r} is not IP:PORT with a port in {MIN_SERVICE_PORT}-{MAX_PORT} "
+            "(e.g. 127.0.0.1:9835, [::1]:9835)"
+        )
+    _bind_address(address[1:-1] if address.startswith("[") and address.endswith("]") else address)
+    return value
+
+
 def _login_name(value: str) -> str:
     if not _LOGIN_NAME.match(value):
         raise ValueError(
@@ -238,6 +249,8 @@ TargetPath = Annotated[str, AfterValidator(_target_path)]
 SshHost = Annotated[str, Field(min_length=1), AfterValidator(_ssh_host)]
 #: An IP address without an IPv6 scope id.
 BindAddress = Annotated[str, AfterValidator(_bind_address)]
+#: ``IP:PORT`` (``[v6]:PORT``) a service listens on: a bind address and a service port.
+ListenAddress = Annotated[str, AfterValidator(_listen_address)]
 #: A POSIX login name (the SSH user).
 LoginName = Annotated[str, AfterValidator(_login_name)]
 #: An unprivileged system user name (never root).

@@ -42,6 +42,7 @@ from inventory.fields import (
     DebianPackage,
     EngineArg,
     GpuId,
+    ListenAddress,
     LoginName,
     ServicePort,
     ServiceUser,
@@ -371,7 +372,9 @@ class MonitoringConfig(_Model):
     (checked with the other cross-field rules in :mod:`inventory.host_checks`)."""
 
     exporter: bool = Field(False, description="install rigforge-exporter.service")
-    listen: str = Field("127.0.0.1:9835", description="IP:PORT the exporter serves /metrics on")
+    listen: ListenAddress = Field(
+        "127.0.0.1:9835", description="IP:PORT the exporter serves /metrics on"
+    )
     open: bool = Field(False, description="allow a non-loopback listen address")
     rig: str = Field(
         "nvml", pattern=r"^(nvml|sim:[A-Za-z0-9_-]+)$", description="nvml, or sim:NAME (CI)"
@@ -380,21 +383,6 @@ class MonitoringConfig(_Model):
         False, description="install Debian's prometheus with the scrape config and the rules"
     )
     scrape_interval_s: int = Field(15, ge=1, le=3600, description="Prometheus scrape interval")
-
-    @field_validator("listen")
-    @classmethod
-    def _listen_is_ip_port(cls, value: str) -> str:
-        import ipaddress
-
-        address, sep, port = value.rpartition(":")
-        try:
-            ipaddress.ip_address(address.strip("[]"))
-            ok = bool(sep) and 1 <= int(port) <= 65535
-        except ValueError:
-            ok = False
-        if not ok:
-            raise ValueError(f"{value!r} is not IP:PORT (e.g. 127.0.0.1:9835)")
-        return value
 
 
 class HostConfig(_Model):

@@ -54,6 +54,7 @@ from tuning.backends.base import (
     Thresholds,
     TopologyLink,
 )
+from tuning.backends.cpu_spec import cpu_topology_of
 from tuning.backends.sim_config import (
     WORKLOADS,
     ModelSpec,
@@ -65,6 +66,7 @@ from tuning.backends.sim_config import (
     load_rig_spec,
     parse_cpu_list,
 )
+from tuning.core.cpu import CpuTopology
 from tuning.errors import ConfigError
 
 #: Lowest normalised SM clock a loaded card drops to under a cap (≈ 20 % of max).
@@ -495,6 +497,12 @@ class SimRig(Rig):
             memory_gib=h.memory_gib,
             numa_nodes=h.numa_nodes,
         )
+
+    def cpu_topology(self) -> CpuTopology | None:
+        """The host CPU from the rig file's ``cpu:`` section; ``None`` when it has none."""
+        if self.spec.cpu is None:
+            return None
+        return cpu_topology_of(self.spec.cpu, source=f"rig {self.spec.name}: cpu")
 
     def gpu(self, key: str | int) -> SimGpu:
         found = super().gpu(key)

@@ -20,6 +20,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, Field, ValidationError
 
 from inventory.fields import StrictModel, without_bad_keys
+from tuning.backends.cpu_spec import RigCpuSpec, check_rig_cpu
 from tuning.core.limits import (
     MAX_CPU_ID,
     MAX_GPU_MEMORY_MIB,
@@ -228,6 +229,7 @@ class RigSpec(_Strict):
     seed: int = 0
     step_s: float = Field(default=0.1, gt=0, le=1)
     host: HostSpec = Field(default_factory=HostSpec)
+    cpu: RigCpuSpec | None = None
     rack: RackSpec = Field(default_factory=RackSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
     noise: NoiseSpec = Field(default_factory=NoiseSpec)
@@ -468,6 +470,13 @@ def load_rig_spec(
         seen.add(pair)
         if not _valid_link(entry.link):
             problems.append((f"{path}.link", _bad_link(entry.link)))
+    if spec.cpu is not None:
+        problems += check_rig_cpu(
+            spec.cpu,
+            host_cores=spec.host.cpu_cores,
+            host_numa_nodes=spec.host.numa_nodes,
+            gpus=[(g.numa_node, g.cpus) for g in spec.gpus],
+        )
     if spec.fabric is not None:
         links = [
             (g.pcie.gen, g.pcie.width)
