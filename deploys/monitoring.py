@@ -35,8 +35,6 @@ from deploys.util import (
     snapshot,
     unit_removed,
 )
-from inventory.schema import HostConfig
-from tuning.errors import ConfigError
 from tuning.render.files import (
     ENFORCE_SERVICE,
     ENFORCE_TIMER,
@@ -56,27 +54,10 @@ DEFAULTS = {
 }
 
 
-def check(config: HostConfig) -> None:
-    """Refuse, before anything reaches the host, what cannot work (:class:`ConfigError`)."""
-    needs_tuner = [
-        what
-        for what, wanted in (
-            ("monitoring.exporter", config.monitoring.exporter),
-            ("power.enforce", config.power.enforce),
-        )
-        if wanted
-    ]
-    if needs_tuner and not config.tuner.install:
-        raise ConfigError(
-            f"{' and '.join(needs_tuner)} run rigforge on the host: set tuner.install: true"
-        )
-
-
 @deploy("Monitoring: exporter, cap enforcement, Prometheus", data_defaults=DEFAULTS)
 def monitoring() -> None:
     """Install (or remove) the exporter unit, the enforcement timer and Prometheus."""
-    config = cfg()
-    check(config)
+    config = cfg()  # validated: inventory.host_checks refused what cannot work
     m = config.monitoring
     if m.exporter:
         plan = bool(config.serving.plan)

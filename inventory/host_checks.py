@@ -293,6 +293,39 @@ def check_host(name: str, cfg: HostConfig) -> list[Issue]:
     issues += check_placements(
         f"{prefix}.serving.models", cfg, [m.model_dump() for m in serving.models], "models"
     )
+    issues += _monitoring(prefix, cfg)
+    return issues
+
+
+def _monitoring(prefix: str, cfg: HostConfig) -> list[Issue]:
+    """The exporter reachable only where the user said so; what needs a profile or rigforge
+    on the host has them."""
+    issues: list[Issue] = []
+    monitoring = cfg.monitoring
+    address = monitoring.listen.rpartition(":")[0].strip("[]")
+    if not ipaddress.ip_address(address).is_loopback and not monitoring.open:
+        issues.append(
+            Issue(
+                f"{prefix}.monitoring.listen",
+                f"{monitoring.listen} is beyond this machine; set monitoring.open: true to "
+                "expose the metrics, or listen on 127.0.0.1",
+            )
+        )
+    if cfg.power.enforce and cfg.power.profile is None:
+        issues.append(
+            Issue(
+                f"{prefix}.power.enforce",
+                "re-applies a tuning profile's caps: set power.profile (rigforge sweep --out)",
+            )
+        )
+    for path, wanted in (
+        ("monitoring.exporter", monitoring.exporter),
+        ("power.enforce", cfg.power.enforce),
+    ):
+        if wanted and not cfg.tuner.install:
+            issues.append(
+                Issue(f"{prefix}.{path}", "runs rigforge on the host: set tuner.install: true")
+            )
     return issues
 
 

@@ -24,7 +24,6 @@ This module imports neither pyinfra nor anything that touches a host.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
@@ -244,12 +243,6 @@ class PowerConfig(_Model):
         description="a timer re-applies the profile's caps when they revert (counted as a metric)",
     )
 
-    @model_validator(mode="after")
-    def _enforce_needs_profile(self) -> PowerConfig:
-        if self.enforce and not self.profile:
-            raise ValueError("enforce: true re-applies a profile's caps: set power.profile")
-        return self
-
 
 class PcieConfig(_Model):
     """ASPM policy: ``performance`` (kernel cmdline ``pcie_aspm.policy=performance``, runtime
@@ -375,7 +368,8 @@ GpusField = Annotated[
 
 class MonitoringConfig(_Model):
     """``rigforge exporter`` as a hardened unit; optionally Prometheus from Debian with the
-    scrape config and the alert rules. The exporter listens on localhost unless ``open``."""
+    scrape config and the alert rules. The exporter listens on localhost unless ``open``
+    (checked with the other cross-field rules in :mod:`inventory.host_checks`)."""
 
     exporter: bool = Field(False, description="install rigforge-exporter.service")
     listen: ListenAddress = Field(
@@ -389,16 +383,6 @@ class MonitoringConfig(_Model):
         False, description="install Debian's prometheus with the scrape config and the rules"
     )
     scrape_interval_s: int = Field(15, ge=1, le=3600, description="Prometheus scrape interval")
-
-    @model_validator(mode="after")
-    def _open_to_listen_beyond_localhost(self) -> MonitoringConfig:
-        address = self.listen.rpartition(":")[0].strip("[]")
-        if not ipaddress.ip_address(address).is_loopback and not self.open:
-            raise ValueError(
-                f"listen {self.listen} is beyond this machine: set monitoring.open: true, "
-                "or listen on 127.0.0.1"
-            )
-        return self
 
 
 class HostConfig(_Model):

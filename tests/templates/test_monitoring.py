@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deploys.monitoring import RULES_SOURCE, check
+from deploys.monitoring import RULES_SOURCE
 from inventory.schema import HostConfig
-from tuning.errors import ConfigError
 from tuning.render.files import (
     ENFORCE_INTERVAL_MIN,
     enforce_units,
@@ -186,12 +185,6 @@ def test_promtool_accepts_the_scrape_config(tmp_path: Path) -> None:
         ["promtool", "check", "config", str(path)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_exporter_without_the_tuner_is_refused_before_the_host() -> None:
-    config = host(tuner={"install": False})
-    with pytest.raises(ConfigError, match=r"tuner\.install"):
-        check(config)
 
 
 @pytest.mark.parametrize(

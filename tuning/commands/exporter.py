@@ -9,7 +9,6 @@ metric list is ``docs/monitoring.md``.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import signal
 import threading
@@ -45,20 +44,19 @@ log = logging.getLogger("rigforge.exporter")
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (IPv6 as ``[::1]:PORT``) → (address, port); :class:`click.BadParameter`."""
-    host, sep, port_text = text.rpartition(":")
-    host = host.strip("[]")
+    """``IP:PORT`` (IPv6 as ``[::1]:PORT``) → (address, port), by the inventory's one rule
+    (:data:`inventory.fields.ListenAddress`); :class:`click.BadParameter` otherwise."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from inventory.fields import ListenAddress
+
     try:
-        ipaddress.ip_address(host)
-        port = int(port_text)
-    except ValueError:
-        raise click.BadParameter(
-            f"{text!r}: give IP:PORT, e.g. {DEFAULT_LISTEN} (an address, not a host name)",
-            param_hint="--listen",
-        ) from None
-    if not sep or not 1 <= port <= 65535:
-        raise click.BadParameter(f"{text!r}: the port must be 1–65535", param_hint="--listen")
-    return host, port
+        TypeAdapter(ListenAddress).validate_python(text)
+    except ValidationError as error:
+        reason = error.errors()[0]["msg"].removeprefix("Value error, ")
+        raise click.BadParameter(reason, param_hint="--listen") from None
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 def expected_gpus(
