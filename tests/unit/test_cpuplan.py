@@ -11,8 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tuning.backends import RIGS_DIR, open_rig
+from tuning.backends.cpu_spec import RigCpuSpec, cpu_topology_of
 from tuning.captures.cpu import cpu_topology, parse_lscpu_p
 from tuning.captures.values import format_cpu_list
 from tuning.core.cpu import CpuTopology
@@ -185,3 +188,60 @@ def test_every_rule_number_has_a_source(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"engines\.x\.sources\.cores_per_gpu: missing"):
         load_rules_file(bad)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sockets=st.integers(1, 2),
+    nps=st.sampled_from([1, 2, 4]),
+    cores_per_llc=st.integers(1, 8),
+    smt=st.integers(1, 2),
+    wanted=st.lists(
+        st.tuples(st.sampled_from(["vllm", "sglang", "llama.cpp"]), st.integers(0, 7)),
+        min_size=1,
+        max_size=6,
+    ),
+)
+def test_any_layout_either_plans_clean_sets_or_refuses(
+    sockets: int, nps: int, cores_per_llc: int, smt: int, wanted: list[tuple[str, int]]
+) -> None:
+    """Property: on any socket/NPS/CCD/SMT layout and any units (each on one GPU, GPU g on node
+    g mod nodes), the plan is refused with a reason or gives disjoint whole-core sets on the
+    GPU's node, disjoint from housekeeping."""
+    spec = RigCpuSpec(
+        model="x",
+        sockets=sockets,
+        numa_nodes_per_socket=nps,
+        llcs_per_socket=4,
+        cores_per_llc=cores_per_llc,
+        threads_per_core=smt,
+        llc_mib=32,
+        sources={"a": "b"},
+    )
+    topo = cpu_topology_of(spec)
+    nodes = len(topo.nodes)
+    gpu_nodes = {f"g{g}": g % nodes for g in range(8)}
+    units = [CpuUnit(f"m{i}", engine, (f"g{g}",)) for i, (engine, g) in enumerate(wanted)]
+    rules = load_rules()
+    demand = {n.node: 0 for n in topo.nodes}
+    for unit in units:
+        demand[gpu_nodes[unit.gpus[0]]] += rules.engines[unit.engine].cores_for(1)
+    cores_on = {n.node: len(n.cpus) // smt for n in topo.nodes}
+    hk = rules.housekeeping.cores_per_socket
+    refused: str | None = None
+    try:
+        plan = plan_cpus(topo, gpu_nodes, units)
+    except CpuPlanRefused as exc:
+        refused = str(exc)
+    if refused is not None:
+        # the greedy plan fails only where a node's demand exceeds what housekeeping leaves
+        assert "needs" in refused
+        assert any(demand[n] > cores_on[n] - hk for n in demand), refused
+        return
+    assert all(demand[n] <= cores_on[n] for n in demand)
+    seen = set(plan.housekeeping_cpus)
+    for unit, share in zip(units, plan.units, strict=True):
+        assert not set(share.cpus) & seen
+        seen |= set(share.cpus)
+        assert set(share.cpus) <= set(topo.node(gpu_nodes[unit.gpus[0]]).cpus)
+        assert topo.whole_cores(share.cpus)
