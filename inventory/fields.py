@@ -31,6 +31,7 @@ from tuning.core.strict import StrictModel, control_problem
 
 __all__ = [
     "BindAddress",
+    "CommandArg",
     "DebianPackage",
     "EngineArg",
     "GpuId",
@@ -132,6 +133,13 @@ def _engine_arg(value: str) -> str:
     return value
 
 
+def _command_arg(value: str) -> str:
+    problem = text_problem(value, quotes=False) or secret_arg_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
 def _target_path(value: str) -> str:
     if not value.startswith("/"):
         raise ValueError(f"{value!r} must be an absolute path on the target (start with '/')")
@@ -179,6 +187,17 @@ def _bind_address(value: str) -> str:
     return value
 
 
+def _listen_address(value: str) -> str:
+    address, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not MIN_SERVICE_PORT <= int(port) <= MAX_PORT:
+        raise ValueError(
+            f"{value!r} is not IP:PORT with a port in {MIN_SERVICE_PORT}-{MAX_PORT} "
+            "(e.g. 127.0.0.1:9835, [::1]:9835)"
+        )
+    _bind_address(address[1:-1] if address.startswith("[") and address.endswith("]") else address)
+    return value
+
+
 def _login_name(value: str) -> str:
     if not _LOGIN_NAME.match(value):
         raise ValueError(
@@ -220,12 +239,18 @@ GpuId = Annotated[str, AfterValidator(_gpu_id)]
 GpuRef = Annotated[str, AfterValidator(_gpu_ref)]
 #: One engine command-line argument: unit-safe text that is not a secret.
 EngineArg = Annotated[str, AfterValidator(_engine_arg)]
+#: One argument of a command the deploy runs through a shell, each argument ``shlex.quote``d
+#: (``tuner.sweep_args``): no control characters, no secrets; quotes and backslashes are fine
+#: (``--tps-regex 'gen: (?P<tps>[\d.]+)'``).
+CommandArg = Annotated[str, AfterValidator(_command_arg)]
 #: An absolute, normalised path on the target, in a charset units and shells take verbatim.
 TargetPath = Annotated[str, AfterValidator(_target_path)]
 #: An IP address or an RFC 1123 host name.
 SshHost = Annotated[str, Field(min_length=1), AfterValidator(_ssh_host)]
 #: An IP address without an IPv6 scope id.
 BindAddress = Annotated[str, AfterValidator(_bind_address)]
+#: ``IP:PORT`` (``[v6]:PORT``) a service listens on: a bind address and a service port.
+ListenAddress = Annotated[str, AfterValidator(_listen_address)]
 #: A POSIX login name (the SSH user).
 LoginName = Annotated[str, AfterValidator(_login_name)]
 #: An unprivileged system user name (never root).

@@ -13,7 +13,7 @@ Stages, each collecting every issue it finds:
 2. Secrets written inline (a key that names a token/password/API key with a literal value,
    or a value shaped like a known token) — they belong in a file referenced by ``*_file``.
 3. Types, ranges and unknown keys (pydantic, per host; unknown keys get a did-you-mean).
-4. Cross-field checks (:func:`inventory.schema.check_host`), skipped only for sections that
+4. Cross-field checks (:func:`inventory.host_checks.check_host`), skipped only for sections that
    already failed stage 3.
 5. Files: they exist; secret files are mode 0600 (placeholders excepted) and the API key
    file holds one raw key; the tuner profile's caps fit each GPU's range and the PSU budget,
@@ -37,15 +37,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from inventory.fields import without_bad_keys
-from inventory.schema import (
-    UNION_TAGS,
-    HostConfig,
-    Issue,
-    check_budget,
-    check_cap,
-    check_host,
-    check_placements,
-)
+from inventory.host_checks import Issue, check_budget, check_cap, check_host, check_placements
+from inventory.schema import UNION_TAGS, HostConfig
 from tuning.core.checks import api_key_problem, is_placeholder_secret
 from tuning.core.plan import parse_plan
 from tuning.core.profile import parse_profile, profile_mismatch

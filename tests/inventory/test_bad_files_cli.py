@@ -108,7 +108,23 @@ def _inventory_with(tmp: Path, section: str, bad: Path) -> Path:
 #: starting with "validate" runs ``python -m inventory.validate``; the rest is ``rigforge …``.
 Argv = Callable[[Path, Path], list[str]]
 COMMANDS: dict[str, list[tuple[str, Argv]]] = {
-    "bad": [("validate", lambda f, t: ["validate", str(f)])],
+    "bad": [
+        ("validate", lambda f, t: ["validate", str(f)]),
+        (
+            "apply-inventory",
+            lambda f, t: [
+                "apply",
+                str(_profile(t)),
+                "--rig",
+                GOOD_PROFILE_RIG,
+                "--inventory",
+                str(f),
+                "--host",
+                "ws1",
+                "--dry-run",
+            ],
+        ),
+    ],
     "bad-models": [
         ("plan", lambda f, t: ["plan", "--rig", "sim:4x3090", "--models", str(f)]),
         ("plan-json", lambda f, t: ["plan", "--rig", "sim:4x3090", "--models", str(f), "--json"]),

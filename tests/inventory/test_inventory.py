@@ -12,8 +12,9 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+from inventory.host_checks import check_host
 from inventory.loader import host_data, pyinfra_hosts
-from inventory.schema import DATA_KEY, HostConfig, check_host, host_config, section_defaults
+from inventory.schema import DATA_KEY, HostConfig, host_config, section_defaults
 from inventory.validate import load_inventory
 from tests.conftest import REPO_ROOT
 

@@ -9,6 +9,10 @@ The facts are what pyinfra's ``File`` and ``Sha256File`` return for the host's f
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from pyinfra.api import FileUploadCommand
@@ -17,6 +21,7 @@ from pyinfra.context import ctx_host
 from deploys.operations.secrets import STAGING_DIR, Secret, put_secret
 from tests.operations.test_operations import FakeHost
 
+REPO = Path(__file__).resolve().parents[2]
 KEY = b"RIGFORGE_API_KEY=6f1d2c0e9b8a7f6e5d4c3b2a19081726354433221100ffeeddccbbaa99887766\n"
 DEST = "/etc/rigforge/secrets/api-key.env"
 
@@ -80,3 +85,44 @@ def test_a_mode_others_can_read_is_refused() -> None:
 
     with pytest.raises(OperationValueError, match="others read"):
         _run({"File": None}, mode="644")
+
+
+def _pyinfra_diff(tmp_path: Path, operation: str) -> str:
+    """``pyinfra @local --diff`` of a one-operation deploy that would change ``dest.env``,
+    answered "no" at the prompt: change detection (and its diff) runs, nothing is changed."""
+    dest = tmp_path / "dest.env"
+    dest.write_text("OLD-SECRET-4f2a\n")
+    dest.chmod(0o600)
+    deploy = tmp_path / "deploy.py"
+    deploy.write_text(operation.format(dest=dest))
+    pyinfra = Path(sys.executable).with_name("pyinfra")
+    done = subprocess.run(
+        [str(pyinfra), "@local", "--diff", str(deploy)],
+        input="n\n",
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert dest.read_text() == "OLD-SECRET-4f2a\n", "the answer was no: nothing changed"
+    return done.stdout + done.stderr
+
+
+def test_files_put_prints_the_secret_with_diff_but_put_secret_does_not(tmp_path: Path) -> None:
+    """The real pyinfra: ``files.put`` shows old and new content under ``--diff`` (why the
+    secrets do not use it); ``put_secret`` reports the change without either."""
+    plain = _pyinfra_diff(
+        tmp_path,
+        "import io\nfrom pyinfra.operations import files\n"
+        "files.put(name='plain', src=io.StringIO('NEW-SECRET-9c1d\\n'), dest='{dest}')\n",
+    )
+    assert "NEW-SECRET-9c1d" in plain, plain
+    secret = _pyinfra_diff(
+        tmp_path,
+        "from deploys.operations.secrets import Secret, put_secret\n"
+        "put_secret(name='secret', secret=Secret('NEW-SECRET-9c1d\\n'), dest='{dest}')\n",
+    )
+    assert "Detected changes" in secret, secret
+    assert "NEW-SECRET-9c1d" not in secret
+    assert "OLD-SECRET-4f2a" not in secret

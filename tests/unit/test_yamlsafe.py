@@ -128,3 +128,22 @@ def test_read_text_file_refuses_what_is_not_a_regular_file(tmp_path: Path) -> No
         read_text_file(tmp_path / "fifo", "rig file")  # would block forever if opened plainly
     with pytest.raises(YamlRefused, match="No such file"):
         load_yaml_file(tmp_path / "absent.yaml")
+
+
+@pytest.mark.parametrize(
+    ("raw", "phrase"),
+    [
+        (b"schema_version: 1\nschema_version: 2\n", "key appears twice"),
+        (b"schema_version: 1\nrig: caf\xe9\n", "is not UTF-8"),
+    ],
+)
+def test_the_links_file_goes_through_the_safe_loader(
+    tmp_path: Path, raw: bytes, phrase: str
+) -> None:
+    from tuning.errors import ConfigError
+    from tuning.fabric.links_file import load_links_file
+
+    path = tmp_path / "links.yaml"
+    path.write_bytes(raw)
+    with pytest.raises(ConfigError, match=rf"links\.yaml:2:\d+: .*{phrase}"):
+        load_links_file(path)

@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
-from tuning.errors import ConfigError, yaml_path
+from tuning.core.strict import StrictModel
+from tuning.errors import ConfigError, read_yaml_config, yaml_path
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Strict(StrictModel):
+    """Unknown keys, control characters, booleans as numbers and ``.inf``/``.nan`` refused."""
 
 
 class LinksRig(_Strict):
@@ -92,18 +93,16 @@ class LinksFile(_Strict):
 
 def load_links_file(path: Path) -> LinksFile:
     """Read and validate a ``links.yaml``; :class:`ConfigError` naming the file and YAML path."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read it ({exc.strerror}); check the path") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}; fix the syntax") from exc
+    data = read_yaml_config(path, "links file").data
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: (top level): expected a mapping; re-run rigforge links")
     try:
         return LinksFile.model_validate(data)
     except ValidationError as exc:
-        lines = [f"{path}: {yaml_path(e['loc'])}: {e['msg']}" for e in exc.errors()]
+        lines = [
+            f"{path}: {yaml_path(e['loc'])}: {str(e['msg']).removeprefix('Value error, ')}"
+            for e in exc.errors()
+        ]
         raise ConfigError("\n".join(lines)) from exc
 
 

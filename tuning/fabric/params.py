@@ -10,10 +10,9 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tuning.errors import ConfigError, yaml_path
+from tuning.errors import ConfigError, read_yaml_config, yaml_path
 
 PARAMS_FILE = Path(__file__).with_name("pcie.yaml")
 
@@ -57,7 +56,7 @@ class FabricParams(_Strict):
 def load_params() -> FabricParams:
     """The shipped figures, validated once (ConfigError with the YAML path when broken)."""
     try:
-        return FabricParams.model_validate(yaml.safe_load(PARAMS_FILE.read_text(encoding="utf-8")))
+        return FabricParams.model_validate(read_yaml_config(PARAMS_FILE, "fabric figures").data)
     except ValidationError as exc:
         where = "; ".join(f"{yaml_path(e['loc'])}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"{PARAMS_FILE.name}: {where}") from exc

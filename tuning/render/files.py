@@ -274,3 +274,106 @@ def container_toolkit_sources(uri: str, keyring: str) -> FileSpec:
         context={"uri": uri, "keyring": keyring},
         name="NVIDIA Container Toolkit repository (deb822, signed-by)",
     )
+
+
+# --- monitoring (deploys/monitoring.py) --------------------------------------------------
+
+EXPORTER_UNIT = "rigforge-exporter.service"
+ENFORCE_SERVICE = "rigforge-enforce-caps.service"
+ENFORCE_TIMER = "rigforge-enforce-caps.timer"
+#: Where the monitoring deploy puts the plan for the exporter (the profile: PROFILE_TARGET).
+PLAN_TARGET = "/etc/rigforge/plan.yaml"
+#: root's state dir (``tuning.apply.state.SYSTEM_STATE_DIR``): the enforcement record lives
+#: there, written by the root timer, read by the unprivileged exporter.
+MONITORING_STATE_DIR = "/var/lib/rigforge/state"
+ENFORCEMENT_RECORD = f"{MONITORING_STATE_DIR}/enforce.json"
+#: A simulated rig's load/room control file (CI drives the rig hot through it).
+SIM_CONTROL = "/var/lib/rigforge/sim-control.json"
+RULES_DEST = "/etc/prometheus/rules/rigforge.rules.yml"
+#: How often enforcement re-checks the caps. Shorter than the cap-drift alert's ``for: 10m``,
+#: so that alert fires only when enforcement is off or failing. Units: min.
+ENFORCE_INTERVAL_MIN = 5
+#: Where Debian's Prometheus listens: its default port, bound to localhost.
+PROMETHEUS_LISTEN = "127.0.0.1:9090"
+
+
+def exporter_unit(config: HostConfig, *, profile: bool, plan: bool) -> FileSpec:
+    """``rigforge-exporter.service`` (``profile``/``plan``: the deploy put them on the host)."""
+    import ipaddress
+
+    m = config.monitoring
+    address = m.listen.rpartition(":")[0].strip("[]")
+    return FileSpec(
+        dest=f"/etc/systemd/system/{EXPORTER_UNIT}",
+        template=f"etc/systemd/system/{EXPORTER_UNIT}.j2",
+        context={
+            "user": config.base.service_user,
+            "venv": config.tuner.venv,
+            "rig": m.rig,
+            "listen": m.listen,
+            "opened": not ipaddress.ip_address(address).is_loopback,
+            "state_dir": MONITORING_STATE_DIR,
+            "enforcement_state": ENFORCEMENT_RECORD,
+            "profile": PROFILE_TARGET if profile else None,
+            "plan": PLAN_TARGET if plan else None,
+            "sim": m.rig.startswith("sim:"),
+            "sim_control": SIM_CONTROL,
+        },
+        name=f"Exporter unit ({m.listen})",
+    )
+
+
+def enforce_units(config: HostConfig) -> list[FileSpec]:
+    """The oneshot that re-applies the profile's caps (``--record``) and its timer."""
+    context = {
+        "venv": config.tuner.venv,
+        "profile": PROFILE_TARGET,
+        "rig": config.monitoring.rig,
+        "enforcement_state": ENFORCEMENT_RECORD,
+        "interval_min": ENFORCE_INTERVAL_MIN,
+    }
+    return [
+        FileSpec(
+            dest=f"/etc/systemd/system/{unit}",
+            template=f"etc/systemd/system/{unit}.j2",
+            context=context,
+            name=f"Cap enforcement {unit.rsplit('.', 1)[1]}",
+        )
+        for unit in (ENFORCE_SERVICE, ENFORCE_TIMER)
+    ]
+
+
+def engine_targets(config: HostConfig) -> list[dict[str, Any]]:
+    """Each placed model's engine (port, model, unit, engine) from the plan, for scraping."""
+    if not config.serving.plan:
+        return []
+    from tuning.core.plan import load_plan
+    from tuning.serving import unit_name
+
+    return [
+        {"port": p.port, "model": p.model, "unit": unit_name(p), "engine": p.engine}
+        for p in load_plan(config.serving.plan).placements
+    ]
+
+
+def prometheus_files(config: HostConfig) -> list[FileSpec]:
+    """``/etc/prometheus/prometheus.yml`` (jobs, rules) and ``/etc/default/prometheus``."""
+    return [
+        FileSpec(
+            dest="/etc/prometheus/prometheus.yml",
+            template="etc/prometheus/prometheus.yml.j2",
+            context={
+                "interval_s": config.monitoring.scrape_interval_s,
+                "prometheus_listen": PROMETHEUS_LISTEN,
+                "exporter": config.monitoring.listen,
+                "engines": engine_targets(config),
+            },
+            name="Prometheus scrape config (exporter, engines, rules)",
+        ),
+        FileSpec(
+            dest="/etc/default/prometheus",
+            template="etc/default/prometheus.j2",
+            context={"listen": PROMETHEUS_LISTEN},
+            name=f"Prometheus listens on {PROMETHEUS_LISTEN}",
+        ),
+    ]
