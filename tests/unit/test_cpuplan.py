@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from inventory.models import load_models
 from tuning.backends import RIGS_DIR, open_rig
 from tuning.backends.cpu_spec import RigCpuSpec, cpu_topology_of
 from tuning.captures.cpu import cpu_topology, parse_lscpu_p
@@ -245,3 +246,72 @@ def test_any_layout_either_plans_clean_sets_or_refuses(
         seen |= set(share.cpus)
         assert set(share.cpus) <= set(topo.node(gpu_nodes[unit.gpus[0]]).cpus)
         assert topo.whole_cores(share.cpus)
+
+
+REFERENCE_MODELS = Path(__file__).parents[2] / "inventory" / "examples" / "models-reference.yaml"
+
+
+@pytest.mark.parametrize("rig", ["reference", "reference-nps4", "8xl40s"])
+def test_rigforge_plan_writes_each_placements_own_cpus_and_housekeeping(
+    rig: str, tmp_path: Path
+) -> None:
+    """``rigforge plan --out``: every placement's cpu_list is its own whole cores on its GPUs'
+    nodes, sized by its engine's rule, disjoint from the others and from housekeeping_cpus
+    (0-1,64-65 on the 5995WX rigs: cores 0–1 of socket 0, the node with fewest GPUs first)."""
+    from click.testing import CliRunner
+
+    from tuning.cli import cli
+    from tuning.core.plan import load_plan
+
+    out = tmp_path / "plan.yaml"
+    result = CliRunner().invoke(
+        cli, ["plan", "--rig", f"sim:{rig}", "--models", str(REFERENCE_MODELS), "--out", str(out)]
+    )
+    assert result.exit_code in (0, 1), result.output
+    assert "housekeeping CPUs" in result.output
+    written = load_plan(out)
+    topo, _ = _rig(rig)
+    snapshot = open_rig(f"sim:{rig}").snapshot()
+    node_of = {g.uuid: g.numa_node for g in snapshot.gpus}
+    rules = load_rules()
+    seen = set(written.housekeeping_cpus)
+    assert written.housekeeping_cpus
+    if rig.startswith("reference"):
+        assert format_cpu_list(written.housekeeping_cpus) == "0-1,64-65"
+    assert written.placements
+    for p in written.placements:
+        cpus = set(p.cpu_list)
+        assert not cpus & seen, p.model
+        seen |= cpus
+        local = {c for g in p.gpus for c in topo.node(node_of[g] or 0).cpus}
+        assert cpus <= local, p.model
+        assert topo.whole_cores(cpus), p.model
+        need = rules.engines[p.engine].cores_for(len(p.gpus))
+        assert len(cpus) == need * topo.threads_per_core, p.model
+
+
+def test_a_gpu_without_numa_node_uses_the_only_node_or_is_refused() -> None:
+    """One-node desktops report numa_node -1 (None): the GPU is on node 0 there. On the
+    dual-socket 8xl40s the same GPU cannot be placed near its cores and is refused."""
+    import dataclasses
+
+    from tuning.cpuplan.placements import with_cpu_plan
+    from tuning.placement import plan
+
+    models = load_models(REFERENCE_MODELS)
+    for rig, refused in (("reference", False), ("8xl40s", True)):
+        snapshot = open_rig(f"sim:{rig}").snapshot()
+        blind = dataclasses.replace(
+            snapshot, gpus=tuple(dataclasses.replace(g, numa_node=None) for g in snapshot.gpus)
+        )
+        topo = open_rig(f"sim:{rig}").cpu_topology()
+        assert topo is not None
+        result = plan(blind, models)
+        if refused:
+            with pytest.raises(
+                CpuPlanRefused, match=r"reports no NUMA node on a box with nodes \[0, 1\]"
+            ):
+                with_cpu_plan(result, blind, topo)
+        else:
+            planned, _ = with_cpu_plan(result, blind, topo)
+            assert format_cpu_list(planned.housekeeping_cpus) == "0-1,64-65"
