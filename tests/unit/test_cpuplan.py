@@ -315,3 +315,32 @@ def test_a_gpu_without_numa_node_uses_the_only_node_or_is_refused() -> None:
         else:
             planned, _ = with_cpu_plan(result, blind, topo)
             assert format_cpu_list(planned.housekeeping_cpus) == "0-1,64-65"
+
+
+def test_rendered_serving_units_get_disjoint_cpu_affinity(tmp_path: Path) -> None:
+    """The serving units rendered from a CPU-planned plan: each ``CPUAffinity=`` is its
+    placement's own CPUs (systemd's space-separated ranges), and no two units share a CPU —
+    before the CPU plan every unit on sim:reference had ``CPUAffinity=0-127``."""
+    from click.testing import CliRunner
+
+    from tuning.cli import cli
+    from tuning.serving import render_serving_units
+
+    out = tmp_path / "plan.yaml"
+    CliRunner().invoke(
+        cli,
+        ["plan", "--rig", "sim:reference", "--models", str(REFERENCE_MODELS), "--out", str(out)],
+    )
+    units = render_serving_units(out)
+    assert len(units) == 3
+    seen: set[int] = set()
+    for text in units.values():
+        (line,) = [ln for ln in text.splitlines() if ln.startswith("CPUAffinity=")]
+        cpus = set()
+        for part in line.removeprefix("CPUAffinity=").split():
+            lo, _, hi = part.partition("-")
+            cpus |= set(range(int(lo), int(hi or lo) + 1))
+        assert cpus, line
+        assert not cpus & seen, line
+        assert not cpus & {0, 1, 64, 65}, line  # housekeeping
+        seen |= cpus
