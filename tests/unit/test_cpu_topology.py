@@ -17,6 +17,8 @@ from tuning.backends.cpu_spec import RigCpuSpec, cpu_topology_of
 from tuning.backends.sim_config import load_rig_spec, read_yaml
 from tuning.captures.cpu import (
     cpu_topology,
+    parse_cpuidle,
+    parse_governors,
     parse_lscpu_e,
     parse_lscpu_p,
     parse_shared_cpu_lists,
@@ -194,3 +196,25 @@ def test_rig_cpu_spec_numbering_on_a_dual_socket_part() -> None:
     topo = cpu_topology_of(spec)
     assert [format_cpu_list(n.cpus) for n in topo.nodes] == ["0-3,8-11", "4-7,12-15"]
     assert topo.llcs[3].cpus == (6, 7, 14, 15)
+
+
+def test_governors_from_a_per_cpu_cat_and_a_tlp_stat_line(real_fixtures: Path) -> None:
+    """tuned #692: amd-pstate in active mode offers only performance and powersave (16 CPUs,
+    one line each); TLP #17: acpi-cpufreq on a Ryzen 7 PRO 3700U offers three (trailing space
+    in the capture)."""
+    active = _read(real_fixtures, "cpu/16cpu-amd-pstate-active-scaling-available-governors.txt")
+    assert parse_governors(active) == ("performance", "powersave")
+    tlp = _read(real_fixtures, "cpu/1x-ryzen3700u-acpi-cpufreq-tlp-stat-governors.txt")
+    assert parse_governors(tlp) == ("ondemand", "performance", "schedutil")
+    with pytest.raises(CaptureFormatError):
+        parse_governors("performance; rm -rf /")
+
+
+def test_cpuidle_states_in_state_order_with_exit_latency(real_fixtures: Path) -> None:
+    """tuned #808 (Ice Lake): POLL 0 µs, C1 1 µs, C1E 4 µs, C6 170 µs, none disabled; the
+    capture lists state3 first, so the parser must order by state number."""
+    states = parse_cpuidle(_read(real_fixtures, "cpu/1x-icelake-cpuidle-grep.txt"))
+    assert [(s.name, s.latency_us) for s in states] == [
+        ("POLL", 0), ("C1", 1), ("C1E", 4), ("C6", 170),
+    ]  # fmt: skip
+    assert all(s.disabled is False for s in states)

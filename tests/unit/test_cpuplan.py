@@ -11,8 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from inventory.models import load_models
 from tuning.backends import RIGS_DIR, open_rig
+from tuning.backends.cpu_spec import RigCpuSpec, cpu_topology_of
 from tuning.captures.cpu import cpu_topology, parse_lscpu_p
 from tuning.captures.values import format_cpu_list
 from tuning.core.cpu import CpuTopology
@@ -185,3 +189,158 @@ def test_every_rule_number_has_a_source(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"engines\.x\.sources\.cores_per_gpu: missing"):
         load_rules_file(bad)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sockets=st.integers(1, 2),
+    nps=st.sampled_from([1, 2, 4]),
+    cores_per_llc=st.integers(1, 8),
+    smt=st.integers(1, 2),
+    wanted=st.lists(
+        st.tuples(st.sampled_from(["vllm", "sglang", "llama.cpp"]), st.integers(0, 7)),
+        min_size=1,
+        max_size=6,
+    ),
+)
+def test_any_layout_either_plans_clean_sets_or_refuses(
+    sockets: int, nps: int, cores_per_llc: int, smt: int, wanted: list[tuple[str, int]]
+) -> None:
+    """Property: on any socket/NPS/CCD/SMT layout and any units (each on one GPU, GPU g on node
+    g mod nodes), the plan is refused with a reason or gives disjoint whole-core sets on the
+    GPU's node, disjoint from housekeeping."""
+    spec = RigCpuSpec(
+        model="x",
+        sockets=sockets,
+        numa_nodes_per_socket=nps,
+        llcs_per_socket=4,
+        cores_per_llc=cores_per_llc,
+        threads_per_core=smt,
+        llc_mib=32,
+        sources={"a": "b"},
+    )
+    topo = cpu_topology_of(spec)
+    nodes = len(topo.nodes)
+    gpu_nodes = {f"g{g}": g % nodes for g in range(8)}
+    units = [CpuUnit(f"m{i}", engine, (f"g{g}",)) for i, (engine, g) in enumerate(wanted)]
+    rules = load_rules()
+    demand = {n.node: 0 for n in topo.nodes}
+    for unit in units:
+        demand[gpu_nodes[unit.gpus[0]]] += rules.engines[unit.engine].cores_for(1)
+    cores_on = {n.node: len(n.cpus) // smt for n in topo.nodes}
+    hk = rules.housekeeping.cores_per_socket
+    refused: str | None = None
+    try:
+        plan = plan_cpus(topo, gpu_nodes, units)
+    except CpuPlanRefused as exc:
+        refused = str(exc)
+    if refused is not None:
+        # the greedy plan fails only where a node's demand exceeds what housekeeping leaves
+        assert "needs" in refused
+        assert any(demand[n] > cores_on[n] - hk for n in demand), refused
+        return
+    assert all(demand[n] <= cores_on[n] for n in demand)
+    seen = set(plan.housekeeping_cpus)
+    for unit, share in zip(units, plan.units, strict=True):
+        assert not set(share.cpus) & seen
+        seen |= set(share.cpus)
+        assert set(share.cpus) <= set(topo.node(gpu_nodes[unit.gpus[0]]).cpus)
+        assert topo.whole_cores(share.cpus)
+
+
+REFERENCE_MODELS = Path(__file__).parents[2] / "inventory" / "examples" / "models-reference.yaml"
+
+
+@pytest.mark.parametrize("rig", ["reference", "reference-nps4", "8xl40s"])
+def test_rigforge_plan_writes_each_placements_own_cpus_and_housekeeping(
+    rig: str, tmp_path: Path
+) -> None:
+    """``rigforge plan --out``: every placement's cpu_list is its own whole cores on its GPUs'
+    nodes, sized by its engine's rule, disjoint from the others and from housekeeping_cpus
+    (0-1,64-65 on the 5995WX rigs: cores 0–1 of socket 0, the node with fewest GPUs first)."""
+    from click.testing import CliRunner
+
+    from tuning.cli import cli
+    from tuning.core.plan import load_plan
+
+    out = tmp_path / "plan.yaml"
+    result = CliRunner().invoke(
+        cli, ["plan", "--rig", f"sim:{rig}", "--models", str(REFERENCE_MODELS), "--out", str(out)]
+    )
+    assert result.exit_code in (0, 1), result.output
+    assert "housekeeping CPUs" in result.output
+    written = load_plan(out)
+    topo, _ = _rig(rig)
+    snapshot = open_rig(f"sim:{rig}").snapshot()
+    node_of = {g.uuid: g.numa_node for g in snapshot.gpus}
+    rules = load_rules()
+    seen = set(written.housekeeping_cpus)
+    assert written.housekeeping_cpus
+    if rig.startswith("reference"):
+        assert format_cpu_list(written.housekeeping_cpus) == "0-1,64-65"
+    assert written.placements
+    for p in written.placements:
+        cpus = set(p.cpu_list)
+        assert not cpus & seen, p.model
+        seen |= cpus
+        local = {c for g in p.gpus for c in topo.node(node_of[g] or 0).cpus}
+        assert cpus <= local, p.model
+        assert topo.whole_cores(cpus), p.model
+        need = rules.engines[p.engine].cores_for(len(p.gpus))
+        assert len(cpus) == need * topo.threads_per_core, p.model
+
+
+def test_a_gpu_without_numa_node_uses_the_only_node_or_is_refused() -> None:
+    """One-node desktops report numa_node -1 (None): the GPU is on node 0 there. On the
+    dual-socket 8xl40s the same GPU cannot be placed near its cores and is refused."""
+    import dataclasses
+
+    from tuning.cpuplan.placements import with_cpu_plan
+    from tuning.placement import plan
+
+    models = load_models(REFERENCE_MODELS)
+    for rig, refused in (("reference", False), ("8xl40s", True)):
+        snapshot = open_rig(f"sim:{rig}").snapshot()
+        blind = dataclasses.replace(
+            snapshot, gpus=tuple(dataclasses.replace(g, numa_node=None) for g in snapshot.gpus)
+        )
+        topo = open_rig(f"sim:{rig}").cpu_topology()
+        assert topo is not None
+        result = plan(blind, models)
+        if refused:
+            with pytest.raises(
+                CpuPlanRefused, match=r"reports no NUMA node on a box with nodes \[0, 1\]"
+            ):
+                with_cpu_plan(result, blind, topo)
+        else:
+            planned, _ = with_cpu_plan(result, blind, topo)
+            assert format_cpu_list(planned.housekeeping_cpus) == "0-1,64-65"
+
+
+def test_rendered_serving_units_get_disjoint_cpu_affinity(tmp_path: Path) -> None:
+    """The serving units rendered from a CPU-planned plan: each ``CPUAffinity=`` is its
+    placement's own CPUs (systemd's space-separated ranges), and no two units share a CPU —
+    before the CPU plan every unit on sim:reference had ``CPUAffinity=0-127``."""
+    from click.testing import CliRunner
+
+    from tuning.cli import cli
+    from tuning.serving import render_serving_units
+
+    out = tmp_path / "plan.yaml"
+    CliRunner().invoke(
+        cli,
+        ["plan", "--rig", "sim:reference", "--models", str(REFERENCE_MODELS), "--out", str(out)],
+    )
+    units = render_serving_units(out)
+    assert len(units) == 3
+    seen: set[int] = set()
+    for text in units.values():
+        (line,) = [ln for ln in text.splitlines() if ln.startswith("CPUAffinity=")]
+        cpus = set()
+        for part in line.removeprefix("CPUAffinity=").split():
+            lo, _, hi = part.partition("-")
+            cpus |= set(range(int(lo), int(hi or lo) + 1))
+        assert cpus, line
+        assert not cpus & seen, line
+        assert not cpus & {0, 1, 64, 65}, line  # housekeeping
+        seen |= cpus

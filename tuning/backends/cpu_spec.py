@@ -18,7 +18,7 @@ from pydantic import Field
 
 from inventory.fields import StrictModel
 from tuning.captures.values import format_cpu_list, parse_cpu_list
-from tuning.core.cpu import MAX_LOGICAL_CPUS, CpuRecord, CpuTopology, build_topology
+from tuning.core.cpu import MAX_LOGICAL_CPUS, CpuRecord, CpuTopology, CState, build_topology
 
 #: cpufreq governors Linux ships (Documentation/admin-guide/pm/cpufreq.rst).
 GOVERNORS = ("performance", "powersave", "userspace", "ondemand", "conservative", "schedutil")
@@ -106,7 +106,7 @@ def cpu_topology_of(spec: RigCpuSpec, source: str = "rig cpu") -> CpuTopology:
         model=spec.model,
         llc_size_mib=spec.llc_mib,
         governors=spec.governors,
-        cstates=spec.cstates,
+        cstates=[CState(name=name) for name in spec.cstates],
     )
 
 

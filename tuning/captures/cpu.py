@@ -14,10 +14,12 @@ from collections.abc import Mapping, Sequence
 from tuning.captures.errors import CaptureFormatError
 from tuning.captures.numa import NumaTopology
 from tuning.captures.values import boolean, clean_text, parse_cpu_list
-from tuning.core.cpu import MAX_LOGICAL_CPUS, CpuRecord, CpuTopology, build_topology
+from tuning.core.cpu import MAX_LOGICAL_CPUS, CpuRecord, CpuTopology, CState, build_topology
 from tuning.core.limits import MAX_CPU_ID
 
 _CACHE_RE = re.compile(r"^L(\d)[di]?$", re.IGNORECASE)
+_IDLE_RE = re.compile(r"cpuidle/state(\d+)/(name|latency|disable)\s*:\s*(\S*)\s*$")
+_GOVERNOR_RE = re.compile(r"^[a-z][a-z_-]{0,31}$")
 _SHARED_RE = re.compile(r"cpu(\d+)/cache/index\d+/shared_cpu_list\s*:\s*(.*)$")
 
 
@@ -196,7 +198,7 @@ def cpu_topology(
     llc_of: Mapping[int, int] | None = None,
     model: str | None = None,
     governors: Sequence[str] = (),
-    cstates: Sequence[str] = (),
+    cstates: Sequence[CState] = (),
 ) -> CpuTopology:
     """Records plus optional ``numactl -H`` nodes and ``shared_cpu_list`` LLCs → a topology.
 
@@ -216,3 +218,54 @@ def cpu_topology(
         for r in records
     ]
     return build_topology(merged, source=source, model=model, governors=governors, cstates=cstates)
+
+
+def parse_governors(text: str, source: str = "scaling_available_governors") -> tuple[str, ...]:
+    """Governors from ``cat …/cpu*/cpufreq/scaling_available_governors`` (one line per CPU)
+    or ``tlp-stat -p``'s ``…/scaling_available_governors = a b c`` line; each name once, in
+    the order first seen. Example: ``performance powersave`` (amd-pstate in active mode)."""
+    names: dict[str, None] = {}
+    for line_no, raw in enumerate(clean_text(text).split("\n"), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        if "scaling_available_governors" in line:
+            line = re.split(r"\s*[=:]\s*", line, maxsplit=1)[-1]
+        for name in line.split():
+            if not _GOVERNOR_RE.match(name):
+                raise CaptureFormatError(
+                    f"{source}:{line_no}: {name[:40]!r} is no governor name; capture "
+                    "`cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_available_governors`"
+                )
+            names[name] = None
+    return tuple(names)
+
+
+def parse_cpuidle(text: str, source: str = "cpuidle") -> tuple[CState, ...]:
+    """Idle states from ``grep . /sys/devices/system/cpu/cpu0/cpuidle/state*/{name,latency,
+    disable}``, by state number (shallowest first). Example line:
+    ``…/cpuidle/state3/latency:170`` → state 3 exits in 170 µs."""
+    fields: dict[int, dict[str, str]] = {}
+    for line_no, raw in enumerate(clean_text(text).split("\n"), start=1):
+        if not raw.strip():
+            continue
+        match = _IDLE_RE.search(raw.strip())
+        if match is None or int(match.group(1)) > 64:
+            raise CaptureFormatError(
+                f"{source}:{line_no}: expected '…/cpuidle/stateN/name|latency|disable:VALUE'"
+            )
+        fields.setdefault(int(match.group(1)), {})[match.group(2)] = match.group(3)
+    out = []
+    for index, values in sorted(fields.items()):
+        if "name" not in values:
+            raise CaptureFormatError(f"{source}: state{index} has no name line")
+        latency = values.get("latency")
+        disable = values.get("disable")
+        out.append(
+            CState(
+                name=values["name"],
+                latency_us=int(latency) if latency and latency.isdigit() else None,
+                disabled=None if disable is None else disable == "1",
+            )
+        )
+    return tuple(out)

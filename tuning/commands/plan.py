@@ -1,10 +1,12 @@
 """``rigforge plan``: place the models of a models file on the rig's GPUs.
 
-Prints a table (model → GPUs by index and UUID, TP × PP, NUMA node, VRAM used/free per GPU,
-estimated throughput), every model it could not place with the reason, the plan's score and
-the best alternative's. ``--out`` writes the plan YAML the ``serving`` deploy consumes;
-``--host NAME`` writes it as inventory host data (``INVENTORY_DIR/host_data/NAME/plan.yaml``);
-``--json`` prints the plan as JSON instead of the table.
+Prints a table (model → GPUs by index and UUID, TP × PP, NUMA node, the model's own CPUs from
+the CPU plan, VRAM used/free per GPU, estimated throughput), the housekeeping CPUs, every
+model it could not place with the reason, the plan's score and the best alternative's.
+``--out`` writes the plan YAML the ``serving`` deploy consumes (with each placement's
+``cpu_list`` and the plan's ``housekeeping_cpus``); ``--host NAME`` writes it as inventory
+host data (``INVENTORY_DIR/host_data/NAME/plan.yaml``); ``--json`` prints the plan as JSON
+instead of the table.
 """
 
 from __future__ import annotations
@@ -22,7 +24,12 @@ from inventory.models import load_models
 from tuning.apply.actuator import open_tuning_rig
 from tuning.backends import DEFAULT_RIG
 from tuning.backends.base import RigSnapshot
+from tuning.backends.sim import SimRig
+from tuning.captures.values import format_cpu_list
+from tuning.core.cpu import CpuTopology
 from tuning.core.profile import load_profile, profile_mismatch
+from tuning.cpuplan import read_host_topology
+from tuning.cpuplan.placements import with_cpu_plan
 from tuning.errors import ConfigError
 from tuning.placement import Plan, load_profile_hints, plan
 
@@ -39,10 +46,24 @@ def load_snapshot(spec: str) -> RigSnapshot:
         rig.close()
 
 
+def load_cpu_topology(spec: str) -> CpuTopology | None:
+    """The CPU topology of the rig ``spec`` names: this host's sysfs for ``nvml``, the rig
+    file's ``cpu:`` section for a simulated rig; ``None`` when the rig file has none."""
+    if spec == "nvml":
+        return read_host_topology()
+    rig, _ = open_tuning_rig(spec)
+    try:
+        return rig.cpu_topology() if isinstance(rig, SimRig) else None
+    finally:
+        rig.close()
+
+
 def render_table(result: Plan, console: Console) -> None:
     """The human view of a plan."""
     table = Table(title=f"placement on {result.rig_name} ({result.fingerprint})")
-    for column in ("model", "GPUs", "UUIDs", "TP×PP", "NUMA", "link", "VRAM/GPU", "free/GPU"):
+    for column in (
+        "model", "GPUs", "UUIDs", "TP×PP", "NUMA", "CPUs", "link", "VRAM/GPU", "free/GPU",
+    ):  # fmt: skip
         table.add_column(column)
     table.add_column("throughput", justify="right")
     for p in result.placements:
@@ -53,12 +74,18 @@ def render_table(result: Plan, console: Console) -> None:
             "\n".join(p.gpus),
             f"{p.tp}×{p.pp}",
             "-" if p.numa_node is None else str(p.numa_node),
+            format_cpu_list(p.cpu_list) if p.cpu_list else "-",
             p.worst_link + ("" if p.p2p else " (no P2P)"),
             f"{p.vram_mib} MiB",
             ", ".join(f"{free} MiB" for free in p.vram_free_mib),
             f"{p.throughput:.2f}×",
         )
     console.print(table)
+    if result.housekeeping_cpus:
+        console.print(
+            f"housekeeping CPUs {format_cpu_list(result.housekeeping_cpus)}: the OS, sshd, "
+            "irqbalance and non-GPU interrupts; each GPU's interrupts go to its model's CPUs"
+        )
     for u in result.unplaced:
         console.print(f"[red]not placed[/red] {u.model}: {u.reason}")
     alt = "none" if result.alternative_score is None else f"{result.alternative_score:.4f}"
@@ -146,6 +173,9 @@ def command(
     if profile_path is not None:
         _check_profile_matches(profile_path, snapshot)
     result = plan(snapshot, models, profile)
+    topo = load_cpu_topology(rig_spec)
+    if topo is not None:
+        result, _ = with_cpu_plan(result, snapshot, topo)
     text = yaml.safe_dump(result.to_yaml(), sort_keys=False, allow_unicode=True)
     written = [p for p in (out_path, host_plan) if p is not None]
     for path in written:

@@ -42,6 +42,16 @@ class CpuRecord:
 
 
 @dataclass(frozen=True)
+class CState:
+    """One cpuidle state (``/sys/devices/system/cpu/cpu0/cpuidle/stateN``): its name, exit
+    latency (µs, ``None`` when not known) and whether it is disabled (``None``: not known)."""
+
+    name: str
+    latency_us: int | None = None
+    disabled: bool | None = None
+
+
+@dataclass(frozen=True)
 class Core:
     """A physical core: its logical CPUs (SMT siblings, ascending), socket, node and LLC."""
 
@@ -88,8 +98,8 @@ class CpuTopology:
     """The host's CPUs as the CPU plan sees them. Offline CPUs are left out.
 
     ``governors``: cpufreq governors the host offers (``scaling_available_governors``);
-    ``cstates``: idle-state names (``/sys/devices/system/cpu/cpu0/cpuidle/state*/name``); both
-    empty when unknown. ``model`` is the ``lscpu`` model name, ``None`` when not known.
+    ``cstates``: idle states, shallowest first (``/sys/devices/system/cpu/cpu0/cpuidle/``);
+    both empty when unknown. ``model`` is the ``lscpu`` model name, ``None`` when not known.
     """
 
     cores: tuple[Core, ...]
@@ -98,7 +108,7 @@ class CpuTopology:
     sockets: tuple[int, ...]
     model: str | None = None
     governors: tuple[str, ...] = ()
-    cstates: tuple[str, ...] = ()
+    cstates: tuple[CState, ...] = ()
 
     @property
     def cpus(self) -> tuple[int, ...]:
@@ -139,7 +149,7 @@ def build_topology(
     model: str | None = None,
     llc_size_mib: float | None = None,
     governors: Sequence[str] = (),
-    cstates: Sequence[str] = (),
+    cstates: Sequence[CState] = (),
 ) -> CpuTopology:
     """Group per-CPU records into cores, LLC domains, NUMA nodes and sockets.
 

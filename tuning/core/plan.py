@@ -136,6 +136,9 @@ class Plan:
     alternative_score: float | None
     alternative: str  # one sentence: what the best alternative was
     power: Mapping[str, str] = field(default_factory=dict)
+    #: CPUs kept for the OS, sshd, irqbalance and non-GPU interrupts (the CPU plan); empty
+    #: when no CPU plan was made.
+    housekeeping_cpus: tuple[int, ...] = ()
 
     def to_yaml(self) -> dict[str, Any]:
         """The plan file the deploy consumes (``schema_version: 1``)."""
@@ -152,6 +155,7 @@ class Plan:
                 None if self.alternative_score is None else round(self.alternative_score, 6)
             ),
             "alternative": self.alternative,
+            "housekeeping_cpus": list(self.housekeeping_cpus),
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -210,6 +214,7 @@ def parse_plan(data: Any, source: str = "<plan>") -> Plan:
             score=float(data.get("score", 0.0)),
             alternative_score=data.get("alternative_score"),
             alternative=str(data.get("alternative", "")),
+            housekeeping_cpus=tuple(int(c) for c in data.get("housekeeping_cpus") or ()),
         )
     except KeyError as error:
         raise ConfigError(
