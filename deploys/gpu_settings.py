@@ -38,6 +38,7 @@ from tuning.render.files import (
     CAP_RETRY_DELAY_S,
     GPU_SETTINGS_SCRIPT,
     PROFILE_TARGET,
+    SIM_RIG_TARGET,
     cap_script,
     caps_w,
     settings_unit,
@@ -51,6 +52,7 @@ PROFILE_PATH = PROFILE_TARGET
 DEFAULTS = {
     "rigforge_gpu_settings_script": SCRIPT_PATH,
     "rigforge_profile_path": PROFILE_PATH,
+    "rigforge_sim_rig_path": SIM_RIG_TARGET,
     "rigforge_cap_retries": CAP_RETRIES,
     "rigforge_cap_retry_delay_s": CAP_RETRY_DELAY_S,
 }
@@ -163,6 +165,20 @@ def gpu_settings() -> None:
     use_tuner = bool(config.tuner.install and config.power.profile)
     step = restart_step(UNIT)
     changed = []
+    rig = None
+    if use_tuner and config.tuner.sim_rig:
+        # No GPUs on this host (CI): apply to the simulated rig the profile was swept on,
+        # which checks the profile against its GPUs and budget; NVML here would fail.
+        rig = host.data.rigforge_sim_rig_path
+        changed.append(
+            put_text_pending(
+                rig,
+                Path(config.tuner.sim_rig).read_text(encoding="utf-8"),
+                step,
+                name=f"Simulated rig for rigforge apply ({rig})",
+                mode="644",
+            )
+        )
     if use_tuner:
         changed.append(
             put_text_pending(
@@ -193,6 +209,7 @@ def gpu_settings() -> None:
                 use_tuner=use_tuner,
                 profile=host.data.rigforge_profile_path,
                 script=host.data.rigforge_gpu_settings_script,
+                rig=rig,
             ),
             step,
         )

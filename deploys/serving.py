@@ -12,18 +12,20 @@ key (one line); the deploy writes ``/etc/rigforge/secrets/api-key.env`` (root:ro
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
-from pyinfra.facts.files import FindFiles
+from pyinfra.facts.files import File, FindFiles
 from pyinfra.operations import files, server, systemd
 
-from deploys.util import cfg, put_text, service_after_change, systemd_booted
+from deploys.util import cfg, put_text, service_after_change, systemd_booted, unit_enabled
 from inventory.schema import HostConfig
 from tuning.serving import (
     API_KEY_ENV_FILE,
+    ENGINE_BINS,
     UNIT_DIR,
     api_key_env_text,
     read_api_key,
@@ -90,14 +92,53 @@ def serving() -> None:
     if key_env is not None:
         dest, content = key_env
         key_ops.append(put_text(dest, content, name=f"API key {dest} (root 0600)", mode="600"))
+    installed = _install_engines(config)
     units = _render_units(config, secrets)
-    # An opened unit reads the API key through EnvironmentFile=: a new key needs a restart.
+    # An opened unit reads the API key through EnvironmentFile=: a new key needs a restart,
+    # and so does a new engine executable.
     for path, content in sorted(units.items()):
         unit_name = path.rsplit("/", 1)[-1]
         op = put_text(path, content, name=f"Serving unit {unit_name}")
-        if path.endswith(".service"):
-            service_after_change(unit_name, changed=[op, *key_ops], name=unit_name)
+        if not path.endswith(".service"):
+            continue
+        engine = engine_binary(content)
+        engine_op = installed.get(engine or "")
+        if engine is None or engine_op is not None or host.get_fact(File, path=engine):
+            changed = [op, *key_ops, *([engine_op] if engine_op is not None else [])]
+            service_after_change(unit_name, changed=changed, name=unit_name)
+        else:
+            # Starting it would fail the whole host (status 203/EXEC); the engine is the
+            # user's to install. Enabled, so it starts once the engine is there (or at boot).
+            logger.warning(f"{host.name}: {unit_name}: {engine} is not installed: not started")
+            unit_enabled(name=f"{unit_name}: enable ({engine} not installed)", unit=unit_name)
     _remove_stale_units(set(units))
+
+
+_EXEC_START = re.compile(r"^ExecStart=(/\S+)", re.M)
+
+
+def engine_binary(unit_text: str) -> str | None:
+    """The absolute executable of a unit's ``ExecStart=`` (the engine), or ``None``."""
+    match = _EXEC_START.search(unit_text)
+    return match.group(1) if match else None
+
+
+def _install_engines(config: HostConfig) -> dict[str, OperationMeta]:
+    """Put the engine executables the inventory brings (``serving.llama_server``), 0755.
+
+    Returns ``{host path: the put operation}``: units running that path restart when it
+    changes. ``files.put`` compares checksums, so an unchanged executable is a no-op.
+    """
+    out: dict[str, OperationMeta] = {}
+    if config.serving.llama_server:
+        dest = ENGINE_BINS["llama.cpp"]
+        out[dest] = files.put(
+            name=f"llama-server ({Path(config.serving.llama_server).name}) as {dest}",
+            src=config.serving.llama_server,
+            dest=dest,
+            mode="755",
+        )
+    return out
 
 
 def _render_units(config: HostConfig, secrets: dict[str, str]) -> dict[str, str]:

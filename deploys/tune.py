@@ -43,10 +43,11 @@ from pyinfra.operations import files, python, server
 from deploys.util import cfg, systemd_booted
 from inventory.loader import INVENTORY_DIR_KEY
 from tuning.budget import host_budget_document
+from tuning.render.files import SIM_RIG_TARGET
 
 DEFAULTS = {
     "rigforge_profile_path": "/etc/rigforge/profile.yaml",
-    "rigforge_tune_rig_path": "/etc/rigforge/tune-rig.yaml",
+    "rigforge_tune_rig_path": SIM_RIG_TARGET,
     "rigforge_tune_state_dir": "/var/lib/rigforge/state",
     "rigforge_budget_path": "/etc/rigforge/budget.yaml",
     "rigforge_tune_log_path": "/var/log/rigforge/tune.log",
@@ -118,6 +119,11 @@ def job_files(log_path: str) -> tuple[str, str]:
     return f"{stem}.pid", f"{stem}.rc"
 
 
+def systemd_escape(command: str) -> str:
+    """``command`` with ``$`` and ``%`` doubled, as systemd reads them literally in ExecStart."""
+    return command.replace("%", "%%").replace("$", "$$")
+
+
 def start_command(sweep: str, log_path: str, *, systemd: bool) -> str:
     """The shell line that starts ``sweep`` detached from the SSH session; returns at once.
 
@@ -130,11 +136,15 @@ def start_command(sweep: str, log_path: str, *, systemd: bool) -> str:
     """
     pid, rc = (shlex.quote(p) for p in job_files(log_path))
     log = shlex.quote(log_path)
-    job = shlex.quote(
+    script = (
         f"echo $$ > {pid}; ( {sweep} ) >> {log} 2>&1; echo $? > {rc}.tmp && mv -f {rc}.tmp {rc}"
     )
+    job = shlex.quote(script)
     if systemd:
-        launch = f"systemd-run --unit {TUNE_UNIT} --collect --quiet /bin/sh -c {job} &&"
+        # systemd expands $VAR and %specifiers in a transient unit's command line (found on a
+        # booted target: "echo $$" wrote "$" as the PID); doubled, they reach sh verbatim.
+        unit_job = shlex.quote(systemd_escape(script))
+        launch = f"systemd-run --unit {TUNE_UNIT} --collect --quiet /bin/sh -c {unit_job} &&"
     else:
         # "&" ends the command: the wait loop below runs in this shell, the job in its own.
         launch = f"setsid nohup /bin/sh -c {job} > /dev/null 2>&1 < /dev/null &"
