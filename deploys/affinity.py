@@ -13,15 +13,13 @@ from pyinfra import host
 from pyinfra.api import deploy
 
 from deploys.operations.irq import irq_affinity
+from deploys.operations.systemd import restart_step
 from deploys.util import (
     cfg,
-    has_command,
-    put_pending,
+    put_files,
     remove_files,
-    restart_step,
-    run_pending,
     service_after_change,
-    systemd_booted,
+    snapshot,
     unit_removed,
 )
 from tuning.render.files import (
@@ -44,13 +42,18 @@ DEFAULTS = {
 def affinity() -> None:
     """Install the IRQ-pinning unit and the irqbalance ban, or remove them when turned off."""
     config = cfg()
+    pinning = irq_pinning_files(config, script=host.data.rigforge_irq_script)
+    specs = irqbalance_files(policy_script=host.data.rigforge_irqbalance_policy)
+    # One round trip for every file, unit and tool this concern decides on.
+    snap = snapshot(
+        paths=[spec.dest for spec in (*pinning, *specs)],
+        units=[IRQ_UNIT, IRQBALANCE],
+        commands=["irqbalance"],
+    )
     if config.affinity.pin_irqs:
-        step = restart_step(IRQ_UNIT)
-        script, unit = (
-            put_pending(spec, step)
-            for spec in irq_pinning_files(config, script=host.data.rigforge_irq_script)
-        )
-        service_after_change(IRQ_UNIT, changed=[script, unit], name="IRQ pinning unit", step=step)
+        step = restart_step(IRQ_UNIT) if snap.systemd_booted else None
+        wanted = put_files(pinning, snap, step)
+        service_after_change(IRQ_UNIT, snap=snap, wanted=wanted, name="IRQ pinning unit")
         if config.kernel.apply_runtime:
             _pin_now(config.kernel.root)
     else:
@@ -60,28 +63,24 @@ def affinity() -> None:
             extra_paths=(host.data.rigforge_irq_script,),
             name="IRQ pinning unit (pin_irqs: false)",
         )
-    irqbalance = has_command("irqbalance")
-    specs = irqbalance_files(policy_script=host.data.rigforge_irqbalance_policy)
+    irqbalance = "irqbalance" in snap.commands
+    restart = irqbalance and snap.systemd_booted
+    step = restart_step(IRQBALANCE) if restart else None
     if config.affinity.irqbalance_ban:
-        step = restart_step(IRQBALANCE) if irqbalance else None
-        ops = [put_pending(spec, step) for spec in specs]
+        wanted = put_files(specs, snap, step)
         if irqbalance:
-            service_after_change(IRQBALANCE, changed=ops, name="irqbalance", step=step)
+            service_after_change(IRQBALANCE, snap=snap, wanted=wanted, name="irqbalance")
         else:
             host.noop("affinity: irqbalance not installed; its config is ready for it")
     else:
-        step = restart_step(IRQBALANCE) if irqbalance else None
+        # irqbalance forgets the policy script only when restarted without the drop-in.
         remove_files(
-            [spec.dest for spec in specs], step=step, name="irqbalance ban (irqbalance_ban: false)"
+            [spec.dest for spec in specs],
+            step=step,
+            name="irqbalance ban (irqbalance_ban: false)",
+            commands=["systemctl daemon-reload", f"systemctl try-restart {IRQBALANCE}"],
         )
-        if step is not None:
-            # irqbalance forgets the policy script only when restarted without the drop-in.
-            run_pending(
-                step,
-                ["systemctl daemon-reload", f"systemctl try-restart {IRQBALANCE}"],
-                name="irqbalance: daemon-reload and restart (ban removed)",
-            )
-        elif not systemd_booted():
+        if not snap.systemd_booted:
             host.noop("affinity: systemd not running; irqbalance reads its files when started")
 
 

@@ -16,29 +16,32 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Generator, Iterable, Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pyinfra import host
 from pyinfra.api import deploy, operation
 
 from deploys.facts.nvidia import STATUS_OK, NvidiaGpus
+from deploys.operations.systemd import restart_step
 from deploys.util import (
+    TextFile,
     cfg,
-    put_pending,
-    put_text_pending,
-    restart_step,
+    put_files,
     service_after_change,
+    snapshot,
     unit_removed,
 )
-from tuning.backends.base import GpuInfo, rig_fingerprint
+from tuning.core.profile import load_profile, profile_mismatch
+from tuning.core.rig import GpuInfo
 from tuning.render.files import (
     CAP_RETRIES,
     CAP_RETRY_DELAY_S,
     GPU_SETTINGS_SCRIPT,
     PROFILE_TARGET,
     SIM_RIG_TARGET,
+    FileSpec,
     cap_script,
     caps_w,
     settings_unit,
@@ -65,48 +68,24 @@ def stale_profile_problem(
 
     ``host_gpus``: the host's GPUs as :class:`NvidiaGpus` reports them (or the inventory's
     list): ``uuid`` and, for the fingerprint, ``name``, ``pci_bus_id``, ``memory_total_mib``.
-    Stale when a profiled UUID is missing on the host, the host has a GPU the profile never
-    tuned, or (same UUIDs) the profile's ``rig.fingerprint`` differs from the host's — a card
-    moved slot or was renamed. The sentence names the fix: ``rigforge sweep --host NAME``.
+    The check is the one stale-profile check, :func:`tuning.core.profile.profile_mismatch`;
+    the sentence names the fix: ``rigforge sweep --host NAME``.
     """
     path = Path(profile_path)
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    tuned = [str(g["uuid"]) for g in data.get("gpus") or []]
-    gpus = list(host_gpus)
-    present = [str(g.get("uuid") or "") for g in gpus]
-    lower = {u.lower() for u in present}
-    missing = [u for u in tuned if u.lower() not in lower]
-    new = [u for u in present if u and u.lower() not in {t.lower() for t in tuned}]
-    fix = f"re-run rigforge sweep --host {host_name}"
-    if missing or new:
-        parts = []
-        if missing:
-            parts.append(f"{', '.join(missing)} missing")
-        if new:
-            parts.append(f"{', '.join(new)} not tuned")
-        return (
-            f"profile {path.name} was tuned on a different set of GPUs: {'; '.join(parts)}; {fix}"
+    gpus = [
+        GpuInfo(
+            index=i,
+            uuid=str(g.get("uuid") or "") or None,
+            name=str(g["name"]) if g.get("name") else None,
+            pci_bus_id=str(g["pci_bus_id"]) if g.get("pci_bus_id") else None,
+            memory_total_mib=int(g["memory_total_mib"]) if g.get("memory_total_mib") else None,
         )
-    rig = data.get("rig")
-    expected = rig.get("fingerprint") if isinstance(rig, dict) else None
-    keys = ("uuid", "name", "pci_bus_id", "memory_total_mib")
-    if expected and gpus and all(g.get(k) for g in gpus for k in keys):
-        actual = rig_fingerprint(
-            GpuInfo(
-                index=i,
-                uuid=str(g["uuid"]),
-                name=str(g["name"]),
-                pci_bus_id=str(g["pci_bus_id"]),
-                memory_total_mib=int(g["memory_total_mib"]),
-            )
-            for i, g in enumerate(gpus)
-        )
-        if actual != expected:
-            return (
-                f"profile {path.name} was tuned on rig {expected} but the GPUs on this host "
-                f"are {actual} (a GPU moved slot, was renamed or resized); {fix}"
-            )
-    return None
+        for i, g in enumerate(host_gpus)
+    ]
+    problem = profile_mismatch(load_profile(path), gpus)
+    if problem is None:
+        return None
+    return f"profile {path.name} {problem}; re-run rigforge sweep --host {host_name}"
 
 
 @operation()
@@ -127,12 +106,13 @@ def profile_matches_gpus(
         profile_matches_gpus(profile_path="inventory/host_data/ws1/profile.yaml",
                              inventory_gpus=[{"uuid": "GPU-…", "name": "…", …}])
     """
-    fact = host.get_fact(NvidiaGpus) or {}
-    if fact.get("status") == STATUS_OK and fact.get("gpus"):
-        gpus, source = fact["gpus"], "nvidia-smi on the host"
+    fact = host.get_fact(NvidiaGpus)
+    gpus: list[Mapping[str, Any]]
+    if fact.status == STATUS_OK and fact.gpus:
+        gpus, source = [asdict(g) for g in fact.gpus], "nvidia-smi on the host"
     else:
-        gpus = inventory_gpus
-        source = f"the inventory's gpus (nvidia-smi: {fact.get('status', 'unknown')})"
+        gpus = list(inventory_gpus)
+        source = f"the inventory's gpus (nvidia-smi: {fact.status})"
     problem = stale_profile_problem(profile_path, gpus, host.name)
     if problem is None:
         host.noop(f"profile {Path(profile_path).name} matches this host's GPUs ({source})")
@@ -163,55 +143,45 @@ def gpu_settings() -> None:
             inventory_gpus=[g.model_dump(mode="json") for g in config.gpu_list],
         )
     use_tuner = bool(config.tuner.install and config.power.profile)
-    step = restart_step(UNIT)
-    changed = []
-    rig = None
-    if use_tuner and config.tuner.sim_rig:
-        # No GPUs on this host (CI): apply to the simulated rig the profile was swept on,
-        # which checks the profile against its GPUs and budget; NVML here would fail.
-        rig = host.data.rigforge_sim_rig_path
-        changed.append(
-            put_text_pending(
-                rig,
-                Path(config.tuner.sim_rig).read_text(encoding="utf-8"),
-                step,
-                name=f"Simulated rig for rigforge apply ({rig})",
-                mode="644",
-            )
+    # No GPUs on this host (CI, tuner.sim_rig): apply to the simulated rig the profile was
+    # swept on, which checks it against its GPUs and budget; NVML here would fail.
+    rig = host.data.rigforge_sim_rig_path if use_tuner and config.tuner.sim_rig else None
+    unit = settings_unit(
+        config,
+        caps,
+        use_tuner=use_tuner,
+        profile=host.data.rigforge_profile_path,
+        script=host.data.rigforge_gpu_settings_script,
+        rig=rig,
+    )
+    sim_rig = [
+        TextFile(
+            dest=rig,
+            text=Path(config.tuner.sim_rig or "").read_text(encoding="utf-8"),
+            name=f"Simulated rig for rigforge apply ({rig})",
         )
+        for _ in [rig]
+        if rig is not None
+    ]
+    runner: FileSpec | TextFile
     if use_tuner:
-        changed.append(
-            put_text_pending(
-                host.data.rigforge_profile_path,
-                Path(config.power.profile or "").read_text(encoding="utf-8"),
-                step,
-                name="Tuning profile (/etc/rigforge/profile.yaml)",
-                mode="640",
-                group=config.base.service_user,
-            )
+        runner = TextFile(
+            dest=host.data.rigforge_profile_path,
+            text=Path(config.power.profile or "").read_text(encoding="utf-8"),
+            name="Tuning profile (/etc/rigforge/profile.yaml)",
+            mode="640",
         )
     else:
-        changed.append(
-            put_pending(
-                cap_script(
-                    dest=host.data.rigforge_gpu_settings_script,
-                    retries=host.data.rigforge_cap_retries,
-                    retry_delay_s=host.data.rigforge_cap_retry_delay_s,
-                ),
-                step,
-            )
+        runner = cap_script(
+            dest=host.data.rigforge_gpu_settings_script,
+            retries=host.data.rigforge_cap_retries,
+            retry_delay_s=host.data.rigforge_cap_retry_delay_s,
         )
-    changed.append(
-        put_pending(
-            settings_unit(
-                config,
-                caps,
-                use_tuner=use_tuner,
-                profile=host.data.rigforge_profile_path,
-                script=host.data.rigforge_gpu_settings_script,
-                rig=rig,
-            ),
-            step,
-        )
-    )
-    service_after_change(UNIT, changed=changed, name="GPU settings", step=step)
+    # One round trip for every file and the unit this concern decides on.
+    snap = snapshot(paths=[runner.dest, unit.dest, *(f.dest for f in sim_rig)], units=[UNIT])
+    step = restart_step(UNIT) if snap.systemd_booted else None
+    group = config.base.service_user if use_tuner else "root"
+    wanted = put_files([runner], snap, step, group=group)
+    wanted.update(put_files(sim_rig, snap, step))
+    wanted.update(put_files([unit], snap, step))
+    service_after_change(UNIT, snap=snap, wanted=wanted, name="GPU settings")

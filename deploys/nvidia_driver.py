@@ -23,17 +23,17 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files
 
+from deploys.operations.systemd import restart_step
 from deploys.util import (
     cfg,
     ensure_packages,
-    has_command,
+    follow_up,
     missing_packages,
-    put_pending,
+    put_files,
     put_spec,
     request_reboot,
-    restart_step,
-    run_pending,
     service_after_change,
+    snapshot,
 )
 from inventory.schema import HostConfig
 from tuning.render import files as specs
@@ -74,6 +74,8 @@ CUDA_KEYRING = "/usr/share/keyrings/cuda-archive-keyring.gpg"
 
 #: The pending step that rebuilds the initramfs after the nouveau blacklist changed.
 UPDATE_INITRAMFS = "update-initramfs"
+
+PERSISTENCED = "nvidia-persistenced.service"
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,17 @@ def nvidia_driver() -> None:
     drv = config.driver
     pkgs = driver_packages(config)
 
-    put_spec(specs.unattended_blacklist(UNATTENDED_BLACKLIST))
+    unattended = specs.unattended_blacklist(UNATTENDED_BLACKLIST)
+    pin = specs.driver_pin(PIN_PATTERNS, drv.branch, drv.source)
+    blacklist = specs.nouveau_blacklist()
+    dropin = specs.persistenced_dropin("nvpd" if drv.source == "debian" else "nvidia-persistenced")
+    # One round trip for every file, unit and tool this concern decides on.
+    snap = snapshot(
+        paths=[f.dest for f in (unattended, pin, blacklist, dropin)],
+        units=[PERSISTENCED],
+        commands=["update-initramfs"],
+    )
+    put_files([unattended], snap)
 
     if drv.source == "cuda-repo":
         uri = cuda_repo_uri(config, host.data.rigforge_cuda_repo_base, host.data.rigforge_cuda_arch)
@@ -154,15 +166,17 @@ def nvidia_driver() -> None:
         put_spec(specs.cuda_sources(dest, uri, CUDA_KEYRING))
         ensure_packages(list(pkgs.pin), name=f"Pin the driver to branch {drv.branch}")
     else:
-        put_spec(specs.driver_pin(PIN_PATTERNS, drv.branch, drv.source))
+        put_files([pin], snap)
 
-    initramfs = has_command("update-initramfs")
-    put_pending(specs.nouveau_blacklist(), UPDATE_INITRAMFS if initramfs else None)
+    initramfs = "update-initramfs" in snap.commands
+    wanted = put_files([blacklist], snap, UPDATE_INITRAMFS if initramfs else None)
     if initramfs:
-        run_pending(
+        follow_up(
             UPDATE_INITRAMFS,
             ["update-initramfs -u"],
             name="Rebuild the initramfs (nouveau blacklist changed)",
+            snap=snap,
+            wanted=wanted,
         )
     else:
         host.noop("no update-initramfs on this host: initramfs left alone")
@@ -172,9 +186,6 @@ def nvidia_driver() -> None:
     if drv.install_kernel_modules and ensure_packages(list(pkgs.modules), name=modules_name):
         request_reboot(f"NVIDIA kernel module packages installed: {', '.join(pkgs.modules)}")
 
-    step = restart_step("nvidia-persistenced.service")
-    user = "nvpd" if drv.source == "debian" else "nvidia-persistenced"
-    dropin = put_pending(specs.persistenced_dropin(user), step)
-    service_after_change(
-        "nvidia-persistenced.service", changed=[dropin], name="nvidia-persistenced", step=step
-    )
+    step = restart_step(PERSISTENCED) if snap.systemd_booted else None
+    wanted = put_files([dropin], snap, step)
+    service_after_change(PERSISTENCED, snap=snap, wanted=wanted, name="nvidia-persistenced")

@@ -17,7 +17,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 
 from deploys.operations.pcie import aspm_policy, link_aspm_off
-from deploys.util import cfg, has_command, put_pending, remove_files, run_pending
+from deploys.util import cfg, follow_up, put_files, remove_files, snapshot
 from tuning.render.files import ASPM_CMDLINE, GRUB_FRAGMENT, grub_fragment
 
 DEFAULTS = {"rigforge_grub_fragment": GRUB_FRAGMENT}
@@ -36,19 +36,28 @@ def pcie() -> None:
     if aspm == "unmanaged":
         host.noop("pcie: ASPM unmanaged (inventory)")
         return
-    grub = has_command("update-grub")
+    fragment = grub_fragment(host.data.rigforge_grub_fragment)
+    snap = snapshot(paths=[fragment.dest], commands=["update-grub"])
+    grub = "update-grub" in snap.commands
     step = UPDATE_GRUB if grub else None
     if aspm == "performance":
-        put_pending(grub_fragment(host.data.rigforge_grub_fragment), step)
+        wanted = put_files([fragment], snap, step)
+        if grub:
+            follow_up(
+                UPDATE_GRUB,
+                ["update-grub"],
+                name="update-grub (ASPM fragment changed)",
+                snap=snap,
+                wanted=wanted,
+            )
     else:
         remove_files(
-            [host.data.rigforge_grub_fragment],
+            [fragment.dest],
             step=step,
-            name="Remove the rigforge ASPM grub fragment (policy: default)",
+            name="Remove the rigforge ASPM grub fragment (policy: default), update-grub",
+            commands=["update-grub"],
         )
-    if grub:
-        run_pending(UPDATE_GRUB, ["update-grub"], name="update-grub (ASPM fragment changed)")
-    else:
+    if not grub:
         host.noop("pcie: grub not installed here; fragment managed, update-grub skipped")
     if not config.kernel.apply_runtime:
         host.noop("pcie: kernel.apply_runtime is false; running kernel left alone")

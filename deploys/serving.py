@@ -12,16 +12,29 @@ key (one line); the deploy writes ``/etc/rigforge/secrets/api-key.env`` (root:ro
 
 from __future__ import annotations
 
+import hashlib
 import re
+import shlex
 from pathlib import Path
 
 from pyinfra import host, logger
 from pyinfra.api import deploy
-from pyinfra.api.operation import OperationMeta
-from pyinfra.facts.files import File, FindFiles
-from pyinfra.operations import files, server, systemd
+from pyinfra.facts.files import FindFiles
+from pyinfra.operations import files, server
 
-from deploys.util import cfg, put_text, service_after_change, systemd_booted, unit_enabled
+from deploys.facts.host import Snapshot
+from deploys.operations.secrets import Secret, put_secret
+from deploys.operations.systemd import restart_step
+from deploys.util import (
+    TextFile,
+    cfg,
+    mark_owed,
+    put_files,
+    service_after_change,
+    sha1_text,
+    snapshot,
+    unit_removed,
+)
 from inventory.schema import HostConfig
 from tuning.serving import (
     API_KEY_ENV_FILE,
@@ -63,6 +76,30 @@ def api_key_env_file(config: HostConfig) -> tuple[str, str] | None:
     return API_KEY_ENV_FILE, api_key_env_text(key)
 
 
+def _put_secrets(
+    specs: list[TextFile], snap: Snapshot, *, user: str = "root", group: str = "root"
+) -> None:
+    """Put each secret that differs from the host's through :func:`put_secret`.
+
+    A secret the plan-time snapshot already shows right (content, mode, owner) gets a no-op
+    line; one that differs goes through ``put_secret``, never ``files.put``: no ``--diff``
+    of its content, no world-readable staging under sudo.
+    """
+    for spec in specs:
+        remote = snap.files.get(spec.dest)
+        if remote is not None and remote.matches(sha1_text(spec.text), spec.mode, user, group):
+            host.noop(f"{spec.name}: {spec.dest} unchanged")
+            continue
+        put_secret(
+            name=spec.name,
+            secret=Secret(spec.text),
+            dest=spec.dest,
+            mode=spec.mode,
+            user=user,
+            group=group,
+        )
+
+
 @deploy("Serving: secrets and one unit per placed model", data_defaults=DEFAULTS)
 def serving() -> None:
     """Put the secrets (0600, service user) and the plan's serving units."""
@@ -78,39 +115,72 @@ def serving() -> None:
             group=user,
             mode="750",
         )
-    secret_ops: dict[str, OperationMeta] = {}
-    for dest, local in secrets.items():
-        secret_ops[dest] = put_text(
-            dest,
-            Path(local).read_text(encoding="utf-8"),
-            name=f"Secret {dest} (0600, {user})",
-            mode="600",
-            user=user,
-            group=user,
+    secret_puts = [
+        TextFile(
+            dest, Path(local).read_text(encoding="utf-8"), f"Secret {dest} (0600, {user})", "600"
         )
-    key_ops = []
+        for dest, local in secrets.items()
+    ]
+    key_files = []
     if key_env is not None:
         dest, content = key_env
-        key_ops.append(put_text(dest, content, name=f"API key {dest} (root 0600)", mode="600"))
-    installed = _install_engines(config)
+        key_files.append(TextFile(dest, content, f"API key {dest} (root 0600)", "600"))
     units = _render_units(config, secrets)
-    # An opened unit reads the API key through EnvironmentFile=: a new key needs a restart,
-    # and so does a new engine executable.
-    for path, content in sorted(units.items()):
-        unit_name = path.rsplit("/", 1)[-1]
-        op = put_text(path, content, name=f"Serving unit {unit_name}")
-        if not path.endswith(".service"):
+    unit_files = [
+        TextFile(path, content, f"Serving unit {path.rsplit('/', 1)[-1]}")
+        for path, content in sorted(units.items())
+    ]
+    services = [f.dest.rsplit("/", 1)[-1] for f in unit_files if f.dest.endswith(".service")]
+    engine_of = {unit: engine_binary(units[f"{UNIT_DIR}/{unit}"]) for unit in services}
+    brought = engines_brought(config)
+    # One round trip for every file and unit this concern decides on.
+    snap = snapshot(
+        paths=[
+            *(f.dest for f in (*secret_puts, *key_files, *unit_files)),
+            *(e for e in engine_of.values() if e),
+        ],
+        units=services,
+    )
+    key_wanted = {f.dest: sha1_text(f.text) for f in key_files}
+    unit_wanted = {f.dest: sha1_text(f.text) for f in unit_files}
+    # An opened unit reads the API key through EnvironmentFile=, and every unit runs its
+    # engine: a new key or a new engine executable owes a restart.
+    wanted = {
+        unit: {
+            f"{UNIT_DIR}/{unit}": unit_wanted[f"{UNIT_DIR}/{unit}"],
+            **key_wanted,
+            **{e: brought[e] for e in [engine_of[unit]] if e in brought},
+        }
+        for unit in services
+    }
+    # A unit whose engine is neither on the host nor brought by this deploy is enabled, not
+    # started: starting it would fail the whole host (203/EXEC); the engine is the user's.
+    startable = [
+        u
+        for u in services
+        if engine_of[u] is None or engine_of[u] in brought or snap.files.get(engine_of[u] or "")
+    ]
+    if snap.systemd_booted:
+        # Before the puts: a kill between a put and its restart leaves the restart owed.
+        for unit in startable:
+            mark_owed(restart_step(unit), snap, wanted[unit])
+    _put_secrets(secret_puts, snap, user=user, group=user)
+    _put_secrets(key_files, snap)
+    _put_engines(config, brought, snap)
+    put_files(unit_files, snap)
+    for unit in services:
+        if unit in startable:
+            service_after_change(unit, snap=snap, wanted=wanted[unit], name=unit)
             continue
-        engine = engine_binary(content)
-        engine_op = installed.get(engine or "")
-        if engine is None or engine_op is not None or host.get_fact(File, path=engine):
-            changed = [op, *key_ops, *([engine_op] if engine_op is not None else [])]
-            service_after_change(unit_name, changed=changed, name=unit_name)
+        logger.warning(f"{host.name}: {unit}: {engine_of[unit]} is not installed: not started")
+        state = snap.units.get(unit)
+        if state is not None and state.enabled:
+            host.noop(f"{unit}: enabled; {engine_of[unit]} not installed, so not started")
         else:
-            # Starting it would fail the whole host (status 203/EXEC); the engine is the
-            # user's to install. Enabled, so it starts once the engine is there (or at boot).
-            logger.warning(f"{host.name}: {unit_name}: {engine} is not installed: not started")
-            unit_enabled(name=f"{unit_name}: enable ({engine} not installed)", unit=unit_name)
+            server.shell(
+                name=f"{unit}: enable ({engine_of[unit]} not installed: not started)",
+                commands=[f"systemctl enable {shlex.quote(unit)}"],
+            )
     _remove_stale_units(set(units))
 
 
@@ -123,22 +193,30 @@ def engine_binary(unit_text: str) -> str | None:
     return match.group(1) if match else None
 
 
-def _install_engines(config: HostConfig) -> dict[str, OperationMeta]:
-    """Put the engine executables the inventory brings (``serving.llama_server``), 0755.
+def engines_brought(config: HostConfig) -> dict[str, str]:
+    """``{host path: SHA-1}`` of the engine executables the inventory brings.
 
-    Returns ``{host path: the put operation}``: units running that path restart when it
-    changes. ``files.put`` compares checksums, so an unchanged executable is a no-op.
+    ``serving.llama_server``: a llama-server built on the control machine (e.g. from the
+    llama.cpp sources), installed as :data:`~tuning.serving.ENGINE_BINS` ``["llama.cpp"]``.
     """
-    out: dict[str, OperationMeta] = {}
-    if config.serving.llama_server:
-        dest = ENGINE_BINS["llama.cpp"]
-        out[dest] = files.put(
-            name=f"llama-server ({Path(config.serving.llama_server).name}) as {dest}",
-            src=config.serving.llama_server,
+    if not config.serving.llama_server:
+        return {}
+    digest = hashlib.sha1(Path(config.serving.llama_server).read_bytes()).hexdigest()
+    return {ENGINE_BINS["llama.cpp"]: digest}
+
+
+def _put_engines(config: HostConfig, brought: dict[str, str], snap: Snapshot) -> None:
+    """Put the brought engine executables (0755) that differ from the host's copy."""
+    local = config.serving.llama_server or ""
+    for dest in snap.differing(brought):
+        files.put(
+            name=f"llama-server ({Path(local).name}) as {dest}",
+            src=local,
             dest=dest,
             mode="755",
         )
-    return out
+    for dest in sorted(set(brought) - set(snap.differing(brought))):
+        host.noop(f"engine {dest} is up to date")
 
 
 def _render_units(config: HostConfig, secrets: dict[str, str]) -> dict[str, str]:
@@ -164,22 +242,6 @@ def _remove_stale_units(wanted: set[str]) -> None:
     if not stale:
         host.noop("serving: no stale rigforge-serve units")
         return
-    booted = systemd_booted()
     for path in stale:
         unit = path.rsplit("/", 1)[-1]
-        if booted:
-            systemd.service(
-                name=f"Stop and disable {unit} (no longer in the plan)",
-                service=unit,
-                running=False,
-                enabled=False,
-            )
-        else:
-            # The file exists (the fact found it), so this runs once, never on a second deploy.
-            server.shell(
-                name=f"Disable {unit} (no longer in the plan; systemd not running)",
-                commands=[f"systemctl disable {unit}"],
-            )
-        files.file(name=f"Remove {unit} (no longer in the plan)", path=path, present=False)
-    if booted:
-        systemd.daemon_reload(name="daemon-reload (stale serving units removed)")
+        unit_removed(unit, name=f"Remove {unit} (no longer in the plan)")

@@ -38,12 +38,16 @@ import yaml
 from pyinfra import host
 from pyinfra.api import Host, State, StringCommand, deploy, operation
 from pyinfra.facts.files import File
-from pyinfra.operations import files, python, server
+from pyinfra.operations import files, python
 
-from deploys.util import cfg, systemd_booted
+from deploys.operations import tune as tune_ops
+from deploys.operations.tune import TUNE_UNIT, job_files, start_command
+from deploys.util import cfg
 from inventory.loader import INVENTORY_DIR_KEY
 from tuning.budget import host_budget_document
 from tuning.render.files import SIM_RIG_TARGET
+
+__all__ = ["TUNE_UNIT", "follow_command", "job_files", "start_command", "sweep_command", "tune"]
 
 DEFAULTS = {
     "rigforge_profile_path": "/etc/rigforge/profile.yaml",
@@ -53,8 +57,6 @@ DEFAULTS = {
     "rigforge_tune_log_path": "/var/log/rigforge/tune.log",
     "rigforge_tune_poll_s": 5,
 }
-#: The transient unit the sweep runs in where systemd runs (``systemctl status rigforge-tune``).
-TUNE_UNIT = "rigforge-tune"
 
 
 @operation()
@@ -110,56 +112,6 @@ def sweep_command(
         f"chown {shlex.quote(f'root:{group}')} {shlex.quote(new)} && "
         f"chmod 640 {shlex.quote(new)} && "
         f"mv -f {shlex.quote(new)} {shlex.quote(profile_path)}"
-    )
-
-
-def job_files(log_path: str) -> tuple[str, str]:
-    """``(pid file, exit-status file)`` of the detached sweep, beside its log."""
-    stem = str(Path(log_path).with_suffix(""))
-    return f"{stem}.pid", f"{stem}.rc"
-
-
-def systemd_escape(command: str) -> str:
-    """``command`` with ``$`` and ``%`` doubled, as systemd reads them literally in ExecStart."""
-    return command.replace("%", "%%").replace("$", "$$")
-
-
-def start_command(sweep: str, log_path: str, *, systemd: bool) -> str:
-    """The shell line that starts ``sweep`` detached from the SSH session; returns at once.
-
-    The job writes its PID, appends its output to ``log_path`` and, when the sweep ends,
-    its exit status to the ``.rc`` file (via a rename, so a reader never sees it half
-    written). ``systemd``: run it as the transient unit :data:`TUNE_UNIT` (``--collect``: a
-    failed one does not linger), else in a new session with ``setsid nohup``; either way a
-    dropped SSH session does not reach it. Refuses (exit 1) while an earlier sweep still runs,
-    and when the job has not written its PID within 10 s.
-    """
-    pid, rc = (shlex.quote(p) for p in job_files(log_path))
-    log = shlex.quote(log_path)
-    script = (
-        f"echo $$ > {pid}; ( {sweep} ) >> {log} 2>&1; echo $? > {rc}.tmp && mv -f {rc}.tmp {rc}"
-    )
-    job = shlex.quote(script)
-    if systemd:
-        # systemd expands $VAR and %specifiers in a transient unit's command line (found on a
-        # booted target: "echo $$" wrote "$" as the PID); doubled, they reach sh verbatim.
-        unit_job = shlex.quote(systemd_escape(script))
-        launch = f"systemd-run --unit {TUNE_UNIT} --collect --quiet /bin/sh -c {unit_job} &&"
-    else:
-        # "&" ends the command: the wait loop below runs in this shell, the job in its own.
-        launch = f"setsid nohup /bin/sh -c {job} > /dev/null 2>&1 < /dev/null &"
-    return (
-        f'if [ ! -e {rc} ] && [ -s {pid} ] && kill -0 "$(cat {pid})" 2>/dev/null; then '
-        f'echo "rigforge: a sweep is still running (PID $(cat {pid})); follow it with '
-        f'tail -f {log}" >&2; exit 1; fi; '
-        f"mkdir -p {shlex.quote(str(Path(log_path).parent))} && rm -f {pid} {rc} && : > {log} && "
-        f"{launch} "
-        "i=0; "
-        f"while [ ! -s {pid} ] && [ ! -e {rc} ]; do "
-        "i=$((i + 1)); "
-        f'if [ $i -gt 100 ]; then echo "rigforge: the sweep did not start; see {log}" >&2; '
-        "exit 1; fi; "
-        "sleep 0.1; done"
     )
 
 
@@ -261,9 +213,10 @@ def tune() -> None:
         config.base.service_user,
         budget_path,
     )
-    server.shell(
+    tune_ops.sweep_started(
         name=f"Start rigforge sweep --rig {rig} on the host, detached (log {log})",
-        commands=[start_command(sweep, log, systemd=systemd_booted())],
+        sweep=sweep,
+        log_path=log,
     )
     python.call(
         name=f"Follow the sweep until it ends (profile to {profile})",

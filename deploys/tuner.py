@@ -10,7 +10,6 @@ matplotlib) stay on the control machine.
 from __future__ import annotations
 
 import hashlib
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -19,10 +18,13 @@ from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.facts.files import File, FileContents
-from pyinfra.operations import files, server
+from pyinfra.operations import files
 
-from deploys.util import REPO_ROOT, cfg, ensure_packages, put_text
+from deploys.operations import tuner as tuner_ops
+from deploys.operations.tuner import marker_sha1, pip_install_commands
+from deploys.util import REPO_ROOT, cfg, ensure_packages, snapshot
+
+__all__ = ["pip_install_commands", "source_sha256", "tuner"]
 
 DEFAULTS = {
     "rigforge_tuner_packages": ["python3", "python3-venv"],
@@ -70,23 +72,6 @@ def build_wheel() -> Path:
     return next(out.glob("rigforge-*.whl"))
 
 
-def pip_install_commands(venv: str, wheel: str, pip_args: str = "") -> list[str]:
-    """The shell lines that install ``wheel`` (a path on the host) into ``venv``, quoted.
-
-    ``pip_args``: extra ``pip install`` arguments as one string (``rigforge_pip_args`` host
-    data, e.g. ``"--index-url https://mirror.lan/simple"``); split like a shell would and each
-    word quoted, so a path or value with spaces or ``;`` stays one argument, never a command.
-    """
-    extra = "".join(f" {shlex.quote(arg)}" for arg in shlex.split(pip_args))
-    pip = f"{shlex.quote(venv + '/bin/pip')} install --quiet --disable-pip-version-check{extra}"
-    return [
-        # same version, new source: replace rigforge itself, then add what it needs (the core
-        # dependencies only: no pyinfra, no matplotlib on the host)
-        f"{pip} --force-reinstall --no-deps {shlex.quote(wheel)}",
-        f"{pip} {shlex.quote(wheel)}",
-    ]
-
-
 @deploy("rigforge tuner in its own venv", data_defaults=DEFAULTS)
 def tuner() -> None:
     """Install rigforge into ``tuner.venv`` when the source changed; otherwise nothing."""
@@ -98,8 +83,8 @@ def tuner() -> None:
     ensure_packages(list(host.data.rigforge_tuner_packages), name="python3 + venv for rigforge")
     marker = f"{venv}/.rigforge-source-sha256"
     want = source_sha256()
-    have = host.get_fact(FileContents, path=marker)
-    if have and have[0].strip() == want:
+    snap = snapshot(paths=[marker])
+    if not snap.file_differs(marker, marker_sha1(want)):
         host.noop(f"tuner: rigforge {want[:12]} already installed in {venv}")
         return
     wheel = build_wheel()
@@ -110,12 +95,10 @@ def tuner() -> None:
         dest=f"{dist}/{wheel.name}",
         create_remote_dir=True,
     )
-    if not host.get_fact(File, path=f"{venv}/bin/python"):
-        server.shell(
-            name=f"Create the venv {venv}", commands=[f"python3 -m venv {shlex.quote(venv)}"]
-        )
-    server.shell(
-        name="pip install rigforge (source changed)",
-        commands=pip_install_commands(venv, f"{dist}/{wheel.name}", host.data.rigforge_pip_args),
+    tuner_ops.venv_installed(
+        name="pip install rigforge (source changed), record its source hash",
+        venv=venv,
+        wheel=f"{dist}/{wheel.name}",
+        source_sha256=want,
+        pip_args=host.data.rigforge_pip_args,
     )
-    put_text(marker, want + "\n", name="Record the installed rigforge source hash")

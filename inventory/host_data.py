@@ -1,7 +1,9 @@
-"""Where ``rigforge sweep --host`` / ``rigforge plan --host`` write a host's files.
+"""Where ``rigforge sweep --host`` / ``plan --host`` / ``links --host`` write a host's files.
 
 ``INVENTORY_DIR/host_data/HOST/{profile,plan}.yaml``: an inventory host entry that sets no
 ``power.profile`` (or ``serving.plan``) uses these files, so the next deploy picks them up.
+``links.yaml`` beside them is what ``rigforge links`` measured (the verify suite compares a new
+measurement with it).
 """
 
 from __future__ import annotations
@@ -9,8 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import yaml
-
+from tuning.core.yamlsafe import YamlRefused, load_yaml_file
 from tuning.errors import ConfigError, did_you_mean
 
 #: What an inventory host name may be (it names a folder under host_data/).
@@ -26,8 +27,8 @@ def inventory_hosts(inventory_dir: Path) -> dict[str, Path]:
     hosts: dict[str, Path] = {}
     for path in sorted(inventory_dir.glob("*.yaml")):
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError):
+            data = load_yaml_file(path, "inventory").data
+        except YamlRefused:
             continue
         if isinstance(data, dict) and isinstance(data.get("hosts"), dict):
             hosts.update(dict.fromkeys(map(str, data["hosts"]), path))

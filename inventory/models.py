@@ -40,18 +40,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     model_validator,
 )
 
-from inventory.fields import EngineArg, UnitText
+from inventory.fields import MAX_PORT, EngineArg, GpuRef, ServicePort, StrictModel, UnitText
 from tuning.core.checks import unit_name_collisions
-from tuning.errors import ConfigError, did_you_mean, yaml_path
+from tuning.core.yamlsafe import YamlRefused, read_text_file
+from tuning.errors import ConfigError, did_you_mean, parse_yaml_config, yaml_path
 
 #: Engines the serving templates know how to start.
 ENGINES: tuple[str, ...] = ("vllm", "llama.cpp", "sglang")
@@ -63,7 +61,7 @@ DEFAULT_HEADROOM_PCT = 10.0
 Engine = Literal["vllm", "llama.cpp", "sglang"]
 
 
-class ModelSpec(BaseModel):
+class ModelSpec(StrictModel):
     """One model to serve. Architecture numbers come from the model's ``config.json``.
 
     Units: ``params_b`` billions of parameters, ``quant_bits``/``kv_cache_bits`` bits per
@@ -73,25 +71,26 @@ class ModelSpec(BaseModel):
     replicas every replica's GPUs are drawn from this list.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
     engine: Engine
     weights: UnitText = Field(min_length=1)
     params_b: float = Field(gt=0, le=2000)
     quant_bits: float = Field(gt=1, le=32)
-    layers: int = Field(ge=1)
-    attention_heads: int = Field(ge=1)
-    kv_heads: int = Field(ge=1)
-    head_dim: int = Field(ge=1)
-    context: int = Field(ge=1)
-    max_sequences: int = Field(default=1, ge=1)
-    priority: float = Field(default=1.0, gt=0)
-    gpus: tuple[str, ...] | None = None
+    # Upper bounds stop typos (1e20), not real models: the largest published configs have
+    # 126 layers / 128 heads / head_dim 256 (Llama 3.1 405B, config.json) and 10M tokens of
+    # context (Llama 4 Scout); each bound is an estimate with room to spare.
+    layers: int = Field(ge=1, le=1024)
+    attention_heads: int = Field(ge=1, le=4096)
+    kv_heads: int = Field(ge=1, le=4096)
+    head_dim: int = Field(ge=1, le=4096)
+    context: int = Field(ge=1, le=100_000_000)
+    max_sequences: int = Field(default=1, ge=1, le=65_536)
+    priority: float = Field(default=1.0, gt=0, le=1e6)
+    gpus: tuple[GpuRef, ...] | None = None
     replicas: int = Field(default=1, ge=1, le=16)
     max_gpus: int | None = Field(default=None, ge=1, le=64)
     allow_sharing: bool = False
-    port: int | None = Field(default=None, ge=1024, le=65535)
+    port: ServicePort | None = None
     kv_cache_bits: Literal[4, 8, 16, 32] = 16
     extra_args: tuple[EngineArg, ...] = ()
 
@@ -121,10 +120,8 @@ class ModelSpec(BaseModel):
         return self.params_b * 1e9 * self.quant_bits / 8
 
 
-class ModelsFile(BaseModel):
+class ModelsFile(StrictModel):
     """The whole models file."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     schema_version: Literal[1] = 1
     headroom_pct: float = Field(default=DEFAULT_HEADROOM_PCT, ge=0, lt=100)
@@ -163,6 +160,11 @@ def assign_ports(models: Sequence[ModelSpec]) -> dict[str, tuple[int, ...]]:
         if model.port is None:
             continue
         ports = tuple(range(model.port, model.port + model.replicas))
+        if ports[-1] > MAX_PORT:
+            raise ValueError(
+                f"model {model.name!r}: {model.replicas} replicas from port {model.port} run to "
+                f"{ports[-1]}, past {MAX_PORT}; give a lower port"
+            )
         for port in ports:
             if port in taken:
                 raise ValueError(
@@ -177,6 +179,10 @@ def assign_ports(models: Sequence[ModelSpec]) -> dict[str, tuple[int, ...]]:
             continue
         ports_list: list[int] = []
         while len(ports_list) < model.replicas:
+            if next_port > MAX_PORT:
+                raise ValueError(
+                    f"model {model.name!r}: no free port left below {MAX_PORT} for its replicas"
+                )
             if next_port not in taken:
                 taken[next_port] = model.name
                 ports_list.append(next_port)
@@ -194,18 +200,15 @@ def load_models(path: str | Path) -> ModelsFile:
     """Read and validate a models file; raise :class:`ConfigError` listing every problem."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read the models file ({error.strerror})") from error
+        text = read_text_file(path, "models file")
+    except YamlRefused as error:
+        raise ConfigError(str(error)) from None
     return parse_models(text, source=str(path))
 
 
 def parse_models(text: str, *, source: str = "<models>") -> ModelsFile:
     """Validate models-file YAML text; ``source`` names it in error messages."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{source}: not valid YAML: {error}") from error
+    data = parse_yaml_config(text, source).data
     if isinstance(data, list):
         data = {"models": data}
     if not isinstance(data, dict):

@@ -15,8 +15,9 @@ host data the deploys see always holds absolute paths. Paths on the *target*
 (``kernel.root``, ``tuner.venv``) are absolute target paths and are never resolved.
 
 Cross-field checks that need no files (caps inside each GPU's range, duplicate UUIDs,
-PSU/circuit budgets, references between sections) live in :func:`check_host`; checks that read
-files (profile, plan, existence) live in :mod:`inventory.validate`.
+PSU/circuit budgets, references between sections) live in
+:func:`inventory.host_checks.check_host`; checks that read files (profile, plan, existence)
+live in :mod:`inventory.validate`.
 
 This module imports neither pyinfra nor anything that touches a host.
 """
@@ -25,13 +26,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Discriminator,
     Field,
     Tag,
@@ -39,17 +37,29 @@ from pydantic import (
     model_validator,
 )
 
-from inventory.fields import EngineArg, GpuId, UnitText
+from inventory.fields import (
+    BindAddress,
+    CommandArg,
+    DebianPackage,
+    EngineArg,
+    GpuId,
+    ListenAddress,
+    LoginName,
+    ServicePort,
+    ServiceUser,
+    SshHost,
+    StrictModel,
+    TargetPath,
+    UnitText,
+)
 from tuning.core.bus import normalize_bus_id
 from tuning.core.checks import (
     BUS_ID_RE,
     UUID_RE,
-    gpu_id_problem,
-    secret_arg_problem,
-    text_problem,
-    unit_name_collisions,
 )
-from tuning.core.power import BudgetModel, Circuit, Psu
+from tuning.core.limits import MAX_GPU_MEMORY_MIB, MAX_GPU_POWER_W, MAX_NUMA_NODE
+from tuning.core.power import Circuit, Psu
+from tuning.core.yamlsafe import source_text
 
 __all__ = [
     "DATA_KEY",
@@ -63,7 +73,6 @@ __all__ = [
     "GpuSpec",
     "HostConfig",
     "Inventory",
-    "Issue",
     "KernelConfig",
     "PcieConfig",
     "PowerConfig",
@@ -73,9 +82,7 @@ __all__ = [
     "ServingModel",
     "SshConfig",
     "TunerConfig",
-    "check_host",
     "host_config",
-    "psu_loads_w",
     "section_defaults",
 ]
 
@@ -89,24 +96,10 @@ _UUID_RE = UUID_RE
 _BUS_ID_RE = BUS_ID_RE
 _NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
-#: Driver branch each Debian release ships in non-free (``nvidia-driver`` source package):
-#: bullseye 470, bookworm 535, trixie 550 — https://packages.debian.org/search?keywords=nvidia-driver
-DEBIAN_DRIVER_BRANCHES: Mapping[str, str] = {"bullseye": "470", "bookworm": "535", "trixie": "550"}
 
-#: NVIDIA's open GPU kernel modules were first released with R515 (May 2022) —
-#: https://developer.nvidia.com/blog/nvidia-releases-open-source-gpu-kernel-modules/
-OPEN_MODULES_MIN_BRANCH = 515
-
-#: Oldest driver branch each CUDA major version runs on (minor-version compatibility; CUDA
-#: Toolkit release notes, "CUDA Toolkit and Minimum Required Driver Version for CUDA Minor
-#: Version Compatibility": CUDA 11.x >= 450.80.02, 12.x >= 525.60.13, 13.x >= 580).
-CUDA_MIN_DRIVER_BRANCH: Mapping[int, int] = {11: 450, 12: 525, 13: 580}
-
-
-class _Model(BaseModel):
-    """Base for every inventory section: unknown keys are errors; values are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Model(StrictModel):
+    """Base for every inventory section: unknown keys are errors; values are immutable;
+    control characters, booleans as numbers and non-finite numbers are refused."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -117,9 +110,9 @@ class _Model(BaseModel):
 class SshConfig(_Model):
     """How pyinfra reaches the host. ``key``/``known_hosts`` are control-machine paths."""
 
-    host: str = Field(min_length=1, description="address or DNS name of the host")
+    host: SshHost = Field(description="IP address or RFC 1123 host name of the host")
     port: int = Field(22, ge=1, le=65535, description="SSH port")
-    user: str = Field("root", min_length=1, description="SSH user")
+    user: LoginName = Field("root", description="SSH user (a POSIX user name)")
     key: str | None = Field(None, description="private key file (resolved to an absolute path)")
     known_hosts: str | None = Field(
         None,
@@ -176,13 +169,15 @@ class DriverConfig(_Model):
 class CudaConfig(_Model):
     """The CUDA toolkit (never the ``cuda``/``cuda-drivers`` meta-packages). ``null``: none."""
 
-    version: str = Field(pattern=r"^[0-9]{2}\.[0-9]$", description="major.minor, e.g. '12.8'")
+    version: str = Field(
+        pattern=r"^[0-9]{2}\.[0-9]{1,2}$", description="major.minor, e.g. '12.8' or '12.10'"
+    )
 
     @field_validator("version", mode="before")
     @classmethod
     def _version_as_text(cls, value: Any) -> Any:
-        # `version: 12.8` is a YAML float; keep the text the user meant ("12.10" would be lost).
-        return str(value) if isinstance(value, float) else value
+        # `version: 12.10` is a YAML float (12.1); the loader keeps the text as written.
+        return source_text(value) if isinstance(value, float) else value
 
 
 class ContainerToolkitConfig(_Model):
@@ -206,15 +201,23 @@ class GpuSpec(_Model):
         None, pattern=_BUS_ID_RE, description="PCI bus id, e.g. 00000000:41:00.0"
     )
     name: str | None = Field(None, description="product name, informational")
-    memory_total_mib: int | None = Field(None, gt=0, description="VRAM, MiB")
-    power_cap_w: float | None = Field(None, gt=0, description="cap by hand, W (no profile)")
-    min_w: float | None = Field(None, gt=0, description="lowest settable power limit, W")
-    max_w: float | None = Field(None, gt=0, description="highest settable power limit, W")
+    memory_total_mib: int | None = Field(None, gt=0, le=MAX_GPU_MEMORY_MIB, description="VRAM, MiB")
+    power_cap_w: float | None = Field(
+        None, gt=0, le=MAX_GPU_POWER_W, description="cap by hand, W (no profile)"
+    )
+    min_w: float | None = Field(
+        None, gt=0, le=MAX_GPU_POWER_W, description="lowest settable power limit, W"
+    )
+    max_w: float | None = Field(
+        None, gt=0, le=MAX_GPU_POWER_W, description="highest settable power limit, W"
+    )
     psu: str | None = Field(
         None,
         description="name of the PSU feeding the card (psus[].name); required with several PSUs",
     )
-    numa_node: int | None = Field(None, ge=0, description="NUMA node of the card's PCIe root")
+    numa_node: int | None = Field(
+        None, ge=0, le=MAX_NUMA_NODE, description="NUMA node of the card's PCIe root"
+    )
 
     @model_validator(mode="after")
     def _identified(self) -> GpuSpec:
@@ -236,6 +239,16 @@ class PowerConfig(_Model):
     ``rig.fingerprint``) or caps by hand in ``gpus[].power_cap_w`` — not both."""
 
     profile: str | None = Field(None, description="tuner profile YAML (rigforge sweep --out)")
+    enforce: bool = Field(
+        False,
+        description="a timer re-applies the profile's caps when they revert (counted as a metric)",
+    )
+
+    @model_validator(mode="after")
+    def _enforce_needs_profile(self) -> PowerConfig:
+        if self.enforce and not self.profile:
+            raise ValueError("enforce: true re-applies a profile's caps: set power.profile")
+        return self
 
 
 class PcieConfig(_Model):
@@ -267,10 +280,12 @@ class ServingModel(_Model):
         "vllm", description="vllm, llama.cpp or sglang"
     )
     gpus: list[GpuId] = Field(min_length=1, description="GPU UUIDs or PCI bus ids")
-    tp: int = Field(1, ge=1, description="tensor-parallel size")
-    pp: int = Field(1, ge=1, description="pipeline-parallel size")
-    numa_node: int | None = Field(None, ge=0, description="NUMA node to bind CPU and memory to")
-    port: int = Field(ge=1, le=65535, description="TCP port of the OpenAI-compatible API")
+    tp: int = Field(1, ge=1, le=64, description="tensor-parallel size")
+    pp: int = Field(1, ge=1, le=64, description="pipeline-parallel size")
+    numa_node: int | None = Field(
+        None, ge=0, le=MAX_NUMA_NODE, description="NUMA node to bind CPU and memory to"
+    )
+    port: ServicePort = Field(description="TCP port of the OpenAI-compatible API (1024–65535)")
     args: list[EngineArg] = Field(
         default_factory=list, description="extra engine arguments (no secrets)"
     )
@@ -287,7 +302,9 @@ class ServingConfig(_Model):
     models: list[ServingModel] = Field(
         default_factory=list, description="models placed by hand (instead of a plan)"
     )
-    bind: str = Field("127.0.0.1", description="address the serving units listen on")
+    bind: BindAddress = Field(
+        "127.0.0.1", description="IP address the serving units listen on (no scope id)"
+    )
     open: bool = Field(False, description="allow a non-loopback bind (needs api_key_file)")
     api_key_file: str | None = Field(
         None, description="file holding the API key (copied 0600; never inline)"
@@ -302,15 +319,6 @@ class ServingConfig(_Model):
         description="a llama-server executable on the control machine (e.g. built from the "
         "llama.cpp sources) that the deploy installs as /usr/local/bin/llama-server",
     )
-
-    @field_validator("bind")
-    @classmethod
-    def _bind_is_ip(cls, value: str) -> str:
-        try:
-            ipaddress.ip_address(value)
-        except ValueError:
-            raise ValueError(f"{value!r} is not an IP address (e.g. 127.0.0.1)") from None
-        return value
 
 
 class SecretsConfig(_Model):
@@ -329,41 +337,40 @@ class KernelConfig(_Model):
     """
 
     apply_runtime: bool = Field(True, description="write runtime settings (sysfs, /proc/irq)")
-    root: str = Field("/", description="where /sys and /proc are on the target")
-
-    @field_validator("root")
-    @classmethod
-    def _absolute(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError(f"{value!r} must be an absolute path on the target")
-        return value
+    root: TargetPath = Field(
+        "/", description="where /sys and /proc are on the target (absolute, normalised)"
+    )
 
 
 class TunerConfig(_Model):
     """rigforge installed on the host in its own venv (``venv``: a target path)."""
 
     install: bool = Field(True, description="install rigforge on the host")
-    venv: str = Field("/opt/rigforge/venv", description="its virtualenv on the host")
+    venv: TargetPath = Field(
+        "/opt/rigforge/venv", description="its virtualenv on the host (absolute, normalised)"
+    )
     # For deploys/tune.py (a sweep run on the host over SSH); see the README's remote tuning.
     sim_rig: str | None = Field(
         None,
         description="simulated rig YAML (control machine) that deploys/tune.py uploads and "
         "sweeps instead of the host's GPUs (--rig nvml); for a host without GPUs, like CI",
     )
-    sweep_args: list[str] = Field(
+    sweep_args: list[CommandArg] = Field(
         default_factory=list,
         description="extra `rigforge sweep` arguments for deploys/tune.py, e.g. "
-        "['--workload', 'batched']",
+        "['--workload', 'batched'] (no secrets or control characters; each is shell-quoted)",
     )
 
 
 class BaseConfig(_Model):
     """The base deploy: the service user and extra packages."""
 
-    service_user: str = Field(
-        "rigforge", pattern=r"^[a-z_][a-z0-9_-]*$", description="unprivileged user the units run as"
+    service_user: ServiceUser = Field(
+        "rigforge", description="unprivileged user the units run as (never root)"
     )
-    extra_packages: list[str] = Field(default_factory=list, description="more apt packages")
+    extra_packages: list[DebianPackage] = Field(
+        default_factory=list, description="more apt packages (Debian package names)"
+    )
 
 
 def _gpus_tag(value: Any) -> str:
@@ -374,6 +381,34 @@ GpusField = Annotated[
     Annotated[Literal["discover"], Tag("discover")] | Annotated[list[GpuSpec], Tag("gpu-list")],
     Discriminator(_gpus_tag),
 ]
+
+
+class MonitoringConfig(_Model):
+    """``rigforge exporter`` as a hardened unit; optionally Prometheus from Debian with the
+    scrape config and the alert rules. The exporter listens on localhost unless ``open``."""
+
+    exporter: bool = Field(False, description="install rigforge-exporter.service")
+    listen: ListenAddress = Field(
+        "127.0.0.1:9835", description="IP:PORT the exporter serves /metrics on"
+    )
+    open: bool = Field(False, description="allow a non-loopback listen address")
+    rig: str = Field(
+        "nvml", pattern=r"^(nvml|sim:[A-Za-z0-9_-]+)$", description="nvml, or sim:NAME (CI)"
+    )
+    prometheus: bool = Field(
+        False, description="install Debian's prometheus with the scrape config and the rules"
+    )
+    scrape_interval_s: int = Field(15, ge=1, le=3600, description="Prometheus scrape interval")
+
+    @model_validator(mode="after")
+    def _open_to_listen_beyond_localhost(self) -> MonitoringConfig:
+        address = self.listen.rpartition(":")[0].strip("[]")
+        if not ipaddress.ip_address(address).is_loopback and not self.open:
+            raise ValueError(
+                f"listen {self.listen} is beyond this machine: set monitoring.open: true, "
+                "or listen on 127.0.0.1"
+            )
+        return self
 
 
 class HostConfig(_Model):
@@ -394,6 +429,7 @@ class HostConfig(_Model):
     secrets: SecretsConfig = Field(default_factory=SecretsConfig)
     kernel: KernelConfig = Field(default_factory=KernelConfig)
     tuner: TunerConfig = Field(default_factory=TunerConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     base: BaseConfig = Field(default_factory=lambda: BaseConfig.model_validate({}))
 
     @property
@@ -453,339 +489,3 @@ def host_config(host: Any) -> HostConfig:
             "inventory through inventory.loader (pyinfra inventory/<name>.py ...)"
         )
     return HostConfig.model_validate(data)
-
-
-# --------------------------------------------------------------------------------------------
-# Cross-field checks (no I/O)
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Issue:
-    """One validation problem: a YAML path (``hosts.ws1.gpus[2].power_cap_w``) and a sentence."""
-
-    path: str
-    message: str
-    line: int | None = None
-    column: int | None = None
-
-    def render(self, file: str) -> str:
-        """``file: path: message`` (``file:line:col: message`` when there is no path)."""
-        where = file
-        if self.line is not None:
-            where += f":{self.line}" + (f":{self.column}" if self.column is not None else "")
-        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
-
-
-def _fmt(value: float) -> str:
-    return f"{value:g}"
-
-
-def check_cap(path: str, cap_w: float, gpu: GpuSpec) -> list[Issue]:
-    """A cap outside the GPU's known range (``min_w``..``max_w``). Units: W."""
-    if gpu.max_w is not None and cap_w > gpu.max_w:
-        return [Issue(path, f"{_fmt(cap_w)} is above this GPU's max {_fmt(gpu.max_w)}")]
-    if gpu.min_w is not None and cap_w < gpu.min_w:
-        return [Issue(path, f"{_fmt(cap_w)} is below this GPU's min {_fmt(gpu.min_w)}")]
-    return []
-
-
-def budget_model(cfg: HostConfig) -> BudgetModel:
-    """The host's budget model keyed by index into ``cfg.gpu_list`` (:mod:`tuning.core.power`)."""
-    return BudgetModel(
-        psus=tuple(cfg.psus),
-        circuits=tuple(cfg.circuits),
-        gpu_psu={i: gpu.psu for i, gpu in enumerate(cfg.gpu_list)},
-    )
-
-
-def psu_loads_w(cfg: HostConfig, caps_w: Mapping[int, float]) -> dict[str, float]:
-    """DC load per PSU: its ``platform_w`` plus the caps of the GPUs it feeds. Units: W.
-
-    ``caps_w`` maps an index into ``cfg.gpu_list`` to that GPU's cap. A GPU without ``psu``
-    counts against the only PSU when there is exactly one, and against none otherwise.
-    """
-    return budget_model(cfg).psu_dc_w(caps_w)
-
-
-def check_budget(
-    prefix: str, cfg: HostConfig, caps_w: Mapping[int, float], source: str
-) -> list[Issue]:
-    """PSU and circuit budgets the caps plus platform draw cannot fit (the core budget model).
-
-    Per PSU: ``platform_w + Σ caps <= rating_w`` (DC). Per circuit:
-    ``Σ (PSU DC load / efficiency) <= voltage_v * breaker_a * continuous_ratio`` (AC).
-    ``source`` names where the caps came from, for the message.
-    """
-    issues: list[Issue] = []
-    psu_index = {psu.name: i for i, psu in enumerate(cfg.psus)}
-    circuit_index = {circuit.name: i for i, circuit in enumerate(cfg.circuits)}
-    for over in budget_model(cfg).overloads(caps_w):
-        if over.kind == "psu":
-            psu = cfg.psus[psu_index[over.name]]
-            issues.append(
-                Issue(
-                    f"{prefix}.psus[{psu_index[over.name]}].rating_w",
-                    f"PSU {psu.name!r} would carry {_fmt(over.load_w)} W ({source} + platform_w "
-                    f"{_fmt(psu.platform_w)}) but is rated {_fmt(psu.rating_w)} W; lower the "
-                    "caps or move a GPU to another PSU",
-                )
-            )
-        else:
-            circuit = cfg.circuits[circuit_index[over.name]]
-            issues.append(
-                Issue(
-                    f"{prefix}.circuits[{circuit_index[over.name]}]",
-                    f"circuit {circuit.name!r} would draw {over.load_w:.0f} W at the wall "
-                    f"({source} + platform, through PSU efficiency) but its continuous budget "
-                    f"is {circuit.budget_w:.0f} W ({_fmt(circuit.voltage_v)} V × "
-                    f"{_fmt(circuit.breaker_a)} A × {_fmt(circuit.continuous_ratio)}); lower "
-                    "the caps or spread the PSUs over more circuits",
-                )
-            )
-    return issues
-
-
-def check_host(name: str, cfg: HostConfig) -> list[Issue]:
-    """Cross-field checks of one validated host that read no file. Returns every issue."""
-    prefix = f"hosts.{name}"
-    issues: list[Issue] = []
-    gpus = cfg.gpu_list
-
-    # Identity: duplicates make "GPU by UUID" ambiguous.
-    seen_uuid: dict[str, int] = {}
-    seen_bus: dict[str, int] = {}
-    for i, gpu in enumerate(gpus):
-        if gpu.uuid is not None:
-            key = gpu.uuid.lower()
-            if key in seen_uuid:
-                issues.append(
-                    Issue(
-                        f"{prefix}.gpus[{i}].uuid",
-                        f"{gpu.uuid} is already used by gpus[{seen_uuid[key]}]; each GPU "
-                        "must appear once",
-                    )
-                )
-            else:
-                seen_uuid[key] = i
-        if gpu.pci_bus_id is not None:
-            key = normalize_bus_id(gpu.pci_bus_id)
-            if key in seen_bus:
-                issues.append(
-                    Issue(
-                        f"{prefix}.gpus[{i}].pci_bus_id",
-                        f"{gpu.pci_bus_id} is already used by gpus[{seen_bus[key]}]",
-                    )
-                )
-            else:
-                seen_bus[key] = i
-
-    # Hand caps: inside each card's range.
-    hand_caps: dict[int, float] = {}
-    for i, gpu in enumerate(gpus):
-        if gpu.power_cap_w is not None:
-            hand_caps[i] = gpu.power_cap_w
-            issues += check_cap(f"{prefix}.gpus[{i}].power_cap_w", gpu.power_cap_w, gpu)
-    if hand_caps and cfg.power.profile is not None:
-        issues.append(
-            Issue(
-                f"{prefix}.power.profile",
-                "both a profile and hand caps (gpus[].power_cap_w) are set; keep one",
-            )
-        )
-
-    # References between sections.
-    psu_names = [p.name for p in cfg.psus]
-    circuit_names = [c.name for c in cfg.circuits]
-    issues += _duplicates(f"{prefix}.psus", psu_names, "PSU")
-    issues += _duplicates(f"{prefix}.circuits", circuit_names, "circuit")
-    for i, gpu in enumerate(gpus):
-        if gpu.psu is None and len(psu_names) > 1:
-            # With several PSUs a GPU without psu counts against no budget at all.
-            issues.append(
-                Issue(
-                    f"{prefix}.gpus[{i}].psu",
-                    f"is required when several PSUs are listed ({', '.join(psu_names)}): "
-                    "name the PSU that feeds this card, or it counts against no budget",
-                )
-            )
-        if gpu.psu is not None and gpu.psu not in psu_names:
-            issues.append(
-                Issue(f"{prefix}.gpus[{i}].psu", _unknown_ref(gpu.psu, psu_names, "psus"))
-            )
-    for i, psu in enumerate(cfg.psus):
-        if psu.circuit is not None and psu.circuit not in circuit_names:
-            issues.append(
-                Issue(
-                    f"{prefix}.psus[{i}].circuit",
-                    _unknown_ref(psu.circuit, circuit_names, "circuits"),
-                )
-            )
-    if hand_caps:
-        issues += check_budget(prefix, cfg, hand_caps, "hand caps")
-
-    # Driver and toolkit fit together and fit the distro.
-    driver = cfg.driver
-    if driver.flavour == "open" and int(driver.branch) < OPEN_MODULES_MIN_BRANCH:
-        issues.append(
-            Issue(
-                f"{prefix}.driver.flavour",
-                f"'open' needs driver branch {OPEN_MODULES_MIN_BRANCH} or newer (branch is "
-                f"{driver.branch}); use flavour 'proprietary' or a newer branch",
-            )
-        )
-    if driver.source == "debian":
-        if cfg.distro.id != "debian":
-            issues.append(
-                Issue(
-                    f"{prefix}.driver.source",
-                    f"'debian' needs distro.id debian, not {cfg.distro.id!r}",
-                )
-            )
-        else:
-            shipped = DEBIAN_DRIVER_BRANCHES.get(cfg.distro.codename)
-            if shipped is not None and driver.branch != shipped:
-                issues.append(
-                    Issue(
-                        f"{prefix}.driver.branch",
-                        f"Debian {cfg.distro.codename} ships driver branch {shipped}, not "
-                        f"{driver.branch}; use branch {shipped!r} or source 'cuda-repo'",
-                    )
-                )
-    if driver.source == "ubuntu" and cfg.distro.id != "ubuntu":
-        issues.append(
-            Issue(
-                f"{prefix}.driver.source", f"'ubuntu' needs distro.id ubuntu, not {cfg.distro.id!r}"
-            )
-        )
-    if cfg.cuda is not None:
-        major = int(cfg.cuda.version.split(".")[0])
-        need = CUDA_MIN_DRIVER_BRANCH.get(major)
-        if need is None:
-            issues.append(
-                Issue(
-                    f"{prefix}.cuda.version",
-                    f"unknown CUDA major version {major}; known: "
-                    + ", ".join(str(m) for m in CUDA_MIN_DRIVER_BRANCH),
-                )
-            )
-        elif int(driver.branch) < need:
-            issues.append(
-                Issue(
-                    f"{prefix}.cuda.version",
-                    f"CUDA {cfg.cuda.version} needs driver branch {need} or newer, but "
-                    f"driver.branch is {driver.branch}",
-                )
-            )
-
-    # Serving: reachable only where the user said so.
-    serving = cfg.serving
-    if serving.plan is not None and serving.models:
-        issues.append(
-            Issue(f"{prefix}.serving.models", "both a plan and models by hand are set; keep one")
-        )
-    if not ipaddress.ip_address(serving.bind).is_loopback and not serving.open:
-        issues.append(
-            Issue(
-                f"{prefix}.serving.bind",
-                f"{serving.bind} is not a loopback address; set serving.open: true (with an "
-                "api_key_file) to expose the models, or bind 127.0.0.1",
-            )
-        )
-    if serving.open and serving.api_key_file is None:
-        issues.append(
-            Issue(
-                f"{prefix}.serving.api_key_file", "serving.open is true but no api_key_file is set"
-            )
-        )
-    issues += check_placements(
-        f"{prefix}.serving.models", cfg, [m.model_dump() for m in serving.models], "models"
-    )
-    return issues
-
-
-def check_placements(
-    path: str, cfg: HostConfig, placements: list[dict[str, Any]], what: str
-) -> list[Issue]:
-    """Placements (hand models or a plan's) name listed GPUs and distinct ports, and hold
-    nothing that could not be copied into a unit file (see :mod:`tuning.serving_checks`)."""
-    issues: list[Issue] = []
-    listed = cfg.gpus != "discover"
-    ports: dict[int, int] = {}
-    for i, placement in enumerate(placements):
-        issues += _unit_safety(f"{path}[{i}]", placement)
-        for j, uuid in enumerate(placement.get("gpus") or []):
-            if gpu_id_problem(uuid):
-                continue  # _unit_safety said so
-            if listed and cfg.gpu(str(uuid)) is None:
-                issues.append(
-                    Issue(
-                        f"{path}[{i}].gpus[{j}]",
-                        f"{what} reference GPU {uuid} which is not in gpus "
-                        f"({', '.join(g.uuid or g.pci_bus_id or '?' for g in cfg.gpu_list)})",
-                    )
-                )
-        port = placement.get("port")
-        if isinstance(port, int):
-            if port in ports:
-                issues.append(
-                    Issue(f"{path}[{i}].port", f"port {port} is already used by [{ports[port]}]")
-                )
-            else:
-                ports[port] = i
-    entries = [(str(p.get("model", "")), _int_or_zero(p.get("replica"))) for p in placements]
-    for first, later, slug in unit_name_collisions(entries):
-        issues.append(
-            Issue(
-                f"{path}[{later}].model",
-                f"{what}[{later}] and [{first}] would both be served by "
-                f"rigforge-serve-{slug}.service (characters other than letters, digits, '.', "
-                "'_' and '-' become '-'); rename one",
-            )
-        )
-    return issues
-
-
-def _int_or_zero(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def _unit_safety(path: str, placement: dict[str, Any]) -> list[Issue]:
-    """Text that would inject unit directives, GPU ids that are not ids, secrets in args."""
-    issues: list[Issue] = []
-    for key in ("model", "weights"):
-        value = placement.get(key)
-        problem = text_problem(value) if value is not None else None
-        if problem:
-            issues.append(Issue(f"{path}.{key}", problem))
-    gpus = placement.get("gpus") or []
-    for j, gpu in enumerate(gpus if isinstance(gpus, list) else [gpus]):
-        problem = gpu_id_problem(gpu)
-        if problem:
-            issues.append(Issue(f"{path}.gpus[{j}]", problem))
-    for key in ("args", "extra_args"):
-        args = placement.get(key) or []
-        for j, arg in enumerate(args if isinstance(args, list) else [args]):
-            problem = text_problem(arg) or secret_arg_problem(arg)
-            if problem:
-                issues.append(Issue(f"{path}.{key}[{j}]", problem))
-    return issues
-
-
-def _duplicates(path: str, names: list[str], what: str) -> list[Issue]:
-    issues = []
-    seen: set[str] = set()
-    for i, name in enumerate(names):
-        if name in seen:
-            issues.append(Issue(f"{path}[{i}].name", f"{what} {name!r} is defined twice"))
-        seen.add(name)
-    return issues
-
-
-def _unknown_ref(name: str, known: list[str], section: str) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    listed = ", ".join(repr(k) for k in known) or "none"
-    return f"{name!r} is not defined in {section} (defined: {listed}){hint}"

@@ -13,7 +13,7 @@ Stages, each collecting every issue it finds:
 2. Secrets written inline (a key that names a token/password/API key with a literal value,
    or a value shaped like a known token) — they belong in a file referenced by ``*_file``.
 3. Types, ranges and unknown keys (pydantic, per host; unknown keys get a did-you-mean).
-4. Cross-field checks (:func:`inventory.schema.check_host`), skipped only for sections that
+4. Cross-field checks (:func:`inventory.host_checks.check_host`), skipped only for sections that
    already failed stage 3.
 5. Files: they exist; secret files are mode 0600 (placeholders excepted) and the API key
    file holds one raw key; the tuner profile's caps fit each GPU's range and the PSU budget,
@@ -34,20 +34,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
-from inventory.schema import (
-    UNION_TAGS,
-    HostConfig,
-    Issue,
-    check_budget,
-    check_cap,
-    check_host,
-    check_placements,
-)
+from inventory.fields import without_bad_keys
+from inventory.host_checks import Issue, check_budget, check_cap, check_host, check_placements
+from inventory.schema import UNION_TAGS, HostConfig
 from tuning.core.checks import api_key_problem, is_placeholder_secret
-from tuning.core.rig import GpuInfo, rig_fingerprint
+from tuning.core.plan import parse_plan
+from tuning.core.profile import parse_profile, profile_mismatch
+from tuning.core.rig import GpuInfo
+from tuning.core.yamlsafe import YamlDocument, YamlRefused, parse_yaml, read_text_file
 from tuning.errors import ConfigError, yaml_path
 
 #: Key names that hold a secret when their value is written inline.
@@ -85,75 +81,38 @@ class LoadedInventory:
 class _Positions:
     """Line/column (1-based) of each YAML path, for error messages."""
 
-    def __init__(self) -> None:
-        self.by_path: dict[str, tuple[int, int]] = {}
+    def __init__(self, doc: YamlDocument | None = None) -> None:
+        self.doc = doc
 
     def lookup(self, path: str) -> tuple[int | None, int | None]:
         """Position of ``path`` or of its nearest ancestor that has one."""
-        while path:
-            if path in self.by_path:
-                return self.by_path[path]
-            parent = re.sub(r"(\.[^.\[]+|\[\d+\])$", "", path)
-            if parent == path:  # a top-level key with no position
-                break
-            path = parent
-        return (None, None)
+        position = self.doc.position_of(path) if self.doc is not None and path else None
+        return position if position is not None else (None, None)
 
 
-def _walk_nodes(node: yaml.Node, path: str, pos: _Positions, issues: list[Issue]) -> None:
-    pos.by_path.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            child = f"{path}.{key}" if path else key
-            if key in seen:
-                issues.append(
-                    Issue(
-                        child,
-                        "key appears twice in this mapping; YAML would silently keep the last",
-                        key_node.start_mark.line + 1,
-                        key_node.start_mark.column + 1,
-                    )
-                )
-            seen.add(key)
-            pos.by_path[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            _walk_nodes(value_node, child, pos, issues)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _walk_nodes(item, f"{path}[{i}]", pos, issues)
+def _refusal_issues(exc: YamlRefused) -> list[Issue]:
+    return [Issue(p.path, p.reason, p.line, p.column) for p in exc.problems]
 
 
-def load_yaml(text: str) -> tuple[Any, _Positions, list[Issue]]:
-    """Parse YAML; return ``(data, positions, issues)``. Syntax errors carry line and column."""
-    pos = _Positions()
-    issues: list[Issue] = []
+def load_yaml(text: str | bytes, source: str = "<yaml>") -> tuple[Any, _Positions, list[Issue]]:
+    """Parse YAML through the one safe loader (:mod:`tuning.core.yamlsafe`); return ``(data,
+    positions, issues)``. Refusals (syntax, duplicate keys, alias bombs, tags…) carry line and
+    column; ``data`` is ``None`` when there are any."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        context = getattr(exc, "context", None)
-        context_mark = getattr(exc, "context_mark", None)
-        if context and context_mark is not None:
-            context += f" that starts at line {context_mark.line + 1}"
-        detail = f"{problem} ({context})" if context else problem
-        return (
-            None,
-            pos,
-            [
-                Issue(
-                    "",
-                    f"YAML syntax error: {detail}",
-                    mark.line + 1 if mark else None,
-                    mark.column + 1 if mark else None,
-                )
-            ],
-        )
-    if node is not None:
-        _walk_nodes(node, "", pos, issues)
-    return data, pos, issues
+        doc = parse_yaml(text, source)
+    except YamlRefused as exc:
+        return None, _Positions(), _refusal_issues(exc)
+    return doc.data, _Positions(doc), []
+
+
+def read_yaml(path: Path, what: str) -> tuple[Any, _Positions, list[Issue]]:
+    """:func:`load_yaml` of a file read through :func:`tuning.core.yamlsafe.read_text_file`
+    (a regular UTF-8 file of bounded size)."""
+    try:
+        text = read_text_file(path, what)
+    except YamlRefused as exc:
+        return None, _Positions(), _refusal_issues(exc)
+    return load_yaml(text, str(path))
 
 
 # --------------------------------------------------------------------------------------------
@@ -354,31 +313,38 @@ def validate_host(
     issues: list[Issue] = []
     broken: set[str] = set()
     cfg: HostConfig | None = None
+    removed: list[str] = []
     try:
         cfg = HostConfig.model_validate(raw)
     except ValidationError as exc:
         issues += pydantic_issues(prefix, exc, HostConfig)
-        broken = {str(err["loc"][0]) for err in exc.errors() if err["loc"]}
-        repaired = {
-            k: v for k, v in raw.items() if k not in broken and k in HostConfig.model_fields
-        }
-        repaired.setdefault("ssh", {"host": "unknown.invalid"})
-        try:
-            cfg = HostConfig.model_validate(repaired)
-        except ValidationError:
-            return None, issues
-    silenced: set[str] = set()
-    for group in _SECTION_GROUPS:
-        if group & broken:
-            silenced |= group
+        cfg, removed_locs = without_bad_keys(HostConfig, raw, exc.errors(), UNION_TAGS)
+        removed = [loc_to_path(prefix, loc) for loc in removed_locs]
+        if cfg is None:
+            broken = {str(err["loc"][0]) for err in exc.errors() if err["loc"]}
+            cfg = _without_bad_sections(raw, broken)
+            if cfg is None:
+                return None, issues
+            for group in _SECTION_GROUPS:
+                if group & broken:
+                    broken |= group
+            removed = [f"{prefix}.{section}" for section in broken]
     checks = check_host(name, cfg) + _file_checks(prefix, cfg, base_dir, check_ssh_files)
-    issues += [i for i in checks if _section_of(i.path) not in silenced]
+    issues += [i for i in checks if not _under_any(i.path, removed)]
     return (resolve_paths(cfg, base_dir) if not issues else None), issues
 
 
-def _section_of(path: str) -> str:
-    parts = re.split(r"[.\[]", path)
-    return parts[2] if len(parts) > 2 else ""
+def _under_any(path: str, prefixes: Sequence[str]) -> bool:
+    return any(path == p or path.startswith((p + ".", p + "[")) for p in prefixes)
+
+
+def _without_bad_sections(raw: dict[str, Any], broken: set[str]) -> HostConfig | None:
+    repaired = {k: v for k, v in raw.items() if k not in broken and k in HostConfig.model_fields}
+    repaired.setdefault("ssh", {"host": "unknown.invalid"})
+    try:
+        return HostConfig.model_validate(repaired)
+    except ValidationError:
+        return None
 
 
 def _file_checks(
@@ -392,7 +358,14 @@ def _file_checks(
         if value is None:
             continue
         path = base_dir / Path(value).expanduser()
-        if not path.is_file():
+        special = (
+            _special_file_issue(f"{prefix}.{section}.{key}", value, path, base_dir)
+            if path.is_symlink() or (path.exists() and not path.is_file())
+            else []
+        )
+        if special:
+            issues += special
+        elif not path.is_file():
             issues.append(
                 Issue(
                     f"{prefix}.{section}.{key}",
@@ -409,6 +382,33 @@ def _file_checks(
                 f"{prefix}.{section}.{key}", value, path, api_key=key == "api_key_file", cfg=cfg
             )
     return issues
+
+
+def _special_file_issue(label: str, value: str, path: Path, base_dir: Path) -> list[Issue]:
+    """A referenced path that is a symlink, a directory, a FIFO or a device: a symlink to a
+    regular file inside the inventory's folder is fine; anything else gets its own sentence
+    (and never advice to chmod a target outside the inventory)."""
+    try:
+        target = path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return [Issue(label, f"{value} is a symlink to nothing (dangling); point it at a file")]
+    if target.parts[1:2] and target.parts[1] in ("proc", "sys", "dev"):
+        return [Issue(label, f"{value} points to {target}, a kernel interface; name a file")]
+    if target.is_dir():
+        return [Issue(label, f"{value} is a directory ({target}); name the file in it")]
+    if not target.is_file():
+        return [
+            Issue(label, f"{value} is not a regular file ({target}); name a file that holds it")
+        ]
+    if path.is_symlink() and not target.is_relative_to(base_dir):
+        return [
+            Issue(
+                label,
+                f"{value} is a symlink out of the inventory's folder (to {target}); copy the "
+                "file into the inventory tree (mode 0600 for a secret) and reference it there",
+            )
+        ]
+    return []
 
 
 #: Files that hold a secret: refused when group/other may read them.
@@ -452,7 +452,7 @@ def _secret_file_checks(
 def _read_side_file(
     path_label: str, path: Path, what: str
 ) -> tuple[dict[str, Any] | None, list[Issue]]:
-    data, _, issues = load_yaml(path.read_text(encoding="utf-8"))
+    data, _, issues = read_yaml(path, what)
     if issues:
         return None, [Issue(path_label, f"{what} {path}: {i.render(path.name)}") for i in issues]
     if not isinstance(data, dict):
@@ -461,72 +461,43 @@ def _read_side_file(
 
 
 def _profile_checks(label: str, cfg: HostConfig, path: Path) -> list[Issue]:
-    """The tuner profile fits the listed GPUs: UUIDs, caps in range, budgets, fingerprint."""
+    """The tuner profile is one (the one loader) and fits the listed GPUs: caps in range,
+    budgets, and the one stale-profile check (UUIDs, fingerprint)."""
     data, issues = _read_side_file(label, path, "profile")
     if data is None:
         return issues
-    entries = data.get("gpus")
-    if not isinstance(entries, list):
-        return [Issue(label, f"profile {path.name} has no gpus list (gpus[].uuid, gpus[].cap_w)")]
-    listed = cfg.gpus != "discover"
+    try:
+        profile = parse_profile(data, path.name)
+    except ConfigError as error:
+        return [Issue(label, f"profile {line}") for line in str(error).splitlines()]
+    if cfg.gpus == "discover":
+        return []
     gpus = cfg.gpu_list
     caps: dict[int, float] = {}
-    for i, entry in enumerate(entries):
-        where = f"{path.name} gpus[{i}]"
-        if not isinstance(entry, dict) or "uuid" not in entry:
-            issues.append(Issue(label, f"{where} has no uuid"))
-            continue
-        cap = entry.get("cap_w")
-        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int | float)):
-            issues.append(Issue(label, f"{where}.cap_w {cap!r} is not a number of watts"))
-            continue
-        if not listed:
-            continue
-        gpu = cfg.gpu(str(entry["uuid"]))
+    for i, entry in enumerate(profile.gpus):
+        gpu = cfg.gpu(entry.uuid)
         if gpu is None:
-            issues.append(
-                Issue(
-                    label,
-                    f"{where}.uuid {entry['uuid']} is not in this host's gpus; the profile was "
-                    "made on another rig (re-run rigforge sweep)",
-                )
-            )
-            continue
-        if cap is not None:
-            caps[gpus.index(gpu)] = float(cap)
-            for issue in check_cap(label, float(cap), gpu):
-                issues.append(Issue(label, f"{where}.cap_w: {issue.message}"))
+            continue  # named by the stale-profile check below
+        caps[gpus.index(gpu)] = entry.cap_w
+        for issue in check_cap(label, entry.cap_w, gpu):
+            issues.append(Issue(label, f"{path.name} gpus[{i}].cap_w: {issue.message}"))
     if caps:
         issues += check_budget(
             label.rsplit(".power", 1)[0], cfg, caps, f"profile caps from {path.name}"
         )
-    expected = (
-        (data.get("rig") or {}).get("fingerprint") if isinstance(data.get("rig"), dict) else None
-    )
-    if (
-        expected
-        and listed
-        and gpus
-        and all(g.uuid and g.name and g.pci_bus_id and g.memory_total_mib for g in gpus)
-    ):
-        actual = rig_fingerprint(
-            GpuInfo(
-                index=i,
-                uuid=g.uuid,
-                name=g.name,
-                pci_bus_id=g.pci_bus_id,
-                memory_total_mib=g.memory_total_mib,
-            )
-            for i, g in enumerate(gpus)
+    listed = [
+        GpuInfo(
+            index=i,
+            uuid=g.uuid,
+            name=g.name,
+            pci_bus_id=g.pci_bus_id,
+            memory_total_mib=g.memory_total_mib,
         )
-        if actual != expected:
-            issues.append(
-                Issue(
-                    label,
-                    f"profile {path.name} was tuned on rig {expected} but the listed GPUs are "
-                    f"{actual} (a GPU was swapped, moved or renamed); re-run rigforge sweep",
-                )
-            )
+        for i, g in enumerate(gpus)
+    ]
+    problem = profile_mismatch(profile, listed)
+    if problem:
+        issues.append(Issue(label, f"profile {path.name} {problem}; re-run rigforge sweep"))
     return issues
 
 
@@ -539,10 +510,16 @@ def _plan_checks(label: str, cfg: HostConfig, path: Path) -> list[Issue]:
     if not isinstance(placements, list):
         return [Issue(label, f"plan {path.name} has no placements list")]
     rows = [p if isinstance(p, dict) else {} for p in placements]
-    return [
+    issues = [
         Issue(label, f"{path.name} {i.path}: {i.message}")
         for i in check_placements("placements", cfg, rows, "placements")
     ]
+    if not issues:
+        try:  # what the deploy will read: the one plan loader must accept it too
+            parse_plan(data, path.name)
+        except ConfigError as error:
+            issues = [Issue(label, line) for line in str(error).splitlines()]
+    return issues
 
 
 # --------------------------------------------------------------------------------------------
@@ -554,14 +531,11 @@ def collect_issues(
     path: Path, *, check_ssh_files: bool = True
 ) -> tuple[dict[str, HostConfig], list[Issue]]:
     """Validate ``path``; return the valid hosts and every issue (positions filled in)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        return {}, [Issue("", f"cannot read the inventory: {exc.strerror}")]
-    data, pos, issues = load_yaml(text)
-    if issues and data is None:
+    data, pos, issues = read_yaml(path, "inventory")
+    if issues:
         return {}, issues
     hosts: dict[str, HostConfig] = {}
+    hosts_seen: dict[str, Any] = {}
     if not isinstance(data, dict):
         issues.append(Issue("", "the inventory must be a mapping with a 'hosts' key"))
     else:
@@ -588,6 +562,9 @@ def collect_issues(
                 issues += [i for i in host_issues if i.path not in secret_paths]
                 if cfg is not None:
                     hosts[str(name)] = cfg
+                if isinstance(raw, dict):
+                    hosts_seen[str(name)] = raw
+    issues += cross_host_issues(hosts_seen)
     placed = []
     for issue in issues:
         if issue.line is None and issue.path:
@@ -595,6 +572,47 @@ def collect_issues(
             issue = Issue(issue.path, issue.message, line, column)
         placed.append(issue)
     return hosts, placed
+
+
+def cross_host_issues(raw_hosts: dict[str, Any]) -> list[Issue]:
+    """Identities two hosts cannot share: a GPU UUID (one card is in one box) and the SSH
+    endpoint ``ssh.host:ssh.port`` (one deploy would hit the same box twice, with two
+    different descriptions of it). Reads the raw entries so a host that failed validation
+    elsewhere is still compared."""
+    issues: list[Issue] = []
+    endpoints: dict[tuple[str, int], str] = {}
+    uuids: dict[str, str] = {}
+    for name, raw in raw_hosts.items():
+        ssh = raw.get("ssh")
+        if isinstance(ssh, dict) and isinstance(ssh.get("host"), str):
+            port = ssh.get("port", 22)
+            key = (ssh["host"].lower().rstrip("."), port if isinstance(port, int) else -1)
+            if key in endpoints:
+                issues.append(
+                    Issue(
+                        f"hosts.{name}.ssh.host",
+                        f"{ssh['host']}:{key[1]} is also hosts.{endpoints[key]}'s SSH endpoint; "
+                        "two entries would deploy to one machine: merge them or fix the address",
+                    )
+                )
+            else:
+                endpoints[key] = name
+        gpus = raw.get("gpus")
+        for i, gpu in enumerate(gpus if isinstance(gpus, list) else []):
+            uuid = gpu.get("uuid") if isinstance(gpu, dict) else None
+            if not isinstance(uuid, str):
+                continue
+            other = uuids.get(uuid.lower())
+            if other is not None and other != name:
+                issues.append(
+                    Issue(
+                        f"hosts.{name}.gpus[{i}].uuid",
+                        f"{uuid} is also listed under hosts.{other}; a GPU is in one box: "
+                        "remove it from the host that does not have it",
+                    )
+                )
+            uuids.setdefault(uuid.lower(), name)
+    return issues
 
 
 def _display(path: Path) -> str:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls this file):
 #   1. a virtualenv with rigforge and its test dependencies,
-#   2. ruff and mypy, then the default tier (unit, facts, operations, templates: no GPU, root or network),
+#   2. ruff and mypy, then the default tier (unit, facts, operations, templates, rules: no GPU, root or
+#      network; as root it first takes promtool and prometheus out of Debian's prometheus package),
 #   3. the target tier (a Debian target booted with systemd, over SSH on loopback) when root,
 #   4. the gpu tier (read-only NVML checks) when an NVIDIA driver answers.
 set -euo pipefail
@@ -50,6 +51,21 @@ stage "ruff and mypy"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy tuning inventory deploys
+
+if { ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; } \
+    && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    # The rule tests run Prometheus's own promtool and prometheus (they skip without them).
+    # Only the two binaries are taken out of Debian's prometheus package: installing the
+    # package would also start a Prometheus server on every interface of the CI machine.
+    stage "promtool and prometheus (binaries from Debian's prometheus package)"
+    apt-get update -qq
+    prometheus_tmp=$(mktemp -d)
+    (cd "$prometheus_tmp" && apt-get download -qq prometheus >/dev/null)
+    dpkg-deb -x "$prometheus_tmp"/prometheus_*.deb "$prometheus_tmp/root"
+    install -m 755 "$prometheus_tmp/root/usr/bin/promtool" "$prometheus_tmp/root/usr/bin/prometheus" \
+        /usr/local/bin/
+    rm -rf "$prometheus_tmp"
+fi
 
 stage "default tier"
 .venv/bin/pytest -q

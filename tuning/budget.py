@@ -21,13 +21,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
+from inventory.fields import StrictModel, without_bad_keys
 from tuning.backends.base import Gpu
 from tuning.core.bus import normalize_bus_id
 from tuning.core.power import BudgetModel, Circuit, Psu
-from tuning.errors import ConfigError, did_you_mean, yaml_path
+from tuning.core.yamlsafe import YamlDocument
+from tuning.errors import ConfigError, did_you_mean, read_yaml_config, yaml_path
 
 if TYPE_CHECKING:
     from inventory.schema import HostConfig
@@ -251,8 +252,8 @@ def round_up_w(power_w: float, step_w: int = 1) -> int:
 DEFAULT_BUDGET_PATH = Path("/etc/rigforge/budget.yaml")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Strict(StrictModel):
+    """Unknown keys, control characters, booleans as numbers and ``.inf``/``.nan`` refused."""
 
 
 class _BudgetDocument(_Strict):
@@ -310,16 +311,30 @@ def _same_bus(key: str, bus_id: str) -> bool:
     return ":" in key and normalize_bus_id(key) == normalize_bus_id(bus_id)
 
 
-def parse_budget(document: Any, source: str) -> RigBudget:
-    """Validate a budget document (see :func:`load_budget_file`); errors carry YAML paths."""
+def parse_budget(document: Any, source: str, positions: YamlDocument | None = None) -> RigBudget:
+    """Validate a budget document (see :func:`load_budget_file`); every error in one pass,
+    each with its YAML path (and line, when ``positions`` — the parsed file — is given)."""
+
+    def where(path: str) -> str:
+        line = positions.line_of(path) if positions is not None else None
+        return f"{source}:{line}" if line is not None else source
+
+    problems: list[str] = []
     try:
         doc = _BudgetDocument.model_validate(document)
     except ValidationError as error:
-        lines = [f"{source}: {yaml_path(e['loc'])}: {e['msg']}" for e in error.errors()]
-        raise ConfigError(
-            f"{source}: {len(lines)} problem(s) in the power budget:\n" + "\n".join(lines)
-        ) from None
-    problems = []
+        problems += [
+            f"{yaml_path(e['loc'])}: {str(e['msg']).removeprefix('Value error, ')}"
+            for e in error.errors()
+        ]
+        # A bad value in one entry must not hide the cross-checks of the others.
+        repaired, _ = without_bad_keys(_BudgetDocument, document, error.errors())
+        if repaired is None:
+            raise ConfigError(
+                f"{source}: {len(problems)} problem(s) in the power budget:\n"
+                + "\n".join(f"{where(p.split(':')[0])}: {p}" for p in problems)
+            ) from None
+        doc = repaired
     psu_names = [p.name for p in doc.psus]
     circuit_names = [c.name for c in doc.circuits]
     for what, names in (("psus", psu_names), ("circuits", circuit_names)):
@@ -342,7 +357,7 @@ def parse_budget(document: Any, source: str) -> RigBudget:
     if problems:
         raise ConfigError(
             f"{source}: {len(problems)} problem(s) in the power budget:\n"
-            + "\n".join(f"{source}: {p}" for p in problems)
+            + "\n".join(f"{where(p.split(': ')[0])}: {p}" for p in problems)
         )
     return RigBudget(
         psus=tuple(doc.psus),
@@ -362,13 +377,8 @@ def load_budget_file(path: Path) -> RigBudget:
     Units: W, V, A. Raises :class:`ConfigError` naming the file and the YAML path of every
     problem.
     """
-    try:
-        document = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise ConfigError(f"cannot read the power budget {path}: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
-    return parse_budget(document, str(path))
+    parsed = read_yaml_config(path, "power budget")
+    return parse_budget(parsed.data, str(path), parsed)
 
 
 def host_budget_document(host: HostConfig) -> dict[str, Any] | None:

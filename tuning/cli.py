@@ -18,11 +18,14 @@ SUBCOMMANDS: dict[str, str] = {
     "restore": "restore",
     "plan": "plan",
     "loop": "loop",
+    "links": "links",
+    "exporter": "exporter",
 }
 
 
-#: Commands that journal and recover on their own (a sweep may resume from its journal).
-_SELF_RECOVERING = frozenset({"sweep", "apply", "restore"})
+#: Commands that journal and recover on their own (a sweep may resume from its journal), and
+#: the read-only exporter, which must never change a GPU (it runs unprivileged anyway).
+_SELF_RECOVERING = frozenset({"sweep", "apply", "restore", "exporter"})
 
 
 class LazyGroup(click.Group):

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Container, Iterable, Sequence
+from pathlib import Path
+
+from tuning.core.yamlsafe import YamlDocument, YamlRefused, load_yaml_file, parse_yaml
 
 
 class RigforgeError(Exception):
@@ -86,3 +89,23 @@ def did_you_mean(word: str, known: Iterable[str]) -> str:
     """`` — did you mean 'x'?`` for the closest known spelling, or an empty string."""
     close = difflib.get_close_matches(word, list(known), n=1)
     return f" — did you mean {close[0]!r}?" if close else ""
+
+
+def read_yaml_config(path: str | Path, what: str = "file") -> YamlDocument:
+    """A user YAML file through the one safe loader (:mod:`tuning.core.yamlsafe`).
+
+    Raises :class:`ConfigError` naming the file, the line and the fix for anything the loader
+    refuses (not UTF-8, duplicate keys, alias bombs, tags, several documents, a FIFO…).
+    """
+    try:
+        return load_yaml_file(path, what)
+    except YamlRefused as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def parse_yaml_config(text: str | bytes, source: str) -> YamlDocument:
+    """:func:`read_yaml_config` for text already read; ``source`` names it in messages."""
+    try:
+        return parse_yaml(text, source)
+    except YamlRefused as exc:
+        raise ConfigError(str(exc)) from None

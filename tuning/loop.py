@@ -5,7 +5,8 @@ On a simulated rig (``sim:NAME`` or a rig YAML file; never ``nvml``):
 
 1. **inspect**: a :class:`~tuning.backends.base.RigSnapshot` of a fresh rig;
 2. **stock**: a fresh rig (same seed) at every GPU's default power limit runs the workload on
-   every GPU for ``sustained_s`` (30 simulated minutes) — :func:`sustained_run`;
+   every GPU for ``sustained_s`` (30 simulated minutes) —
+   :func:`tuning.sustained.sustained_run` (what it measures is said there);
 3. **sweep**: :class:`~tuning.sweep.Sweep` (adaptive search, the policy, heat-soak) inside a
    :class:`~tuning.apply.session.SafetySession`, writing ``OUT/profile.yaml``, ``OUT/curves.png``,
    ``OUT/heat_soak.png``;
@@ -15,20 +16,13 @@ On a simulated rig (``sim:NAME`` or a rig YAML file; never ``nvml``):
 6. **render**: every file a deploy would write for that profile and plan, into
    ``OUT/rendered/`` mirroring the target paths (:func:`render_deploy_files`), through the
    renderer the deploys use (:mod:`tuning.render`: one environment, one unit-text writer).
-
-A sustained run measures, per GPU: throughput = Δtokens / Δt (tokens/s), draw = Δenergy / Δt
-(W, from the GPU's energy counter), tokens/J = Δtokens / Δenergy, the peak temperature, and
-throttling — a *sample* is a 1 s reading showing any of
-:data:`~tuning.backends.base.THROTTLE_REASONS`, an *event* is a run of consecutive throttled
-samples on one GPU (one onset). Per circuit: wall draw (AC W) sampled each second, its mean
-and peak against the circuit's continuous budget (breaker × voltage × continuous ratio).
 """
 
 from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,12 +30,13 @@ from typing import Any
 import yaml
 
 from tuning.backends import DEFAULT_RIG, open_rig
-from tuning.backends.base import THROTTLE_REASONS, Rig, RigSnapshot
-from tuning.budget import BudgetModel, Policy
+from tuning.backends.base import Rig, RigSnapshot
+from tuning.budget import Policy
 from tuning.errors import ConfigError
 from tuning.placement import Plan, load_profile_hints, plan
+from tuning.sustained import SustainedProgress, SustainedRun, sustained_run
 from tuning.sweep import Sweep, SweepConfig, SweepResult
-from tuning.workloads import Workload, make_workload
+from tuning.workloads import make_workload
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: The reference three-model scenario (relative to the working directory, else the checkout).
@@ -97,277 +92,6 @@ class LoopConfig:
 # --------------------------------------------------------------------------------------------
 # Sustained runs
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GpuRun:
-    """One GPU over a sustained run. Units in the names; tokens/J = tokens / joules."""
-
-    uuid: str
-    index: int
-    name: str
-    pci_bus_id: str
-    cap_w: float
-    throughput_tps: float
-    power_w: float
-    tokens_per_joule: float
-    peak_temp_c: float | None
-    throttle_samples: int
-    throttle_events: int
-    throttle_reasons: tuple[str, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "uuid": self.uuid,
-            "index": self.index,
-            "name": self.name,
-            "pci_bus_id": self.pci_bus_id,
-            "cap_w": self.cap_w,
-            "throughput_tps": round(self.throughput_tps, 3),
-            "power_w": round(self.power_w, 1),
-            "tokens_per_joule": round(self.tokens_per_joule, 5),
-            "peak_temp_c": self.peak_temp_c,
-            "throttle_samples": self.throttle_samples,
-            "throttle_events": self.throttle_events,
-            "throttle_reasons": list(self.throttle_reasons),
-        }
-
-
-@dataclass(frozen=True)
-class CircuitLoad:
-    """Wall draw on one circuit over a run vs its continuous budget. Units: W (AC).
-
-    ``at_caps_w``: the wall draw if every GPU on the circuit drew its full cap (what the
-    budget model allocates against; a compute-bound load gets there, decode may not).
-    """
-
-    name: str
-    budget_w: float
-    mean_w: float
-    peak_w: float
-    at_caps_w: float
-
-    @property
-    def mean_pct(self) -> float:
-        """Mean draw as a percentage of the continuous budget. Units: %."""
-        return 100.0 * self.mean_w / self.budget_w if self.budget_w > 0 else 0.0
-
-    @property
-    def peak_pct(self) -> float:
-        """Peak draw as a percentage of the continuous budget. Units: %."""
-        return 100.0 * self.peak_w / self.budget_w if self.budget_w > 0 else 0.0
-
-    @property
-    def within_budget(self) -> bool:
-        """Whether even the peak stayed inside the continuous budget."""
-        return self.peak_w <= self.budget_w
-
-    @property
-    def at_caps_pct(self) -> float:
-        """Wall draw at full caps as a percentage of the continuous budget. Units: %."""
-        return 100.0 * self.at_caps_w / self.budget_w if self.budget_w > 0 else 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "budget_w": round(self.budget_w, 1),
-            "mean_w": round(self.mean_w, 1),
-            "peak_w": round(self.peak_w, 1),
-            "mean_pct": round(self.mean_pct, 1),
-            "peak_pct": round(self.peak_pct, 1),
-            "within_budget": self.within_budget,
-            "at_caps_w": round(self.at_caps_w, 1),
-            "at_caps_pct": round(self.at_caps_pct, 1),
-        }
-
-
-@dataclass(frozen=True)
-class SustainedRun:
-    """Every GPU loaded at fixed caps for ``seconds`` of rig time, measured."""
-
-    label: str
-    seconds: float
-    gpus: tuple[GpuRun, ...]
-    circuits: tuple[CircuitLoad, ...]
-
-    @property
-    def caps_w(self) -> dict[str, float]:
-        return {g.uuid: g.cap_w for g in self.gpus}
-
-    @property
-    def throughput_tps(self) -> float:
-        """Aggregate tokens/s over the run. Units: tokens/s."""
-        return sum(g.throughput_tps for g in self.gpus)
-
-    @property
-    def power_w(self) -> float:
-        """Σ of the GPUs' mean board draw. Units: W (DC)."""
-        return sum(g.power_w for g in self.gpus)
-
-    @property
-    def wall_w(self) -> float:
-        """Σ of the circuits' mean wall draw (GPUs, platform, PSU losses). Units: W (AC)."""
-        return sum(c.mean_w for c in self.circuits)
-
-    @property
-    def tokens_per_joule(self) -> float:
-        """Aggregate tokens per joule of GPU energy. Units: tokens/J."""
-        return self.throughput_tps / self.power_w if self.power_w > 0 else 0.0
-
-    @property
-    def throttle_events(self) -> int:
-        return sum(g.throttle_events for g in self.gpus)
-
-    @property
-    def throttle_samples(self) -> int:
-        return sum(g.throttle_samples for g in self.gpus)
-
-    @property
-    def peak_temp_c(self) -> float | None:
-        temps = [g.peak_temp_c for g in self.gpus if g.peak_temp_c is not None]
-        return max(temps) if temps else None
-
-    @property
-    def circuits_within_budget(self) -> bool:
-        return all(c.within_budget for c in self.circuits)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "label": self.label,
-            "seconds": self.seconds,
-            "throughput_tps": round(self.throughput_tps, 3),
-            "power_w": round(self.power_w, 1),
-            "wall_w": round(self.wall_w, 1),
-            "tokens_per_joule": round(self.tokens_per_joule, 5),
-            "throttle_events": self.throttle_events,
-            "throttle_samples": self.throttle_samples,
-            "peak_temp_c": self.peak_temp_c,
-            "circuits_within_budget": self.circuits_within_budget,
-            "gpus": [g.to_json() for g in self.gpus],
-            "circuits": [c.to_json() for c in self.circuits],
-        }
-
-
-#: progress of a sustained run: (label, elapsed rig seconds, total rig seconds)
-SustainedProgress = Callable[[str, float, float], None]
-
-
-def _circuit_walls_w(rig: Rig, budget: BudgetModel, draws_w: Mapping[str, float]) -> list[float]:
-    """Wall draw per circuit now: the rig's own figure where it has one (the simulator's
-    ``circuit_draw_w``), else the budget model applied to the GPUs' measured draw."""
-    direct = getattr(rig, "circuit_draw_w", None)
-    if callable(direct):
-        return [float(direct(c.name)) for c in budget.circuits]
-    ratios = budget.load_ratios(draws_w)
-    return [ratios[f"circuit:{c.name}"] * c.budget_w for c in budget.circuits]
-
-
-def sustained_run(
-    rig: Rig,
-    workload: Workload,
-    caps_w: Mapping[str, float],
-    *,
-    label: str,
-    duration_s: float = 1800.0,
-    sample_period_s: float = 1.0,
-    progress: SustainedProgress | None = None,
-) -> SustainedRun:
-    """Set ``caps_w`` (by UUID, W), load every GPU for ``duration_s``, measure (module doc).
-
-    The caps are set straight on the rig's GPUs: callers pass a rig they own outright (a
-    fresh simulated rig), never real hardware. The workload is stopped however this ends.
-    """
-    gpus = list(rig.gpus)
-    uuids = [g.uuid for g in gpus]
-    for gpu in gpus:
-        gpu.set_power_limit_w(float(caps_w[gpu.uuid]))
-    budget = BudgetModel.from_rig(rig)
-    clock = rig.clock
-    started = clock.now_s()
-    tokens0 = {u: workload.tokens_total(u) for u in uuids}
-    energy0 = {g.uuid: g.total_energy_j() for g in gpus}
-    peak: dict[str, float | None] = dict.fromkeys(uuids)
-    samples = dict.fromkeys(uuids, 0)
-    events = dict.fromkeys(uuids, 0)
-    throttled_now = dict.fromkeys(uuids, False)
-    reasons: dict[str, set[str]] = {u: set() for u in uuids}
-    draw_sum = dict.fromkeys(uuids, 0.0)
-    wall_sum = [0.0] * len(budget.circuits)
-    wall_peak = [0.0] * len(budget.circuits)
-    n = 0
-    report_every = max(1, round(60.0 / sample_period_s))
-    try:
-        for uuid in uuids:
-            workload.start(uuid)
-        while clock.now_s() - started < duration_s - 1e-9:
-            clock.sleep(min(sample_period_s, duration_s - (clock.now_s() - started)))
-            now = clock.now_s()
-            n += 1
-            draws: dict[str, float] = {}
-            for gpu in gpus:
-                uuid = gpu.uuid
-                sample = gpu.sample(now)
-                draws[uuid] = sample.power_draw_w or 0.0
-                draw_sum[uuid] += draws[uuid]
-                if sample.temp_c is not None:
-                    prior = peak[uuid]
-                    peak[uuid] = sample.temp_c if prior is None else max(prior, sample.temp_c)
-                hit = sample.clock_event_reasons & THROTTLE_REASONS
-                if hit:
-                    samples[uuid] += 1
-                    reasons[uuid] |= {str(r) for r in hit}
-                    if not throttled_now[uuid]:
-                        events[uuid] += 1
-                throttled_now[uuid] = bool(hit)
-            for k, wall_w in enumerate(_circuit_walls_w(rig, budget, draws)):
-                wall_sum[k] += wall_w
-                wall_peak[k] = max(wall_peak[k], wall_w)
-            ending = now - started >= duration_s - 1e-9  # reported once, after the loop
-            if progress is not None and n % report_every == 0 and not ending:
-                progress(label, now - started, duration_s)
-    finally:
-        for uuid in uuids:
-            workload.stop(uuid)
-    elapsed = clock.now_s() - started
-    runs = []
-    for gpu in gpus:
-        uuid = gpu.uuid
-        tokens = workload.tokens_total(uuid) - tokens0[uuid]
-        end_energy, start_energy = gpu.total_energy_j(), energy0[uuid]
-        if end_energy is not None and start_energy is not None:
-            joules = end_energy - start_energy
-        else:  # no energy counter: the sampled 1 s averages stand in for it
-            joules = draw_sum[uuid] / max(n, 1) * elapsed
-        runs.append(
-            GpuRun(
-                uuid=uuid,
-                index=gpu.index,
-                name=gpu.name,
-                pci_bus_id=gpu.pci_bus_id,
-                cap_w=gpu.power_limit_w(),
-                throughput_tps=tokens / elapsed if elapsed > 0 else 0.0,
-                power_w=joules / elapsed if elapsed > 0 else 0.0,
-                tokens_per_joule=tokens / joules if joules > 0 else 0.0,
-                peak_temp_c=peak[uuid],
-                throttle_samples=samples[uuid],
-                throttle_events=events[uuid],
-                throttle_reasons=tuple(sorted(reasons[uuid])),
-            )
-        )
-    at_caps = budget.load_ratios({r.uuid: r.cap_w for r in runs})
-    circuits = tuple(
-        CircuitLoad(
-            name=c.name,
-            budget_w=c.budget_w,
-            mean_w=wall_sum[k] / max(n, 1),
-            peak_w=wall_peak[k],
-            at_caps_w=at_caps[f"circuit:{c.name}"] * c.budget_w,
-        )
-        for k, c in enumerate(budget.circuits)
-    )
-    if progress is not None:
-        progress(label, elapsed, duration_s)
-    return SustainedRun(label=label, seconds=elapsed, gpus=tuple(runs), circuits=circuits)
 
 
 def stock_caps_w(rig: Rig) -> dict[str, float]:
@@ -542,13 +266,23 @@ class LoopResult:
 
     @property
     def tuned_ok(self) -> bool:
-        """The tuned config ran without a throttle event with every circuit inside budget."""
-        return self.tuned.throttle_events == 0 and self.tuned.circuits_within_budget
+        """The tuned config ran without a throttle event with every circuit inside its budget
+        and every PSU inside its rating."""
+        return (
+            self.tuned.throttle_events == 0
+            and self.tuned.circuits_within_budget
+            and self.tuned.psus_within_rating
+        )
 
     @property
     def stock_problem(self) -> bool:
-        """Stock showed what tuning is for: throttling or a circuit over budget."""
-        return self.stock.throttle_events > 0 or not self.stock.circuits_within_budget
+        """Stock showed what tuning is for: throttling, a circuit over budget or a PSU over
+        its rating."""
+        return (
+            self.stock.throttle_events > 0
+            or not self.stock.circuits_within_budget
+            or not self.stock.psus_within_rating
+        )
 
     def circuits_json(self) -> list[dict[str, Any]]:
         tuned = {c.name: c for c in self.tuned.circuits}
@@ -644,7 +378,7 @@ def run_loop(cfg: LoopConfig, observer: LoopObserver | None = None) -> LoopResul
     """Run stages 1–6 (see the module docstring) and return what they measured and wrote."""
     from inventory.models import load_models
     from tuning.profile import dump_profile, profile_from_result
-    from tuning.report import plot_curves, plot_heat_soak
+    from tuning.report import PlotsUnavailable, plot_curves, plot_heat_soak
 
     cfg.check()
     obs = observer or LoopObserver()
@@ -679,8 +413,11 @@ def run_loop(cfg: LoopConfig, observer: LoopObserver | None = None) -> LoopResul
     dump_profile(profile_from_result(result), profile_path)
     curves = soak = None
     if cfg.plots:
-        curves = plot_curves(result, out / "curves.png")
-        soak = plot_heat_soak(result, out / "heat_soak.png")
+        try:
+            curves = plot_curves(result, out / "curves.png")
+            soak = plot_heat_soak(result, out / "heat_soak.png")
+        except PlotsUnavailable as error:  # a core install has no matplotlib: skip, say so
+            obs.log(f"no plots: {error}")
 
     obs.stage(4, STAGES[3])
     tuned = run("tuned", {g.uuid: g.cap_w for g in result.gpus})

@@ -33,7 +33,7 @@ from tuning.core.checks import (
 from tuning.core.plan import Placement, Plan, load_plan, parse_placements
 from tuning.errors import ConfigError
 from tuning.render.environment import TEMPLATES, environment
-from tuning.render.unit_text import unit_setting, unit_word
+from tuning.render.unit_text import UnsafeUnitValue, unit_setting, unit_word
 
 #: Where the serving templates live, relative to the renderer's ``templates/``.
 TEMPLATE_FOLDER = "etc/systemd/system"
@@ -132,7 +132,7 @@ def _is_loopback(bind: str) -> bool:
     try:
         return ipaddress.ip_address(bind).is_loopback
     except ValueError as error:
-        raise ConfigError(f"serving bind address {bind!r} is not an IP address") from error
+        raise UnsafeUnitValue(f"serving bind address {bind!r} is not an IP address") from error
 
 
 def render_unit(
@@ -156,14 +156,14 @@ def render_unit(
         )
     problems = placement_problems(placement)
     if problems:
-        raise ConfigError(
+        raise UnsafeUnitValue(
             f"model {placement.model!r} cannot be rendered into a unit: "
             + "; ".join(f"{where}: {why}" for where, why in problems)
         )
     if hf_token_file is not None and not _CREDENTIAL_PATH.fullmatch(hf_token_file):
-        raise ConfigError(f"hf_token_file {hf_token_file!r} is not an absolute plain path")
+        raise UnsafeUnitValue(f"hf_token_file {hf_token_file!r} is not an absolute plain path")
     if not _SERVICE_USER.fullmatch(service_user):
-        raise ConfigError(f"service user {service_user!r} is not a valid user name")
+        raise UnsafeUnitValue(f"service user {service_user!r} is not a valid user name")
     if compute not in ("gpu", "cpu"):
         raise ConfigError(f"serving.compute is {compute!r}; use gpu or cpu")
     if compute == "cpu" and placement.engine != "llama.cpp":

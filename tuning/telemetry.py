@@ -238,14 +238,26 @@ class CapTrace:
             states.append((event.time_s, dict(caps)))
         return states
 
-    def max_load_ratio(self, *, include_initial: bool = False) -> float:
+    def max_load_ratio(self, *, include_initial: bool = False, set_only: bool = False) -> float:
         """Highest PSU/circuit load ratio (live caps + platform) over the trace.
 
         ``include_initial``: also judge the state before the first change (the rig's stock
         caps, which on some rigs do not fit — that is the problem the tuner exists to fix).
+        ``set_only``: judge only states in which every GPU holds a cap the run set (from the
+        moment the last GPU was first changed): what the run chose, not the stock caps it
+        found and was still parking.
         """
         states = self.live_caps_at_each_event()
-        if not include_initial:
+        if set_only:
+            pending = set(self.initial_caps_w)
+            first_all_set = None
+            for index, event in enumerate(self.events, start=1):
+                pending.discard(event.uuid)
+                if not pending:
+                    first_all_set = index
+                    break
+            states = states[first_all_set:] if first_all_set is not None else []
+        elif not include_initial:
             states = states[1:]
         if not states:
             return 0.0

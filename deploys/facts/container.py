@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from dataclasses import dataclass
 from typing import Any
 
 from pyinfra.api import FactBase
@@ -66,19 +67,28 @@ class NvidiaRuntimeConfigured(FactBase[bool]):
         return isinstance(runtimes, dict) and "nvidia" in runtimes
 
 
-class CdiState(FactBase[dict[str, Any]]):
+@dataclass(frozen=True)
+class Cdi:
+    """The CDI spec's state: present, the driver it was generated for, the driver loaded now."""
+
+    spec: bool = False
+    recorded: str | None = None
+    driver: str | None = None
+
+
+class CdiState(FactBase[Cdi]):
     """The CDI spec: whether it exists, the driver version it was generated for, the driver now.
 
     ``recorded``: the version the deploy wrote to ``record`` after its last ``nvidia-ctk cdi
     generate`` (``None`` when absent); ``driver``: ``nvidia-smi``'s ``driver_version``, else
     ``/sys/module/nvidia/version`` (``None`` when no driver is loaded). Example::
 
-        {"spec": True, "recorded": "550.127.05", "driver": "570.86.15"}
+        Cdi(spec=True, recorded="550.127.05", driver="570.86.15")
     """
 
     @staticmethod
-    def default() -> dict[str, Any]:
-        return {"spec": False, "recorded": None, "driver": None}
+    def default() -> Cdi:
+        return Cdi()
 
     def command(self, spec: str, record: str) -> str:
         return (
@@ -90,14 +100,14 @@ class CdiState(FactBase[dict[str, Any]]):
             'echo "driver=$d"'
         )
 
-    def process(self, output: list[str]) -> dict[str, Any]:
+    def process(self, output: list[str]) -> Cdi:
         values = dict(line.strip().partition("=")[::2] for line in output if "=" in line)
         driver = values.get("driver", "").strip()
         # nvidia-smi prints a sentence, not a version, when the driver is not loaded.
         if not driver or not driver[0].isdigit() or " " in driver:
             driver = ""
-        return {
-            "spec": values.get("spec") == "1",
-            "recorded": values.get("recorded", "").strip() or None,
-            "driver": driver or None,
-        }
+        return Cdi(
+            spec=values.get("spec") == "1",
+            recorded=values.get("recorded", "").strip() or None,
+            driver=driver or None,
+        )

@@ -7,30 +7,45 @@ IRQs to GPUs, ``{root}/proc/interrupts`` for the IRQs the ``nvidia`` driver regi
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
 
 from pyinfra.api import FactBase
 
-from deploys.facts._shell import root_prefix
 from deploys.facts.pcie import NVIDIA_VENDOR
+from deploys.facts.shell import root_prefix
 
 
-class IrqAffinity(FactBase):
-    """GPU bus id → {IRQ number (text): its ``smp_affinity_list``}, plus unmapped NVIDIA IRQs.
+@dataclass(frozen=True)
+class Irq:
+    """One IRQ and the CPUs it may run on (its ``smp_affinity_list``; ``None``: not reported)."""
+
+    irq: int
+    cpus: str | None
+
+
+@dataclass(frozen=True)
+class GpuIrqs:
+    """The NVIDIA GPUs' IRQs by GPU bus id (in IRQ order), and the NVIDIA IRQs of no GPU.
 
     ``unmapped``: IRQs named ``nvidia`` in ``/proc/interrupts`` that no GPU's ``msi_irqs``
-    lists (seen when sysfs is not mounted). An affinity the kernel did not report is ``None``.
+    lists (seen when sysfs is not mounted).
+    """
+
+    devices: dict[str, tuple[Irq, ...]] = field(default_factory=dict)
+    unmapped: tuple[Irq, ...] = ()
+
+
+class IrqAffinity(FactBase[GpuIrqs]):
+    """Each NVIDIA GPU's IRQs and their ``smp_affinity_list``, plus unmapped NVIDIA IRQs.
+
     Example::
 
-        {
-            "devices": {"0000:41:00.0": {"130": "0-15", "131": "0-15"}},
-            "unmapped": {},
-        }
+        GpuIrqs(devices={"0000:41:00.0": (Irq(130, "0-15"), Irq(131, "0-15"))}, unmapped=())
     """
 
     @staticmethod
-    def default() -> dict[str, Any]:
-        return {"devices": {}, "unmapped": {}}
+    def default() -> GpuIrqs:
+        return GpuIrqs()
 
     def command(self, root: str = "/") -> str:
         r = root_prefix(root)
@@ -48,20 +63,21 @@ class IrqAffinity(FactBase):
             "done; true"
         )
 
-    def process(self, output: list[str]) -> dict[str, Any]:
-        devices: dict[str, dict[str, str | None]] = {}
-        named: dict[str, str | None] = {}
+    def process(self, output: list[str]) -> GpuIrqs:
+        devices: dict[str, dict[int, str | None]] = {}
+        named: dict[int, str | None] = {}
         for line in output:
             parts = line.split()
-            if len(parts) >= 3 and parts[0] == "dev":
-                devices.setdefault(parts[1], {})[parts[2]] = parts[3] if len(parts) > 3 else None
+            if len(parts) >= 3 and parts[0] == "dev" and parts[2].isdigit():
+                cpus = parts[3] if len(parts) > 3 else None
+                devices.setdefault(parts[1], {})[int(parts[2])] = cpus
             elif len(parts) >= 2 and parts[0] == "int" and parts[1].isdigit():
-                named[parts[1]] = parts[2] if len(parts) > 2 else None
+                named[int(parts[1])] = parts[2] if len(parts) > 2 else None
         mapped = {irq for irqs in devices.values() for irq in irqs}
-        return {
-            "devices": {
-                bus: dict(sorted(irqs.items(), key=lambda kv: int(kv[0])))
+        return GpuIrqs(
+            devices={
+                bus: tuple(Irq(irq, cpus) for irq, cpus in sorted(irqs.items()))
                 for bus, irqs in sorted(devices.items())
             },
-            "unmapped": {irq: cpus for irq, cpus in named.items() if irq not in mapped},
-        }
+            unmapped=tuple(Irq(irq, cpus) for irq, cpus in named.items() if irq not in mapped),
+        )

@@ -6,11 +6,11 @@ target point it at a scratch tree. Plain ``sh`` on the target; no Python needed 
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
 
 from pyinfra.api import FactBase
 
-from deploys.facts._shell import root_prefix
+from deploys.facts.shell import root_prefix
 from tuning.captures.values import gts_to_gen
 
 #: PCI vendor id of NVIDIA; class 0x03xxxx is a display controller (the GPU, not its audio).
@@ -44,23 +44,44 @@ def _gen(speed: str | None) -> int | None:
         return None
 
 
-class PciLinks(FactBase):
+@dataclass(frozen=True)
+class PciLink:
+    """One NVIDIA GPU's PCIe link as sysfs reports it (``None``: the kernel did not say).
+
+    ``aspm``: each ``link/*aspm`` file (``l0s_aspm``, ``l1_aspm``, …) → 1 when that state is
+    enabled. ``numa_node`` -1 means "no NUMA affinity".
+    """
+
+    gen_current: int | None = None
+    gen_max: int | None = None
+    width_current: int | None = None
+    width_max: int | None = None
+    numa_node: int | None = None
+    local_cpulist: str | None = None
+    aspm: dict[str, int | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AspmState:
+    """The kernel's ASPM policy: the active one (``None``: none marked) and all it offers."""
+
+    active: str | None
+    available: tuple[str, ...]
+
+
+class PciLinks(FactBase[dict[str, PciLink]]):
     """PCIe link state of every NVIDIA GPU, from ``{root}/sys/bus/pci/devices/*``.
 
     ``aspm``: the per-device ``link/*aspm`` files (1 = that ASPM state enabled), present on
-    kernels ≥ 5.5 with ``CONFIG_PCIEASPM``. ``numa_node`` -1 means "no NUMA affinity". Example::
+    kernels ≥ 5.5 with ``CONFIG_PCIEASPM``; keyed by bus id. Example::
 
-        {
-            "0000:41:00.0": {
-                "gen_current": 1, "gen_max": 4, "width_current": 16, "width_max": 16,
-                "numa_node": 0, "local_cpulist": "0-15",
-                "aspm": {"l0s_aspm": 0, "l1_aspm": 1},
-            }
-        }
+        {"0000:41:00.0": PciLink(gen_current=1, gen_max=4, width_current=16, width_max=16,
+                                 numa_node=0, local_cpulist="0-15",
+                                 aspm={"l0s_aspm": 0, "l1_aspm": 1})}
     """
 
     @staticmethod
-    def default() -> dict[str, Any]:
+    def default() -> dict[str, PciLink]:
         return {}
 
     def command(self, root: str = "/") -> str:
@@ -75,7 +96,7 @@ class PciLinks(FactBase):
             "done; true"
         )
 
-    def process(self, output: list[str]) -> dict[str, Any]:
+    def process(self, output: list[str]) -> dict[str, PciLink]:
         raw: dict[str, dict[str, str]] = {}
         current: dict[str, str] | None = None
         for line in output:
@@ -84,25 +105,25 @@ class PciLinks(FactBase):
                 current = raw.setdefault(value, {})
             elif current is not None and key:
                 current[key] = value.strip()
-        links: dict[str, Any] = {}
-        for bus_id, cells in sorted(raw.items()):
-            links[bus_id] = {
-                "gen_current": _gen(cells.get("current_link_speed")),
-                "gen_max": _gen(cells.get("max_link_speed")),
-                "width_current": _int(cells.get("current_link_width")),
-                "width_max": _int(cells.get("max_link_width")),
-                "numa_node": _int(cells.get("numa_node")),
-                "local_cpulist": cells.get("local_cpulist") or None,
-                "aspm": {
+        return {
+            bus_id: PciLink(
+                gen_current=_gen(cells.get("current_link_speed")),
+                gen_max=_gen(cells.get("max_link_speed")),
+                width_current=_int(cells.get("current_link_width")),
+                width_max=_int(cells.get("max_link_width")),
+                numa_node=_int(cells.get("numa_node")),
+                local_cpulist=cells.get("local_cpulist") or None,
+                aspm={
                     key.removeprefix("aspm."): _int(value)
                     for key, value in sorted(cells.items())
                     if key.startswith("aspm.")
                 },
-            }
-        return links
+            )
+            for bus_id, cells in sorted(raw.items())
+        }
 
 
-class AspmPolicy(FactBase):
+class AspmPolicy(FactBase[AspmState | None]):
     """The kernel's ASPM policy, ``{root}/sys/module/pcie_aspm/parameters/policy``.
 
     ``None`` when the file is absent (kernel without ``CONFIG_PCIEASPM``). The kernel lists
@@ -111,22 +132,22 @@ class AspmPolicy(FactBase):
     keeps what was last written to it, so without this a second deploy would never see its own
     write and would not be a no-op. Example::
 
-        {"active": "default", "available": ["default", "performance", "powersave",
-                                            "powersupersave"]}
+        AspmState(active="default",
+                  available=("default", "performance", "powersave", "powersupersave"))
     """
 
     @staticmethod
-    def default() -> None:
+    def default() -> AspmState | None:
         return None
 
     def command(self, root: str = "/") -> str:
         return f"cat {root_prefix(root)}/sys/module/pcie_aspm/parameters/policy 2>/dev/null || true"
 
-    def process(self, output: list[str]) -> dict[str, Any] | None:
+    def process(self, output: list[str]) -> AspmState | None:
         words = " ".join(output).split()
         if not words:
             return None
         active = next((w.strip("[]") for w in words if w.startswith("[")), None)
         if active is None and len(words) == 1:
             active = words[0]
-        return {"active": active, "available": [w.strip("[]") for w in words]}
+        return AspmState(active=active, available=tuple(w.strip("[]") for w in words))

@@ -7,9 +7,9 @@ import shlex
 from pyinfra import host
 from pyinfra.api import OperationValueError, operation
 
-from deploys.facts._shell import root_prefix
 from deploys.facts.irq import IrqAffinity
 from deploys.facts.pcie import PciLinks
+from deploys.facts.shell import root_prefix
 from tuning.backends.base import normalize_bus_id
 from tuning.captures.values import format_cpu_list, parse_cpu_list
 
@@ -40,15 +40,13 @@ def irq_affinity(cpu_lists: dict[str, str] | None = None, root: str = "/"):
     if cpu_lists is None:
         links = host.get_fact(PciLinks, root=root)
         cpu_lists = {
-            bus_id: link["local_cpulist"]
-            for bus_id, link in links.items()
-            if link.get("local_cpulist")
+            bus_id: link.local_cpulist for bus_id, link in links.items() if link.local_cpulist
         }
         if not cpu_lists:
             host.noop("no NVIDIA GPU reports a local_cpulist: nothing to pin")
             return
     fact = host.get_fact(IrqAffinity, root=root)
-    devices = {normalize_bus_id(bus): irqs for bus, irqs in fact["devices"].items()}
+    devices = {normalize_bus_id(bus): irqs for bus, irqs in fact.devices.items()}
     prefix = root_prefix(root)
     unchanged: list[str] = []
     for bus_id, wanted_text in sorted(cpu_lists.items()):
@@ -59,7 +57,7 @@ def irq_affinity(cpu_lists: dict[str, str] | None = None, root: str = "/"):
         if not irqs:
             unchanged.append(f"{bus_id}: no such GPU or no IRQs")
             continue
-        for irq, current in irqs.items():
+        for irq, current in ((i.irq, i.cpus) for i in irqs):
             if parse_cpu_list(current) == wanted:
                 unchanged.append(f"IRQ {irq} of {bus_id} on {format_cpu_list(wanted)}")
             else:

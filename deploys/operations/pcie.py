@@ -12,8 +12,8 @@ import shlex
 from pyinfra import host
 from pyinfra.api import OperationValueError, operation
 
-from deploys.facts._shell import root_prefix
 from deploys.facts.pcie import AspmPolicy, PciLinks
+from deploys.facts.shell import root_prefix
 
 
 @operation()
@@ -37,11 +37,11 @@ def aspm_policy(policy: str = "performance", root: str = "/"):
     if fact is None:
         host.noop("no pcie_aspm policy file: this kernel does not manage ASPM")
         return
-    if policy not in fact["available"]:
+    if policy not in fact.available:
         raise OperationValueError(
-            f"ASPM policy {policy!r} is not one of this kernel's: {', '.join(fact['available'])}"
+            f"ASPM policy {policy!r} is not one of this kernel's: {', '.join(fact.available)}"
         )
-    if fact["active"] == policy:
+    if fact.active == policy:
         host.noop(f"ASPM policy is {policy}")
         return
     path = "/sys/module/pcie_aspm/parameters/policy"
@@ -68,7 +68,7 @@ def link_aspm_off(root: str = "/"):
     prefix = root_prefix(root)
     changed = False
     for bus_id, link in sorted(links.items()):
-        for name, value in sorted(link.get("aspm", {}).items()):
+        for name, value in sorted(link.aspm.items()):
             if value:
                 changed = True
                 # Names come from the host's sysfs listing: quoted, never trusted as words.

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
+from pyinfra.api import FactBase
 
-from deploys.facts.irq import IrqAffinity
-from deploys.facts.kernel import KernelCmdline, NumaNodes
-from deploys.facts.pcie import AspmPolicy, PciLinks
+from deploys.facts.irq import GpuIrqs, Irq, IrqAffinity
+from deploys.facts.kernel import Cmdline, KernelCmdline, NumaNode, NumaNodes
+from deploys.facts.pcie import AspmPolicy, AspmState, PciLink, PciLinks
+
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -64,50 +68,45 @@ def scratch(tmp_path: Path) -> Path:
     return root
 
 
-def _run(fact: object, root: Path) -> object:
+def _run(fact: FactBase[T], root: Path) -> T:
     command = fact.command(root=str(root))  # type: ignore[attr-defined]
     result = subprocess.run(
-        ["sh", "-c", command], capture_output=True, text=True, timeout=10, check=True
+        ["sh", "-c", str(command)], capture_output=True, text=True, timeout=10, check=True
     )
-    return fact.process(result.stdout.splitlines())  # type: ignore[attr-defined]
+    return fact.process(result.stdout.splitlines())
 
 
 def test_pci_links_reads_only_nvidia_gpus(scratch: Path) -> None:
     assert _run(PciLinks(), scratch) == {
-        "0000:41:00.0": {
-            "gen_current": 1,
-            "gen_max": 4,
-            "width_current": 16,
-            "width_max": 16,
-            "numa_node": 0,
-            "local_cpulist": "0-1",
-            "aspm": {"l0s_aspm": 0, "l1_aspm": 1},
-        }
+        "0000:41:00.0": PciLink(
+            gen_current=1,
+            gen_max=4,
+            width_current=16,
+            width_max=16,
+            numa_node=0,
+            local_cpulist="0-1",
+            aspm={"l0s_aspm": 0, "l1_aspm": 1},
+        )
     }
 
 
 def test_irq_affinity_maps_msi_vectors_to_the_gpu(scratch: Path) -> None:
-    assert _run(IrqAffinity(), scratch) == {
-        "devices": {"0000:41:00.0": {"130": "0-3", "131": "0-1"}},
-        "unmapped": {},
-    }
+    assert _run(IrqAffinity(), scratch) == GpuIrqs(
+        devices={"0000:41:00.0": (Irq(130, "0-3"), Irq(131, "0-1"))}, unmapped=()
+    )
 
 
 def test_aspm_policy_cmdline_and_numa(scratch: Path) -> None:
-    assert _run(AspmPolicy(), scratch) == {
-        "active": "default",
-        "available": ["default", "performance", "powersave"],
-    }
-    assert _run(KernelCmdline(), scratch)["params"]["pcie_aspm.policy"] == "performance"  # type: ignore[index]
-    assert _run(NumaNodes(), scratch) == [
-        {"node": 0, "cpu_list": "0-1"},
-        {"node": 1, "cpu_list": "2-3"},
-    ]
+    assert _run(AspmPolicy(), scratch) == AspmState(
+        active="default", available=("default", "performance", "powersave")
+    )
+    assert _run(KernelCmdline(), scratch).params["pcie_aspm.policy"] == "performance"
+    assert _run(NumaNodes(), scratch) == (NumaNode(0, "0-1"), NumaNode(1, "2-3"))
 
 
 def test_empty_tree_gives_defaults_not_errors(tmp_path: Path) -> None:
     assert _run(PciLinks(), tmp_path) == {}
-    assert _run(IrqAffinity(), tmp_path) == {"devices": {}, "unmapped": {}}
+    assert _run(IrqAffinity(), tmp_path) == GpuIrqs()
     assert _run(AspmPolicy(), tmp_path) is None
-    assert _run(NumaNodes(), tmp_path) == []
-    assert _run(KernelCmdline(), tmp_path) == {"raw": "", "params": {}}
+    assert _run(NumaNodes(), tmp_path) == ()
+    assert _run(KernelCmdline(), tmp_path) == Cmdline(raw="", params={})

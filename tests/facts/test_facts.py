@@ -28,6 +28,7 @@ from pyinfra.api import FactBase
 
 import deploys.facts
 from tests.conftest import REAL_FIXTURES
+from tests.fact_values import to_json, value_type
 
 HERE = Path(__file__).parent
 CASES = sorted(HERE.glob("*/*.json"))
@@ -56,9 +57,8 @@ def _output(case: dict[str, Any]) -> list[str]:
     return str(case["command_output"]).splitlines()
 
 
-#: Modules whose every fact must have fixtures here (the deploy modules' private facts, such as
-#: ``rigforge_systemd``, are tested with their deploys).
-FIXTURE_MODULES = ("nvidia", "pcie", "kernel", "irq")
+#: Modules whose every fact must have fixtures here (every module of ``deploys/facts/``).
+FIXTURE_MODULES = ("nvidia", "pcie", "kernel", "irq", "host", "container")
 
 
 def test_every_fact_has_fixtures() -> None:
@@ -68,6 +68,12 @@ def test_every_fact_has_fixtures() -> None:
     }
     assert len(required) >= 7
     assert required <= covered, f"facts without fixtures: {sorted(required - covered)}"
+
+
+def test_every_fact_declares_its_value_type() -> None:
+    """Facts are ``FactBase[T]`` (frozen dataclasses or plain values), never bare ``FactBase``."""
+    untyped = sorted(name for name, cls in FACTS.items() if value_type(cls) is None)
+    assert not untyped, f"facts without a value type: {untyped}"
 
 
 @pytest.mark.parametrize("path", CASES, ids=[f"{p.parent.name}/{p.stem}" for p in CASES])
@@ -84,4 +90,4 @@ def test_fact_fixture(path: Path) -> None:
     else:
         value = fact.process(_output(case))
     # Compare as JSON so tuples/lists and int keys cannot hide a difference.
-    assert json.loads(json.dumps(value)) == case["fact"]
+    assert json.loads(json.dumps(to_json(type(fact), value))) == case["fact"]

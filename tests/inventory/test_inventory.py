@@ -12,8 +12,9 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+from inventory.host_checks import check_host
 from inventory.loader import host_data, pyinfra_hosts
-from inventory.schema import DATA_KEY, HostConfig, check_host, host_config, section_defaults
+from inventory.schema import DATA_KEY, HostConfig, host_config, section_defaults
 from inventory.validate import load_inventory
 from tests.conftest import REPO_ROOT
 
@@ -134,6 +135,15 @@ def test_yaml_numbers_for_branch_and_cuda_version_are_kept_as_text(tmp_path: Pat
     )
     cfg = load_inventory(path).hosts["b"]
     assert (cfg.driver.branch, cfg.cuda and cfg.cuda.version) == ("570", "12.8")
+
+
+def test_cuda_version_12_10_is_not_read_as_12_1(tmp_path: Path) -> None:
+    """YAML 1.1 reads ``12.10`` as the float 12.1; CUDA 12.10 is not CUDA 12.1."""
+    path = tmp_path / "inv.yaml"
+    path.write_text("hosts:\n  b:\n    ssh: {host: 127.0.0.1}\n    cuda: {version: 12.10}\n")
+    cfg = load_inventory(path).hosts["b"]
+    assert cfg.cuda is not None
+    assert cfg.cuda.version == "12.10"
 
 
 def test_missing_ssh_key_is_reported_when_ssh_files_are_checked(tmp_path: Path) -> None:

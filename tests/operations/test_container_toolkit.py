@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from deploys.container_toolkit import CTK_KEY_FINGERPRINT, cdi_command, cdi_reason, key_command
+from deploys.container_toolkit import CTK_KEY_FINGERPRINT, cdi_command, key_command
 
 URL = "https://nvidia.github.io/libnvidia-container/gpgkey"
 
@@ -85,25 +85,3 @@ def test_paths_with_spaces_are_one_word() -> None:
     assert "--output='/etc/my cdi/nvidia.yaml'" in cdi_command("/etc/my cdi/nvidia.yaml").replace(
         "'\"'\"'", "'"
     )
-
-
-@pytest.mark.parametrize(
-    ("state", "regenerate"),
-    [
-        ({"spec": False, "recorded": None, "driver": None}, "missing"),
-        ({"spec": True, "recorded": "570.86.15", "driver": "570.86.15"}, None),
-        ({"spec": True, "recorded": "550.127.05", "driver": "570.86.15"}, "driver now 570.86.15"),
-        ({"spec": True, "recorded": None, "driver": "570.86.15"}, "generated for driver unknown"),
-        # No driver loaded: the spec cannot be checked (nor generated); leave it.
-        ({"spec": True, "recorded": "550.127.05", "driver": None}, None),
-    ],
-)
-def test_cdi_regenerated_when_missing_or_driver_changed(
-    state: dict, regenerate: str | None
-) -> None:
-    reason = cdi_reason(state)
-    if regenerate is None:
-        assert reason is None
-    else:
-        assert reason is not None
-        assert regenerate in reason

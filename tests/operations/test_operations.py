@@ -3,7 +3,11 @@
     {
       "args": {"uuid": "GPU-…", "power_limit_w": 280},
       "facts": {"NvidiaGpus": {…}},        # fact class name → the value get_fact returns
+                                           #   (as JSON; a typed fact's dataclass is built
+                                           #   from it, see tests/fact_values.py)
       "commands": ["nvidia-smi -i GPU-… -pl 280"],
+      "command_contains": [["curl", "--dearmor"]],  # or this: pieces of each command, for
+                                                    #   long generated scripts
       "noop": "power limit of GPU-… is 280 W",     # optional: a no-op line must contain this
       "exception": {"name": "OperationValueError", "message": "outside its range"}  # or this
     }
@@ -22,6 +26,8 @@ from typing import Any
 import pytest
 from pyinfra.context import ctx_host
 
+from tests.fact_values import from_json
+
 HERE = Path(__file__).parent
 CASES = sorted(HERE.glob("*/*.json"))
 
@@ -39,7 +45,7 @@ class FakeHost:
     def get_fact(self, cls: type, *args: Any, **kwargs: Any) -> Any:
         self.fact_calls.append((cls.__name__, kwargs))
         assert cls.__name__ in self.facts, f"fixture lacks fact {cls.__name__}"
-        return json.loads(json.dumps(self.facts[cls.__name__]))
+        return from_json(cls, json.loads(json.dumps(self.facts[cls.__name__])))
 
     def noop(self, description: str) -> None:
         self.noops.append(description)
@@ -64,7 +70,13 @@ def test_operation_fixture(path: Path) -> None:
             assert case["exception"]["message"] in str(caught.value)
             return
         commands = [str(c) for c in op._inner(**case.get("args", {}))]
-    assert commands == case.get("commands", [])
+    if "command_contains" in case:
+        assert len(commands) == len(case["command_contains"]), commands
+        for command, pieces in zip(commands, case["command_contains"], strict=True):
+            missing = [piece for piece in pieces if piece not in command]
+            assert not missing, f"{missing} not in {command!r}"
+    else:
+        assert commands == case.get("commands", [])
     if "noop" in case:
         assert any(case["noop"] in line for line in fake.noops), fake.noops
     elif not commands:

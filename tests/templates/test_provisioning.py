@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,8 @@ from deploys.nvidia_driver import (
 )
 from deploys.util import render
 from inventory.schema import HostConfig
+from tuning.core.power import POWER_LIMIT_TOLERANCE_W
+from tuning.render.files import cap_script
 from tuning.serving_checks import systemd_exposure
 
 
@@ -82,7 +85,9 @@ def test_gpu_settings_unit_applies_to_the_simulated_rig_of_a_gpu_less_host() -> 
 
 
 def test_cap_script_clamps_reads_back_and_fails_loudly() -> None:
-    script = render("usr/local/libexec/rigforge-gpu-settings.sh.j2", retries=3, retry_delay_s=2)
+    script = cap_script(retries=3, retry_delay_s=2).render()
+    # the read-back tolerance is the one the actuator uses, not a number of the script's own
+    assert f"-v t={POWER_LIMIT_TOLERANCE_W}" in script
     assert "power.min_limit,power.max_limit" in script
     assert 'nvidia-smi -i "$gpu" -pl "$cap"' in script
     assert "--query-gpu=power.limit" in script
@@ -262,3 +267,35 @@ def test_root_oneshot_exposure(spec: dict, tmp_path: Path) -> None:
     assert exposure is not None, "systemd-analyze printed no exposure"
     print(f"{name}: exposure {exposure}")
     assert exposure <= MAX_EXPOSURE[name]
+
+
+def _run_cap_script(tmp_path: Path, caps: str, limits: str = "100.00, 350.00") -> list[str]:
+    """The rendered script run against a stand-in ``nvidia-smi`` (the hardware boundary) that
+    answers the range query with ``limits`` and reads back whatever ``-pl`` last set; returns
+    the ``-pl`` arguments it was given."""
+    script = tmp_path / "caps.sh"
+    script.write_text(cap_script(retries=1, retry_delay_s=0).render())
+    fake = tmp_path / "bin" / "nvidia-smi"
+    fake.parent.mkdir()
+    log = tmp_path / "pl.log"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'case "$*" in *-pl*) echo "$4" >> {log}; echo "$4" > {tmp_path}/now ;;\n'
+        f'  *power.min_limit*) echo "{limits}" ;;\n'
+        f"  *power.limit*) cat {tmp_path}/now ;;\n"
+        "esac\n"
+    )
+    fake.chmod(0o755)
+    env = {"PATH": f"{fake.parent}:/usr/bin:/bin", "RIGFORGE_CAPS_W": caps}
+    done = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    return log.read_text().split()
+
+
+def test_cap_script_keeps_fractional_caps_and_clamps(tmp_path: Path) -> None:
+    """250.5 W reaches nvidia-smi as 250.5 (not 250); 400 W is clamped to the 350 W max."""
+    assert _run_cap_script(tmp_path, "GPU-a=250.5") == ["250.5"]
+
+
+def test_cap_script_clamps_to_the_cards_range(tmp_path: Path) -> None:
+    assert _run_cap_script(tmp_path, "GPU-a=400") == ["350"]

@@ -92,10 +92,14 @@ def test_resume_hands_back_completed_probes_only_for_the_same_sweep(rig_file: st
     _, actuator = open_tuning_rig(rig_file)
     key = {"workload": "decode", "seed": 1}
     journal = Journal(journal_path(rig_file), rig_file, actuator.settings(), pid=-1, sweep_key=key)
-    journal.probes = {"GPU-x": [{"cap_w": 300.0}]}
+    probe = {
+        "cap_w": 300.0, "throughput_tps": 10.0, "power_w": 290.0, "temp_c": 60.0,
+        "peak_temp_c": 65.0, "throttled": False, "steady": True, "duration_s": 30.0,
+    }  # fmt: skip
+    journal.probes = {"GPU-x": [probe]}
     journal.save()
     with SafetySession(actuator, sweep_key=key, log=lambda m: None) as session:
-        assert session.resumed_probes == {"GPU-x": [{"cap_w": 300.0}]}
+        assert session.resumed_probes == {"GPU-x": [probe]}
     journal.save()
     with SafetySession(actuator, sweep_key={"workload": "prefill"}, log=lambda m: None) as other:
         assert other.resumed_probes == {}
@@ -230,9 +234,9 @@ def test_a_second_session_on_the_same_rig_is_refused_naming_the_holder(rig_file:
             SafetySession(second, log=lambda m: None).__enter__()
         with pytest.raises(RigBusy):
             apply_caps(second, {uuid: 200}, log=lambda m: None)
-        assert (
-            json.loads(journal_path(rig_file).read_text())["original"][uuid]["power_limit_w"] != 150
-        ), "the running session's journal still holds the true original"
+        assert Journal.load(journal_path(rig_file)).original[uuid].power_limit_w != 150, (
+            "the running session's journal still holds the true original"
+        )
     with SafetySession(actuator, log=lambda m: None):
         pass  # released on exit
 

@@ -17,6 +17,7 @@ from tuning.budget import (
     allocate,
     objective_value,
 )
+from tuning.core.power import Overload
 
 TWO_PSUS = BudgetModel(
     psus=(
@@ -110,3 +111,31 @@ def test_gpus_on_no_described_psu_take_their_own_best() -> None:
         {"x": [CapOption(100, 10, 100), CapOption(200, 30, 200)]}, BudgetModel(), Policy.THROUGHPUT
     )
     assert got.caps_w == {"x": 200}
+
+
+def test_overloads_name_each_psu_and_circuit_over_its_limit() -> None:
+    """Worked by hand (TWO_PSUS: a 1000 W DC, platform 200, 90 %; b 800 W, platform 50, 80 %;
+    circuit c1 = 120 V × 15 A × 0.8 = 1440 W at the wall):
+
+    * g1 700 W on a, g2 600 W on b: a 900 W ≤ 1000, b 650 W ≤ 800; the wall sees
+      900 / 0.9 + 650 / 0.8 = 1000 + 812.5 = 1812.5 W > 1440 W — only the circuit;
+    * g1 850 W: a carries 1050 W > 1000 W as well.
+    """
+    budget = BudgetModel(
+        psus=TWO_PSUS.psus, circuits=TWO_PSUS.circuits, gpu_psu={"g1": "psu-a", "g2": "psu-b"}
+    )
+    assert budget.overloads({"g1": 700, "g2": 600}) == [
+        Overload("circuit", "c1", pytest.approx(1812.5), pytest.approx(1440.0))
+    ]
+    assert [(o.kind, o.name) for o in budget.overloads({"g1": 850, "g2": 600})] == [
+        ("psu", "psu-a"),
+        ("circuit", "c1"),
+    ]
+
+
+def test_a_gpu_without_a_psu_counts_against_the_only_one() -> None:
+    """One PSU: an unmapped GPU's 300 W lands on it (100 W platform + 300 W); with two PSUs it
+    would count against neither, so the validator and rig files require the mapping."""
+    one = BudgetModel(psus=(Psu(name="only", rating_w=1000, platform_w=100),))
+    assert one.psu_dc_w({"gpu": 300.0}) == {"only": 400.0}
+    assert TWO_PSUS.psu_dc_w({"unmapped": 300.0}) == {"psu-a": 200.0, "psu-b": 50.0}

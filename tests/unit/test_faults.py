@@ -19,9 +19,9 @@ import time
 import pytest
 
 from tuning.apply.actuator import open_tuning_rig
-from tuning.apply.journal import journal_path, restore_journal
+from tuning.apply.journal import Journal, journal_path, restore_journal
 from tuning.apply.session import SafetySession
-from tuning.errors import GpuLost, NoPermission
+from tuning.errors import GpuLost, NoPermission, RigforgeError
 from tuning.sweep import Sweep, SweepConfig
 from tuning.workloads import SimWorkload
 
@@ -152,8 +152,8 @@ def wait_for_first_changes(rig_file: str, proc: subprocess.Popen[str]) -> None:
         assert proc.poll() is None, proc.communicate()
         if path.is_file():
             try:
-                probes = json.loads(path.read_text())["probes"]
-            except (ValueError, KeyError):
+                probes = Journal.load(path).probes
+            except RigforgeError:
                 probes = {}
             if probes and _sim_state_caps(rig_file) not in ({}, stock):
                 return
@@ -190,8 +190,8 @@ def test_kill_9_then_restore_and_then_a_resumed_sweep(rig_file: str) -> None:
     proc.kill()
     proc.wait(timeout=10)
     assert persisted_caps(rig_file) != original, "kill -9 left the probe's caps on the hardware"
-    journal = json.loads(journal_path(rig_file).read_text())
-    done = sum(len(p) for p in journal["probes"].values())
+    journal = Journal.load(journal_path(rig_file))
+    done = sum(len(p) for p in journal.probes.values())
     assert done >= 1
 
     # a new sweep finds the stale journal, restores it, and resumes after the done probes

@@ -26,10 +26,10 @@ from tuning.loop import (
     render_deploy_files,
     run_loop,
     serving_unit_paths,
-    sustained_run,
 )
 from tuning.placement import load_plan
 from tuning.profile import load_profile
+from tuning.sustained import sustained_run
 from tuning.workloads import SimWorkload
 
 #: Short sustained runs and heat-soak: long enough for sim:reference's middle cards to reach
@@ -243,6 +243,22 @@ def test_a_small_circuit_is_reported_over_budget() -> None:
     assert not run.circuits_within_budget
 
 
+def test_a_small_psu_is_reported_over_its_rating() -> None:
+    """One RTX 3090 capped at 350 W plus 50 W platform on a 300 W PSU: 400 W DC at full caps
+    (hand-worked), 133 % of the rating; the circuit (1440 W) is fine, so only the PSU tells."""
+    doc = one_psu_rig_doc()
+    doc["psus"][0]["rating_w"] = 300
+    rig = SimRig.from_dict(doc)
+    uuid = rig.gpus[0].uuid
+    run = sustained_run(rig, SimWorkload(rig, "decode"), {uuid: 350.0}, label="s", duration_s=30)
+    (psu,) = run.psus
+    assert psu.at_caps_w == pytest.approx(350.0 + 50.0)
+    assert psu.peak_w > psu.rating_w
+    assert not psu.within_rating
+    assert not run.psus_within_rating
+    assert run.circuits_within_budget
+
+
 def test_measure_runs_stock_caps_on_a_fresh_rig() -> None:
     stock = measure("sim:4x3090", None, label="stock", workload="decode", seed=0, duration_s=20)
     assert all(g.cap_w == 350.0 for g in stock.gpus)
@@ -287,7 +303,9 @@ def test_loop_command_json_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     out = tmp_path / "out"
     rig_file = tmp_path / "rig.yaml"
     rig_file.write_text(yaml.safe_dump(one_psu_rig_doc()))
-    args = ["loop", "--rig", str(rig_file), "--out", str(out), "--json"]
+    models = tmp_path / "models.yaml"
+    models.write_text(SMALL_MODEL)
+    args = ["loop", "--rig", str(rig_file), "--out", str(out), "--json", "--models", str(models)]
     args += ["--sustained-s", "60", "--heat-soak-s", "60"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
@@ -302,6 +320,32 @@ def test_loop_command_json_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     for key in ("curves_png", "heat_soak_png"):
         assert Path(doc["files"][key]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert yaml.safe_load((out / "plan.yaml").read_text())["schema_version"] == 1
+
+
+#: One 8B model at 4 bits (Llama 3.1 8B config.json: 32 layers, 32 heads, 8 KV heads, head_dim
+#: 128): ~4 GB of weights, fits a 24 GB card.
+SMALL_MODEL = """
+models:
+  - {name: small, engine: vllm, weights: org/small, params_b: 8, quant_bits: 4, layers: 32,
+     attention_heads: 32, kv_heads: 8, head_dim: 128, context: 4096}
+"""
+
+
+def test_loop_exits_1_when_a_model_is_not_placed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reference's three models (a 70B among them) cannot all fit one 24 GB card."""
+    monkeypatch.setenv("RIGFORGE_STATE_DIR", str(tmp_path / "state"))
+    rig_file = tmp_path / "rig.yaml"
+    rig_file.write_text(yaml.safe_dump(one_psu_rig_doc()))
+    models = Path(__file__).resolve().parents[2] / "inventory/examples/models-reference.yaml"
+    args = ["loop", "--rig", str(rig_file), "--out", str(tmp_path / "out"), "--json"]
+    args += ["--models", str(models), "--sustained-s", "60", "--heat-soak-s", "60"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    doc = json.loads(result.stdout)
+    assert doc["tuned"]["throttle_events"] == 0
+    assert doc["plan"]["unplaced"], "the exit status is the unplaced model's"
 
 
 def test_summary_shows_stock_vs_tuned_placement_and_files(

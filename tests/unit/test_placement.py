@@ -10,10 +10,8 @@ from test_placement_rigs import make_rig, model, models_file
 from tuning.backends.base import Circuit, Psu
 from tuning.errors import ConfigError
 from tuning.placement import (
-    _SUM_LIMIT,
     GpuHint,
     ProfileHints,
-    _priority_sums,
     brute_force,
     build_problem,
     group_throughput,
@@ -21,6 +19,7 @@ from tuning.placement import (
     plan,
     solve,
 )
+from tuning.placement.bounds import _SUM_LIMIT, priority_sums
 
 # 24 GiB cards: a 32B at 8-bit needs two of them, a 8B at bf16 fits one.
 MID = {"params_b": 32.8, "quant_bits": 8, "layers": 64, "attention_heads": 40, "kv_heads": 8}
@@ -150,7 +149,11 @@ def test_power_budget_limits_how_many_gpus_run() -> None:
     # 100 W platform + 2×400 W + 30 W idle = 930 W fits 1000 W; three at 400 W do not
     result = plan(power_rig(400), models_file(model("a"), model("b"), model("c")))
     assert len(result.placements) == 2
-    assert "power" in result.unplaced[0].reason or "taken" in result.unplaced[0].reason
+    # GPU-2 is free: the cause is the budget (100 + 3×400 = 1300 W > 1000 W), not the others
+    reason = result.unplaced[0].reason
+    assert "free" in reason
+    assert "breaks the power budget" in reason
+    assert "taken by" not in reason
 
 
 def test_profile_caps_lift_the_power_limit() -> None:
@@ -275,16 +278,16 @@ def test_replicas_are_not_permuted_but_still_all_placed() -> None:
 def test_priority_sums_list_every_reachable_placed_priority_per_depth() -> None:
     # the Lagrangian priority bound rounds down to these sums: each must be present (a
     # missing one would round a bound below a reachable plan), and nothing else is
-    sums = _priority_sums([2.0, 1.0], [3.0])
+    sums = priority_sums([2.0, 1.0], [3.0])
     assert sums == [[0, 1, 2, 3, 4, 5, 6], [0, 1, 3, 4], [0, 3]]
 
 
 def test_priority_sums_merge_float_twins_upwards_and_give_up_when_too_many() -> None:
-    (sums, *_rest) = _priority_sums([0.1, 0.2, 0.3], [])
+    (sums, *_rest) = priority_sums([0.1, 0.2, 0.3], [])
     assert sums is not None
     # 0.1 + 0.2 and 0.3 differ in the last bit only: one entry, the larger
     assert len(sums) == 7
     assert sums[3] == max(0.1 + 0.2, 0.3)
     many = [1.0 + 2.0 ** -(j + 1) for j in range(13)]  # 2^13 distinct sums
     assert _SUM_LIMIT < 2**13
-    assert _priority_sums(many, [])[0] is None
+    assert priority_sums(many, [])[0] is None

@@ -8,6 +8,7 @@ the profile and plan files carry.
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
@@ -17,8 +18,8 @@ from click.testing import CliRunner
 from inventory import reference_doc
 from tests.conftest import REPO_ROOT
 from tuning.cli import cli
-from tuning.placement import load_plan
-from tuning.profile import CurvePoint, Profile, ProfileGpu, ProfileRig, Validation
+from tuning.core.plan import load_plan
+from tuning.core.profile import CurvePoint, Profile, ProfileGpu, ProfileRig, Validation
 
 README = REPO_ROOT / "README.md"
 DOCS = REPO_ROOT / "docs"
@@ -55,8 +56,8 @@ def test_readme_is_a_front_page() -> None:
     """The reference material lives in docs/; the README links to each page."""
     text = README.read_text()
     assert reference_doc.START not in text, "the inventory reference belongs in docs/inventory.md"
-    for page in ("inventory", "formats", "tuner", "safety", "layout"):
-        assert f"(docs/{page}.md" in text, f"README.md does not link docs/{page}.md"
+    for page in sorted(DOCS.glob("*.md")):
+        assert f"(docs/{page.name}" in text, f"README.md does not link docs/{page.name}"
     headings = re.findall(r"^## (.+)$", text, flags=re.M)
     for section in ("Deploy", "Tune", "Place", "Verify"):
         assert section in headings, f"README.md has no '## {section}' section"
@@ -112,3 +113,62 @@ def test_formats_page_names_every_plan_key() -> None:
     keys = set(document) | set(document["placements"][0])
     for key in sorted(keys):
         assert f"`{key}`" in text, f"docs/formats.md does not describe the plan's {key}"
+
+
+def _named_paths(page: Path) -> list[tuple[str, str]]:
+    """``(section folder, name)`` for each backticked name in a table's first column."""
+    base, found = "", []
+    for line in page.read_text().splitlines():
+        heading = re.match(r"^## `([^`]+/)`", line)
+        if heading:
+            base = heading.group(1)
+        elif line.startswith("## "):
+            base = ""
+        elif line.startswith("| `"):
+            first = line.split("|")[1]
+            found += [(base, name) for name in re.findall(r"`([^`]+)`", first)]
+    return found
+
+
+def _exists(path: str) -> bool:
+    """A module may become a package and back (``x.py`` ↔ ``x/``) without the map lying."""
+    if any(c in path for c in "*?"):
+        return bool(list(REPO_ROOT.glob(path)))
+    stem = path.rstrip("/").removesuffix(".py")
+    return any((REPO_ROOT / p).exists() for p in (path, stem, f"{stem}.py"))
+
+
+def test_layout_names_only_paths_that_exist() -> None:
+    named = _named_paths(DOCS / "layout.md")
+    assert len(named) > 40, "docs/layout.md lost its tables"
+    missing = [base + name for base, name in named if not _exists(base + name)]
+    assert not missing, f"docs/layout.md names paths that are gone: {missing}"
+
+
+def test_what_you_will_see_is_what_rigforge_loop_prints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's stock-vs-tuned table is the summary of a fresh ``rigforge loop`` (its
+    defaults: sim:reference, 30 simulated minutes, seed 0), row for row, and so are the
+    figures its prose quotes."""
+    from rich.console import Console
+
+    from tuning.commands.loop import render_summary
+    from tuning.loop import LoopConfig, run_loop
+
+    monkeypatch.setenv("RIGFORGE_STATE_DIR", str(tmp_path / "state"))
+    result = run_loop(LoopConfig(out=tmp_path / "out", plots=False))
+    console = Console(file=io.StringIO(), width=100, no_color=True)
+    render_summary(result, console)
+    printed = [ln.rstrip() for ln in console.file.getvalue().splitlines()]  # type: ignore[attr-defined]
+    start = next(i for i, ln in enumerate(printed) if "stock vs tuned" in ln)
+    end = next(i for i in range(start, len(printed)) if printed[i].startswith("└"))
+    table = "\n".join(printed[start : end + 1])
+    text = README.read_text()
+    assert f"```\n{table}\n```" in text, f"README.md's summary is stale; it now reads:\n{table}"
+    prose = " ".join(text.split())
+    stock, tuned = result.stock, result.tuned
+    assert f"stock throttles {stock.throttle_events} times" in prose
+    assert f"tuned has {tuned.throttle_events} throttle events" in prose
+    gain_pct = round((tuned.tokens_per_joule / stock.tokens_per_joule - 1) * 100)
+    assert f"{gain_pct} % more tokens per joule" in prose

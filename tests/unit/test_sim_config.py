@@ -61,14 +61,14 @@ def test_unknown_preset_names_the_path_and_suggests_a_fix() -> None:
         ({"gpus.0.bus_id": "41:00"}, "gpus[0].bus_id", "is not a PCI bus id"),
         ({"gpus.1.psu": "psu-b"}, "gpus[1].psu", "'psu-b' is not a known PSU"),
         ({"psus.0.circuit": "wal"}, "psus[0].circuit", "did you mean 'wall'?"),
-        ({"gpus.1.slot": 1}, "gpus[1].slot", "repeats gpus[0]"),
+        ({"gpus.1.slot": 1}, "gpus[1].slot", "duplicate slot 1: gpus[0] has it too"),
         ({"gpus.0.power_limit_w": 400}, "gpus[0].power_limit_w", "outside the preset's 100–350"),
         ({"gpus.0.pcie": {"gen": 5, "width": 16}}, "gpus[0].pcie", "exceeds the card's gen 4"),
         ({"gpus.0.pcie": {"gen": 3, "width": 12}}, "gpus[0].pcie.width", "Input should be"),
         ({"gpus.0.cpus": "0-x"}, "gpus[0].cpus", "is not a CPU list"),
         ({"gpus.0.uuid": "GPU-1234"}, "gpus[0].uuid", "is not like"),
         ({"gpus.0.colour": "red"}, "gpus[0].colour", "unknown key 'colour'"),
-        ({"circuits.0.voltage_v": -120}, "circuits[0].voltage_v", "greater than 0"),
+        ({"circuits.0.voltage_v": -120}, "circuits[0].voltage_v", "greater than or equal to 100"),
         ({"step_s": 0}, "step_s", "greater than 0"),
         ({"topology": {"links": [{"a": 0, "b": 7, "link": "PIX"}]}}, "topology.links[0]", "0–2"),
         ({"topology": {"same_numa": "PCI"}}, "topology.same_numa", "not an nvidia-smi link"),
@@ -102,7 +102,7 @@ def test_not_a_mapping() -> None:
 def test_bad_yaml_file_names_the_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("name: x\ngpus: [\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML \(line"):
+    with pytest.raises(ConfigError, match=r"bad\.yaml:3:1: YAML syntax error"):
         open_rig(str(path))
 
 
@@ -113,7 +113,8 @@ def test_rig_file_errors_name_the_file(tmp_path: Path) -> None:
         "name: mine\ngpus:\n  - {preset: l40z, slot: 1, bus_id: '00000000:01:00.0'}\n",
         encoding="utf-8",
     )
-    with pytest.raises(ConfigError, match=r"^rigs/mine\.yaml: gpus\[0\]\.preset: 'l40z'"):
+    # Line 3 of the file holds gpus[0] (counted by hand).
+    with pytest.raises(ConfigError, match=r"^rigs/mine\.yaml:3: gpus\[0\]\.preset: 'l40z'"):
         open_rig(str(path))
 
 

@@ -16,7 +16,8 @@ from tuning.backends.sim import SimRig
 from tuning.budget import Policy
 from tuning.cli import cli
 from tuning.profile import load_profile
-from tuning.sweep import Sweep, SweepConfig, ThrottleEvent
+from tuning.sustained import ThrottleEvent
+from tuning.sweep import Sweep, SweepConfig
 from tuning.workloads import SimWorkload
 
 # one PSU whose circuit cannot carry both cards at stock caps (2 × 350 W + platform)
@@ -190,7 +191,11 @@ def test_tps_regex_reaches_the_cmd_workload_and_keys_the_resume(
     old_key = SweepConfig(workload="cmd:bench", tps_regex=r"old (?P<tps>\d+)").resume_key(spec)
     _, actuator = open_tuning_rig(spec)
     journal = Journal(journal_path(spec), spec, actuator.settings(), pid=-1, sweep_key=old_key)
-    journal.probes = {"GPU-elsewhere": [{"cap_w": 300.0}]}
+    probe = {
+        "cap_w": 300.0, "throughput_tps": 10.0, "power_w": 290.0, "temp_c": 60.0,
+        "peak_temp_c": 65.0, "throttled": False, "steady": True, "duration_s": 30.0,
+    }  # fmt: skip
+    journal.probes = {"GPU-elsewhere": [probe]}
     journal.save()
     new_regex = r"generation: (?P<tps>[\d.]+) tok/s"
     args = ["sweep", "--rig", spec, "--workload", "cmd:bench", "--heat-soak-s", "60", "--json"]

@@ -71,6 +71,14 @@ def test_trace_max_ratio_covers_every_change_but_not_the_stock_state() -> None:
     # after the first change: a at 100, b still at its stock 450, platform 100
     assert trace.max_load_ratio() == pytest.approx((100 + 100 + 450) / 1000)
     assert trace.max_load_ratio(include_initial=True) == pytest.approx(1.0)
+    # what the run set: from (a 100, b 100) on; the worst is a 400 + b 100 + platform 100
+    assert trace.max_load_ratio(set_only=True) == pytest.approx((400 + 100 + 100) / 1000)
+
+
+def test_trace_set_only_is_zero_until_every_gpu_was_set() -> None:
+    trace = CapTrace(BUDGET, {"a": 450, "b": 450})
+    trace.record(1.0, "a", 100)
+    assert trace.max_load_ratio(set_only=True) == 0.0
 
 
 def test_watchdog_trips_within_five_degrees_of_slowdown() -> None:

@@ -14,12 +14,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from inventory.validate import load_inventory
 from tests.conftest import REPO_ROOT
 from tests.verify import expect
+from tests.verify import test_driver as driver_checks
+from tests.verify import test_gpu_settings as gpu_settings_checks
 from tests.verify import test_irqs as irq_checks
 from tests.verify import test_pcie as pcie_checks
 from tests.verify import test_serving as serving_checks
@@ -82,6 +85,8 @@ def test_reference_box_expects_the_cuda_repo_open_driver_and_toolkit() -> None:
         "nvidia-persistenced",
     )
     assert expect.cuda_toolkit_package(cfg.cuda.version) == "cuda-toolkit-12-8"
+    # flavour: open, install_kernel_modules: true → NVIDIA's open-module meta-package.
+    assert expect.driver_meta_package(cfg) == "nvidia-open"
     assert [s.port for s in expect.served(cfg)] == [8000, 8001, 8002, 8003]
 
 
@@ -97,6 +102,7 @@ def test_ci_target_secrets_are_the_hf_token() -> None:
 def test_debian_driver_user_space() -> None:
     cfg = host_config("ci.yaml", "ci-target").config
     assert expect.driver_userspace(cfg) == ("nvidia-smi", "libnvidia-ml1", "nvidia-persistenced")
+    assert expect.driver_meta_package(cfg) is None  # install_kernel_modules: false
 
 
 def test_cpu_set_reads_the_kernels_cpulist_format() -> None:
@@ -123,12 +129,23 @@ class _File:
 
 @dataclass(frozen=True)
 class FileHost:
-    """A testinfra host double that has files and nothing else (the checks here read files)."""
+    """A testinfra host double that has files, and answers the two commands the file checks
+    run: ``systemctl is-enabled`` (every unit enabled, as ``systemctl enable`` leaves it) and
+    ``dpkg-query`` (the ``installed`` packages, in dpkg's ``${Status}|${Package}`` shape)."""
 
     tree: dict[str, str]
+    installed: tuple[str, ...] = ()
 
     def file(self, path: str) -> _File:
         return _File(path, self.tree)
+
+    def run(self, command: str) -> SimpleNamespace:
+        if command.startswith("systemctl is-enabled "):
+            return SimpleNamespace(rc=0, stdout="enabled\n", stderr="")
+        if command.startswith("dpkg-query -W"):
+            rows = "".join(f"install ok installed|{name}\n" for name in self.installed)
+            return SimpleNamespace(rc=0, stdout=rows, stderr="")
+        raise AssertionError(f"the host double does not run {command!r}")
 
 
 FILE_CHECKS = (
@@ -147,9 +164,16 @@ def ci_target() -> tuple[Expected, dict[str, str]]:
     return expected, units
 
 
+#: Every example host that serves something: the CI targets and the reference box.
+SERVING_HOSTS = [("ci.yaml", "ci-target"), ("ci-two.yaml", "ws-a"), ("reference.yaml", "ws1")]
+
+
 @pytest.mark.parametrize("check", FILE_CHECKS, ids=lambda c: c.__name__)
-def test_serving_checks_pass_on_the_rendered_units(ci_target, check) -> None:
-    expected, units = ci_target
+@pytest.mark.parametrize(("file", "name"), SERVING_HOSTS, ids=[n for _, n in SERVING_HOSTS])
+def test_serving_checks_pass_on_the_rendered_units(file: str, name: str, check) -> None:
+    expected = host_config(file, name)
+    assert expect.served(expected.config), f"{name} serves nothing"
+    units = render_serving_units(expected.config.serving, host_config=expected.config)
     check(FileHost(dict(units)), expected)
 
 
@@ -198,6 +222,7 @@ def test_every_verify_module_is_one_concern() -> None:
         "test_driver.py",
         "test_gpu_settings.py",
         "test_irqs.py",
+        "test_links.py",
         "test_packages.py",
         "test_pcie.py",
         "test_secrets.py",
@@ -283,3 +308,69 @@ def test_runtime_checks_fail_on_an_undeployed_kernel(
     _kernel_tree(tmp_path, **values)
     with pytest.raises(AssertionError, match=message):
         check(local_host, _rooted(tmp_path))
+
+
+# -- the driver, PCIe and GPU-settings file checks against the files the deploy renders --------
+
+#: A Debian bookworm 535 user-space install: the three packages ci.yaml's driver asks for plus
+#: support packages of Debian's nvidia-graphics-drivers source (estimate: names from the
+#: archive, the exact Depends closure is not a capture).
+DEBIAN_535_INSTALLED = (
+    "nvidia-smi",
+    "libnvidia-ml1",
+    "nvidia-persistenced",
+    "nvidia-alternative",
+    "nvidia-kernel-common",
+    "nvidia-support",
+    "libnvidia-cfg1",
+)
+
+
+def _deployed_files(expected: Expected, caps: list[tuple[str, float]]) -> dict[str, str]:
+    from deploys.nvidia_driver import PIN_PATTERNS, UNATTENDED_BLACKLIST
+    from tuning.render import files
+
+    config = expected.config
+    specs = [
+        files.settings_unit(config, caps, use_tuner=False),
+        files.grub_fragment(),
+        files.nouveau_blacklist(),
+        files.persistenced_dropin(config.base.service_user),
+        files.unattended_blacklist(UNATTENDED_BLACKLIST),
+        files.driver_pin(PIN_PATTERNS, config.driver.branch, config.driver.source),
+    ]
+    return {spec.dest: spec.render() for spec in specs}
+
+
+DEPLOYED_FILE_CHECKS = (
+    gpu_settings_checks.test_gpu_settings_unit_holds_the_caps_per_uuid,
+    pcie_checks.test_grub_fragment_sets_aspm_policy,
+    driver_checks.test_nouveau_blacklisted,
+    driver_checks.test_persistenced_dropin_turns_persistence_on,
+    driver_checks.test_nvidia_packages_kept_out_of_unattended_upgrades,
+    driver_checks.test_driver_branch_is_pinned,
+)
+
+
+@pytest.mark.parametrize("check", DEPLOYED_FILE_CHECKS, ids=lambda c: c.__name__)
+def test_file_checks_pass_on_the_deployed_files(check) -> None:
+    expected = host_config("ci.yaml", "ci-target")
+    tree = _deployed_files(expected, [(GPU_1, 280.0), (GPU_2, 250.0)])
+    check(FileHost(tree, DEBIAN_535_INSTALLED), expected)
+
+
+def test_caps_check_fails_on_a_unit_with_other_caps() -> None:
+    """ci.yaml asks 280 W and 250 W; a unit holding 300 W for the first GPU is not the host."""
+    expected = host_config("ci.yaml", "ci-target")
+    tree = _deployed_files(expected, [(GPU_1, 300.0), (GPU_2, 250.0)])
+    with pytest.raises(AssertionError):
+        DEPLOYED_FILE_CHECKS[0](FileHost(tree), expected)
+
+
+def test_unattended_check_fails_on_a_driver_package_it_does_not_hold() -> None:
+    expected = host_config("ci.yaml", "ci-target")
+    tree = _deployed_files(expected, [(GPU_1, 280.0), (GPU_2, 250.0)])
+    path = "/etc/apt/apt.conf.d/51rigforge-nvidia-unattended"
+    tree[path] = tree[path].replace('"^libnvidia-";', "")
+    with pytest.raises(AssertionError, match=r"libnvidia-\S+ is not held back"):
+        DEPLOYED_FILE_CHECKS[4](FileHost(tree, DEBIAN_535_INSTALLED), expected)

@@ -13,7 +13,10 @@ import yaml
 from pyinfra.context import ctx_host
 
 from deploys.gpu_settings import profile_matches_gpus, stale_profile_problem
+from tests.fact_values import from_json
+from tests.profiles import profile_document
 from tuning.backends.base import GpuInfo, rig_fingerprint
+from tuning.errors import ConfigError
 
 A = "GPU-c1000000-0000-4000-8000-000000000001"
 B = "GPU-c1000000-0000-4000-8000-000000000002"
@@ -38,7 +41,7 @@ class FakeHost:
         self.noops: list[str] = []
 
     def get_fact(self, cls: type, *args: Any, **kwargs: Any) -> Any:
-        return json.loads(json.dumps(self.facts[cls.__name__]))
+        return from_json(cls, json.loads(json.dumps(self.facts[cls.__name__])))
 
     def noop(self, description: str) -> None:
         self.noops.append(description)
@@ -52,20 +55,16 @@ def profile(tmp_path: Path) -> Path:
         for i, g in enumerate(GPUS)
     )
     path = tmp_path / "profile.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "schema_version": 1,
-                "rig": {"name": "ci", "fingerprint": fingerprint},
-                "gpus": [{"uuid": A, "cap_w": 240}, {"uuid": B, "cap_w": 250}],
-            }
-        )
-    )
+    caps = {A: 240.0, B: 250.0}
+    rows = [(g["uuid"], g["name"], g["pci_bus_id"], caps[g["uuid"]]) for g in GPUS]
+    path.write_text(yaml.safe_dump(profile_document(rows, fingerprint)))
     return path
 
 
 def _nvidia(gpus: list[dict[str, Any]], status: str = "ok") -> dict[str, Any]:
-    return {"NvidiaGpus": {"status": status, "message": None, "gpus": gpus}}
+    """The NvidiaGpus fact listing ``gpus`` in nvidia-smi's order (index 0, 1, …)."""
+    listed = [{"index": i, **gpu} for i, gpu in enumerate(gpus)]
+    return {"NvidiaGpus": {"status": status, "message": None, "gpus": listed}}
 
 
 def _run(profile: Path, facts: dict[str, Any], inventory: list[dict[str, Any]]) -> tuple:
@@ -101,7 +100,7 @@ def test_a_new_gpu_the_profile_never_tuned_is_refused(profile: Path) -> None:
 def test_moved_gpu_changes_the_fingerprint_and_is_refused(profile: Path) -> None:
     moved = [_gpu(A, "00000000:41:00.0"), _gpu(B, "00000000:61:00.0")]
     commands, _ = _run(profile, _nvidia(moved), GPUS)
-    assert "but the GPUs on this host are sha256:" in commands[0]
+    assert "but the GPUs here are sha256:" in commands[0]
 
 
 @pytest.mark.parametrize("status", ["no_nvidia_smi", "driver_not_loaded"])
@@ -116,7 +115,10 @@ def test_without_gpu_facts_a_stale_inventory_list_is_refused(profile: Path) -> N
     assert f"{B} missing" in commands[0]
 
 
-def test_profile_without_fingerprint_is_checked_by_uuid_only(tmp_path: Path) -> None:
+def test_a_file_that_is_not_a_profile_is_refused_not_compared(tmp_path: Path) -> None:
+    """A ``gpus:`` list without the profile's provenance (``rig.fingerprint`` …) is not a
+    profile: the one loader refuses it naming the missing key, before anything is compared."""
     path = tmp_path / "hand.yaml"
-    path.write_text(yaml.safe_dump({"gpus": [{"uuid": A, "cap_w": 240}]}))
-    assert stale_profile_problem(path, [_gpu(A, "00000000:01:00.0")], "ws1") is None
+    path.write_text(yaml.safe_dump({"schema_version": 1, "gpus": [{"uuid": A, "cap_w": 240}]}))
+    with pytest.raises(ConfigError, match=r"hand.yaml: rig: Field required"):
+        stale_profile_problem(path, [_gpu(A, "00000000:01:00.0")], "ws1")

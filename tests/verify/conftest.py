@@ -9,8 +9,8 @@ Runs unchanged against the CI target and against a user's own box over SSH::
 (or the environment variables ``RIGFORGE_INVENTORY`` / ``RIGFORGE_HOST``). Every test here
 carries the ``verify`` marker, which the default tier deselects: a check of a deployed host
 needs a host (the target tier gives it one), and the default tier never inspects the machine
-it runs on. ``-m "not target"`` selects them again; without an inventory or ``--hosts`` they
-skip.
+it runs on. Naming this folder (``pytest tests/verify``) or ``-m "not target"`` selects them;
+without an inventory or ``--hosts`` they skip.
 
 Several hosts at once: give ``--hosts`` a comma-separated list and leave out
 ``--rigforge-host``; each connection is matched to the inventory host with the same
@@ -30,6 +30,24 @@ from pathlib import Path
 import pytest
 
 from inventory.schema import HostConfig
+
+#: The project's default marker filter (pyproject.toml ``addopts``) and what it becomes when
+#: only this folder is asked for.
+DEFAULT_MARKEXPR = "not target and not gpu and not verify"
+FOLDER_MARKEXPR = "not target and not gpu"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """``pytest tests/verify`` (nothing but this folder named) selects the suite.
+
+    The default tier deselects ``verify``; a person who names this folder wants it, so the
+    project's default filter drops ``not verify`` then (an ``-m`` of their own is kept).
+    """
+    here = Path(__file__).parent.resolve()
+    paths = [(config.invocation_params.dir / a.split("::")[0]).resolve() for a in config.args]
+    inside = bool(paths) and all(p == here or here in p.parents for p in paths)
+    if inside and config.option.markexpr == DEFAULT_MARKEXPR:
+        config.option.markexpr = FOLDER_MARKEXPR
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inventory.schema import HostConfig
-from tuning.placement import load_plan
-from tuning.profile import load_profile
-from tuning.serving_checks import unit_slug
+from tuning.captures.values import parse_cpu_list
+from tuning.core.checks import unit_slug
+from tuning.core.plan import load_plan
+from tuning.core.profile import load_profile
 
 #: Where rigforge's units, config and secrets land (the paths README and docs name).
 UNIT_DIR = "/etc/systemd/system"
@@ -73,6 +74,24 @@ def driver_userspace(config: HostConfig) -> tuple[str, ...]:
             "nvidia-persistenced",
         )
     return ("nvidia-smi", "libnvidia-ml1", "nvidia-persistenced")
+
+
+def driver_meta_package(config: HostConfig) -> str | None:
+    """The one driver meta-package the inventory's driver brings with its kernel modules.
+
+    ``None`` without kernel modules (``driver.install_kernel_modules: false``). Debian ships the
+    driver as ``nvidia-driver``; NVIDIA's CUDA repository as ``nvidia-open`` (open modules) or
+    ``cuda-drivers`` (proprietary); Ubuntu's ``nvidia-driver-<branch>-server`` is none of
+    :data:`DRIVER_META_PACKAGES`.
+    """
+    drv = config.driver
+    if not drv.install_kernel_modules:
+        return None
+    if drv.source == "debian":
+        return "nvidia-driver"
+    if drv.source == "cuda-repo":
+        return "nvidia-open" if drv.flavour == "open" else "cuda-drivers"
+    return None
 
 
 def cuda_toolkit_package(version: str) -> str:
@@ -170,9 +189,5 @@ def secret_files(config: HostConfig) -> dict[str, Path]:
 
 
 def cpu_set(text: str) -> frozenset[int]:
-    """The kernel's cpulist format (``"0-3,8,10-11"``; Documentation/admin-guide/cputopology)."""
-    cpus: set[int] = set()
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        lo, _, hi = part.partition("-")
-        cpus.update(range(int(lo), int(hi or lo) + 1))
-    return frozenset(cpus)
+    """The CPUs a kernel cpulist names (``"0-3,8,10-11"``; ``""``: none)."""
+    return frozenset(parse_cpu_list(text) or ())

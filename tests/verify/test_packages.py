@@ -45,12 +45,10 @@ def test_cuda_toolkit_without_driver_meta_packages(host, expected: Expected) -> 
         pytest.skip("no CUDA toolkit in the inventory (cuda: null)")
     toolkit = expect.cuda_toolkit_package(cuda.version)
     assert host.package(toolkit).is_installed, f"{toolkit} is not installed"
-    # With install_kernel_modules the driver itself may be one of them (cuda-drivers from the
-    # CUDA repository, Debian's nvidia-driver); otherwise any of them got here through the
-    # toolkit and dragged a driver along.
-    for name in sorted(expect.DRIVER_META_PACKAGES):
-        if expected.config.driver.install_kernel_modules and name != "cuda":
-            continue
+    # The driver's own meta-package may be there (the inventory's kernel modules); any other
+    # got here through the toolkit and dragged a driver along.
+    allowed = expect.driver_meta_package(expected.config)
+    for name in sorted(expect.DRIVER_META_PACKAGES - {allowed}):
         assert not host.package(name).is_installed, f"{name} pulls a driver; it must not be here"
     profile = host.file("/etc/profile.d/rigforge-cuda.sh").content_string
     assert f"/usr/local/cuda-{cuda.version}/bin" in profile

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from tuning.apply import sim_state
 from tuning.backends.base import Rig
+from tuning.core.power import POWER_LIMIT_TOLERANCE_W
 from tuning.errors import ReadBackMismatch, RigforgeError
 
 if TYPE_CHECKING:
@@ -64,11 +65,12 @@ class Actuator:
     def set_cap(self, uuid: str, cap_w: float) -> float:
         """Set a power limit, read it back, persist it; return the enforced limit. Units: W.
 
-        Raises :class:`ReadBackMismatch` when the card reports a different limit (> 1 W off).
+        Raises :class:`ReadBackMismatch` when the card reads back a limit further off than
+        :data:`~tuning.core.power.POWER_LIMIT_TOLERANCE_W`.
         """
         gpu = self.rig.gpu(uuid)
         current = gpu.power_limit_w()
-        if abs(current - cap_w) < 0.5:
+        if abs(current - cap_w) < POWER_LIMIT_TOLERANCE_W:
             return current
         try:
             enforced = gpu.set_power_limit_w(cap_w)
@@ -76,7 +78,7 @@ class Actuator:
             # even a failed set may have changed something: record what the GPU now holds
             self._save()
         configured = gpu.power_limit_w()
-        if abs(configured - cap_w) > 1.0:
+        if abs(configured - cap_w) > POWER_LIMIT_TOLERANCE_W:
             raise ReadBackMismatch(
                 f"GPU {uuid}: asked for a {cap_w:g} W limit, the card reads back {configured:g} W "
                 f"(enforced {enforced:g} W); check for another tool managing power limits"

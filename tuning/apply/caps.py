@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from tuning.apply.actuator import Actuator
 from tuning.apply.retry import set_cap_retrying
 from tuning.apply.session import SafetySession
+from tuning.core.power import POWER_LIMIT_TOLERANCE_W
 from tuning.errors import OutOfRange, UnknownGpu
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ def apply_caps(
             )
 
     def result(uuid: str, read_back: float | None) -> ApplyResult:
-        changed = abs(before[uuid] - targets[uuid]) >= 0.5
+        changed = abs(before[uuid] - targets[uuid]) >= POWER_LIMIT_TOLERANCE_W
         return ApplyResult(uuid, before[uuid], caps_w[uuid], targets[uuid], read_back, changed)
 
     if dry_run:

@@ -14,7 +14,15 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from tuning.apply.actuator import Actuator
-from tuning.apply.journal import Journal, journal_path, process_start
+from tuning.apply.journal import (
+    Journal,
+    backup_path,
+    journal_path,
+    probe_problem,
+    process_start,
+    remove_journal,
+    settable_originals,
+)
 from tuning.apply.runlock import RigLock
 from tuning.apply.signals import install_raising_handlers, restore_handlers, signals_ignored
 from tuning.errors import RigforgeError
@@ -61,14 +69,15 @@ class SafetySession:
 
     def _enter_locked(self) -> SafetySession:
         original = None
-        if self.path.is_file():
+        if self.path.is_file() or backup_path(self.path).is_file():
+            # Unreadable → JournalUnreadable: the run stops, the journal is never overwritten.
             previous = Journal.load(self.path)
             if previous.owner_alive():
                 raise RigforgeError(
                     f"another rigforge run (pid {previous.pid}) is tuning {self.actuator.spec}; "
                     f"wait for it or stop it (its journal: {self.path})"
                 )
-            failures = self.actuator.restore(previous.original)
+            failures = self.actuator.restore(settable_originals(previous, self.actuator, self.log))
             if failures:
                 raise RigforgeError(
                     f"an interrupted run left {self.path}; restoring it failed: {failures}. "
@@ -77,7 +86,19 @@ class SafetySession:
             self.log(f"rigforge: restored original settings from an interrupted run ({self.path})")
             original = previous.original
             if self.sweep_key is not None and previous.sweep_key == self.sweep_key:
-                self.resumed_probes = previous.probes
+                bad = [
+                    f"probes.{uuid}[{i}] {problem}"
+                    for uuid, records in previous.probes.items()
+                    for i, record in enumerate(records)
+                    if (problem := probe_problem(record))
+                ]
+                if bad:
+                    self.log(
+                        f"rigforge: {self.path.name} holds probe records that cannot be trusted "
+                        f"({bad[0]}); not resuming: the sweep starts from its first probe"
+                    )
+                else:
+                    self.resumed_probes = previous.probes
         self.journal = Journal(
             path=self.path,
             rig_spec=self.actuator.spec,
@@ -127,7 +148,7 @@ class SafetySession:
                     self.journal.pid = -1  # mark stale so the next start restores it
                     self.journal.save()
                 else:
-                    self.path.unlink(missing_ok=True)
+                    remove_journal(self.path)
             finally:
                 self._restore_handlers()
                 self._lock.release()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tuning.apply.state import atomic_write_json, rig_slug, state_dir
 from tuning.backends.base import Rig
+from tuning.core.power import POWER_LIMIT_TOLERANCE_W
 from tuning.errors import RigforgeError
 
 
@@ -30,7 +31,7 @@ def reapply(rig: Rig, spec: str) -> None:
     saved = json.loads(path.read_text())
     for gpu in rig.gpus:
         cap = saved.get("power_limit_w", {}).get(gpu.uuid)
-        if cap is not None and abs(gpu.power_limit_w() - cap) > 0.5:
+        if cap is not None and abs(gpu.power_limit_w() - cap) >= POWER_LIMIT_TOLERANCE_W:
             gpu.set_power_limit_w(float(cap))
 
 

@@ -73,7 +73,7 @@ def open_rig(
             )
         return SimRig.from_file(path, seed=seed)
     path = Path(spec)
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise ConfigError(
             f"rig {spec!r} is neither 'nvml', 'sim:NAME' nor an existing rig file; check the path"
         )

@@ -150,6 +150,19 @@ class PowerConstraints:
 
 
 @dataclass(frozen=True)
+class EccCounts:
+    """ECC state and the volatile error counts (since the driver loaded) of one GPU.
+
+    ``nvidia-smi -q -d ECC`` ("ECC Mode: Current", "Volatile: SRAM/DRAM Correctable,
+    Uncorrectable"). Counts are ``None`` while ECC is off (the card does not count then).
+    """
+
+    enabled: bool
+    corrected_volatile: int | None = None
+    uncorrected_volatile: int | None = None
+
+
+@dataclass(frozen=True)
 class GpuSample:
     """One telemetry reading of one GPU at ``timestamp_s`` (the rig clock)."""
 
@@ -264,6 +277,31 @@ class Gpu(ABC):
     @abstractmethod
     def persistence_mode(self) -> bool | None:
         """Whether persistence mode is on. ``None`` where not supported (Windows)."""
+
+    # --- read-only telemetry the exporter reports; ``None`` / empty where not supported ---
+
+    def memory_clock_mhz(self) -> float | None:
+        """Current memory clock. Units: MHz. ``nvidia-smi --query-gpu=clocks.mem``."""
+        return None
+
+    def pcie_replay_count(self) -> int | None:
+        """PCIe replays since the driver loaded (a rising count: a marginal link or riser).
+
+        ``nvidia-smi -q -d PCIE`` "Replays Since Reset".
+        """
+        return None
+
+    def ecc(self) -> EccCounts | None:
+        """ECC mode and volatile error counts; ``None`` where the card has no ECC."""
+        return None
+
+    def clock_event_durations_s(self) -> Mapping[ClockEventReason, float]:
+        """Cumulative time spent in each clock-event reason since the driver loaded. Units: s.
+
+        Only the reasons the driver counts (NVML field values ``NVML_FI_DEV_CLOCKS_EVENT_
+        REASON_*``: power cap, sync boost, SW/HW thermal, power brake); empty where none.
+        """
+        return {}
 
     def total_energy_j(self) -> float | None:
         """Energy consumed since an arbitrary epoch (driver load, rig creation). Units: J.

@@ -12,6 +12,10 @@ this module converts to W and J at the seam.
 The exception class and the ``NVML_*`` constants are imported from the real module by name, so
 tests that replace ``tuning.backends.nvml.pynvml`` with an autospec'd mock still exercise the
 real error table and pass real constant values.
+
+One module on purpose (about 800 lines): it is one backend, and the choke point, the error
+table and every call through them must share the one ``pynvml`` name that tests patch —
+split across modules, a patched module would leave real NVML calls in the others.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 
 import pynvml
 from pynvml import (
+    NVML_CLOCK_MEM,
     NVML_CLOCK_SM,
     NVML_ERROR_DRIVER_NOT_LOADED,
     NVML_ERROR_FUNCTION_NOT_FOUND,
@@ -42,8 +47,16 @@ from pynvml import (
     NVML_ERROR_UNINITIALIZED,
     NVML_FEATURE_DISABLED,
     NVML_FEATURE_ENABLED,
+    NVML_FI_DEV_CLOCKS_EVENT_REASON_HW_POWER_BRAKE_SLOWDOWN,
+    NVML_FI_DEV_CLOCKS_EVENT_REASON_HW_THERM_SLOWDOWN,
+    NVML_FI_DEV_CLOCKS_EVENT_REASON_SW_POWER_CAP,
+    NVML_FI_DEV_CLOCKS_EVENT_REASON_SW_THERM_SLOWDOWN,
+    NVML_FI_DEV_CLOCKS_EVENT_REASON_SYNC_BOOST,
+    NVML_MEMORY_ERROR_TYPE_CORRECTED,
+    NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
     NVML_NVLINK_DEVICE_TYPE_SWITCH,
     NVML_NVLINK_MAX_LINKS,
+    NVML_SUCCESS,
     NVML_TEMPERATURE_GPU,
     NVML_TEMPERATURE_THRESHOLD_ACOUSTIC_CURR,
     NVML_TEMPERATURE_THRESHOLD_GPU_MAX,
@@ -55,6 +68,7 @@ from pynvml import (
     NVML_TOPOLOGY_NODE,
     NVML_TOPOLOGY_SINGLE,
     NVML_TOPOLOGY_SYSTEM,
+    NVML_VOLATILE_ECC,
     NVMLError,
 )
 
@@ -62,6 +76,7 @@ from tuning.backends.base import (
     Circuit,
     Clock,
     ClockEventReason,
+    EccCounts,
     Gpu,
     PcieLink,
     PowerConstraints,
@@ -102,6 +117,19 @@ READ_BACK_TOLERANCE_W = 1.0
 #: modest threshold separates the two without requiring a saturating workload. Units: %.
 UNDER_LOAD_UTILIZATION_PCT = 20.0
 
+#: NVML field values that count time per clock-event reason (ns since the driver loaded).
+#: ``nvmlFieldValue_t`` ids from nvml.h; the reasons without a counter are not listed.
+CLOCK_EVENT_DURATION_FIELDS: Mapping[int, ClockEventReason] = {
+    NVML_FI_DEV_CLOCKS_EVENT_REASON_SW_POWER_CAP: ClockEventReason.SW_POWER_CAP,
+    NVML_FI_DEV_CLOCKS_EVENT_REASON_SYNC_BOOST: ClockEventReason.SYNC_BOOST,
+    NVML_FI_DEV_CLOCKS_EVENT_REASON_SW_THERM_SLOWDOWN: ClockEventReason.SW_THERMAL_SLOWDOWN,
+    NVML_FI_DEV_CLOCKS_EVENT_REASON_HW_THERM_SLOWDOWN: ClockEventReason.HW_THERMAL_SLOWDOWN,
+    NVML_FI_DEV_CLOCKS_EVENT_REASON_HW_POWER_BRAKE_SLOWDOWN: (
+        ClockEventReason.HW_POWER_BRAKE_SLOWDOWN
+    ),
+}
+
+_NS_PER_S = 1e9
 _MW_PER_W = 1000.0
 _MJ_PER_J = 1000.0
 _BYTES_PER_MIB = 1024 * 1024
@@ -509,6 +537,28 @@ class NvmlGpu(Gpu):
         value = self._call("nvmlDeviceGetMaxClockInfo", NVML_CLOCK_SM)
         return None if value is None else float(value)
 
+    def memory_clock_mhz(self) -> float | None:
+        """Current memory clock. Units: MHz. ``nvidia-smi --query-gpu=clocks.mem``."""
+        value = self._call("nvmlDeviceGetClockInfo", NVML_CLOCK_MEM)
+        return None if value is None else float(value)
+
+    def clock_event_durations_s(self) -> Mapping[ClockEventReason, float]:
+        """Cumulative seconds per clock-event reason since the driver loaded. Units: s.
+
+        One ``nvmlDeviceGetFieldValues`` call for :data:`CLOCK_EVENT_DURATION_FIELDS` (NVML
+        counts ns); a field the driver answers with an error of its own is left out.
+        ``nvidia-smi -q -d PERFORMANCE`` prints the same counters on recent drivers.
+        """
+        values = self._call("nvmlDeviceGetFieldValues", list(CLOCK_EVENT_DURATION_FIELDS))
+        if values is None:
+            return {}
+        durations: dict[ClockEventReason, float] = {}
+        for value in values:
+            reason = CLOCK_EVENT_DURATION_FIELDS.get(int(value.fieldId))
+            if reason is not None and value.nvmlReturn == NVML_SUCCESS:
+                durations[reason] = int(value.value.ullVal) / _NS_PER_S
+        return durations
+
     def utilization_pct(self) -> float | None:
         """GPU utilisation over the driver's last sample period. Units: %.
 
@@ -557,6 +607,36 @@ class NvmlGpu(Gpu):
             width_current=self._call("nvmlDeviceGetCurrPcieLinkWidth"),
             width_max=self._call("nvmlDeviceGetMaxPcieLinkWidth"),
             under_load=None if utilization is None else utilization >= UNDER_LOAD_UTILIZATION_PCT,
+        )
+
+    def pcie_replay_count(self) -> int | None:
+        """PCIe replays since the driver loaded. ``nvidia-smi -q -d PCIE`` "Replays Since Reset".
+
+        ``nvmlDeviceGetPcieReplayCounter``; a count that keeps rising is a marginal link.
+        """
+        value = self._call("nvmlDeviceGetPcieReplayCounter")
+        return None if value is None else int(value)
+
+    def ecc(self) -> EccCounts | None:
+        """ECC mode and volatile corrected/uncorrected counts. ``nvidia-smi -q -d ECC``.
+
+        ``None`` where the card has no ECC (``nvmlDeviceGetEccMode`` not supported: GeForce).
+        """
+        mode = self._call("nvmlDeviceGetEccMode")
+        if mode is None:
+            return None
+        if mode[0] != NVML_FEATURE_ENABLED:
+            return EccCounts(enabled=False)
+        corrected = self._call(
+            "nvmlDeviceGetTotalEccErrors", NVML_MEMORY_ERROR_TYPE_CORRECTED, NVML_VOLATILE_ECC
+        )
+        uncorrected = self._call(
+            "nvmlDeviceGetTotalEccErrors", NVML_MEMORY_ERROR_TYPE_UNCORRECTED, NVML_VOLATILE_ECC
+        )
+        return EccCounts(
+            enabled=True,
+            corrected_volatile=None if corrected is None else int(corrected),
+            uncorrected_volatile=None if uncorrected is None else int(uncorrected),
         )
 
     def numa_node(self) -> int | None:

@@ -22,6 +22,11 @@ The model, per GPU and step (f = SM clock / max SM clock):
 * **Measurement**: ``power_draw_w`` is the mean of the last second of steps (NVML's 1 s
   average) plus seeded Gaussian noise; temperatures read as whole degrees; tokens/s carries
   relative noise. Noise is drawn per step from the seed, so reads never disturb the trace.
+
+One module on purpose (about 670 lines): a :class:`SimGpu` is a view onto its
+:class:`SimRig`'s state arrays (index ``i`` of every vector the rig steps together), so the
+GPU, the rig's step and its readings are one piece of state; the rig file's schema and the
+presets live apart in :mod:`tuning.backends.sim_config`.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +54,7 @@ from tuning.backends.base import (
     Thresholds,
     TopologyLink,
 )
+from tuning.backends.cpu_spec import cpu_topology_of
 from tuning.backends.sim_config import (
     WORKLOADS,
     ModelSpec,
@@ -60,6 +66,7 @@ from tuning.backends.sim_config import (
     load_rig_spec,
     parse_cpu_list,
 )
+from tuning.core.cpu import CpuTopology
 from tuning.errors import ConfigError
 
 #: Lowest normalised SM clock a loaded card drops to under a cap (≈ 20 % of max).
@@ -216,6 +223,18 @@ class SimGpu(Gpu):
 
     def utilization_pct(self) -> float | None:
         return float(self._rig._util_pct[self._index])
+
+    def clock_event_durations_s(self) -> Mapping[ClockEventReason, float]:
+        """Virtual seconds spent in each counted reason, as NVML's field-value counters.
+
+        The reasons NVML counts (power cap, SW/HW thermal; this model has no sync boost or
+        power brake, so those stay 0). Units: s.
+        """
+        return self._rig._event_seconds(self._index)
+
+    def pcie_replay_count(self) -> int | None:
+        """Always 0: the model's links are lossless (a riser downtrains; it does not replay)."""
+        return 0
 
     def clock_event_reasons(self) -> frozenset[ClockEventReason]:
         return self._rig._reasons(self._index)
@@ -395,6 +414,10 @@ class SimRig(Rig):
         self._window = max(1, round(1.0 / self.step_s))
         self._tokens = np.zeros(n)
         self._energy_j = np.zeros(n)
+        #: Steps each GPU spent busy in a counted clock-event state (NVML's field counters).
+        self._steps_power_cap = np.zeros(n, dtype=np.int64)
+        self._steps_sw_thermal = np.zeros(n, dtype=np.int64)
+        self._steps_hw_thermal = np.zeros(n, dtype=np.int64)
         self._steps = 0
         self._rng = np.random.default_rng(self.seed)
         self._noise_block = np.zeros((0, 2, n))
@@ -474,6 +497,12 @@ class SimRig(Rig):
             memory_gib=h.memory_gib,
             numa_nodes=h.numa_nodes,
         )
+
+    def cpu_topology(self) -> CpuTopology | None:
+        """The host CPU from the rig file's ``cpu:`` section; ``None`` when it has none."""
+        if self.spec.cpu is None:
+            return None
+        return cpu_topology_of(self.spec.cpu, source=f"rig {self.spec.name}: cpu")
 
     def gpu(self, key: str | int) -> SimGpu:
         found = super().gpu(key)
@@ -616,6 +645,12 @@ class SimRig(Rig):
         tokens, energy, the 1 s power window, and heat (exact first-order relaxation)."""
         self._solve_operating_point()
         power = self._power_w
+        busy = self._workload_idx >= 0
+        over = (self._over_c > 0.0) & busy
+        self._steps_sw_thermal += over
+        self._steps_power_cap += busy & ~over & (self._cap_w < self._nat_w)
+        if self._any_hw:
+            self._steps_hw_thermal += self._hw_latched & busy
         self._steps += 1
         noise = self._noise_now()
         dt = self.step_s
@@ -635,6 +670,16 @@ class SimRig(Rig):
     def _power_reading_w(self, i: int) -> float:
         mean = self._ring_sum[i] / self._window
         return float(max(0.0, mean + self._noise.power_w * self._noise_now()[0, i]))
+
+    def _event_seconds(self, i: int) -> dict[ClockEventReason, float]:
+        dt = self.step_s
+        return {
+            ClockEventReason.SW_POWER_CAP: float(self._steps_power_cap[i]) * dt,
+            ClockEventReason.SYNC_BOOST: 0.0,
+            ClockEventReason.SW_THERMAL_SLOWDOWN: float(self._steps_sw_thermal[i]) * dt,
+            ClockEventReason.HW_THERMAL_SLOWDOWN: float(self._steps_hw_thermal[i]) * dt,
+            ClockEventReason.HW_POWER_BRAKE_SLOWDOWN: 0.0,
+        }
 
     def _reasons(self, i: int) -> frozenset[ClockEventReason]:
         if self._workload_idx[i] < 0:

@@ -15,24 +15,39 @@ import re
 from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
+from inventory.fields import StrictModel, without_bad_keys
+from tuning.backends.cpu_spec import RigCpuSpec, check_rig_cpu
+from tuning.core.limits import (
+    MAX_CPU_ID,
+    MAX_GPU_MEMORY_MIB,
+    MAX_GPU_POWER_W,
+    MAX_NUMA_NODE,
+    MAX_TEMP_C,
+    MIN_TEMP_C,
+)
 from tuning.core.pcie import LINK_ORDER, link_rank
 from tuning.core.power import Circuit, Psu
-from tuning.errors import ConfigError, yaml_path
+from tuning.core.yamlsafe import YamlDocument
+from tuning.errors import ConfigError, read_yaml_config, yaml_path
+from tuning.fabric.schema import FabricSpec, check_fabric
 
 PRESETS_FILE = Path(__file__).with_name("presets.yaml")
 WORKLOADS: tuple[str, ...] = ("decode", "prefill", "batched")
 WorkloadName = Literal["decode", "prefill", "batched"]
-_BUS_ID_RE = re.compile(r"^[0-9a-fA-F]{4,8}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
+#: Bus 00–ff, device 00–1f, function 0–7 (PCI Local Bus Spec 3.0); the domain is required here.
+_BUS_ID_RE = re.compile(r"^[0-9a-fA-F]{4,8}:[0-9a-fA-F]{2}:[01][0-9a-fA-F]\.[0-7]$")
 _UUID_RE = re.compile(r"^GPU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_M = TypeVar("_M", bound=BaseModel)
+
+
+class _Strict(StrictModel):
+    """Unknown keys, control characters, booleans as numbers and ``.inf``/``.nan`` refused."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -74,20 +89,20 @@ class WorkloadOverride(_Strict):
 class PowerSpec(_Strict):
     """Power-limit range, idle (P8) draw and the DVFS floor. Units: W."""
 
-    min_w: float = Field(gt=0)
-    default_w: float = Field(gt=0)
-    max_w: float = Field(gt=0)
-    idle_w: float = Field(gt=0)
+    min_w: float = Field(gt=0, le=MAX_GPU_POWER_W)
+    default_w: float = Field(gt=0, le=MAX_GPU_POWER_W)
+    max_w: float = Field(gt=0, le=MAX_GPU_POWER_W)
+    idle_w: float = Field(gt=0, le=MAX_GPU_POWER_W)
     floor_frac: float = Field(gt=0, lt=1)
 
 
 class ThresholdSpec(_Strict):
     """Temperature thresholds. Units: °C; ``target_c`` null where the card reports none."""
 
-    slowdown_c: float
-    shutdown_c: float
-    max_operating_c: float
-    target_c: float | None = None
+    slowdown_c: float = Field(ge=MIN_TEMP_C, le=MAX_TEMP_C)
+    shutdown_c: float = Field(ge=MIN_TEMP_C, le=MAX_TEMP_C)
+    max_operating_c: float = Field(ge=MIN_TEMP_C, le=MAX_TEMP_C)
+    target_c: float | None = Field(default=None, ge=MIN_TEMP_C, le=MAX_TEMP_C)
 
 
 class PcieSpec(_Strict):
@@ -117,7 +132,7 @@ class PresetSpec(_Strict):
     """One GPU model's published (or estimated, and then said so) numbers."""
 
     name: str
-    memory_mib: int = Field(gt=0)
+    memory_mib: int = Field(gt=0, le=MAX_GPU_MEMORY_MIB)
     power: PowerSpec
     thresholds: ThresholdSpec
     memory_bw_gbps: float = Field(gt=0)
@@ -143,9 +158,9 @@ class PresetFile(_Strict):
 
 class HostSpec(_Strict):
     cpu_model: str | None = None
-    cpu_cores: int | None = Field(default=None, gt=0)
+    cpu_cores: int | None = Field(default=None, gt=0, le=MAX_CPU_ID + 1)
     memory_gib: float | None = Field(default=None, gt=0)
-    numa_nodes: int | None = Field(default=None, gt=0)
+    numa_nodes: int | None = Field(default=None, gt=0, le=MAX_NUMA_NODE + 1)
 
 
 class RackSpec(_Strict):
@@ -175,11 +190,11 @@ class GpuSpec(_Strict):
     bus_id: str
     uuid: str | None = None
     psu: str | None = None
-    numa_node: int | None = Field(default=None, ge=0)
+    numa_node: int | None = Field(default=None, ge=0, le=MAX_NUMA_NODE)
     cpus: str | None = None
     pcie: PcieSpec | None = None
     riser: bool = False
-    power_limit_w: float | None = None
+    power_limit_w: float | None = Field(default=None, gt=0, le=MAX_GPU_POWER_W)
     persistence: bool = True
     r_c_per_w: float | None = Field(default=None, gt=0, le=2)
     tau_s: float | None = Field(default=None, gt=0, le=3600)
@@ -214,6 +229,7 @@ class RigSpec(_Strict):
     seed: int = 0
     step_s: float = Field(default=0.1, gt=0, le=1)
     host: HostSpec = Field(default_factory=HostSpec)
+    cpu: RigCpuSpec | None = None
     rack: RackSpec = Field(default_factory=RackSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
     noise: NoiseSpec = Field(default_factory=NoiseSpec)
@@ -221,6 +237,7 @@ class RigSpec(_Strict):
     psus: list[Psu] = Field(default_factory=list)
     gpus: list[GpuSpec] = Field(min_length=1)
     topology: TopologySpec = Field(default_factory=TopologySpec)
+    fabric: FabricSpec | None = None
     presets: dict[str, PresetSpec] = Field(default_factory=dict)
     sources: dict[str, str] = Field(default_factory=dict)
 
@@ -242,13 +259,20 @@ def _describe(error: Mapping[str, Any]) -> tuple[str, str]:
     return yaml_path(loc), f"{error['msg']}{shown}"
 
 
-def _raise(source: str, problems: list[tuple[str, str]]) -> None:
+def _raise(source: str, problems: list[tuple[str, str]], doc: YamlDocument | None = None) -> None:
+    """One :class:`ConfigError` with a ``source:line: path: message`` line per problem (the line
+    when ``doc`` knows where the path is), in file order."""
     if problems:
-        lines = [f"{source}: {path}: {msg}" for path, msg in problems]
-        raise ConfigError("\n".join(lines))
+        located = []
+        for path, msg in problems:
+            line = doc.line_of("" if path == "(top level)" else path) if doc else None
+            where = f"{source}:{line}" if line is not None else source
+            located.append((line or 0, f"{where}: {path}: {msg}"))
+        located.sort(key=lambda item: item[0])
+        raise ConfigError("\n".join(text for _, text in located))
 
 
-def _validate(model: type[BaseModel], data: Any, source: str) -> Any:
+def _validate(model: type[_M], data: Any, source: str) -> _M:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: (top level): expected a mapping of keys, got {data!r}")
     try:
@@ -260,16 +284,11 @@ def _validate(model: type[BaseModel], data: Any, source: str) -> Any:
 
 def read_yaml(path: Path) -> Any:
     """Parse a YAML file; ConfigError naming the file and line on bad syntax."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read it ({exc.strerror}); check the path") from exc
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}: {exc}; fix the syntax") from exc
+    return read_yaml_config(path, "rig file").data
+
+
+def _removed(path: str, removed: Sequence[str]) -> bool:
+    return any(path == r or path.startswith((r + ".", r + "[")) for r in removed)
 
 
 @cache
@@ -324,9 +343,12 @@ def parse_cpu_list(text: str) -> tuple[int, ...]:
             lo, hi = (int(x) for x in part.split("-", 1))
             if hi < lo:
                 raise ValueError(f"range {part!r} runs backwards")
-            cpus.extend(range(lo, hi + 1))
         else:
-            cpus.append(int(part))
+            lo = hi = int(part)
+        if lo < 0 or hi > MAX_CPU_ID:
+            # Checked before expanding: "0-2000000000" would not fit in memory.
+            raise ValueError(f"CPU {hi if hi > MAX_CPU_ID else lo} is outside 0–{MAX_CPU_ID}")
+        cpus.extend(range(lo, hi + 1))
     return tuple(cpus)
 
 
@@ -334,15 +356,32 @@ def _valid_link(link: str) -> bool:
     return link_rank(link) < len(LINK_ORDER)
 
 
-def load_rig_spec(data: Any, source: str) -> tuple[RigSpec, dict[str, PresetSpec]]:
+def load_rig_spec(
+    data: Any, source: str, doc: YamlDocument | None = None
+) -> tuple[RigSpec, dict[str, PresetSpec]]:
     """Validate a rig document; return it with the presets it may use.
 
-    Raises :class:`ConfigError` listing every problem with its YAML path.
+    Raises :class:`ConfigError` listing every problem with its YAML path (and its line when
+    ``doc``, the parsed file, is given) — type errors and cross-field problems in one pass:
+    keys with a bad value are left out for the cross-field checks, not the whole file.
     """
-    spec: RigSpec = _validate(RigSpec, data, source)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: (top level): expected a mapping of keys, got {data!r}")
+    problems: list[tuple[str, str]] = []
+    removed: list[str] = []
+    try:
+        spec = RigSpec.model_validate(data)
+    except ValidationError as exc:
+        problems += [_describe(e) for e in exc.errors()]
+        repaired, locs = without_bad_keys(RigSpec, data, exc.errors())
+        if repaired is None:
+            _raise(source, problems, doc)
+            raise AssertionError("unreachable") from None
+        spec, removed = repaired, [yaml_path(loc) for loc in locs]
     shipped = load_presets().presets
     presets = {**shipped, **spec.presets}
-    problems: list[tuple[str, str]] = []
+    first_stage = list(problems)
+    problems = []
     for key, preset in spec.presets.items():
         problems += _check_preset(preset, f"presets.{key}")
 
@@ -431,13 +470,30 @@ def load_rig_spec(data: Any, source: str) -> tuple[RigSpec, dict[str, PresetSpec
         seen.add(pair)
         if not _valid_link(entry.link):
             problems.append((f"{path}.link", _bad_link(entry.link)))
-    _raise(source, problems)
+    if spec.cpu is not None:
+        problems += check_rig_cpu(
+            spec.cpu,
+            host_cores=spec.host.cpu_cores,
+            host_numa_nodes=spec.host.numa_nodes,
+            gpus=[(g.numa_node, g.cpus) for g in spec.gpus],
+        )
+    if spec.fabric is not None:
+        links = [
+            (g.pcie.gen, g.pcie.width)
+            if g.pcie is not None
+            else ((p.pcie.gen, p.pcie.width) if (p := presets.get(g.preset)) else None)
+            for g in spec.gpus
+        ]
+        problems += check_fabric(spec.fabric, [g.riser for g in spec.gpus], links)
+    problems = first_stage + [p for p in problems if not _removed(p[0], removed)]
+    _raise(source, problems, doc)
     return spec, presets
 
 
 def load_rig_file(path: Path) -> tuple[RigSpec, dict[str, PresetSpec]]:
-    """Read and validate a rig file (errors name the file)."""
-    return load_rig_spec(read_yaml(path), _short(path))
+    """Read and validate a rig file (errors name the file and line)."""
+    doc = read_yaml_config(path, "rig file")
+    return load_rig_spec(doc.data, _short(path), doc)
 
 
 def _short(path: Path) -> str:
@@ -466,7 +522,8 @@ def _duplicates(values: Sequence[Any], list_name: str, key: str) -> list[tuple[s
             problems.append(
                 (
                     f"{list_name}[{i}].{key}",
-                    f"{value!r} repeats {list_name}[{first[value]}]; make it unique",
+                    f"duplicate {key} {value!r}: {list_name}[{first[value]}] has it too; make "
+                    "it unique",
                 )
             )
         else:

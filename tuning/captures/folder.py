@@ -32,6 +32,16 @@ from tuning.backends.base import (
     normalize_bus_id,
 )
 from tuning.captures.errors import CaptureFormatError
+from tuning.captures.fabric import (
+    CapturedFabric,
+    PciPath,
+    captured_fabric,
+    is_sysfs_paths,
+    is_topo_p2p,
+    parse_lspci_paths,
+    parse_sysfs_paths,
+    parse_topo_p2p,
+)
 from tuning.captures.lspci import (
     LinkLimit,
     LspciDevice,
@@ -47,6 +57,8 @@ from tuning.captures.records import GpuRecord
 from tuning.captures.smi_q import is_xml, parse_smi_q
 from tuning.captures.topo import TopoGpu, TopoMatrix, parse_topo
 from tuning.captures.values import clean_text
+from tuning.core.limits import MAX_GPU_MEMORY_MIB, MAX_GPU_POWER_W, MAX_TEMP_C, MIN_READING_C
+from tuning.core.yamlsafe import YamlRefused, read_text_file
 
 _T = TypeVar("_T")
 
@@ -67,6 +79,8 @@ class CaptureKind(StrEnum):
     NUMACTL = "numactl"
     LSCPU = "lscpu"
     SMI_TABLE = "smi_table"
+    TOPO_P2P = "topo_p2p"
+    SYSFS_PATHS = "sysfs_paths"
 
 
 _SMI_Q_RE = re.compile(r"^GPU\s+[0-9A-Fa-f]{4,8}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.[0-7]\s*$", re.M)
@@ -86,6 +100,8 @@ def detect_kind(text: str) -> CaptureKind | None:
         return CaptureKind.SMI_Q
     if _SMI_TABLE_RE.search(text):
         return CaptureKind.SMI_TABLE
+    if is_topo_p2p(text):
+        return CaptureKind.TOPO_P2P
     topo = _TOPO_RE.search(text)
     if topo and ("Affinity" in text or "Legend" in text or re.search(r"^GPU0\s+X\b", text, re.M)):
         return CaptureKind.TOPO
@@ -97,6 +113,8 @@ def detect_kind(text: str) -> CaptureKind | None:
         return CaptureKind.LSPCI
     if _NUMACTL_RE.search(text):
         return CaptureKind.NUMACTL
+    if is_sysfs_paths(text):
+        return CaptureKind.SYSFS_PATHS
     if re.search(r"^Architecture:", text, re.M) and re.search(r"^\s*CPU\(s\):", text, re.M):
         return CaptureKind.LSCPU
     first = next((line for line in text.split("\n") if line.strip()), "")
@@ -128,6 +146,7 @@ class CaptureSet:
     warnings: tuple[str, ...] = ()
     topology: TopoMatrix | None = None
     link_limits: tuple[LinkLimit, ...] = ()
+    fabric: CapturedFabric | None = None
 
 
 @dataclass
@@ -151,6 +170,8 @@ class _Parsed:
     cpu: CpuInfo | None = None
     numa: NumaTopology | None = None
     tree_gpus: int | None = None
+    paths: list[PciPath] = field(default_factory=list)
+    p2p: dict[str, dict[tuple[int, int], str]] = field(default_factory=dict)
 
 
 def _uuid_key(uuid: str | None) -> str | None:
@@ -190,12 +211,14 @@ def merge_captures(texts: Mapping[str, str], name: str = "captures") -> CaptureS
         topology=topology,
         host=host_info(parsed.cpu, parsed.numa),
     )
+    fabric = captured_fabric(gpus, parsed.paths, parsed.p2p) if parsed.paths or parsed.p2p else None
     return CaptureSet(
         snapshot=snapshot,
         files=tuple(files),
         warnings=tuple(warnings),
         topology=parsed.topo,
         link_limits=tuple(parsed.limits),
+        fabric=fabric,
     )
 
 
@@ -221,6 +244,12 @@ def _parse_into(
         parsed.lspci.extend(parse_lspci(text))
     elif kind is CaptureKind.LSPCI_TREE:
         parsed.tree_gpus = parse_lspci_tree(text).nvidia_display_devices
+        parsed.paths.extend(parse_lspci_paths(text))
+    elif kind is CaptureKind.SYSFS_PATHS:
+        parsed.paths.extend(parse_sysfs_paths(text))
+    elif kind is CaptureKind.TOPO_P2P:
+        # the file does not say which of r/w/n/a/p it answers: numbered in file order
+        parsed.p2p[f"matrix {len(parsed.p2p) + 1} ({file_name})"] = parse_topo_p2p(text)
     elif kind is CaptureKind.DMESG_PCIE:
         parsed.limits.extend(parse_dmesg_pcie(text))
     elif kind is CaptureKind.NUMACTL:
@@ -378,6 +407,39 @@ def _first(*values: _T | None) -> _T | None:
     return None
 
 
+#: Ranges outside which a captured reading is a corrupted or edited capture, not a GPU:
+#: (field, lowest, highest, unit). Bounds from :mod:`tuning.core.limits`.
+_PLAUSIBLE: tuple[tuple[str, float, float, str], ...] = (
+    ("memory_total_mib", 1, MAX_GPU_MEMORY_MIB, "MiB"),
+    ("power_min_w", 1, MAX_GPU_POWER_W, "W"),
+    ("power_max_w", 1, MAX_GPU_POWER_W, "W"),
+    ("power_default_w", 1, MAX_GPU_POWER_W, "W"),
+    ("power_limit_w", 1, MAX_GPU_POWER_W, "W"),
+    ("power_draw_w", 0, MAX_GPU_POWER_W, "W"),
+    ("temp_c", MIN_READING_C, MAX_TEMP_C, "°C"),
+)
+
+
+def _plain(value: float) -> str:
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:g}"
+
+
+def _without_impossible_values(info: GpuInfo, warnings: list[str]) -> GpuInfo:
+    """``info`` with physically impossible readings (1e20 MiB, −100 W, −273 °C) set to
+    unknown, each noted in ``warnings``: an unknown is honest, an impossible number is not."""
+    changes: dict[str, Any] = {}
+    for name, low, high, unit in _PLAUSIBLE:
+        value = getattr(info, name)
+        if value is not None and not low <= value <= high:
+            warnings.append(
+                f"GPU {info.index} ({info.pci_bus_id or info.uuid or '?'}): {name} "
+                f"{_plain(value)} {unit} is outside what a GPU can report ({_plain(low)}–"
+                f"{_plain(high)} {unit}); taken as unknown — is the capture damaged or edited?"
+            )
+            changes[name] = None
+    return replace(info, **changes) if changes else info
+
+
 def _gpu_info(
     slot: _Slot,
     topo_gpu: TopoGpu | None,
@@ -417,7 +479,7 @@ def _gpu_info(
     info = GpuInfo(
         index=slot.index,
         uuid=pick("uuid"),
-        name=pick("name"),
+        name=pick("name") or _first(*(d.product_name for d in slot.lspci)),
         pci_bus_id=bus_id,
         memory_total_mib=pick("memory_total_mib"),
         power_min_w=pick("power_min_w"),
@@ -435,6 +497,7 @@ def _gpu_info(
         utilization_pct=pick("utilization_pct"),
         pstate=pick("pstate"),
     )
+    info = _without_impossible_values(info, warnings)
     for limit in slot.limits:
         if info.pcie.status is not LinkStatus.DEGRADED and limit.pcie.degraded:
             warnings.append(
@@ -462,15 +525,17 @@ def load_captures(directory: str | Path) -> CaptureSet:
         relative = path.relative_to(root).as_posix()
         if any(part.startswith(".") for part in path.relative_to(root).parts):
             continue
-        if not path.is_file():
+        if path.is_dir() and not path.is_symlink():
             continue
-        if path.stat().st_size > MAX_CAPTURE_BYTES:
+        if path.lstat().st_size > MAX_CAPTURE_BYTES:
             skipped.append(f"{relative}: larger than {MAX_CAPTURE_BYTES} bytes; ignored")
             continue
         try:
-            texts[relative] = path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError:
-            skipped.append(f"{relative}: not UTF-8 text; ignored")
+            # Regular files only (a FIFO would block, /proc/self/mem cannot be read), strict
+            # UTF-8, bounded: the one safe reader.
+            texts[relative] = read_text_file(path, "capture", allow_control=True)
+        except YamlRefused as refused:
+            skipped.append(f"{relative}: {refused.reason}; ignored")
     result = merge_captures(texts, name=root.resolve().name)
     return replace(
         result,

@@ -21,8 +21,13 @@ from dataclasses import dataclass
 from tuning.backends.base import PcieLink, normalize_bus_id
 from tuning.captures.values import clean_text, gts_to_gen
 
+#: A device header line, optionally behind a label a grep or a script added (``Card: 01:00.0
+#: VGA compatible controller: …``, ``lspci.txt:01:00.0 …`` from ``grep -H``): the label has no
+#: whitespace-free ``xx:yy.z`` of its own and ends in ``:`` plus whitespace or right before
+#: the bus id.
 _DEVICE_RE = re.compile(
-    r"^(?P<bus>(?:[0-9a-fA-F]{4,8}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7])\s+"
+    r"^(?:[A-Za-z][\w .-]*:\s+|[\w.-]+\.(?:txt|log|out):)?"
+    r"(?P<bus>(?:[0-9a-fA-F]{4,8}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7])\s+"
     r"(?P<cls>[^:]+):\s*(?P<desc>.*)$"
 )
 _LNKCAP_RE = re.compile(
@@ -80,6 +85,19 @@ class LspciDevice:
             return None
         display = any(k in self.device_class for k in ("VGA", "3D", "Display"))
         return display and "NVIDIA" in self.description
+
+    @property
+    def product_name(self) -> str | None:
+        """The product name as nvidia-smi prints it, from the pci.ids name lspci shows in
+        brackets: ``NVIDIA Corporation GA102 [GeForce RTX 3090] (rev a1)`` → ``NVIDIA GeForce
+        RTX 3090``; ``None`` for other devices or when there is no bracketed name."""
+        if not self.is_nvidia_gpu or not self.description:
+            return None
+        found = re.search(r"\[([^\]]+)\]", self.description)
+        if found is None:
+            return None
+        name = found.group(1).strip()
+        return name if name.startswith("NVIDIA") else f"NVIDIA {name}"
 
     @property
     def gen_current(self) -> int | None:

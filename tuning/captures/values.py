@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from tuning.core.limits import MAX_CPU_ID
+
 #: Text nvidia-smi prints where a value is unknown; compared lower-cased, brackets stripped.
 _UNKNOWN = frozenset(
     {
@@ -91,7 +93,8 @@ def boolean(value: str | None) -> bool | None:
 def parse_cpu_list(text: str | None) -> tuple[int, ...] | None:
     """Parse a kernel CPU list (``0-55,112-167``, ``6,14,22,30``, ``0 1 2``) to sorted CPUs.
 
-    ``None`` for an empty or unknown cell (Windows prints nothing) or text that is not a list.
+    ``None`` for an empty or unknown cell (Windows prints nothing) or text that is not a list
+    (a CPU above :data:`~tuning.core.limits.MAX_CPU_ID` included).
     """
     if is_unknown(text):
         return None
@@ -105,8 +108,8 @@ def parse_cpu_list(text: str | None) -> tuple[int, ...] | None:
         first = int(match.group(1))
         last = int(match.group(2)) if match.group(2) else first
         stride = int(match.group(3)) if match.group(3) else 1
-        if last < first or stride < 1:
-            return None
+        if last < first or stride < 1 or last > MAX_CPU_ID:
+            return None  # checked before expanding: "0-2000000000" would not fit in memory
         cpus.update(range(first, last + 1, stride))
     return tuple(sorted(cpus)) if cpus else None
 

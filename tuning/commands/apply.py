@@ -7,6 +7,8 @@ session: a set or read-back that fails transiently (read-back mismatch, NVML unk
 is retried (``--retries``, default 3, ``--retry-delay-s`` apart); a failure that persists, or any
 other failure on any GPU (lost GPU, no permission, a signal), puts every GPU back and exits
 non-zero naming the GPU; on success the caps stay applied (no restore): that is the point.
+``--record FILE`` (the ``power.enforce`` timer) counts the GPUs whose cap had to be put back
+(:mod:`tuning.exporter.enforcement`; the exporter reports it).
 
 The budget: ``--budget FILE``, ``--inventory FILE --host NAME``, else
 ``/etc/rigforge/budget.yaml`` for ``--rig nvml`` when present (``deploys/tune.py`` installs
@@ -16,6 +18,7 @@ it), else a simulated rig's own PSUs; real GPUs without any are applied unchecke
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import click
@@ -25,6 +28,7 @@ from tuning.apply.caps import apply_caps
 from tuning.apply.journal import recover_stale_journals
 from tuning.budget import BudgetModel
 from tuning.commands.budget_opts import budget_options, resolve_budget
+from tuning.exporter.enforcement import record_run
 from tuning.profile import load_profile
 
 
@@ -59,6 +63,14 @@ def _log(message: str) -> None:
     show_default=True,
     help="seconds between retries.",
 )
+@click.option(
+    "--record",
+    "record_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="add this run to an enforcement record (caps re-applied per GPU; the exporter "
+    "reports it): what the power.enforce timer passes.",
+)
 @budget_options
 def command(
     profile_path: Path,
@@ -68,6 +80,7 @@ def command(
     host_name: str | None,
     retries: int,
     retry_delay_s: float,
+    record_path: Path | None,
     budget_path: Path | None,
     inventory_path: Path | None,
     no_budget: bool,
@@ -104,6 +117,11 @@ def command(
         retries=retries,
         retry_delay_s=retry_delay_s,
     )
+    if record_path is not None and not dry_run:
+        reapplied = [r.uuid for r in results if r.changed]
+        for uuid in reapplied:
+            _log(f"rigforge: enforcement: GPU {uuid}'s cap had reverted; re-applied")
+        record_run(record_path, reapplied, time.time())
     if as_json:
         click.echo(
             json.dumps(

@@ -18,8 +18,12 @@ from rich.table import Table
 from tuning.apply.actuator import open_tuning_rig
 from tuning.backends import DEFAULT_RIG
 from tuning.backends.base import GpuInfo, LinkStatus, PcieLink, RigSnapshot
+from tuning.captures.fabric import CapturedFabric
 from tuning.captures.folder import load_captures
 from tuning.captures.values import format_cpu_list
+from tuning.errors import ConfigError
+from tuning.fabric.graph import Fabric
+from tuning.links import budget_lines, described_fabric, fabric_json, tree_lines
 
 MIB_PER_GIB = 1024
 
@@ -178,8 +182,14 @@ def host_line(snapshot: RigSnapshot) -> str:
     )
 
 
-def render(snapshot: RigSnapshot, console: Console, notes: Iterable[str] = ()) -> None:
-    """Print every table of ``inspect`` for ``snapshot``, then link verdicts and notes."""
+def render(
+    snapshot: RigSnapshot,
+    console: Console,
+    notes: Iterable[str] = (),
+    fabric: Fabric | None = None,
+) -> None:
+    """Print every table of ``inspect`` for ``snapshot``, then link verdicts and notes;
+    with a ``fabric``, its tree (root port → switch/chipset → device) and the lane budget."""
     console.print(host_line(snapshot))
     console.print(gpu_table(snapshot))
     console.print(link_table(snapshot))
@@ -190,6 +200,10 @@ def render(snapshot: RigSnapshot, console: Console, notes: Iterable[str] = ()) -
     for table in (topology_table(snapshot), power_table(snapshot)):
         if table is not None:
             console.print(table)
+    if fabric is not None:
+        console.print("[bold]Fabric[/]", highlight=False)
+        for line in [*tree_lines(fabric), *budget_lines(fabric)]:
+            console.print(line, highlight=False, markup=False)
     for note in notes:
         console.print(f"[dim]capture note:[/] {note}", highlight=False)
 
@@ -223,19 +237,39 @@ def command(rig_spec: str | None, captures_dir: Path | None, as_json: bool) -> N
     if rig_spec is not None and captures_dir is not None:
         raise click.UsageError("--rig and --from-captures are alternatives; give one of them")
     notes: tuple[str, ...] = ()
+    fabric: Fabric | None = None
+    captured_fabric: CapturedFabric | None = None
     if captures_dir is not None:
         captured = load_captures(captures_dir)
         snapshot, notes = captured.snapshot, captured.warnings
+        captured_fabric = captured.fabric
+        if not snapshot.gpus:
+            raise ConfigError(
+                f"{captures_dir}: no GPU in any capture; capture nvidia-smi -q (or "
+                "nvidia-smi --query-gpu=index,name,pci.bus_id,uuid --format=csv) on the machine"
+                + "".join(f"\n  {note}" for note in notes)
+            )
     else:
         # a simulated rig comes back with the caps earlier runs left on its "hardware"
         rig, _ = open_tuning_rig(rig_spec or DEFAULT_RIG)
         try:
             snapshot = rig.snapshot()
+            fabric = described_fabric(rig)
         finally:
             rig.close()
     if as_json:
         for note in notes:
             click.echo(f"capture note: {note}", err=True)
-        click.echo(json.dumps(snapshot.to_json(), indent=2))
+        document = snapshot.to_json()
+        if fabric is not None:
+            document["fabric"] = fabric_json(fabric)
+        if captured_fabric is not None:
+            document["fabric"] = captured_fabric.to_json()
+        click.echo(json.dumps(document, indent=2))
         return
-    render(snapshot, _console(), notes)
+    console = _console()
+    render(snapshot, console, notes, fabric)
+    if captured_fabric is not None:
+        console.print("[bold]Fabric (from the captures)[/]", highlight=False)
+        for line in captured_fabric.tree_lines():
+            console.print(line, highlight=False, markup=False)

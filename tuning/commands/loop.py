@@ -5,7 +5,8 @@ inspect → stock baseline → sweep → tuned run → plan → rendered deploy 
 progress bars on stderr for the sweep and the sustained runs when stderr is a terminal, then
 the stock-vs-tuned summary, the placement and the files written. ``--json`` prints one JSON
 object (``stock``, ``tuned``, ``circuits``, ``plan``, ``files``, …) on stdout and everything
-else on stderr. Exit status 1 when the tuned run still throttles or overloads a circuit.
+else on stderr. Exit status 1 when the tuned run still throttles or overloads a circuit or a
+PSU, or when a model could not be placed.
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ from tuning.loop import (
     LoopConfig,
     LoopObserver,
     LoopResult,
-    SustainedRun,
     default_models_path,
 )
 from tuning.serving import unit_name
+from tuning.sustained import SustainedRun
 from tuning.workloads import WORKLOAD_CLASSES
 
 
@@ -208,6 +209,15 @@ def summary_table(result: LoopResult) -> Table:
             _load(t.at_caps_w, t.at_caps_pct, t.at_caps_w <= t.budget_w),
             _delta(s.at_caps_w, t.at_caps_w),
         )
+    for ps, pt in zip(stock.psus, tuned.psus, strict=True):
+        table.add_row(
+            f"{ps.name} peak / at full caps (rating {ps.rating_w:.0f} W DC)",
+            f"{_load(ps.peak_w, ps.peak_pct, ps.within_rating)} / "
+            f"{_load(ps.at_caps_w, ps.at_caps_pct, ps.at_caps_w <= ps.rating_w)}",
+            f"{_load(pt.peak_w, pt.peak_pct, pt.within_rating)} / "
+            f"{_load(pt.at_caps_w, pt.at_caps_pct, pt.at_caps_w <= pt.rating_w)}",
+            _delta(ps.peak_w, pt.peak_w),
+        )
     row("aggregate throughput (tok/s)", stock.throughput_tps, tuned.throughput_tps, ".1f")
     row("tokens/J", stock.tokens_per_joule, tuned.tokens_per_joule, ".4f")
     table.add_row(
@@ -296,10 +306,13 @@ def render_summary(result: LoopResult, console: Console) -> None:
     )
     if result.tuned_ok:
         console.print(
-            "[bold green]tuned: 0 throttle events, every circuit within its continuous budget[/]"
+            "[bold green]tuned: 0 throttle events, every circuit within its continuous budget, "
+            "every PSU within its rating[/]"
         )
     else:
-        console.print("[bold red]tuned: still throttles or overloads a circuit; see above[/]")
+        console.print(
+            "[bold red]tuned: still throttles or overloads a circuit or a PSU; see above[/]"
+        )
     console.print(placement_table(result))
     for u in result.plan.unplaced:
         console.print(f"[red]not placed[/red] {u.model}: {u.reason}", highlight=False)
@@ -391,5 +404,5 @@ def command(
         click.echo(json.dumps(result.to_json(), indent=1))
     else:
         render_summary(result, console)
-    if not result.tuned_ok:
+    if not result.tuned_ok or result.plan.unplaced:
         sys.exit(1)

@@ -22,6 +22,7 @@ from inventory.models import load_models
 from tuning.apply.actuator import open_tuning_rig
 from tuning.backends import DEFAULT_RIG
 from tuning.backends.base import RigSnapshot
+from tuning.core.profile import load_profile, profile_mismatch
 from tuning.errors import ConfigError
 from tuning.placement import Plan, load_profile_hints, plan
 
@@ -163,11 +164,10 @@ def command(
 
 def _check_profile_matches(profile_path: Path, snapshot: RigSnapshot) -> None:
     """Refuse a profile tuned on other GPUs (its caps and temperatures would mislead)."""
-    data = yaml.safe_load(profile_path.read_text(encoding="utf-8")) or {}
-    tuned = (data.get("rig") or {}).get("fingerprint")
-    if tuned and tuned != snapshot.fingerprint():
+    problem = profile_mismatch(load_profile(profile_path), snapshot.gpus)
+    if problem:
         raise ConfigError(
-            f"{profile_path}: rig.fingerprint: tuned on {tuned}, but the rig being planned "
-            f"({snapshot.name}) is {snapshot.fingerprint()}: a GPU differs; pass the --rig "
-            "the profile was tuned on, or re-run rigforge sweep on this rig"
+            f"{profile_path}: rig.fingerprint: the profile {problem}, not on the rig being "
+            f"planned ({snapshot.name}); pass the --rig the profile was tuned on, or re-run "
+            "rigforge sweep on this rig"
         )

@@ -7,7 +7,13 @@ from typing import Any
 
 import click
 
-from tuning.apply.journal import Journal, journal_path, restore_journal, stale_journals
+from tuning.apply.journal import (
+    Journal,
+    backup_path,
+    journal_path,
+    restore_journal,
+    stale_journals,
+)
 from tuning.errors import RigforgeError
 
 
@@ -23,18 +29,19 @@ def command(rig_spec: str | None, as_json: bool) -> None:
     """Restore original GPU settings from journals left by interrupted runs."""
     if rig_spec is not None:
         path = journal_path(rig_spec)
-        if path.is_file() and Journal.load(path).owner_alive():
+        exists = path.is_file() or backup_path(path).is_file()
+        if exists and Journal.load(path).owner_alive():
             raise RigforgeError(
                 f"a running rigforge (pid {Journal.load(path).pid}) holds {rig_spec}; "
                 "stop it (it restores on exit) instead"
             )
-        paths = [path] if path.is_file() else []
+        paths = [path] if exists else []
     else:
         paths = stale_journals()
     report: list[dict[str, Any]] = []
     for path in paths:
         journal = Journal.load(path)
-        failures = restore_journal(path)
+        failures = restore_journal(path, log=lambda m: click.echo(m, err=True))
         report.append(
             {
                 "rig": journal.rig_spec,

@@ -43,7 +43,8 @@ __all__ = [
 #: A GPU UUID as ``nvidia-smi -L`` prints it.
 UUID_RE = r"^GPU-[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 #: A PCI bus id, with or without the domain (``00000000:41:00.0``, ``41:00.0``).
-BUS_ID_RE = r"^([0-9a-fA-F]{4,8}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$"
+#: Bus 00–ff, device 00–1f (5 bits), function 0–7 (3 bits): PCI Local Bus Spec 3.0 §3.2.2.3.2.
+BUS_ID_RE = r"^([0-9a-fA-F]{4,8}:)?[0-9a-fA-F]{2}:[01][0-9a-fA-F]\.[0-7]$"
 #: What a plan may name a device by: a UUID-shaped id (``GPU-…``, ``MIG-…``; letters, digits
 #: and ``-`` only) or a PCI bus id. Looser than :data:`UUID_RE` (MIG devices, simulated rigs),
 #: still nothing that could end a quoted ``Environment=`` value or add a device (no ``"``,
@@ -254,9 +255,14 @@ def api_key_problem(text: str) -> str | None:
 def is_placeholder_secret(text: str) -> bool:
     """Whether a secret file holds a documented placeholder, not a secret.
 
-    Placeholders start with ``REPLACE-ME`` or contain the word ``placeholder`` (the committed
-    example files do). git does not keep mode 0600, so the validator lets these through at any
-    mode; an opened endpoint still refuses a placeholder API key.
+    Placeholders are one line that starts with ``REPLACE-ME`` or contains the word
+    ``placeholder`` (the committed example files do) and holds nothing token-shaped; a file
+    with more than that line is a secret. git does not keep mode 0600, so the validator lets
+    placeholders through at any mode; an opened endpoint still refuses a placeholder API key.
     """
-    first = text.strip()
-    return first.upper().startswith("REPLACE-ME") or "placeholder" in first.lower()
+    whole = text.strip()
+    if "\n" in whole or "\r" in whole:
+        return False  # the WHOLE content must be the placeholder: no second line with a key
+    if any(SECRET_VALUE_RE.match(word) for word in re.split(r"[\s:=,;]+", whole)):
+        return False  # "placeholder hf_…" still carries a token
+    return whole.upper().startswith("REPLACE-ME") or "placeholder" in whole.lower()

@@ -13,10 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tuning.core.checks import placement_problems
-from tuning.errors import ConfigError
+from tuning.errors import ConfigError, read_yaml_config
 
 PLAN_SCHEMA_VERSION = 1
 
@@ -181,10 +179,7 @@ class Plan:
 def load_plan(path: str | Path) -> Plan:
     """Read a plan YAML written by ``rigforge plan --out``."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise ConfigError(f"{path}: cannot read the plan: {error}") from error
+    data = read_yaml_config(path, "plan").data
     return parse_plan(data, str(path))
 
 
@@ -216,7 +211,11 @@ def parse_plan(data: Any, source: str = "<plan>") -> Plan:
             alternative_score=data.get("alternative_score"),
             alternative=str(data.get("alternative", "")),
         )
-    except (KeyError, TypeError, ValueError) as error:
+    except KeyError as error:
+        raise ConfigError(
+            f"{path}: a plan entry has no {error.args[0]!r}; rerun 'rigforge plan'"
+        ) from error
+    except (TypeError, ValueError) as error:
         raise ConfigError(
             f"{path}: malformed plan entry ({error}); rerun 'rigforge plan'"
         ) from error

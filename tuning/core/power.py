@@ -20,27 +20,44 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, field_validator, model_validator
+
+from tuning.core.limits import (
+    MAX_BREAKER_A,
+    MAX_MAINS_V,
+    MAX_PSU_RATING_W,
+    MIN_MAINS_V,
+    MIN_PSU_EFFICIENCY,
+    psu_efficiency_hint,
+)
+from tuning.core.strict import StrictModel
+
+#: How far a GPU's read-back power limit may sit from the cap asked for and still count as that
+#: cap (W). ``estimate``: NVML takes limits in milliwatts, but ``nvidia-smi -pl`` and several
+#: boards enforce whole watts, so a limit can read back up to 1 W off what was asked. Used by
+#: the actuator (skip a set that is already in force, refuse a read-back further off), by
+#: ``rigforge apply``'s "changed" column, and rendered into the boot-time cap script.
+POWER_LIMIT_TOLERANCE_W = 1.0
 
 #: A PSU or circuit name: what ``gpus[].psu`` and ``psus[].circuit`` refer to.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
-class Circuit(BaseModel):
+class Circuit(StrictModel):
     """A branch circuit. Continuous budget = ``voltage_v * breaker_a * continuous_ratio``.
 
     NEC 210.19/210.20: continuous loads at most 80 % of the breaker rating.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     name: str = Field(
         pattern=NAME_PATTERN, description="circuit name, referenced by psus[].circuit"
     )
-    voltage_v: float = Field(gt=0, description="nominal voltage, V")
-    breaker_a: float = Field(gt=0, description="breaker rating, A")
+    voltage_v: float = Field(
+        ge=MIN_MAINS_V, le=MAX_MAINS_V, description="nominal voltage, V (100–480)"
+    )
+    breaker_a: float = Field(gt=0, le=MAX_BREAKER_A, description="breaker rating, A")
     continuous_ratio: float = Field(
         0.8, gt=0, le=1, description="share of the breaker usable continuously (NEC: 0.8)"
     )
@@ -56,20 +73,38 @@ class Circuit(BaseModel):
         return self.rating_w * self.continuous_ratio
 
 
-class Psu(BaseModel):
+class Psu(StrictModel):
     """A power supply. ``rating_w`` DC; ``platform_w``: non-GPU DC load it carries (CPU, board).
 
     ``circuit``: the circuit it is plugged into (``None``: no described circuit, only the PSU's
     own rating binds). ``efficiency``: DC/AC at load, so the wall draw is ``dc_w / efficiency``.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     name: str = Field(pattern=NAME_PATTERN, description="PSU name, referenced by gpus[].psu")
-    rating_w: float = Field(gt=0, description="DC rating, W")
+    rating_w: float = Field(gt=0, le=MAX_PSU_RATING_W, description="DC rating, W")
     circuit: str | None = Field(None, description="circuit it is plugged into (circuits[].name)")
-    efficiency: float = Field(0.92, gt=0, le=1, description="DC/AC efficiency at load")
+    efficiency: float = Field(
+        0.92, ge=MIN_PSU_EFFICIENCY, le=1, description="DC/AC efficiency at load (0.5–1.0)"
+    )
     platform_w: float = Field(0.0, ge=0, description="non-GPU DC load on this PSU, W")
+
+    @field_validator("efficiency", mode="before")
+    @classmethod
+    def _efficiency_is_a_ratio(cls, value: Any) -> Any:
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        hint = psu_efficiency_hint(value) if number else None
+        if hint:
+            raise ValueError(hint)
+        return value
+
+    @model_validator(mode="after")
+    def _platform_fits(self) -> Psu:
+        if self.platform_w > self.rating_w:
+            raise ValueError(
+                f"platform_w {self.platform_w:g} W is above rating_w {self.rating_w:g} W: the "
+                "PSU could not even carry the platform; check both values (W, DC)"
+            )
+        return self
 
     def wall_w(self, dc_w: float) -> float:
         """AC draw at the wall for a DC load. Units: W."""

@@ -34,20 +34,24 @@ Schema (``schema_version: 1``)::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from tuning import __version__
-from tuning.errors import ConfigError, yaml_path
+from tuning.core.checks import gpu_id_problem
+from tuning.core.limits import MAX_GPU_POWER_W
+from tuning.core.rig import GpuInfo, rig_fingerprint
+from tuning.core.strict import StrictModel
+from tuning.errors import ConfigError, read_yaml_config, yaml_path
 
 SCHEMA_VERSION = 1
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Model(StrictModel):
+    """Unknown keys, control characters, booleans as numbers and ``.inf``/``.nan`` refused."""
 
 
 class CurvePoint(_Model):
@@ -66,10 +70,10 @@ class ProfileGpu(_Model):
     uuid: str = Field(pattern=r"^GPU-")
     name: str
     pci_bus_id: str
-    cap_w: float = Field(gt=0)
-    stock_cap_w: float = Field(gt=0)
-    min_w: float = Field(gt=0)
-    max_w: float = Field(gt=0)
+    cap_w: float = Field(gt=0, le=MAX_GPU_POWER_W)
+    stock_cap_w: float = Field(gt=0, le=MAX_GPU_POWER_W)
+    min_w: float = Field(gt=0, le=MAX_GPU_POWER_W)
+    max_w: float = Field(gt=0, le=MAX_GPU_POWER_W)
     natural_draw_w: float = Field(ge=0)
     throughput_rel: float = Field(ge=0)
     tokens_per_joule: float = Field(ge=0)
@@ -77,6 +81,15 @@ class ProfileGpu(_Model):
     probes: int = Field(ge=0)
     flagged: bool = False
     curve: list[CurvePoint] = Field(default_factory=list)
+
+    @field_validator("uuid")
+    @classmethod
+    def _uuid_is_an_id(cls, value: str) -> str:
+        # It reaches the GPU-settings script and the serving units.
+        problem = gpu_id_problem(value, strict=False)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class ProfileRig(_Model):
@@ -110,9 +123,31 @@ class Profile(_Model):
     gpus: list[ProfileGpu] = Field(min_length=1)
     validation: Validation
 
+    @model_validator(mode="after")
+    def _each_gpu_once(self) -> Profile:
+        problem = duplicate_uuid_problem([g.uuid for g in self.gpus])
+        if problem:
+            raise ValueError(problem)
+        return self
+
     def caps_w(self) -> dict[str, float]:
         """The chosen cap per GPU UUID. Units: W."""
         return {gpu.uuid: gpu.cap_w for gpu in self.gpus}
+
+
+def duplicate_uuid_problem(uuids: Sequence[object]) -> str | None:
+    """``gpus[k].uuid`` repeating an earlier entry (YAML would let the second cap win), or
+    ``None``. UUIDs compare case-insensitively, as NVML does."""
+    seen: dict[str, int] = {}
+    for position, uuid in enumerate(uuids):
+        key = str(uuid).lower()
+        if key in seen:
+            return (
+                f"gpus[{position}].uuid: duplicate {uuid}: gpus[{seen[key]}] has it too; a "
+                "profile lists each GPU once (re-run rigforge sweep, or delete one entry)"
+            )
+        seen[key] = position
+    return None
 
 
 def parse_profile(data: Any, source: str = "<profile>") -> Profile:
@@ -128,7 +163,10 @@ def parse_profile(data: Any, source: str = "<profile>") -> Profile:
     try:
         return Profile.model_validate(data)
     except ValidationError as error:
-        lines = [f"{source}: {yaml_path(e['loc'])}: {e['msg']}" for e in error.errors()]
+        lines = [
+            f"{source}: {yaml_path(e['loc'])}: {str(e['msg']).removeprefix('Value error, ')}"
+            for e in error.errors()
+        ]
         raise ConfigError("\n".join(lines)) from None
 
 
@@ -137,10 +175,36 @@ def load_profile(path: Path | str) -> Profile:
     path = Path(path)
     if path.is_dir():
         path = path / "profile.yaml"
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read it ({error.strerror}); check the path") from error
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from error
+    data = read_yaml_config(path, "profile").data
     return parse_profile(data, str(path))
+
+
+def profile_mismatch(profile: Profile, gpus: Sequence[GpuInfo]) -> str | None:
+    """Why ``profile`` was not tuned on ``gpus`` (a sentence without the fix), or ``None``.
+
+    The one stale-profile check (the GPU-settings deploy, ``rigforge plan --profile`` and the
+    inventory validator call it). Stale when a tuned UUID is not among ``gpus``, or one of
+    ``gpus`` was never tuned (UUIDs compared case-insensitively; GPUs whose UUID is unknown
+    are not compared), or — same UUIDs — the profile's ``rig.fingerprint`` differs from the
+    fingerprint of ``gpus`` (a card moved slot, was renamed or resized). The fingerprint is
+    compared only when every GPU's UUID, name, bus id and VRAM are known.
+    """
+    tuned = [gpu.uuid for gpu in profile.gpus]
+    present = [gpu.uuid for gpu in gpus if gpu.uuid]
+    tuned_lower = {u.lower() for u in tuned}
+    present_lower = {u.lower() for u in present}
+    missing = [u for u in tuned if u.lower() not in present_lower]
+    new = [u for u in present if u.lower() not in tuned_lower]
+    if missing or new:
+        parts = [f"{', '.join(missing)} missing"] if missing else []
+        parts += [f"{', '.join(new)} not tuned"] if new else []
+        return f"was tuned on a different set of GPUs: {'; '.join(parts)}"
+    known = all(g.uuid and g.name and g.pci_bus_id and g.memory_total_mib for g in gpus)
+    if gpus and known:
+        actual = rig_fingerprint(gpus)
+        if actual != profile.rig.fingerprint:
+            return (
+                f"was tuned on rig {profile.rig.fingerprint} but the GPUs here are {actual} "
+                "(a GPU was swapped, moved slot, renamed or resized)"
+            )
+    return None

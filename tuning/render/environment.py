@@ -5,9 +5,10 @@ What a ``{{ … }}`` may print is enforced here, not left to each template (``fi
 
 * in every template: no string with a control character (:class:`UnsafeUnitValue`), no
   boolean, no ``inf``/``nan``;
-* in a systemd unit (``etc/systemd/…``): only :class:`~tuning.render.unit_text.UnitText` (the
-  writer's filters: ``sd``, ``sd_exec``, ``sd_env``, ``sd_text``, ``sd_verbatim``) and
-  numbers — a raw string is refused, so a template cannot interpolate a value unquoted.
+* in a systemd unit (``etc/systemd/…``) or a root script (``usr/local/libexec/…``): only
+  :class:`~tuning.render.unit_text.UnitText` (the writer's filters: ``sd``, ``sd_exec``,
+  ``sd_env``, ``sd_path``, ``sd_text``, ``sd_verbatim``, ``shell_quote``) and numbers — a raw
+  string is refused, so a template cannot interpolate a value unquoted.
 
 Missing variables are errors (``StrictUndefined``), not empty strings.
 """
@@ -29,6 +30,7 @@ from tuning.render.unit_text import (
     shell_word,
     unit_env,
     unit_exec,
+    unit_path,
     unit_setting,
     unit_verbatim,
     unit_word,
@@ -37,8 +39,8 @@ from tuning.render.unit_text import (
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Templates by the path they land on (``etc/systemd/system/x.service.j2`` → ``/etc/…/x.service``).
 TEMPLATES = REPO_ROOT / "templates"
-#: Templates under this prefix are systemd units and drop-ins (the strict rule above).
-UNIT_PREFIX = "etc/systemd/"
+#: Templates under these prefixes are systemd units, drop-ins and root scripts (strict rule).
+STRICT_PREFIXES = ("etc/systemd/", "usr/local/libexec/")
 
 
 @jinja2.pass_context
@@ -55,10 +57,10 @@ def _finalize(context: jinja2.runtime.Context, value: Any) -> Any:
         if not math.isfinite(value):
             raise UnsafeUnitValue(f"{where}: {value!r} is not a finite number")
         return value
-    if (context.name or "").startswith(UNIT_PREFIX):
+    if (context.name or "").startswith(STRICT_PREFIXES):
         raise UnsafeUnitValue(
-            f"{where}: {str(value)!r} reached a unit unquoted; pass it through the unit-text "
-            "writer (| sd, sd_exec, sd_env, sd_text or sd_verbatim)"
+            f"{where}: {str(value)!r} reached a unit or script unquoted; pass it through the "
+            "unit-text writer (| sd, sd_exec, sd_env, sd_path, sd_text, sd_verbatim, shell_quote)"
         )
     return refuse_unsafe(value, where)
 
@@ -78,6 +80,7 @@ def environment() -> jinja2.Environment:
     env.filters["sd"] = unit_word
     env.filters["systemd_quote"] = unit_word
     env.filters["sd_exec"] = unit_exec
+    env.filters["sd_path"] = unit_path
     env.filters["sd_env"] = lambda value, name: unit_env(name, value)
     env.filters["sd_text"] = unit_setting
     env.filters["sd_verbatim"] = unit_verbatim

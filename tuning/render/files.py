@@ -8,14 +8,17 @@ and ``rigforge loop`` needs no pyinfra. Defaults here are the deploys' defaults 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from inventory.schema import HostConfig
+from tuning.core.power import POWER_LIMIT_TOLERANCE_W
 from tuning.core.profile import load_profile
 from tuning.render.environment import render
+from tuning.render.unit_text import UnsafeUnitValue
 
 #: Where the GPU-settings deploy puts the tuning profile and the nvidia-smi cap script.
 GPU_SETTINGS_SCRIPT = "/usr/local/libexec/rigforge-gpu-settings"
@@ -125,7 +128,11 @@ def cap_script(
     return FileSpec(
         dest=dest,
         template="usr/local/libexec/rigforge-gpu-settings.sh.j2",
-        context={"retries": retries, "retry_delay_s": retry_delay_s},
+        context={
+            "retries": retries,
+            "retry_delay_s": retry_delay_s,
+            "tolerance_w": POWER_LIMIT_TOLERANCE_W,
+        },
         name="GPU power-cap script (nvidia-smi, clamped, read back)",
         mode="755",
     )
@@ -243,8 +250,21 @@ def persistenced_dropin(user: str, daemon: str = "/usr/bin/nvidia-persistenced")
     )
 
 
+#: A CUDA toolkit version as the profile.d script may carry it (``12.8``): the script is
+#: sourced by every login shell, root's too, so nothing but digits and one dot reaches it.
+_CUDA_VERSION = re.compile(r"^[0-9]{1,3}\.[0-9]{1,3}$")
+
+
 def cuda_profile(version: str) -> FileSpec:
-    """``/etc/profile.d/rigforge-cuda.sh``: ``/usr/local/cuda-<version>/bin`` on PATH."""
+    """``/etc/profile.d/rigforge-cuda.sh``: ``/usr/local/cuda-<version>/bin`` on PATH.
+
+    Raises :class:`~tuning.render.UnsafeUnitValue` unless ``version`` is ``major.minor``.
+    """
+    if not _CUDA_VERSION.fullmatch(str(version)):
+        raise UnsafeUnitValue(
+            f"CUDA version {str(version)!r} is not major.minor (like 12.8); it would be copied "
+            "into a script every login shell runs"
+        )
     return FileSpec(
         dest="/etc/profile.d/rigforge-cuda.sh",
         template="etc/profile.d/rigforge-cuda.sh.j2",
@@ -261,3 +281,106 @@ def container_toolkit_sources(uri: str, keyring: str) -> FileSpec:
         context={"uri": uri, "keyring": keyring},
         name="NVIDIA Container Toolkit repository (deb822, signed-by)",
     )
+
+
+# --- monitoring (deploys/monitoring.py) --------------------------------------------------
+
+EXPORTER_UNIT = "rigforge-exporter.service"
+ENFORCE_SERVICE = "rigforge-enforce-caps.service"
+ENFORCE_TIMER = "rigforge-enforce-caps.timer"
+#: Where the monitoring deploy puts the plan for the exporter (the profile: PROFILE_TARGET).
+PLAN_TARGET = "/etc/rigforge/plan.yaml"
+#: root's state dir (``tuning.apply.state.SYSTEM_STATE_DIR``): the enforcement record lives
+#: there, written by the root timer, read by the unprivileged exporter.
+MONITORING_STATE_DIR = "/var/lib/rigforge/state"
+ENFORCEMENT_RECORD = f"{MONITORING_STATE_DIR}/enforce.json"
+#: A simulated rig's load/room control file (CI drives the rig hot through it).
+SIM_CONTROL = "/var/lib/rigforge/sim-control.json"
+RULES_DEST = "/etc/prometheus/rules/rigforge.rules.yml"
+#: How often enforcement re-checks the caps. Shorter than the cap-drift alert's ``for: 10m``,
+#: so that alert fires only when enforcement is off or failing. Units: min.
+ENFORCE_INTERVAL_MIN = 5
+#: Where Debian's Prometheus listens: its default port, bound to localhost.
+PROMETHEUS_LISTEN = "127.0.0.1:9090"
+
+
+def exporter_unit(config: HostConfig, *, profile: bool, plan: bool) -> FileSpec:
+    """``rigforge-exporter.service`` (``profile``/``plan``: the deploy put them on the host)."""
+    import ipaddress
+
+    m = config.monitoring
+    address = m.listen.rpartition(":")[0].strip("[]")
+    return FileSpec(
+        dest=f"/etc/systemd/system/{EXPORTER_UNIT}",
+        template=f"etc/systemd/system/{EXPORTER_UNIT}.j2",
+        context={
+            "user": config.base.service_user,
+            "venv": config.tuner.venv,
+            "rig": m.rig,
+            "listen": m.listen,
+            "opened": not ipaddress.ip_address(address).is_loopback,
+            "state_dir": MONITORING_STATE_DIR,
+            "enforcement_state": ENFORCEMENT_RECORD,
+            "profile": PROFILE_TARGET if profile else None,
+            "plan": PLAN_TARGET if plan else None,
+            "sim": m.rig.startswith("sim:"),
+            "sim_control": SIM_CONTROL,
+        },
+        name=f"Exporter unit ({m.listen})",
+    )
+
+
+def enforce_units(config: HostConfig) -> list[FileSpec]:
+    """The oneshot that re-applies the profile's caps (``--record``) and its timer."""
+    context = {
+        "venv": config.tuner.venv,
+        "profile": PROFILE_TARGET,
+        "rig": config.monitoring.rig,
+        "enforcement_state": ENFORCEMENT_RECORD,
+        "interval_min": ENFORCE_INTERVAL_MIN,
+    }
+    return [
+        FileSpec(
+            dest=f"/etc/systemd/system/{unit}",
+            template=f"etc/systemd/system/{unit}.j2",
+            context=context,
+            name=f"Cap enforcement {unit.rsplit('.', 1)[1]}",
+        )
+        for unit in (ENFORCE_SERVICE, ENFORCE_TIMER)
+    ]
+
+
+def engine_targets(config: HostConfig) -> list[dict[str, Any]]:
+    """Each placed model's engine (port, model, unit, engine) from the plan, for scraping."""
+    if not config.serving.plan:
+        return []
+    from tuning.core.plan import load_plan
+    from tuning.serving import unit_name
+
+    return [
+        {"port": p.port, "model": p.model, "unit": unit_name(p), "engine": p.engine}
+        for p in load_plan(config.serving.plan).placements
+    ]
+
+
+def prometheus_files(config: HostConfig) -> list[FileSpec]:
+    """``/etc/prometheus/prometheus.yml`` (jobs, rules) and ``/etc/default/prometheus``."""
+    return [
+        FileSpec(
+            dest="/etc/prometheus/prometheus.yml",
+            template="etc/prometheus/prometheus.yml.j2",
+            context={
+                "interval_s": config.monitoring.scrape_interval_s,
+                "prometheus_listen": PROMETHEUS_LISTEN,
+                "exporter": config.monitoring.listen,
+                "engines": engine_targets(config),
+            },
+            name="Prometheus scrape config (exporter, engines, rules)",
+        ),
+        FileSpec(
+            dest="/etc/default/prometheus",
+            template="etc/default/prometheus.j2",
+            context={"listen": PROMETHEUS_LISTEN},
+            name=f"Prometheus listens on {PROMETHEUS_LISTEN}",
+        ),
+    ]

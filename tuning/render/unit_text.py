@@ -10,7 +10,10 @@ otherwise written so that systemd reads back exactly the value:
 * :func:`unit_word` — one ``ExecStart=`` argument: ``%`` → ``%%``, ``$`` → ``$$``; bare when it
   is plain (letters, digits, ``_@%+=:,./-``), else in ``"…"`` with ``\\`` and ``"`` escaped;
 * :func:`unit_exec` — the executable of a command line: an absolute path (so no ``+``/``-``/
-  ``@``/``!`` prefix can be smuggled in), written like a word;
+  ``@``/``!`` prefix can be smuggled in) without quotes or backslashes (systemd refuses an
+  executable name with them), written like a word;
+* :func:`unit_path` — a path setting (``EnvironmentFile=``, ``ReadWritePaths=``,
+  ``LoadCredential=``): absolute, shorter than ``PATH_MAX``, ``%`` → ``%%``;
 * :func:`unit_env` — one ``Environment="NAME=value"`` assignment: quoted, ``%`` → ``%%``,
   ``\\`` and ``"`` escaped (``Environment=`` expands specifiers, not ``$``);
 * :func:`unit_setting` — the value of a specifier-expanding setting (``User=``,
@@ -38,6 +41,7 @@ __all__ = [
     "shell_word",
     "unit_env",
     "unit_exec",
+    "unit_path",
     "unit_setting",
     "unit_verbatim",
     "unit_word",
@@ -45,6 +49,9 @@ __all__ = [
 
 #: A word systemd reads back unchanged without quotes (after ``%`` / ``$`` are doubled).
 _PLAIN_WORD = re.compile(r"^[A-Za-z0-9_@%+=:,./-]+$")
+#: Linux ``PATH_MAX`` (``<linux/limits.h>``) counts the terminating NUL: a path has at most 4095
+#: bytes, and systemd's specifier expansion refuses longer paths.
+PATH_MAX = 4096
 #: An environment variable name (POSIX: letters, digits, underscore; no leading digit).
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -98,12 +105,31 @@ def unit_exec(path: object) -> UnitText:
     systemd reads ``@``, ``-``, ``:``, ``+`` and ``!`` before the path as prefixes (``+`` runs
     it with full privileges), so anything but an absolute path is refused.
     """
-    text = refuse_unsafe(path, "unit executable")
-    if not text.startswith("/"):
+    text = _absolute_path(path, "unit executable")
+    if any(char in text for char in "\"'\\"):
+        # systemd: "Executable name contains special characters" and the unit does not load
         raise UnsafeUnitValue(
-            f"unit executable {text!r} is not an absolute path; give the full path (/…)"
+            f"unit executable {text!r} contains a quote or a backslash, which systemd refuses "
+            "in an executable's name; install it under a plain path"
         )
     return unit_word(text)
+
+
+def unit_path(path: object) -> UnitText:
+    """The value of a path setting: an absolute path shorter than ``PATH_MAX``, ``%`` doubled."""
+    return UnitText(_absolute_path(path, "unit path").replace("%", "%%"))
+
+
+def _absolute_path(path: object, what: str) -> str:
+    text = _line_value(path, what)
+    if not text.startswith("/"):
+        raise UnsafeUnitValue(f"{what} {text!r} is not an absolute path; give the full path (/…)")
+    if len(text.encode()) >= PATH_MAX:
+        raise UnsafeUnitValue(
+            f"{what} {text[:40]!r}… is {len(text.encode())} bytes, longer than a path can be "
+            f"({PATH_MAX - 1})"
+        )
+    return text
 
 
 def unit_env(name: str, value: object) -> UnitText:
@@ -116,12 +142,33 @@ def unit_env(name: str, value: object) -> UnitText:
 
 def unit_setting(value: object) -> UnitText:
     """The value of a setting that expands specifiers (``User=``, paths, ``Description=``)."""
-    return UnitText(refuse_unsafe(value, "unit setting").replace("%", "%%"))
+    return UnitText(_line_value(value, "unit setting").replace("%", "%%"))
 
 
 def unit_verbatim(value: object) -> UnitText:
     """The value of a setting that expands nothing (``IPAddressAllow=``): control chars refused."""
-    return UnitText(refuse_unsafe(value, "unit setting"))
+    return UnitText(_line_value(value, "unit setting"))
+
+
+def _line_value(value: object, what: str) -> str:
+    """A value written bare to the end of a line: no control character, no trailing backslash,
+    no whitespace at either end.
+
+    systemd.syntax(7): a line ending in a backslash continues on the next line, so a value
+    ending in one would swallow the directive after it; whitespace around a value is stripped,
+    so systemd would read another value than the one given.
+    """
+    text = refuse_unsafe(value, what)
+    if text != text.strip():
+        raise UnsafeUnitValue(
+            f"{what} {text!r} starts or ends with whitespace, which systemd strips; remove it"
+        )
+    if text.endswith("\\"):
+        raise UnsafeUnitValue(
+            f"{what} {text!r} ends in a backslash, which would join the next line of the unit "
+            "to it; remove it"
+        )
+    return text
 
 
 def shell_word(value: object) -> UnitText:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import tuning.workloads.synthetic as synthetic
 from tuning.backends.base import Rig
 from tuning.errors import ConfigError
-from tuning.workloads import synthetic
 from tuning.workloads.base import WORKLOAD_CLASSES, Workload
 from tuning.workloads.cmd import LLAMA_BENCH_TPS_RE, CmdWorkload
 from tuning.workloads.openai import OpenAIWorkload, parse_openai_spec

@@ -1,0 +1,72 @@
+"""The sizing rules of the CPU plan, read from ``engines.yaml`` beside this module.
+
+Every number there carries its source or ``estimate``; a rule missing a source is refused when
+the file loads, so no unnamed constant steers the plan.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from pydantic import Field, ValidationError
+
+from inventory.fields import StrictModel
+from tuning.errors import ConfigError, read_yaml_config
+
+RULES_FILE = Path(__file__).with_name("engines.yaml")
+
+
+class EngineRule(StrictModel):
+    """Whole cores an engine's unit gets: ``api + tokenizer + engine + per_gpu × GPUs``."""
+
+    api_cores: int = Field(ge=0, le=64)
+    tokenizer_cores: int = Field(ge=0, le=64)
+    engine_cores: int = Field(ge=0, le=256)
+    cores_per_gpu: int = Field(ge=0, le=64)
+    sources: dict[str, str]
+
+    def cores_for(self, gpus: int) -> int:
+        """Whole cores for a unit on ``gpus`` GPUs (at least one)."""
+        return max(
+            1, self.api_cores + self.tokenizer_cores + self.engine_cores + self.cores_per_gpu * gpus
+        )
+
+    def describe(self, gpus: int) -> str:
+        """The rule with its numbers, as the plan shows it."""
+        return (
+            f"{self.api_cores} API + {self.tokenizer_cores} tokenizer + {self.engine_cores} "
+            f"engine + {self.cores_per_gpu}×{gpus} GPU = {self.cores_for(gpus)} cores"
+        )
+
+
+class HousekeepingRule(StrictModel):
+    cores_per_socket: int = Field(ge=0, le=64)
+    sources: dict[str, str]
+
+
+class CpuRules(StrictModel):
+    housekeeping: HousekeepingRule
+    engines: dict[str, EngineRule]
+
+
+@cache
+def load_rules(path: Path = RULES_FILE) -> CpuRules:
+    """The rules file, validated; :class:`ConfigError` naming the file and key otherwise."""
+    data = read_yaml_config(path, "CPU plan rules").data
+    try:
+        rules = CpuRules.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{path.name}: {where}: {first['msg']}") from None
+    for name, rule in rules.engines.items():
+        for key in ("api_cores", "tokenizer_cores", "engine_cores", "cores_per_gpu"):
+            if getattr(rule, key) and key not in rule.sources:
+                raise ConfigError(
+                    f"{path.name}: engines.{name}.sources.{key}: missing; cite the figure or "
+                    "mark it 'estimate'"
+                )
+    if "cores_per_socket" not in rules.housekeeping.sources:
+        raise ConfigError(f"{path.name}: housekeeping.sources.cores_per_socket: missing")
+    return rules

@@ -1,0 +1,137 @@
+"""Bounds for the branch and bound: LP capacity duals (Lagrangian VRAM bound), reachable
+priority sums, subset/superset maxima over GPU masks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from tuning.placement.problem import Option, Problem
+from tuning.placement.scoring import mask_bits
+
+#: Sums of the same priorities in another order differ by float error only; such sums merge
+#: into one entry (the largest, so rounding never lands below a reachable sum).
+_SUM_MERGE = 1e-9
+
+
+#: Slack when rounding a Lagrangian priority bound down to a reachable sum: far above the
+#: float error of the bound and the merges (≤ units · ``_SUM_MERGE``); a larger slack is only
+#: a weaker bound, never a wrong one.
+SUM_TOL = 1e-6
+
+
+#: Most distinct priority sums :func:`priority_sums` keeps per search depth.
+_SUM_LIMIT = 4096
+
+
+def priority_sums(
+    sharing_priorities: Sequence[float], exclusive_priorities: Sequence[float]
+) -> list[list[float] | None]:
+    """Per search depth ``i``: the sorted distinct subset sums of the priorities still open.
+
+    Entry ``i`` covers sharing units ``i..`` plus every exclusive unit (the exclusive part is
+    settled only at the leaves); ``None`` where there are more than ``_SUM_LIMIT`` sums (no
+    rounding there: the bound stays as it was, still admissible).
+    """
+    k = len(sharing_priorities)
+    result: list[list[float] | None] = [None] * (k + 1)
+
+    def add(current: list[float] | None, priority: float) -> list[float] | None:
+        if current is None:
+            return None
+        merged = sorted(set(current) | {value + priority for value in current})
+        distinct: list[float] = []
+        cluster_low = -math.inf
+        for value in merged:
+            if value - cluster_low <= _SUM_MERGE:
+                distinct[-1] = value  # sorted: the cluster's largest so far
+                continue
+            cluster_low = value
+            distinct.append(value)
+        return distinct if len(distinct) <= _SUM_LIMIT else None
+
+    sums: list[float] | None = [0.0]
+    for priority in exclusive_priorities:
+        sums = add(sums, priority)
+    result[k] = sums
+    for i in range(k - 1, -1, -1):
+        sums = add(sums, sharing_priorities[i])
+        result[i] = sums
+    return result
+
+
+def capacity_duals(
+    problem: Problem,
+    units: Sequence[int],
+    exclusive: Sequence[int],
+    opts: Sequence[tuple[tuple[int, Option], ...]],
+    cap: Sequence[float],
+    n: int,
+) -> tuple[list[float], list[float]]:
+    """Per-GPU multipliers ``λ ≥ 0`` for the VRAM bound: capacity duals of two LPs.
+
+    The LPs relax every unit to a fractional choice of options (``Σ x ≤ 1`` per unit) under
+    ``Σ reserve · x ≤ cap`` per GPU, maximising placed priority and score respectively. Any
+    ``λ ≥ 0`` gives a valid bound, so a failed LP just yields zeros (no VRAM bound).
+    """
+    zeros = [0.0] * n
+    if len(units) < 2:
+        return zeros, zeros
+    try:
+        import numpy as np
+        from scipy.optimize import linprog
+        from scipy.sparse import coo_matrix
+    except ImportError:  # pragma: no cover - scipy is a core dependency; exact without it
+        return zeros, zeros
+    rows: list[int] = []
+    cols: list[int] = []
+    data: list[float] = []
+    values: list[float] = []
+    priorities: list[float] = []
+    column = 0
+    everyone = list(units) + list(exclusive)
+    for row, u in enumerate(everyone):
+        model = problem.units[u].model
+        for _, o in opts[u]:
+            rows.append(row)
+            cols.append(column)
+            data.append(1.0)
+            for slot, pos in enumerate(mask_bits(o.mask)):
+                rows.append(len(everyone) + pos)
+                cols.append(column)
+                data.append(o.reserve_mib[slot] if model.allow_sharing else cap[pos])
+            values.append(o.value)
+            priorities.append(model.priority)
+            column += 1
+    matrix = coo_matrix((data, (rows, cols)), shape=(len(everyone) + n, column)).tocsr()
+    bounds_ub = np.concatenate([np.ones(len(everyone)), np.asarray(cap, dtype=float)])
+    duals = []
+    for objective in (priorities, values):
+        result = linprog(
+            -np.asarray(objective), A_ub=matrix, b_ub=bounds_ub, bounds=(0, 1), method="highs"
+        )
+        if result.status != 0:
+            duals.append(zeros)
+            continue
+        marginals = result.ineqlin.marginals[len(everyone) :]
+        duals.append([max(0.0, -float(m)) for m in marginals])
+    return duals[0], duals[1]
+
+
+def subset_max(values: list[float], n: int) -> None:
+    """In place: ``values[m]`` becomes the maximum over the subsets of ``m``."""
+    for bit in range(n):
+        step = 1 << bit
+        for mask in range(len(values)):
+            if mask & step and values[mask ^ step] > values[mask]:
+                values[mask] = values[mask ^ step]
+
+
+def superset_max(values: list[float], n: int) -> None:
+    """In place: ``values[m]`` becomes the maximum over the supersets of ``m``."""
+    for bit in range(n):
+        step = 1 << bit
+        for mask in range(len(values)):
+            if not mask & step and values[mask | step] > values[mask]:
+                values[mask] = values[mask | step]

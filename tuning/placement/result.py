@@ -1,0 +1,203 @@
+"""From a solution to the :class:`~tuning.core.plan.Plan`: placements, why a unit stays
+unplaced, the best alternative; :func:`plan` is the one call ``rigforge plan`` makes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from inventory.models import ModelsFile
+from tuning.core.plan import Placement, Plan, Unplaced
+from tuning.core.rig import RigSnapshot
+from tuning.placement.build import build_problem, power_violations
+from tuning.placement.problem import GpuView, Problem, ProfileHints
+from tuning.placement.scoring import EPS, mask_bits, p2p_available
+from tuning.placement.solver import Solution, solve
+from tuning.vram import gpu_memory_utilization
+
+
+def _numa_choice(members: Sequence[GpuView]) -> tuple[int | None, tuple[int, ...]]:
+    """NUMA node holding most of the set's GPUs (ties: the lowest GPU's) and its CPUs."""
+    nodes = [g.numa_node for g in members if g.numa_node is not None]
+    if not nodes:
+        cpus = sorted({c for g in members for c in (g.cpu_list or ())})
+        return None, tuple(cpus)
+    node = max(dict.fromkeys(nodes), key=nodes.count)
+    cpus = sorted({c for g in members if g.numa_node == node for c in (g.cpu_list or ())})
+    return node, tuple(cpus)
+
+
+def _unplaced_reason(problem: Problem, i: int, solution: Solution) -> str:
+    reason = problem.no_option_reasons[i]
+    if reason:
+        return reason
+    options = problem.options[i]
+    if all(not problem.power_ok[o.mask] for o in options):
+        violations = power_violations(problem.gpus, problem.psus, problem.circuits, options[0].mask)
+        return (
+            "every GPU set it fits on breaks the power budget ("
+            + "; ".join(violations)
+            + "); run 'rigforge sweep' and plan with --profile for lower caps"
+        )
+    holders = set()
+    used = 0
+    for j, choice in enumerate(solution.choice):
+        if choice is None or j == i:
+            continue
+        mask = problem.options[j][choice].mask
+        used |= mask
+        if any(o.mask & mask for o in options):
+            holders.add(problem.units[j].label)
+    free = [o for o in options if not o.mask & used]
+    over = [o for o in free if not problem.power_ok[used | o.mask]]
+    if free and len(over) == len(free):
+        # GPUs are free, but the rig cannot power them next to the models already placed.
+        violations = power_violations(
+            problem.gpus, problem.psus, problem.circuits, used | over[0].mask
+        )
+        return (
+            "GPUs it fits on are free, but running it there next to the placed models breaks "
+            "the power budget (" + "; ".join(violations) + "); run 'rigforge sweep' and plan "
+            "with --profile for lower caps, or lower its priority's competitors"
+        )
+    if holders:
+        return (
+            "every GPU set it fits on is taken by models placed first ("
+            + ", ".join(sorted(holders))
+            + "); add GPUs, lower its context/max_sequences, or raise its priority"
+        )
+    return "no GPU set fits together with the other models inside the power budget"
+
+
+def make_plan(problem: Problem) -> Plan:
+    """Solve ``problem`` and describe the answer (placements, unplaced with reasons, scores)."""
+    if not problem.power_ok[0]:
+        violations = power_violations(problem.gpus, problem.psus, problem.circuits, 0)
+        reason = (
+            "the rig is over its power budget with every GPU idle (" + "; ".join(violations) + ")"
+        )
+        return Plan(
+            problem.rig_name,
+            problem.fingerprint,
+            problem.headroom_pct,
+            (),
+            tuple(Unplaced(u.model.name, u.replica, reason) for u in problem.units),
+            0.0,
+            None,
+            "no plan: " + reason,
+        )
+    solution = solve(problem)
+    assert solution is not None  # power_ok[0] makes "place nothing" feasible
+    used_reserve = [0.0] * problem.n
+    for i, choice in enumerate(solution.choice):
+        if choice is None:
+            continue
+        option = problem.options[i][choice]
+        for slot, pos in enumerate(mask_bits(option.mask)):
+            used_reserve[pos] += (
+                option.reserve_mib[slot]
+                if problem.units[i].model.allow_sharing
+                else option.need_mib
+            )
+    holders: dict[int, int] = {}
+    for i, choice in enumerate(solution.choice):
+        if choice is not None:
+            for pos in mask_bits(problem.options[i][choice].mask):
+                holders[pos] = holders.get(pos, 0) + 1
+    placements: list[Placement] = []
+    unplaced: list[Unplaced] = []
+    for i, choice in enumerate(solution.choice):
+        unit = problem.units[i]
+        if choice is None:
+            unplaced.append(
+                Unplaced(unit.model.name, unit.replica, _unplaced_reason(problem, i, solution))
+            )
+            continue
+        option = problem.options[i][choice]
+        members = [problem.gpus[pos] for pos in mask_bits(option.mask)]
+        shared = any(holders[g.position] > 1 for g in members)
+        numa, cpus = _numa_choice(members)
+        util = max(
+            gpu_memory_utilization(
+                option.need_mib,
+                g.memory_total_mib,
+                headroom_pct=problem.headroom_pct,
+                exclusive=not shared,
+            )
+            for g in members
+        )
+        placements.append(
+            Placement(
+                model=unit.model.name,
+                replica=unit.replica,
+                engine=unit.model.engine,
+                weights=unit.model.weights,
+                gpus=tuple(g.uuid for g in members),
+                gpu_indices=tuple(g.index for g in members),
+                tp=option.tp,
+                pp=option.pp,
+                numa_node=numa,
+                cpu_list=cpus,
+                vram_mib=math.ceil(option.need_mib),
+                vram_free_mib=tuple(
+                    int(g.memory_total_mib - used_reserve[g.position]) for g in members
+                ),
+                port=unit.port,
+                p2p=p2p_available(option.worst_link),
+                worst_link=option.worst_link,
+                throughput=option.throughput,
+                gpu_memory_utilization=util,
+                context=unit.model.context,
+                max_sequences=unit.model.max_sequences,
+                kv_cache_bits=unit.model.kv_cache_bits,
+                shared=shared,
+                extra_args=unit.model.extra_args,
+            )
+        )
+    alternative_score, alternative = _alternative(problem, solution)
+    return Plan(
+        rig_name=problem.rig_name,
+        fingerprint=problem.fingerprint,
+        headroom_pct=problem.headroom_pct,
+        placements=tuple(placements),
+        unplaced=tuple(unplaced),
+        score=solution.score,
+        alternative_score=alternative_score,
+        alternative=alternative,
+    )
+
+
+def _alternative(problem: Problem, solution: Solution) -> tuple[float | None, str]:
+    """Best plan in which the first placed unit (highest priority) uses another GPU set."""
+    top = next((i for i, c in enumerate(solution.choice) if c is not None), None)
+    if top is None:
+        return None, "nothing placed"
+    choice = solution.choice[top]
+    assert choice is not None  # `top` is the first placed unit
+    chosen = problem.options[top][choice]
+    alt = solve(problem, exclude={top: chosen.mask})
+    label = problem.units[top].label
+    if alt is None:
+        return None, f"no other GPU set for {label} meets the power budget"
+    alt_choice = alt.choice[top]
+    if alt_choice is None:
+        where = "left unplaced"
+    else:
+        option = problem.options[top][alt_choice]
+        idx = ",".join(str(problem.gpus[p].index) for p in mask_bits(option.mask))
+        where = f"on GPUs {idx} (tp={option.tp}, pp={option.pp})"
+    return alt.score, (
+        f"best plan with {label} on another GPU set: {label} {where}, score {alt.score:.4f} "
+        f"vs {solution.score:.4f}"
+        + (
+            ""
+            if abs(alt.placed_priority - solution.placed_priority) < EPS
+            else ", fewer models placed"
+        )
+    )
+
+
+def plan(snapshot: RigSnapshot, models: ModelsFile, profile: ProfileHints | None = None) -> Plan:
+    """Build the problem and solve it: the one call ``rigforge plan`` makes."""
+    return make_plan(build_problem(snapshot, models, profile))

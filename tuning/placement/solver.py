@@ -1,0 +1,347 @@
+"""The exact solver: a DP over exclusive units, then a branch and bound over sharing units.
+
+See :func:`solve` (the decomposition) and :func:`_search_sharing` (the branch and bound); its
+two admissible bounds come from :mod:`tuning.placement.bounds` and the GPU-set tables built
+here. Checked against :func:`tuning.placement.oracle.brute_force`.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tuning.placement.bounds import SUM_TOL, capacity_duals, priority_sums, subset_max, superset_max
+from tuning.placement.problem import Option, Problem
+from tuning.placement.scoring import EPS, Key, better, mask_bits
+
+
+@dataclass(frozen=True)
+class Solution:
+    """The best assignment: per unit an option index or ``None`` (unplaced), and its key."""
+
+    choice: tuple[int | None, ...]
+    placed_priority: float
+    score: float
+
+    @property
+    def key(self) -> Key:
+        return (self.placed_priority, self.score)
+
+
+def solve(problem: Problem, *, exclude: Mapping[int, int] | None = None) -> Solution | None:
+    """Exact optimum of ``problem``; ``None`` when no plan meets the power budget.
+
+    ``exclude`` maps a unit position to a GPU mask that unit may not use (used to find the
+    best alternative plan).
+
+    Exclusive units never touch a GPU another unit uses, so a plan splits into an exclusive
+    part on GPU set ``E`` and a sharing part whose units cover ``S`` with ``E ∩ S = ∅``;
+    the two interact only through that and the power budget of ``E ∪ S``:
+
+    1. a DP over exclusive units gives ``f[E]``, the best exclusive key using exactly ``E``
+       (≤ 3^n transitions per unit: each option times the subsets of its complement);
+    2. ``F[S]`` = best ``f[E]`` with ``E ∩ S = ∅`` and ``power_ok[E | S]`` (3^n pairs);
+    3. a branch and bound over sharing units (priority first, few options first) with the
+       admissible bound ``max over S' ⊇ S`` of ``F[S']`` plus every remaining unit's best
+       option inside ``S'`` (VRAM sharing relaxed); identical units (replicas) take options
+       in non-decreasing order, which drops their permutations.
+    """
+    excluded = exclude or {}
+    n = problem.n
+    full = (1 << n) - 1
+    size = 1 << n
+    power_ok = problem.power_ok
+    count = len(problem.units)
+    opts: list[tuple[tuple[int, Option], ...]] = [
+        tuple(
+            (j, o)
+            for j, o in enumerate(problem.options[u])
+            if excluded.get(u) is None or o.mask != excluded[u]
+        )
+        for u in range(count)
+    ]
+    exclusive = [u for u in range(count) if opts[u] and not problem.units[u].model.allow_sharing]
+    sharing = [u for u in range(count) if opts[u] and problem.units[u].model.allow_sharing]
+
+    # 1. exclusive units: f[E] over exactly-used masks, with back pointers per unit
+    f: list[Key | None] = [None] * size
+    f[0] = (0.0, 0.0)
+    backs: list[list[tuple[int, int] | None]] = []
+    for u in exclusive:
+        priority = problem.units[u].model.priority
+        new = list(f)
+        back: list[tuple[int, int] | None] = [None] * size
+        for j, option in opts[u]:
+            mask = option.mask
+            comp = full & ~mask
+            sub = comp
+            while True:
+                prev = f[sub]
+                if prev is not None:
+                    key = (prev[0] + priority, prev[1] + option.value)
+                    target = sub | mask
+                    held = new[target]
+                    if held is None or better(key, held):
+                        new[target] = key
+                        back[target] = (sub, j)
+                if not sub:
+                    break
+                sub = (sub - 1) & comp
+        f = new
+        backs.append(back)
+
+    # 2. F[S]: best exclusive part beside a sharing part that uses exactly S
+    best_excl: list[Key | None] = [None] * size
+    best_excl_mask = [0] * size
+    for shared_mask in range(size):
+        comp = full & ~shared_mask
+        sub = comp
+        top: Key | None = None
+        top_mask = 0
+        while True:
+            part = f[sub]
+            if (
+                part is not None
+                and power_ok[sub | shared_mask]
+                and (top is None or better(part, top))
+            ):
+                top, top_mask = part, sub
+            if not sub:
+                break
+            sub = (sub - 1) & comp
+        best_excl[shared_mask] = top
+        best_excl_mask[shared_mask] = top_mask
+
+    choice: list[int | None] = [None] * count
+    share_choice = _search_sharing(problem, sharing, exclusive, opts, best_excl, n)
+    if share_choice is None:
+        return None
+    total, picks, used = share_choice
+    for u, j in picks.items():
+        choice[u] = j
+    mask = best_excl_mask[used]
+    for u, back in zip(reversed(exclusive), reversed(backs), strict=True):
+        step = back[mask]
+        if step is not None:
+            mask, choice[u] = step
+    return Solution(choice=tuple(choice), placed_priority=total[0], score=total[1])
+
+
+def _search_sharing(
+    problem: Problem,
+    units: Sequence[int],
+    exclusive: Sequence[int],
+    opts: Sequence[tuple[tuple[int, Option], ...]],
+    best_excl: Sequence[Key | None],
+    n: int,
+) -> tuple[Key, dict[int, int], int] | None:
+    """Branch and bound over the sharing units on top of ``best_excl`` (see :func:`solve`).
+
+    Two admissible bounds, taken componentwise (placed priority, score), the smaller wins:
+
+    * *sets*: the best exclusive part beside any final sharing GPU set ``S' ⊇ S`` plus each
+      remaining sharing unit's best option inside ``S'`` (exact on GPU sets, VRAM relaxed);
+    * *VRAM* (Lagrangian): every GPU ``g`` can still take at most ``resid_g`` MiB of
+      reservations, so for multipliers ``λ ≥ 0`` the remaining units add at most
+      ``Σ_units max(0, max_option(value − Σ_g λ_g·reserve_g)) + Σ_g λ_g·resid_g``; ``λ``
+      are the capacity duals of the LP relaxation (HiGHS) at the root. Exclusive units count
+      as reserving a whole GPU, which only relaxes them further. Its priority part rounds
+      down to the largest subset sum of the open units' priorities (placed priority takes no
+      other value), so a fractional 32.7 over an incumbent of 32 defers to the score bound.
+
+    Returns the best total key, each placed sharing unit's option index and the GPUs the
+    sharing units use; ``None`` when no combination leaves a plan inside the power budget.
+    """
+    size = 1 << n
+    usable = tuple(g.usable_mib for g in problem.gpus)
+    signature = {
+        u: (
+            problem.units[u].model.priority,
+            tuple((o.mask, o.tp, o.pp, o.reserve_mib, o.value) for _, o in opts[u]),
+        )
+        for u in units
+    }
+    first_seen: dict[object, int] = {}
+    for u in units:
+        first_seen.setdefault(signature[u], u)
+    # highest priority first; fewest options first; replicas (equal signatures) adjacent
+    order = sorted(
+        units,
+        key=lambda u: (
+            -problem.units[u].model.priority,
+            len(opts[u]),
+            first_seen[signature[u]],
+            u,
+        ),
+    )
+    k = len(order)
+    twin = [i > 0 and signature[order[i]] == signature[order[i - 1]] for i in range(k)]
+    neg = -math.inf
+
+    # bound_p[i][S], bound_s[i][S]: componentwise upper bounds on what units i.. plus the
+    # exclusive part can add once the sharing part's GPUs include S (a componentwise bound is
+    # safe under the tolerant lexicographic comparison of keys)
+    add_p = [0.0] * size
+    add_s = [0.0] * size
+    bound_p: list[list[float]] = [[]] * (k + 1)
+    bound_s: list[list[float]] = [[]] * (k + 1)
+    for i in range(k, -1, -1):
+        if i < k:
+            u = order[i]
+            within = [neg] * size
+            for _, option in opts[u]:
+                within[option.mask] = max(within[option.mask], option.value)
+            subset_max(within, n)
+            priority = problem.units[u].model.priority
+            for mask in range(size):
+                if within[mask] > neg:
+                    add_p[mask] += priority
+                    add_s[mask] += max(within[mask], 0.0)
+        bp = [neg] * size
+        bs = [neg] * size
+        for mask in range(size):
+            key = best_excl[mask]
+            if key is not None:
+                bp[mask] = key[0] + add_p[mask]
+                bs[mask] = key[1] + add_s[mask]
+        superset_max(bp, n)
+        superset_max(bs, n)
+        bound_p[i] = bp
+        bound_s[i] = bs
+
+    # VRAM bound: per-GPU capacity of all future reservations, LP duals as multipliers
+    cap = [
+        max(
+            [usable[g]]
+            + [
+                o.reserve_mib[slot]
+                for u in units
+                for _, o in opts[u]
+                for slot, pos in enumerate(mask_bits(o.mask))
+                if pos == g
+            ]
+        )
+        for g in range(n)
+    ]
+    lam_p, lam_s = capacity_duals(problem, units, exclusive, opts, cap, n)
+
+    def reduced(u: int, lam: Sequence[float], use_value: bool) -> float:
+        top = 0.0
+        priority = problem.units[u].model.priority
+        shared_unit = problem.units[u].model.allow_sharing
+        for _, o in opts[u]:
+            gain = o.value if use_value else priority
+            for slot, pos in enumerate(mask_bits(o.mask)):
+                gain -= lam[pos] * (o.reserve_mib[slot] if shared_unit else cap[pos])
+            top = max(top, gain)
+        return top
+
+    tail_p = [0.0] * (k + 1)
+    tail_s = [0.0] * (k + 1)
+    tail_p[k] = sum(reduced(u, lam_p, False) for u in exclusive)
+    tail_s[k] = sum(reduced(u, lam_s, True) for u in exclusive)
+    for i in range(k - 1, -1, -1):
+        tail_p[i] = tail_p[i + 1] + reduced(order[i], lam_p, False)
+        tail_s[i] = tail_s[i + 1] + reduced(order[i], lam_s, True)
+    use_lagrange = any(lam_p) or any(lam_s)
+    # Placed priority only takes subset sums of the units' priorities, so a fractional
+    # Lagrangian bound rounds down to the largest such sum below it: with integer priorities
+    # a bound of 32.7 becomes 32, which ties an incumbent at 32 and lets the score decide.
+    sums_from = priority_sums(
+        [problem.units[u].model.priority for u in order],
+        [problem.units[u].model.priority for u in exclusive],
+    )
+
+    prepared = [
+        [(j, o.mask, tuple(mask_bits(o.mask)), o.reserve_mib, o.value) for j, o in opts[order[i]]]
+        for i in range(k)
+    ]
+    priorities = [problem.units[u].model.priority for u in order]
+    reserved = [0.0] * n
+    picked: list[int] = [-1] * k  # index into prepared[i]; -1: unplaced
+    best: list[Any] = [None, None, 0]  # key, picks, used mask
+
+    def dfs(i: int, used: int, cur_p: float, cur_s: float) -> None:
+        incumbent = best[0]
+        if i == k:
+            tail = best_excl[used]
+            if tail is None:
+                return
+            key = (cur_p + tail[0], cur_s + tail[1])
+            if incumbent is None or better(key, incumbent):
+                best[0] = key
+                best[1] = {order[x]: prepared[x][picked[x]][0] for x in range(k) if picked[x] >= 0}
+                best[2] = used
+            return
+        if use_lagrange and incumbent is not None:
+            lag_p = cur_p + tail_p[i]
+            lag_s = cur_s + tail_s[i]
+            for g in range(n):
+                if used >> g & 1:
+                    resid = usable[g] - reserved[g]
+                    if resid > 0:
+                        lag_p += lam_p[g] * resid
+                        lag_s += lam_s[g] * resid
+                else:
+                    lag_p += lam_p[g] * cap[g]
+                    lag_s += lam_s[g] * cap[g]
+            sums = sums_from[i]
+            if sums is not None:
+                at = bisect_right(sums, lag_p - cur_p + SUM_TOL)
+                lag_p = cur_p + (sums[at - 1] if at else 0.0)
+            if not better((lag_p, lag_s), incumbent):
+                return
+        start = 0
+        if twin[i]:
+            if picked[i - 1] < 0:
+                dfs(i + 1, used, cur_p, cur_s)  # a twin after an unplaced one stays unplaced
+                return
+            start = picked[i - 1]
+        priority = priorities[i]
+        next_p = bound_p[i + 1]
+        next_s = bound_s[i + 1]
+        rows = prepared[i]
+        for x in range(start, len(rows)):
+            _, mask, bits, reserve, value = rows[x]
+            after = used | mask
+            if next_p[after] == neg:
+                continue
+            if incumbent is not None:
+                # inlined ``not better(bound, incumbent)``: this loop is the hot spot
+                bound_here = cur_p + priority + next_p[after]
+                if bound_here < incumbent[0] - EPS or (
+                    bound_here <= incumbent[0] + EPS
+                    and cur_s + value + next_s[after] <= incumbent[1] + EPS
+                ):
+                    continue
+            fits = True
+            for slot, pos in enumerate(bits):
+                # alone on a GPU the estimate already fits; reservations add up only once a
+                # second sharing unit arrives
+                if used >> pos & 1 and reserved[pos] + reserve[slot] > usable[pos] + EPS:
+                    fits = False
+                    break
+            if not fits:
+                continue
+            for slot, pos in enumerate(bits):
+                reserved[pos] += reserve[slot]
+            picked[i] = x
+            dfs(i + 1, after, cur_p + priority, cur_s + value)
+            picked[i] = -1
+            for slot, pos in enumerate(bits):
+                reserved[pos] -= reserve[slot]
+            incumbent = best[0]
+        if bound_p[i + 1][used] > neg and (
+            incumbent is None
+            or better((cur_p + bound_p[i + 1][used], cur_s + bound_s[i + 1][used]), incumbent)
+        ):
+            dfs(i + 1, used, cur_p, cur_s)
+
+    if bound_p[0][0] > neg:
+        dfs(0, 0, 0.0, 0.0)
+    if best[0] is None:
+        return None
+    return best[0], best[1], best[2]

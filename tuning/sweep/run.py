@@ -1,0 +1,549 @@
+"""Running a sweep: park, probe in parallel inside the budget, allocate, heat-soak (see
+:mod:`tuning.sweep`)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+
+from tuning.apply.actuator import Actuator
+from tuning.apply.session import SafetySession
+from tuning.backends.base import GpuSample, PowerConstraints, Rig
+from tuning.budget import Allocation, BudgetModel, CapOption, InfeasibleBudget, Policy, allocate
+from tuning.errors import SafetyAbort
+from tuning.search import CapSearch, make_search
+from tuning.sustained import SustainedSampler, ThrottleEvent
+from tuning.sweep.config import SweepConfig
+from tuning.sweep.result import GpuResult, SoakRound, SweepResult
+from tuning.telemetry import (
+    CapTrace,
+    ProbeMeasurement,
+    ProbeWindow,
+    SteadyStatePolicy,
+    Watchdog,
+    fit_first_order,
+    watchdog_limit_c,
+)
+from tuning.workloads import Workload
+
+#: progress callback: (uuid, event, details) — events: "probe", "done", "soak", "soak_done"
+Progress = Callable[[str, str, Mapping[str, Any]], None]
+
+
+class Sweep:
+    """One sweep of one rig under one workload (see the module docstring)."""
+
+    def __init__(
+        self,
+        rig: Rig,
+        actuator: Actuator,
+        workload: Workload,
+        config: SweepConfig,
+        *,
+        session: SafetySession | None = None,
+        progress: Progress | None = None,
+        rig_spec: str | None = None,
+        budget: BudgetModel | None = None,
+    ) -> None:
+        """``budget``: judge caps and draw against it instead of the rig's own PSUs and
+        circuits (a budget given on the command line for a simulated rig)."""
+        self.rig = rig
+        self.actuator = actuator
+        self.workload = workload
+        self.config = config
+        self.session = session
+        self.progress = progress or (lambda uuid, event, details: None)
+        self.rig_spec = rig_spec or actuator.spec
+        self.clock = rig.clock
+        self.uuids = [gpu.uuid for gpu in rig.gpus]
+        self.constraints: dict[str, PowerConstraints] = {
+            gpu.uuid: gpu.power_constraints() for gpu in rig.gpus
+        }
+        self.budget = budget if budget is not None else BudgetModel.from_rig(rig)
+        self.watchdog = Watchdog(
+            slowdown_c={gpu.uuid: watchdog_limit_c(gpu.thresholds()) for gpu in rig.gpus},
+            budget=self.budget,
+            margin_c=config.watchdog_margin_c,
+        )
+        self.caps: dict[str, float] = {gpu.uuid: gpu.power_limit_w() for gpu in rig.gpus}
+        self.trace = CapTrace(self.budget, dict(self.caps))
+        self.searches: dict[str, CapSearch] = {
+            uuid: make_search(
+                config.strategy, self.constraints[uuid], floor=config.floor, step_w=config.step_w
+            )
+            for uuid in self.uuids
+        }
+        self.resumed_probes = 0
+        self.floor_blocked_by: tuple[str, ...] = ()
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _on_change(self, uuid: str, cap_w: float) -> None:
+        self.caps[uuid] = cap_w
+        self.trace.record(self.clock.now_s(), uuid, cap_w)
+
+    def _set(self, uuid: str, cap_w: float) -> None:
+        self.actuator.set_cap(uuid, cap_w)
+
+    def _park(self, uuid: str) -> None:
+        self.workload.stop(uuid)
+        self._set(uuid, self.constraints[uuid].min_w)
+
+    def _draw_w(self, uuid: str, sample: GpuSample) -> float:
+        """Board draw for the draw watchdog; a GPU without a power sensor counts at its live
+        cap (the most it may draw), never at 0 W. Units: W."""
+        if sample.power_draw_w is not None:
+            return sample.power_draw_w
+        return self.caps[uuid]
+
+    def _fits(self, uuid: str, cap_w: float) -> bool:
+        if cap_w <= self.caps[uuid]:
+            return True
+        return self.budget.fits({**self.caps, uuid: cap_w}, self.config.sweep_limit_ratio)
+
+    def _window(self, cap_w: float) -> ProbeWindow:
+        policy = self.config.steady
+        if self.config.fixed_probe_s is not None:
+            policy = SteadyStatePolicy(
+                settle_s=policy.settle_s,
+                window_s=max(5.0, self.config.fixed_probe_s - policy.settle_s),
+                rel_tol=0.0,
+                max_s=self.config.fixed_probe_s,
+            )
+        return ProbeWindow(cap_w=cap_w, started_s=self.clock.now_s(), policy=policy)
+
+    def _replay(self) -> None:
+        if self.session is None:
+            return
+        for uuid, probes in self.session.resumed_probes.items():
+            search = self.searches.get(uuid)
+            if search is None:
+                continue
+            for probe in probes:
+                search.next_cap()  # keeps the search's own bookkeeping identical
+                search.record(ProbeMeasurement(**probe))
+                self.resumed_probes += 1
+
+    # -- phases -------------------------------------------------------------------------------
+
+    def run(self) -> SweepResult:
+        """Probe, allocate, heat-soak. Caps are left changed: the caller restores them."""
+        self.actuator.on_change = self._on_change
+        try:
+            self._replay()
+            started = self.clock.now_s()
+            for uuid in self.uuids:
+                self._park(uuid)
+            self._probe_all()
+            sweep_s = self.clock.now_s() - started
+            allocation = self._allocate()
+            rounds, final_caps, flagged = self._heat_soak(allocation)
+            # What the sweep set: not the stock caps of GPUs it had not parked yet.
+            max_ratio = self.trace.max_load_ratio(set_only=True)
+        finally:
+            self.actuator.on_change = None
+            for uuid in self.uuids:
+                self.workload.stop(uuid)
+        return self._result(sweep_s, allocation, rounds, final_caps, flagged, max_ratio)
+
+    def _probe_all(self) -> None:
+        cfg = self.config
+        pending: dict[str, int] = {}
+        for uuid in self.uuids:
+            cap = self.searches[uuid].next_cap()
+            if cap is not None:
+                pending[uuid] = cap
+            else:
+                self.progress(uuid, "done", {"probes": len(self.searches[uuid].points)})
+        active: dict[str, ProbeWindow] = {}
+        while pending or active:
+            # start waiting probes, fewest-probes-first so every GPU progresses
+            for uuid in sorted(
+                pending, key=lambda u: (len(self.searches[u].points), self.uuids.index(u))
+            ):
+                if cfg.max_parallel is not None and len(active) >= cfg.max_parallel:
+                    break
+                cap = pending[uuid]
+                if self._fits(uuid, cap):
+                    self._set(uuid, cap)
+                    self.workload.start(uuid)
+                    active[uuid] = self._window(cap)
+                    del pending[uuid]
+            if not active:
+                blocked = ", ".join(f"{u} at {c} W" for u, c in pending.items())
+                raise SafetyAbort(
+                    f"no probe fits the power budget even with every other GPU at its minimum "
+                    f"cap ({blocked}); check the rig's PSU and circuit figures"
+                )
+            self.clock.sleep(cfg.sample_period_s)
+            now = self.clock.now_s()
+            # every GPU, not only the probing ones: a parked card still draws (idle power, a
+            # neighbour's heat, a process this sweep does not own) on the same PSU
+            draws: dict[str, float] = {}
+            for uuid in self.uuids:
+                sample = self.rig.gpu(uuid).sample(now)
+                window = active.get(uuid)
+                self.watchdog.check_temperature(uuid, sample, loaded=window is not None)
+                draws[uuid] = self._draw_w(uuid, sample)
+                if window is None:
+                    continue
+                # read for every probing GPU, ready or not: a WorkloadFailed propagates and
+                # the safety session restores the caps
+                tokens = self.workload.tokens_total(uuid)
+                if not self.workload.ready(uuid):
+                    # settle, window and max_s count from the load's first rate at this cap
+                    window.started_s = now
+                    continue
+                window.add(sample, tokens)
+            self.watchdog.check_draw(draws)
+            for uuid, window in list(active.items()):
+                fixed = cfg.fixed_probe_s is not None
+                if not (window.expired(now) or (not fixed and window.steady())):
+                    continue
+                measurement = window.result(now)
+                search = self.searches[uuid]
+                search.record(measurement)
+                if self.session is not None:
+                    self.session.record_probe(uuid, asdict(measurement))
+                del active[uuid]
+                self.progress(
+                    uuid,
+                    "probe",
+                    {
+                        "probes": len(search.points),
+                        "cap_w": measurement.cap_w,
+                        "throughput_tps": measurement.throughput_tps,
+                    },
+                )
+                nxt = search.next_cap()
+                if nxt is None:
+                    self._park(uuid)
+                    self.progress(uuid, "done", {"probes": len(search.points)})
+                elif nxt <= self.caps[uuid]:
+                    # lowering never breaks the budget: go straight to the next probe
+                    self._set(uuid, nxt)
+                    # the load's last rate was measured at the old cap: wait for a new one
+                    self.workload.settle(uuid)
+                    active[uuid] = self._window(nxt)
+                else:
+                    self._park(uuid)
+                    pending[uuid] = nxt
+
+    def _options(self) -> tuple[dict[str, list[CapOption]], dict[str, float]]:
+        options = {uuid: self.searches[uuid].options() for uuid in self.uuids}
+        floors = {
+            uuid: self.config.floor * (self.searches[uuid].uncapped_tps or 0.0)
+            for uuid in self.uuids
+        }
+        return options, floors
+
+    def _interpolated(self, uuid: str) -> list[CapOption]:
+        """Measured options plus estimates every 5 W down to the minimum cap.
+
+        Between measured points throughput and power are interpolated linearly; below the
+        lowest one throughput is scaled with the cap (pessimistic for every shape the
+        workloads show). Only used when the measured points cannot fit the budget; the
+        heat-soak then measures what the estimate promised.
+        """
+        measured = self.searches[uuid].options()
+        if not measured:
+            return measured
+        lowest = measured[0]
+        caps = [o.cap_w for o in measured]
+        estimates = {o.cap_w: o for o in measured}
+        cap = math.ceil(self.constraints[uuid].min_w)
+        while cap < caps[-1]:
+            if cap not in estimates:
+                if cap < lowest.cap_w:
+                    scale = cap / lowest.cap_w
+                    estimates[cap] = CapOption(cap, lowest.throughput_tps * scale, float(cap))
+                else:
+                    hi = next(o for o in measured if o.cap_w > cap)
+                    lo = [o for o in measured if o.cap_w < cap][-1]
+                    w = (cap - lo.cap_w) / (hi.cap_w - lo.cap_w)
+                    estimates[cap] = CapOption(
+                        cap,
+                        lo.throughput_tps + w * (hi.throughput_tps - lo.throughput_tps),
+                        lo.power_w + w * (hi.power_w - lo.power_w),
+                    )
+            cap += 5
+        return sorted(estimates.values(), key=lambda o: o.cap_w)
+
+    def _floor_blocked_by(
+        self, options: Mapping[str, list[CapOption]], floors: Mapping[str, float]
+    ) -> tuple[str, ...]:
+        """The PSUs/circuits over their allocation limit (1 − headroom) when every GPU takes
+        the lowest cap that meets its floor: what made the floor not fit. Never empty (the
+        most loaded one when the overload only shows in combination)."""
+        caps: dict[str, float] = {}
+        for uuid, opts in options.items():
+            meeting = [o for o in opts if o.throughput_tps >= floors.get(uuid, 0.0)]
+            best = min(meeting, key=lambda o: o.cap_w) if meeting else None
+            if best is None and opts:
+                best = max(opts, key=lambda o: o.throughput_tps)
+            if best is not None:
+                caps[uuid] = best.cap_w
+        ratios = self.budget.load_ratios(caps)
+        limit = 1.0 - self.config.headroom
+        over = sorted(name for name, ratio in ratios.items() if ratio > limit + 1e-9)
+        if over or not ratios:
+            return tuple(over)
+        return (max(ratios, key=lambda name: ratios[name]),)
+
+    def _allocate(self) -> Allocation:
+        options, floors = self._options()
+        kwargs = {
+            "headroom": self.config.headroom,
+            "floors_tps": floors if self.config.policy is Policy.EFFICIENCY else None,
+        }
+        try:
+            allocation = allocate(options, self.budget, self.config.policy, **kwargs)  # type: ignore[arg-type]
+        except InfeasibleBudget:
+            pass
+        else:
+            if allocation.floor_relaxed:
+                self.floor_blocked_by = self._floor_blocked_by(options, floors)
+            return allocation
+        options = {uuid: self._interpolated(uuid) for uuid in self.uuids}
+        try:
+            allocation = allocate(options, self.budget, self.config.policy, **kwargs)  # type: ignore[arg-type]
+            if allocation.floor_relaxed:
+                self.floor_blocked_by = self._floor_blocked_by(options, floors)
+            return allocation
+        except InfeasibleBudget as error:
+            raise SafetyAbort(
+                f"no combination of measured caps fits the budget with {self.config.headroom:.0%} "
+                f"headroom ({error}); check the rig's PSU and circuit figures"
+            ) from error
+
+    def _lower_cap(self, uuid: str, cap_w: float) -> float:
+        """A throttling GPU's next cap: 8 % lower, never below its minimum. Units: W."""
+        return max(self.constraints[uuid].min_w, math.floor(cap_w * 0.92))
+
+    #: the predicted steady temperature must stay this far under the SW thermal target. Units: °C
+    SOAK_MARGIN_C = 1.5
+
+    def predicted_steady_c(self, soak: SoakRound, uuid: str) -> float | None:
+        """Where the GPU's temperature was heading in ``soak``: the asymptote of a first-order
+        fit to its trace (samples before the first throttle event only). Units: °C."""
+        trace = soak.temp_trace.get(uuid, ())
+        fit = fit_first_order([t for t, _ in trace], [c for _, c in trace])
+        return None if fit is None else fit[0]
+
+    def _corrected_cap(
+        self, uuid: str, cap_w: float, soak: SoakRound, throttled: bool
+    ) -> float | None:
+        """The cap that keeps the GPU's predicted asymptote under its target, or None when
+        it is not headed there. The heat-sink's resistance is estimated from the same fit:
+        (asymptote − starting temperature) / draw, which overstates the cut a little (the
+        start was not at zero watts) — the safe side. Units: W."""
+        target = self._target_c(uuid)
+        goal = target - self.SOAK_MARGIN_C
+        steady = self.predicted_steady_c(soak, uuid)
+        if steady is None:
+            return self._lower_cap(uuid, cap_w) if throttled else None
+        if steady <= goal and not throttled:
+            return None
+        trace = soak.temp_trace[uuid]
+        draw = min(soak.power_w.get(uuid, cap_w) or cap_w, cap_w)
+        rise = steady - trace[0][1]
+        if rise <= 0 or draw <= 0:
+            return self._lower_cap(uuid, cap_w)
+        cut_w = (max(steady, target) - goal) * draw / rise
+        new = math.floor(min(draw - cut_w, cap_w * 0.97))
+        return float(max(self.constraints[uuid].min_w, new))
+
+    def _target_c(self, uuid: str) -> float:
+        """The temperature SW thermal slowdown holds a card at. Units: °C."""
+        t = self.rig.gpu(uuid).thresholds()
+        return t.target_c or t.max_operating_c or t.slowdown_c or 80.0
+
+    def _cool_down(self, limit_s: float = 600.0) -> None:
+        """Idle every GPU until all are 10 °C under their SW thermal target (or ``limit_s``).
+
+        A rejected round leaves cards at their thermal limit; the next round must start
+        from a rig that is not still throttling on the previous round's heat.
+        """
+        for uuid in self.uuids:
+            self.workload.stop(uuid)
+        targets = {u: self._target_c(u) for u in self.uuids}
+        started = self.clock.now_s()
+        while self.clock.now_s() - started < limit_s:
+            now = self.clock.now_s()
+            temps = {u: self.rig.gpu(u).sample(now).temp_c for u in self.uuids}
+            if all(t is None or t <= targets[u] - 10.0 for u, t in temps.items()):
+                return
+            self.clock.sleep(10.0)
+
+    def _apply_caps(self, caps: Mapping[str, float]) -> None:
+        # lower first, then raise: every intermediate state is at or below the final one
+        for uuid in sorted(self.uuids, key=lambda u: caps[u] - self.caps[u]):
+            self._set(uuid, caps[uuid])
+
+    def _heat_soak(
+        self, allocation: Allocation
+    ) -> tuple[list[SoakRound], dict[str, float], set[str]]:
+        caps = {uuid: float(cap) for uuid, cap in allocation.caps_w.items()}
+        rounds: list[SoakRound] = []
+        flagged: set[str] = set()
+        for _ in range(self.config.max_soak_rounds):
+            soak = self._soak_once(caps)
+            rounds.append(soak)
+            if soak.passed:
+                break
+            # predict where every card would settle from this round's thermal transient and
+            # lower each one headed over its target (the throttling card and its hot
+            # neighbours) by the watts that move its asymptote under target − margin, so the
+            # first correction is right instead of creeping down 8 % per round
+            offenders = {e.uuid for e in soak.throttle_events}
+            for uuid in self.uuids:
+                new = self._corrected_cap(uuid, caps[uuid], soak, uuid in offenders)
+                if new is None:
+                    continue
+                if new >= caps[uuid]:
+                    flagged.add(uuid)
+                caps[uuid] = new
+            self._cool_down()
+        else:
+            flagged |= {e.uuid for e in rounds[-1].throttle_events}
+        return rounds, caps, flagged
+
+    def _soak_once(self, caps: Mapping[str, float]) -> SoakRound:
+        cfg = self.config
+        self._apply_caps(caps)
+        for uuid in self.uuids:
+            self.workload.start(uuid)
+        sampler = SustainedSampler(
+            [self.rig.gpu(u) for u in self.uuids],
+            self.clock,
+            caps_w=caps,
+            duration_s=cfg.heat_soak_s,
+            period_s=cfg.sample_period_s,
+        )
+        started = sampler.started_s
+        events: list[ThrottleEvent] = []
+        power_sum = dict.fromkeys(self.uuids, 0.0)
+        power_n = dict.fromkeys(self.uuids, 0)
+        draw_log: dict[str, list[float]] = {u: [] for u in self.uuids}
+        # throughput and power are judged over the last 5 minutes (hot, steady); a round
+        # cut short by a throttle event is judged over what it ran
+        judge_from_s = started + max(0.0, cfg.heat_soak_s - 300.0)
+        first_tokens = {u: self.workload.tokens_total(u) for u in self.uuids}
+        tokens_at_judge: dict[str, float] = {}
+        self.progress("", "soak", {"caps_w": dict(caps), "seconds": cfg.heat_soak_s})
+        while sampler.running:
+            now, samples, new_events = sampler.step()
+            if now >= judge_from_s and not tokens_at_judge:
+                tokens_at_judge = {u: self.workload.tokens_total(u) for u in self.uuids}
+                judge_start = now
+            draws = {}
+            for uuid in self.uuids:
+                sample = samples[uuid]
+                self.watchdog.check_temperature(uuid, sample)
+                draws[uuid] = self._draw_w(uuid, sample)
+                # the measurement keeps what the card reported (no sensor: 0 W, as before);
+                # only the watchdog assumes the worst
+                measured_w = sample.power_draw_w or 0.0
+                draw_log[uuid].append(measured_w)
+                if tokens_at_judge:
+                    power_sum[uuid] += measured_w
+                    power_n[uuid] += 1
+            events.extend(new_events)
+            self.watchdog.check_draw(draws)
+            if events:
+                break  # rejected: no need to sit out the rest of the 30 minutes
+        seen = sampler.gpu
+        peak: dict[str, float] = {}
+        for u in self.uuids:
+            peak_c = seen[u].peak_temp_c
+            peak[u] = peak_c if peak_c is not None else float("-inf")  # no sensor
+        trace = {u: seen[u].temp_trace for u in self.uuids}
+        elapsed = self.clock.now_s() - started
+        now = self.clock.now_s()
+        if tokens_at_judge and now > judge_start:
+            tps = {
+                u: (self.workload.tokens_total(u) - tokens_at_judge[u]) / (now - judge_start)
+                for u in self.uuids
+            }
+        else:
+            tps = {
+                u: (self.workload.tokens_total(u) - first_tokens[u]) / max(elapsed, 1e-9)
+                for u in self.uuids
+            }
+        power = {
+            u: power_sum[u] / power_n[u] if power_n[u] else float(np.mean(draw_log[u] or [0.0]))
+            for u in self.uuids
+        }
+        self.progress("", "soak_done", {"events": len(events), "seconds": elapsed})
+        return SoakRound(
+            caps_w=dict(caps),
+            sim_seconds=elapsed,
+            throttle_events=tuple(events),
+            peak_temp_c=peak,
+            throughput_tps=tps,
+            power_w=power,
+            temp_trace={u: tuple(t) for u, t in trace.items()},
+            last_temp_c={u: t[-1][1] for u, t in trace.items() if t},
+        )
+
+    def _result(
+        self,
+        sweep_s: float,
+        allocation: Allocation,
+        rounds: list[SoakRound],
+        final_caps: Mapping[str, float],
+        flagged: set[str],
+        max_ratio: float,
+    ) -> SweepResult:
+        final = rounds[-1]
+        gpus = []
+        for gpu in self.rig.gpus:
+            uuid = gpu.uuid
+            search = self.searches[uuid]
+            top = search.uncapped
+            constraints = self.constraints[uuid]
+            gpus.append(
+                GpuResult(
+                    uuid=uuid,
+                    name=gpu.name,
+                    pci_bus_id=gpu.pci_bus_id,
+                    min_w=constraints.min_w,
+                    max_w=constraints.max_w,
+                    stock_cap_w=constraints.default_w,
+                    natural_draw_w=search.natural_draw_w or 0.0,
+                    uncapped_tps=top.throughput_tps if top else 0.0,
+                    uncapped_tokens_per_joule=top.tokens_per_joule if top else 0.0,
+                    cap_w=float(final.caps_w[uuid]),
+                    probes=len(search.points),
+                    curve=tuple(sorted(search.points, key=lambda p: p.cap_w)),
+                    throughput_tps=final.throughput_tps[uuid],
+                    power_w=final.power_w[uuid],
+                    peak_temp_c=final.peak_temp_c[uuid],
+                    flagged=uuid in flagged,
+                )
+            )
+        total_t = sum(final.throughput_tps.values())
+        total_p = sum(final.power_w.values())
+        objective = (
+            total_t
+            if self.config.policy is Policy.THROUGHPUT
+            else (total_t / total_p if total_p else 0.0)
+        )
+        return SweepResult(
+            config=self.config,
+            rig_name=self.rig.name,
+            rig_spec=self.rig_spec,
+            fingerprint=self.rig.snapshot().fingerprint(),
+            gpus=tuple(gpus),
+            sweep_sim_s=sweep_s,
+            soak_rounds=tuple(rounds),
+            max_psu_load_ratio=max_ratio,
+            allocation=allocation,
+            objective=objective,
+            resumed_probes=self.resumed_probes,
+            floor_blocked_by=self.floor_blocked_by,
+        )
