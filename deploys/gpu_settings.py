@@ -40,6 +40,7 @@ from tuning.render.files import (
     CAP_RETRY_DELAY_S,
     GPU_SETTINGS_SCRIPT,
     PROFILE_TARGET,
+    SIM_RIG_TARGET,
     FileSpec,
     cap_script,
     caps_w,
@@ -54,6 +55,7 @@ PROFILE_PATH = PROFILE_TARGET
 DEFAULTS = {
     "rigforge_gpu_settings_script": SCRIPT_PATH,
     "rigforge_profile_path": PROFILE_PATH,
+    "rigforge_sim_rig_path": SIM_RIG_TARGET,
     "rigforge_cap_retries": CAP_RETRIES,
     "rigforge_cap_retry_delay_s": CAP_RETRY_DELAY_S,
 }
@@ -141,13 +143,26 @@ def gpu_settings() -> None:
             inventory_gpus=[g.model_dump(mode="json") for g in config.gpu_list],
         )
     use_tuner = bool(config.tuner.install and config.power.profile)
+    # No GPUs on this host (CI, tuner.sim_rig): apply to the simulated rig the profile was
+    # swept on, which checks it against its GPUs and budget; NVML here would fail.
+    rig = host.data.rigforge_sim_rig_path if use_tuner and config.tuner.sim_rig else None
     unit = settings_unit(
         config,
         caps,
         use_tuner=use_tuner,
         profile=host.data.rigforge_profile_path,
         script=host.data.rigforge_gpu_settings_script,
+        rig=rig,
     )
+    sim_rig = [
+        TextFile(
+            dest=rig,
+            text=Path(config.tuner.sim_rig or "").read_text(encoding="utf-8"),
+            name=f"Simulated rig for rigforge apply ({rig})",
+        )
+        for _ in [rig]
+        if rig is not None
+    ]
     runner: FileSpec | TextFile
     if use_tuner:
         runner = TextFile(
@@ -163,9 +178,10 @@ def gpu_settings() -> None:
             retry_delay_s=host.data.rigforge_cap_retry_delay_s,
         )
     # One round trip for every file and the unit this concern decides on.
-    snap = snapshot(paths=[runner.dest, unit.dest], units=[UNIT])
+    snap = snapshot(paths=[runner.dest, unit.dest, *(f.dest for f in sim_rig)], units=[UNIT])
     step = restart_step(UNIT) if snap.systemd_booted else None
     group = config.base.service_user if use_tuner else "root"
     wanted = put_files([runner], snap, step, group=group)
+    wanted.update(put_files(sim_rig, snap, step))
     wanted.update(put_files([unit], snap, step))
     service_after_change(UNIT, snap=snap, wanted=wanted, name="GPU settings")

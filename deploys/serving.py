@@ -12,12 +12,15 @@ key (one line); the deploy writes ``/etc/rigforge/secrets/api-key.env`` (root:ro
 
 from __future__ import annotations
 
+import hashlib
+import re
+import shlex
 from pathlib import Path
 
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.facts.files import FindFiles
-from pyinfra.operations import files
+from pyinfra.operations import files, server
 
 from deploys.facts.host import Snapshot
 from deploys.operations.secrets import Secret, put_secret
@@ -35,6 +38,7 @@ from deploys.util import (
 from inventory.schema import HostConfig
 from tuning.serving import (
     API_KEY_ENV_FILE,
+    ENGINE_BINS,
     UNIT_DIR,
     api_key_env_text,
     read_api_key,
@@ -127,25 +131,92 @@ def serving() -> None:
         for path, content in sorted(units.items())
     ]
     services = [f.dest.rsplit("/", 1)[-1] for f in unit_files if f.dest.endswith(".service")]
+    engine_of = {unit: engine_binary(units[f"{UNIT_DIR}/{unit}"]) for unit in services}
+    brought = engines_brought(config)
     # One round trip for every file and unit this concern decides on.
-    snap = snapshot(paths=[f.dest for f in (*secret_puts, *key_files, *unit_files)], units=services)
+    snap = snapshot(
+        paths=[
+            *(f.dest for f in (*secret_puts, *key_files, *unit_files)),
+            *(e for e in engine_of.values() if e),
+        ],
+        units=services,
+    )
     key_wanted = {f.dest: sha1_text(f.text) for f in key_files}
     unit_wanted = {f.dest: sha1_text(f.text) for f in unit_files}
+    # An opened unit reads the API key through EnvironmentFile=, and every unit runs its
+    # engine: a new key or a new engine executable owes a restart.
     wanted = {
-        unit: {f"{UNIT_DIR}/{unit}": unit_wanted[f"{UNIT_DIR}/{unit}"], **key_wanted}
+        unit: {
+            f"{UNIT_DIR}/{unit}": unit_wanted[f"{UNIT_DIR}/{unit}"],
+            **key_wanted,
+            **{e: brought[e] for e in [engine_of[unit]] if e in brought},
+        }
         for unit in services
     }
+    # A unit whose engine is neither on the host nor brought by this deploy is enabled, not
+    # started: starting it would fail the whole host (203/EXEC); the engine is the user's.
+    startable = [
+        u
+        for u in services
+        if engine_of[u] is None or engine_of[u] in brought or snap.files.get(engine_of[u] or "")
+    ]
     if snap.systemd_booted:
         # Before the puts: a kill between a put and its restart leaves the restart owed.
-        # An opened unit reads the API key through EnvironmentFile=: a new key owes a restart.
-        for unit in services:
+        for unit in startable:
             mark_owed(restart_step(unit), snap, wanted[unit])
     _put_secrets(secret_puts, snap, user=user, group=user)
     _put_secrets(key_files, snap)
+    _put_engines(config, brought, snap)
     put_files(unit_files, snap)
     for unit in services:
-        service_after_change(unit, snap=snap, wanted=wanted[unit], name=unit)
+        if unit in startable:
+            service_after_change(unit, snap=snap, wanted=wanted[unit], name=unit)
+            continue
+        logger.warning(f"{host.name}: {unit}: {engine_of[unit]} is not installed: not started")
+        state = snap.units.get(unit)
+        if state is not None and state.enabled:
+            host.noop(f"{unit}: enabled; {engine_of[unit]} not installed, so not started")
+        else:
+            server.shell(
+                name=f"{unit}: enable ({engine_of[unit]} not installed: not started)",
+                commands=[f"systemctl enable {shlex.quote(unit)}"],
+            )
     _remove_stale_units(set(units))
+
+
+_EXEC_START = re.compile(r"^ExecStart=(/\S+)", re.M)
+
+
+def engine_binary(unit_text: str) -> str | None:
+    """The absolute executable of a unit's ``ExecStart=`` (the engine), or ``None``."""
+    match = _EXEC_START.search(unit_text)
+    return match.group(1) if match else None
+
+
+def engines_brought(config: HostConfig) -> dict[str, str]:
+    """``{host path: SHA-1}`` of the engine executables the inventory brings.
+
+    ``serving.llama_server``: a llama-server built on the control machine (e.g. from the
+    llama.cpp sources), installed as :data:`~tuning.serving.ENGINE_BINS` ``["llama.cpp"]``.
+    """
+    if not config.serving.llama_server:
+        return {}
+    digest = hashlib.sha1(Path(config.serving.llama_server).read_bytes()).hexdigest()
+    return {ENGINE_BINS["llama.cpp"]: digest}
+
+
+def _put_engines(config: HostConfig, brought: dict[str, str], snap: Snapshot) -> None:
+    """Put the brought engine executables (0755) that differ from the host's copy."""
+    local = config.serving.llama_server or ""
+    for dest in snap.differing(brought):
+        files.put(
+            name=f"llama-server ({Path(local).name}) as {dest}",
+            src=local,
+            dest=dest,
+            mode="755",
+        )
+    for dest in sorted(set(brought) - set(snap.differing(brought))):
+        host.noop(f"engine {dest} is up to date")
 
 
 def _render_units(config: HostConfig, secrets: dict[str, str]) -> dict[str, str]:

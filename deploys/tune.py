@@ -45,12 +45,13 @@ from deploys.operations.tune import TUNE_UNIT, job_files, start_command
 from deploys.util import cfg
 from inventory.loader import INVENTORY_DIR_KEY
 from tuning.budget import host_budget_document
+from tuning.render.files import SIM_RIG_TARGET
 
 __all__ = ["TUNE_UNIT", "follow_command", "job_files", "start_command", "sweep_command", "tune"]
 
 DEFAULTS = {
     "rigforge_profile_path": "/etc/rigforge/profile.yaml",
-    "rigforge_tune_rig_path": "/etc/rigforge/tune-rig.yaml",
+    "rigforge_tune_rig_path": SIM_RIG_TARGET,
     "rigforge_tune_state_dir": "/var/lib/rigforge/state",
     "rigforge_budget_path": "/etc/rigforge/budget.yaml",
     "rigforge_tune_log_path": "/var/log/rigforge/tune.log",

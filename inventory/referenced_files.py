@@ -27,6 +27,7 @@ LOCAL_PATHS: tuple[tuple[str, str], ...] = (
     ("power", "profile"),
     ("serving", "plan"),
     ("serving", "api_key_file"),
+    ("serving", "llama_server"),
     ("secrets", "hf_token_file"),
     ("tuner", "sim_rig"),
 )

@@ -302,6 +302,16 @@ class ServingConfig(_Model):
     api_key_file: str | None = Field(
         None, description="file holding the API key (copied 0600; never inline)"
     )
+    compute: Literal["gpu", "cpu"] = Field(
+        "gpu",
+        description="where llama.cpp units compute: cpu renders -dev none -ngl 0 (a CPU build "
+        "of llama-server, e.g. a host without GPUs such as CI); vLLM and SGLang need gpu",
+    )
+    llama_server: str | None = Field(
+        None,
+        description="a llama-server executable on the control machine (e.g. built from the "
+        "llama.cpp sources) that the deploy installs as /usr/local/bin/llama-server",
+    )
 
 
 class SecretsConfig(_Model):

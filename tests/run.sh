@@ -3,12 +3,36 @@
 #   1. a virtualenv with rigforge and its test dependencies,
 #   2. ruff and mypy, then the default tier (unit, facts, operations, templates, rules: no GPU, root or
 #      network; as root it first takes promtool and prometheus out of Debian's prometheus package),
-#   3. the target tier (a real Debian target over SSH on loopback) when run as root,
+#   3. the target tier (a Debian target booted with systemd, over SSH on loopback) when root,
 #   4. the gpu tier (read-only NVML checks) when an NVIDIA driver answers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-stage() { printf '\n=== %s ===\n' "$*"; }
+# Each stage's wall time is printed when the next one starts, and all of them at the end.
+run_start=$SECONDS
+stage_name=
+stage_start=$SECONDS
+times=()
+stage_end() {
+    if [ -n "$stage_name" ]; then
+        times+=("$(printf '%-28s %6d s' "$stage_name" $((SECONDS - stage_start)))")
+        printf '=== %s: %d s\n' "$stage_name" $((SECONDS - stage_start))
+    fi
+}
+stage() {
+    stage_end
+    stage_name="$*"
+    stage_start=$SECONDS
+    printf '\n=== %s ===\n' "$*"
+}
+summary() {
+    stage_end
+    stage_name=
+    printf '\n=== stage times\n'
+    printf '%s\n' "${times[@]}"
+    printf '%-28s %6d s\n' "whole run" $((SECONDS - run_start))
+}
+trap summary EXIT
 
 stage "virtualenv"
 if ! python3 -m venv .venv 2>/dev/null; then

@@ -146,6 +146,7 @@ def render_unit(
     requires_gpu_settings: bool = False,
     hf_token_file: str | None = None,
     env: jinja2.Environment | None = None,
+    compute: str = "gpu",
 ) -> str:
     """The unit text for one placement (see :func:`render_serving_units` for the options)."""
     if placement.engine not in TEMPLATE_OF_ENGINE:
@@ -163,6 +164,13 @@ def render_unit(
         raise UnsafeUnitValue(f"hf_token_file {hf_token_file!r} is not an absolute plain path")
     if not _SERVICE_USER.fullmatch(service_user):
         raise UnsafeUnitValue(f"service user {service_user!r} is not a valid user name")
+    if compute not in ("gpu", "cpu"):
+        raise ConfigError(f"serving.compute is {compute!r}; use gpu or cpu")
+    if compute == "cpu" and placement.engine != "llama.cpp":
+        raise ConfigError(
+            f"model {placement.model!r}: serving.compute is cpu but {placement.engine} serves "
+            "on GPUs only; place it with engine llama.cpp or set compute: gpu"
+        )
     opened = not _is_loopback(bind)
     if opened:
         if not api_key_file:
@@ -194,6 +202,7 @@ def render_unit(
         requires_gpu_settings=requires_gpu_settings,
         hf_token_file=hf_token_file,
         devices=",".join(f"CUDA{i}" for i in range(k)),
+        cpu=compute == "cpu",
         tensor_split=",".join("1" for _ in range(k)),
         kv_type=_LLAMA_KV_TYPES.get(placement.kv_cache_bits, "f16"),
     )
@@ -210,6 +219,7 @@ def render_serving_units(
     host_config: Any = None,
     requires_gpu_settings: bool | None = None,
     hf_token_file: str | None = None,
+    compute: str | None = None,
 ) -> dict[str, str]:
     """``{"/etc/systemd/system/rigforge-serve-<model>.service": text}`` for every placement.
 
@@ -230,8 +240,14 @@ def render_serving_units(
     ``hf_token_file`` (default: :data:`HF_TOKEN_FILE` when ``host_config`` sets
     ``secrets.hf_token_file``) adds ``LoadCredential=hf-token:<file>`` and
     ``HF_TOKEN_PATH=%d/hf-token``.
+
+    ``compute`` (default: the serving section's ``compute``, else ``gpu``): ``cpu`` renders
+    llama.cpp units with ``-dev none -ngl 0`` (a CPU build of llama-server); other engines
+    refuse it.
     """
     placements, config_bind, config_key = _placements_of(plan)
+    if compute is None:
+        compute = str(getattr(plan, "compute", None) or "gpu")
     if service_user is None:
         base = getattr(host_config, "base", None)
         service_user = getattr(base, "service_user", None) or "rigforge"
@@ -265,6 +281,7 @@ def render_serving_units(
             requires_gpu_settings=requires_gpu_settings,
             hf_token_file=hf_token_file,
             env=env,
+            compute=compute,
         )
     return units
 

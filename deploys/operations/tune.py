@@ -27,6 +27,11 @@ def job_files(log_path: str) -> tuple[str, str]:
     return f"{stem}.pid", f"{stem}.rc"
 
 
+def systemd_escape(command: str) -> str:
+    """``command`` with ``$`` and ``%`` doubled, as systemd reads them literally in ExecStart."""
+    return command.replace("%", "%%").replace("$", "$$")
+
+
 def start_command(sweep: str, log_path: str, *, systemd: bool) -> str:
     """The shell line that starts ``sweep`` detached from the SSH session; returns at once.
 
@@ -39,11 +44,15 @@ def start_command(sweep: str, log_path: str, *, systemd: bool) -> str:
     """
     pid, rc = (shlex.quote(p) for p in job_files(log_path))
     log = shlex.quote(log_path)
-    job = shlex.quote(
+    script = (
         f"echo $$ > {pid}; ( {sweep} ) >> {log} 2>&1; echo $? > {rc}.tmp && mv -f {rc}.tmp {rc}"
     )
+    job = shlex.quote(script)
     if systemd:
-        launch = f"systemd-run --unit {TUNE_UNIT} --collect --quiet /bin/sh -c {job} &&"
+        # systemd expands $VAR and %specifiers in a transient unit's command line (found on a
+        # booted target: "echo $$" wrote "$" as the PID); doubled, they reach sh verbatim.
+        unit_job = shlex.quote(systemd_escape(script))
+        launch = f"systemd-run --unit {TUNE_UNIT} --collect --quiet /bin/sh -c {unit_job} &&"
     else:
         # "&" ends the command: the wait loop below runs in this shell, the job in its own.
         launch = f"setsid nohup /bin/sh -c {job} > /dev/null 2>&1 < /dev/null &"

@@ -1,27 +1,29 @@
-"""A throwaway Debian target reached over real SSH on loopback, for the ``target`` test tier.
+"""A throwaway Debian target booted with real systemd, reached over real SSH on loopback.
 
-The CI machine has no Docker, so a target is a debootstrapped bookworm tree whose own
-``sshd`` runs inside ``unshare --mount --pid --uts --ipc --fork``:
+The CI machine has no Docker and its PID 1 need not be systemd, so a target is a
+debootstrapped bookworm tree (``systemd``, ``systemd-sysv``, ``dbus``, ``openssh-server``)
+booted under ``systemd-nspawn --boot`` (Debian's ``systemd-container``):
 
-* ``/proc`` is the namespace's own, ``/proc/sys`` and ``/proc/sysrq-trigger`` are bind-mounted
-  read-only, and tmpfs fakes cover ``/sys`` and ``/proc/irq`` — a deploy can never change the CI
-  machine's kernel (a plain chroot would share it);
-* ``/dev`` is a tmpfs with a handful of device nodes (no host disks in reach);
-* ``usr/sbin/policy-rc.d`` exits 101, so package scripts never start services;
-* the network namespace is the host's (the target needs apt).
+* ``--register=no --keep-unit``: no machined or host systemd needed; the leader PID is the
+  target's systemd, and SIGTERM to ``systemd-nspawn`` halts it cleanly (a few seconds);
+* host networking (the target needs apt and PyPI); its sshd listens on 127.0.0.1:PORT only
+  (``/etc/ssh/sshd_config.d/rigforge-target.conf``), and services it starts bind loopback;
+* units really run: the deploy's ``systemctl`` enables, starts, reloads; nothing is faked but
+  the GPU boundary (:mod:`tests.target.gpu_standin`);
+* the running "kernel" the deploy writes (``/sys/...``, ``/proc/irq/...``) is a plain scratch
+  tree, bound from ``<roots>/<name>/kernel`` at :data:`KERNEL_ROOT` (the CI inventories'
+  ``kernel.root``): a deploy can never change this machine's kernel.
 
-A target is stopped by killing the ``sshd`` child of ``unshare`` (``pgrep -P``), which as PID 1
-of the namespace takes every other process of the target with it; the mounts disappear with the
-mount namespace.
-
-The pristine tree is cached as a tarball under ``/var/cache/rigforge-target/`` (outside the
-repo) and each target starts from a fresh copy; when the cache is absent it is built from
-scratch with the mirror this machine's own apt sources use (derived at run time).
+The pristine trees are cached as tarballs under ``/var/cache/rigforge-target/``: the minbase
+tree (``bookworm-minbase-v1.tar``, debootstrap) and the booted tree built from it (systemd
+added under ``systemd-nspawn``; its name carries a hash of its recipe, so a changed recipe or
+base is rebuilt). Each target starts from a fresh extraction of the booted tree. When the
+caches are absent they are built with the mirror this machine's own apt sources use.
 
 Command line (run as root from the repo root)::
 
-    python -m tests.target.harness build              # ensure the cached pristine tree
-    python -m tests.target.harness start ws1 2222     # fresh copy + sshd on 127.0.0.1:2222
+    python -m tests.target.harness build              # ensure the cached pristine trees
+    python -m tests.target.harness start ws1 2222     # fresh copy, booted, sshd on 127.0.0.1:2222
     python -m tests.target.harness stop ws1
     python -m tests.target.harness stop-all
 """
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import configparser
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -39,8 +42,13 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.target import gpu_standin
+from tests.target.gpu_standin import StandinGpu
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: SSH material (client key, host key, known_hosts) lives in the checkout, gitignored.
@@ -54,9 +62,22 @@ CACHE_DIR = Path(os.environ.get("RIGFORGE_TARGET_CACHE", "/var/cache/rigforge-ta
 ROOTS_DIR = Path(os.environ.get("RIGFORGE_TARGET_ROOTS", "/var/tmp/rigforge-target"))
 SUITE = "bookworm"
 COMPONENTS = "main contrib non-free non-free-firmware"
-#: Bump when the pristine tree's recipe changes, so stale caches are rebuilt.
+#: Bump when the minbase tree's recipe changes, so stale caches are rebuilt.
 CACHE_VERSION = 1
 CACHE_TARBALL = CACHE_DIR / f"{SUITE}-minbase-v{CACHE_VERSION}.tar"
+#: What the booted tree adds to minbase: an init, the bus systemctl talks to, sshd, and
+#: ``ss``/``ps`` (iproute2, procps: priority "important", on every Debian install but not in
+#: minbase; the verify suite's socket checks need ``ss``).
+BOOT_PACKAGES = ("systemd", "systemd-sysv", "dbus", "openssh-server", "iproute2", "procps")
+#: Bump when :func:`build_booted_cache`'s recipe changes (the hash below covers the rest).
+BOOT_CACHE_VERSION = 2
+#: Where the target's scratch "kernel" (``sys/``, ``proc/irq/``) is bound inside it; the CI
+#: inventories' ``kernel.root``.
+KERNEL_ROOT = "/srv/rigforge-kernel"
+#: Seconds a booted target gets to halt on SIGTERM before it is killed.
+STOP_TIMEOUT_S = 20
+#: Seconds a target gets from ``systemd-nspawn`` to sshd answering (measured 1-2 s idle).
+BOOT_TIMEOUT_S = 90
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
@@ -78,6 +99,11 @@ class Target:
         """The testinfra ``--hosts`` value for this target (paramiko backend)."""
         return f"paramiko://root@127.0.0.1:{self.port}?ssh_identity_file={CLIENT_KEY}"
 
+    @property
+    def kernel(self) -> Path:
+        """The target's scratch kernel tree on this machine (:data:`KERNEL_ROOT` inside it)."""
+        return kernel_dir(self.name)
+
 
 # --------------------------------------------------------------------------------------------
 # Preconditions and the mirror
@@ -87,11 +113,13 @@ class Target:
 def unavailable_reason() -> str | None:
     """Why the target tier cannot run on this machine, or ``None`` when it can."""
     if os.geteuid() != 0:
-        return "the target tier needs root (debootstrap, unshare, mount)"
-    for tool in ("unshare", "ssh-keygen", "pgrep", "tar"):
+        return "the target tier needs root (debootstrap, systemd-nspawn)"
+    packages = {"systemd-nspawn": "systemd-container", "ssh-keygen": "openssh-client"}
+    for tool in ("systemd-nspawn", "ssh-keygen", "tar"):
         if shutil.which(tool) is None:
-            return f"`{tool}` is not installed"
-    if not CACHE_TARBALL.is_file() and shutil.which("debootstrap") is None:
+            return f"`{tool}` is not installed (apt-get install -y {packages.get(tool, tool)})"
+    cached = booted_tarball().is_file() or CACHE_TARBALL.is_file()
+    if not cached and shutil.which("debootstrap") is None:
         return "`debootstrap` is not installed (apt-get install -y debootstrap)"
     return None
 
@@ -157,7 +185,7 @@ def target_sources(mirrors: dict[str, str], suite: str = SUITE) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# The pristine tree
+# The pristine trees
 # --------------------------------------------------------------------------------------------
 
 
@@ -166,7 +194,7 @@ def _run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
 
 
 def build_cache(force: bool = False) -> Path:
-    """Ensure the pristine tarball exists (debootstrap from scratch when absent); return it."""
+    """Ensure the minbase tarball exists (debootstrap from scratch when absent); return it."""
     reason = unavailable_reason()
     if reason:
         raise HarnessUnavailable(reason)
@@ -188,7 +216,7 @@ def build_cache(force: bool = False) -> Path:
         ],
         stdout=subprocess.DEVNULL,
     )
-    # policy-rc.d first of all: nothing the deploy installs may start a service here.
+    # policy-rc.d first of all: nothing installed into the minbase tree may start a service.
     policy = build_root / "usr/sbin/policy-rc.d"
     policy.write_text(
         "#!/bin/sh\n# rigforge target: never start services (see invoke-rc.d)\nexit 101\n"
@@ -207,6 +235,84 @@ def build_cache(force: bool = False) -> Path:
     tmp.rename(CACHE_TARBALL)
     shutil.rmtree(build_root)
     return CACHE_TARBALL
+
+
+#: The booted tree's recipe, run inside the minbase tree under ``systemd-nspawn`` (not booted).
+#: Removing policy-rc.d makes package scripts start their services, as on a real box.
+_BOOT_RECIPE = r"""
+set -eu
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends {packages} >/dev/null
+rm -f /usr/sbin/policy-rc.d /etc/ssh/ssh_host_*
+apt-get clean
+rm -rf /var/lib/apt/lists/*_Packages* /var/lib/apt/lists/*_Release* /var/log/apt/*
+# Nothing to do in a container, or fights the host: consoles, kernel-only units.
+systemctl mask getty@tty1.service serial-getty@console.service console-getty.service \
+  systemd-networkd-wait-online.service systemd-timesyncd.service >/dev/null 2>&1 || true
+: > /etc/machine-id
+"""
+
+
+def _boot_recipe() -> str:
+    return _BOOT_RECIPE.format(packages=" ".join(BOOT_PACKAGES))
+
+
+def booted_tarball() -> Path:
+    """The booted tree's cache file; its name carries the recipe's and base's hash."""
+    key = hashlib.sha256(
+        f"{CACHE_TARBALL.name}\n{BOOT_CACHE_VERSION}\n{_boot_recipe()}".encode()
+    ).hexdigest()[:12]
+    return CACHE_DIR / f"{SUITE}-systemd-v{BOOT_CACHE_VERSION}-{key}.tar"
+
+
+def build_booted_cache(force: bool = False) -> Path:
+    """Ensure the booted tree's tarball (minbase + :data:`BOOT_PACKAGES`); return it.
+
+    Built from the minbase tarball (:func:`build_cache`) by running the recipe inside it under
+    ``systemd-nspawn`` (which mounts its /proc, /dev and /run); stale versions are removed.
+    """
+    tarball = booted_tarball()
+    if tarball.is_file() and not force:
+        return tarball
+    base = build_cache()
+    build_root = CACHE_DIR / "build-booted"
+    if build_root.exists():
+        shutil.rmtree(build_root)
+    build_root.mkdir(parents=True)
+    _run(["tar", "-C", str(build_root), "--numeric-owner", "-xf", str(base)])
+    shutil.copyfile("/etc/resolv.conf", build_root / "etc/resolv.conf")
+    _mirror_pip_trust(build_root)
+    proc = subprocess.run(
+        [
+            "systemd-nspawn",
+            "--quiet",
+            "--register=no",
+            "--keep-unit",
+            "--directory",
+            str(build_root),
+            "--resolv-conf=off",
+            "sh",
+            "-c",
+            _boot_recipe(),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise HarnessUnavailable(
+            f"building the booted tree failed (rc {proc.returncode}; network to the mirror?):\n"
+            + proc.stderr[-3000:]
+        )
+    tmp = tarball.with_suffix(".tar.tmp")
+    _run(["tar", "-C", str(build_root), "--numeric-owner", "-cf", str(tmp), "."])
+    tmp.rename(tarball)
+    shutil.rmtree(build_root)
+    for old in CACHE_DIR.glob(f"{SUITE}-systemd-v*.tar"):
+        if old != tarball:
+            old.unlink()
+    return tarball
 
 
 def ensure_ssh_material() -> None:
@@ -233,52 +339,36 @@ def _write_known_hosts(port: int) -> None:
 # A running target
 # --------------------------------------------------------------------------------------------
 
-#: Runs as PID 1 of the new namespaces, then becomes the target's sshd. $1 root, $2 port.
-_NAMESPACE_SCRIPT = r"""
-set -eu
-R="$1"; PORT="$2"
-mount -t proc proc "$R/proc"
-# The kernel's tunables stay read-only; /proc/irq and /sys are fakes (filled below).
-mount --bind "$R/proc/sys" "$R/proc/sys"
-mount -o remount,bind,ro "$R/proc/sys"
-if [ -e "$R/proc/sysrq-trigger" ]; then
-  mount --bind "$R/proc/sysrq-trigger" "$R/proc/sysrq-trigger"
-  mount -o remount,bind,ro "$R/proc/sysrq-trigger"
-fi
-mount -t tmpfs -o size=1m,mode=0555 rigforge-fake-irq "$R/proc/irq"
-mount -t tmpfs -o size=4m rigforge-fake-sys "$R/sys"
-mount -t tmpfs -o size=16m,mode=0755 rigforge-dev "$R/dev"
-for spec in "null 1 3" "zero 1 5" "full 1 7" "random 1 8" "urandom 1 9" "tty 5 0"; do
-  set -- $spec
-  mknod -m 666 "$R/dev/$1" c "$2" "$3"
-done
-mkdir -p "$R/dev/pts" "$R/dev/shm"
-mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts "$R/dev/pts"
-ln -s pts/ptmx "$R/dev/ptmx"
-ln -s /proc/self/fd "$R/dev/fd"
-mount -t tmpfs -o size=64m rigforge-run "$R/run"
-mkdir -p "$R/run/sshd" "$R/run/lock"
-chmod 0755 "$R/run/sshd"
-cp -a "$R/var/lib/rigforge-fake/sys/." "$R/sys/"
-cp -a "$R/var/lib/rigforge-fake/proc_irq/." "$R/proc/irq/"
-hostname "$3"
-exec chroot "$R" /usr/sbin/sshd -D -e -p "$PORT" \
-  -o ListenAddress=127.0.0.1 -o UsePAM=no -o PasswordAuthentication=no \
-  -o KbdInteractiveAuthentication=no -o PermitRootLogin=prohibit-password \
-  -o PidFile=none -o MaxStartups=50:30:100 -o MaxSessions=50
-"""
+
+def _sshd_config(port: int) -> str:
+    """The target's sshd drop-in: loopback only, key login for root, many parallel sessions.
+
+    ``UsePAM no``: a container's pam_loginuid cannot write the login uid (no audit), which
+    would refuse every login.
+    """
+    return (
+        "# rigforge target (tests/target/harness.py)\n"
+        f"Port {port}\n"
+        "ListenAddress 127.0.0.1\n"
+        "HostKey /etc/ssh/ssh_host_ed25519_key\n"
+        "UsePAM no\n"
+        "PasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\n"
+        "PermitRootLogin prohibit-password\n"
+        "MaxStartups 50:30:100\n"
+        "MaxSessions 50\n"
+    )
 
 
-def _fake_sys(root: Path) -> None:
+def _fake_kernel(kernel: Path) -> None:
     """Plausible sysfs/procfs files for facts to read: one NVIDIA GPU at 0000:41:00.0, NUMA 0.
 
-    Files written under ``sys/`` before the namespace mounts its tmpfs there would be hidden,
-    so they are staged in ``/var/lib/rigforge-fake`` and copied in by the namespace script.
+    ``kernel`` is bound at :data:`KERNEL_ROOT` in the target (``kernel.root`` of the CI
+    inventories), so ``{root}/sys/...`` and ``{root}/proc/irq/...`` land here.
     """
-    stage = root / "var/lib/rigforge-fake"
-    if stage.exists():
-        shutil.rmtree(stage)
-    sys_ = stage / "sys"
+    if kernel.exists():
+        shutil.rmtree(kernel)
+    sys_ = kernel / "sys"
     dev = sys_ / "bus/pci/devices/0000:41:00.0"
     files = {
         dev / "vendor": "0x10de",
@@ -301,7 +391,7 @@ def _fake_sys(root: Path) -> None:
         sys_ / "devices/system/node/online": "0",
         sys_ / "devices/system/cpu/online": "0-1",
     }
-    irq = stage / "proc_irq"
+    irq = kernel / "proc/irq"
     for n in (130, 131):
         files[irq / str(n) / "smp_affinity_list"] = "0-1"
         files[irq / str(n) / "smp_affinity"] = "3"
@@ -359,9 +449,16 @@ def target_root(name: str) -> Path:
     return ROOTS_DIR / name / "root"
 
 
-def _wait_for_ssh(port: int, timeout_s: float) -> None:
+def kernel_dir(name: str) -> Path:
+    """Where target ``name``'s scratch kernel tree lives on this machine."""
+    return ROOTS_DIR / name / "kernel"
+
+
+def _wait_for_ssh(port: int, timeout_s: float, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise HarnessUnavailable(f"systemd-nspawn exited with {proc.returncode}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5) as s:
             s.settimeout(2)
             if s.recv(64).startswith(b"SSH-"):
@@ -370,105 +467,144 @@ def _wait_for_ssh(port: int, timeout_s: float) -> None:
     raise HarnessUnavailable(f"the target's sshd did not answer on 127.0.0.1:{port}")
 
 
-def start(name: str, port: int, fresh: bool = True) -> Target:
-    """Start target ``name`` on 127.0.0.1:``port`` from a fresh copy of the pristine tree.
+def _prepare_tree(name: str, port: int, root: Path) -> None:
+    """Per-target files: host key, root's authorized key, sshd drop-in, identity, pip trust."""
+    etc_ssh = root / "etc/ssh"
+    shutil.copyfile(HOST_KEY, etc_ssh / "ssh_host_ed25519_key")
+    (etc_ssh / "ssh_host_ed25519_key").chmod(0o600)
+    shutil.copyfile(HOST_KEY.with_suffix(".pub"), etc_ssh / "ssh_host_ed25519_key.pub")
+    (etc_ssh / "sshd_config.d").mkdir(exist_ok=True)
+    (etc_ssh / "sshd_config.d/rigforge-target.conf").write_text(_sshd_config(port))
+    dot_ssh = root / "root/.ssh"
+    dot_ssh.mkdir(mode=0o700, exist_ok=True)
+    (dot_ssh / "authorized_keys").write_text(CLIENT_KEY.with_suffix(".pub").read_text())
+    (dot_ssh / "authorized_keys").chmod(0o600)
+    resolv = root / "etc/resolv.conf"
+    resolv.unlink(missing_ok=True)
+    shutil.copyfile("/etc/resolv.conf", resolv)
+    (root / "etc/hostname").write_text(name + "\n")
+    # Each target its own identity (the cache's is empty); the journal is kept per machine id.
+    machine_id = root / "etc/machine-id"
+    if not machine_id.is_file() or not machine_id.read_text().strip():
+        machine_id.write_text(uuid.uuid4().hex + "\n")
+    _mirror_pip_trust(root)
 
-    With ``fresh=False`` an existing tree is reused (after a stop). Returns the target.
+
+def _nspawn_command(name: str, root: Path, *, gpus: bool) -> list[str]:
+    # /dev/nvidiactl: the stand-ins' "driver loaded" (see tests/target/gpu_standin.py).
+    devices = ["--bind-ro=/dev/null:/dev/nvidiactl"] if gpus else []
+    return [
+        "systemd-nspawn",
+        "--quiet",
+        "--boot",
+        "--register=no",
+        "--keep-unit",
+        f"--machine={name}",
+        f"--directory={root}",
+        "--resolv-conf=off",
+        "--timezone=off",
+        "--link-journal=no",
+        "--console=read-only",
+        f"--bind={kernel_dir(name)}:{KERNEL_ROOT}",
+        *devices,
+    ]
+
+
+def start(name: str, port: int, fresh: bool = True, gpus: Sequence[StandinGpu] = ()) -> Target:
+    """Boot target ``name`` with sshd on 127.0.0.1:``port`` from a fresh copy of the booted tree.
+
+    ``gpus``: the GPUs the stand-ins for ``nvidia-smi``/``nvidia-persistenced`` report (see
+    :mod:`tests.target.gpu_standin`); none: a host whose NVIDIA driver is not loaded. With
+    ``fresh=False`` an existing tree is booted again (after a stop), as after a reboot, with
+    the GPUs of its first start. Returns once sshd answers.
     """
     stop(name)
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
         raise HarnessUnavailable(f"127.0.0.1:{port} is already in use (another target?)")
-    tarball = build_cache()
+    tarball = build_booted_cache()
     ensure_ssh_material()
     root = target_root(name)
     if fresh or not root.is_dir():
         if root.exists():
             # Deleting a used tree takes tens of seconds; move it aside and delete it behind us.
             trash = root.parent.with_name(f"{name}.trash-{time.time_ns()}")
-            root.rename(trash)
+            root.parent.rename(trash)
             subprocess.Popen(["rm", "-rf", str(trash)], start_new_session=True)
         root.mkdir(parents=True)
         _run(["tar", "-C", str(root), "--numeric-owner", "-xf", str(tarball)])
-    etc_ssh = root / "etc/ssh"
-    shutil.copyfile(HOST_KEY, etc_ssh / "ssh_host_ed25519_key")
-    (etc_ssh / "ssh_host_ed25519_key").chmod(0o600)
-    shutil.copyfile(HOST_KEY.with_suffix(".pub"), etc_ssh / "ssh_host_ed25519_key.pub")
-    dot_ssh = root / "root/.ssh"
-    dot_ssh.mkdir(mode=0o700, exist_ok=True)
-    (dot_ssh / "authorized_keys").write_text(CLIENT_KEY.with_suffix(".pub").read_text())
-    (dot_ssh / "authorized_keys").chmod(0o600)
-    shutil.copyfile("/etc/resolv.conf", root / "etc/resolv.conf")
-    (root / "etc/hostname").write_text(name + "\n")
-    _fake_sys(root)
-    _mirror_pip_trust(root)
+        _fake_kernel(kernel_dir(name))
+        if gpus:
+            gpu_standin.install(root, gpus)
+    else:
+        gpu_standin.power_cycle(root)
+    kernel_dir(name).mkdir(parents=True, exist_ok=True)
+    _prepare_tree(name, port, root)
     _write_known_hosts(port)
     STATE_DIR.mkdir(parents=True, exist_ok=True)
-    script = _NAMESPACE_SCRIPT
     log = (STATE_DIR / f"{name}.log").open("w")
     proc = subprocess.Popen(
-        [
-            "unshare",
-            "--mount",
-            "--pid",
-            "--uts",
-            "--ipc",
-            "--fork",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            script,
-            "rigforge-target",
-            str(root),
-            str(port),
-            name,
-        ],
+        _nspawn_command(name, root, gpus=(root / gpu_standin.STATE.lstrip("/")).is_file()),
+        stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     _pidfile(name).write_text(json.dumps({"pid": proc.pid, "port": port, "root": str(root)}))
     try:
-        _wait_for_ssh(port, 20)
-        if proc.poll() is not None:
-            raise HarnessUnavailable(f"target {name} exited with {proc.returncode}")
-    except HarnessUnavailable:
+        _wait_for_ssh(port, BOOT_TIMEOUT_S, proc)
+    except HarnessUnavailable as error:
         stop(name)
         raise HarnessUnavailable(
-            f"target {name} did not start; see {STATE_DIR / (name + '.log')}"
+            f"target {name} did not boot ({error}); see {STATE_DIR / (name + '.log')}"
         ) from None
     return Target(name=name, port=port, root=root)
 
 
-def stop(name: str, timeout_s: float = 10) -> None:
-    """Stop target ``name``: kill the sshd child of ``unshare`` (PID 1 of the namespace).
+def _mounts_under(root: Path) -> list[str]:
+    """Mount points of this machine at or below ``root`` (none once a target has stopped)."""
+    prefix = str(root)
+    out = []
+    with open("/proc/self/mountinfo", encoding="utf-8") as fh:
+        for line in fh:
+            point = line.split()[4].encode().decode("unicode_escape")
+            if point == prefix or point.startswith(prefix + "/"):
+                out.append(point)
+    return out
 
-    Killing the ``unshare`` pid itself would orphan the namespace; killing its child ends every
-    process in it. The tree stays on disk for inspection until the next fresh start.
+
+def _gone(pid: int) -> bool:
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        return bool(waited)
+    except ChildProcessError:
+        # Not our child (another process started it): look for it instead.
+        return not Path(f"/proc/{pid}").exists()
+
+
+def stop(name: str, timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """Halt target ``name``: SIGTERM to its ``systemd-nspawn`` (the target's systemd powers
+    off), SIGKILL after ``timeout_s``. Raises when mounts of its tree are left behind.
+
+    The tree stays on disk for inspection until the next fresh start.
     """
     pidfile = _pidfile(name)
     if not pidfile.is_file():
         return
-    pid = int(json.loads(pidfile.read_text())["pid"])
-    children = subprocess.run(
-        ["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False
-    ).stdout.split()
-    for child in children:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(int(child), signal.SIGKILL)
+    info = json.loads(pidfile.read_text())
+    pid = int(info["pid"])
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            waited, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            # Not our child (another process started it): poll for its exit instead.
-            if not Path(f"/proc/{pid}").exists():
-                break
-            waited = 0
-        if waited:
-            break
+    while not _gone(pid):
+        if time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 5
         time.sleep(0.05)
     pidfile.unlink(missing_ok=True)
+    left = _mounts_under(Path(info["root"]))
+    if left:
+        raise HarnessUnavailable(f"target {name} left mounts behind: {left}")
 
 
 def stop_all() -> None:
@@ -491,6 +627,7 @@ def main(argv: list[str]) -> int:
             return 1 if reason else 0
         if cmd == "build":
             print(build_cache(force="--force" in args))
+            print(build_booted_cache(force="--force" in args))
         elif cmd == "start":
             target = start(args[0], int(args[1]))
             print(target.hosts_url)

@@ -36,7 +36,7 @@ PORT = int(os.environ.get("RIGFORGE_CONVERGE_PORT", "2262"))
 PENDING = "/var/lib/rigforge/pending"
 LOG = "/var/log/rigforge-followups.log"
 FRAGMENT = "/etc/default/grub.d/rigforge-pcie.cfg"
-POLICY = "/sys/module/pcie_aspm/parameters/policy"
+POLICY = f"{harness.KERNEL_ROOT}/sys/module/pcie_aspm/parameters/policy"
 WANTS = "/etc/systemd/system/multi-user.target.wants"
 #: What the features-off deploy must delete.
 GONE = (
@@ -77,7 +77,8 @@ def target() -> Iterator[harness.Target]:
     def stand_ins(tgt: harness.Target) -> None:
         ssh(tgt, f"{_stand_in('update-grub')} && {_stand_in('update-initramfs')}")
 
-    with util.fresh_target(NAME, PORT, "converge: start fresh target", stand_ins) as tgt:
+    gpus = util.standin_gpus(util.CI_YAML, "ci-target")
+    with util.fresh_target(NAME, PORT, "converge: start fresh target", stand_ins, gpus=gpus) as tgt:
         yield tgt
 
 
@@ -142,6 +143,11 @@ def test_features_off_remove_their_state(
     )
     state = ssh(target, "systemctl is-enabled rigforge-gpu-settings.service 2>&1; true")
     assert "enabled" not in state.split(), state
+    # systemd runs: each unit the features-off deploy removed was stopped and is gone from
+    # systemd itself, not only from disk (daemon-reloaded).
+    for unit in ("rigforge-gpu-settings.service", "rigforge-irq-affinity.service"):
+        gone = util.unit_state(target, unit)
+        assert (gone["LoadState"], gone["ActiveState"]) == ("not-found", "inactive"), (unit, gone)
     again = util.deploy(off, "converge: features off, again (no-op)")
     assert again.totals["success"] == 0, f"removal not idempotent: {again.changed}"
     assert len(_calls(target)) == before + 1

@@ -69,7 +69,8 @@ UBUNTU = {
 @pytest.fixture(scope="module")
 def target() -> Iterator[harness.Target]:
     """A fresh target for the dry runs (skips with the reason when the tier cannot run)."""
-    with util.fresh_target(NAME, PORT, "start dry-plan target") as tgt:
+    gpus = util.standin_gpus(util.CI_YAML, "ci-target")
+    with util.fresh_target(NAME, PORT, "start dry-plan target", gpus=gpus) as tgt:
         yield tgt
 
 

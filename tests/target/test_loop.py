@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.target import harness, util
+from tests.target import gpu_standin, harness, util
 from tests.target.util import caps_in_unit, ssh
 from tuning.profile import load_profile
 
@@ -33,20 +33,16 @@ UNIT = "/etc/systemd/system/rigforge-gpu-settings.service"
 TUNE_LOG = "/var/log/rigforge/tune.log"
 #: The sweep's last summary line ("8 probes in 0.6 min; heat-soak 10 min over 1 round(s), …").
 SUMMARY = re.compile(r"\d+ probes in [\d.]+ min; heat-soak")
-#: What the fake nvidia-smi reports in the stale case: GPU …002 was swapped for …0bb.
+#: The stale case: the host's second card (…002) was swapped for …0bb, as the GPU stand-ins'
+#: ``nvidia-smi`` then reports it (tests/target/gpu_standin.py).
 SWAPPED = "GPU-c1000000-0000-4000-8000-0000000000bb"
-FAKE_NVIDIA_SMI = f"""#!/bin/sh
-# rigforge target test: a host whose second card was swapped (--query-gpu CSV, nounits).
-echo "index, uuid, name, pci.bus_id, memory.total [MiB], power.limit [W], power.default_limit [W], power.min_limit [W], power.max_limit [W], persistence_mode, pcie.link.gen.current, pcie.link.gen.max, pcie.link.width.current, pcie.link.width.max"
-echo "0, GPU-c1000000-0000-4000-8000-000000000001, NVIDIA GeForce RTX 3090, 00000000:41:00.0, 24576, 350.00, 350.00, 100.00, 350.00, Enabled, 4, 4, 16, 16"
-echo "1, {SWAPPED}, NVIDIA GeForce RTX 3090, 00000000:42:00.0, 24576, 350.00, 350.00, 100.00, 350.00, Enabled, 4, 4, 16, 16"
-"""  # noqa: E501 - nvidia-smi's header is one line
 
 
 @pytest.fixture(scope="module")
 def target() -> Iterator[harness.Target]:
     """A fresh ws-a target (skips with the reason when the tier cannot run)."""
-    with util.fresh_target(NAME, PORT, "loop: start fresh ws-a") as tgt:
+    gpus = util.standin_gpus(util.CI_TWO_YAML, HOST)
+    with util.fresh_target(NAME, PORT, "loop: start fresh ws-a", gpus=gpus) as tgt:
         yield tgt
 
 
@@ -119,7 +115,10 @@ def test_testinfra_sees_the_profile_caps_in_the_unit(
     Its GPU-settings check compares the unit's ``RIGFORGE_CAPS_W`` on the host with the caps of
     the profile the inventory now picks up (``host_data/ws-a/profile.yaml``).
     """
-    proc = util.verify("loop: testinfra verify", target, inventory.with_suffix(".yaml"), HOST)
+    # gpu=False: ws-a's caps go to its simulated rig (tuner.sim_rig), not to the stand-ins.
+    proc = util.verify(
+        "loop: testinfra verify", target, inventory.with_suffix(".yaml"), HOST, gpu=False
+    )
     assert proc.returncode == 0, proc.stdout[-6000:]
     assert " passed" in proc.stdout
     # -rs lists every skip: the caps check must have run, not skipped for want of caps.
@@ -130,13 +129,13 @@ def test_stale_profile_is_refused_and_nothing_applied(
     target: harness.Target, inventory: Path
 ) -> None:
     unit_before = ssh(target, f"cat {UNIT}")
-    fake = target.root / "usr/local/bin/nvidia-smi"
-    fake.write_text(FAKE_NVIDIA_SMI)
-    fake.chmod(0o755)
+    state = target.root / gpu_standin.STATE.lstrip("/")
+    gpus = state.read_text()
+    state.write_text(gpus.replace("GPU-c1000000-0000-4000-8000-000000000002", SWAPPED))
     try:
         run = util.deploy(inventory, "loop: deploy with a swapped GPU", "--limit", HOST)
     finally:
-        fake.unlink()
+        state.write_text(gpus)
     assert run.rc != 0
     # ws-a is the only host of this run, so pyinfra ends with "No hosts remaining!".
     assert run.failed_hosts == ["<all>"]

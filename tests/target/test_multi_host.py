@@ -42,8 +42,14 @@ def targets() -> Iterator[dict[str, harness.Target]]:
     try:
         # A deployed ws-a (from test_loop) makes this a second deploy with a new profile; a
         # missing tree is made fresh, which only costs time.
-        ws_a = harness.start(*util.WS_TARGETS["ws-a"], fresh=False)
-        ws_b = harness.start(*util.WS_TARGETS["ws-b"])
+        ws_a = harness.start(
+            *util.WS_TARGETS["ws-a"],
+            fresh=False,
+            gpus=util.standin_gpus(util.CI_TWO_YAML, "ws-a"),
+        )
+        ws_b = harness.start(
+            *util.WS_TARGETS["ws-b"], gpus=util.standin_gpus(util.CI_TWO_YAML, "ws-b")
+        )
     except harness.HarnessUnavailable as error:
         pytest.skip(str(error))
     sources = ws_b.root / "etc/apt/sources.list.d/debian.sources"

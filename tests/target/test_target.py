@@ -2,8 +2,9 @@
 
 Deploy twice (the second run changes nothing), verify with the testinfra suite, then kill a
 deploy midway on a fresh target, re-run it, and check it converges and the next run is a no-op.
-The first deploy must also have written the running "kernel" (the target's fake ``/sys`` and
-``/proc/irq``): the ASPM policy, each GPU link's ``link/*aspm`` states, the GPU IRQs' CPUs.
+The first deploy must also have written the running "kernel" (the target's scratch ``sys/``
+and ``proc/irq/`` under the inventory's ``kernel.root``): the ASPM policy, each GPU link's
+``link/*aspm`` states, the GPU IRQs' CPUs.
 
 Run with ``bash tests/target/run.sh`` (root; builds and stops the targets). To run this module
 alone beside other targets, give it its own name and port (an inventory copy is generated)::
@@ -35,16 +36,40 @@ NAME = os.environ.get("RIGFORGE_CI_TARGET", "ci-target")
 PORT = util.env_port("RIGFORGE_CI_PORT", CI_PORT)
 #: The operation during which the kill-midway test pulls the plug (apt is running then).
 KILL_DURING = "NVIDIA user space"
-#: The fake GPU the harness puts in the target's /sys, and its two MSI IRQs.
-GPU_SYSFS = "/sys/bus/pci/devices/0000:41:00.0"
+#: The target's scratch kernel (the CI inventory's ``kernel.root``, bound by the harness).
+KROOT = harness.KERNEL_ROOT
+#: The fake GPU the harness puts in the target's scratch /sys, and its two MSI IRQs.
+GPU_SYSFS = f"{KROOT}/sys/bus/pci/devices/0000:41:00.0"
 GPU_IRQS = ("130", "131")
-#: Operations the first deploy must run against the running kernel (fake /sys, /proc/irq).
-RUNTIME_OPS = ("Runtime ASPM policy", "ASPM off on each NVIDIA GPU link", "Pin GPU IRQs")
+#: Operations the first deploy must run against the running kernel (scratch /sys). The GPU
+#: IRQs are pinned by rigforge-irq-affinity.service, started (for real) before the deploy's
+#: own "Pin GPU IRQs" step, which then finds nothing to do: the state is checked instead.
+RUNTIME_OPS = ("Runtime ASPM policy", "ASPM off on each NVIDIA GPU link")
 #: The units host_data/ci-target/plan.yaml places (one vLLM, one llama.cpp).
 SERVING_UNITS = (
     "rigforge-serve-qwen2.5-7b-instruct-awq.service",
     "rigforge-serve-llama-3.1-8b-instruct-q4.service",
 )
+
+
+#: The units the CI inventory installs that run at every boot (serving units need their
+#: engine: tests/target/test_engine.py). irqbalance only gets a drop-in: it is not installed.
+BOOT_UNITS = (
+    "nvidia-persistenced.service",
+    "rigforge-irq-affinity.service",
+    "rigforge-gpu-settings.service",
+)
+#: ``power_cap_w`` of the CI inventory's two GPUs (inventory/examples/ci.yaml).
+CI_CAPS_W = {
+    "GPU-c1000000-0000-4000-8000-000000000001": 280.0,
+    "GPU-c1000000-0000-4000-8000-000000000002": 250.0,
+}
+
+
+def _power_limits_w(target: harness.Target) -> dict[str, float]:
+    """What ``nvidia-smi`` on the target reports as each GPU's power limit now."""
+    out = ssh(target, "nvidia-smi --query-gpu=uuid,power.limit --format=csv,noheader,nounits")
+    return {u.strip(): float(w) for u, w in (line.split(",") for line in out.splitlines())}
 
 
 @pytest.fixture(scope="module")
@@ -68,16 +93,16 @@ def _unpin_one_irq(target: harness.Target) -> None:
     The harness's fake ``/proc/irq`` starts every IRQ on all CPUs, which on its one-node fake
     equals the GPU's ``local_cpulist``: without this the pinning would never need a write.
     """
-    ssh(target, f"echo 1 > /proc/irq/{GPU_IRQS[1]}/smp_affinity_list")
+    ssh(target, f"echo 1 > {KROOT}/proc/irq/{GPU_IRQS[1]}/smp_affinity_list")
 
 
 def _runtime_state(target: harness.Target) -> dict[str, str]:
     """The target's fake kernel files the runtime operations write, by short name."""
     files = {
-        "policy": "/sys/module/pcie_aspm/parameters/policy",
+        "policy": f"{KROOT}/sys/module/pcie_aspm/parameters/policy",
         "l1_aspm": f"{GPU_SYSFS}/link/l1_aspm",
         "l0s_aspm": f"{GPU_SYSFS}/link/l0s_aspm",
-        **{f"irq{n}": f"/proc/irq/{n}/smp_affinity_list" for n in GPU_IRQS},
+        **{f"irq{n}": f"{KROOT}/proc/irq/{n}/smp_affinity_list" for n in GPU_IRQS},
     }
     out = ssh(target, "; ".join(f"echo {k}=$(cat {v})" for k, v in files.items()))
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
@@ -86,7 +111,10 @@ def _runtime_state(target: harness.Target) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def target() -> Iterator[harness.Target]:
     """A fresh CI target (skips with the reason when the tier cannot run)."""
-    with util.fresh_target(NAME, PORT, "start fresh target", prepare=_unpin_one_irq) as tgt:
+    gpus = util.standin_gpus(util.CI_YAML, "ci-target")
+    with util.fresh_target(
+        NAME, PORT, "start fresh target", prepare=_unpin_one_irq, gpus=gpus
+    ) as tgt:
         yield tgt
 
 
@@ -115,12 +143,81 @@ def test_first_deploy_wrote_the_running_kernel(target: harness.Target) -> None:
 
 
 @pytest.mark.target
+def test_units_the_deploy_installed_really_ran(target: harness.Target) -> None:
+    """Each boot unit is enabled, active and exited 0 (oneshots: ``active (exited)``)."""
+    for unit in BOOT_UNITS:
+        state = util.unit_state(target, unit)
+        assert state["UnitFileState"] == "enabled", (unit, state)
+        assert state["ActiveState"] == "active", (unit, state)
+        assert state["Result"] == "success", (unit, state)
+        assert state["ExecMainStatus"] == "0", (unit, state)
+
+
+@pytest.mark.target
+def test_gpu_settings_unit_set_the_inventory_caps(target: harness.Target) -> None:
+    """The oneshot ran ``nvidia-smi -i UUID -pl W`` for real: the limits are the caps."""
+    assert _power_limits_w(target) == CI_CAPS_W
+
+
+@pytest.mark.target
+def test_after_a_reboot_the_units_start_in_order(target: harness.Target) -> None:
+    """Booted again, every boot unit comes up by itself, GPU settings after persistenced."""
+    harness.stop(target.name)
+    harness.start(target.name, target.port, fresh=False)
+    assert util.wait_until_booted(target) in ("running", "degraded")
+    state = {unit: util.unit_state(target, unit) for unit in BOOT_UNITS}
+    for unit, st in state.items():
+        assert (st["ActiveState"], st["Result"], st["ExecMainStatus"]) == (
+            "active",
+            "success",
+            "0",
+        ), (unit, st)
+    persistenced = int(state["nvidia-persistenced.service"]["ActiveEnterTimestampMonotonic"])
+    settings = int(state["rigforge-gpu-settings.service"]["ExecMainStartTimestampMonotonic"])
+    assert 0 < persistenced <= settings, state
+    # The stand-in GPUs came back at their default limit (as after a power cycle): the unit
+    # applied the caps again at boot.
+    assert _power_limits_w(target) == CI_CAPS_W
+
+
+@pytest.mark.target
 def test_second_deploy_changes_nothing(target: harness.Target, inventory: str) -> None:
+    """0 changes, and systemd neither reloaded nor restarted anything (journal, timestamps)."""
+    units = (*BOOT_UNITS, "ssh.service")
+    before, reloads = util.starts(target, units), util.daemon_reloads(target)
     result = util.deploy(inventory, "deploy #2 (no-op)")
     assert result.rc == 0, result.stderr_tail
     assert result.totals["error"] == 0, result.errors
     assert result.totals["success"] == 0, f"second run changed: {result.changed}"
     assert result.totals["no_change"] > 0
+    assert util.starts(target, units) == before, "a unit was restarted by a no-op deploy"
+    assert util.daemon_reloads(target) == reloads, "a no-op deploy ran daemon-reload"
+
+
+@pytest.mark.target
+def test_changing_one_cap_restarts_only_the_gpu_settings_unit(
+    target: harness.Target, inventory: str, tmp_path: Path
+) -> None:
+    """A new cap for one GPU rewrites one unit: that unit alone is restarted and re-applied."""
+    raw = yaml.safe_load(util.CI_YAML.read_text(encoding="utf-8"))
+    gpus = raw["hosts"]["ci-target"]["gpus"]
+    gpus[0]["power_cap_w"] = 270
+    changed_inv = util.inventory_for(
+        target, tmp_path / "inv", overrides={"gpus": gpus}, stem="one-cap"
+    )
+    others = tuple(u for u in BOOT_UNITS if u != "rigforge-gpu-settings.service")
+    before = util.starts(target, (*BOOT_UNITS,))
+    result = util.deploy(changed_inv, "deploy, one cap changed")
+    assert result.totals["error"] == 0, result.errors
+    after = util.starts(target, (*BOOT_UNITS,))
+    assert after["rigforge-gpu-settings.service"] != before["rigforge-gpu-settings.service"]
+    assert {u: after[u] for u in others} == {u: before[u] for u in others}
+    assert _power_limits_w(target)["GPU-c1000000-0000-4000-8000-000000000001"] == 270.0
+    state = util.unit_state(target, "rigforge-gpu-settings.service")
+    assert (state["ActiveState"], state["ExecMainStatus"]) == ("active", "0"), state
+    back = util.deploy(inventory, "deploy, caps back")
+    assert back.totals["error"] == 0, back.errors
+    assert _power_limits_w(target) == CI_CAPS_W
 
 
 @pytest.mark.target
@@ -158,7 +255,7 @@ def test_killed_deploy_converges(
     target: harness.Target, inventory: str, inventory_yaml: str
 ) -> None:
     start = time.monotonic()
-    fresh = harness.start(NAME, PORT)
+    fresh = harness.start(NAME, PORT, gpus=util.standin_gpus(util.CI_YAML, "ci-target"))
     timing("restart fresh target", time.monotonic() - start)
 
     start = time.monotonic()

@@ -30,6 +30,7 @@ import yaml
 from inventory.referenced_files import LOCAL_PATHS
 from inventory.validate import default_host_files
 from tests.target import harness
+from tests.target.gpu_standin import StandinGpu
 
 REPO = harness.REPO_ROOT
 DEPLOY = "deploys/workstation.py"
@@ -55,24 +56,47 @@ def timing(stage: str, seconds: float) -> None:
             fh.write(line + "\n")
 
 
+def standin_gpus(source: Path, host: str) -> list[StandinGpu]:
+    """The GPUs host ``host`` of inventory ``source`` lists, for the target's GPU stand-ins.
+
+    The inventory is the description of the box, so the stand-in ``nvidia-smi`` reports what
+    a real host matching it would: the same UUIDs, bus ids, names, VRAM and power range (the
+    default limit is the card's maximum, as on the RTX 3090s the CI inventories name).
+    """
+    raw = yaml.safe_load(source.read_text(encoding="utf-8"))
+    return [
+        StandinGpu(
+            uuid=g["uuid"],
+            pci_bus_id=g["pci_bus_id"],
+            name=g["name"],
+            memory_total_mib=int(g["memory_total_mib"]),
+            min_w=float(g["min_w"]),
+            max_w=float(g["max_w"]),
+            default_w=float(g["max_w"]),
+        )
+        for g in raw["hosts"][host]["gpus"]
+    ]
+
+
 @contextlib.contextmanager
 def fresh_target(
     name: str,
     port: int,
     stage: str,
     prepare: Callable[[harness.Target], None] | None = None,
+    gpus: Sequence[StandinGpu] = (),
 ) -> Iterator[harness.Target]:
     """A fresh target ``name`` on 127.0.0.1:``port``, stopped afterwards.
 
     Skips the test (with the reason) when the tier cannot run here; ``prepare`` runs on the
-    new target before its start is timed as ``stage``.
+    new target before its start is timed as ``stage``; ``gpus`` go to the GPU stand-ins.
     """
     reason = harness.unavailable_reason()
     if reason:
         pytest.skip(reason)
     start = time.monotonic()
     try:
-        target = harness.start(name, port)
+        target = harness.start(name, port, gpus=gpus)
     except harness.HarnessUnavailable as error:
         pytest.skip(str(error))
     if prepare is not None:
@@ -288,9 +312,8 @@ def dry_plan(inventory: str | Path, stage: str) -> DryPlan:
 def ssh(target: harness.Target, command: str) -> str:
     """Run ``command`` (a shell line) on the target as root over SSH; return stdout.
 
-    Fails on rc ≠ 0. The target's ``/sys`` and ``/proc/irq`` are tmpfs fakes inside its mount
-    namespace, not visible from this machine, so reading or seeding them goes through its sshd;
-    files are read this way too (``ssh(t, f"cat {path}")``), as a person would check them.
+    Fails on rc ≠ 0. Files are read this way (``ssh(t, f"cat {path}")``), as a person would
+    check them, and ``systemctl`` asked.
     """
     proc = subprocess.run(
         [
@@ -348,12 +371,19 @@ def tree_state(root: Path, subdirs: tuple[str, ...]) -> dict[str, tuple[int, int
 
 
 def verify(
-    stage: str, target: harness.Target, inventory_yaml: str | Path, host: str | None = None
+    stage: str,
+    target: harness.Target,
+    inventory_yaml: str | Path,
+    host: str | None = None,
+    *,
+    gpu: bool = True,
 ) -> subprocess.CompletedProcess[str]:
     """Run the testinfra suite (``tests/verify``) against the target; return the pytest run.
 
     ``inventory_yaml``: what the suite expects (the inventory deployed); ``host``: the host
-    of that inventory the target is (needed only when it has several).
+    of that inventory the target is (needed only when it has several). ``gpu=False`` leaves
+    out the suite's ``gpu`` checks (what ``nvidia-smi`` reports): for a host whose caps go to
+    a simulated rig (``tuner.sim_rig``), not to the GPU stand-ins.
     """
     start = time.monotonic()
     proc = subprocess.run(
@@ -369,7 +399,7 @@ def verify(
             "-W",
             "ignore::UserWarning",
             "-m",
-            "not target",
+            "not target" if gpu else "not target and not gpu",
             f"--hosts={target.hosts_url}",
             f"--rigforge-inventory={inventory_yaml}",
             *([f"--rigforge-host={host}"] if host else []),
@@ -391,3 +421,53 @@ WS_TARGETS: dict[str, tuple[str, int]] = {
     "ws-a": (os.environ.get("RIGFORGE_WS_A_TARGET", "ws-a"), env_port("RIGFORGE_WS_A_PORT", 2222)),
     "ws-b": (os.environ.get("RIGFORGE_WS_B_TARGET", "ws-b"), env_port("RIGFORGE_WS_B_PORT", 2223)),
 }
+
+
+# --------------------------------------------------------------------------------------------
+# systemd on a booted target
+# --------------------------------------------------------------------------------------------
+
+#: What :func:`unit_state` reads of a unit (``systemctl show`` property names).
+UNIT_PROPERTIES = (
+    "LoadState",
+    "UnitFileState",
+    "ActiveState",
+    "SubState",
+    "Result",
+    "ExecMainStatus",
+    "InvocationID",
+    "ActiveEnterTimestampMonotonic",
+    "ExecMainStartTimestampMonotonic",
+    "NRestarts",
+    "MainPID",
+)
+
+
+def unit_state(target: harness.Target, unit: str) -> dict[str, str]:
+    """``systemctl show UNIT`` on the target: :data:`UNIT_PROPERTIES` as ``{name: value}``."""
+    out = ssh(target, f"systemctl show {unit} -p {','.join(UNIT_PROPERTIES)}")
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def starts(target: harness.Target, units: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """``{unit: (InvocationID, ActiveEnterTimestampMonotonic)}``: changes iff it (re)started."""
+    out = {}
+    for unit in units:
+        state = unit_state(target, unit)
+        out[unit] = (state["InvocationID"], state["ActiveEnterTimestampMonotonic"])
+    return out
+
+
+def daemon_reloads(target: harness.Target) -> int:
+    """How many times systemd (PID 1) reloaded its units since the target booted.
+
+    Counted from the journal: systemd logs "Reloading." (and on bookworm's 252 "Reloading
+    requested from client PID …") at every ``daemon-reload``.
+    """
+    out = ssh(target, "journalctl -b _PID=1 -o cat --no-pager | grep -c '^Reloading' || true")
+    return int(out.strip() or 0)
+
+
+def wait_until_booted(target: harness.Target, timeout_s: float = 60) -> str:
+    """``systemctl is-system-running --wait`` on the target (``running`` or ``degraded``)."""
+    return ssh(target, f"timeout {timeout_s} systemctl is-system-running --wait || true").strip()

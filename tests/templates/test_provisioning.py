@@ -60,8 +60,28 @@ def test_gpu_settings_unit_uses_rigforge_apply_with_the_tuner() -> None:
         venv="/opt/rigforge/venv",
         profile="/etc/rigforge/profile.yaml",
         script="/x",
+        rig=None,
     )
-    assert "ExecStart=/opt/rigforge/venv/bin/rigforge apply /etc/rigforge/profile.yaml" in unit
+    apply = "ExecStart=/opt/rigforge/venv/bin/rigforge apply /etc/rigforge/profile.yaml\n"
+    assert apply in unit
+
+
+def test_gpu_settings_unit_applies_to_the_simulated_rig_of_a_gpu_less_host() -> None:
+    """``tuner.sim_rig`` (a host without GPUs, like CI): the boot unit applies the profile to
+    the rig it was swept on (``rigforge apply --rig FILE``), not to NVML."""
+    unit = render(
+        "etc/systemd/system/rigforge-gpu-settings.service.j2",
+        caps_w=[("GPU-a", 280.0)],
+        use_tuner=True,
+        venv="/opt/rigforge/venv",
+        profile="/etc/rigforge/profile.yaml",
+        script="/x",
+        rig="/etc/rigforge/tune-rig.yaml",
+    )
+    assert (
+        "ExecStart=/opt/rigforge/venv/bin/rigforge apply /etc/rigforge/profile.yaml"
+        " --rig /etc/rigforge/tune-rig.yaml\n"
+    ) in unit
 
 
 def test_cap_script_clamps_reads_back_and_fails_loudly() -> None:

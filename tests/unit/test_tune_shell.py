@@ -131,3 +131,15 @@ def test_start_command_is_valid_shell(systemd: bool, tmp_path: Path) -> None:
     assert subprocess.run(["/bin/sh", "-n", "-c", line], check=False).returncode == 0
     if systemd:
         assert "systemd-run --unit rigforge-tune --collect" in line
+
+
+def test_systemd_run_gets_dollars_and_percents_doubled() -> None:
+    """systemd.service(5), "Command lines": "$$" is a literal dollar sign and "%%" a literal
+    percent in ExecStart, which is what ``systemd-run`` makes of its arguments. Undoubled, the
+    job's ``echo $$`` wrote "$" as the sweep's PID (seen on the systemd-booted CI target)."""
+    line = start_command("date +%s", "/var/log/rigforge/tune.log", systemd=True)
+    words = shlex.split(line.split("systemd-run", 1)[1])
+    job = words[words.index("-c") + 1]
+    assert job.startswith("echo $$$$ > /var/log/rigforge/tune.pid; ( date +%%s )")
+    # What systemd hands to /bin/sh -c: the script as written.
+    assert job.replace("$$", "$").replace("%%", "%").startswith("echo $$ > ")

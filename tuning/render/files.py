@@ -23,6 +23,9 @@ from tuning.render.unit_text import UnsafeUnitValue
 #: Where the GPU-settings deploy puts the tuning profile and the nvidia-smi cap script.
 GPU_SETTINGS_SCRIPT = "/usr/local/libexec/rigforge-gpu-settings"
 PROFILE_TARGET = "/etc/rigforge/profile.yaml"
+#: Where ``tuner.sim_rig`` lands on a host (the boot unit applies to it; deploys/tune.py
+#: sweeps it).
+SIM_RIG_TARGET = "/etc/rigforge/tune-rig.yaml"
 #: How often the cap script retries a GPU that did not take its cap, and the pause between
 #: tries (``estimate``: long enough for nvidia-persistenced to have initialised the GPU).
 CAP_RETRIES = 3
@@ -92,10 +95,13 @@ def settings_unit(
     use_tuner: bool,
     profile: str = PROFILE_TARGET,
     script: str = GPU_SETTINGS_SCRIPT,
+    rig: str | None = None,
 ) -> FileSpec:
     """``rigforge-gpu-settings.service``: the caps per UUID, applied at every boot.
 
-    ``use_tuner``: run ``rigforge apply <profile>`` from the tuner's venv, else ``script``.
+    ``use_tuner``: run ``rigforge apply <profile>`` from the tuner's venv, else ``script``;
+    ``rig``: the simulated rig file it applies to (``--rig``) on a host without GPUs, whose
+    ``tuner.sim_rig`` the profile was swept on (else the host's GPUs through NVML).
     """
     return FileSpec(
         dest="/etc/systemd/system/rigforge-gpu-settings.service",
@@ -106,6 +112,7 @@ def settings_unit(
             "venv": config.tuner.venv,
             "profile": profile,
             "script": script,
+            "rig": rig,
         },
         name="rigforge-gpu-settings.service",
     )
