@@ -82,13 +82,6 @@ def put_text(
     )
 
 
-def put_template(
-    template: str, dest: str, *, name: str, mode: str = "644", **context: Any
-) -> OperationMeta:
-    """Render ``template`` locally and put it at ``dest`` (root-owned)."""
-    return put_text(dest, render(template, **context), name=name, mode=mode)
-
-
 def snapshot(
     paths: Sequence[str] = (), units: Sequence[str] = (), commands: Sequence[str] = ()
 ) -> Snapshot:
