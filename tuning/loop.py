@@ -32,6 +32,7 @@ import yaml
 from tuning.backends import DEFAULT_RIG, open_rig
 from tuning.backends.base import Rig, RigSnapshot
 from tuning.budget import Policy
+from tuning.cpuplan.plan import CpuPlan
 from tuning.errors import ConfigError
 from tuning.placement import Plan, load_profile_hints, plan
 from tuning.sustained import SustainedProgress, SustainedRun, sustained_run
@@ -263,6 +264,8 @@ class LoopResult:
     plan: Plan
     files: LoopFiles
     wall_s: float
+    #: The CPU plan beside ``plan`` (``None`` when the rig file has no ``cpu:`` section).
+    cpu_plan: CpuPlan | None = None
 
     @property
     def tuned_ok(self) -> bool:
@@ -312,6 +315,7 @@ class LoopResult:
             "circuits": self.circuits_json(),
             "sweep": self.sweep.to_json(),
             "plan": self.plan.to_json(),
+            "cpu_plan": None if self.cpu_plan is None else self.cpu_plan.to_json(),
             "files": self.files.to_json(),
             "verdict": {"tuned_ok": self.tuned_ok, "stock_problem": self.stock_problem},
             "wall_s": round(self.wall_s, 2),
@@ -377,6 +381,11 @@ def _run_sweep(cfg: LoopConfig, observer: LoopObserver) -> SweepResult:
 def run_loop(cfg: LoopConfig, observer: LoopObserver | None = None) -> LoopResult:
     """Run stages 1–6 (see the module docstring) and return what they measured and wrote."""
     from inventory.models import load_models
+    from tuning.cpuplan.placements import (
+        check_models_pins,
+        load_cpu_topology,
+        with_models_cpu_plan,
+    )
     from tuning.profile import dump_profile, profile_from_result
     from tuning.report import PlotsUnavailable, plot_curves, plot_heat_soak
 
@@ -387,6 +396,9 @@ def run_loop(cfg: LoopConfig, observer: LoopObserver | None = None) -> LoopResul
     out.mkdir(parents=True, exist_ok=True)
     models_path = cfg.models_path or default_models_path()
     models = load_models(models_path)  # fail on a bad models file before 2 minutes of work
+    topo = load_cpu_topology(cfg.rig_spec)
+    if topo is not None:
+        check_models_pins(topo, models, str(models_path))
 
     obs.stage(1, STAGES[0])
     snapshot = inspect_under_load(cfg.rig_spec, cfg.workload, seed=cfg.seed)
@@ -424,6 +436,9 @@ def run_loop(cfg: LoopConfig, observer: LoopObserver | None = None) -> LoopResul
 
     obs.stage(5, STAGES[4])
     placed = plan(snapshot, models, load_profile_hints(profile_path))
+    cpu_plan = None
+    if topo is not None:
+        placed, cpu_plan = with_models_cpu_plan(placed, snapshot, topo, models, str(models_path))
     plan_path = out / "plan.yaml"
     plan_path.write_text(
         yaml.safe_dump(placed.to_yaml(), sort_keys=False, allow_unicode=True), encoding="utf-8"
@@ -450,6 +465,7 @@ def run_loop(cfg: LoopConfig, observer: LoopObserver | None = None) -> LoopResul
         plan=placed,
         files=files,
         wall_s=time.perf_counter() - started,
+        cpu_plan=cpu_plan,
     )
 
 
