@@ -45,6 +45,9 @@ class Placement:
     kv_cache_bits: int
     shared: bool
     extra_args: tuple[str, ...]
+    #: The engine's compute threads per process from the CPU plan (llama.cpp ``--threads``,
+    #: ``OMP_NUM_THREADS`` of a vLLM/SGLang worker); ``None``: no CPU plan, engine default.
+    threads: int | None = None
 
     def to_yaml(self) -> dict[str, Any]:
         return {
@@ -70,6 +73,7 @@ class Placement:
             "kv_cache_bits": self.kv_cache_bits,
             "shared": self.shared,
             "extra_args": list(self.extra_args),
+            "threads": self.threads,
         }
 
     @classmethod
@@ -104,6 +108,7 @@ class Placement:
             kv_cache_bits=int(data.get("kv_cache_bits", 16)),
             shared=bool(data.get("shared", False)),
             extra_args=tuple(data.get("extra_args") or ()),
+            threads=data.get("threads"),
         )
         problems = placement_problems(placement)
         if problems:

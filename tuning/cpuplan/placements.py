@@ -89,7 +89,7 @@ def with_cpu_plan(
     ]
     cpu_plan = plan_cpus(topo, gpu_nodes, units, rules)
     placements = tuple(
-        dataclasses.replace(p, cpu_list=share.cpus)
+        dataclasses.replace(p, cpu_list=share.cpus, threads=share.threads)
         for p, share in zip(plan.placements, cpu_plan.units, strict=True)
     )
     return (

@@ -71,8 +71,9 @@ class CpuUnit:
 class UnitCpus:
     """One unit's share: its CPUs (ascending), whole cores, LLC domains and NUMA nodes.
 
-    ``threads``: the rule's engine cores (llama.cpp's ``--threads``), or the unit's cores
-    when the rule has none or the unit is pinned. ``rule`` says how the size was reached.
+    ``threads``: compute threads per engine process
+    (:meth:`~tuning.cpuplan.rules.EngineRule.threads`: llama.cpp's ``--threads``, a
+    vLLM/SGLang worker's ``OMP_NUM_THREADS``). ``rule`` says how the size was reached.
     """
 
     name: str
@@ -170,7 +171,7 @@ def plan_cpus(
                 llcs=tuple(sorted({c.llc for c in cores.values()})),
                 nodes=tuple(sorted({c.node for c in cores.values()})),
                 pinned=True,
-                threads=len(cores),
+                threads=rules.engines[unit.engine].threads(len(cores), pinned=True),
                 rule="pinned by cpus: in the models file",
             )
     auto = [u for u in units if not u.pinned_cpus]
@@ -205,7 +206,7 @@ def plan_cpus(
             llcs=tuple(sorted({c.llc for c in chosen})),
             nodes=nodes,
             pinned=False,
-            threads=rule.engine_cores or len(chosen),
+            threads=rule.threads(len(chosen), pinned=False),
             rule=rule.describe(len(unit.gpus)),
         )
     ordered = tuple(planned[u.name] for u in units)
