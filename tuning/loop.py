@@ -149,6 +149,7 @@ def deploy_files(profile_path: Path, result_plan: Plan) -> dict[str, str]:
     pyinfra: a core install (``pip install -e .``) renders the same files as ``[all]``.
     """
     from inventory.schema import HostConfig
+    from tuning.core.cpu import format_cpu_list
     from tuning.render import files as specs
     from tuning.serving import render_serving_units
 
@@ -159,7 +160,10 @@ def deploy_files(profile_path: Path, result_plan: Plan) -> dict[str, str]:
     wanted = [
         specs.settings_unit(config, specs.caps_w(config), use_tuner=True),
         specs.grub_fragment(),
-        *specs.irq_pinning_files(config),
+        *specs.irq_pinning_files(
+            config,
+            irq_cpus={i.gpu: format_cpu_list(i.cpus) for i in result_plan.irq_cpus},
+        ),
         *specs.irqbalance_files(),
     ]
     files: dict[str, str] = {

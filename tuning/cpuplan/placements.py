@@ -7,8 +7,9 @@ import dataclasses
 from collections.abc import Mapping
 
 from inventory.models import ModelsFile
+from tuning.core.bus import normalize_bus_id
 from tuning.core.cpu import CpuTopology
-from tuning.core.plan import Plan
+from tuning.core.plan import GpuIrqCpus, Plan
 from tuning.core.rig import RigSnapshot
 from tuning.cpuplan.plan import CpuPlan, CpuPlanRefused, CpuUnit, check_pin_on_host, plan_cpus
 from tuning.cpuplan.rules import CpuRules
@@ -92,9 +93,16 @@ def with_cpu_plan(
         dataclasses.replace(p, cpu_list=share.cpus, threads=share.threads)
         for p, share in zip(plan.placements, cpu_plan.units, strict=True)
     )
+    bus_of = {g.uuid: normalize_bus_id(g.pci_bus_id) for g in snapshot.gpus if g.pci_bus_id}
+    irq_cpus = tuple(
+        GpuIrqCpus(gpu=bus_of[i.gpu], cpus=i.cpus) for i in cpu_plan.irqs if i.gpu in bus_of
+    )
     return (
         dataclasses.replace(
-            plan, placements=placements, housekeeping_cpus=cpu_plan.housekeeping_cpus
+            plan,
+            placements=placements,
+            housekeeping_cpus=cpu_plan.housekeeping_cpus,
+            irq_cpus=irq_cpus,
         ),
         cpu_plan,
     )

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 from tuning.captures.values import format_cpu_list
 from tuning.core.cpu import Core, CpuTopology
+from tuning.core.plan import GpuIrqCpus
 from tuning.cpuplan.rules import CpuRules, load_rules
 from tuning.errors import RigforgeError
 
@@ -91,14 +92,6 @@ class UnitCpus:
     def cpu_list(self) -> str:
         """The CPUs as the kernel writes a list (``8-11,72-75``): ``CPUAffinity=``'s form."""
         return format_cpu_list(self.cpus)
-
-
-@dataclass(frozen=True)
-class GpuIrqCpus:
-    """Where one GPU's interrupts go (``/proc/irq/N/smp_affinity_list``)."""
-
-    gpu: str
-    cpus: tuple[int, ...]
 
 
 @dataclass(frozen=True)
