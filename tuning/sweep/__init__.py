@@ -15,7 +15,8 @@ Phases (all times on the rig's clock — virtual on a simulated rig):
    (SW/HW thermal, HW slowdown, power brake; :mod:`tuning.sustained`) rejects the config (the
    round stops at the first). Unless ``full_soak``, the round also stops once every GPU's
    steady temperature is confidently predicted from its transient
-   (:func:`~tuning.telemetry.predict_steady`): a predicted throttle rejects like an event. Each GPU's temperature transient is fitted with a
+   (:func:`~tuning.telemetry.predict_steady`): a predicted throttle rejects like an event.
+   Each GPU's temperature transient is fitted with a
    first-order exponential (:func:`~tuning.telemetry.fit_first_order`); every card whose
    predicted asymptote is over its SW thermal target − 1.5 °C gets its cap cut by the watts
    that move the asymptote there (resistance estimated from the same fit), and the soak
