@@ -104,3 +104,20 @@ def test_both_3090_sweeps_from_one_parameter_set() -> None:
     assert fidelity_caps._dense(200.0) == pytest.approx(20.6 / 32.0, abs=0.05)
     assert fidelity_caps._pipeline(200.0) == pytest.approx(68.3 / 72.6, abs=0.05)
     assert fidelity_caps._pipeline(150.0) == pytest.approx(62.6 / 72.6, abs=0.05)
+
+
+def test_power_table_gives_the_hand_worked_dvfs_clock() -> None:
+    """The same hand example as a table (what a simulator reads per clock bin): P(f) = 100 +
+    200·f, so the highest bin under a 200 W cap is 1050 MHz, at 50 tok/s; the top bin is the
+    natural draw, 300 W at 2100 MHz and 100 tok/s."""
+    from tuning.model.power import power_table
+
+    p = _params(clock_w=0.0, core_w=200.0, v_min=1.0, stall_activity=0.0)
+    step = StepTime(memory_s=0.0, compute_s=0.01, interconnect_s=0.0, host_s=0.0, tokens=1.0)
+    table = power_table(p, step, 2100.0)
+    fits = int((table.power_w <= 200.0 + 1e-9).sum()) - 1
+    assert table.clock_mhz[fits] == pytest.approx(1050.0)
+    assert table.tokens_per_s[fits] == pytest.approx(50.0)
+    assert table.power_w[-1] == pytest.approx(300.0)
+    assert table.clock_mhz[-1] == pytest.approx(2100.0)
+    assert table.tokens_per_s[-1] == pytest.approx(100.0)
