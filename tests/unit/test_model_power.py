@@ -121,3 +121,14 @@ def test_power_table_gives_the_hand_worked_dvfs_clock() -> None:
     assert table.power_w[-1] == pytest.approx(300.0)
     assert table.clock_mhz[-1] == pytest.approx(2100.0)
     assert table.tokens_per_s[-1] == pytest.approx(100.0)
+
+
+def test_busy_share_from_the_step_time_model() -> None:
+    """A 6-stage round of 12 ms of kernels (2 ms per card) and 3 ms of host: the step-time model
+    says each card works 2/15 of the round; at full clock the card is then 2/15 busy."""
+    from tuning.model.power import busy_scale_of
+
+    step = StepTime(memory_s=0.012, compute_s=0.0, interconnect_s=0.0, host_s=0.003, tokens=1.0)
+    scale = busy_scale_of(step, 2.0 / 15.0)
+    assert scale == pytest.approx(1.0 / 6.0)
+    assert at_clock(_params(), step, 1.0, busy_scale=scale).busy_frac == pytest.approx(2.0 / 15.0)
