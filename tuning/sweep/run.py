@@ -20,6 +20,7 @@ from tuning.sustained import SustainedSampler, ThrottleEvent
 from tuning.sweep.config import SweepConfig
 from tuning.sweep.result import GpuResult, SoakRound, SweepResult
 from tuning.telemetry import (
+    FIT_TAU_GRID_S,
     CapTrace,
     ProbeMeasurement,
     ProbeWindow,
@@ -334,7 +335,11 @@ class Sweep:
         """Where the GPU's temperature was heading in ``soak``: the asymptote of a first-order
         fit to its trace (samples before the first throttle event only). Units: °C."""
         trace = soak.temp_trace.get(uuid, ())
-        fit = fit_first_order([t for t, _ in trace], [c for _, c in trace])
+        # the 48-point τ grid unrefined, as the correction was calibrated with (the bench's
+        # caps and objectives); the early-stop verdicts use the refined fit (predict_steady)
+        fit = fit_first_order(
+            [t for t, _ in trace], [c for _, c in trace], tau_grid_s=FIT_TAU_GRID_S
+        )
         return None if fit is None else fit[0]
 
     def _corrected_cap(
