@@ -12,9 +12,10 @@ The model, per GPU and step (f = SM clock / max SM clock):
   (never below ``F_MIN``), so a limit above ``natural_w`` never binds.
 * **Throughput**: ``tokens/s = tps_max * min(1, f / knee_frac) ** cliff_exp``; decode is flat
   down to the knee, then falls off a cliff; prefill follows the clock.
-* **Heat**: inlet = ambient + Σ_j coupling(|slot_i - slot_j|) · P_j; the die relaxes towards
-  ``inlet + R(fan) · P`` with time constant ``tau_s`` (exact exponential step). Fans follow
-  temperature; R rises as the fan slows.
+* **Heat**: inlet = ambient + Σ_j coupling_ij · P_j (neighbours by slot distance, or a
+  front-to-back chain, plus a closed case's own air: :mod:`~tuning.backends.sim_air`); the
+  die relaxes towards ``inlet + R(fan) · P`` with time constant ``tau_s`` (exact exponential
+  step). Fans follow temperature; R rises as the fan slows.
 * **SW thermal slowdown**: above the target temperature (or the max operating temperature
   where a card has no target) the limit becomes ``min(cap, natural) - KP_W_PER_C · (T -
   target)``, which holds the card about a degree above target. **HW slowdown** at the
@@ -55,6 +56,7 @@ from tuning.backends.base import (
     TopologyLink,
 )
 from tuning.backends.cpu_spec import cpu_topology_of
+from tuning.backends.sim_air import air_coupling
 from tuning.backends.sim_config import (
     WORKLOADS,
     ModelSpec,
@@ -357,11 +359,10 @@ class SimRig(Rig):
         self._r2 = self._r_c_per_w * gain / 100.0
         self._decay = 1.0 - np.exp(-self.step_s / tau)
         self._ambient_c = spec.rack.ambient_c
-        slots = arr([g.slot for g in spec.gpus])
-        dist = np.abs(slots[:, None] - slots[None, :])
-        coupling = spec.rack.coupling_c_per_w * spec.rack.coupling_decay ** np.maximum(dist - 1, 0)
-        np.fill_diagonal(coupling, 0.0)
-        self._coupling = coupling
+        # inlet = ambient + offset + coupling @ P: neighbours, a front-to-back chain, a case
+        self._coupling, self._inlet_offset_c = air_coupling(
+            spec.rack, [g.slot for g in spec.gpus], sum(p.platform_w for p in spec.psus)
+        )
 
         # Per workload class (rows in WORKLOADS order), per GPU (columns).
         nat, exp_, knee, cliff, tps, util = ([] for _ in range(6))
@@ -444,7 +445,7 @@ class SimRig(Rig):
         self._hw_latched = np.zeros(self._n, dtype=bool)
         self._any_hw = False
         if temp_c is None:
-            inlet = self._ambient_c + self._coupling @ self._idle_w
+            inlet = self._ambient_c + self._inlet_offset_c + self._coupling @ self._idle_w
             self._temp_c = inlet + (self._r1 - self._r2 * self._fan_lo) * self._idle_w
         else:
             self._temp_c = np.full(self._n, float(temp_c))
@@ -582,6 +583,12 @@ class SimRig(Rig):
         budget = BudgetModel.from_rig(self)
         return budget.circuit_wall_w(self._psu_loads_w())[circuit_name]
 
+    def inlet_temps_c(self) -> dict[str, float]:
+        """Each card's inlet air now: room, case air and upstream heat (:mod:`sim_air`),
+        by UUID. Units: °C."""
+        inlet = self._ambient_c + self._inlet_offset_c + self._coupling @ self._power_w
+        return {gpu.uuid: float(inlet[i]) for i, gpu in enumerate(self._gpus)}
+
     @property
     def ambient_c(self) -> float:
         """Room air temperature around the rack. Units: °C."""
@@ -663,9 +670,8 @@ class SimRig(Rig):
         self._ring_sum += power - self._ring[slot]
         self._ring[slot] = power
         temp = self._temp_c
-        steady = (
-            self._ambient_c + self._coupling @ power + (self._r1 - self._r2 * self._fan_pct) * power
-        )
+        inlet = self._ambient_c + self._inlet_offset_c + self._coupling @ power
+        steady = inlet + (self._r1 - self._r2 * self._fan_pct) * power
         self._temp_c = temp + (steady - temp) * self._decay
         self._update_fans()
         self._update_hw_latch()
