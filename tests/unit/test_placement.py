@@ -97,27 +97,38 @@ def test_tp_divides_heads() -> None:
     assert (placed.tp, placed.pp) == (1, 3)
 
 
-def test_pcie_prefers_pipeline_beyond_two_gpus_and_nvlink_prefers_tp() -> None:
-    # a serving load: enough concurrent sequences to keep every pipeline stage busy
+def test_all_reduces_over_staged_pcie_cost_more_of_the_step_than_over_nvlink() -> None:
+    """A 32.8 B bf16 model on four 24 GB cards at TP=4: every one of 2 × 64 all-reduces per
+    step crosses the worst link. Staged through host memory (PHB: no P2P, two driver copies,
+    tens of µs each) that is a far larger share of the step than over NVLink (a few µs), and
+    NVLink is faster; both plans report their shares summing to 1."""
     big = {**MID, "quant_bits": 16, "attention_heads": 64, "kv_heads": 8, "max_sequences": 8}
-    pcie = make_rig([24576] * 4, [["X" if a == b else "PIX" for b in range(4)] for a in range(4)])
+    phb = make_rig([24576] * 4, [["X" if a == b else "PHB" for b in range(4)] for a in range(4)])
     nvlink = make_rig([24576] * 4, [["X" if a == b else "NV8" for b in range(4)] for a in range(4)])
-    on_pcie = plan(pcie, models_file(model("big", **big))).placements[0]
+    on_phb = plan(phb, models_file(model("big", **big))).placements[0]
     on_nvlink = plan(nvlink, models_file(model("big", **big))).placements[0]
-    assert len(on_pcie.gpus) == len(on_nvlink.gpus) == 4
-    assert on_pcie.tp <= 2 < on_pcie.pp
+    assert len(on_phb.gpus) == len(on_nvlink.gpus) == 4
     assert on_nvlink.tp == 4
+    if on_phb.tp > 1:
+        assert on_phb.breakdown["interconnect"] > on_nvlink.breakdown["interconnect"]
+    assert on_nvlink.tokens_per_s > on_phb.tokens_per_s
+    assert sum(on_phb.breakdown.values()) == pytest.approx(1.0, abs=1e-3)
 
 
 def test_pipeline_stages_beyond_the_concurrent_sequences_add_no_throughput() -> None:
+    """PP=3 with two sequences in flight keeps two stages busy: one stage idles, so it serves
+    what PP=2 serves with the same two sequences (a token still crosses every stage), less
+    the third stage's own host time and hand-off (at most 10 %); a third sequence fills it."""
     rig = make_rig([24576] * 3, [["X" if a == b else "PHB" for b in range(3)] for a in range(3)])
     problem_views = build_problem(rig, models_file(model("m")), None).gpus
     links = {(a, b): "PHB" for a in range(3) for b in range(3) if a != b}
-    two_sequences, _ = group_throughput(problem_views, 0b111, 1, 3, links, max_sequences=2)
-    three_sequences, _ = group_throughput(problem_views, 0b111, 1, 3, links, max_sequences=3)
-    two_stages, _ = group_throughput(problem_views, 0b011, 1, 2, links, max_sequences=2)
+    two = models_file(model("m", max_sequences=2)).models[0]
+    three = models_file(model("m", max_sequences=3)).models[0]
+    two_sequences, _ = group_throughput(problem_views, 0b111, 1, 3, links, two)
+    three_sequences, _ = group_throughput(problem_views, 0b111, 1, 3, links, three)
+    two_stages, _ = group_throughput(problem_views, 0b011, 1, 2, links, two)
     assert three_sequences > two_sequences
-    assert two_sequences == pytest.approx(two_stages)
+    assert two_stages * 0.9 < two_sequences <= two_stages
 
 
 def test_degraded_link_is_avoided() -> None:
