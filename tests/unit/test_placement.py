@@ -302,3 +302,53 @@ def test_priority_sums_merge_float_twins_upwards_and_give_up_when_too_many() -> 
     many = [1.0 + 2.0 ** -(j + 1) for j in range(13)]  # 2^13 distinct sums
     assert _SUM_LIMIT < 2**13
     assert priority_sums(many, [])[0] is None
+
+
+def test_a_split_of_a_model_that_fits_one_gpu_shows_its_gain_on_the_reference_rig() -> None:
+    """Issue 12's bar on sim:reference with the example models file: a model placed on
+    several GPUs although one GPU would hold it names that single GPU as its alternative, with
+    fewer predicted tokens/s than the split it got."""
+    from inventory.models import load_models
+    from tuning.backends import open_rig
+    from tuning.placement.build import candidate_ok
+
+    rig = open_rig("sim:reference")
+    models = load_models("inventory/examples/models-reference.yaml")
+    problem = build_problem(rig.snapshot(), models, None)
+    result = plan(rig.snapshot(), models)
+    by_name = {m.name: m for m in models.models}
+    checked = 0
+    for placed in result.placements:
+        assert placed.tokens_per_s > 0
+        assert sum(placed.breakdown.values()) == pytest.approx(1.0, abs=1e-3)
+        fits_one = any(
+            candidate_ok(by_name[placed.model], 1 << g.position, 1, 1, problem.gpus)
+            for g in problem.gpus
+        )
+        if len(placed.gpus) > 1 and fits_one:
+            assert "alone" in placed.alternative
+            assert placed.alternative_tokens_per_s is not None
+            assert placed.tokens_per_s > placed.alternative_tokens_per_s
+            checked += 1
+    assert result.score == pytest.approx(
+        sum(by_name[p.model].priority * p.tokens_per_s for p in result.placements), rel=1e-3
+    )
+    assert checked >= 1
+
+
+def test_a_floor_no_gpu_set_meets_leaves_the_model_unplaced_with_the_numbers() -> None:
+    """An 8 B bf16 model (16 GB) on 24 GB cards reads ≥ 16 GB per token on one card: even at
+    ~1 TB/s that is under 100 tok/s, so a floor of 10 000 tok/s per sequence is unmeetable
+    and the reason quotes the prediction and the floor."""
+    rig = make_rig([24576] * 2, None)
+    result = plan(rig, models_file(model("fast", min_tokens_per_s=10_000)))
+    (left,) = result.unplaced
+    assert "min_tokens_per_s 10000" in left.reason
+    assert "tok/s per sequence" in left.reason
+
+
+def test_a_ttft_floor_is_honoured() -> None:
+    rig = make_rig([24576] * 2, None)
+    result = plan(rig, models_file(model("quick", max_ttft_s=1e-4)))
+    (left,) = result.unplaced
+    assert "max_ttft_s 0.0001" in left.reason

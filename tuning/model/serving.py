@@ -461,7 +461,8 @@ def predict(
     Hand-worked example: a 70.6 B AWQ model (4 bits: 35.3 GB) at TP=2 on two RTX 4090s
     (1008 GB/s) under vLLM (efficiency 0.70), one sequence, empty context: each card reads
     17.65 GB per step, 17.65e9 / (1008e9 · 0.70) = 25.0 ms; 80 layers × 2 all-reduces of
-    16 KiB over staged PCIe cost 160 × (70 + 2·latency) µs ≈ 13 ms; host 1.5 ms → ≈ 25 tok/s.
+    16 KiB staged through host memory (14 µs per hop: two driver copies) cost
+    160 × (45 + 2·14) µs ≈ 12 ms; host 1.5 ms → ≈ 26 tok/s.
     """
     if tp < 1 or pp < 1:
         raise ValueError(f"tp and pp must be >= 1, got tp={tp} pp={pp}")
