@@ -263,6 +263,39 @@ class AffinityConfig(_Model):
     irqbalance_ban: bool = Field(True, description="tell irqbalance to leave GPU IRQs alone")
 
 
+class CpuConfig(_Model):
+    """The CPU's own power and latency (``enabled: true`` to manage them; off by default).
+
+    Applied at deploy (written under ``kernel.root``) and at every boot (a ``tmpfiles.d``
+    and a ``sysctl.d`` file); the values found before the first change are recorded on the
+    host (``/var/lib/rigforge/cpu-defaults``) and written back when ``enabled`` turns false.
+    Defaults follow tuned's ``accelerator-performance`` profile (``governor=performance``,
+    ``force_latency=99``; tuned's ``profiles/accelerator-performance/tuned.conf``) and its
+    ``throughput-performance`` base (``vm.swappiness=10``).
+    """
+
+    enabled: bool = Field(False, description="manage governor, C-states, THP and sysctls")
+    governor: Literal["performance", "schedutil", "ondemand", "powersave"] = Field(
+        "performance", description="cpufreq scaling governor of every CPU"
+    )
+    max_cstate_latency_us: int | None = Field(
+        99,
+        ge=0,
+        le=100_000,
+        description="disable idle states whose exit latency exceeds this (tuned's "
+        "force_latency); null leaves C-states alone",
+    )
+    transparent_hugepages: Literal["always", "madvise", "never"] = Field(
+        "madvise", description="/sys/kernel/mm/transparent_hugepage/enabled"
+    )
+    swappiness: int = Field(10, ge=0, le=200, description="vm.swappiness")
+    numa_balancing: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="kernel.numa_balancing; auto: off when serving units are bound to a "
+        "NUMA node (they are, whenever they are served), on otherwise",
+    )
+
+
 class ServingModel(_Model):
     """A model served by hand (same shape as a plan's ``placements[]``).
 
@@ -412,6 +445,7 @@ class HostConfig(_Model):
     power: PowerConfig = Field(default_factory=PowerConfig)
     pcie: PcieConfig = Field(default_factory=PcieConfig)
     affinity: AffinityConfig = Field(default_factory=AffinityConfig)
+    cpu: CpuConfig = Field(default_factory=CpuConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
     secrets: SecretsConfig = Field(default_factory=SecretsConfig)
     kernel: KernelConfig = Field(default_factory=KernelConfig)
