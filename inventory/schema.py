@@ -261,6 +261,11 @@ class AffinityConfig(_Model):
         True, description="pin each GPU's IRQs to its unit's (else its local) CPUs at boot"
     )
     irqbalance_ban: bool = Field(True, description="tell irqbalance to leave GPU IRQs alone")
+    housekeeping_services: bool = Field(
+        False,
+        description="keep system services on the plan's housekeeping CPUs (a system.conf.d "
+        "CPUAffinity= drop-in; read at boot)",
+    )
 
 
 class CpuConfig(_Model):

@@ -5,10 +5,19 @@ Expected lines follow tmpfiles.d(5) (``w PATH - - - - ARG``, globs allowed) and 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from click.testing import CliRunner
 
 from inventory.schema import HostConfig
-from tuning.render.files import IdleStateOff, cpu_boot_files, numa_balancing_on
+from tuning.cli import cli
+from tuning.render.files import (
+    IdleStateOff,
+    cpu_boot_files,
+    housekeeping_dropin,
+    numa_balancing_on,
+)
 from tuning.render.unit_text import UnsafeUnitValue
 
 
@@ -49,3 +58,23 @@ def test_numa_balancing_is_off_when_units_are_bound(mode: str, serving: dict, on
 def test_an_idle_state_name_that_could_break_the_file_is_refused() -> None:
     with pytest.raises(UnsafeUnitValue):
         cpu_boot_files(_config(), [IdleStateOff("state2\nw /etc/shadow", "x", 350)])
+
+
+def test_the_housekeeping_dropin_puts_system_services_on_the_plans_housekeeping_cpus(
+    tmp_path: Path,
+) -> None:
+    """sim:reference's housekeeping is cores 0-1 → CPUs 0-1,64-65 (tests/unit/test_cpuplan.py),
+    written as systemd-system.conf(5) wants it: space-separated ranges under [Manager]."""
+    plan = tmp_path / "plan.yaml"
+    models = Path(__file__).parents[2] / "inventory" / "examples" / "models-reference.yaml"
+    result = CliRunner().invoke(
+        cli, ["plan", "--rig", "sim:reference", "--models", str(models), "--out", str(plan)]
+    )
+    assert result.exit_code in (0, 1), result.output
+    planned = _config(serving={"plan": str(plan)})
+    spec = housekeeping_dropin(planned)
+    assert spec is not None
+    assert spec.dest == "/etc/systemd/system.conf.d/rigforge-housekeeping.conf"
+    lines = [ln for ln in spec.render().splitlines() if ln and not ln.startswith("#")]
+    assert lines == ["[Manager]", "CPUAffinity=0-1 64-65"]
+    assert housekeeping_dropin(_config()) is None  # no plan: nothing to keep them on

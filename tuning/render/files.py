@@ -168,6 +168,29 @@ def planned_irq_cpus(config: HostConfig) -> dict[str, str]:
     return {i.gpu: format_cpu_list(i.cpus) for i in load_plan(config.serving.plan).irq_cpus}
 
 
+HOUSEKEEPING_DROPIN = "/etc/systemd/system.conf.d/rigforge-housekeeping.conf"
+
+
+def housekeeping_dropin(config: HostConfig) -> FileSpec | None:
+    """The ``system.conf.d`` drop-in keeping system services on the host plan's housekeeping
+    CPUs (``CPUAffinity=`` of the service manager, which every unit without its own
+    inherits); ``None`` when the host has no plan or its plan no housekeeping CPUs."""
+    if not config.serving.plan:
+        return None
+    from tuning.core.cpu import format_cpu_list
+    from tuning.core.plan import load_plan
+
+    cpus = load_plan(config.serving.plan).housekeeping_cpus
+    if not cpus:
+        return None
+    return FileSpec(
+        dest=HOUSEKEEPING_DROPIN,
+        template="etc/systemd/system.conf.d/rigforge-housekeeping.conf.j2",
+        context={"cpus": format_cpu_list(cpus).replace(",", " ")},
+        name="system services on the housekeeping CPUs (system.conf.d)",
+    )
+
+
 def irq_pinning_files(
     config: HostConfig,
     *,
