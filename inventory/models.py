@@ -99,6 +99,12 @@ class ModelSpec(StrictModel):
     port: ServicePort | None = None
     kv_cache_bits: Literal[4, 8, 16, 32] = 16
     extra_args: tuple[EngineArg, ...] = ()
+    # A mixture of experts reads only its active parameters per token (the model card's
+    # "activated parameters"); the step-time model uses it, memory sizing uses params_b.
+    active_params_b: float | None = Field(default=None, gt=0, le=2000)
+    # Floors the placement must meet: per-sequence decode tokens/s and time to first token (s).
+    min_tokens_per_s: float | None = Field(default=None, gt=0, le=1e6)
+    max_ttft_s: float | None = Field(default=None, gt=0, le=86_400)
     cpus: str | None = Field(default=None, max_length=4096)
 
     @field_validator("cpus")
@@ -123,6 +129,11 @@ class ModelSpec(StrictModel):
                 f"kv_heads ({self.kv_heads}) must divide attention_heads "
                 f"({self.attention_heads}); copy num_key_value_heads and num_attention_heads "
                 "from the model's config.json"
+            )
+        if self.active_params_b is not None and self.active_params_b > self.params_b:
+            raise ValueError(
+                f"active_params_b ({self.active_params_b}) exceeds params_b ({self.params_b}); "
+                "give the model card's activated parameters, at most the total"
             )
         if self.gpus is not None:
             if not self.gpus:

@@ -74,6 +74,7 @@ class LoopConfig:
     seed: int = 0
     sustained_s: float = 1800.0
     heat_soak_s: float = 1800.0
+    full_soak: bool = False
     sample_period_s: float = 1.0
     plots: bool = True
 
@@ -359,6 +360,7 @@ def _run_sweep(cfg: LoopConfig, observer: LoopObserver) -> SweepResult:
         floor=cfg.floor,
         seed=cfg.seed,
         heat_soak_s=cfg.heat_soak_s,
+        full_soak=cfg.full_soak,
     )
     load = make_workload(cfg.workload, rig)
     observer.sweep_begin({g.uuid: f"GPU {g.index} {g.name}" for g in rig.gpus})

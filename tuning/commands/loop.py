@@ -27,7 +27,7 @@ from tuning.backends.base import LinkStatus, RigSnapshot
 from tuning.budget import Policy
 from tuning.captures.values import format_cpu_list
 from tuning.commands.inspect import MIB_PER_GIB, host_line, link_notes, power_table
-from tuning.commands.options import heat_soak_option, policy_options
+from tuning.commands.options import full_soak_option, heat_soak_option, policy_options
 from tuning.loop import (
     STAGES,
     LoopConfig,
@@ -393,6 +393,7 @@ def render_summary(result: LoopResult, console: Console) -> None:
     help="Length of the stock and tuned runs (rig-clock seconds).",
 )
 @heat_soak_option
+@full_soak_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def command(
     rig_spec: str,
@@ -404,6 +405,7 @@ def command(
     seed: int,
     sustained_s: float,
     heat_soak_s: float,
+    full_soak: bool,
     as_json: bool,
 ) -> None:
     """Inspect, measure stock, sweep, measure tuned, plan, render deploy files, summarise."""
@@ -419,6 +421,7 @@ def command(
         seed=seed,
         sustained_s=sustained_s,
         heat_soak_s=heat_soak_s,
+        full_soak=full_soak,
     )
     config.check()
     console = _console(stderr=as_json)
