@@ -3,7 +3,8 @@
 ``SimRig`` implements :class:`~tuning.backends.base.Rig` from a rig file
 (:mod:`tuning.backends.sim_config`). All GPUs are advanced together, vectorised with numpy,
 in fixed steps (``step_s``, default 0.1 s) whenever ``rig.clock.sleep(s)`` is called; nothing
-here ever calls :func:`time.sleep`.
+here calls :func:`time.sleep` unless the clock was locked to wall time for a load outside the
+process (:meth:`SimClock.follow_wall_time`).
 
 The model, per GPU and step (f = SM clock / max SM clock):
 
@@ -38,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -104,22 +106,43 @@ def _merged_curve(defaults: WorkloadCurve, preset: PresetSpec, workload: str) ->
 
 
 class SimClock(Clock):
-    """Virtual time. ``sleep`` advances the rig's model; ``now_s`` is exact virtual time."""
+    """Virtual time. ``sleep`` advances the rig's model; ``now_s`` is exact virtual time.
+
+    Free-running by default (a 30-minute sweep in about a second). After
+    :meth:`follow_wall_time` it is locked to wall time from that moment: ``sleep`` advances
+    the model, then waits until ``time.monotonic()`` has moved as far as the virtual clock
+    since the lock (a deadline, not a fixed pause, so the model's own compute time does not
+    add up into drift). That is the pace a load outside the process needs: the rig is
+    simulated, the tokens are real.
+    """
 
     def __init__(self, rig: SimRig) -> None:
         self._rig = rig
         self._now_s = 0.0
+        #: (wall monotonic s, virtual s) at :meth:`follow_wall_time`; ``None``: free-running
+        self._wall_anchor: tuple[float, float] | None = None
 
     def now_s(self) -> float:
         """Seconds since the rig was created. Units: s."""
         return self._now_s
 
     def sleep(self, seconds: float) -> None:
-        """Let ``seconds`` of virtual time pass (the model runs in whole steps)."""
+        """Let ``seconds`` of virtual time pass (the model runs in whole steps); when locked
+        to wall time, also wait until wall time has caught up. Units: s."""
         if seconds < 0 or math.isnan(seconds):
             raise ValueError(f"cannot sleep {seconds!r} s")
         self._now_s += seconds
         self._rig._advance_to(self._now_s)
+        if self._wall_anchor is not None:
+            wall_s, virtual_s = self._wall_anchor
+            behind_s = wall_s + (self._now_s - virtual_s) - time.monotonic()
+            if behind_s > 0:
+                time.sleep(behind_s)
+
+    def follow_wall_time(self) -> None:
+        """Lock virtual time to wall time from now on (see the class docstring)."""
+        if self._wall_anchor is None:
+            self._wall_anchor = (time.monotonic(), self._now_s)
 
 
 class SimGpu(Gpu):

@@ -62,6 +62,10 @@ class Sweep:
         self.progress = progress or (lambda uuid, event, details: None)
         self.rig_spec = rig_spec or actuator.spec
         self.clock = rig.clock
+        if workload.real_time:
+            # A load outside the process makes its tokens in real seconds: a virtual clock
+            # left free-running would end every probe window before a request came back.
+            self.clock.follow_wall_time()
         self.uuids = [gpu.uuid for gpu in rig.gpus]
         self.constraints: dict[str, PowerConstraints] = {
             gpu.uuid: gpu.power_constraints() for gpu in rig.gpus
