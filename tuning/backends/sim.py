@@ -3,7 +3,8 @@
 ``SimRig`` implements :class:`~tuning.backends.base.Rig` from a rig file
 (:mod:`tuning.backends.sim_config`). All GPUs are advanced together, vectorised with numpy,
 in fixed steps (``step_s``, default 0.1 s) whenever ``rig.clock.sleep(s)`` is called; nothing
-here ever calls :func:`time.sleep`.
+here calls :func:`time.sleep` unless the clock was locked to wall time for a load outside the
+process (:meth:`SimClock.follow_wall_time`).
 
 The model, per GPU and step (f = SM clock / max SM clock):
 
@@ -15,9 +16,10 @@ The model, per GPU and step (f = SM clock / max SM clock):
   ``P(f) <= L`` (never below the preset's ``f_min``), so a limit above the natural draw
   ``P(1)`` never binds. The knee of a cap curve emerges from the step's memory / compute /
   waiting shares; there is no per-class curve.
-* **Heat**: inlet = ambient + Σ_j coupling(|slot_i - slot_j|) · P_j; the die relaxes towards
-  ``inlet + R(fan) · P`` with time constant ``tau_s`` (exact exponential step). Fans follow
-  temperature; R rises as the fan slows.
+* **Heat**: inlet = ambient + Σ_j coupling_ij · P_j (neighbours by slot distance, or a
+  front-to-back chain, plus a closed case's own air: :mod:`~tuning.backends.sim_air`); the
+  die relaxes towards ``inlet + R(fan) · P`` with time constant ``tau_s`` (exact exponential
+  step). Fans follow temperature; R rises as the fan slows.
 * **SW thermal slowdown**: above the target temperature (or the max operating temperature
   where a card has no target) the limit becomes ``min(cap, natural) - KP_W_PER_C · (T -
   target)``, which holds the card about a degree above target. **HW slowdown** at the
@@ -37,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -58,6 +61,7 @@ from tuning.backends.base import (
     TopologyLink,
 )
 from tuning.backends.cpu_spec import cpu_topology_of
+from tuning.backends.sim_air import air_coupling
 from tuning.backends.sim_config import (
     WORKLOADS,
     ModelSpec,
@@ -102,22 +106,43 @@ def _merged_curve(defaults: WorkloadCurve, preset: PresetSpec, workload: str) ->
 
 
 class SimClock(Clock):
-    """Virtual time. ``sleep`` advances the rig's model; ``now_s`` is exact virtual time."""
+    """Virtual time. ``sleep`` advances the rig's model; ``now_s`` is exact virtual time.
+
+    Free-running by default (a 30-minute sweep in about a second). After
+    :meth:`follow_wall_time` it is locked to wall time from that moment: ``sleep`` advances
+    the model, then waits until ``time.monotonic()`` has moved as far as the virtual clock
+    since the lock (a deadline, not a fixed pause, so the model's own compute time does not
+    add up into drift). That is the pace a load outside the process needs: the rig is
+    simulated, the tokens are real.
+    """
 
     def __init__(self, rig: SimRig) -> None:
         self._rig = rig
         self._now_s = 0.0
+        #: (wall monotonic s, virtual s) at :meth:`follow_wall_time`; ``None``: free-running
+        self._wall_anchor: tuple[float, float] | None = None
 
     def now_s(self) -> float:
         """Seconds since the rig was created. Units: s."""
         return self._now_s
 
     def sleep(self, seconds: float) -> None:
-        """Let ``seconds`` of virtual time pass (the model runs in whole steps)."""
+        """Let ``seconds`` of virtual time pass (the model runs in whole steps); when locked
+        to wall time, also wait until wall time has caught up. Units: s."""
         if seconds < 0 or math.isnan(seconds):
             raise ValueError(f"cannot sleep {seconds!r} s")
         self._now_s += seconds
         self._rig._advance_to(self._now_s)
+        if self._wall_anchor is not None:
+            wall_s, virtual_s = self._wall_anchor
+            behind_s = wall_s + (self._now_s - virtual_s) - time.monotonic()
+            if behind_s > 0:
+                time.sleep(behind_s)
+
+    def follow_wall_time(self) -> None:
+        """Lock virtual time to wall time from now on (see the class docstring)."""
+        if self._wall_anchor is None:
+            self._wall_anchor = (time.monotonic(), self._now_s)
 
 
 class SimGpu(Gpu):
@@ -355,11 +380,10 @@ class SimRig(Rig):
         self._r2 = self._r_c_per_w * gain / 100.0
         self._decay = 1.0 - np.exp(-self.step_s / tau)
         self._ambient_c = spec.rack.ambient_c
-        slots = arr([g.slot for g in spec.gpus])
-        dist = np.abs(slots[:, None] - slots[None, :])
-        coupling = spec.rack.coupling_c_per_w * spec.rack.coupling_decay ** np.maximum(dist - 1, 0)
-        np.fill_diagonal(coupling, 0.0)
-        self._coupling = coupling
+        # inlet = ambient + offset + coupling @ P: neighbours, a front-to-back chain, a case
+        self._coupling, self._inlet_offset_c = air_coupling(
+            spec.rack, [g.slot for g in spec.gpus], sum(p.platform_w for p in spec.psus)
+        )
 
         # Per workload class and GPU: the power model's operating point at every clock bin
         # (tuning.model.power), padded to a common bin count with +inf power (never chosen).
@@ -460,7 +484,7 @@ class SimRig(Rig):
         self._hw_latched = np.zeros(self._n, dtype=bool)
         self._any_hw = False
         if temp_c is None:
-            inlet = self._ambient_c + self._coupling @ self._idle_w
+            inlet = self._ambient_c + self._inlet_offset_c + self._coupling @ self._idle_w
             self._temp_c = inlet + (self._r1 - self._r2 * self._fan_lo) * self._idle_w
         else:
             self._temp_c = np.full(self._n, float(temp_c))
@@ -591,6 +615,12 @@ class SimRig(Rig):
         budget = BudgetModel.from_rig(self)
         return budget.circuit_wall_w(self._psu_loads_w())[circuit_name]
 
+    def inlet_temps_c(self) -> dict[str, float]:
+        """Each card's inlet air now: room, case air and upstream heat (:mod:`sim_air`),
+        by UUID. Units: °C."""
+        inlet = self._ambient_c + self._inlet_offset_c + self._coupling @ self._power_w
+        return {gpu.uuid: float(inlet[i]) for i, gpu in enumerate(self._gpus)}
+
     @property
     def ambient_c(self) -> float:
         """Room air temperature around the rack. Units: °C."""
@@ -671,9 +701,8 @@ class SimRig(Rig):
         self._ring_sum += power - self._ring[slot]
         self._ring[slot] = power
         temp = self._temp_c
-        steady = (
-            self._ambient_c + self._coupling @ power + (self._r1 - self._r2 * self._fan_pct) * power
-        )
+        inlet = self._ambient_c + self._inlet_offset_c + self._coupling @ power
+        steady = inlet + (self._r1 - self._r2 * self._fan_pct) * power
         self._temp_c = temp + (steady - temp) * self._decay
         self._update_fans()
         self._update_hw_latch()
