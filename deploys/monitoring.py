@@ -7,7 +7,8 @@
 * ``power.enforce: true`` — ``rigforge-enforce-caps.timer`` runs ``rigforge apply PROFILE
   --record …`` every ``ENFORCE_INTERVAL_MIN`` minutes: a cap that reverted is put back,
   logged and counted (``rigforge_cap_enforcement_reapplied_total``).
-* ``monitoring.prometheus: true`` — Debian's ``prometheus`` on 127.0.0.1:9090 with a scrape
+* ``monitoring.prometheus: true`` — Debian's ``prometheus`` on ``monitoring.prometheus_listen``
+  (127.0.0.1:9090 unless the inventory says otherwise) with a scrape
   config for the exporter and each serving engine's ``/metrics`` and the shipped alert rules.
 
 The files' contents are :mod:`tuning.render.files` (``exporter_unit``, ``enforce_units``,
@@ -95,7 +96,6 @@ def monitoring() -> None:
         )
 
     if m.prometheus:
-        ensure_packages(host.data.rigforge_monitoring_packages, name="Prometheus from Debian")
         prom: list[FileSpec | TextFile] = [
             *prometheus_files(config),
             TextFile(
@@ -107,6 +107,10 @@ def monitoring() -> None:
         snap = snapshot(paths=[f.dest for f in prom], units=[PROMETHEUS_UNIT])
         step = restart_step(PROMETHEUS_UNIT) if snap.systemd_booted else None
         wanted = put_files(prom, snap, step)
+        # After the files: the package's postinst starts prometheus.service at once, so it
+        # must find our ARGS (listen on monitoring.prometheus_listen, never Debian's default
+        # 0.0.0.0:9090) and config already there; --force-confold keeps them as they are.
+        ensure_packages(host.data.rigforge_monitoring_packages, name="Prometheus from Debian")
         service_after_change(PROMETHEUS_UNIT, snap=snap, wanted=wanted, name="Prometheus")
     else:
         host.noop("monitoring.prometheus off: Prometheus is not managed here")

@@ -387,10 +387,16 @@ class MonitoringConfig(_Model):
     )
     open: bool = Field(False, description="allow a non-loopback listen address")
     rig: str = Field(
-        "nvml", pattern=r"^(nvml|sim:[A-Za-z0-9_-]+)$", description="nvml, or sim:NAME (CI)"
+        "nvml",
+        pattern=r"^(nvml|sim:[A-Za-z0-9_-]+)$",
+        description="nvml, or sim:NAME (CI); a host with tuner.sim_rig is watched on that rig",
     )
     prometheus: bool = Field(
         False, description="install Debian's prometheus with the scrape config and the rules"
+    )
+    prometheus_listen: ListenAddress = Field(
+        "127.0.0.1:9090",
+        description="IP:PORT Debian's prometheus serves its UI and API on (localhost unless open)",
     )
     scrape_interval_s: int = Field(15, ge=1, le=3600, description="Prometheus scrape interval")
 

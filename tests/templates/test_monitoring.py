@@ -202,3 +202,36 @@ def test_engines_whose_metrics_are_off_by_default_turn_them_on(engine: str, flag
     unit = render_unit(placement).replace("\\\n", " ")  # join continuation lines
     (exec_line,) = [ln for ln in unit.splitlines() if ln.startswith("ExecStart=")]
     assert flag in exec_line.split()
+
+
+def test_prometheus_listens_where_the_inventory_says() -> None:
+    """``monitoring.prometheus_listen`` reaches both the ARGS Debian's unit reads and the
+    scrape config's own ``prometheus`` job (a second Prometheus on a shared box: port 19090)."""
+    config = host({"prometheus": True, "prometheus_listen": "127.0.0.1:19090"})
+    scrape, default = prometheus_files(config)
+    jobs = {j["job_name"]: j for j in yaml.safe_load(scrape.render())["scrape_configs"]}
+    assert jobs["prometheus"]["static_configs"] == [{"targets": ["127.0.0.1:19090"]}]
+    assert 'ARGS="--web.listen-address=127.0.0.1:19090"' in lines(default.render())
+
+
+def test_a_host_whose_gpus_are_a_sim_rig_is_watched_on_it() -> None:
+    """``tuner.sim_rig`` (CI): the boot unit applies the profile to /etc/rigforge/tune-rig.yaml,
+    so the exporter (with the sim-only control file) and the enforcement timer use that rig;
+    without it, ``monitoring.rig`` (nvml: no sim control)."""
+    sim_rig = str(Path("inventory/examples/rigs/ci-2x3090.yaml").resolve())
+    config = host(
+        tuner={"install": True, "sim_rig": sim_rig},
+        power={"profile": "p.yaml", "enforce": True},
+    )
+    exec_start = shlex.split(_exec_start(exporter_unit(config, profile=True, plan=False).render()))
+    assert exec_start[exec_start.index("--rig") + 1] == "/etc/rigforge/tune-rig.yaml"
+    assert "--sim-control" in exec_start
+    service = enforce_units(config)[0].render()
+    assert "--rig /etc/rigforge/tune-rig.yaml" in _exec_start(service)
+    plain = shlex.split(_exec_start(exporter_unit(host(), profile=False, plan=False).render()))
+    assert plain[plain.index("--rig") + 1] == "nvml"
+    assert "--sim-control" not in plain
+
+
+def _exec_start(unit_text: str) -> str:
+    return next(ln for ln in unit_text.splitlines() if ln.startswith("ExecStart=")).split("=", 1)[1]

@@ -300,8 +300,16 @@ RULES_DEST = "/etc/prometheus/rules/rigforge.rules.yml"
 #: How often enforcement re-checks the caps. Shorter than the cap-drift alert's ``for: 10m``,
 #: so that alert fires only when enforcement is off or failing. Units: min.
 ENFORCE_INTERVAL_MIN = 5
-#: Where Debian's Prometheus listens: its default port, bound to localhost.
-PROMETHEUS_LISTEN = "127.0.0.1:9090"
+
+
+def monitored_rig(config: HostConfig) -> str:
+    """The rig spec the exporter and the enforcement timer read: the host's GPUs.
+
+    A host whose GPUs are a simulated rig (``tuner.sim_rig``, CI) is watched on the copy the
+    boot unit applies the profile to (:data:`SIM_RIG_TARGET`), so the exporter sees the caps
+    ``rigforge apply`` set there; else ``monitoring.rig`` (``nvml``, or ``sim:NAME``).
+    """
+    return SIM_RIG_TARGET if config.tuner.sim_rig else config.monitoring.rig
 
 
 def exporter_unit(config: HostConfig, *, profile: bool, plan: bool) -> FileSpec:
@@ -309,6 +317,7 @@ def exporter_unit(config: HostConfig, *, profile: bool, plan: bool) -> FileSpec:
     import ipaddress
 
     m = config.monitoring
+    rig = monitored_rig(config)
     address = m.listen.rpartition(":")[0].strip("[]")
     return FileSpec(
         dest=f"/etc/systemd/system/{EXPORTER_UNIT}",
@@ -316,14 +325,14 @@ def exporter_unit(config: HostConfig, *, profile: bool, plan: bool) -> FileSpec:
         context={
             "user": config.base.service_user,
             "venv": config.tuner.venv,
-            "rig": m.rig,
+            "rig": rig,
             "listen": m.listen,
             "opened": not ipaddress.ip_address(address).is_loopback,
             "state_dir": MONITORING_STATE_DIR,
             "enforcement_state": ENFORCEMENT_RECORD,
             "profile": PROFILE_TARGET if profile else None,
             "plan": PLAN_TARGET if plan else None,
-            "sim": m.rig.startswith("sim:"),
+            "sim": rig != "nvml",
             "sim_control": SIM_CONTROL,
         },
         name=f"Exporter unit ({m.listen})",
@@ -335,7 +344,7 @@ def enforce_units(config: HostConfig) -> list[FileSpec]:
     context = {
         "venv": config.tuner.venv,
         "profile": PROFILE_TARGET,
-        "rig": config.monitoring.rig,
+        "rig": monitored_rig(config),
         "enforcement_state": ENFORCEMENT_RECORD,
         "interval_min": ENFORCE_INTERVAL_MIN,
     }
@@ -371,7 +380,7 @@ def prometheus_files(config: HostConfig) -> list[FileSpec]:
             template="etc/prometheus/prometheus.yml.j2",
             context={
                 "interval_s": config.monitoring.scrape_interval_s,
-                "prometheus_listen": PROMETHEUS_LISTEN,
+                "prometheus_listen": config.monitoring.prometheus_listen,
                 "exporter": config.monitoring.listen,
                 "engines": engine_targets(config),
             },
@@ -380,7 +389,7 @@ def prometheus_files(config: HostConfig) -> list[FileSpec]:
         FileSpec(
             dest="/etc/default/prometheus",
             template="etc/default/prometheus.j2",
-            context={"listen": PROMETHEUS_LISTEN},
-            name=f"Prometheus listens on {PROMETHEUS_LISTEN}",
+            context={"listen": config.monitoring.prometheus_listen},
+            name=f"Prometheus listens on {config.monitoring.prometheus_listen}",
         ),
     ]
