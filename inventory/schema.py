@@ -254,9 +254,12 @@ class PcieConfig(_Model):
 
 
 class AffinityConfig(_Model):
-    """Pin each GPU's IRQs to its local CPUs; keep irqbalance off them."""
+    """Pin each GPU's IRQs to its unit's CPUs (the plan's ``irq_cpus``), or to its local CPUs
+    when the plan does not list it; keep irqbalance off them."""
 
-    pin_irqs: bool = Field(True, description="pin each GPU's IRQs to its local CPUs at boot")
+    pin_irqs: bool = Field(
+        True, description="pin each GPU's IRQs to its unit's (else its local) CPUs at boot"
+    )
     irqbalance_ban: bool = Field(True, description="tell irqbalance to leave GPU IRQs alone")
 
 

@@ -280,7 +280,7 @@ def local_host():
 RUNTIME_CHECKS = (
     pcie_checks.test_runtime_aspm_policy_is_performance,
     pcie_checks.test_runtime_aspm_off_on_every_gpu_link,
-    irq_checks.test_runtime_gpu_irqs_on_local_cpus,
+    irq_checks.test_runtime_gpu_irqs_on_their_units_or_local_cpus,
 )
 
 

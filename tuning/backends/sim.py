@@ -67,6 +67,7 @@ from tuning.backends.sim_config import (
     parse_cpu_list,
 )
 from tuning.core.cpu import CpuTopology
+from tuning.core.power import BudgetModel
 from tuning.errors import ConfigError
 
 #: Lowest normalised SM clock a loaded card drops to under a cap (≈ 20 % of max).
@@ -406,9 +407,6 @@ class SimRig(Rig):
         self._psus = tuple(spec.psus)
         self._circuits = tuple(spec.circuits)
         self._psu_of = {gpu.uuid: g.psu for gpu, g in zip(gpus, spec.gpus, strict=True)}
-        self._psu_members = {
-            p.name: np.array([g.psu == p.name for g in spec.gpus]) for p in spec.psus
-        }
         self._topology = self._build_topology()
         self._noise = spec.noise
         self._window = max(1, round(1.0 / self.step_s))
@@ -565,19 +563,24 @@ class SimRig(Rig):
         i = self.gpu(uuid).index
         return float(self._tps[i] * (1.0 + self._noise.throughput_rel * self._noise_now()[1, i]))
 
+    def _psu_loads_w(self) -> dict[str, float]:
+        """DC load per PSU now, by the one budget formula (:mod:`tuning.core.power`). Units: W."""
+        draws = {gpu.uuid: float(self._power_w[i]) for i, gpu in enumerate(self._gpus)}
+        return BudgetModel.from_rig(self).psu_dc_w(draws)
+
     def psu_draw_w(self, psu_name: str) -> float:
-        """DC load on a PSU now: its GPUs' instantaneous draw plus its platform draw. Units: W."""
-        psu = self._psu(psu_name)
-        return float(self._power_w[self._psu_members[psu.name]].sum() + psu.platform_w)
+        """DC load on a PSU now: its GPUs' instantaneous draw plus its platform draw (shared
+        within a redundant group). Units: W."""
+        return self._psu_loads_w()[self._psu(psu_name).name]
 
     def circuit_draw_w(self, circuit_name: str) -> float:
-        """AC wall draw on a circuit now: Σ over its PSUs of DC load / efficiency. Units: W."""
+        """AC wall draw on a circuit now: its ``reserved_w`` plus Σ over its PSUs of DC load /
+        efficiency (:mod:`tuning.core.power`). Units: W."""
         if circuit_name not in {c.name for c in self._circuits}:
             known = ", ".join(c.name for c in self._circuits) or "none"
             raise ConfigError(f"no circuit {circuit_name!r} on rig {self.name!r}; it has: {known}")
-        return sum(
-            p.wall_w(self.psu_draw_w(p.name)) for p in self._psus if p.circuit == circuit_name
-        )
+        budget = BudgetModel.from_rig(self)
+        return budget.circuit_wall_w(self._psu_loads_w())[circuit_name]
 
     @property
     def ambient_c(self) -> float:

@@ -20,6 +20,9 @@ from tuning.core.profile import load_profile
 from tuning.render.environment import render
 from tuning.render.unit_text import UnsafeUnitValue
 
+_BUS_ID = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]")
+_CPU_LIST = re.compile(r"\d{1,4}(?:-\d{1,4})?(?:,\d{1,4}(?:-\d{1,4})?)*")
+
 #: Where the GPU-settings deploy puts the tuning profile and the nvidia-smi cap script.
 GPU_SETTINGS_SCRIPT = "/usr/local/libexec/rigforge-gpu-settings"
 PROFILE_TARGET = "/etc/rigforge/profile.yaml"
@@ -153,12 +156,40 @@ def grub_fragment(dest: str = GRUB_FRAGMENT) -> FileSpec:
     )
 
 
-def irq_pinning_files(config: HostConfig, *, script: str = IRQ_SCRIPT) -> tuple[FileSpec, FileSpec]:
-    """The IRQ-pinning script and the oneshot unit that runs it at every boot."""
+def planned_irq_cpus(config: HostConfig) -> dict[str, str]:
+    """PCI bus id → kernel CPU list of each GPU's IRQs from the host's plan (``serving.plan``:
+    its ``irq_cpus``, each GPU's unit's CPUs); empty without a plan or a CPU plan in it."""
+    if not config.serving.plan:
+        return {}
+    from tuning.core.cpu import format_cpu_list
+    from tuning.core.plan import load_plan
+
+    return {i.gpu: format_cpu_list(i.cpus) for i in load_plan(config.serving.plan).irq_cpus}
+
+
+def irq_pinning_files(
+    config: HostConfig,
+    *,
+    script: str = IRQ_SCRIPT,
+    irq_cpus: Mapping[str, str] | None = None,
+) -> tuple[FileSpec, FileSpec]:
+    """The IRQ-pinning script and the oneshot unit that runs it at every boot.
+
+    ``irq_cpus``: PCI bus id → CPU list for each GPU the CPU plan placed (default: from the
+    host's plan, :func:`planned_irq_cpus`); a GPU not listed gets its ``local_cpulist``.
+    Both are checked here (bus id ``dddd:bb:dd.f``, a CPU list) before they reach the script.
+    """
+    wanted = planned_irq_cpus(config) if irq_cpus is None else dict(irq_cpus)
+    checked: list[tuple[str, str]] = []
+    for bus, cpus in sorted(wanted.items()):
+        if not _BUS_ID.fullmatch(bus) or not _CPU_LIST.fullmatch(cpus):
+            raise UnsafeUnitValue(f"IRQ CPUs {cpus!r} of GPU {bus!r}: not a bus id and CPU list")
+        checked.append((bus, cpus))
     return (
         FileSpec(
             dest=script,
             template="usr/local/libexec/rigforge-irq-affinity.sh.j2",
+            context={"irq_cpus": checked},
             name="IRQ pinning script",
             mode="755",
         ),
