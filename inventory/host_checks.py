@@ -308,6 +308,7 @@ def _monitoring(prefix: str, cfg: HostConfig) -> list[Issue]:
     for key, listen in (
         ("listen", monitoring.listen),
         ("prometheus_listen", monitoring.prometheus_listen),
+        ("node_exporter_listen", monitoring.node_exporter_listen),
     ):
         address = listen.rpartition(":")[0].strip("[]")
         if not ipaddress.ip_address(address).is_loopback and not monitoring.open:
@@ -335,6 +336,7 @@ def _monitoring(prefix: str, cfg: HostConfig) -> list[Issue]:
         )
     for path, wanted in (
         ("monitoring.exporter", monitoring.exporter),
+        ("monitoring.textfile", monitoring.textfile),
         ("power.enforce", cfg.power.enforce),
     ):
         if wanted and not cfg.tuner.install:

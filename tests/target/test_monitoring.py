@@ -16,7 +16,10 @@ Prometheus's HTTP API — as its owner would — what it sees:
 * heat: the sim-only control file (:data:`tuning.render.files.SIM_CONTROL`, read only by an
   exporter on a simulated rig) puts the room at 55 °C and runs virtual time 60x;
   ``RigforgeGpuThermalSlowdown`` fires for both cards;
-* serving: the engine's unit stopped fires ``RigforgeServingDown``; started again, it clears.
+* serving: the engine's unit stopped fires ``RigforgeServingDown``; started again, it clears;
+* the textfile route: ``rigforge-textfile.timer`` writes ``rigforge.prom`` into Debian's
+  node-exporter's textfile folder, and Prometheus sees the same GPU series through job
+  ``node``.
 
 **Test-only override of ``for:``.** The shipped rules hold each alert for minutes (``for:
 10m`` on cap drift) so a transient never pages anyone. After checking that the deploy
@@ -31,6 +34,7 @@ Ports: everything shares this machine's network, so every port is an environment
 
     RIGFORGE_MONITOR_TARGET=mon2 RIGFORGE_MONITOR_PORT=2315 RIGFORGE_MONITOR_SERVE_PORT=18310 \\
     RIGFORGE_MONITOR_EXPORTER_PORT=18311 RIGFORGE_MONITOR_PROMETHEUS_PORT=18312 \\
+    RIGFORGE_MONITOR_NODE_EXPORTER_PORT=18313 \\
         .venv/bin/pytest -m target tests/target/test_monitoring.py
 """
 
@@ -64,6 +68,7 @@ PORT = util.env_port("RIGFORGE_MONITOR_PORT", 2281)
 SERVE_PORT = util.env_port("RIGFORGE_MONITOR_SERVE_PORT", 18071)
 EXPORTER_PORT = util.env_port("RIGFORGE_MONITOR_EXPORTER_PORT", 18072)
 PROMETHEUS_PORT = util.env_port("RIGFORGE_MONITOR_PROMETHEUS_PORT", 18073)
+NODE_EXPORTER_PORT = util.env_port("RIGFORGE_MONITOR_NODE_EXPORTER_PORT", 18074)
 API = f"http://127.0.0.1:{PROMETHEUS_PORT}/api/v1"
 SERVE_UNIT = f"rigforge-serve-{MODEL}.service"
 ENFORCE_SERVICE = "rigforge-enforce-caps.service"
@@ -144,6 +149,10 @@ def inventory(
             "listen": f"127.0.0.1:{EXPORTER_PORT}",
             "prometheus_listen": f"127.0.0.1:{PROMETHEUS_PORT}",
             "scrape_interval_s": 1,
+            "textfile": True,
+            "textfile_interval_s": 10,
+            "node_exporter": True,
+            "node_exporter_listen": f"127.0.0.1:{NODE_EXPORTER_PORT}",
         },
     }
     return util.inventory_for(target, folder, overrides=overrides, stem="monitor")
@@ -215,7 +224,13 @@ def _listening(target: harness.Target, port: int) -> set[str]:
 def test_the_exporter_and_prometheus_run_as_units(
     deployed: util.DeployResult, target: harness.Target
 ) -> None:
-    for unit in (EXPORTER_UNIT, "prometheus.service", "rigforge-enforce-caps.timer"):
+    for unit in (
+        EXPORTER_UNIT,
+        "prometheus.service",
+        "rigforge-enforce-caps.timer",
+        "rigforge-textfile.timer",
+        "prometheus-node-exporter.service",
+    ):
         state = util.unit_state(target, unit)
         assert (state["UnitFileState"], state["ActiveState"]) == ("enabled", "active"), (
             unit,
@@ -227,12 +242,16 @@ def test_the_exporter_and_prometheus_run_as_units(
 
 
 def test_both_listen_on_loopback_only(deployed: util.DeployResult, target: harness.Target) -> None:
-    """/proc/net/tcp spells 127.0.0.1 as 0100007F; 0.0.0.0 as 00000000. Debian's default
-    (every address, port 9090) is never used: the config is in place before the package."""
+    """/proc/net/tcp spells 127.0.0.1 as 0100007F; 0.0.0.0 as 00000000. Debian's defaults
+    (every address, ports 9090 and 9100) are never used: the ARGS are in place before the
+    packages start their services."""
     _wait("prometheus listening", lambda: _listening(target, PROMETHEUS_PORT))
     assert _listening(target, PROMETHEUS_PORT) == {"0100007F"}
     assert _listening(target, EXPORTER_PORT) == {"0100007F"}
+    _wait("node-exporter listening", lambda: _listening(target, NODE_EXPORTER_PORT))
+    assert _listening(target, NODE_EXPORTER_PORT) == {"0100007F"}
     assert _listening(target, 9090) == set()
+    assert _listening(target, 9100) == set()
 
 
 def test_exporter_exposure_is_at_most_3(
@@ -341,3 +360,20 @@ def test_up_and_every_documented_metric(deployed: util.DeployResult) -> None:
         if time.monotonic() > end:
             pytest.fail(f"Prometheus never saw {sorted(gaps)}")
         time.sleep(0.5)
+
+
+def test_the_textfile_reaches_prometheus_through_node_exporter(
+    deployed: util.DeployResult, target: harness.Target
+) -> None:
+    """The timer's file: in node-exporter's folder, 0644 (node-exporter runs as user
+    prometheus), and scraped: the simulated cards' enforced limits arrive under job ``node``
+    with the same UUIDs as under job ``rigforge``."""
+    path = "/var/lib/prometheus/node-exporter/rigforge.prom"
+    _wait("rigforge.prom written", lambda: (target.root / path.lstrip("/")).is_file())
+    assert ssh(target, f"stat -c '%a %U' {path}").split() == ["644", "root"]
+    expr = 'rigforge_gpu_power_enforced_limit_watts{job="node"}'
+    found = _wait("the textfile's series under job node", lambda: _query(expr))
+    assert {r["metric"]["uuid"] for r in found} == {
+        "GPU-c1000000-0000-4000-8000-000000000001",
+        "GPU-c1000000-0000-4000-8000-000000000002",
+    }

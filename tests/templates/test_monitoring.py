@@ -20,7 +20,9 @@ from tuning.render.files import (
     ENFORCE_INTERVAL_MIN,
     enforce_units,
     exporter_unit,
+    node_exporter_default,
     prometheus_files,
+    textfile_units,
 )
 from tuning.serving_checks import systemd_exposure
 
@@ -235,3 +237,64 @@ def test_a_host_whose_gpus_are_a_sim_rig_is_watched_on_it() -> None:
 
 def _exec_start(unit_text: str) -> str:
     return next(ln for ln in unit_text.splitlines() if ln.startswith("ExecStart=")).split("=", 1)[1]
+
+
+def test_textfile_service_writes_one_scrape_for_node_exporter() -> None:
+    """``monitoring.textfile``: the same sources as the exporter unit, ``--textfile`` in place
+    of ``--listen``, into Debian's textfile folder (``/var/lib/prometheus/node-exporter``, the
+    package's ``--collector.textfile.directory``), the only place it may write."""
+    config = host({"exporter": False, "textfile": True, "textfile_interval_s": 30})
+    service, timer = (spec.render() for spec in textfile_units(config, profile=True, plan=True))
+    assert exec_args(service) == [
+        "/opt/rigforge/venv/bin/rigforge",
+        "exporter",
+        "--rig",
+        "nvml",
+        "--textfile",
+        "/var/lib/prometheus/node-exporter/rigforge.prom",
+        "--kernel-log",
+        "journal",
+        "--enforcement-state",
+        "/var/lib/rigforge/state/enforce.json",
+        "--profile",
+        "/etc/rigforge/profile.yaml",
+        "--plan",
+        "/etc/rigforge/plan.yaml",
+    ]
+    body = lines(service)
+    assert "ProtectSystem=strict" in body
+    assert "ReadWritePaths=/var/lib/prometheus/node-exporter" in body
+    assert "CapabilityBoundingSet=" in body
+    assert "UMask=0022" in body  # node-exporter runs as user prometheus
+    assert "OnUnitActiveSec=30s" in lines(timer)
+    assert "AccuracySec=1s" in lines(timer)
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze absent")
+def test_textfile_service_exposure(tmp_path: Path) -> None:
+    """A root oneshot that writes one folder: no more exposed than the enforcement oneshot."""
+    service = textfile_units(host({"textfile": True}), profile=False, plan=False)[0]
+    path = tmp_path / "rigforge-textfile.service"
+    path.write_text(service.render())
+    exposure = systemd_exposure(path)
+    assert exposure is not None
+    print(f"rigforge-textfile.service exposure {exposure}")
+    assert exposure <= MAX_ENFORCE_EXPOSURE
+
+
+def test_node_exporter_listens_on_localhost_and_is_scraped() -> None:
+    """Debian's node-exporter listens on every address (``:9100``) unless told; the deploy's
+    ARGS bind it to ``monitoring.node_exporter_listen`` and name the textfile folder, and
+    Prometheus scrapes it as job ``node``."""
+    config = host({"prometheus": True, "node_exporter": True, "textfile": True})
+    default = lines(node_exporter_default(config).render())
+    assert default == [
+        'ARGS="--web.listen-address=127.0.0.1:9100 '
+        '--collector.textfile.directory=/var/lib/prometheus/node-exporter"'
+    ]
+    scrape = yaml.safe_load(prometheus_files(config)[0].render())
+    jobs = {j["job_name"]: j for j in scrape["scrape_configs"]}
+    assert jobs["node"]["static_configs"] == [{"targets": ["127.0.0.1:9100"]}]
+    textfile_only = host({"exporter": False, "prometheus": True, "node_exporter": True})
+    scrape = yaml.safe_load(prometheus_files(textfile_only)[0].render())
+    assert {j["job_name"] for j in scrape["scrape_configs"]} == {"prometheus", "node"}

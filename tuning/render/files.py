@@ -331,6 +331,12 @@ RULES_DEST = "/etc/prometheus/rules/rigforge.rules.yml"
 #: How often enforcement re-checks the caps. Shorter than the cap-drift alert's ``for: 10m``,
 #: so that alert fires only when enforcement is off or failing. Units: min.
 ENFORCE_INTERVAL_MIN = 5
+#: node-exporter's textfile collector folder in Debian's prometheus-node-exporter (root:root
+#: 0755 in the package; ``--collector.textfile.directory``), and rigforge's file in it.
+TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
+TEXTFILE_PATH = f"{TEXTFILE_DIR}/rigforge.prom"
+TEXTFILE_SERVICE = "rigforge-textfile.service"
+TEXTFILE_TIMER = "rigforge-textfile.timer"
 
 
 def monitored_rig(config: HostConfig) -> str:
@@ -343,30 +349,66 @@ def monitored_rig(config: HostConfig) -> str:
     return SIM_RIG_TARGET if config.tuner.sim_rig else config.monitoring.rig
 
 
+def _exporter_sources(config: HostConfig, *, profile: bool, plan: bool) -> dict[str, Any]:
+    """What every ``rigforge exporter`` unit reads (``rigforge-exporter-sources.inc.j2``)."""
+    rig = monitored_rig(config)
+    return {
+        "venv": config.tuner.venv,
+        "rig": rig,
+        "state_dir": MONITORING_STATE_DIR,
+        "enforcement_state": ENFORCEMENT_RECORD,
+        "profile": PROFILE_TARGET if profile else None,
+        "plan": PLAN_TARGET if plan else None,
+        "sim": rig != "nvml",
+        "sim_control": SIM_CONTROL,
+    }
+
+
 def exporter_unit(config: HostConfig, *, profile: bool, plan: bool) -> FileSpec:
     """``rigforge-exporter.service`` (``profile``/``plan``: the deploy put them on the host)."""
     import ipaddress
 
     m = config.monitoring
-    rig = monitored_rig(config)
     address = m.listen.rpartition(":")[0].strip("[]")
     return FileSpec(
         dest=f"/etc/systemd/system/{EXPORTER_UNIT}",
         template=f"etc/systemd/system/{EXPORTER_UNIT}.j2",
         context={
+            **_exporter_sources(config, profile=profile, plan=plan),
             "user": config.base.service_user,
-            "venv": config.tuner.venv,
-            "rig": rig,
             "listen": m.listen,
             "opened": not ipaddress.ip_address(address).is_loopback,
-            "state_dir": MONITORING_STATE_DIR,
-            "enforcement_state": ENFORCEMENT_RECORD,
-            "profile": PROFILE_TARGET if profile else None,
-            "plan": PLAN_TARGET if plan else None,
-            "sim": rig != "nvml",
-            "sim_control": SIM_CONTROL,
         },
         name=f"Exporter unit ({m.listen})",
+    )
+
+
+def textfile_units(config: HostConfig, *, profile: bool, plan: bool) -> list[FileSpec]:
+    """``rigforge-textfile.service`` (one scrape to :data:`TEXTFILE_PATH`) and its timer."""
+    context = {
+        **_exporter_sources(config, profile=profile, plan=plan),
+        "textfile": TEXTFILE_PATH,
+        "textfile_dir": TEXTFILE_DIR,
+        "interval_s": config.monitoring.textfile_interval_s,
+    }
+    return [
+        FileSpec(
+            dest=f"/etc/systemd/system/{unit}",
+            template=f"etc/systemd/system/{unit}.j2",
+            context=context,
+            name=f"Textfile collector {unit.rsplit('.', 1)[1]} ({TEXTFILE_PATH})",
+        )
+        for unit in (TEXTFILE_SERVICE, TEXTFILE_TIMER)
+    ]
+
+
+def node_exporter_default(config: HostConfig) -> FileSpec:
+    """``/etc/default/prometheus-node-exporter``: its listen address and textfile folder."""
+    return FileSpec(
+        dest="/etc/default/prometheus-node-exporter",
+        template="etc/default/prometheus-node-exporter.j2",
+        context={"listen": config.monitoring.node_exporter_listen, "textfile_dir": TEXTFILE_DIR},
+        name=f"node-exporter listens on {config.monitoring.node_exporter_listen}",
     )
 
 
@@ -412,7 +454,12 @@ def prometheus_files(config: HostConfig) -> list[FileSpec]:
             context={
                 "interval_s": config.monitoring.scrape_interval_s,
                 "prometheus_listen": config.monitoring.prometheus_listen,
-                "exporter": config.monitoring.listen,
+                "exporter": config.monitoring.listen if config.monitoring.exporter else None,
+                "node_exporter": (
+                    config.monitoring.node_exporter_listen
+                    if config.monitoring.node_exporter
+                    else None
+                ),
                 "engines": engine_targets(config),
             },
             name="Prometheus scrape config (exporter, engines, rules)",
