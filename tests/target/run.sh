@@ -72,10 +72,11 @@ stage_done "pristine trees"
 
 stage "pytest -m target tests/target"
 rc=0
-# test_engine and test_monitoring last: they wait for the llama-server build started above.
-modules=$(ls tests/target/test_*.py | grep -v -e test_engine.py -e test_monitoring.py)
+# The engine modules and test_monitoring last: they wait for the llama-server build above.
+modules=$(ls tests/target/test_*.py | grep -v -e test_engine -e test_monitoring.py)
 # shellcheck disable=SC2086
-"$PY" -m pytest -m target $modules tests/target/test_engine.py tests/target/test_monitoring.py \
+"$PY" -m pytest -m target $modules tests/target/test_engine.py tests/target/test_engine_tune.py \
+  tests/target/test_monitoring.py \
   -p no:cacheprovider -q -s "$@" || rc=$?
 stage_done "pytest -m target (total)"
 if wait "$engine_pid"; then

@@ -51,6 +51,18 @@ class Placement:
     #: The engine's compute threads per process from the CPU plan (llama.cpp ``--threads``,
     #: ``OMP_NUM_THREADS`` of a vLLM/SGLang worker); ``None``: no CPU plan, engine default.
     threads: int | None = None
+    # The step-time model's prediction (tuning/model/serving.py): aggregate and per-sequence
+    # decode tokens/s, prefill tokens/s, time to first token (s), the step's bottleneck and
+    # its shares (memory, compute, interconnect, host; summing to 1).
+    tokens_per_s: float = 0.0
+    tokens_per_s_per_seq: float = 0.0
+    prefill_tokens_per_s: float = 0.0
+    ttft_s: float = 0.0
+    bottleneck: str = ""
+    breakdown: Mapping[str, float] = field(default_factory=dict)
+    #: The best split or GPU set this replica did not get, and why (one sentence).
+    alternative: str = ""
+    alternative_tokens_per_s: float | None = None
 
     def to_yaml(self) -> dict[str, Any]:
         return {
@@ -77,6 +89,18 @@ class Placement:
             "shared": self.shared,
             "extra_args": list(self.extra_args),
             "threads": self.threads,
+            "tokens_per_s": round(self.tokens_per_s, 3),
+            "tokens_per_s_per_seq": round(self.tokens_per_s_per_seq, 3),
+            "prefill_tokens_per_s": round(self.prefill_tokens_per_s, 3),
+            "ttft_s": round(self.ttft_s, 4),
+            "bottleneck": self.bottleneck,
+            "breakdown": {k: round(v, 4) for k, v in self.breakdown.items()},
+            "alternative": {
+                "tokens_per_s": None
+                if self.alternative_tokens_per_s is None
+                else round(self.alternative_tokens_per_s, 3),
+                "why": self.alternative,
+            },
         }
 
     @classmethod
@@ -112,6 +136,16 @@ class Placement:
             shared=bool(data.get("shared", False)),
             extra_args=tuple(data.get("extra_args") or ()),
             threads=data.get("threads"),
+            tokens_per_s=float(data.get("tokens_per_s", 0.0)),
+            tokens_per_s_per_seq=float(data.get("tokens_per_s_per_seq", 0.0)),
+            prefill_tokens_per_s=float(data.get("prefill_tokens_per_s", 0.0)),
+            ttft_s=float(data.get("ttft_s", 0.0)),
+            bottleneck=str(data.get("bottleneck", "")),
+            breakdown={str(k): float(v) for k, v in (data.get("breakdown") or {}).items()},
+            alternative=str((data.get("alternative") or {}).get("why", "")),
+            alternative_tokens_per_s=_optional_float(
+                (data.get("alternative") or {}).get("tokens_per_s")
+            ),
         )
         problems = placement_problems(placement)
         if problems:
@@ -120,6 +154,10 @@ class Placement:
                 + "; ".join(f"{where}: {why}" for where, why in problems)
             )
         return placement
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 @dataclass(frozen=True)
