@@ -113,3 +113,24 @@ def test_reference_models_file_is_valid() -> None:
 
 def test_assign_ports_handles_no_models_with_ports() -> None:
     assert assign_ports(parse_models(GOOD).models)["small"] == (8001, 8002)
+
+
+def test_performance_floors_and_moe_active_parameters_parse() -> None:
+    text = GOOD.replace(
+        "priority: 2",
+        "priority: 2\n    min_tokens_per_s: 12.5\n    max_ttft_s: 3\n    active_params_b: 3.3",
+    )
+    qwq = parse_models(text).models[0]
+    assert qwq.min_tokens_per_s == 12.5
+    assert qwq.max_ttft_s == 3.0
+    assert qwq.active_params_b == 3.3
+
+
+def test_a_negative_floor_names_its_path() -> None:
+    with pytest.raises(ConfigError, match=r"models\[0\]\.min_tokens_per_s"):
+        parse_models(GOOD.replace("priority: 2", "priority: 2\n    min_tokens_per_s: -1"))
+
+
+def test_more_active_than_total_parameters_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"active_params_b \(40\.0\) exceeds params_b"):
+        parse_models(GOOD.replace("priority: 2", "priority: 2\n    active_params_b: 40"))

@@ -8,12 +8,15 @@ which refuse any entry whose values could not go into a unit file safely
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tuning.core.bus import normalize_bus_id
 from tuning.core.checks import placement_problems
+from tuning.core.limits import MAX_CPU_ID
 from tuning.core.yamlsafe import YamlDocument
 from tuning.errors import problems_error, read_yaml_config
 
@@ -46,6 +49,21 @@ class Placement:
     kv_cache_bits: int
     shared: bool
     extra_args: tuple[str, ...]
+    #: The engine's compute threads per process from the CPU plan (llama.cpp ``--threads``,
+    #: ``OMP_NUM_THREADS`` of a vLLM/SGLang worker); ``None``: no CPU plan, engine default.
+    threads: int | None = None
+    # The step-time model's prediction (tuning/model/serving.py): aggregate and per-sequence
+    # decode tokens/s, prefill tokens/s, time to first token (s), the step's bottleneck and
+    # its shares (memory, compute, interconnect, host; summing to 1).
+    tokens_per_s: float = 0.0
+    tokens_per_s_per_seq: float = 0.0
+    prefill_tokens_per_s: float = 0.0
+    ttft_s: float = 0.0
+    bottleneck: str = ""
+    breakdown: Mapping[str, float] = field(default_factory=dict)
+    #: The best split or GPU set this replica did not get, and why (one sentence).
+    alternative: str = ""
+    alternative_tokens_per_s: float | None = None
 
     def to_yaml(self) -> dict[str, Any]:
         return {
@@ -71,6 +89,19 @@ class Placement:
             "kv_cache_bits": self.kv_cache_bits,
             "shared": self.shared,
             "extra_args": list(self.extra_args),
+            "threads": self.threads,
+            "tokens_per_s": round(self.tokens_per_s, 3),
+            "tokens_per_s_per_seq": round(self.tokens_per_s_per_seq, 3),
+            "prefill_tokens_per_s": round(self.prefill_tokens_per_s, 3),
+            "ttft_s": round(self.ttft_s, 4),
+            "bottleneck": self.bottleneck,
+            "breakdown": {k: round(v, 4) for k, v in self.breakdown.items()},
+            "alternative": {
+                "tokens_per_s": None
+                if self.alternative_tokens_per_s is None
+                else round(self.alternative_tokens_per_s, 3),
+                "why": self.alternative,
+            },
         }
 
     @classmethod
@@ -105,6 +136,17 @@ class Placement:
             kv_cache_bits=int(data.get("kv_cache_bits", 16)),
             shared=bool(data.get("shared", False)),
             extra_args=tuple(data.get("extra_args") or ()),
+            threads=data.get("threads"),
+            tokens_per_s=float(data.get("tokens_per_s", 0.0)),
+            tokens_per_s_per_seq=float(data.get("tokens_per_s_per_seq", 0.0)),
+            prefill_tokens_per_s=float(data.get("prefill_tokens_per_s", 0.0)),
+            ttft_s=float(data.get("ttft_s", 0.0)),
+            bottleneck=str(data.get("bottleneck", "")),
+            breakdown={str(k): float(v) for k, v in (data.get("breakdown") or {}).items()},
+            alternative=str((data.get("alternative") or {}).get("why", "")),
+            alternative_tokens_per_s=_optional_float(
+                (data.get("alternative") or {}).get("tokens_per_s")
+            ),
         )
         problems = placement_problems(placement)
         if problems:
@@ -123,6 +165,10 @@ class PlacementRefused(ValueError):
         self.problems = problems
 
 
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 @dataclass(frozen=True)
 class Unplaced:
     """A replica that could not be placed, and why."""
@@ -130,6 +176,39 @@ class Unplaced:
     model: str
     replica: int
     reason: str
+
+
+_BUS_ID = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]")
+
+
+@dataclass(frozen=True)
+class GpuIrqCpus:
+    """Where one GPU's interrupts go (``/proc/irq/N/smp_affinity_list``): the GPU and the CPUs
+    of its unit (the housekeeping CPUs for a GPU no unit uses), from the CPU plan. ``gpu`` is
+    the id the CPU plan was given; in the plan file a PCI bus id (``dddd:bb:dd.f``), which is
+    what the boot-time IRQ script finds a GPU by."""
+
+    gpu: str
+    cpus: tuple[int, ...]
+
+    @classmethod
+    def from_yaml(cls, data: Mapping[str, Any]) -> GpuIrqCpus:
+        """An ``irq_cpus[]`` entry; ``ValueError`` for a bus id or CPU list that could not go
+        into the IRQ-pinning script safely."""
+        bus = normalize_bus_id(str(data["gpu"]))
+        if not _BUS_ID.fullmatch(bus):
+            raise ValueError(f"irq_cpus: {str(data['gpu'])[:40]!r} is not a PCI bus id")
+        cpus = data.get("cpus")
+        if (
+            not isinstance(cpus, list)
+            or not cpus
+            or not all(
+                isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= MAX_CPU_ID
+                for c in cpus
+            )
+        ):
+            raise ValueError(f"irq_cpus: {bus}: cpus is not a list of CPU ids")
+        return cls(gpu=bus, cpus=tuple(sorted(set(cpus))))
 
 
 @dataclass(frozen=True)
@@ -148,6 +227,8 @@ class Plan:
     #: CPUs kept for the OS, sshd, irqbalance and non-GPU interrupts (the CPU plan); empty
     #: when no CPU plan was made.
     housekeeping_cpus: tuple[int, ...] = ()
+    #: Each GPU's IRQ CPUs (the CPU plan), by PCI bus id; empty when no CPU plan was made.
+    irq_cpus: tuple[GpuIrqCpus, ...] = ()
 
     def to_yaml(self) -> dict[str, Any]:
         """The plan file the deploy consumes (``schema_version: 1``)."""
@@ -165,6 +246,7 @@ class Plan:
             ),
             "alternative": self.alternative,
             "housekeeping_cpus": list(self.housekeeping_cpus),
+            "irq_cpus": [{"gpu": i.gpu, "cpus": list(i.cpus)} for i in self.irq_cpus],
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -248,10 +330,11 @@ def parse_plan(data: Any, source: str = "<plan>", doc: YamlDocument | None = Non
             alternative_score=data.get("alternative_score"),
             alternative=str(data.get("alternative", "")),
             housekeeping_cpus=tuple(int(c) for c in data.get("housekeeping_cpus") or ()),
+            irq_cpus=tuple(GpuIrqCpus.from_yaml(i) for i in data.get("irq_cpus") or ()),
         )
     except KeyError as error:
         raise problems_error(
-            source, [("unplaced", f"an entry has no {error.args[0]!r}; {rerun}")], doc
+            source, [("(top level)", f"an entry has no {error.args[0]!r}; {rerun}")], doc
         ) from None
     except (TypeError, ValueError, AttributeError) as error:
         raise problems_error(

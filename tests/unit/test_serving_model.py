@@ -1,0 +1,173 @@
+"""The serving step-time model (tuning/model/serving.py) against hand-worked examples.
+
+The GPUs here are built inline with round numbers (1000 GB/s, 100 dense TFLOPS) so each
+expectation can be worked on paper; the engine's physical parameters (bandwidth efficiency,
+host time per step) are read from ``serving.yaml`` — they are inputs, not what is tested.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from inventory.models import load_models
+from tuning.backends import open_rig
+from tuning.errors import ConfigError
+from tuning.model.serving import (
+    GpuHardware,
+    HostShare,
+    Link,
+    gpu_from_preset,
+    kv_bytes_per_token,
+    link_from_fabric,
+    load_serving_params,
+    predict,
+)
+from tuning.rig_fabric import fabric_of_rig
+
+GPU = GpuHardware(name="round", memory_bw_gbps=1000.0, tensor_tflops={"fp16": 100.0})
+NVLINK = Link(kind="nvlink", bandwidth_gbps=50.0, latency_us=1.0)
+STAGED = Link(kind="staged", bandwidth_gbps=10.0, latency_us=15.0)
+
+
+@dataclass(frozen=True)
+class Toy:
+    """A 10 B dense model at 8 bits: 10 GB of weights; 40 layers, 8 KV heads × 128."""
+
+    engine: str = "vllm"
+    params_b: float = 10.0
+    quant_bits: float = 8
+    layers: int = 40
+    attention_heads: int = 32
+    kv_heads: int = 8
+    head_dim: int = 128
+    kv_cache_bits: int = 16
+    context: int = 0
+    active_params_b: float | None = None
+
+
+def vllm() -> tuple[float, float, float]:
+    e = load_serving_params().engines["vllm"]
+    return e.bw_efficiency_frac, e.host_step_s, e.host_per_seq_s
+
+
+def test_single_card_decode_is_weights_over_bandwidth() -> None:
+    """10e9 B / (1000e9 B/s × eff) of reads, plus host_step + 1 × host_per_seq; FLOPs
+    2 × 10e9 / (100e12 × 0.45) = 0.44 ms stay under the reads, so memory is the bottleneck."""
+    eff, host, per_seq = vllm()
+    p = predict(Toy(), [GPU], concurrency=1, context=0)
+    expected_s = 10e9 / (1000e9 * eff) + host + per_seq
+    assert p.tokens_per_s_per_seq == pytest.approx(1 / expected_s, rel=1e-6)
+    assert p.bottleneck == "memory"
+    assert sum(p.breakdown().values()) == pytest.approx(1.0)
+
+
+def test_kv_reads_add_to_the_step() -> None:
+    """KV per token: 2 (K, V) × 40 layers × 8 heads × 128 × 2 B = 163 840 B. Two sequences at
+    8192 tokens read 2 × 8192 × 163 840 = 2.684e9 B more per step than at no context."""
+    assert kv_bytes_per_token(Toy()) == 163_840
+    eff, _, _ = vllm()
+    short = predict(Toy(), [GPU], concurrency=2, context=0)
+    long = predict(Toy(), [GPU], concurrency=2, context=8192)
+    extra_s = long.decode_step.memory_s - short.decode_step.memory_s
+    assert extra_s == pytest.approx(2 * 8192 * 163_840 / (1000e9 * eff), rel=1e-6)
+
+
+def test_moe_reads_only_active_parameters() -> None:
+    """A 10 B-total, 2.5 B-active MoE reads a quarter of the weights per step."""
+    dense = predict(Toy(), [GPU], context=0)
+    moe = predict(Toy(active_params_b=2.5), [GPU], context=0)
+    assert moe.decode_step.memory_s == pytest.approx(dense.decode_step.memory_s / 4)
+
+
+def test_pipeline_adds_capacity_not_single_stream_speed() -> None:
+    """PP=2, one sequence: each token still passes both halves one after the other (5 GB
+    + 5 GB of reads), so it is no faster than one card; two sequences fill both stages and
+    double the aggregate; the single sequence leaves each GPU idle half the time."""
+    one_card = predict(Toy(), [GPU], concurrency=1, context=0)
+    pp_one = predict(Toy(), [GPU, GPU], pp=2, concurrency=1, context=0, link=NVLINK)
+    pp_two = predict(Toy(), [GPU, GPU], pp=2, concurrency=2, context=0, link=NVLINK)
+    assert pp_one.tokens_per_s_per_seq <= one_card.tokens_per_s_per_seq
+    assert pp_one.busy_frac == pytest.approx(0.5)
+    assert pp_two.busy_frac == pytest.approx(1.0)
+    assert pp_two.tokens_per_s == pytest.approx(2 * pp_one.tokens_per_s, rel=0.01)
+
+
+def test_tp_all_reduces_cost_latency_per_layer() -> None:
+    """TP=2 halves the reads per card; each of 2 × 40 all-reduces of 32 × 128 × 2 B = 8 KiB
+    over the staged link costs overhead + 2 hops × 15 µs + 8192 / (10e9 × frac) s. Over
+    NVLink the same step is cheaper, so it is faster."""
+    params = load_serving_params()
+    col = params.collectives
+    staged = predict(Toy(), [GPU, GPU], tp=2, context=0, link=STAGED)
+    nv = predict(Toy(), [GPU, GPU], tp=2, context=0, link=NVLINK)
+    per = (col.allreduce_overhead_us["staged"] + 2 * 15.0) * 1e-6 + 8192 / (
+        10e9 * col.allreduce_bw_frac
+    )
+    assert staged.decode_step.interconnect_s == pytest.approx(80 * per, rel=1e-6)
+    assert nv.tokens_per_s > staged.tokens_per_s
+    one = predict(Toy(), [GPU], context=0)
+    assert staged.decode_step.memory_s == pytest.approx(one.decode_step.memory_s / 2)
+
+
+def test_fewer_or_shared_cores_lengthen_the_host_time() -> None:
+    """vLLM on one GPU needs 1 API + 1 engine + 1 worker = 3 cores (engines.yaml). With one
+    core the host time triples; sharing the 3 with another engine doubles it; cores on another
+    NUMA node multiply it by remote_numa_factor."""
+    full = predict(Toy(), [GPU], context=0).decode_step.host_s
+    one_core = predict(Toy(), [GPU], context=0, host=HostShare(cores=1)).decode_step.host_s
+    shared = predict(Toy(), [GPU], context=0, host=HostShare(other_engines=1)).decode_step.host_s
+    remote = predict(Toy(), [GPU], context=0, host=HostShare(remote_numa=True)).decode_step.host_s
+    assert one_core == pytest.approx(3 * full)
+    assert shared == pytest.approx(2 * full)
+    assert remote == pytest.approx(full * load_serving_params().host.remote_numa_factor)
+
+
+def test_prefill_is_compute_bound_and_ttft_covers_the_prompt() -> None:
+    """A 2048-token chunk: 2 × 10e9 × 2048 = 4.1e13 FLOPs / (100e12 × mfu) ≈ 0.9 s ≫ 14 ms of
+    reads, so compute is the bottleneck and TTFT for 4096 tokens is at least two chunks."""
+    p = predict(Toy(), [GPU], context=4096, phase="prefill")
+    assert p.bottleneck == "compute"
+    mfu = load_serving_params().engines["vllm"].mfu_frac
+    assert p.ttft_s >= 2 * 2 * 10e9 * 2048 / (100e12 * mfu)
+
+
+def test_70b_awq_on_two_4090s_by_hand() -> None:
+    """r1-distill-llama-70b (70.6 B at 4 bits = 35.3 GB) TP=2 on two RTX 4090s (1008 GB/s,
+    TechPowerUp): each card reads 17.65 GB per step → 17.65e9 / (1008e9 × eff) s; the step
+    cannot be shorter than that, and with 160 all-reduces over NVLink-free PCIe it is longer."""
+    models = {m.name: m for m in load_models("inventory/examples/models-reference.yaml").models}
+    eff, _, _ = vllm()
+    g = gpu_from_preset("rtx4090")
+    p = predict(models["r1-distill-llama-70b"], [g, g], tp=2, context=0, link=STAGED)
+    floor_s = 17.65e9 / (1008e9 * eff)
+    assert p.decode_step.memory_s == pytest.approx(floor_s, rel=1e-3)
+    assert p.decode_step.interconnect_s > 0
+    assert 1 / p.tokens_per_s_per_seq > floor_s
+
+
+def test_link_from_the_reference_fabric() -> None:
+    """sim:reference's GPUs are PCIe cards: the worst pair of a group is a peer or staged
+    path, never NVLink, with a positive rate and latency."""
+    rig = open_rig("sim:reference")
+    link = link_from_fabric(fabric_of_rig(rig), [0, 1])
+    assert link.kind in ("peer", "staged")
+    assert link.bandwidth_gbps > 0
+    assert link.latency_us > 0
+
+
+def test_bad_arguments_are_refused() -> None:
+    with pytest.raises(ValueError, match="tp=2"):
+        predict(Toy(), [GPU], tp=2)
+    with pytest.raises(ConfigError, match="engine 'tgi'"):
+        predict(Toy(), [GPU], engine="tgi")
+
+
+def test_a_number_without_a_source_is_refused(tmp_path: Path) -> None:
+    text = Path("tuning/model/serving.yaml").read_text()
+    bad = tmp_path / "serving.yaml"
+    bad.write_text(text.replace('      mfu_frac: "estimate: as vLLM"\n', "", 1))
+    with pytest.raises(ConfigError, match=r"engines\.sglang\.sources\.mfu_frac"):
+        load_serving_params(bad)
