@@ -32,7 +32,7 @@ from tuning.core.limits import (
 from tuning.core.pcie import LINK_ORDER, link_rank
 from tuning.core.power import Circuit, Psu
 from tuning.core.yamlsafe import YamlDocument
-from tuning.errors import ConfigError, read_yaml_config, yaml_path
+from tuning.errors import ConfigError, problems_error, read_yaml_config, yaml_path
 from tuning.fabric.schema import FabricSpec, check_fabric
 
 PRESETS_FILE = Path(__file__).with_name("presets.yaml")
@@ -309,13 +309,7 @@ def _raise(source: str, problems: list[tuple[str, str]], doc: YamlDocument | Non
     """One :class:`ConfigError` with a ``source:line: path: message`` line per problem (the line
     when ``doc`` knows where the path is), in file order."""
     if problems:
-        located = []
-        for path, msg in problems:
-            line = doc.line_of("" if path == "(top level)" else path) if doc else None
-            where = f"{source}:{line}" if line is not None else source
-            located.append((line or 0, f"{where}: {path}: {msg}"))
-        located.sort(key=lambda item: item[0])
-        raise ConfigError("\n".join(text for _, text in located))
+        raise problems_error(source, problems, doc)
 
 
 def _validate(model: type[_M], data: Any, source: str) -> _M:
