@@ -66,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     started = not args.reuse
     target = (
-        harness.start(args.name, args.port)
+        # The CI inventory's GPUs, reported by the target's nvidia-smi stand-in: without them
+        # nvidia-persistenced (a stand-in too) fails, as on a host whose driver is not loaded.
+        harness.start(args.name, args.port, gpus=util.standin_gpus(util.CI_YAML, "ci-target"))
         if started
         else harness.Target(args.name, args.port, harness.target_root(args.name))
     )

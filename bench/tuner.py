@@ -4,7 +4,8 @@
     .venv/bin/python bench/tuner.py --quick    # adaptive only, no grid reference
 
 Prints, per rig × workload class: probes per GPU (mean / worst), sweep simulated minutes,
-heat-soak rounds and throttle events in the final soak, max PSU/circuit load ratio over the
+heat-soak rounds and throttle events in the final soak, the whole tune's rig minutes (probes
+plus thermal validation, ``rig_seconds``), max PSU/circuit load ratio over the
 trace, the objective and its gap to ``--strategy grid --step-w 5``; then the simulated time
 of a naive sequential 25 W grid (one GPU at a time, fixed 60 s per probe, Zeus-style) on
 sim:reference, and the spread of chosen caps across seeds.
@@ -28,7 +29,17 @@ from tuning.budget import Policy
 from tuning.sweep import Sweep, SweepConfig, SweepResult
 from tuning.workloads import SimWorkload
 
-RIGS = ("sim:reference", "sim:4x3090", "sim:8xl40s")
+#: sim:reference plus every rig file of tuning/backends/rigs/ (each must meet the bars)
+RIGS = (
+    "sim:reference",
+    *tuple(
+        f"sim:{p.stem}"
+        for p in sorted(
+            (Path(__file__).resolve().parents[1] / "tuning/backends/rigs").glob("*.yaml")
+        )
+        if p.stem != "reference"
+    ),
+)
 WORKLOADS = ("decode", "prefill", "batched")
 
 
@@ -47,20 +58,25 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="skip the grid reference runs")
     parser.add_argument("--policy", default="efficiency", choices=["efficiency", "throughput"])
+    parser.add_argument(
+        "--full-soak", action="store_true", help="soak 30 min instead of stopping on a prediction"
+    )
     args = parser.parse_args()
     os.environ.setdefault("RIGFORGE_STATE_DIR", tempfile.mkdtemp(prefix="rigforge-bench-"))
     policy = Policy(args.policy)
     started = time.perf_counter()
-    print(f"policy {policy}, seed 0, floor 0.95, heat-soak 30 min")
+    soak = "full 30 min" if args.full_soak else "predicted (≤ 30 min)"
+    print(f"policy {policy}, seed 0, floor 0.95, heat-soak {soak}")
     print(
-        f"{'rig':14} {'class':8} {'probes':>6} {'worst':>5} {'sweep':>6} {'rounds':>6} "
-        f"{'soak':>6} {'thr':>3} {'load':>6} {'objective':>9} {'grid obj':>9} {'gap':>7} "
-        f"{'grid n':>6}"
+        f"{'rig':18} {'class':8} {'probes':>6} {'worst':>5} {'sweep':>6} {'rounds':>6} "
+        f"{'soak':>6} {'thr':>3} {'rig':>6} {'load':>6} {'objective':>9} {'grid obj':>9} "
+        f"{'gap':>7} {'grid n':>6}"
     )
-    means, worsts, gaps, throttles, loads = [], [], [], [], []
+    means, worsts, gaps, throttles, loads, rig_s = [], [], [], [], [], []
     for spec in RIGS:
         for workload in WORKLOADS:
-            res = run(spec, workload, policy=policy)
+            res = run(spec, workload, policy=policy, full_soak=args.full_soak)
+            rig_s.append((res.rig_seconds, spec, workload))
             probes = [g.probes for g in res.gpus]
             mean, worst = statistics.mean(probes), max(probes)
             means.append(mean)
@@ -70,8 +86,9 @@ def main() -> None:
             throttles.append(events)
             loads.append(res.max_psu_load_ratio)
             line = (
-                f"{spec:14} {workload:8} {mean:6.2f} {worst:5d} {res.sweep_sim_s / 60:5.2f}m "
+                f"{spec:18} {workload:8} {mean:6.2f} {worst:5d} {res.sweep_sim_s / 60:5.2f}m "
                 f"{len(res.soak_rounds):6d} {res.soak_sim_s / 60:5.1f}m {events:3d} "
+                f"{res.rig_seconds / 60:5.1f}m "
                 f"{res.max_psu_load_ratio:6.3f} {res.objective:9.5g}"
             )
             if not args.quick:
@@ -81,7 +98,8 @@ def main() -> None:
                 line += f" {grid.objective:9.5g} {gap:+7.2%} {grid.total_probes:6d}"
             print(line, flush=True)
     print("(probes: mean per GPU; sweep/soak: simulated minutes; thr: throttle events in the")
-    print(" final soak; load: max PSU/circuit load ratio over the cap trace; gap: vs grid 5 W)")
+    print(" final soak; rig: whole tune, probes + validation, rig minutes; load: max PSU/circuit")
+    print(" load ratio over the cap trace; gap: vs grid 5 W)")
 
     adaptive = run("sim:reference", "decode", policy=policy)
     naive = run(
@@ -106,7 +124,20 @@ def main() -> None:
         for uuid in caps_by_seed[0]
     )
 
+    worst_rig = max(rig_s)
     bars = [
+        (
+            "whole tune ≤ 10 rig min (every rig × class)",
+            f"max {worst_rig[0] / 60:.1f} min ({worst_rig[1]} {worst_rig[2]})",
+            worst_rig[0] <= 600.0,
+        ),
+        ("issue 12: mean probes per GPU ≤ 4", f"max {max(means):.2f}", max(means) <= 4.0),
+        ("issue 12: worst GPU ≤ 5 probes", f"max {max(worsts)}", max(worsts) <= 5),
+        (
+            "issue 12: objective within 1 % of grid --step-w 5",
+            f"worst {min(gaps):+.2%}" if gaps else "skipped (--quick)",
+            bool(gaps) and min(gaps) >= -0.01,
+        ),
         (
             "mean probes per GPU ≤ 5 (every rig × class)",
             f"max {max(means):.2f}",

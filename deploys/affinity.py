@@ -1,7 +1,8 @@
 """GPU IRQs pinned to their local CPUs at every boot; irqbalance kept off them.
 
 A oneshot unit (``rigforge-irq-affinity.service``) finds each NVIDIA GPU's IRQs at boot (IRQ
-numbers change across reboots) and writes the GPU's ``local_cpulist`` to
+numbers change across reboots) and writes the CPUs of the unit serving the GPU (the plan's
+``irq_cpus``), or for a GPU the plan does not list its ``local_cpulist``, to
 ``/proc/irq/<n>/smp_affinity_list``. irqbalance gets a ``--policyscript`` that answers
 ``ban=true`` for NVIDIA GPUs, through ``/etc/default/irqbalance-rigforge`` and a drop-in, so
 the packaged ``/etc/default/irqbalance`` (a conffile) stays untouched.
@@ -22,11 +23,15 @@ from deploys.util import (
     snapshot,
     unit_removed,
 )
+from inventory.schema import HostConfig
 from tuning.render.files import (
+    HOUSEKEEPING_DROPIN,
     IRQ_SCRIPT,
     IRQBALANCE_POLICY_SCRIPT,
+    housekeeping_dropin,
     irq_pinning_files,
     irqbalance_files,
+    planned_irq_cpus,
 )
 
 IRQ_UNIT = "rigforge-irq-affinity.service"
@@ -55,7 +60,7 @@ def affinity() -> None:
         wanted = put_files(pinning, snap, step)
         service_after_change(IRQ_UNIT, snap=snap, wanted=wanted, name="IRQ pinning unit")
         if config.kernel.apply_runtime:
-            _pin_now(config.kernel.root)
+            _pin_now(config.kernel.root, planned_irq_cpus(config))
     else:
         # Pins already written stay until reboot; the unit no longer re-applies them at boot.
         unit_removed(
@@ -63,6 +68,7 @@ def affinity() -> None:
             extra_paths=(host.data.rigforge_irq_script,),
             name="IRQ pinning unit (pin_irqs: false)",
         )
+    _housekeeping(config)
     irqbalance = "irqbalance" in snap.commands
     restart = irqbalance and snap.systemd_booted
     step = restart_step(IRQBALANCE) if restart else None
@@ -84,9 +90,32 @@ def affinity() -> None:
             host.noop("affinity: systemd not running; irqbalance reads its files when started")
 
 
-def _pin_now(root: str) -> None:
-    """Pin the IRQs in the running kernel now (each GPU to its sysfs ``local_cpulist``).
+def _housekeeping(config: HostConfig) -> None:
+    """The opt-in ``system.conf.d`` drop-in that keeps system services on the plan's
+    housekeeping CPUs (``affinity.housekeeping_services``); removed when turned off. Read at
+    boot: the deploy does not ``daemon-reexec`` PID 1 for a setting that only services started
+    afterwards would see."""
+    spec = housekeeping_dropin(config) if config.affinity.housekeeping_services else None
+    if spec is not None:
+        put_files([spec], snapshot(paths=[spec.dest]))
+        return
+    if config.affinity.housekeeping_services:
+        host.noop("affinity: the plan has no housekeeping CPUs; system services left alone")
+    remove_files(
+        [HOUSEKEEPING_DROPIN],
+        step=None,
+        name="housekeeping CPUs drop-in (affinity.housekeeping_services off or no plan)",
+    )
+
+
+def _pin_now(root: str, planned: dict[str, str]) -> None:
+    """Pin the IRQs in the running kernel now: each GPU to its unit's CPUs from the plan
+    (``planned``), a GPU the plan does not list to its sysfs ``local_cpulist``.
 
     The boot unit does the same at every boot; this spares a reboot after the first deploy.
     """
-    irq_affinity(name=f"Pin GPU IRQs to their local CPUs now (under {root})", root=root)
+    irq_affinity(
+        name=f"Pin GPU IRQs to their units' or local CPUs now (under {root})",
+        root=root,
+        planned=planned,
+    )

@@ -114,14 +114,17 @@ def check_budget(
             )
         else:
             circuit = cfg.circuits[circuit_index[over.name]]
+            reserved = f" + reserved_w {_fmt(circuit.reserved_w)}" if circuit.reserved_w > 0 else ""
+            fix = "lower the caps or spread the PSUs over more circuits"
+            if circuit.reserved_w > 0:
+                fix += " (or move the other loads of reserved_w off this circuit)"
             issues.append(
                 Issue(
                     f"{prefix}.circuits[{circuit_index[over.name]}]",
                     f"circuit {circuit.name!r} would draw {over.load_w:.0f} W at the wall "
-                    f"({source} + platform, through PSU efficiency) but its continuous budget "
-                    f"is {circuit.budget_w:.0f} W ({_fmt(circuit.voltage_v)} V × "
-                    f"{_fmt(circuit.breaker_a)} A × {_fmt(circuit.continuous_ratio)}); lower "
-                    "the caps or spread the PSUs over more circuits",
+                    f"({source} + platform, through PSU efficiency{reserved}) but its "
+                    f"continuous budget is {circuit.budget_w:.0f} W ({_fmt(circuit.voltage_v)} V "
+                    f"× {_fmt(circuit.breaker_a)} A × {_fmt(circuit.continuous_ratio)}); {fix}",
                 )
             )
     return issues

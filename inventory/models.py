@@ -24,6 +24,8 @@ A models file is YAML::
         port: 8000            # optional; assigned from 8000 upwards when absent
         kv_cache_bits: 16     # optional KV-cache precision (default 16)
         extra_args: []        # optional engine flags appended verbatim (no secrets)
+        cpus: "16-23,80-87"   # optional: this model's own CPUs (a kernel CPU list), instead
+                              # of the cores the CPU plan would choose (one replica only)
 
 ``weights`` and ``extra_args`` end up in a systemd unit, so control characters, ``"`` and ``\\``
 are refused in them, and so are secrets in ``extra_args`` (``--api-key``, ``--hf-token``,
@@ -36,6 +38,7 @@ the fix; unknown keys get a did-you-mean. This module imports neither pyinfra no
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -43,11 +46,14 @@ from typing import Any, Literal
 from pydantic import (
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
 from inventory.fields import MAX_PORT, EngineArg, GpuRef, ServicePort, StrictModel, UnitText
 from tuning.core.checks import unit_name_collisions
+from tuning.core.cpu import cpu_list_values, format_cpu_list
+from tuning.core.limits import MAX_CPU_ID
 from tuning.core.yamlsafe import YamlRefused, read_text_file
 from tuning.errors import ConfigError, did_you_mean, parse_yaml_config, yaml_path
 
@@ -99,6 +105,22 @@ class ModelSpec(StrictModel):
     # Floors the placement must meet: per-sequence decode tokens/s and time to first token (s).
     min_tokens_per_s: float | None = Field(default=None, gt=0, le=1e6)
     max_ttft_s: float | None = Field(default=None, gt=0, le=86_400)
+    cpus: str | None = Field(default=None, max_length=4096)
+
+    @field_validator("cpus")
+    @classmethod
+    def _cpu_list(cls, value: str | None) -> str | None:
+        if value is not None and cpu_list_values(value) is None:
+            raise ValueError(
+                f"{value[:40]!r} is not a CPU list; write it as the kernel does, "
+                f"e.g. '16-23,80-87' (CPU ids up to {MAX_CPU_ID})"
+            )
+        return value
+
+    @property
+    def pinned_cpus(self) -> tuple[int, ...] | None:
+        """The ``cpus:`` pin as logical CPU ids (ascending); ``None`` when not pinned."""
+        return cpu_list_values(self.cpus) if self.cpus is not None else None
 
     @model_validator(mode="after")
     def _heads_consistent(self) -> ModelSpec:
@@ -123,6 +145,12 @@ class ModelSpec(StrictModel):
                     f"gpus: {len(self.gpus)} pinned GPU(s) cannot hold {self.replicas} "
                     "replicas; pin more GPUs or lower replicas"
                 )
+        if self.cpus is not None and self.replicas > 1:
+            raise ValueError(
+                f"cpus: pins the CPUs of one unit but the model has {self.replicas} replicas; "
+                "leave cpus: out (the CPU plan gives each replica its own cores) or use one "
+                "replica"
+            )
         return self
 
     @property
@@ -145,6 +173,7 @@ class ModelsFile(StrictModel):
             if model.name in seen:
                 raise ValueError(f"model name {model.name!r} appears twice; names must be unique")
             seen.add(model.name)
+        _check_cpu_pins(self.models)
         assign_ports(self.models)  # raises on collisions
         entries = [(m.name, r) for m in self.models for r in range(m.replicas)]
         for first, later, slug in unit_name_collisions(entries):
@@ -157,6 +186,20 @@ class ModelsFile(StrictModel):
     def ports(self) -> dict[str, tuple[int, ...]]:
         """Port of every replica of every model (see :func:`assign_ports`)."""
         return assign_ports(self.models)
+
+
+def _check_cpu_pins(models: Sequence[ModelSpec]) -> None:
+    """Refuse two models pinning the same CPU (``ValueError`` naming both and the CPUs)."""
+    owner: dict[int, str] = {}
+    for index, model in enumerate(models):
+        cpus = model.pinned_cpus or ()
+        for other in dict.fromkeys(owner[c] for c in cpus if c in owner):
+            shared = [c for c in cpus if owner.get(c) == other]
+            raise ValueError(
+                f"models[{index}].cpus: models {other!r} and {model.name!r} both pin CPUs "
+                f"{format_cpu_list(shared)} (cpus:); give each model its own CPUs"
+            )
+        owner.update(dict.fromkeys(cpus, model.name))
 
 
 def assign_ports(models: Sequence[ModelSpec]) -> dict[str, tuple[int, ...]]:
@@ -255,6 +298,8 @@ def _describe(err: Any) -> str:
         hint = did_you_mean(str(got), ENGINES)
         return f"{where}: unknown engine {got!r}; use one of {', '.join(ENGINES)}{hint}"
     if kind == "value_error":
+        if not loc and re.match(r"models\[\d+\]\.\w+: ", message):
+            return message  # a check across models that names the entry it refuses
         return f"{where}: {message}"
     got = repr(err.get("input"))
     return f"{where}: {message} (got {got[:60]})"

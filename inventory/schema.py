@@ -254,10 +254,51 @@ class PcieConfig(_Model):
 
 
 class AffinityConfig(_Model):
-    """Pin each GPU's IRQs to its local CPUs; keep irqbalance off them."""
+    """Pin each GPU's IRQs to its unit's CPUs (the plan's ``irq_cpus``), or to its local CPUs
+    when the plan does not list it; keep irqbalance off them."""
 
-    pin_irqs: bool = Field(True, description="pin each GPU's IRQs to its local CPUs at boot")
+    pin_irqs: bool = Field(
+        True, description="pin each GPU's IRQs to its unit's (else its local) CPUs at boot"
+    )
     irqbalance_ban: bool = Field(True, description="tell irqbalance to leave GPU IRQs alone")
+    housekeeping_services: bool = Field(
+        False,
+        description="keep system services on the plan's housekeeping CPUs (a system.conf.d "
+        "CPUAffinity= drop-in; read at boot)",
+    )
+
+
+class CpuConfig(_Model):
+    """The CPU's own power and latency (``enabled: true`` to manage them; off by default).
+
+    Applied at deploy (written under ``kernel.root``) and at every boot (a ``tmpfiles.d``
+    and a ``sysctl.d`` file); the values found before the first change are recorded on the
+    host (``/var/lib/rigforge/cpu-defaults``) and written back when ``enabled`` turns false.
+    Defaults follow tuned's ``accelerator-performance`` profile (``governor=performance``,
+    ``force_latency=99``; tuned's ``profiles/accelerator-performance/tuned.conf``) and its
+    ``throughput-performance`` base (``vm.swappiness=10``).
+    """
+
+    enabled: bool = Field(False, description="manage governor, C-states, THP and sysctls")
+    governor: Literal["performance", "schedutil", "ondemand", "powersave"] = Field(
+        "performance", description="cpufreq scaling governor of every CPU"
+    )
+    max_cstate_latency_us: int | None = Field(
+        99,
+        ge=0,
+        le=100_000,
+        description="disable idle states whose exit latency exceeds this (tuned's "
+        "force_latency); null leaves C-states alone",
+    )
+    transparent_hugepages: Literal["always", "madvise", "never"] = Field(
+        "madvise", description="/sys/kernel/mm/transparent_hugepage/enabled"
+    )
+    swappiness: int = Field(10, ge=0, le=200, description="vm.swappiness")
+    numa_balancing: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="kernel.numa_balancing; auto: off when serving units are bound to a "
+        "NUMA node (they are, whenever they are served), on otherwise",
+    )
 
 
 class ServingModel(_Model):
@@ -409,6 +450,7 @@ class HostConfig(_Model):
     power: PowerConfig = Field(default_factory=PowerConfig)
     pcie: PcieConfig = Field(default_factory=PcieConfig)
     affinity: AffinityConfig = Field(default_factory=AffinityConfig)
+    cpu: CpuConfig = Field(default_factory=CpuConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
     secrets: SecretsConfig = Field(default_factory=SecretsConfig)
     kernel: KernelConfig = Field(default_factory=KernelConfig)

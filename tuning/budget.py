@@ -178,7 +178,60 @@ def _best_linear(
     limit: float,
     value,
 ) -> dict[str, CapOption]:
-    """Maximise Σ value(option) subject to every PSU and circuit ratio ≤ ``limit``."""
+    """Maximise Σ value(option) subject to every PSU and circuit ratio ≤ ``limit``.
+
+    A knapsack per PSU, then per circuit (each circuit's ``reserved_w`` counted first).
+    Redundant PSUs are solved as one pooled PSU (:func:`_pooled`); where such a group spans
+    circuits the pooled knapsack binds only the PSUs, and the choice is then checked with
+    the budget model itself (:meth:`BudgetModel.fits`, the one load formula).
+    """
+    original = budget
+    budget = _pooled(budget)
+    choice = _best_linear_pooled(options, budget, limit, value)
+    if not original.fits({u: o.cap_w for u, o in choice.items()}, limit):
+        raise InfeasibleBudget(
+            "the caps chosen for a redundant PSU group overload one of the circuits it spans; "
+            "put the group's PSUs on one circuit or describe them without redundant_group"
+        )
+    return choice
+
+
+def _pooled(budget: BudgetModel) -> BudgetModel:
+    """``budget`` with each redundant group merged into one PSU for the knapsack: it carries
+    every member's GPUs and platform, is rated n × the smallest member (an equal share must
+    fit each), converts at the worst member's efficiency (the safe side), and sits on the
+    members' circuit when they share one (else on none; :func:`_best_linear` checks)."""
+    groups: dict[str, list[Psu]] = {}
+    for psu in budget.psus:
+        if psu.redundant_group is not None:
+            groups.setdefault(psu.redundant_group, []).append(psu)
+    if not groups:
+        return budget
+    merged: list[Psu] = [p for p in budget.psus if p.redundant_group is None]
+    rename: dict[str, str] = {}
+    for members in groups.values():
+        circuits = {m.circuit for m in members}
+        name = members[0].name
+        merged.append(
+            Psu(
+                name=name,
+                rating_w=len(members) * min(m.rating_w for m in members),
+                circuit=circuits.pop() if len(circuits) == 1 else None,
+                efficiency=min(m.efficiency for m in members),
+                platform_w=sum(m.platform_w for m in members),
+            )
+        )
+        rename.update({m.name: name for m in members})
+    mapping = {k: rename.get(v, v) if v is not None else None for k, v in budget.gpu_psu.items()}
+    return BudgetModel(psus=tuple(merged), circuits=budget.circuits, gpu_psu=mapping)
+
+
+def _best_linear_pooled(
+    options: Mapping[str, Sequence[CapOption]],
+    budget: BudgetModel,
+    limit: float,
+    value,
+) -> dict[str, CapOption]:
     psu_names = {psu.name for psu in budget.psus}
     by_psu: dict[str | None, list[str]] = {}
     for uuid in options:
@@ -214,7 +267,8 @@ def _best_linear(
     circuit_names = {c.name for c in budget.circuits}
     for circuit in budget.circuits:
         members = [p.name for p in budget.psus if p.circuit == circuit.name]
-        combined = _Frontier(((0.0, 0.0, ()),))
+        # the circuit's other loads (reserved_w) are there before any PSU's
+        combined = _Frontier(((circuit.reserved_w, 0.0, ()),))
         for name in members:
             points = [
                 (wa + wb, va + vb, ca + cb)

@@ -32,6 +32,7 @@ import yaml
 from tuning.backends import DEFAULT_RIG, open_rig
 from tuning.backends.base import Rig, RigSnapshot
 from tuning.budget import Policy
+from tuning.cpuplan.plan import CpuPlan
 from tuning.errors import ConfigError
 from tuning.placement import Plan, load_profile_hints, plan
 from tuning.sustained import SustainedProgress, SustainedRun, sustained_run
@@ -73,6 +74,7 @@ class LoopConfig:
     seed: int = 0
     sustained_s: float = 1800.0
     heat_soak_s: float = 1800.0
+    full_soak: bool = False
     sample_period_s: float = 1.0
     plots: bool = True
 
@@ -148,6 +150,7 @@ def deploy_files(profile_path: Path, result_plan: Plan) -> dict[str, str]:
     pyinfra: a core install (``pip install -e .``) renders the same files as ``[all]``.
     """
     from inventory.schema import HostConfig
+    from tuning.core.cpu import format_cpu_list
     from tuning.render import files as specs
     from tuning.serving import render_serving_units
 
@@ -158,7 +161,10 @@ def deploy_files(profile_path: Path, result_plan: Plan) -> dict[str, str]:
     wanted = [
         specs.settings_unit(config, specs.caps_w(config), use_tuner=True),
         specs.grub_fragment(),
-        *specs.irq_pinning_files(config),
+        *specs.irq_pinning_files(
+            config,
+            irq_cpus={i.gpu: format_cpu_list(i.cpus) for i in result_plan.irq_cpus},
+        ),
         *specs.irqbalance_files(),
     ]
     files: dict[str, str] = {
@@ -263,6 +269,8 @@ class LoopResult:
     plan: Plan
     files: LoopFiles
     wall_s: float
+    #: The CPU plan beside ``plan`` (``None`` when the rig file has no ``cpu:`` section).
+    cpu_plan: CpuPlan | None = None
 
     @property
     def tuned_ok(self) -> bool:
@@ -312,6 +320,7 @@ class LoopResult:
             "circuits": self.circuits_json(),
             "sweep": self.sweep.to_json(),
             "plan": self.plan.to_json(),
+            "cpu_plan": None if self.cpu_plan is None else self.cpu_plan.to_json(),
             "files": self.files.to_json(),
             "verdict": {"tuned_ok": self.tuned_ok, "stock_problem": self.stock_problem},
             "wall_s": round(self.wall_s, 2),
@@ -351,6 +360,7 @@ def _run_sweep(cfg: LoopConfig, observer: LoopObserver) -> SweepResult:
         floor=cfg.floor,
         seed=cfg.seed,
         heat_soak_s=cfg.heat_soak_s,
+        full_soak=cfg.full_soak,
     )
     load = make_workload(cfg.workload, rig)
     observer.sweep_begin({g.uuid: f"GPU {g.index} {g.name}" for g in rig.gpus})
@@ -377,6 +387,11 @@ def _run_sweep(cfg: LoopConfig, observer: LoopObserver) -> SweepResult:
 def run_loop(cfg: LoopConfig, observer: LoopObserver | None = None) -> LoopResult:
     """Run stages 1–6 (see the module docstring) and return what they measured and wrote."""
     from inventory.models import load_models
+    from tuning.cpuplan.placements import (
+        check_models_pins,
+        load_cpu_topology,
+        with_models_cpu_plan,
+    )
     from tuning.profile import dump_profile, profile_from_result
     from tuning.report import PlotsUnavailable, plot_curves, plot_heat_soak
 
@@ -387,6 +402,9 @@ def run_loop(cfg: LoopConfig, observer: LoopObserver | None = None) -> LoopResul
     out.mkdir(parents=True, exist_ok=True)
     models_path = cfg.models_path or default_models_path()
     models = load_models(models_path)  # fail on a bad models file before 2 minutes of work
+    topo = load_cpu_topology(cfg.rig_spec)
+    if topo is not None:
+        check_models_pins(topo, models, str(models_path))
 
     obs.stage(1, STAGES[0])
     snapshot = inspect_under_load(cfg.rig_spec, cfg.workload, seed=cfg.seed)
@@ -424,6 +442,9 @@ def run_loop(cfg: LoopConfig, observer: LoopObserver | None = None) -> LoopResul
 
     obs.stage(5, STAGES[4])
     placed = plan(snapshot, models, load_profile_hints(profile_path))
+    cpu_plan = None
+    if topo is not None:
+        placed, cpu_plan = with_models_cpu_plan(placed, snapshot, topo, models, str(models_path))
     plan_path = out / "plan.yaml"
     plan_path.write_text(
         yaml.safe_dump(placed.to_yaml(), sort_keys=False, allow_unicode=True), encoding="utf-8"
@@ -450,6 +471,7 @@ def run_loop(cfg: LoopConfig, observer: LoopObserver | None = None) -> LoopResul
         plan=placed,
         files=files,
         wall_s=time.perf_counter() - started,
+        cpu_plan=cpu_plan,
     )
 
 

@@ -16,6 +16,7 @@ Units: W, °C, s, tokens/s.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -173,6 +174,69 @@ class ProbeWindow:
         )
 
 
+#: The time constants a first-order fit scans: a log grid from 10 s to 30 min. Units: s.
+FIT_TAU_GRID_S: tuple[float, ...] = tuple(float(t) for t in np.geomspace(10.0, 1800.0, 48))
+
+
+@dataclass(frozen=True)
+class FirstOrderFit:
+    """``v(t) = steady − (steady − start)·exp(−t/τ)`` fitted to a transient.
+
+    ``steady``: the asymptote; ``start``: the value at the first sample; ``tau_s``: the time
+    constant (s); ``rms``: root-mean-square residual of the fit, in the value's own unit.
+    """
+
+    steady: float
+    start: float
+    tau_s: float
+    rms: float
+
+
+def fit_first_order_detail(
+    times_s: Sequence[float], values: Sequence[float], *, tau_grid_s: Sequence[float] | None = None
+) -> FirstOrderFit | None:
+    """Fit ``v(t) = v∞ − (v∞ − v₀)·exp(−t/τ)`` to a transient (see :func:`fit_first_order`).
+
+    τ is scanned on ``tau_grid_s`` (default :data:`FIT_TAU_GRID_S`); for each τ, v∞ and v₀
+    follow from linear least squares (2 × 2 normal equations, all τ at once); the smallest
+    residual wins. None when there are fewer than 5 samples or they span less than 5 s.
+    """
+    if len(times_s) < 5 or times_s[-1] - times_s[0] < 5.0:
+        return None
+    t = np.asarray(times_s, dtype=float) - float(times_s[0])
+    v = np.asarray(values, dtype=float)
+    grid = np.asarray(tau_grid_s or FIT_TAU_GRID_S, dtype=float)
+    best = _fit_on_grid(t, v, grid)
+    if tau_grid_s is None:
+        # refine between the best grid point's neighbours: the grid steps τ by ≈ 12 %, and
+        # the asymptote extrapolated from a third of the rise moves with τ
+        k = int(np.argmin(np.abs(grid - best.tau_s)))
+        lo, hi = grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]
+        best = _fit_on_grid(t, v, np.linspace(lo, hi, 41))
+    return best
+
+
+def _fit_on_grid(t: np.ndarray, v: np.ndarray, taus: np.ndarray) -> FirstOrderFit:
+    """The least-squares first-order fit for each τ of ``taus``; the best one."""
+    e = np.exp(-t[None, :] / taus[:, None])  # τ × samples
+    a = 1.0 - e  # v = v∞·a + v₀·e
+    saa, sab, sbb = (a * a).sum(1), (a * e).sum(1), (e * e).sum(1)
+    sav, sbv = a @ v, e @ v
+    det = saa * sbb - sab * sab
+    ok = np.abs(det) > 1e-12
+    safe = np.where(ok, det, 1.0)
+    v_inf = np.where(ok, (sav * sbb - sbv * sab) / safe, float(np.mean(v)))
+    v_0 = np.where(ok, (sbv * saa - sav * sab) / safe, float(np.mean(v)))
+    residual = ((v_inf[:, None] * a + v_0[:, None] * e - v[None, :]) ** 2).sum(1)
+    best = int(np.argmin(residual))
+    return FirstOrderFit(
+        steady=float(v_inf[best]),
+        start=float(v_0[best]),
+        tau_s=float(taus[best]),
+        rms=float(math.sqrt(residual[best] / len(v))),
+    )
+
+
 def fit_first_order(
     times_s: Sequence[float], values: Sequence[float], *, tau_grid_s: Sequence[float] | None = None
 ) -> tuple[float, float] | None:
@@ -183,21 +247,111 @@ def fit_first_order(
     each τ, v∞ and v₀ follow from linear least squares; the best residual wins. None when
     there are fewer than 5 samples or the samples span less than 5 s. Units: s, value's own.
     """
-    if len(times_s) < 5 or times_s[-1] - times_s[0] < 5.0:
+    fit = fit_first_order_detail(times_s, values, tau_grid_s=tau_grid_s)
+    return None if fit is None else (fit.steady, fit.tau_s)
+
+
+@dataclass(frozen=True)
+class SoakPredictionPolicy:
+    """When a heat-soak may stop early on a predicted steady temperature.
+
+    A soak is checked every ``check_every_s`` once it has run ``min_s``. A GPU's prediction
+    (:func:`predict_steady`) is **confident** when all of these hold:
+
+    * the fit's RMS residual is at most ``max_rms_c`` (a noisy trace — fans hunting, a
+      drifting room, a load that comes and goes — is no first-order transient);
+    * the trace has run ``min_tau_multiple`` fitted time constants (then at most
+      e^−1.5 ≈ 22 % of the rise is extrapolated), or it is already within
+      ``resolution_c`` of the asymptote;
+    * the fitted τ is inside the scanned grid (a τ at the grid's end means "still rising
+      as far as the fit can tell").
+
+    Its **uncertainty** is ``resolution_c`` (NVML reports whole degrees: ±0.5 °C) + the RMS
+    residual + how far the asymptote moved against a fit of the trace without its last
+    ``lookback_s``. The verdict is *pass* when asymptote + uncertainty ≤ target, *throttle*
+    when asymptote − uncertainty > target, and none (keep soaking) in between. Every figure
+    here is an ``estimate`` (chosen against the simulated rigs' τ of 70–120 s,
+    ``presets.yaml``; a real card's transient is checked by the same rules).
+    """
+
+    min_s: float = 120.0  # estimate: ≥ one τ of the slowest preset cooler (passive, 120 s)
+    check_every_s: float = 15.0  # estimate
+    lookback_s: float = 60.0  # estimate
+    min_tau_multiple: float = 1.5  # estimate
+    resolution_c: float = 0.5  # NVML temperature is whole degrees
+    max_rms_c: float = 1.0  # estimate: 2 × resolution
+
+
+@dataclass(frozen=True)
+class SteadyPrediction:
+    """A GPU's predicted steady temperature from its soak transient (:func:`predict_steady`).
+
+    ``steady_c``: the fitted asymptote (°C); ``tau_s``: fitted time constant (s); ``rms_c``:
+    fit residual (°C); ``uncertainty_c``: ± on ``steady_c`` (°C); ``confident``: the rules
+    of :class:`SoakPredictionPolicy` hold; ``verdict``: ``"pass"``, ``"throttle"`` or
+    ``None`` (not yet decidable: soak on).
+    """
+
+    steady_c: float
+    tau_s: float
+    rms_c: float
+    uncertainty_c: float
+    confident: bool
+    verdict: str | None
+
+
+def predict_steady(
+    times_s: Sequence[float],
+    temps_c: Sequence[float],
+    *,
+    target_c: float,
+    policy: SoakPredictionPolicy | None = None,
+) -> SteadyPrediction | None:
+    """Predict where a GPU's temperature settles and whether it would throttle there.
+
+    ``times_s``/``temps_c``: the soak's trace so far (seconds since the soak began, °C);
+    ``target_c``: the temperature at which SW thermal slowdown begins. None when the trace
+    is too short to fit. Rules and their figures: :class:`SoakPredictionPolicy`.
+
+    Example (worked by hand): a card from 50 °C towards 80 °C with τ = 60 s, read as whole
+    degrees each second for 180 s (3 τ: 95 % of the rise) fits the asymptote to within
+    about 0.5 °C; the uncertainty is ≈ 0.5 + 0.3 (whole-degree RMS, 1/√12) + the last
+    minute's drift of the asymptote (≤ 0.2) ≈ 0.8–1.0 °C, so with a target of 83 °C it
+    passes, with 78 °C it throttles, and with 79.5 °C there is no verdict yet.
+    """
+    pol = policy or SoakPredictionPolicy()
+    fit = fit_first_order_detail(times_s, temps_c)
+    if fit is None:
         return None
-    t = np.asarray(times_s, dtype=float) - float(times_s[0])
-    v = np.asarray(values, dtype=float)
-    best: tuple[float, float, float] | None = None
-    for tau in tau_grid_s or np.geomspace(10.0, 1800.0, 48):
-        e = np.exp(-t / tau)
-        # v = v∞·(1 − e) + v₀·e
-        design = np.column_stack([1.0 - e, e])
-        coef, *_ = np.linalg.lstsq(design, v, rcond=None)
-        residual = float(np.sum((design @ coef - v) ** 2))
-        if best is None or residual < best[0]:
-            best = (residual, float(coef[0]), float(tau))
-    assert best is not None
-    return best[1], best[2]
+    last_s = times_s[-1]
+    cut = [i for i, t in enumerate(times_s) if t <= last_s - pol.lookback_s]
+    earlier = fit_first_order_detail(times_s[: len(cut)], temps_c[: len(cut)]) if cut else None
+    drift_c = abs(fit.steady - earlier.steady) if earlier is not None else math.inf
+    uncertainty = pol.resolution_c + fit.rms + drift_c
+    elapsed = last_s - times_s[0]
+    near = abs(fit.steady - temps_c[-1]) <= pol.resolution_c
+    confident = (
+        elapsed >= pol.min_s
+        and fit.rms <= pol.max_rms_c
+        and math.isfinite(drift_c)
+        and (
+            near or (elapsed >= pol.min_tau_multiple * fit.tau_s and fit.tau_s < FIT_TAU_GRID_S[-1])
+        )
+    )
+    verdict: str | None = None
+    if confident:
+        if fit.steady + uncertainty <= target_c:
+            verdict = "pass"
+        elif fit.steady - uncertainty > target_c:
+            verdict = "throttle"
+    return SteadyPrediction(
+        steady_c=fit.steady,
+        tau_s=fit.tau_s,
+        rms_c=fit.rms,
+        uncertainty_c=uncertainty,
+        confident=confident,
+        verdict=verdict,
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,7 +15,11 @@ from tuning.captures.values import format_cpu_list, parse_cpu_list
 
 
 @operation()
-def irq_affinity(cpu_lists: dict[str, str] | None = None, root: str = "/"):
+def irq_affinity(
+    cpu_lists: dict[str, str] | None = None,
+    root: str = "/",
+    planned: dict[str, str] | None = None,
+):
     """
     Pin every IRQ of each GPU to a CPU list (until reboot; the boot unit re-applies it).
 
@@ -23,6 +27,8 @@ def irq_affinity(cpu_lists: dict[str, str] | None = None, root: str = "/"):
       pins each NVIDIA GPU to its own ``local_cpulist`` from sysfs (the
       :class:`~deploys.facts.pcie.PciLinks` fact); a malformed list is refused at plan time
     + root: the tree ``/proc`` lives under (``/`` on a real box)
+    + planned: with ``cpu_lists`` ``None``, GPU PCI bus id → CPU list that replaces the GPU's
+      ``local_cpulist`` (the CPU plan's ``irq_cpus``: the CPUs of the unit serving it)
 
     A GPU in ``cpu_lists`` that the host does not have is reported in a no-op line, not an
     error (the inventory may list GPUs not installed yet).
@@ -41,6 +47,10 @@ def irq_affinity(cpu_lists: dict[str, str] | None = None, root: str = "/"):
         links = host.get_fact(PciLinks, root=root)
         cpu_lists = {
             bus_id: link.local_cpulist for bus_id, link in links.items() if link.local_cpulist
+        }
+        by_bus = {normalize_bus_id(b): cpus for b, cpus in (planned or {}).items()}
+        cpu_lists = {
+            bus_id: by_bus.get(normalize_bus_id(bus_id), cpus) for bus_id, cpus in cpu_lists.items()
         }
         if not cpu_lists:
             host.noop("no NVIDIA GPU reports a local_cpulist: nothing to pin")

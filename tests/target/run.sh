@@ -71,10 +71,11 @@ stage_done "pristine trees"
 
 stage "pytest -m target tests/target"
 rc=0
-# test_engine last: it waits for the llama-server build started above.
-modules=$(ls tests/target/test_*.py | grep -v test_engine.py)
+# The engine modules last: they wait for the llama-server build started above.
+modules=$(ls tests/target/test_*.py | grep -v test_engine)
 # shellcheck disable=SC2086
-"$PY" -m pytest -m target $modules tests/target/test_engine.py -p no:cacheprovider -q -s "$@" || rc=$?
+"$PY" -m pytest -m target $modules tests/target/test_engine.py tests/target/test_engine_tune.py \
+  -p no:cacheprovider -q -s "$@" || rc=$?
 stage_done "pytest -m target (total)"
 if wait "$engine_pid"; then
   awk -v a="$engine_start" -v b="$(date +%s.%N)" \

@@ -55,8 +55,14 @@ def test_loop_renders_the_same_files_without_pyinfra_and_matplotlib(tmp_path: Pa
 
     profile = tmp_path / "core" / "profile.yaml"
     plan = load_plan(tmp_path / "core" / "plan.yaml")
+    # The host a deploy would serve this plan on (serving.plan: the IRQ script reads its
+    # irq_cpus from it).
     config = HostConfig.model_validate(
-        {"ssh": {"host": "127.0.0.1"}, "power": {"profile": str(profile)}}
+        {
+            "ssh": {"host": "127.0.0.1"},
+            "power": {"profile": str(profile)},
+            "serving": {"plan": str(tmp_path / "core" / "plan.yaml")},
+        }
     )
     specs = [
         gpu_settings.settings_unit(config, gpu_settings.caps_w(config), use_tuner=True),

@@ -6,9 +6,9 @@ Every helper is pure and total: text it cannot read becomes ``None`` (unknown), 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 
-from tuning.core.limits import MAX_CPU_ID
+from tuning.core.cpu import cpu_list_values
+from tuning.core.cpu import format_cpu_list as format_cpu_list  # its home is tuning.core.cpu
 
 #: Text nvidia-smi prints where a value is unknown; compared lower-cased, brackets stripped.
 _UNKNOWN = frozenset(
@@ -94,41 +94,12 @@ def parse_cpu_list(text: str | None) -> tuple[int, ...] | None:
     """Parse a kernel CPU list (``0-55,112-167``, ``6,14,22,30``, ``0 1 2``) to sorted CPUs.
 
     ``None`` for an empty or unknown cell (Windows prints nothing) or text that is not a list
-    (a CPU above :data:`~tuning.core.limits.MAX_CPU_ID` included).
+    (a CPU above :data:`~tuning.core.limits.MAX_CPU_ID` included); the list syntax is
+    :func:`tuning.core.cpu.cpu_list_values`'.
     """
     if is_unknown(text):
         return None
-    cpus: set[int] = set()
-    for part in re.split(r"[,\s]+", text.strip()):  # type: ignore[union-attr]
-        if not part:
-            continue
-        match = re.fullmatch(r"(\d+)(?:-(\d+))?(?::(\d+))?", part)
-        if not match:
-            return None
-        first = int(match.group(1))
-        last = int(match.group(2)) if match.group(2) else first
-        stride = int(match.group(3)) if match.group(3) else 1
-        if last < first or stride < 1 or last > MAX_CPU_ID:
-            return None  # checked before expanding: "0-2000000000" would not fit in memory
-        cpus.update(range(first, last + 1, stride))
-    return tuple(sorted(cpus)) if cpus else None
-
-
-def format_cpu_list(cpus: Iterable[int] | None) -> str:
-    """Compact ranges: ``(0, 1, 2, 3, 8)`` → ``"0-3,8"``; ``None``/empty → ``"?"``."""
-    if not cpus:
-        return "?"
-    ordered = sorted(set(cpus))
-    parts: list[str] = []
-    start = prev = ordered[0]
-    for cpu in ordered[1:]:
-        if cpu == prev + 1:
-            prev = cpu
-            continue
-        parts.append(f"{start}-{prev}" if prev > start else str(start))
-        start = prev = cpu
-    parts.append(f"{start}-{prev}" if prev > start else str(start))
-    return ",".join(parts)
+    return cpu_list_values(text)  # type: ignore[arg-type]
 
 
 #: PCIe transfer rate per lane (GT/s) → generation (PCI-SIG base specs 1.0 … 6.0).

@@ -174,7 +174,22 @@ def command(
     host_name: str | None,
     inventory_dir: Path,
 ) -> None:
-    """Measure PCIe/NVLink bandwidth and latency per GPU and per GPU pair, with verdicts."""
+    """Measure PCIe/NVLink bandwidth and latency per GPU and per GPU pair, with verdicts.
+
+    \b
+    Per GPU: H2D and D2H alone, all GPUs at once, both directions; per GPU pair:
+    bandwidth each way, latency, and the mode (peer, NVLink, staged through host memory).
+    Verdicts: below_expectation (< 80 % of what gen x width carries), shared_uplink,
+    behind_chipset, downtrained, p2p_unavailable, write_collapse (docs/links.md).
+
+    \b
+    Examples:
+      rigforge links                                 # the simulated reference box
+      rigforge links --rig nvml --out links/         # this machine's GPUs, read only
+      rigforge links --rig nvml --host ws1           # save for the placement
+
+    Exit status: 0 every host link healthy, 1 a GPU's host link flagged, 2 bad input.
+    """
     host_file = host_data_path(inventory_dir, host_name, "links.yaml") if host_name else None
     rig = open_rig(rig_spec)
     err = Console(stderr=True)

@@ -25,8 +25,9 @@ from rich.table import Table
 from tuning.backends import DEFAULT_RIG
 from tuning.backends.base import LinkStatus, RigSnapshot
 from tuning.budget import Policy
+from tuning.captures.values import format_cpu_list
 from tuning.commands.inspect import MIB_PER_GIB, host_line, link_notes, power_table
-from tuning.commands.options import heat_soak_option, policy_options
+from tuning.commands.options import full_soak_option, heat_soak_option, policy_options
 from tuning.loop import (
     STAGES,
     LoopConfig,
@@ -105,7 +106,7 @@ class _Show(LoopObserver):
                 self.err.print(f"  {self.names[uuid]}: {details['probes']} probes", highlight=False)
         elif event == "soak":
             self.tasks["soak"] = self.progress.add_task(
-                f"heat-soak {details['seconds'] / 60:.0f} min", total=1, status="running"
+                f"heat-soak ≤ {details['seconds'] / 60:.0f} min", total=1, status="running"
             )
         elif event == "soak_done":
             self.progress.update(
@@ -277,7 +278,7 @@ def placement_table(result: LoopResult) -> Table:
         title=f"placement ({len(plan.placements)} placed, score {plan.score:.4f})",
         title_justify="left",
     )
-    for header in ("model", "engine", "GPUs", "TP×PP", "NUMA", "port", "unit"):
+    for header in ("model", "engine", "GPUs", "TP×PP", "NUMA", "CPUs", "port", "unit"):
         table.add_column(header)
     for p in plan.placements:
         table.add_row(
@@ -286,10 +287,31 @@ def placement_table(result: LoopResult) -> Table:
             ",".join(names.get(u, u) for u in p.gpus),
             f"{p.tp}×{p.pp}",
             "-" if p.numa_node is None else str(p.numa_node),
+            format_cpu_list(p.cpu_list) if p.cpu_list else "-",
             str(p.port),
             unit_name(p),
         )
     return table
+
+
+def cpu_plan_lines(result: LoopResult) -> list[str]:
+    """The CPU plan in words: housekeeping, each unit's cores and threads, each GPU's IRQs."""
+    cpu = result.cpu_plan
+    if cpu is None:
+        return ["CPU plan: none (the rig file has no cpu: section)"]
+    names = {g.uuid: f"GPU{g.index}" for g in result.snapshot.gpus}
+    lines = [
+        f"CPU plan: housekeeping CPUs {format_cpu_list(cpu.housekeeping_cpus)} (the OS, sshd, "
+        "irqbalance, non-GPU interrupts)"
+    ]
+    for u in cpu.units:
+        how = "pinned by cpus:" if u.pinned else u.rule
+        lines.append(
+            f"  {u.name}: CPUs {u.cpu_list} ({u.cores} cores, {u.threads} engine threads; {how})"
+        )
+    irqs = ", ".join(f"{names.get(i.gpu, i.gpu)} → {format_cpu_list(i.cpus)}" for i in cpu.irqs)
+    lines.append(f"  GPU IRQs: {irqs}")
+    return lines
 
 
 def render_summary(result: LoopResult, console: Console) -> None:
@@ -314,6 +336,8 @@ def render_summary(result: LoopResult, console: Console) -> None:
             "[bold red]tuned: still throttles or overloads a circuit or a PSU; see above[/]"
         )
     console.print(placement_table(result))
+    for line in cpu_plan_lines(result):
+        console.print(line, highlight=False)
     for u in result.plan.unplaced:
         console.print(f"[red]not placed[/red] {u.model}: {u.reason}", highlight=False)
     files = result.files
@@ -369,6 +393,7 @@ def render_summary(result: LoopResult, console: Console) -> None:
     help="Length of the stock and tuned runs (rig-clock seconds).",
 )
 @heat_soak_option
+@full_soak_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def command(
     rig_spec: str,
@@ -380,6 +405,7 @@ def command(
     seed: int,
     sustained_s: float,
     heat_soak_s: float,
+    full_soak: bool,
     as_json: bool,
 ) -> None:
     """Inspect, measure stock, sweep, measure tuned, plan, render deploy files, summarise."""
@@ -395,6 +421,7 @@ def command(
         seed=seed,
         sustained_s=sustained_s,
         heat_soak_s=heat_soak_s,
+        full_soak=full_soak,
     )
     config.check()
     console = _console(stderr=as_json)

@@ -37,5 +37,15 @@ heat_soak_option = click.option(
     type=click.FloatRange(10.0),
     default=1800.0,
     show_default=True,
-    help="Heat-soak of the chosen caps, in rig-clock seconds (any throttle event rejects them).",
+    help="Longest heat-soak of the chosen caps, in rig-clock seconds (any throttle event "
+    "rejects them); it ends early once every GPU's steady temperature is confidently "
+    "predicted from its transient, unless --full-soak.",
+)
+
+#: ``--full-soak``: sit out the whole ``--heat-soak-s`` instead of stopping on a prediction.
+full_soak_option = click.option(
+    "--full-soak",
+    is_flag=True,
+    help="Soak the whole --heat-soak-s instead of stopping once the steady temperatures are "
+    "predicted from the transient.",
 )

@@ -25,12 +25,10 @@ from inventory.models import load_models
 from tuning.apply.actuator import open_tuning_rig
 from tuning.backends import DEFAULT_RIG
 from tuning.backends.base import RigSnapshot
-from tuning.backends.sim import SimRig
 from tuning.captures.values import format_cpu_list
-from tuning.core.cpu import CpuTopology
 from tuning.core.profile import load_profile, profile_mismatch
-from tuning.cpuplan import read_host_topology
-from tuning.cpuplan.placements import with_cpu_plan
+from tuning.cpuplan.placements import load_cpu_topology, with_models_cpu_plan
+from tuning.cpuplan.plan import CpuPlan
 from tuning.errors import ConfigError
 from tuning.placement import Plan, load_profile_hints, plan
 
@@ -47,18 +45,6 @@ def load_snapshot(spec: str) -> RigSnapshot:
         rig.close()
 
 
-def load_cpu_topology(spec: str) -> CpuTopology | None:
-    """The CPU topology of the rig ``spec`` names: this host's sysfs for ``nvml``, the rig
-    file's ``cpu:`` section for a simulated rig; ``None`` when the rig file has none."""
-    if spec == "nvml":
-        return read_host_topology()
-    rig, _ = open_tuning_rig(spec)
-    try:
-        return rig.cpu_topology() if isinstance(rig, SimRig) else None
-    finally:
-        rig.close()
-
-
 def _shares(bottleneck: str, breakdown: Mapping[str, float]) -> str:
     if not bottleneck:
         return "-"
@@ -70,8 +56,14 @@ def _shares(bottleneck: str, breakdown: Mapping[str, float]) -> str:
     )
 
 
-def render_table(result: Plan, console: Console) -> None:
-    """The human view of a plan."""
+def render_table(
+    result: Plan,
+    console: Console,
+    cpu_plan: CpuPlan | None = None,
+    gpu_names: Mapping[str, str] | None = None,
+) -> None:
+    """The human view of a plan; with ``cpu_plan``, where each GPU's interrupts go
+    (``gpu_names``: UUID → how the table names the GPU)."""
     table = Table(title=f"placement on {result.rig_name} ({result.fingerprint})")
     for column in (
         "model", "GPUs", "UUIDs", "TP×PP", "NUMA", "CPUs", "link", "VRAM/GPU", "free/GPU",
@@ -105,6 +97,15 @@ def render_table(result: Plan, console: Console) -> None:
         console.print(
             f"housekeeping CPUs {format_cpu_list(result.housekeeping_cpus)}: the OS, sshd, "
             "irqbalance and non-GPU interrupts; each GPU's interrupts go to its model's CPUs"
+        )
+    if cpu_plan is not None:
+        names = gpu_names or {}
+        console.print(
+            "GPU IRQs: "
+            + ", ".join(
+                f"{names.get(i.gpu, i.gpu)} → {format_cpu_list(i.cpus)}" for i in cpu_plan.irqs
+            ),
+            highlight=False,
         )
     for u in result.unplaced:
         console.print(f"[red]not placed[/red] {u.model}: {u.reason}")
@@ -197,8 +198,9 @@ def command(
         _check_profile_matches(profile_path, snapshot)
     result = plan(snapshot, models, profile)
     topo = load_cpu_topology(rig_spec)
+    cpu_plan: CpuPlan | None = None
     if topo is not None:
-        result, _ = with_cpu_plan(result, snapshot, topo)
+        result, cpu_plan = with_models_cpu_plan(result, snapshot, topo, models, str(models_path))
     text = yaml.safe_dump(result.to_yaml(), sort_keys=False, allow_unicode=True)
     written = [p for p in (out_path, host_plan) if p is not None]
     for path in written:
@@ -208,7 +210,8 @@ def command(
         click.echo(json.dumps(result.to_json(), indent=2))
     else:
         console = Console(width=max(Console().width, 160))  # UUIDs and model names stay whole
-        render_table(result, console)
+        names = {g.uuid: f"GPU{g.index}" for g in snapshot.gpus if g.uuid}
+        render_table(result, console, cpu_plan, names)
         for path in written:
             console.print(f"plan written to {path}")
     if result.unplaced:

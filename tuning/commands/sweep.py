@@ -36,7 +36,7 @@ from tuning.apply.session import SafetySession
 from tuning.backends import DEFAULT_RIG
 from tuning.budget import Policy
 from tuning.commands.budget_opts import budget_options, resolve_budget
-from tuning.commands.options import heat_soak_option, policy_options
+from tuning.commands.options import full_soak_option, heat_soak_option, policy_options
 from tuning.profile import dump_profile, profile_from_result
 from tuning.report import (
     PlotsUnavailable,
@@ -99,9 +99,15 @@ class _Bars:
         elif event == "done":
             _log(f"rigforge: {name}: done after {details['probes']} probes")
         elif event == "soak":
-            _log(f"rigforge: heat-soak of the chosen caps ({details.get('seconds', 0):.0f} s)")
+            _log(
+                f"rigforge: heat-soak of the chosen caps (at most {details.get('seconds', 0):.0f}"
+                " s; it stops once every GPU's steady temperature is predicted)"
+            )
         elif event == "soak_done":
-            _log(f"rigforge: heat-soak done: {details['events']} throttle events")
+            _log(
+                f"rigforge: heat-soak done after {details.get('seconds', 0):.0f} s: "
+                f"{details['events']} throttle events"
+            )
 
 
 def _check_tps_regex(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -157,6 +163,7 @@ def _check_tps_regex(ctx: click.Context, param: click.Parameter, value: str | No
     help="write profile.yaml and PNG plots here.",
 )
 @heat_soak_option
+@full_soak_option
 @click.option(
     "--host",
     "host_name",
@@ -203,6 +210,7 @@ def command(
     as_json: bool,
     out: Path | None,
     heat_soak_s: float,
+    full_soak: bool,
     host_name: str | None,
     inventory_dir: Path | None,
     profile_out: Path | None,
@@ -245,6 +253,7 @@ def command(
         step_w=step_w,
         seed=seed,
         heat_soak_s=heat_soak_s,
+        full_soak=full_soak,
         tps_regex=tps_regex,
     )
     load = make_workload(workload, rig, tps_regex=tps_regex)

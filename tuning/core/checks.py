@@ -22,6 +22,8 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from tuning.core.limits import MAX_CPU_ID
+
 __all__ = [
     "API_KEY_MIN_CHARS",
     "BUS_ID_RE",
@@ -172,6 +174,8 @@ _INT_FIELDS = (
     "vram_mib",
 )
 _INT_TUPLES = ("gpu_indices", "cpu_list", "vram_free_mib")
+#: Most compute threads a unit may ask an engine for: one per logical CPU Linux can have.
+MAX_ENGINE_THREADS = MAX_CPU_ID + 1
 
 
 def placement_problems(placement: Any) -> list[tuple[str, str]]:
@@ -211,6 +215,9 @@ def placement_problems(placement: Any) -> list[tuple[str, str]]:
     numa = placement.numa_node
     if numa is not None and not _is_int(numa):
         out.append(("numa_node", f"{numa!r} is not an integer"))
+    threads = getattr(placement, "threads", None)
+    if threads is not None and not (_is_int(threads) and 1 <= threads <= MAX_ENGINE_THREADS):
+        out.append(("threads", f"{threads!r} is not a thread count 1-{MAX_ENGINE_THREADS}"))
     for name in _INT_TUPLES:
         values = getattr(placement, name)
         if not all(_is_int(v) for v in values):

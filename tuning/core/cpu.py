@@ -14,9 +14,11 @@ A core is identified by ``(socket, core)``: ``lscpu -p --physical`` prints the k
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from tuning.core.limits import MAX_CPU_ID
 from tuning.errors import ConfigError
 
 #: Logical CPUs one topology may hold: Linux's CONFIG_NR_CPUS maximum on x86_64 (8192,
@@ -140,6 +142,44 @@ class CpuTopology:
         return all(
             set(core.cpus) <= wanted for core in self.cores if wanted.intersection(core.cpus)
         )
+
+
+def cpu_list_values(text: str) -> tuple[int, ...] | None:
+    """A kernel CPU list (``0-55,112-167``, ``6,14,22,30``, ``0 1 2``, ``0-6:2``) as sorted
+    CPU ids; ``None`` when the text is empty or not such a list, or names a CPU above
+    :data:`~tuning.core.limits.MAX_CPU_ID` (checked before a range is expanded: ``0-2000000000``
+    would not fit in memory)."""
+    cpus: set[int] = set()
+    for part in re.split(r"[,\s]+", text.strip()):
+        if not part:
+            continue
+        match = re.fullmatch(r"(\d+)(?:-(\d+))?(?::(\d+))?", part)
+        if not match:
+            return None
+        first = int(match.group(1))
+        last = int(match.group(2)) if match.group(2) else first
+        stride = int(match.group(3)) if match.group(3) else 1
+        if last < first or stride < 1 or last > MAX_CPU_ID:
+            return None
+        cpus.update(range(first, last + 1, stride))
+    return tuple(sorted(cpus)) if cpus else None
+
+
+def format_cpu_list(cpus: Iterable[int] | None) -> str:
+    """Compact ranges: ``(0, 1, 2, 3, 8)`` → ``"0-3,8"``; ``None``/empty → ``"?"``."""
+    if not cpus:
+        return "?"
+    ordered = sorted(set(cpus))
+    parts: list[str] = []
+    start = prev = ordered[0]
+    for cpu in ordered[1:]:
+        if cpu == prev + 1:
+            prev = cpu
+            continue
+        parts.append(f"{start}-{prev}" if prev > start else str(start))
+        start = prev = cpu
+    parts.append(f"{start}-{prev}" if prev > start else str(start))
+    return ",".join(parts)
 
 
 def build_topology(

@@ -8,12 +8,15 @@ which refuse any entry whose values could not go into a unit file safely
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tuning.core.bus import normalize_bus_id
 from tuning.core.checks import placement_problems
+from tuning.core.limits import MAX_CPU_ID
 from tuning.errors import ConfigError, read_yaml_config
 
 PLAN_SCHEMA_VERSION = 1
@@ -45,6 +48,9 @@ class Placement:
     kv_cache_bits: int
     shared: bool
     extra_args: tuple[str, ...]
+    #: The engine's compute threads per process from the CPU plan (llama.cpp ``--threads``,
+    #: ``OMP_NUM_THREADS`` of a vLLM/SGLang worker); ``None``: no CPU plan, engine default.
+    threads: int | None = None
     # The step-time model's prediction (tuning/model/serving.py): aggregate and per-sequence
     # decode tokens/s, prefill tokens/s, time to first token (s), the step's bottleneck and
     # its shares (memory, compute, interconnect, host; summing to 1).
@@ -82,6 +88,7 @@ class Placement:
             "kv_cache_bits": self.kv_cache_bits,
             "shared": self.shared,
             "extra_args": list(self.extra_args),
+            "threads": self.threads,
             "tokens_per_s": round(self.tokens_per_s, 3),
             "tokens_per_s_per_seq": round(self.tokens_per_s_per_seq, 3),
             "prefill_tokens_per_s": round(self.prefill_tokens_per_s, 3),
@@ -128,6 +135,7 @@ class Placement:
             kv_cache_bits=int(data.get("kv_cache_bits", 16)),
             shared=bool(data.get("shared", False)),
             extra_args=tuple(data.get("extra_args") or ()),
+            threads=data.get("threads"),
             tokens_per_s=float(data.get("tokens_per_s", 0.0)),
             tokens_per_s_per_seq=float(data.get("tokens_per_s_per_seq", 0.0)),
             prefill_tokens_per_s=float(data.get("prefill_tokens_per_s", 0.0)),
@@ -161,6 +169,39 @@ class Unplaced:
     reason: str
 
 
+_BUS_ID = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]")
+
+
+@dataclass(frozen=True)
+class GpuIrqCpus:
+    """Where one GPU's interrupts go (``/proc/irq/N/smp_affinity_list``): the GPU and the CPUs
+    of its unit (the housekeeping CPUs for a GPU no unit uses), from the CPU plan. ``gpu`` is
+    the id the CPU plan was given; in the plan file a PCI bus id (``dddd:bb:dd.f``), which is
+    what the boot-time IRQ script finds a GPU by."""
+
+    gpu: str
+    cpus: tuple[int, ...]
+
+    @classmethod
+    def from_yaml(cls, data: Mapping[str, Any]) -> GpuIrqCpus:
+        """An ``irq_cpus[]`` entry; ``ValueError`` for a bus id or CPU list that could not go
+        into the IRQ-pinning script safely."""
+        bus = normalize_bus_id(str(data["gpu"]))
+        if not _BUS_ID.fullmatch(bus):
+            raise ValueError(f"irq_cpus: {str(data['gpu'])[:40]!r} is not a PCI bus id")
+        cpus = data.get("cpus")
+        if (
+            not isinstance(cpus, list)
+            or not cpus
+            or not all(
+                isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= MAX_CPU_ID
+                for c in cpus
+            )
+        ):
+            raise ValueError(f"irq_cpus: {bus}: cpus is not a list of CPU ids")
+        return cls(gpu=bus, cpus=tuple(sorted(set(cpus))))
+
+
 @dataclass(frozen=True)
 class Plan:
     """The solver's answer, with the evidence for it."""
@@ -177,6 +218,8 @@ class Plan:
     #: CPUs kept for the OS, sshd, irqbalance and non-GPU interrupts (the CPU plan); empty
     #: when no CPU plan was made.
     housekeeping_cpus: tuple[int, ...] = ()
+    #: Each GPU's IRQ CPUs (the CPU plan), by PCI bus id; empty when no CPU plan was made.
+    irq_cpus: tuple[GpuIrqCpus, ...] = ()
 
     def to_yaml(self) -> dict[str, Any]:
         """The plan file the deploy consumes (``schema_version: 1``)."""
@@ -194,6 +237,7 @@ class Plan:
             ),
             "alternative": self.alternative,
             "housekeeping_cpus": list(self.housekeeping_cpus),
+            "irq_cpus": [{"gpu": i.gpu, "cpus": list(i.cpus)} for i in self.irq_cpus],
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -253,6 +297,7 @@ def parse_plan(data: Any, source: str = "<plan>") -> Plan:
             alternative_score=data.get("alternative_score"),
             alternative=str(data.get("alternative", "")),
             housekeeping_cpus=tuple(int(c) for c in data.get("housekeeping_cpus") or ()),
+            irq_cpus=tuple(GpuIrqCpus.from_yaml(i) for i in data.get("irq_cpus") or ()),
         )
     except KeyError as error:
         raise ConfigError(

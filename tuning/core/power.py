@@ -4,9 +4,19 @@ This is the only place the load formula is written (the inventory validator, the
 budget allocator, the placement and the simulator all call it):
 
 * PSU DC load = ``platform_w`` + Σ watts of the GPUs it feeds; it must stay ≤ ``rating_w``;
-* circuit wall load = Σ over its PSUs of ``DC load / efficiency``; it must stay ≤ the
+* **redundant PSUs** (the same ``redundant_group``) pool their DC loads and share the pool
+  equally — what active current sharing between redundant supplies does (``estimate``: a
+  current-sharing bus holds members within a few per cent of an equal share; a group may
+  span circuits, an A/B feed, so each circuit carries its members' shares);
+* circuit wall load = ``reserved_w`` (loads on the circuit that are not the box: a second
+  PC, monitors, a heater) + Σ over its PSUs of ``DC load / efficiency``; it must stay ≤ the
   circuit's continuous budget ``voltage_v × breaker_a × continuous_ratio`` (NEC 210.19/210.20:
   continuous loads at most 80 % of the breaker rating).
+
+Worked example: two 1600 W PSUs in one redundant group, each on its own 120 V 15 A circuit
+(budget 1440 W) with 200 W reserved on the first; four GPUs at 300 W all mapped to the first
+PSU and 200 W platform on it. Pool 1400 W → 700 W DC per PSU; wall 700 / 0.92 = 760.9 W per
+PSU; circuit 1: 200 + 760.9 = 960.9 W (0.667 of budget), circuit 2: 760.9 W (0.528).
 
 A GPU mapped to no PSU counts against the only PSU when there is exactly one, and against none
 otherwise (a validator or a rig file refuses that case where it matters). Units: W, V, A.
@@ -61,6 +71,22 @@ class Circuit(StrictModel):
     continuous_ratio: float = Field(
         0.8, gt=0, le=1, description="share of the breaker usable continuously (NEC: 0.8)"
     )
+    reserved_w: float = Field(
+        0.0,
+        ge=0,
+        description="wall load on this circuit that is not the box (monitors, a second PC), W AC",
+    )
+
+    @model_validator(mode="after")
+    def _reserve_leaves_room(self) -> Circuit:
+        if self.reserved_w >= self.budget_w:
+            raise ValueError(
+                f"reserved_w {self.reserved_w:g} W is at or above the circuit's continuous "
+                f"budget {self.budget_w:g} W ({self.voltage_v:g} V × {self.breaker_a:g} A × "
+                f"{self.continuous_ratio:g}): nothing would be left for the box; lower "
+                "reserved_w (W, AC, the other loads on this circuit) or check the breaker"
+            )
+        return self
 
     @property
     def rating_w(self) -> float:
@@ -87,6 +113,11 @@ class Psu(StrictModel):
         0.92, ge=MIN_PSU_EFFICIENCY, le=1, description="DC/AC efficiency at load (0.5–1.0)"
     )
     platform_w: float = Field(0.0, ge=0, description="non-GPU DC load on this PSU, W")
+    redundant_group: str | None = Field(
+        None,
+        pattern=NAME_PATTERN,
+        description="PSUs naming the same group share their pooled DC load equally",
+    )
 
     @field_validator("efficiency", mode="before")
     @classmethod
@@ -172,20 +203,29 @@ class BudgetModel(Generic[K]):
         return name
 
     def psu_dc_w(self, watts: Mapping[K, float]) -> dict[str, float]:
-        """DC load per PSU name: platform + the watts of its GPUs. Units: W."""
+        """DC load per PSU name: platform + the watts of its GPUs, pooled and shared equally
+        within a redundant group (module doc). Units: W."""
         loads = {psu.name: psu.platform_w for psu in self.psus}
         for key, power_w in watts.items():
             name = self.psu_of(key)
             if name in loads:
                 loads[name] += power_w
+        groups: dict[str, list[str]] = {}
+        for psu in self.psus:
+            if psu.redundant_group is not None:
+                groups.setdefault(psu.redundant_group, []).append(psu.name)
+        for members in groups.values():
+            share_w = sum(loads[name] for name in members) / len(members)
+            for name in members:
+                loads[name] = share_w
         return loads
 
     def circuit_wall_w(self, dc_w: Mapping[str, float]) -> dict[str, float]:
-        """Wall (AC) load per circuit name for the PSUs' DC loads ``dc_w``. Units: W."""
+        """Wall (AC) load per circuit name for the PSUs' DC loads ``dc_w``: the circuit's
+        ``reserved_w`` plus each of its PSUs' DC load / efficiency. Units: W."""
         return {
-            circuit.name: sum(
-                psu.wall_w(dc_w[psu.name]) for psu in self.psus if psu.circuit == circuit.name
-            )
+            circuit.name: circuit.reserved_w
+            + sum(psu.wall_w(dc_w[psu.name]) for psu in self.psus if psu.circuit == circuit.name)
             for circuit in self.circuits
         }
 

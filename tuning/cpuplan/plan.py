@@ -39,12 +39,22 @@ from dataclasses import dataclass
 
 from tuning.captures.values import format_cpu_list
 from tuning.core.cpu import Core, CpuTopology
+from tuning.core.plan import GpuIrqCpus
 from tuning.cpuplan.rules import CpuRules, load_rules
 from tuning.errors import RigforgeError
 
 
 class CpuPlanRefused(RigforgeError):
-    """The CPU plan cannot be made as asked; the message names the model and the CPUs."""
+    """The CPU plan cannot be made as asked; the message names the model and the CPUs.
+
+    ``unit``: the unit refused (its :class:`CpuUnit` name), so a caller can point at the
+    models-file entry; ``pin``: True when its ``cpus:`` pin is what is refused.
+    """
+
+    def __init__(self, message: str, *, unit: str | None = None, pin: bool = False) -> None:
+        super().__init__(message)
+        self.unit = unit
+        self.pin = pin
 
 
 @dataclass(frozen=True)
@@ -62,8 +72,9 @@ class CpuUnit:
 class UnitCpus:
     """One unit's share: its CPUs (ascending), whole cores, LLC domains and NUMA nodes.
 
-    ``threads``: the rule's engine cores (llama.cpp's ``--threads``), or the unit's cores
-    when the rule has none or the unit is pinned. ``rule`` says how the size was reached.
+    ``threads``: compute threads per engine process
+    (:meth:`~tuning.cpuplan.rules.EngineRule.threads`: llama.cpp's ``--threads``, a
+    vLLM/SGLang worker's ``OMP_NUM_THREADS``). ``rule`` says how the size was reached.
     """
 
     name: str
@@ -84,14 +95,6 @@ class UnitCpus:
 
 
 @dataclass(frozen=True)
-class GpuIrqCpus:
-    """Where one GPU's interrupts go (``/proc/irq/N/smp_affinity_list``)."""
-
-    gpu: str
-    cpus: tuple[int, ...]
-
-
-@dataclass(frozen=True)
 class CpuPlan:
     """Housekeeping CPUs, each unit's CPUs, each GPU's IRQ CPUs, and the CPUs nobody holds."""
 
@@ -99,6 +102,29 @@ class CpuPlan:
     units: tuple[UnitCpus, ...]
     irqs: tuple[GpuIrqCpus, ...]
     spare_cpus: tuple[int, ...]
+
+    def to_json(self) -> dict[str, object]:
+        """The plan as JSON: CPU lists in the kernel's form (``8-11,72-75``)."""
+        return {
+            "housekeeping_cpus": format_cpu_list(self.housekeeping_cpus),
+            "units": [
+                {
+                    "name": u.name,
+                    "engine": u.engine,
+                    "gpus": list(u.gpus),
+                    "cpus": u.cpu_list,
+                    "cores": u.cores,
+                    "threads": u.threads,
+                    "llcs": list(u.llcs),
+                    "nodes": list(u.nodes),
+                    "pinned": u.pinned,
+                    "rule": u.rule,
+                }
+                for u in self.units
+            ],
+            "irqs": [{"gpu": i.gpu, "cpus": format_cpu_list(i.cpus)} for i in self.irqs],
+            "spare_cpus": format_cpu_list(self.spare_cpus) if self.spare_cpus else "",
+        }
 
     def unit(self, name: str) -> UnitCpus:
         for unit in self.units:
@@ -138,7 +164,7 @@ def plan_cpus(
                 llcs=tuple(sorted({c.llc for c in cores.values()})),
                 nodes=tuple(sorted({c.node for c in cores.values()})),
                 pinned=True,
-                threads=len(cores),
+                threads=rules.engines[unit.engine].threads(len(cores), pinned=True),
                 rule="pinned by cpus: in the models file",
             )
     auto = [u for u in units if not u.pinned_cpus]
@@ -159,7 +185,8 @@ def plan_cpus(
                 f"{', '.join(map(str, nodes))}) needs {need} whole cores "
                 f"({rule.describe(len(unit.gpus))}) but only {len(free)} are free there: "
                 f"CPUs {format_cpu_list(have) if have else 'none'}; give the box fewer units "
-                "on that node, move a model's GPUs, or pin its cpus:"
+                "on that node, move a model's GPUs, or pin its cpus:",
+                unit=unit.name,
             )
         chosen = _pick(need, free, topo)
         taken.update(c.key for c in chosen)
@@ -172,7 +199,7 @@ def plan_cpus(
             llcs=tuple(sorted({c.llc for c in chosen})),
             nodes=nodes,
             pinned=False,
-            threads=rule.engine_cores or len(chosen),
+            threads=rule.threads(len(chosen), pinned=False),
             rule=rule.describe(len(unit.gpus)),
         )
     ordered = tuple(planned[u.name] for u in units)
@@ -220,20 +247,30 @@ def _check(
                 )
         if unit.pinned_cpus is None:
             continue
-        missing = sorted(set(unit.pinned_cpus) - host)
-        if missing:
-            raise CpuPlanRefused(
-                f"model {unit.name!r}: cpus: pins CPUs {format_cpu_list(missing)} the host "
-                f"lacks (it has {format_cpu_list(host)}); pin CPUs the host has"
-            )
+        check_pin_on_host(unit.name, unit.pinned_cpus, host)
         for cpu in unit.pinned_cpus:
             if cpu in owner:
                 shared = sorted(c for c in unit.pinned_cpus if owner.get(c) == owner[cpu])
                 raise CpuPlanRefused(
                     f"models {owner[cpu]!r} and {unit.name!r} both pin CPUs "
-                    f"{format_cpu_list(shared)}; give each its own CPUs"
+                    f"{format_cpu_list(shared)}; give each its own CPUs",
+                    unit=unit.name,
+                    pin=True,
                 )
         owner.update(dict.fromkeys(unit.pinned_cpus, unit.name))
+
+
+def check_pin_on_host(name: str, pinned: Iterable[int], host: Iterable[int]) -> None:
+    """Refuse a ``cpus:`` pin naming CPUs the host lacks (:class:`CpuPlanRefused`)."""
+    have = set(host)
+    missing = sorted(set(pinned) - have)
+    if missing:
+        raise CpuPlanRefused(
+            f"model {name!r}: cpus: pins CPUs {format_cpu_list(missing)} the host "
+            f"lacks (it has {format_cpu_list(have)}); pin CPUs the host has",
+            unit=name,
+            pin=True,
+        )
 
 
 def _housekeeping(
@@ -259,6 +296,12 @@ def _housekeeping(
                     break
                 if core.socket == socket and core.node == node and core.key not in taken:
                     picked.append(core)
+        if per_socket and not picked:
+            raise CpuPlanRefused(
+                f"the cpus: pins take every core of socket {socket}, leaving none for the OS, "
+                f"sshd and the non-GPU interrupts ({per_socket} core(s) per socket, "
+                "engines.yaml housekeeping); leave some of its cores unpinned"
+            )
         chosen += picked
     return chosen
 

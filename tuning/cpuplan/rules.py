@@ -32,6 +32,20 @@ class EngineRule(StrictModel):
             1, self.api_cores + self.tokenizer_cores + self.engine_cores + self.cores_per_gpu * gpus
         )
 
+    def threads(self, cores: int, *, pinned: bool) -> int:
+        """Compute threads per engine process on a unit of ``cores`` whole cores.
+
+        One process for all GPUs (``cores_per_gpu`` 0, llama.cpp): its ``engine_cores``
+        (``--threads``), or on a pinned unit every core but the API's and tokenizer's. A
+        process per GPU (vLLM, SGLang): ``cores_per_gpu`` each (``OMP_NUM_THREADS`` of a
+        worker), so the workers of one unit never oversubscribe its cores. At least 1.
+        """
+        if self.cores_per_gpu:
+            return self.cores_per_gpu
+        if pinned or not self.engine_cores:
+            return max(1, cores - self.api_cores - self.tokenizer_cores)
+        return self.engine_cores
+
     def describe(self, gpus: int) -> str:
         """The rule with its numbers, as the plan shows it."""
         return (

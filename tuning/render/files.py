@@ -15,10 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from inventory.schema import HostConfig
+from tuning.core.checks import text_problem
 from tuning.core.power import POWER_LIMIT_TOLERANCE_W
 from tuning.core.profile import load_profile
 from tuning.render.environment import render
 from tuning.render.unit_text import UnsafeUnitValue
+
+_BUS_ID = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]")
+_CPU_LIST = re.compile(r"\d{1,4}(?:-\d{1,4})?(?:,\d{1,4}(?:-\d{1,4})?)*")
 
 #: Where the GPU-settings deploy puts the tuning profile and the nvidia-smi cap script.
 GPU_SETTINGS_SCRIPT = "/usr/local/libexec/rigforge-gpu-settings"
@@ -153,12 +157,63 @@ def grub_fragment(dest: str = GRUB_FRAGMENT) -> FileSpec:
     )
 
 
-def irq_pinning_files(config: HostConfig, *, script: str = IRQ_SCRIPT) -> tuple[FileSpec, FileSpec]:
-    """The IRQ-pinning script and the oneshot unit that runs it at every boot."""
+def planned_irq_cpus(config: HostConfig) -> dict[str, str]:
+    """PCI bus id → kernel CPU list of each GPU's IRQs from the host's plan (``serving.plan``:
+    its ``irq_cpus``, each GPU's unit's CPUs); empty without a plan or a CPU plan in it."""
+    if not config.serving.plan:
+        return {}
+    from tuning.core.cpu import format_cpu_list
+    from tuning.core.plan import load_plan
+
+    return {i.gpu: format_cpu_list(i.cpus) for i in load_plan(config.serving.plan).irq_cpus}
+
+
+HOUSEKEEPING_DROPIN = "/etc/systemd/system.conf.d/rigforge-housekeeping.conf"
+
+
+def housekeeping_dropin(config: HostConfig) -> FileSpec | None:
+    """The ``system.conf.d`` drop-in keeping system services on the host plan's housekeeping
+    CPUs (``CPUAffinity=`` of the service manager, which every unit without its own
+    inherits); ``None`` when the host has no plan or its plan no housekeeping CPUs."""
+    if not config.serving.plan:
+        return None
+    from tuning.core.cpu import format_cpu_list
+    from tuning.core.plan import load_plan
+
+    cpus = load_plan(config.serving.plan).housekeeping_cpus
+    if not cpus:
+        return None
+    return FileSpec(
+        dest=HOUSEKEEPING_DROPIN,
+        template="etc/systemd/system.conf.d/rigforge-housekeeping.conf.j2",
+        context={"cpus": format_cpu_list(cpus).replace(",", " ")},
+        name="system services on the housekeeping CPUs (system.conf.d)",
+    )
+
+
+def irq_pinning_files(
+    config: HostConfig,
+    *,
+    script: str = IRQ_SCRIPT,
+    irq_cpus: Mapping[str, str] | None = None,
+) -> tuple[FileSpec, FileSpec]:
+    """The IRQ-pinning script and the oneshot unit that runs it at every boot.
+
+    ``irq_cpus``: PCI bus id → CPU list for each GPU the CPU plan placed (default: from the
+    host's plan, :func:`planned_irq_cpus`); a GPU not listed gets its ``local_cpulist``.
+    Both are checked here (bus id ``dddd:bb:dd.f``, a CPU list) before they reach the script.
+    """
+    wanted = planned_irq_cpus(config) if irq_cpus is None else dict(irq_cpus)
+    checked: list[tuple[str, str]] = []
+    for bus, cpus in sorted(wanted.items()):
+        if not _BUS_ID.fullmatch(bus) or not _CPU_LIST.fullmatch(cpus):
+            raise UnsafeUnitValue(f"IRQ CPUs {cpus!r} of GPU {bus!r}: not a bus id and CPU list")
+        checked.append((bus, cpus))
     return (
         FileSpec(
             dest=script,
             template="usr/local/libexec/rigforge-irq-affinity.sh.j2",
+            context={"irq_cpus": checked},
             name="IRQ pinning script",
             mode="755",
         ),
@@ -384,3 +439,67 @@ def prometheus_files(config: HostConfig) -> list[FileSpec]:
             name=f"Prometheus listens on {PROMETHEUS_LISTEN}",
         ),
     ]
+
+
+# --------------------------------------------------------------------------------------------
+# CPU power and latency (deploys/cpu.py)
+# --------------------------------------------------------------------------------------------
+
+CPU_TMPFILES = "/etc/tmpfiles.d/rigforge-cpu.conf"
+CPU_SYSCTL = "/etc/sysctl.d/90-rigforge-cpu.conf"
+_IDLE_DIR = re.compile(r"state\d{1,2}")
+
+
+@dataclass(frozen=True)
+class IdleStateOff:
+    """An idle state the boot file disables: its ``stateN`` folder, name and exit latency."""
+
+    dir: str
+    name: str
+    latency_us: int
+
+
+def numa_balancing_on(config: HostConfig) -> bool:
+    """``kernel.numa_balancing`` wanted: ``cpu.numa_balancing``; ``auto`` is off whenever the
+    host serves (its units are bound with ``NUMAPolicy=bind``), on otherwise."""
+    mode = config.cpu.numa_balancing
+    if mode == "auto":
+        return not (config.serving.plan or config.serving.models)
+    return mode == "on"
+
+
+def cpu_boot_files(
+    config: HostConfig, disabled_states: Sequence[IdleStateOff] = ()
+) -> tuple[FileSpec, FileSpec]:
+    """The tmpfiles.d file (governor, idle states, THP) and the sysctl.d file (swappiness,
+    NUMA balancing) that apply the ``cpu:`` section at every boot.
+
+    ``disabled_states``: the idle states whose exit latency exceeds the limit on this host
+    (read at deploy time from its cpuidle files).
+    """
+    for state in disabled_states:
+        if not _IDLE_DIR.fullmatch(state.dir) or text_problem(state.name, quotes=True):
+            raise UnsafeUnitValue(f"idle state {state.dir!r} ({state.name!r}) cannot go in a file")
+    cpu = config.cpu
+    return (
+        FileSpec(
+            dest=CPU_TMPFILES,
+            template="etc/tmpfiles.d/rigforge-cpu.conf.j2",
+            context={
+                "governor": cpu.governor,
+                "thp": cpu.transparent_hugepages,
+                "disabled_states": list(disabled_states),
+                "max_latency_us": cpu.max_cstate_latency_us,
+            },
+            name="CPU settings at boot (tmpfiles.d)",
+        ),
+        FileSpec(
+            dest=CPU_SYSCTL,
+            template="etc/sysctl.d/90-rigforge-cpu.conf.j2",
+            context={
+                "swappiness": cpu.swappiness,
+                "numa_balancing": 1 if numa_balancing_on(config) else 0,
+            },
+            name="CPU sysctls at boot (sysctl.d)",
+        ),
+    )

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tuning.budget import Policy
-from tuning.telemetry import SteadyStatePolicy
+from tuning.telemetry import SoakPredictionPolicy, SteadyStatePolicy
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,9 @@ class SweepConfig:
     ``fixed_probe_s``: when set, every probe lasts exactly this long (the naive reference);
     ``max_parallel``: probes running at once (``None``: as many as the budget allows).
     ``tps_regex``: a ``cmd:`` workload's tokens/s regex (``None``: llama-bench's).
+    ``heat_soak_s``: the longest a heat-soak round runs (s); it ends earlier once every GPU's
+    steady temperature is confidently predicted (``prediction``;
+    :func:`~tuning.telemetry.predict_steady`) unless ``full_soak``.
     """
 
     workload: str = "decode"
@@ -29,6 +32,8 @@ class SweepConfig:
     headroom: float = 0.10
     sweep_limit_ratio: float = 0.95
     heat_soak_s: float = 1800.0
+    full_soak: bool = False
+    prediction: SoakPredictionPolicy = field(default_factory=SoakPredictionPolicy)
     max_soak_rounds: int = 6
     sample_period_s: float = 1.0
     steady: SteadyStatePolicy = field(default_factory=SteadyStatePolicy)

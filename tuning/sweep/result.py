@@ -23,10 +23,17 @@ class SoakRound:
     power_w: dict[str, float]
     temp_trace: dict[str, tuple[tuple[float, float], ...]]
     last_temp_c: dict[str, float] = field(default_factory=dict)
+    #: each GPU's fitted steady temperature (°C; :func:`~tuning.telemetry.predict_steady`)
+    predicted_steady_c: dict[str, float] = field(default_factory=dict)
+    #: the GPUs confidently predicted to settle above their SW thermal target
+    predicted_throttle: tuple[str, ...] = ()
+    #: the round stopped before ``heat_soak_s`` because every GPU's verdict was known
+    ended_by_prediction: bool = False
 
     @property
     def passed(self) -> bool:
-        return not self.throttle_events
+        """No throttle event was seen and none is predicted at steady state."""
+        return not self.throttle_events and not self.predicted_throttle
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,14 @@ class SweepResult:
     #: the PSUs/circuits (``"psu:NAME"``, ``"circuit:NAME"``) that the floor's caps overload
     #: when ``allocation.floor_relaxed`` (the caps then maximise throughput instead)
     floor_blocked_by: tuple[str, ...] = ()
+    #: rig-clock time of the whole tune: park, probes, every soak round and cool-down (s);
+    #: None: not measured (then probes + soak rounds)
+    rig_s: float | None = None
+
+    @property
+    def rig_seconds(self) -> float:
+        """Rig time of the whole tune, probes plus thermal validation. Units: s."""
+        return self.rig_s if self.rig_s is not None else self.sweep_sim_s + self.soak_sim_s
 
     @property
     def floor_relaxed(self) -> bool:
@@ -127,6 +142,11 @@ class SweepResult:
                     "tokens_per_joule": round(g.tokens_per_joule, 5),
                     "tokens_per_joule_gain": round(g.tokens_per_joule_gain, 4),
                     "peak_temp_c": g.peak_temp_c,
+                    "predicted_steady_c": (
+                        round(final.predicted_steady_c[g.uuid], 1)
+                        if final and g.uuid in final.predicted_steady_c
+                        else None
+                    ),
                     "flagged": g.flagged,
                 }
                 for g in self.gpus
@@ -135,6 +155,8 @@ class SweepResult:
                 "probes": self.total_probes,
                 "sim_seconds": round(self.sweep_sim_s, 1),
                 "heat_soak_sim_seconds": round(self.soak_sim_s, 1),
+                "rig_seconds": round(self.rig_seconds, 1),
+                "soak_ended_by_prediction": bool(final and final.ended_by_prediction),
                 "soak_rounds": len(self.soak_rounds),
                 "throttle_events": len(final.throttle_events) if final else 0,
                 "throttle_events_all_rounds": sum(len(r.throttle_events) for r in self.soak_rounds),

@@ -20,12 +20,15 @@ from tuning.sustained import SustainedSampler, ThrottleEvent
 from tuning.sweep.config import SweepConfig
 from tuning.sweep.result import GpuResult, SoakRound, SweepResult
 from tuning.telemetry import (
+    FIT_TAU_GRID_S,
     CapTrace,
     ProbeMeasurement,
     ProbeWindow,
+    SteadyPrediction,
     SteadyStatePolicy,
     Watchdog,
     fit_first_order,
+    predict_steady,
     watchdog_limit_c,
 )
 from tuning.workloads import Workload
@@ -59,6 +62,10 @@ class Sweep:
         self.progress = progress or (lambda uuid, event, details: None)
         self.rig_spec = rig_spec or actuator.spec
         self.clock = rig.clock
+        if workload.real_time:
+            # A load outside the process makes its tokens in real seconds: a virtual clock
+            # left free-running would end every probe window before a request came back.
+            self.clock.follow_wall_time()
         self.uuids = [gpu.uuid for gpu in rig.gpus]
         self.constraints: dict[str, PowerConstraints] = {
             gpu.uuid: gpu.power_constraints() for gpu in rig.gpus
@@ -144,11 +151,12 @@ class Sweep:
             rounds, final_caps, flagged = self._heat_soak(allocation)
             # What the sweep set: not the stock caps of GPUs it had not parked yet.
             max_ratio = self.trace.max_load_ratio(set_only=True)
+            rig_s = self.clock.now_s() - started
         finally:
             self.actuator.on_change = None
             for uuid in self.uuids:
                 self.workload.stop(uuid)
-        return self._result(sweep_s, allocation, rounds, final_caps, flagged, max_ratio)
+        return self._result(sweep_s, allocation, rounds, final_caps, flagged, max_ratio, rig_s)
 
     def _probe_all(self) -> None:
         cfg = self.config
@@ -331,7 +339,11 @@ class Sweep:
         """Where the GPU's temperature was heading in ``soak``: the asymptote of a first-order
         fit to its trace (samples before the first throttle event only). Units: °C."""
         trace = soak.temp_trace.get(uuid, ())
-        fit = fit_first_order([t for t, _ in trace], [c for _, c in trace])
+        # the 48-point τ grid unrefined, as the correction was calibrated with (the bench's
+        # caps and objectives); the early-stop verdicts use the refined fit (predict_steady)
+        fit = fit_first_order(
+            [t for t, _ in trace], [c for _, c in trace], tau_grid_s=FIT_TAU_GRID_S
+        )
         return None if fit is None else fit[0]
 
     def _corrected_cap(
@@ -399,7 +411,7 @@ class Sweep:
             # lower each one headed over its target (the throttling card and its hot
             # neighbours) by the watts that move its asymptote under target − margin, so the
             # first correction is right instead of creeping down 8 % per round
-            offenders = {e.uuid for e in soak.throttle_events}
+            offenders = {e.uuid for e in soak.throttle_events} | set(soak.predicted_throttle)
             for uuid in self.uuids:
                 new = self._corrected_cap(uuid, caps[uuid], soak, uuid in offenders)
                 if new is None:
@@ -407,12 +419,24 @@ class Sweep:
                 if new >= caps[uuid]:
                     flagged.add(uuid)
                 caps[uuid] = new
-            self._cool_down()
+            if soak.throttle_events:
+                # a card throttled: the next round must not start on this round's heat. A
+                # round ended by prediction left every card under its target: the next one
+                # fits its transient from wherever the cards are (v₀ is a free parameter)
+                self._cool_down()
         else:
-            flagged |= {e.uuid for e in rounds[-1].throttle_events}
+            last = rounds[-1]
+            flagged |= {e.uuid for e in last.throttle_events} | set(last.predicted_throttle)
         return rounds, caps, flagged
 
     def _soak_once(self, caps: Mapping[str, float]) -> SoakRound:
+        """Run ``caps`` under full load until a throttle event, a confident prediction of
+        every GPU's steady temperature (:func:`~tuning.telemetry.predict_steady`; not with
+        ``full_soak``) or ``heat_soak_s``, whichever comes first.
+
+        Throughput and power are judged over the last ``min(300 s, half the round)``: hot
+        and steady in a full soak, the flattest part of the transient in a predicted one.
+        """
         cfg = self.config
         self._apply_caps(caps)
         for uuid in self.uuids:
@@ -426,20 +450,19 @@ class Sweep:
         )
         started = sampler.started_s
         events: list[ThrottleEvent] = []
-        power_sum = dict.fromkeys(self.uuids, 0.0)
-        power_n = dict.fromkeys(self.uuids, 0)
+        times: list[float] = [started]
+        tokens_log: list[dict[str, float]] = [
+            {u: self.workload.tokens_total(u) for u in self.uuids}
+        ]
         draw_log: dict[str, list[float]] = {u: [] for u in self.uuids}
-        # throughput and power are judged over the last 5 minutes (hot, steady); a round
-        # cut short by a throttle event is judged over what it ran
-        judge_from_s = started + max(0.0, cfg.heat_soak_s - 300.0)
-        first_tokens = {u: self.workload.tokens_total(u) for u in self.uuids}
-        tokens_at_judge: dict[str, float] = {}
+        targets = {u: self._target_c(u) for u in self.uuids}
+        predictions: dict[str, SteadyPrediction] = {}
+        next_check_s = cfg.prediction.min_s
         self.progress("", "soak", {"caps_w": dict(caps), "seconds": cfg.heat_soak_s})
         while sampler.running:
             now, samples, new_events = sampler.step()
-            if now >= judge_from_s and not tokens_at_judge:
-                tokens_at_judge = {u: self.workload.tokens_total(u) for u in self.uuids}
-                judge_start = now
+            times.append(now)
+            tokens_log.append({u: self.workload.tokens_total(u) for u in self.uuids})
             draws = {}
             for uuid in self.uuids:
                 sample = samples[uuid]
@@ -447,37 +470,44 @@ class Sweep:
                 draws[uuid] = self._draw_w(uuid, sample)
                 # the measurement keeps what the card reported (no sensor: 0 W, as before);
                 # only the watchdog assumes the worst
-                measured_w = sample.power_draw_w or 0.0
-                draw_log[uuid].append(measured_w)
-                if tokens_at_judge:
-                    power_sum[uuid] += measured_w
-                    power_n[uuid] += 1
+                draw_log[uuid].append(sample.power_draw_w or 0.0)
             events.extend(new_events)
             self.watchdog.check_draw(draws)
             if events:
                 break  # rejected: no need to sit out the rest of the 30 minutes
+            if not cfg.full_soak and now - started >= next_check_s - 1e-9:
+                next_check_s += cfg.prediction.check_every_s
+                predictions = self._predict(sampler, targets)
+                if len(predictions) == len(self.uuids) and all(
+                    p.verdict is not None for p in predictions.values()
+                ):
+                    break  # every GPU's steady state is known: the rest of the soak is moot
         seen = sampler.gpu
         peak: dict[str, float] = {}
         for u in self.uuids:
             peak_c = seen[u].peak_temp_c
             peak[u] = peak_c if peak_c is not None else float("-inf")  # no sensor
         trace = {u: seen[u].temp_trace for u in self.uuids}
-        elapsed = self.clock.now_s() - started
         now = self.clock.now_s()
-        if tokens_at_judge and now > judge_start:
-            tps = {
-                u: (self.workload.tokens_total(u) - tokens_at_judge[u]) / (now - judge_start)
-                for u in self.uuids
-            }
-        else:
-            tps = {
-                u: (self.workload.tokens_total(u) - first_tokens[u]) / max(elapsed, 1e-9)
-                for u in self.uuids
-            }
-        power = {
-            u: power_sum[u] / power_n[u] if power_n[u] else float(np.mean(draw_log[u] or [0.0]))
+        elapsed = now - started
+        if not predictions or events:
+            predictions = self._predict(sampler, targets)
+        judge_s = min(300.0, elapsed / 2.0)
+        first = next((k for k, t in enumerate(times) if t >= now - judge_s - 1e-9), 0)
+        first = min(first, len(times) - 2) if len(times) > 1 else 0
+        span_s = times[-1] - times[first]
+        tps = {
+            u: (tokens_log[-1][u] - tokens_log[first][u]) / span_s if span_s > 0 else 0.0
             for u in self.uuids
         }
+        # draw_log[k] was read at times[k + 1]
+        power = {u: float(np.mean(draw_log[u][max(first - 1, 0) :] or [0.0])) for u in self.uuids}
+        # a full soak is judged on what it saw alone (its verdict is the reference)
+        predicted_throttle = tuple(
+            u
+            for u in self.uuids
+            if not cfg.full_soak and u in predictions and predictions[u].verdict == "throttle"
+        )
         self.progress("", "soak_done", {"events": len(events), "seconds": elapsed})
         return SoakRound(
             caps_w=dict(caps),
@@ -488,7 +518,39 @@ class Sweep:
             power_w=power,
             temp_trace={u: tuple(t) for u, t in trace.items()},
             last_temp_c={u: t[-1][1] for u, t in trace.items() if t},
+            predicted_steady_c={u: p.steady_c for u, p in predictions.items()},
+            predicted_throttle=predicted_throttle,
+            ended_by_prediction=not events and elapsed < cfg.heat_soak_s - 1e-9,
         )
+
+    def _predict(
+        self, sampler: SustainedSampler, targets: Mapping[str, float]
+    ) -> dict[str, SteadyPrediction]:
+        """Each GPU's steady-state prediction from its trace so far (GPUs without a
+        temperature sensor have none, so a soak with one runs its full length)."""
+        out: dict[str, SteadyPrediction] = {}
+        for uuid in self.uuids:
+            trace = sampler.gpu[uuid].temp_trace
+            prediction = predict_steady(
+                [t for t, _ in trace],
+                [c for _, c in trace],
+                target_c=targets[uuid],
+                policy=self.config.prediction,
+            )
+            if prediction is not None:
+                out[uuid] = prediction
+        return out
+
+    @staticmethod
+    def _settled_peak_c(soak: SoakRound, uuid: str) -> float:
+        """The GPU's peak temperature for the profile and the placement: what it read, or,
+        when the round stopped on a prediction before the card settled, the predicted
+        steady temperature when that is higher (the card would get there). Units: °C."""
+        peak_c = soak.peak_temp_c[uuid]
+        predicted_c = soak.predicted_steady_c.get(uuid)
+        if soak.ended_by_prediction and predicted_c is not None:
+            return max(peak_c, round(predicted_c, 1))
+        return peak_c
 
     def _result(
         self,
@@ -498,6 +560,7 @@ class Sweep:
         final_caps: Mapping[str, float],
         flagged: set[str],
         max_ratio: float,
+        rig_s: float,
     ) -> SweepResult:
         final = rounds[-1]
         gpus = []
@@ -522,7 +585,7 @@ class Sweep:
                     curve=tuple(sorted(search.points, key=lambda p: p.cap_w)),
                     throughput_tps=final.throughput_tps[uuid],
                     power_w=final.power_w[uuid],
-                    peak_temp_c=final.peak_temp_c[uuid],
+                    peak_temp_c=self._settled_peak_c(final, uuid),
                     flagged=uuid in flagged,
                 )
             )
@@ -546,4 +609,5 @@ class Sweep:
             objective=objective,
             resumed_probes=self.resumed_probes,
             floor_blocked_by=self.floor_blocked_by,
+            rig_s=rig_s,
         )

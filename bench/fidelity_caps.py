@@ -1,0 +1,131 @@
+"""Cap curves of the power model (:mod:`tuning.model.power`) against published sweeps.
+
+Every figure is relative throughput at a cap, judged in percentage points. The two RTX 3090
+sweeps that disagree (a dense 27B decode falls to 0.64 at 200 W; a six-card MoE pipeline keeps
+0.94) come from the SAME power parameters (``tuning/model/power.yaml``) and differ only in the
+workload's step shape: the dense decode keeps one card busy the whole step, a pipeline stage
+runs one sixth of it and waits for the host the rest.
+
+Step shapes (``StepTime`` at full clock) are hand-made here until the step-time model
+(``tuning/model``) predicts them; each states where its times come from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fidelity_common import Figure
+
+from tuning.model.power import PowerParams, power_params, under_cap
+from tuning.model.step import StepTime
+
+#: SM max clocks of the presets (presets.yaml sm_clock_mhz.max). Units: MHz.
+RTX3090_MAX_MHZ = 2100.0
+RTX4090_MAX_MHZ = 3105.0
+
+JEAN = "jeanfbrito.github.io/posts/rtx-3090-power-limit-sweet-spot (32.0/33.0/31.7/20.6/8.3 tok/s)"
+GARAGE = (
+    "llmgarage.ai/power-limit-tokens-per-second-benchmark "
+    "(6x RTX 3090, MiniMax M2.5 IQ2_M, llama.cpp, decode 72.6/68.3/62.6/12.1 tok/s at "
+    "350/200/150/100 W)"
+)
+CLUB = "noonghunna/club-3090 docs/HARDWARE.md (cross-rig power-cap table)"
+
+#: 27B dense decode on one 3090, one sequence: 28.5 ms of weight reads (a ~16 GB quant at
+#: ~60 % of 936 GB/s), dequant and GDN math at 59 % of that (club-3090: "the
+#: chunked_gated_delta_rule kernel is genuinely compute-bound"), 1.5 ms host. estimate.
+DENSE_DECODE = StepTime(
+    memory_s=0.0285, compute_s=0.0168, interconnect_s=0.0, host_s=0.0015, tokens=1.0
+)
+#: 27B dense prefill: matmul-bound, weights re-read per chunk (a quarter of the math). estimate.
+DENSE_PREFILL = StepTime(
+    memory_s=0.25, compute_s=1.0, interconnect_s=0.0, host_s=0.01, tokens=1000.0
+)
+#: MiniMax M2.5 (10B active) over a 6-stage layer split, one sequence: 13.8 ms per token
+#: (72.6 tok/s), of it 11.3 ms of expert reads spread over six cards (~3.4 GB active at IQ2_M)
+#: with their math, 2.5 ms host (llama.cpp graph splits, sampling, hand-offs). estimate.
+PIPELINE_DECODE = StepTime(
+    memory_s=0.0113, compute_s=0.0067, interconnect_s=0.0, host_s=0.0025, tokens=1.0
+)
+PIPELINE_STAGES = 6
+#: The same decode on a 4090: same bandwidth class (1008 vs 936 GB/s), 2.3x the tensor math
+#: (165 vs 71 TFLOPS dense FP16, presets.yaml), so the math share shrinks by 71/165. estimate.
+DENSE_DECODE_4090 = StepTime(
+    memory_s=0.0285, compute_s=0.0168 * 71.0 / 165.0, interconnect_s=0.0, host_s=0.0015, tokens=1.0
+)
+#: Two 3090s TP=2 over PCIe: half the reads and math per card, an all-reduce per layer
+#: (~6 ms per token over PCIe without P2P). estimate.
+TP2_DECODE = StepTime(
+    memory_s=0.01425, compute_s=0.0084, interconnect_s=0.006, host_s=0.0015, tokens=1.0
+)
+
+
+def relative(
+    p: PowerParams,
+    step: StepTime,
+    cap_w: float,
+    ref_w: float,
+    max_mhz: float,
+    *,
+    busy_scale: float = 1.0,
+) -> float:
+    """Tokens/s at ``cap_w`` over tokens/s at ``ref_w`` (every card of the set at that cap)."""
+    at = under_cap(p, step, cap_w, max_mhz, busy_scale=busy_scale).tokens_per_s
+    ref = under_cap(p, step, ref_w, max_mhz, busy_scale=busy_scale).tokens_per_s
+    return at / ref
+
+
+def _dense(cap_w: float) -> float:
+    return relative(power_params("rtx3090"), DENSE_DECODE, cap_w, 350.0, RTX3090_MAX_MHZ)
+
+
+def _pipeline(cap_w: float) -> float:
+    return relative(
+        power_params("rtx3090"),
+        PIPELINE_DECODE,
+        cap_w,
+        350.0,
+        RTX3090_MAX_MHZ,
+        busy_scale=1.0 / PIPELINE_STAGES,
+    )
+
+
+def _point(label: str, value: float, fn: Callable[[], float], source: str) -> Figure:
+    return Figure(
+        label=label, kind="curve", model=fn, low=value, high=value, unit="x", source=source
+    )
+
+
+FIGURES: list[Figure] = [
+    _point("3090 dense decode 300 W / 350 W", 33.0 / 32.0, lambda: _dense(300.0), JEAN),
+    _point("3090 dense decode 250 W / 350 W", 31.7 / 32.0, lambda: _dense(250.0), JEAN),
+    _point("3090 dense decode 200 W / 350 W", 20.6 / 32.0, lambda: _dense(200.0), JEAN),
+    _point("3090 dense decode 150 W / 350 W", 8.3 / 32.0, lambda: _dense(150.0), JEAN),
+    _point("6x3090 MoE pipeline 200 W / 350 W", 68.3 / 72.6, lambda: _pipeline(200.0), GARAGE),
+    _point("6x3090 MoE pipeline 150 W / 350 W", 62.6 / 72.6, lambda: _pipeline(150.0), GARAGE),
+    _point("6x3090 MoE pipeline 100 W / 350 W", 12.1 / 72.6, lambda: _pipeline(100.0), GARAGE),
+    _point(
+        "3090 decode knee 290 W / 370 W stock",
+        32.26 / 34.66,
+        lambda: relative(power_params("rtx3090"), DENSE_DECODE, 290.0, 370.0, RTX3090_MAX_MHZ),
+        CLUB + " (-7 % tok/s for -22 % power)",
+    ),
+    _point(
+        "3090 prefill knee 250 W / 370 W stock",
+        906.79 / 1051.07,
+        lambda: relative(power_params("rtx3090"), DENSE_PREFILL, 250.0, 370.0, RTX3090_MAX_MHZ),
+        CLUB,
+    ),
+    _point(
+        "4090 decode knee 260 W / 450 W stock",
+        48.26 / 51.96,
+        lambda: relative(power_params("rtx4090"), DENSE_DECODE_4090, 260.0, 450.0, RTX4090_MAX_MHZ),
+        CLUB,
+    ),
+    _point(
+        "2x3090 TP=2 decode 220 W / 330 W per card (flat)",
+        1.0,
+        lambda: relative(power_params("rtx3090"), TP2_DECODE, 220.0, 330.0, RTX3090_MAX_MHZ),
+        "issue 12 citing club-3090 (the line is not in the HARDWARE.md text read; flat = 1.0)",
+    ),
+]
