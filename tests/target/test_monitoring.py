@@ -276,7 +276,7 @@ def test_cap_drift_fires_and_clears_after_the_enforcement_timer(
     """The boot unit applied the profile (239 W on …001): no drift. The card's cap is then
     set to 350 W behind rigforge's back; the alert fires for that card only. The timer's
     service re-applies the profile: the alert clears and the exporter counts one re-apply."""
-    expected = f'rigforge_gpu_power_enforced_limit_watts{{uuid="{DRIFTING}"}}'
+    expected = f'rigforge_gpu_power_enforced_limit_watts{{job="rigforge", uuid="{DRIFTING}"}}'
     _wait("the profile's cap enforced", lambda: _query(f"{expected} == 239"))
     assert _active("RigforgeGpuCapDrift") == []
     state_file = _sim_state(target)
@@ -294,7 +294,9 @@ def test_cap_drift_fires_and_clears_after_the_enforcement_timer(
     _wait("RigforgeGpuCapDrift cleared", lambda: _active("RigforgeGpuCapDrift") == [])
     count = _wait(
         "the re-apply counted",
-        lambda: _query(f'rigforge_cap_enforcement_reapplied_total{{uuid="{DRIFTING}"}} == 1'),
+        lambda: _query(
+            f'rigforge_cap_enforcement_reapplied_total{{job="rigforge", uuid="{DRIFTING}"}} == 1'
+        ),
     )
     assert len(count) == 1
     assert _query(f"{expected} == 239"), "the profile's cap is back"
@@ -377,3 +379,25 @@ def test_the_textfile_reaches_prometheus_through_node_exporter(
         "GPU-c1000000-0000-4000-8000-000000000001",
         "GPU-c1000000-0000-4000-8000-000000000002",
     }
+
+
+def test_second_deploy_changes_nothing_and_restarts_nothing(
+    deployed: util.DeployResult, target: harness.Target, inventory: Path
+) -> None:
+    """Last (it puts back the shipped rules the fixture shortened, as the deploy would): a
+    second deploy finds every monitoring file, package and unit as it left them."""
+    rules = target.root / RULES_DEST.lstrip("/")
+    rules.write_text(RULES_SOURCE.read_text(encoding="utf-8"), encoding="utf-8")
+    units = (
+        EXPORTER_UNIT,
+        "prometheus.service",
+        "prometheus-node-exporter.service",
+        "rigforge-enforce-caps.timer",
+        "rigforge-textfile.timer",
+    )
+    before, reloads = util.starts(target, units), util.daemon_reloads(target)
+    again = util.deploy(inventory, "monitor: deploy #2 (no-op)")
+    assert again.rc == 0, again.stderr_tail
+    assert again.totals["success"] == 0, again.changed
+    assert util.starts(target, units) == before
+    assert util.daemon_reloads(target) == reloads
