@@ -371,6 +371,18 @@ class Clock(ABC):
     def sleep(self, seconds: float) -> None:
         """Let ``seconds`` pass (real rigs sleep; the simulator advances its model)."""
 
+    def follow_wall_time(self) -> None:  # noqa: B027 - a real rig's clock already does
+        """From now on, let this clock run no faster than wall time.
+
+        The seam between a rig and a load that lives outside the process (a command, an HTTP
+        endpoint: :attr:`tuning.workloads.Workload.real_time`): such a load produces tokens
+        in real seconds, so a probe window of ``window_s`` rig-clock seconds must also last
+        ``window_s`` real seconds, or it ends before a single request has come back. A real
+        rig's clock is wall time already (nothing to do); a virtual clock
+        (:class:`tuning.backends.sim.SimClock`) then sleeps in :meth:`sleep` until wall time
+        has caught up with it. Idempotent; there is no way back (a sweep keeps one pace).
+        """
+
 
 class Rig(ABC):
     """A machine with GPUs, PSUs and circuits, live."""

@@ -106,7 +106,7 @@ class _Show(LoopObserver):
                 self.err.print(f"  {self.names[uuid]}: {details['probes']} probes", highlight=False)
         elif event == "soak":
             self.tasks["soak"] = self.progress.add_task(
-                f"heat-soak {details['seconds'] / 60:.0f} min", total=1, status="running"
+                f"heat-soak ≤ {details['seconds'] / 60:.0f} min", total=1, status="running"
             )
         elif event == "soak_done":
             self.progress.update(

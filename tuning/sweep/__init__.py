@@ -1,6 +1,8 @@
 """The sweep: probe caps on every GPU in parallel inside the power budget, allocate, heat-soak.
 
-Phases (all times on the rig's clock — virtual on a simulated rig):
+Phases (all times on the rig's clock — virtual on a simulated rig, locked to wall time when
+the workload runs outside the process: ``cmd:``, ``openai:``, synthetic workers; see
+:meth:`~tuning.backends.base.Clock.follow_wall_time`):
 
 1. **Park**: every GPU is idled and capped at its minimum (lowering caps can only reduce load,
    so this is safe in any order; stock caps on some rigs do not fit the circuits).

@@ -9,6 +9,7 @@ See :mod:`tuning.workloads` for the specs, the failure and the readiness contrac
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import ClassVar
 
 WORKLOAD_CLASSES = ("decode", "prefill", "batched")
 
@@ -17,6 +18,12 @@ class Workload(ABC):
     """Load on GPUs, counted in output tokens."""
 
     name: str
+    #: The load runs outside the rig's model, in real seconds (a worker process, a command,
+    #: an HTTP server), so the rig's clock must not run ahead of wall time while it is
+    #: measured: :class:`~tuning.sweep.Sweep` calls the clock's
+    #: :meth:`~tuning.backends.base.Clock.follow_wall_time` for such a load. Only the
+    #: simulated rig's own workload classes live on its (virtual) clock.
+    real_time: ClassVar[bool] = True
 
     @abstractmethod
     def start(self, uuid: str) -> None:

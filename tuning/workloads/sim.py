@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from tuning.errors import ConfigError
 from tuning.workloads.base import WORKLOAD_CLASSES, Workload
 
 
 class SimWorkload(Workload):
-    """The simulated rig's workload classes; the only sim-specific code in the tuner."""
+    """The simulated rig's workload classes; the only sim-specific code in the tuner.
+
+    Its tokens come from the rig's model, on the rig's virtual clock: not :attr:`real_time`.
+    """
+
+    real_time: ClassVar[bool] = False
 
     def __init__(self, rig: Any, workload_class: str) -> None:
         if workload_class not in WORKLOAD_CLASSES:
