@@ -320,6 +320,18 @@ def _describe(err: Any) -> tuple[str, str]:
     return where, f"{message} (got {got[:60]})"
 
 
+def models_document(path: str | Path) -> YamlDocument | None:
+    """The models file at ``path`` with its YAML positions (paths as :func:`parse_models`
+    names them, ``models[1].cpus``), for a later check to name the line it refuses; ``None``
+    when the file cannot be read again."""
+    try:
+        text = read_text_file(Path(path), "models file")
+        doc = parse_yaml_config(text, str(path))
+    except (YamlRefused, ConfigError):
+        return None
+    return _unwrapped(doc) if isinstance(doc.data, list) else doc
+
+
 def _unwrapped(doc: YamlDocument) -> YamlDocument:
     """``doc`` of a bare top-level list with its positions moved under ``models``."""
     positions = {

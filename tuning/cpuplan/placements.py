@@ -6,14 +6,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from inventory.models import ModelsFile
+from inventory.models import ModelsFile, models_document
 from tuning.core.bus import normalize_bus_id
 from tuning.core.cpu import CpuTopology
 from tuning.core.plan import GpuIrqCpus, Plan
 from tuning.core.rig import RigSnapshot
 from tuning.cpuplan.plan import CpuPlan, CpuPlanRefused, CpuUnit, check_pin_on_host, plan_cpus
 from tuning.cpuplan.rules import CpuRules
-from tuning.errors import ConfigError
+from tuning.errors import ConfigError, problems_error
 
 
 def load_cpu_topology(spec: str) -> CpuTopology | None:
@@ -118,7 +118,14 @@ def with_models_cpu_plan(
     try:
         return with_cpu_plan(plan, snapshot, topo, pins=pins)
     except CpuPlanRefused as refused:
-        raise ConfigError(f"{source}: {_where(models, refused)}: {refused}") from None
+        raise _refusal(models, refused, source) from None
+
+
+def _refusal(models: ModelsFile, refused: CpuPlanRefused, source: str) -> ConfigError:
+    """The refusal as the models file's other problems read: ``file:line: path: message``."""
+    return problems_error(
+        source, [(_where(models, refused), str(refused))], models_document(source)
+    )
 
 
 def check_models_pins(topo: CpuTopology, models: ModelsFile, source: str) -> None:
@@ -129,7 +136,7 @@ def check_models_pins(topo: CpuTopology, models: ModelsFile, source: str) -> Non
             if (cpus := model.pinned_cpus) is not None:
                 check_pin_on_host(model.name, cpus, topo.cpus)
     except CpuPlanRefused as refused:
-        raise ConfigError(f"{source}: {_where(models, refused)}: {refused}") from None
+        raise _refusal(models, refused, source) from None
 
 
 def _where(models: ModelsFile, refused: CpuPlanRefused) -> str:
