@@ -48,6 +48,11 @@ PIPELINE_DECODE = StepTime(
     memory_s=0.0113, compute_s=0.0067, interconnect_s=0.0, host_s=0.0025, tokens=1.0
 )
 PIPELINE_STAGES = 6
+#: The same decode on a 4090: same bandwidth class (1008 vs 936 GB/s), 2.3x the tensor math
+#: (165 vs 71 TFLOPS dense FP16, presets.yaml), so the math share shrinks by 71/165. estimate.
+DENSE_DECODE_4090 = StepTime(
+    memory_s=0.0285, compute_s=0.0168 * 71.0 / 165.0, interconnect_s=0.0, host_s=0.0015, tokens=1.0
+)
 #: Two 3090s TP=2 over PCIe: half the reads and math per card, an all-reduce per layer
 #: (~6 ms per token over PCIe without P2P). estimate.
 TP2_DECODE = StepTime(
@@ -114,7 +119,7 @@ FIGURES: list[Figure] = [
     _point(
         "4090 decode knee 260 W / 450 W stock",
         48.26 / 51.96,
-        lambda: relative(power_params("rtx4090"), DENSE_DECODE, 260.0, 450.0, RTX4090_MAX_MHZ),
+        lambda: relative(power_params("rtx4090"), DENSE_DECODE_4090, 260.0, 450.0, RTX4090_MAX_MHZ),
         CLUB,
     ),
     _point(

@@ -23,9 +23,12 @@ from deploys.util import (
     snapshot,
     unit_removed,
 )
+from inventory.schema import HostConfig
 from tuning.render.files import (
+    HOUSEKEEPING_DROPIN,
     IRQ_SCRIPT,
     IRQBALANCE_POLICY_SCRIPT,
+    housekeeping_dropin,
     irq_pinning_files,
     irqbalance_files,
     planned_irq_cpus,
@@ -65,6 +68,7 @@ def affinity() -> None:
             extra_paths=(host.data.rigforge_irq_script,),
             name="IRQ pinning unit (pin_irqs: false)",
         )
+    _housekeeping(config)
     irqbalance = "irqbalance" in snap.commands
     restart = irqbalance and snap.systemd_booted
     step = restart_step(IRQBALANCE) if restart else None
@@ -84,6 +88,24 @@ def affinity() -> None:
         )
         if not snap.systemd_booted:
             host.noop("affinity: systemd not running; irqbalance reads its files when started")
+
+
+def _housekeeping(config: HostConfig) -> None:
+    """The opt-in ``system.conf.d`` drop-in that keeps system services on the plan's
+    housekeeping CPUs (``affinity.housekeeping_services``); removed when turned off. Read at
+    boot: the deploy does not ``daemon-reexec`` PID 1 for a setting that only services started
+    afterwards would see."""
+    spec = housekeeping_dropin(config) if config.affinity.housekeeping_services else None
+    if spec is not None:
+        put_files([spec], snapshot(paths=[spec.dest]))
+        return
+    if config.affinity.housekeeping_services:
+        host.noop("affinity: the plan has no housekeeping CPUs; system services left alone")
+    remove_files(
+        [HOUSEKEEPING_DROPIN],
+        step=None,
+        name="housekeeping CPUs drop-in (affinity.housekeeping_services off or no plan)",
+    )
 
 
 def _pin_now(root: str, planned: dict[str, str]) -> None:

@@ -261,6 +261,44 @@ class AffinityConfig(_Model):
         True, description="pin each GPU's IRQs to its unit's (else its local) CPUs at boot"
     )
     irqbalance_ban: bool = Field(True, description="tell irqbalance to leave GPU IRQs alone")
+    housekeeping_services: bool = Field(
+        False,
+        description="keep system services on the plan's housekeeping CPUs (a system.conf.d "
+        "CPUAffinity= drop-in; read at boot)",
+    )
+
+
+class CpuConfig(_Model):
+    """The CPU's own power and latency (``enabled: true`` to manage them; off by default).
+
+    Applied at deploy (written under ``kernel.root``) and at every boot (a ``tmpfiles.d``
+    and a ``sysctl.d`` file); the values found before the first change are recorded on the
+    host (``/var/lib/rigforge/cpu-defaults``) and written back when ``enabled`` turns false.
+    Defaults follow tuned's ``accelerator-performance`` profile (``governor=performance``,
+    ``force_latency=99``; tuned's ``profiles/accelerator-performance/tuned.conf``) and its
+    ``throughput-performance`` base (``vm.swappiness=10``).
+    """
+
+    enabled: bool = Field(False, description="manage governor, C-states, THP and sysctls")
+    governor: Literal["performance", "schedutil", "ondemand", "powersave"] = Field(
+        "performance", description="cpufreq scaling governor of every CPU"
+    )
+    max_cstate_latency_us: int | None = Field(
+        99,
+        ge=0,
+        le=100_000,
+        description="disable idle states whose exit latency exceeds this (tuned's "
+        "force_latency); null leaves C-states alone",
+    )
+    transparent_hugepages: Literal["always", "madvise", "never"] = Field(
+        "madvise", description="/sys/kernel/mm/transparent_hugepage/enabled"
+    )
+    swappiness: int = Field(10, ge=0, le=200, description="vm.swappiness")
+    numa_balancing: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="kernel.numa_balancing; auto: off when serving units are bound to a "
+        "NUMA node (they are, whenever they are served), on otherwise",
+    )
 
 
 class ServingModel(_Model):
@@ -390,12 +428,33 @@ class MonitoringConfig(_Model):
     )
     open: bool = Field(False, description="allow a non-loopback listen address")
     rig: str = Field(
-        "nvml", pattern=r"^(nvml|sim:[A-Za-z0-9_-]+)$", description="nvml, or sim:NAME (CI)"
+        "nvml",
+        pattern=r"^(nvml|sim:[A-Za-z0-9_-]+)$",
+        description="nvml, or sim:NAME (CI); a host with tuner.sim_rig is watched on that rig",
     )
     prometheus: bool = Field(
         False, description="install Debian's prometheus with the scrape config and the rules"
     )
+    prometheus_listen: ListenAddress = Field(
+        "127.0.0.1:9090",
+        description="IP:PORT Debian's prometheus serves its UI and API on (localhost unless open)",
+    )
     scrape_interval_s: int = Field(15, ge=1, le=3600, description="Prometheus scrape interval")
+    textfile: bool = Field(
+        False,
+        description="write the metrics to /var/lib/prometheus/node-exporter/rigforge.prom "
+        "(node-exporter textfile collector) from a timer, beside or instead of the exporter",
+    )
+    textfile_interval_s: int = Field(
+        60, ge=10, le=3600, description="how often the textfile timer rewrites rigforge.prom"
+    )
+    node_exporter: bool = Field(
+        False, description="install Debian's prometheus-node-exporter (reads the textfile)"
+    )
+    node_exporter_listen: ListenAddress = Field(
+        "127.0.0.1:9100",
+        description="IP:PORT node-exporter serves on (its default port; localhost unless open)",
+    )
 
 
 class HostConfig(_Model):
@@ -412,6 +471,7 @@ class HostConfig(_Model):
     power: PowerConfig = Field(default_factory=PowerConfig)
     pcie: PcieConfig = Field(default_factory=PcieConfig)
     affinity: AffinityConfig = Field(default_factory=AffinityConfig)
+    cpu: CpuConfig = Field(default_factory=CpuConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
     secrets: SecretsConfig = Field(default_factory=SecretsConfig)
     kernel: KernelConfig = Field(default_factory=KernelConfig)

@@ -110,3 +110,39 @@ def test_empty_tree_gives_defaults_not_errors(tmp_path: Path) -> None:
     assert _run(AspmPolicy(), tmp_path) is None
     assert _run(NumaNodes(), tmp_path) == ()
     assert _run(KernelCmdline(), tmp_path) == Cmdline(raw="", params={})
+
+
+def test_cpu_knobs_reads_every_managed_file_and_the_record(tmp_path: Path) -> None:
+    from deploys.facts.cpu import CpuKnobs
+
+    root = tmp_path / "root with space"
+    cpu = "sys/devices/system/cpu"
+    files = {
+        f"{cpu}/cpu0/cpufreq/scaling_governor": "schedutil",
+        f"{cpu}/cpu1/cpufreq/scaling_governor": "schedutil",
+        f"{cpu}/cpu0/cpuidle/state2/latency": "350",
+        f"{cpu}/cpu0/cpuidle/state2/disable": "0",
+        f"{cpu}/cpufreq/policy0/scaling_governor": "schedutil",  # not a cpuN: not read
+        "sys/kernel/mm/transparent_hugepage/enabled": "always [madvise] never",
+        "proc/sys/vm/swappiness": "60",
+    }
+    for rel, content in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(content + "\n")
+    record = tmp_path / "state dir" / "cpu-defaults"
+    fact = CpuKnobs()
+    command = fact.command(root=str(root), defaults=str(record))
+    state = fact.process(_sh(command))
+    assert state.recorded is None
+    assert state.values == {k: v for k, v in files.items() if "policy0" not in k}
+    record.parent.mkdir()
+    record.write_text(f"{cpu}/cpu0/cpufreq/scaling_governor=performance\n")
+    state = fact.process(_sh(command))
+    assert state.recorded == {f"{cpu}/cpu0/cpufreq/scaling_governor": "performance"}
+
+
+def _sh(command: str) -> list[str]:
+    result = subprocess.run(
+        ["sh", "-c", command], capture_output=True, text=True, timeout=10, check=True
+    )
+    return result.stdout.splitlines()

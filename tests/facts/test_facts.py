@@ -58,7 +58,7 @@ def _output(case: dict[str, Any]) -> list[str]:
 
 
 #: Modules whose every fact must have fixtures here (every module of ``deploys/facts/``).
-FIXTURE_MODULES = ("nvidia", "pcie", "kernel", "irq", "host", "container")
+FIXTURE_MODULES = ("nvidia", "pcie", "kernel", "irq", "host", "container", "cpu")
 
 
 def test_every_fact_has_fixtures() -> None:

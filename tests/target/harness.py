@@ -390,7 +390,18 @@ def _fake_kernel(kernel: Path) -> None:
         sys_ / "devices/system/node/node0/cpulist": "0-1",
         sys_ / "devices/system/node/online": "0",
         sys_ / "devices/system/cpu/online": "0-1",
+        # Debian's stock CPU knobs (the cpu: section's starting point): schedutil, THP always,
+        # swappiness 60, NUMA balancing on; idle states POLL (0 us), C1 (1 us), C2 (350 us).
+        sys_ / "kernel/mm/transparent_hugepage/enabled": "[always] madvise never",
+        kernel / "proc/sys/vm/swappiness": "60",
+        kernel / "proc/sys/kernel/numa_balancing": "1",
     }
+    for cpu in (0, 1):
+        base = sys_ / f"devices/system/cpu/cpu{cpu}"
+        files[base / "cpufreq/scaling_governor"] = "schedutil"
+        for state, latency_us in ((0, 0), (1, 1), (2, 350)):
+            files[base / f"cpuidle/state{state}/latency"] = str(latency_us)
+            files[base / f"cpuidle/state{state}/disable"] = "0"
     irq = kernel / "proc/irq"
     for n in (130, 131):
         files[irq / str(n) / "smp_affinity_list"] = "0-1"

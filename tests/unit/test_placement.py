@@ -97,27 +97,38 @@ def test_tp_divides_heads() -> None:
     assert (placed.tp, placed.pp) == (1, 3)
 
 
-def test_pcie_prefers_pipeline_beyond_two_gpus_and_nvlink_prefers_tp() -> None:
-    # a serving load: enough concurrent sequences to keep every pipeline stage busy
+def test_all_reduces_over_staged_pcie_cost_more_of_the_step_than_over_nvlink() -> None:
+    """A 32.8 B bf16 model on four 24 GB cards at TP=4: every one of 2 × 64 all-reduces per
+    step crosses the worst link. Staged through host memory (PHB: no P2P, two driver copies,
+    tens of µs each) that is a far larger share of the step than over NVLink (a few µs), and
+    NVLink is faster; both plans report their shares summing to 1."""
     big = {**MID, "quant_bits": 16, "attention_heads": 64, "kv_heads": 8, "max_sequences": 8}
-    pcie = make_rig([24576] * 4, [["X" if a == b else "PIX" for b in range(4)] for a in range(4)])
+    phb = make_rig([24576] * 4, [["X" if a == b else "PHB" for b in range(4)] for a in range(4)])
     nvlink = make_rig([24576] * 4, [["X" if a == b else "NV8" for b in range(4)] for a in range(4)])
-    on_pcie = plan(pcie, models_file(model("big", **big))).placements[0]
+    on_phb = plan(phb, models_file(model("big", **big))).placements[0]
     on_nvlink = plan(nvlink, models_file(model("big", **big))).placements[0]
-    assert len(on_pcie.gpus) == len(on_nvlink.gpus) == 4
-    assert on_pcie.tp <= 2 < on_pcie.pp
+    assert len(on_phb.gpus) == len(on_nvlink.gpus) == 4
     assert on_nvlink.tp == 4
+    if on_phb.tp > 1:
+        assert on_phb.breakdown["interconnect"] > on_nvlink.breakdown["interconnect"]
+    assert on_nvlink.tokens_per_s > on_phb.tokens_per_s
+    assert sum(on_phb.breakdown.values()) == pytest.approx(1.0, abs=1e-3)
 
 
 def test_pipeline_stages_beyond_the_concurrent_sequences_add_no_throughput() -> None:
+    """PP=3 with two sequences in flight keeps two stages busy: one stage idles, so it serves
+    what PP=2 serves with the same two sequences (a token still crosses every stage), less
+    the third stage's own host time and hand-off (at most 10 %); a third sequence fills it."""
     rig = make_rig([24576] * 3, [["X" if a == b else "PHB" for b in range(3)] for a in range(3)])
     problem_views = build_problem(rig, models_file(model("m")), None).gpus
     links = {(a, b): "PHB" for a in range(3) for b in range(3) if a != b}
-    two_sequences, _ = group_throughput(problem_views, 0b111, 1, 3, links, max_sequences=2)
-    three_sequences, _ = group_throughput(problem_views, 0b111, 1, 3, links, max_sequences=3)
-    two_stages, _ = group_throughput(problem_views, 0b011, 1, 2, links, max_sequences=2)
+    two = models_file(model("m", max_sequences=2)).models[0]
+    three = models_file(model("m", max_sequences=3)).models[0]
+    two_sequences, _ = group_throughput(problem_views, 0b111, 1, 3, links, two)
+    three_sequences, _ = group_throughput(problem_views, 0b111, 1, 3, links, three)
+    two_stages, _ = group_throughput(problem_views, 0b011, 1, 2, links, two)
     assert three_sequences > two_sequences
-    assert two_sequences == pytest.approx(two_stages)
+    assert two_stages * 0.9 < two_sequences <= two_stages
 
 
 def test_degraded_link_is_avoided() -> None:
@@ -196,7 +207,7 @@ def test_profile_hints_come_from_the_profile_file(tmp_path) -> None:
 def test_profile_without_gpus_is_a_config_error(tmp_path) -> None:
     path = tmp_path / "profile.yaml"
     path.write_text(PROFILE_YAML.split("gpus:")[0] + "validation: {}\n")
-    with pytest.raises(ConfigError, match=r"profile.yaml: gpus: Field required"):
+    with pytest.raises(ConfigError, match=r"profile.yaml:1: gpus: Field required"):
         load_profile_hints(path)
 
 
@@ -291,3 +302,53 @@ def test_priority_sums_merge_float_twins_upwards_and_give_up_when_too_many() -> 
     many = [1.0 + 2.0 ** -(j + 1) for j in range(13)]  # 2^13 distinct sums
     assert _SUM_LIMIT < 2**13
     assert priority_sums(many, [])[0] is None
+
+
+def test_a_split_of_a_model_that_fits_one_gpu_shows_its_gain_on_the_reference_rig() -> None:
+    """Issue 12's bar on sim:reference with the example models file: a model placed on
+    several GPUs although one GPU would hold it names that single GPU as its alternative, with
+    fewer predicted tokens/s than the split it got."""
+    from inventory.models import load_models
+    from tuning.backends import open_rig
+    from tuning.placement.build import candidate_ok
+
+    rig = open_rig("sim:reference")
+    models = load_models("inventory/examples/models-reference.yaml")
+    problem = build_problem(rig.snapshot(), models, None)
+    result = plan(rig.snapshot(), models)
+    by_name = {m.name: m for m in models.models}
+    checked = 0
+    for placed in result.placements:
+        assert placed.tokens_per_s > 0
+        assert sum(placed.breakdown.values()) == pytest.approx(1.0, abs=1e-3)
+        fits_one = any(
+            candidate_ok(by_name[placed.model], 1 << g.position, 1, 1, problem.gpus)
+            for g in problem.gpus
+        )
+        if len(placed.gpus) > 1 and fits_one:
+            assert "alone" in placed.alternative
+            assert placed.alternative_tokens_per_s is not None
+            assert placed.tokens_per_s > placed.alternative_tokens_per_s
+            checked += 1
+    assert result.score == pytest.approx(
+        sum(by_name[p.model].priority * p.tokens_per_s for p in result.placements), rel=1e-3
+    )
+    assert checked >= 1
+
+
+def test_a_floor_no_gpu_set_meets_leaves_the_model_unplaced_with_the_numbers() -> None:
+    """An 8 B bf16 model (16 GB) on 24 GB cards reads ≥ 16 GB per token on one card: even at
+    ~1 TB/s that is under 100 tok/s, so a floor of 10 000 tok/s per sequence is unmeetable
+    and the reason quotes the prediction and the floor."""
+    rig = make_rig([24576] * 2, None)
+    result = plan(rig, models_file(model("fast", min_tokens_per_s=10_000)))
+    (left,) = result.unplaced
+    assert "min_tokens_per_s 10000" in left.reason
+    assert "tok/s per sequence" in left.reason
+
+
+def test_a_ttft_floor_is_honoured() -> None:
+    rig = make_rig([24576] * 2, None)
+    result = plan(rig, models_file(model("quick", max_ttft_s=1e-4)))
+    (left,) = result.unplaced
+    assert "max_ttft_s 0.0001" in left.reason

@@ -49,7 +49,8 @@ def test_cap_above_natural_draw_never_binds() -> None:
     rig = one_gpu_rig()
     gpu = rig.gpus[0]
     tps_350, power_350 = steady_decode(rig, 350)
-    assert power_350 < 340, "decode's natural draw must sit below the 3090's 350 W default"
+    # club-3090 docs/HARDWARE.md: an uncapped 3090 decoding a 27B dense model draws 334 W.
+    assert power_350 == pytest.approx(334.0, abs=10.0)
     assert R.SW_POWER_CAP not in gpu.clock_event_reasons()
     tps_345, _ = steady_decode(rig, 345)
     assert tps_345 == pytest.approx(tps_350, rel=0.01)
@@ -81,23 +82,22 @@ def test_rtx3090_decode_matches_published_sweep_within_5pp() -> None:
         assert abs(rel_sim - rel_pub) <= 0.05, (cap, rel_sim, rel_pub)
 
 
-def test_prefill_falls_roughly_with_the_cap() -> None:
+def test_prefill_knee_matches_club_3090() -> None:
+    """club-3090 docs/HARDWARE.md, 3090 prefill-heavy: 906.79 tok/s at a 250 W cap against
+    1051.07 at the 370 W stock cap (0.863); within the issue's 5 pp."""
     rig = one_gpu_rig()
     uncapped, _ = steady_decode(rig, 350, "prefill")
-    assert R.SW_POWER_CAP in rig.gpus[0].clock_event_reasons(), "prefill wants > 350 W"
-    for cap in (300, 250, 200, 150):
-        rel = steady_decode(rig, cap, "prefill")[0] / uncapped
-        assert abs(rel - cap / 350) < 0.12, (cap, rel)
+    rel = steady_decode(rig, 250, "prefill")[0] / uncapped
+    assert rel == pytest.approx(906.79 / 1051.07, abs=0.05)
 
 
-def test_batched_sits_between_decode_and_prefill() -> None:
+def test_batched_decode_knee_matches_club_3090() -> None:
+    """club-3090 docs/HARDWARE.md, 3090 decode-concurrent N=4: 31.74 tok/s at 290 W against
+    34.13 at the 370 W stock cap (0.930, "same knee as decode-single"); within 5 pp."""
     rig = one_gpu_rig()
-    for cap in (250, 230):
-        rel = {}
-        for workload in ("decode", "batched", "prefill"):
-            full = steady_decode(rig, 350, workload)[0]
-            rel[workload] = steady_decode(rig, cap, workload)[0] / full
-        assert rel["decode"] > rel["batched"] + 0.03 > rel["prefill"] + 0.06, (cap, rel)
+    uncapped, _ = steady_decode(rig, 350, "batched")
+    rel = steady_decode(rig, 290, "batched")[0] / uncapped
+    assert rel == pytest.approx(31.74 / 34.13, abs=0.05)
 
 
 def test_power_draw_is_a_one_second_average() -> None:

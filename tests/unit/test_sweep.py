@@ -25,7 +25,7 @@ RIG_YAML = """
 name: two-card-test
 seed: 0
 circuits: [{name: c1, voltage_v: 120, breaker_a: 8}]
-psus: [{name: p1, rating_w: 1000, circuit: c1, platform_w: 150}]
+psus: [{name: p1, rating_w: 1000, circuit: c1, platform_w: 100}]
 gpus:
   - {preset: rtx3090, slot: 1, bus_id: "00000000:01:00.0", psu: p1}
   - {preset: rtx3090, slot: 3, bus_id: "00000000:21:00.0", psu: p1}

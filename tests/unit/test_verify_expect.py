@@ -219,6 +219,7 @@ def test_every_verify_module_is_one_concern() -> None:
     """The suite is one file per concern (README: verify), each a check of a deployed host."""
     here = REPO_ROOT / "tests" / "verify"
     assert sorted(p.name for p in here.glob("test_*.py")) == [
+        "test_cpu.py",
         "test_driver.py",
         "test_gpu_settings.py",
         "test_irqs.py",

@@ -8,14 +8,18 @@ process (:meth:`SimClock.follow_wall_time`).
 
 The model, per GPU and step (f = SM clock / max SM clock):
 
-* **DVFS**: a workload class draws ``P(f) = floor_w + (natural_w - floor_w) * f**dvfs_exp``;
-  under an effective limit L the card runs the highest 15 MHz clock bin with ``P(f) <= L``
-  (never below ``F_MIN``), so a limit above ``natural_w`` never binds.
-* **Throughput**: ``tokens/s = tps_max * min(1, f / knee_frac) ** cliff_exp``; decode is flat
-  down to the knee, then falls off a cliff; prefill follows the clock.
-* **Heat**: inlet = ambient + Σ_j coupling(|slot_i - slot_j|) · P_j; the die relaxes towards
-  ``inlet + R(fan) · P`` with time constant ``tau_s`` (exact exponential step). Fans follow
-  temperature; R rises as the fan slows.
+* **Power and throughput** come from the physical model (:mod:`tuning.model.power`): a
+  workload is a :class:`~tuning.model.step.StepTime` per GPU (the named classes ``decode``,
+  ``prefill``, ``batched``: the class shapes of ``tuning/model/power.yaml`` scaled to the
+  preset's uncapped tokens/s), and the power model gives board power and tokens/s at every
+  15 MHz clock bin. **DVFS**: under an effective limit L the card runs the highest bin with
+  ``P(f) <= L`` (never below the preset's ``f_min``), so a limit above the natural draw
+  ``P(1)`` never binds. The knee of a cap curve emerges from the step's memory / compute /
+  waiting shares; there is no per-class curve.
+* **Heat**: inlet = ambient + Σ_j coupling_ij · P_j (neighbours by slot distance, or a
+  front-to-back chain, plus a closed case's own air: :mod:`~tuning.backends.sim_air`); the
+  die relaxes towards ``inlet + R(fan) · P`` with time constant ``tau_s`` (exact exponential
+  step). Fans follow temperature; R rises as the fan slows.
 * **SW thermal slowdown**: above the target temperature (or the max operating temperature
   where a card has no target) the limit becomes ``min(cap, natural) - KP_W_PER_C · (T -
   target)``, which holds the card about a degree above target. **HW slowdown** at the
@@ -57,6 +61,7 @@ from tuning.backends.base import (
     TopologyLink,
 )
 from tuning.backends.cpu_spec import cpu_topology_of
+from tuning.backends.sim_air import air_coupling
 from tuning.backends.sim_config import (
     WORKLOADS,
     ModelSpec,
@@ -71,11 +76,8 @@ from tuning.backends.sim_config import (
 from tuning.core.cpu import CpuTopology
 from tuning.core.power import BudgetModel
 from tuning.errors import ConfigError
+from tuning.model.power import class_step, params_for, power_table
 
-#: Lowest normalised SM clock a loaded card drops to under a cap (≈ 20 % of max).
-F_MIN = 0.2
-#: Clock bin width. Units: MHz (NVIDIA boost tables step in 15 MHz bins).
-CLOCK_BIN_MHZ = 15.0
 #: SW thermal slowdown's proportional gain. Units: W per °C above target.
 KP_W_PER_C = 40.0
 #: Clock fraction kept during HW slowdown (a "big clock cut").
@@ -350,8 +352,6 @@ class SimRig(Rig):
         ps = [gpu.preset for gpu in gpus]
         self._default_w = arr([p.power.default_w for p in ps])
         self._idle_w = arr([p.power.idle_w for p in ps])
-        self._floor_w = arr([p.power.floor_frac * p.power.default_w for p in ps])
-        self._max_clk = arr([p.sm_clock_mhz.max for p in ps])
         self._idle_clk = arr([p.sm_clock_mhz.idle for p in ps])
         self._target_c = arr(
             [
@@ -380,46 +380,63 @@ class SimRig(Rig):
         self._r2 = self._r_c_per_w * gain / 100.0
         self._decay = 1.0 - np.exp(-self.step_s / tau)
         self._ambient_c = spec.rack.ambient_c
-        slots = arr([g.slot for g in spec.gpus])
-        dist = np.abs(slots[:, None] - slots[None, :])
-        coupling = spec.rack.coupling_c_per_w * spec.rack.coupling_decay ** np.maximum(dist - 1, 0)
-        np.fill_diagonal(coupling, 0.0)
-        self._coupling = coupling
+        # inlet = ambient + offset + coupling @ P: neighbours, a front-to-back chain, a case
+        self._coupling, self._inlet_offset_c = air_coupling(
+            spec.rack, [g.slot for g in spec.gpus], sum(p.platform_w for p in spec.psus)
+        )
 
-        # Per workload class (rows in WORKLOADS order), per GPU (columns).
-        nat, exp_, knee, cliff, tps, util = ([] for _ in range(6))
-        for w in WORKLOADS:
-            row = [_merged_curve(defaults[w], p, w) for p in ps]  # type: ignore[index]
-            nat.append([c.natural_frac * p.power.default_w for c, p in zip(row, ps, strict=True)])
-            exp_.append([c.dvfs_exp for c in row])
-            knee.append([c.knee_frac for c in row])
-            cliff.append([c.cliff_exp for c in row])
-            util.append([c.utilization_pct for c in row])
-            tps.append([_peak_tps(w, p, defaults, spec.model) for p in ps])
-        self._wl_nat_w, self._wl_exp = np.array(nat), np.array(exp_)
-        self._wl_knee, self._wl_cliff = np.array(knee), np.array(cliff)
-        self._wl_tps, self._wl_util = np.array(tps), np.array(util)
+        # Per workload class and GPU: the power model's operating point at every clock bin
+        # (tuning.model.power), padded to a common bin count with +inf power (never chosen).
+        self._params = [
+            params_for(g.preset, p.power.default_w) for g, p in zip(spec.gpus, ps, strict=True)
+        ]
+        tables = {
+            w: [
+                power_table(
+                    prm, class_step(w, _peak_tps(w, p, defaults, spec.model)), p.sm_clock_mhz.max
+                )
+                for prm, p in zip(self._params, ps, strict=True)
+            ]
+            for w in WORKLOADS
+        }
+        bins = max(len(t.clock_mhz) for rows in tables.values() for t in rows)
+        self._bins = bins
+        k_n = len(WORKLOADS)
+        self._wl_p = np.full((k_n, n, bins), np.inf)
+        self._wl_clk = np.zeros((k_n, n, bins))
+        self._wl_t = np.zeros((k_n, n, bins))
+        self._wl_top = np.zeros((k_n, n), dtype=int)
+        self._wl_hw = np.zeros((k_n, n), dtype=int)
+        for k, w in enumerate(WORKLOADS):
+            for i, t in enumerate(tables[w]):
+                m = len(t.clock_mhz)
+                self._wl_p[k, i, :m] = t.power_w
+                self._wl_clk[k, i, :m] = t.clock_mhz
+                self._wl_clk[k, i, m:] = t.clock_mhz[-1]
+                self._wl_t[k, i, :m] = t.tokens_per_s
+                self._wl_top[k, i] = m - 1
+                hw_max = HW_SLOWDOWN_CLOCK_FRAC * ps[i].sm_clock_mhz.max + 1e-9
+                self._wl_hw[k, i] = max(int((t.clock_mhz <= hw_max).sum()) - 1, 0)
+        self._wl_util = np.array(
+            [[_merged_curve(defaults[w], p, w).utilization_pct for p in ps] for w in WORKLOADS]  # type: ignore[index]
+        )
         #: Uncapped tokens/s per GPU and workload class, for reports and tests.
         self.peak_tps: dict[str, dict[str, float]] = {
-            gpu.uuid: {w: float(self._wl_tps[k, i]) for k, w in enumerate(WORKLOADS)}
+            gpu.uuid: {
+                w: float(self._wl_t[k, i, self._wl_top[k, i]]) for k, w in enumerate(WORKLOADS)
+            }
             for i, gpu in enumerate(gpus)
         }
 
-        # Current workload's parameters per GPU; set_workload() fills them so that an idle
-        # card goes through the same arithmetic (span 0, clock at its idle clock, tps 0).
+        # Current workload's table per GPU; set_workload() fills it so that an idle card goes
+        # through the same arithmetic (idle power at every bin, its idle clock, no tokens).
         self._workload_idx = np.full(n, -1, dtype=int)
+        self._rows = np.arange(n)
+        self._tab_p = np.zeros((n, bins))
+        self._tab_clk = np.zeros((n, bins))
+        self._tab_t = np.zeros((n, bins))
+        self._hw_idx = np.zeros(n, dtype=int)
         self._nat_w = np.zeros(n)
-        self._cur_floor_w = np.zeros(n)
-        self._span_w = np.zeros(n)
-        self._inv_span = np.zeros(n)
-        self._f_min = np.ones(n)
-        self._clk_top = np.ones(n)
-        self._clk_bins = np.ones(n)
-        self._exp = np.ones(n)
-        self._inv_exp = np.ones(n)
-        self._inv_knee = np.ones(n)
-        self._cliff = np.ones(n)
-        self._tps_max = np.zeros(n)
         self._util_pct = np.zeros(n)
         for i in range(n):
             self._set_workload_index(i, -1)
@@ -467,7 +484,7 @@ class SimRig(Rig):
         self._hw_latched = np.zeros(self._n, dtype=bool)
         self._any_hw = False
         if temp_c is None:
-            inlet = self._ambient_c + self._coupling @ self._idle_w
+            inlet = self._ambient_c + self._inlet_offset_c + self._coupling @ self._idle_w
             self._temp_c = inlet + (self._r1 - self._r2 * self._fan_lo) * self._idle_w
         else:
             self._temp_c = np.full(self._n, float(temp_c))
@@ -551,26 +568,19 @@ class SimRig(Rig):
     def _set_workload_index(self, i: int, k: int) -> None:
         self._workload_idx[i] = k
         if k < 0:
-            self._nat_w[i] = self._cur_floor_w[i] = self._idle_w[i]
-            self._span_w[i] = self._inv_span[i] = 0.0
-            self._f_min[i] = 1.0
-            self._clk_top[i] = self._idle_clk[i]
-            self._exp[i] = self._inv_exp[i] = self._inv_knee[i] = self._cliff[i] = 1.0
-            self._tps_max[i] = self._util_pct[i] = 0.0
+            self._tab_p[i] = self._idle_w[i]
+            self._tab_clk[i] = self._idle_clk[i]
+            self._tab_t[i] = 0.0
+            self._hw_idx[i] = self._bins - 1
+            self._nat_w[i] = self._idle_w[i]
+            self._util_pct[i] = 0.0
         else:
-            self._nat_w[i] = self._wl_nat_w[k, i]
-            self._cur_floor_w[i] = self._floor_w[i]
-            self._span_w[i] = self._nat_w[i] - self._floor_w[i]
-            self._inv_span[i] = 1.0 / self._span_w[i]
-            self._f_min[i] = F_MIN
-            self._clk_top[i] = self._max_clk[i]
-            self._exp[i] = self._wl_exp[k, i]
-            self._inv_exp[i] = 1.0 / self._wl_exp[k, i]
-            self._inv_knee[i] = 1.0 / self._wl_knee[k, i]
-            self._cliff[i] = self._wl_cliff[k, i]
-            self._tps_max[i] = self._wl_tps[k, i]
+            self._tab_p[i] = self._wl_p[k, i]
+            self._tab_clk[i] = self._wl_clk[k, i]
+            self._tab_t[i] = self._wl_t[k, i]
+            self._hw_idx[i] = self._wl_hw[k, i]
+            self._nat_w[i] = self._wl_p[k, i, self._wl_top[k, i]]
             self._util_pct[i] = self._wl_util[k, i]
-        self._clk_bins[i] = self._clk_top[i] / CLOCK_BIN_MHZ
 
     def workload(self, uuid: str) -> str | None:
         """The workload class running on a GPU, ``None`` when idle."""
@@ -605,6 +615,12 @@ class SimRig(Rig):
         budget = BudgetModel.from_rig(self)
         return budget.circuit_wall_w(self._psu_loads_w())[circuit_name]
 
+    def inlet_temps_c(self) -> dict[str, float]:
+        """Each card's inlet air now: room, case air and upstream heat (:mod:`sim_air`),
+        by UUID. Units: °C."""
+        inlet = self._ambient_c + self._inlet_offset_c + self._coupling @ self._power_w
+        return {gpu.uuid: float(inlet[i]) for i, gpu in enumerate(self._gpus)}
+
     @property
     def ambient_c(self) -> float:
         """Room air temperature around the rack. Units: °C."""
@@ -624,19 +640,18 @@ class SimRig(Rig):
     # the model ------------------------------------------------------------------------------
     def _solve_operating_point(self) -> None:
         """DVFS: the highest clock bin whose power fits under the cap and the SW thermal
-        limit ``min(cap, natural) - KP·(T - target)`` (the latter only above target)."""
+        limit ``min(cap, natural) - KP·(T - target)`` (the latter only above target); the
+        lowest bin (the preset's ``f_min``) when none fits."""
         over = self._temp_c - self._target_c
         self._over_c = over
         limit = np.minimum(self._cap_w, self._nat_w) - KP_W_PER_C * np.maximum(over, 0.0)
-        ratio = np.minimum(np.maximum((limit - self._cur_floor_w) * self._inv_span, 0.0), 1.0)
-        f = np.maximum(ratio**self._inv_exp, self._f_min)
+        idx = np.maximum((self._tab_p <= limit[:, None] + 1e-9).sum(axis=1) - 1, 0)
         if self._any_hw:
-            f = np.where(self._hw_latched, np.minimum(f, HW_SLOWDOWN_CLOCK_FRAC), f)
-        clock = np.floor(f * self._clk_bins + 1e-9) * CLOCK_BIN_MHZ
-        fq = clock / self._clk_top
-        self._clock_mhz = clock
-        self._power_w = self._cur_floor_w + self._span_w * fq**self._exp
-        self._tps = self._tps_max * np.minimum(fq * self._inv_knee, 1.0) ** self._cliff
+            idx = np.where(self._hw_latched, np.minimum(idx, self._hw_idx), idx)
+        rows = self._rows
+        self._clock_mhz = self._tab_clk[rows, idx]
+        self._power_w = self._tab_p[rows, idx]
+        self._tps = self._tab_t[rows, idx]
 
     def _update_fans(self) -> None:
         duty = self._fan_lo + (self._temp_c - FAN_START_C) * self._fan_slope
@@ -686,9 +701,8 @@ class SimRig(Rig):
         self._ring_sum += power - self._ring[slot]
         self._ring[slot] = power
         temp = self._temp_c
-        steady = (
-            self._ambient_c + self._coupling @ power + (self._r1 - self._r2 * self._fan_pct) * power
-        )
+        inlet = self._ambient_c + self._inlet_offset_c + self._coupling @ power
+        steady = inlet + (self._r1 - self._r2 * self._fan_pct) * power
         self._temp_c = temp + (steady - temp) * self._decay
         self._update_fans()
         self._update_hw_latch()

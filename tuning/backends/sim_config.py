@@ -17,7 +17,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from inventory.fields import StrictModel, without_bad_keys
 from tuning.backends.cpu_spec import RigCpuSpec, check_rig_cpu
@@ -32,7 +32,7 @@ from tuning.core.limits import (
 from tuning.core.pcie import LINK_ORDER, link_rank
 from tuning.core.power import Circuit, Psu
 from tuning.core.yamlsafe import YamlDocument
-from tuning.errors import ConfigError, read_yaml_config, yaml_path
+from tuning.errors import ConfigError, problems_error, read_yaml_config, yaml_path
 from tuning.fabric.schema import FabricSpec, check_fabric
 
 PRESETS_FILE = Path(__file__).with_name("presets.yaml")
@@ -137,6 +137,9 @@ class PresetSpec(_Strict):
     thresholds: ThresholdSpec
     memory_bw_gbps: float = Field(gt=0)
     fp16_tensor_tflops: float = Field(gt=0)
+    #: Dense tensor TFLOPS of the faster paths the card has (``fp8``, ``int8``, ``int4``),
+    #: read by the step-time model (tuning/model/serving.py); absent: FP16 only.
+    tensor_tflops: dict[Literal["fp8", "int8", "int4"], float] = Field(default_factory=dict)
     pcie: PcieSpec
     sm_clock_mhz: ClockSpec
     cooling: CoolingSpec
@@ -163,13 +166,59 @@ class HostSpec(_Strict):
     numa_nodes: int | None = Field(default=None, gt=0, le=MAX_NUMA_NODE + 1)
 
 
+#: Air's temperature rise per watt at one CFM of flow: the sensible-heat equation
+#: q[BTU/h] = 1.08 × CFM × ΔT[°F] (ASHRAE Handbook—Fundamentals; 1.08 = 0.075 lb/ft³ × 60 min/h
+#: × 0.24 BTU/(lb·°F)) gives ΔT[°C] = 3.412 W / (1.08 × CFM) / 1.8 = 1.755 × W / CFM.
+AIR_C_PER_W_AT_1_CFM = 3.412 / 1.08 / 1.8
+
+
+class CaseSpec(_Strict):
+    """A closed case: its own air, warmed by everything inside it. ``airflow_cfm``: the air
+    the case fans move through it (ft³/min); ``other_heat_w``: heat inside the case that is
+    not a GPU's (CPU, board, drives) when it is not the PSUs' ``platform_w`` (None: their
+    sum). Case air = ambient + 1.755 × (Σ GPU W + other W) / airflow_cfm (°C)."""
+
+    airflow_cfm: float = Field(gt=0, le=5000)
+    other_heat_w: float | None = Field(default=None, ge=0, le=20000)
+
+
+class ChainSpec(_Strict):
+    """Front-to-back airflow: the cards sit in series along the air path, the lowest slot
+    at the intake, so each card's inlet is the case (or room) air plus 1.755 × Σ upstream
+    W / ``airflow_cfm`` (°C) — the air that crossed the cards before it. ``airflow_cfm``:
+    the air passing through the chain (ft³/min); ``intake``: which end the air enters,
+    ``low_slot`` (default) or ``high_slot``."""
+
+    airflow_cfm: float = Field(gt=0, le=5000)
+    intake: Literal["low_slot", "high_slot"] = "low_slot"
+
+
 class RackSpec(_Strict):
-    """Air around the cards: ambient °C; inlet rise per W of a neighbour one slot away
-    (°C/W), multiplied by ``coupling_decay`` for each further slot of distance."""
+    """Air around the cards: ambient °C (the room). ``airflow``: ``mixed`` (default, open
+    frames and desktop towers) — inlet rise per W of a neighbour one slot away (°C/W),
+    multiplied by ``coupling_decay`` for each further slot of distance; ``front_to_back`` —
+    a series chain (``chain``) where each card heats the ones behind it. ``case``: a closed
+    case with its own air temperature (absent: the cards breathe room air)."""
 
     ambient_c: float = Field(default=25.0, ge=-10, le=60)
     coupling_c_per_w: float = Field(default=0.02, ge=0, le=0.5)
     coupling_decay: float = Field(default=0.35, ge=0, le=1)
+    airflow: Literal["mixed", "front_to_back"] = "mixed"
+    chain: ChainSpec | None = None
+    case: CaseSpec | None = None
+
+    @model_validator(mode="after")
+    def _chain_matches_airflow(self) -> RackSpec:
+        if self.airflow == "front_to_back" and self.chain is None:
+            raise ValueError(
+                "airflow front_to_back needs a chain: add rack.chain: {airflow_cfm: N} (the "
+                "air through the cards, ft³/min)"
+            )
+        if self.airflow == "mixed" and self.chain is not None:
+            raise ValueError(
+                "rack.chain is only read with airflow: front_to_back; set airflow or drop chain"
+            )
+        return self
 
 
 class ModelSpec(_Strict):
@@ -263,13 +312,7 @@ def _raise(source: str, problems: list[tuple[str, str]], doc: YamlDocument | Non
     """One :class:`ConfigError` with a ``source:line: path: message`` line per problem (the line
     when ``doc`` knows where the path is), in file order."""
     if problems:
-        located = []
-        for path, msg in problems:
-            line = doc.line_of("" if path == "(top level)" else path) if doc else None
-            where = f"{source}:{line}" if line is not None else source
-            located.append((line or 0, f"{where}: {path}: {msg}"))
-        located.sort(key=lambda item: item[0])
-        raise ConfigError("\n".join(text for _, text in located))
+        raise problems_error(source, problems, doc)
 
 
 def _validate(model: type[_M], data: Any, source: str) -> _M:

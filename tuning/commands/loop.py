@@ -106,7 +106,7 @@ class _Show(LoopObserver):
                 self.err.print(f"  {self.names[uuid]}: {details['probes']} probes", highlight=False)
         elif event == "soak":
             self.tasks["soak"] = self.progress.add_task(
-                f"heat-soak {details['seconds'] / 60:.0f} min", total=1, status="running"
+                f"heat-soak ≤ {details['seconds'] / 60:.0f} min", total=1, status="running"
             )
         elif event == "soak_done":
             self.progress.update(
@@ -311,6 +311,12 @@ def cpu_plan_lines(result: LoopResult) -> list[str]:
         )
     irqs = ", ".join(f"{names.get(i.gpu, i.gpu)} → {format_cpu_list(i.cpus)}" for i in cpu.irqs)
     lines.append(f"  GPU IRQs: {irqs}")
+    for c in result.core_shares:
+        lines.append(
+            f"  {c.unit}: decode {c.shared_tok_s:.1f} tok/s on shared cores ({c.shared_cores} "
+            f"cores, {c.shared_with} other engine(s)) vs {c.partitioned_tok_s:.1f} tok/s on its "
+            f"own {c.partitioned_cores} (tuning/model/serving.py)"
+        )
     return lines
 
 

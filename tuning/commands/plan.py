@@ -45,6 +45,17 @@ def load_snapshot(spec: str) -> RigSnapshot:
         rig.close()
 
 
+def _shares(bottleneck: str, breakdown: Mapping[str, float]) -> str:
+    if not bottleneck:
+        return "-"
+    rest = ", ".join(
+        f"{k} {v * 100:.0f} %" for k, v in breakdown.items() if k != bottleneck and v >= 0.005
+    )
+    return f"{bottleneck} {breakdown.get(bottleneck, 0) * 100:.0f} %" + (
+        f" ({rest})" if rest else ""
+    )
+
+
 def render_table(
     result: Plan,
     console: Console,
@@ -58,7 +69,9 @@ def render_table(
         "model", "GPUs", "UUIDs", "TP×PP", "NUMA", "CPUs", "link", "VRAM/GPU", "free/GPU",
     ):  # fmt: skip
         table.add_column(column)
-    table.add_column("throughput", justify="right")
+    table.add_column("tok/s (per seq)", justify="right")
+    table.add_column("TTFT", justify="right")
+    table.add_column("bottleneck")
     for p in result.placements:
         label = p.model if p.replica == 0 else f"{p.model}#{p.replica}"
         table.add_row(
@@ -71,9 +84,15 @@ def render_table(
             p.worst_link + ("" if p.p2p else " (no P2P)"),
             f"{p.vram_mib} MiB",
             ", ".join(f"{free} MiB" for free in p.vram_free_mib),
-            f"{p.throughput:.2f}×",
+            f"{p.tokens_per_s:.1f} ({p.tokens_per_s_per_seq:.1f})",
+            f"{p.ttft_s:.2f} s",
+            _shares(p.bottleneck, p.breakdown),
         )
     console.print(table)
+    for p in result.placements:
+        if p.alternative:
+            label = p.model if p.replica == 0 else f"{p.model}#{p.replica}"
+            console.print(f"{label}: best alternative {p.alternative}")
     if result.housekeeping_cpus:
         console.print(
             f"housekeeping CPUs {format_cpu_list(result.housekeeping_cpus)}: the OS, sshd, "
@@ -90,8 +109,11 @@ def render_table(
         )
     for u in result.unplaced:
         console.print(f"[red]not placed[/red] {u.model}: {u.reason}")
-    alt = "none" if result.alternative_score is None else f"{result.alternative_score:.4f}"
-    console.print(f"score {result.score:.4f} (best alternative {alt}): {result.alternative}")
+    alt = "none" if result.alternative_score is None else f"{result.alternative_score:.1f}"
+    console.print(
+        f"score {result.score:.1f} priority-weighted tok/s (best alternative {alt}): "
+        f"{result.alternative}"
+    )
 
 
 @click.command("plan")

@@ -99,9 +99,15 @@ class _Bars:
         elif event == "done":
             _log(f"rigforge: {name}: done after {details['probes']} probes")
         elif event == "soak":
-            _log(f"rigforge: heat-soak of the chosen caps ({details.get('seconds', 0):.0f} s)")
+            _log(
+                f"rigforge: heat-soak of the chosen caps (at most {details.get('seconds', 0):.0f}"
+                " s; it stops once every GPU's steady temperature is predicted)"
+            )
         elif event == "soak_done":
-            _log(f"rigforge: heat-soak done: {details['events']} throttle events")
+            _log(
+                f"rigforge: heat-soak done after {details.get('seconds', 0):.0f} s: "
+                f"{details['events']} throttle events"
+            )
 
 
 def _check_tps_regex(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:

@@ -17,7 +17,8 @@ from typing import Any
 from tuning.core.bus import normalize_bus_id
 from tuning.core.checks import placement_problems
 from tuning.core.limits import MAX_CPU_ID
-from tuning.errors import ConfigError, read_yaml_config
+from tuning.core.yamlsafe import YamlDocument
+from tuning.errors import problems_error, read_yaml_config
 
 PLAN_SCHEMA_VERSION = 1
 
@@ -51,6 +52,18 @@ class Placement:
     #: The engine's compute threads per process from the CPU plan (llama.cpp ``--threads``,
     #: ``OMP_NUM_THREADS`` of a vLLM/SGLang worker); ``None``: no CPU plan, engine default.
     threads: int | None = None
+    # The step-time model's prediction (tuning/model/serving.py): aggregate and per-sequence
+    # decode tokens/s, prefill tokens/s, time to first token (s), the step's bottleneck and
+    # its shares (memory, compute, interconnect, host; summing to 1).
+    tokens_per_s: float = 0.0
+    tokens_per_s_per_seq: float = 0.0
+    prefill_tokens_per_s: float = 0.0
+    ttft_s: float = 0.0
+    bottleneck: str = ""
+    breakdown: Mapping[str, float] = field(default_factory=dict)
+    #: The best split or GPU set this replica did not get, and why (one sentence).
+    alternative: str = ""
+    alternative_tokens_per_s: float | None = None
 
     def to_yaml(self) -> dict[str, Any]:
         return {
@@ -77,6 +90,18 @@ class Placement:
             "shared": self.shared,
             "extra_args": list(self.extra_args),
             "threads": self.threads,
+            "tokens_per_s": round(self.tokens_per_s, 3),
+            "tokens_per_s_per_seq": round(self.tokens_per_s_per_seq, 3),
+            "prefill_tokens_per_s": round(self.prefill_tokens_per_s, 3),
+            "ttft_s": round(self.ttft_s, 4),
+            "bottleneck": self.bottleneck,
+            "breakdown": {k: round(v, 4) for k, v in self.breakdown.items()},
+            "alternative": {
+                "tokens_per_s": None
+                if self.alternative_tokens_per_s is None
+                else round(self.alternative_tokens_per_s, 3),
+                "why": self.alternative,
+            },
         }
 
     @classmethod
@@ -112,14 +137,36 @@ class Placement:
             shared=bool(data.get("shared", False)),
             extra_args=tuple(data.get("extra_args") or ()),
             threads=data.get("threads"),
+            tokens_per_s=float(data.get("tokens_per_s", 0.0)),
+            tokens_per_s_per_seq=float(data.get("tokens_per_s_per_seq", 0.0)),
+            prefill_tokens_per_s=float(data.get("prefill_tokens_per_s", 0.0)),
+            ttft_s=float(data.get("ttft_s", 0.0)),
+            bottleneck=str(data.get("bottleneck", "")),
+            breakdown={str(k): float(v) for k, v in (data.get("breakdown") or {}).items()},
+            alternative=str((data.get("alternative") or {}).get("why", "")),
+            alternative_tokens_per_s=_optional_float(
+                (data.get("alternative") or {}).get("tokens_per_s")
+            ),
         )
         problems = placement_problems(placement)
         if problems:
-            raise ValueError(
-                f"placement of {placement.model!r}: "
-                + "; ".join(f"{where}: {why}" for where, why in problems)
-            )
+            raise PlacementRefused(placement.model, problems)
         return placement
+
+
+class PlacementRefused(ValueError):
+    """A plan entry holding what must not reach a unit; ``problems`` are ``(field, sentence)``
+    (the field relative to the entry: ``port``, ``gpus[0]``)."""
+
+    def __init__(self, model: str, problems: list[tuple[str, str]]) -> None:
+        super().__init__(
+            f"placement of {model!r}: " + "; ".join(f"{where}: {why}" for where, why in problems)
+        )
+        self.problems = problems
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 @dataclass(frozen=True)
@@ -227,8 +274,8 @@ class Plan:
 def load_plan(path: str | Path) -> Plan:
     """Read a plan YAML written by ``rigforge plan --out``."""
     path = Path(path)
-    data = read_yaml_config(path, "plan").data
-    return parse_plan(data, str(path))
+    doc = read_yaml_config(path, "plan")
+    return parse_plan(doc.data, str(path), doc)
 
 
 def parse_placements(entries: Any) -> tuple[Placement, ...]:
@@ -240,17 +287,41 @@ def parse_placements(entries: Any) -> tuple[Placement, ...]:
     return tuple(Placement.from_yaml(p) for p in entries)
 
 
-def parse_plan(data: Any, source: str = "<plan>") -> Plan:
-    """Validate a parsed plan document; :class:`ConfigError` names ``source`` and the fix."""
-    path = source
+def parse_plan(data: Any, source: str = "<plan>", doc: YamlDocument | None = None) -> Plan:
+    """Validate a parsed plan document; :class:`ConfigError` names ``source``, the line (when
+    ``doc``, the parsed file, is given), the YAML path of every bad entry and the fix."""
+    rerun = "rerun 'rigforge plan'"
     if not isinstance(data, dict) or data.get("schema_version") != PLAN_SCHEMA_VERSION:
-        raise ConfigError(f"{path}: not a rigforge plan (schema_version: 1); rerun 'rigforge plan'")
+        raise problems_error(
+            source, [("schema_version", f"not a rigforge plan (schema_version: 1); {rerun}")], doc
+        )
+    entries = data.get("placements")
+    if entries is not None and not isinstance(entries, list):
+        raise problems_error(
+            source, [("placements", f"is a {type(entries).__name__}, not a list; {rerun}")], doc
+        )
+    problems: list[tuple[str, str]] = []
+    placements: list[Placement] = []
+    for i, entry in enumerate(entries or ()):
+        where = f"placements[{i}]"
+        try:
+            if not isinstance(entry, Mapping):
+                raise TypeError(f"is a {type(entry).__name__}, not a mapping")
+            placements.append(Placement.from_yaml(entry))
+        except PlacementRefused as refused:
+            problems += [(f"{where}.{field}", f"{why}; {rerun}") for field, why in refused.problems]
+        except KeyError as error:
+            problems.append((f"{where}.{error.args[0]}", f"required key missing; {rerun}"))
+        except (TypeError, ValueError) as error:
+            problems.append((where, f"malformed plan entry ({error}); {rerun}"))
+    if problems:
+        raise problems_error(source, problems, doc)
     try:
         return Plan(
             rig_name=str((data.get("rig") or {}).get("name", "")),
             fingerprint=str((data.get("rig") or {}).get("fingerprint", "")),
             headroom_pct=float(data.get("headroom_pct", 10)),
-            placements=parse_placements(data.get("placements")),
+            placements=tuple(placements),
             unplaced=tuple(
                 Unplaced(str(u["model"]), int(u.get("replica", 0)), str(u["reason"]))
                 for u in data.get("unplaced") or ()
@@ -262,10 +333,10 @@ def parse_plan(data: Any, source: str = "<plan>") -> Plan:
             irq_cpus=tuple(GpuIrqCpus.from_yaml(i) for i in data.get("irq_cpus") or ()),
         )
     except KeyError as error:
-        raise ConfigError(
-            f"{path}: a plan entry has no {error.args[0]!r}; rerun 'rigforge plan'"
-        ) from error
-    except (TypeError, ValueError) as error:
-        raise ConfigError(
-            f"{path}: malformed plan entry ({error}); rerun 'rigforge plan'"
-        ) from error
+        raise problems_error(
+            source, [("(top level)", f"an entry has no {error.args[0]!r}; {rerun}")], doc
+        ) from None
+    except (TypeError, ValueError, AttributeError) as error:
+        raise problems_error(
+            source, [("(top level)", f"malformed plan ({error}); {rerun}")], doc
+        ) from None

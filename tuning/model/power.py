@@ -40,7 +40,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tuning.core.yamlsafe import load_yaml_file
 from tuning.errors import ConfigError
@@ -69,20 +70,80 @@ class PowerParams(BaseModel):
     source: dict[str, str]
 
 
-class _PowerFile(BaseModel):
+class ScaledPowerParams(BaseModel):
+    """The split of a preset without its own entry: the watts as fractions of its default limit.
+
+    Fields as :class:`PowerParams`, with ``*_frac`` = that term's watts / ``default_w``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    static_frac: float = Field(gt=0, le=2)
+    memory_frac: float = Field(ge=0, le=2)
+    clock_frac: float = Field(ge=0, le=2)
+    core_frac: float = Field(gt=0, le=2)
+    stall_activity: float = Field(ge=0, le=1)
+    v_min: float = Field(gt=0, le=1)
+    mem_sat_frac: float = Field(gt=0, le=1)
+    mem_sat_exp: float = Field(ge=1, le=20)
+    f_min: float = Field(gt=0, le=1)
+    source: dict[str, str]
+
+    def at(self, default_w: float) -> PowerParams:
+        """The split in watts for a card whose default power limit is ``default_w`` (W)."""
+        return PowerParams(
+            static_w=self.static_frac * default_w,
+            memory_w=self.memory_frac * default_w,
+            clock_w=self.clock_frac * default_w,
+            core_w=self.core_frac * default_w,
+            stall_activity=self.stall_activity,
+            v_min=self.v_min,
+            mem_sat_frac=self.mem_sat_frac,
+            mem_sat_exp=self.mem_sat_exp,
+            f_min=self.f_min,
+            source=self.source,
+        )
+
+
+class ClassShape(BaseModel):
+    """A named workload class's step shape relative to its larger kernel term (fractions).
+
+    ``memory``/``compute`` are the two kernel terms over the larger one (one of them is 1);
+    ``host`` is host time over that term. Used by the simulator's ``decode``/``prefill``/
+    ``batched`` presets until the step-time model predicts the described workload.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    memory: float = Field(ge=0, le=1)
+    compute: float = Field(ge=0, le=1)
+    host: float = Field(ge=0, le=10)
+    source: str
+
+
+class PowerFile(BaseModel):
+    """``power.yaml``: per-preset splits, the scaled fallback, the class shapes."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     presets: dict[str, PowerParams]
+    default: ScaledPowerParams
+    class_shapes: dict[str, ClassShape]
 
 
 @cache
-def load_power_params() -> dict[str, PowerParams]:
-    """Every preset's power split from ``power.yaml`` (validated; errors name the YAML path)."""
+def load_power_file() -> PowerFile:
+    """``power.yaml``, validated; errors name the file and say what to fix."""
     doc = load_yaml_file(POWER_FILE, "power model file")
     try:
-        return dict(_PowerFile.model_validate(doc.data).presets)
-    except Exception as exc:  # pydantic ValidationError: name the file and the fix
+        return PowerFile.model_validate(doc.data)
+    except ValidationError as exc:
         raise ConfigError(f"{POWER_FILE}: {exc}; fix the entry (units: W, fractions)") from exc
+
+
+def load_power_params() -> dict[str, PowerParams]:
+    """Every preset's own power split from ``power.yaml``."""
+    return dict(load_power_file().presets)
 
 
 def power_params(preset: str) -> PowerParams:
@@ -92,6 +153,31 @@ def power_params(preset: str) -> PowerParams:
         known = ", ".join(sorted(params))
         raise ConfigError(f"{POWER_FILE}: no power entry for preset {preset!r}; known: {known}")
     return params[preset]
+
+
+def params_for(preset: str, default_w: float) -> PowerParams:
+    """The preset's own split, else the scaled default at its default limit ``default_w`` (W)."""
+    own = load_power_file().presets.get(preset)
+    return own if own is not None else load_power_file().default.at(default_w)
+
+
+def class_step(workload: str, tokens_per_s: float) -> StepTime:
+    """A named class's step shape (``class_shapes``) scaled to ``tokens_per_s`` at full clock."""
+    shape = load_power_file().class_shapes[workload]
+    unit = StepTime(
+        memory_s=shape.memory,
+        compute_s=shape.compute,
+        interconnect_s=0.0,
+        host_s=shape.host,
+        tokens=1.0,
+    )
+    return StepTime(
+        memory_s=shape.memory,
+        compute_s=shape.compute,
+        interconnect_s=0.0,
+        host_s=shape.host,
+        tokens=tokens_per_s * unit.total_s,
+    )
 
 
 def dynamic_scale(p: PowerParams, f: float) -> float:
@@ -183,3 +269,54 @@ def under_cap(
 def natural_power_w(p: PowerParams, step: StepTime, *, busy_scale: float = 1.0) -> float:
     """What the card draws uncapped at its max clock (a cap above this never binds). Units: W."""
     return at_clock(p, step, 1.0, busy_scale=busy_scale).power_w
+
+
+@dataclass(frozen=True)
+class PowerTable:
+    """A card's operating points at every clock bin, ascending (numpy arrays, same length).
+
+    ``power_w`` is made non-decreasing (a running maximum), so "the highest bin whose power
+    fits" is the count of bins that fit, minus one.
+    """
+
+    clock_mhz: np.ndarray
+    power_w: np.ndarray
+    tokens_per_s: np.ndarray
+
+
+def power_table(
+    p: PowerParams, step: StepTime, max_clock_mhz: float, *, busy_scale: float = 1.0
+) -> PowerTable:
+    """:func:`at_clock` at every 15 MHz bin from ``f_min`` to the max clock, vectorised."""
+    f = np.asarray(clock_bins(max_clock_mhz, p.f_min), dtype=float)
+    n = p.mem_sat_exp
+    slow = ((1.0 + (p.mem_sat_frac / f) ** n) / (1.0 + p.mem_sat_frac**n)) ** (1.0 / n)
+    mem_s = step.memory_s * slow
+    comp_s = step.compute_s / f
+    kernel_s = np.maximum(mem_s, comp_s)
+    total_s = kernel_s + step.interconnect_s + step.host_s
+    v = p.v_min + (1.0 - p.v_min) * f
+    g = f * v * v
+    safe = np.where(kernel_s > 0, kernel_s, 1.0)
+    u_mem = np.where(kernel_s > 0, step.memory_s / safe, 0.0)
+    activity = np.where(
+        kernel_s > 0, p.stall_activity + (1.0 - p.stall_activity) * comp_s / safe, 0.0
+    )
+    busy = busy_scale * kernel_s / total_s
+    power = p.static_w + g * p.clock_w + busy * (p.memory_w * u_mem + g * p.core_w * activity)
+    return PowerTable(
+        clock_mhz=f * max_clock_mhz,
+        power_w=np.maximum.accumulate(power),
+        tokens_per_s=step.tokens / total_s,
+    )
+
+
+def busy_scale_of(step: StepTime, busy_frac: float) -> float:
+    """The ``busy_scale`` of a card that works ``busy_frac`` of each step (the step-time
+    model's :attr:`~tuning.model.serving.Prediction.busy_frac`): ``busy_frac · total / kernel``,
+    so that :func:`at_clock` at full clock gives that card exactly ``busy_frac`` busy."""
+    if not 0 <= busy_frac <= 1:
+        raise ValueError(f"busy_frac must be in [0, 1], got {busy_frac!r}")
+    if step.kernel_s <= 0:
+        return 0.0
+    return busy_frac * step.total_s / step.kernel_s

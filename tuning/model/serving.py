@@ -80,11 +80,14 @@ class Collectives(StrictModel):
     allreduce_overhead_us: dict[LinkKind, float]
     allreduce_bw_frac: float = Field(gt=0, le=1)
     handoff_overhead_us: float = Field(ge=0)
+    nvlink_bridge_link_gbps: float = Field(gt=0)
+    nvlink_datacenter_link_gbps: float = Field(gt=0)
     sources: dict[str, str]
 
 
 class HostParams(StrictModel):
     remote_numa_factor: float = Field(ge=1, le=10)
+    io_bytes_per_seq: float = Field(ge=0, le=1e9)
     sources: dict[str, str]
 
 
@@ -205,6 +208,58 @@ def nominal_link() -> Link:
     )
 
 
+def link_for_topology(topo: str, gen: int | None = None, width: int | None = None) -> Link:
+    """The :class:`Link` of an nvidia-smi ``topo -m`` class between two GPUs.
+
+    ``NV<n>``: n bonded NVLinks. ``PIX``/``PXB``: peer-to-peer through PCIe switches. ``PHB``,
+    ``NODE``, ``SYS``: staged through host memory — two copies one after
+    the other, so half the link's rate, with two driver copy set-ups (``tuning/fabric/pcie.yaml``);
+    ``SYS`` adds the inter-socket hop. ``gen``/``width``: the slower card's current PCIe link
+    (default Gen4 x16).
+    """
+    from tuning.core.pcie import nvlink_count
+    from tuning.fabric.params import load_params, raw_gbps
+
+    p = load_params()
+    lat = p.latency
+    col = load_serving_params().collectives
+    links = nvlink_count(topo)
+    if links:
+        per = col.nvlink_bridge_link_gbps if links <= 4 else col.nvlink_datacenter_link_gbps
+        return Link(
+            kind="nvlink",
+            bandwidth_gbps=links * per * p.nvlink_efficiency,
+            latency_us=lat.gpu_peer_base_us + lat.nvlink_hop_us,
+        )
+    pcie_gbps = raw_gbps(gen or 4, width or 16) * p.link_efficiency
+    if topo in ("PIX", "PXB"):
+        hops = 2 if topo == "PIX" else 4
+        return Link(
+            kind="peer",
+            bandwidth_gbps=pcie_gbps,
+            latency_us=lat.gpu_peer_base_us + hops * lat.switch_hop_us,
+        )
+    legs = 2 * lat.root_complex_hop_us + (lat.inter_socket_hop_us if topo == "SYS" else 0.0)
+    return Link(
+        kind="staged",
+        bandwidth_gbps=pcie_gbps / 2,
+        latency_us=2 * lat.staged_copy_setup_us + lat.gpu_peer_base_us + legs,
+    )
+
+
+def gpu_for_name(name: str | None) -> GpuHardware | None:
+    """The preset whose ``name`` is the GPU's (as NVML reports it); None when none matches."""
+    if not name:
+        return None
+    from tuning.backends.sim_config import load_presets
+
+    wanted = name.strip().lower()
+    for key, preset in sorted(load_presets().presets.items()):
+        if preset.name.lower() == wanted:
+            return gpu_from_preset(key)
+    return None
+
+
 def link_from_fabric(fabric: object, gpus: Sequence[int]) -> Link:
     """The worst pair of ``gpus`` (fabric indices) on a :class:`tuning.fabric.graph.Fabric`."""
     from tuning.fabric.graph import Fabric
@@ -240,6 +295,8 @@ class HostShare:
     cores: int | None = None
     other_engines: int = 0
     remote_numa: bool = False
+    #: The slowest member's PCIe link to the host (GB/s); None: no host-copy cost modelled.
+    pcie_gbps: float | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -352,6 +409,8 @@ def _stage(
     host_s = (engine.host_step_s + engine.host_per_seq_s * seqs) * _host_factor(
         model.engine, n, host, numa
     )
+    if host.pcie_gbps:
+        host_s += seqs * params.host.io_bytes_per_seq / (host.pcie_gbps * 1e9)
     return StepTime(
         memory_s=memory_s, compute_s=compute_s, interconnect_s=inter, host_s=host_s, tokens=tokens
     )
@@ -402,7 +461,8 @@ def predict(
     Hand-worked example: a 70.6 B AWQ model (4 bits: 35.3 GB) at TP=2 on two RTX 4090s
     (1008 GB/s) under vLLM (efficiency 0.70), one sequence, empty context: each card reads
     17.65 GB per step, 17.65e9 / (1008e9 · 0.70) = 25.0 ms; 80 layers × 2 all-reduces of
-    16 KiB over staged PCIe cost 160 × (70 + 2·latency) µs ≈ 13 ms; host 1.5 ms → ≈ 25 tok/s.
+    16 KiB staged through host memory (14 µs per hop: two driver copies) cost
+    160 × (45 + 2·14) µs ≈ 12 ms; host 1.5 ms → ≈ 26 tok/s.
     """
     if tp < 1 or pp < 1:
         raise ValueError(f"tp and pp must be >= 1, got tp={tp} pp={pp}")

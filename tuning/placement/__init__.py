@@ -21,18 +21,14 @@ The objective
 -------------
 Lexicographic: first the total priority of the units placed (a placeable model is never
 dropped to give another more GPUs), then the priority-weighted estimated throughput
-``Σ priority · throughput``. Throughput is relative, in single-GPU equivalents::
-
-    rate(g)     = throughput_rel(g) · thermal(g)          # profile; 1.0 without one
-    throughput  = |S| · min_{g∈S} rate(g) · L^(tp−1) · (PP_EFFICIENCY · L^¼ if pp > 1)
-
-where ``L`` is the factor of the worst link inside S (:data:`LINK_FACTOR`: NVLink >
-same switch > several switches > host bridge > NUMA node > cross-socket; any GPU in S with a
-degraded PCIe link drops ``L`` to :data:`DEGRADED_LINK_FACTOR`, below cross-socket). TP pays
-the link on every layer (all-reduce), PP only passes activations between stages but has a
-pipeline bubble: on NVLink wide TP wins, on PCIe beyond 2 GPUs PP wins (vLLM's guidance).
-``thermal(g)`` falls from 1 at ≥ 10 °C of headroom under the GPU's thermal target to 0.8
-at none, so hot work goes to cool slots.
+``Σ priority · throughput`` in tokens/s. Throughput is the serving step-time model's predicted
+aggregate decode tokens/s (:mod:`tuning.model.serving`; :mod:`tuning.placement.scoring` says
+with which context, concurrency and link), times the slowest GPU's measured ``throughput_rel``
+under its tuned cap (profile; 1.0 without one). TP pays an all-reduce per layer over the
+set's worst link, PP a hand-off per stage and idles when fewer sequences are in flight than
+stages; so whether TP, PP or one bigger card wins follows from bandwidth, links and
+``max_sequences`` instead of fixed factors. Options below a model's ``min_tokens_per_s`` or
+above its ``max_ttft_s`` are not candidates.
 
 The solver
 ----------

@@ -13,9 +13,22 @@ from collections.abc import Mapping, Sequence
 from inventory.models import ModelsFile, ModelSpec
 from tuning.core.power import BudgetModel, Circuit, Psu
 from tuning.core.rig import GpuInfo, RigSnapshot
+from tuning.model.serving import GpuHardware, Prediction, gpu_for_name, gpu_from_preset
 from tuning.placement.problem import GpuHint, GpuView, Option, Problem, ProfileHints, Unit
-from tuning.placement.scoring import EPS, group_throughput, mask_bits, thermal_factor
+from tuning.placement.scoring import EPS, group_prediction, mask_bits
 from tuning.vram import estimate, gpu_memory_utilization, usable_mib
+
+#: Preset whose figures stand in for a GPU no preset names (the plan says so).
+NOMINAL_PRESET = "rtx3090"
+
+
+def gpu_hardware(gpu: GpuInfo) -> tuple[GpuHardware, bool]:
+    """The GPU's throughput figures from the preset of its name; nominal ones otherwise."""
+    found = gpu_for_name(gpu.name)
+    if found is not None:
+        return found, True
+    return gpu_from_preset(NOMINAL_PRESET), False
+
 
 #: Draw of a GPU that serves nothing (persistence mode on, P8). Units: W.
 IDLE_W = 30.0
@@ -87,9 +100,9 @@ def build_problem(
     for position, gpu in enumerate(snapshot.gpus):
         uuid = gpu.uuid or f"GPU-index-{gpu.index}"
         hint = hints.get(uuid)
-        thermal = thermal_factor(gpu, hint)
         rel = hint.throughput_rel if hint is not None and hint.throughput_rel else 1.0
         total = gpu.memory_total_mib or 0
+        hardware, known = gpu_hardware(gpu)
         views.append(
             GpuView(
                 position=position,
@@ -101,9 +114,15 @@ def build_problem(
                 cpu_list=gpu.cpu_list,
                 psu=gpu.psu,
                 degraded=gpu.pcie.degraded,
-                rate=rel * thermal,
-                thermal_factor=thermal,
+                rate=rel,
                 power_w=_gpu_power_w(gpu, hint),
+                hardware=hardware,
+                hardware_known=known,
+                # an idle card downshifts its gen to save power; only a degraded link (narrow,
+                # or slow under load) carries less than its max
+                pcie_gen=(gpu.pcie.gen_current if gpu.pcie.degraded else None) or gpu.pcie.gen_max,
+                pcie_width=(gpu.pcie.width_current if gpu.pcie.degraded else None)
+                or gpu.pcie.width_max,
             )
         )
     index_to_pos = {gpu.index: pos for pos, gpu in enumerate(snapshot.gpus)}
@@ -230,6 +249,7 @@ def _unit_options(
         k = mask.bit_count()
         fits_any[mask] = any(need <= min_usable[mask] + EPS for _, _, need in by_k[k])
     result: list[Option] = []
+    floor_misses: list[str] = []
     for mask in range(1, 1 << n):
         if not fits_any[mask] or not set_allowed(model, mask, fits_any, pin_mask):
             continue
@@ -237,7 +257,13 @@ def _unit_options(
         for tp, pp, need in by_k[mask.bit_count()]:
             if need > min_usable[mask] + EPS:
                 continue
-            throughput, worst = group_throughput(views, mask, tp, pp, links, model.max_sequences)
+            prediction, worst = group_prediction(views, mask, tp, pp, links, model)
+            miss = floor_miss(model, prediction)
+            if miss:
+                idx = ",".join(str(views[p].index) for p in mask_bits(mask))
+                floor_misses.append(f"GPUs {idx} tp={tp} pp={pp}: {miss}")
+                continue
+            throughput = prediction.tokens_per_s * min(views[i].rate for i in mask_bits(mask))
             best.append(
                 Option(
                     mask=mask,
@@ -248,6 +274,7 @@ def _unit_options(
                     throughput=throughput,
                     value=model.priority * throughput,
                     worst_link=worst,
+                    prediction=prediction,
                 )
             )
         best.sort(key=lambda o: (-o.throughput, o.need_mib, o.tp))
@@ -264,7 +291,28 @@ def _unit_options(
     if result:
         result.sort(key=lambda o: (-o.value, o.mask))
         return tuple(result), None
+    if floor_misses:
+        return (), (
+            "no GPU set it fits on meets its floors ("
+            + "; ".join(floor_misses[:3])
+            + "); lower min_tokens_per_s/max_ttft_s, max_sequences or context"
+        )
     return (), _no_fit_reason(model, views, by_k, pin_mask)
+
+
+def floor_miss(model: ModelSpec, prediction: Prediction) -> str | None:
+    """Why ``prediction`` misses the model's ``min_tokens_per_s``/``max_ttft_s``; None if not."""
+    misses = []
+    if model.min_tokens_per_s is not None and (
+        prediction.tokens_per_s_per_seq < model.min_tokens_per_s - EPS
+    ):
+        misses.append(
+            f"{prediction.tokens_per_s_per_seq:.1f} tok/s per sequence < min_tokens_per_s "
+            f"{model.min_tokens_per_s:g}"
+        )
+    if model.max_ttft_s is not None and prediction.ttft_s > model.max_ttft_s + EPS:
+        misses.append(f"TTFT {prediction.ttft_s:.2f} s > max_ttft_s {model.max_ttft_s:g}")
+    return "; ".join(misses) or None
 
 
 def reservation_mib(

@@ -7,9 +7,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tuning.placement.build import candidate_ok, reservation_mib, set_allowed, splits
+from tuning.placement.build import (
+    candidate_ok,
+    floor_miss,
+    reservation_mib,
+    set_allowed,
+    splits,
+)
 from tuning.placement.problem import Problem
-from tuning.placement.scoring import EPS, Key, better, group_throughput, mask_bits
+from tuning.placement.scoring import (
+    EPS,
+    Key,
+    better,
+    group_prediction,
+    group_throughput,
+    mask_bits,
+)
 from tuning.vram import estimate
 
 
@@ -40,9 +53,7 @@ def evaluate(
         if known is None:
             need = estimate(unit.model, tp, pp).need_mib
             reserve = reservation_mib(unit.model, need, mask, views)
-            throughput, _ = group_throughput(
-                views, mask, tp, pp, problem.links, unit.model.max_sequences
-            )
+            throughput, _ = group_throughput(views, mask, tp, pp, problem.links, unit.model)
             known = (need, reserve, throughput)
             if facts is not None:
                 facts[key] = known
@@ -86,7 +97,9 @@ def raw_candidates(problem: Problem, unit_pos: int) -> list[tuple[int, int, int]
             continue
         for tp, pp in splits(mask.bit_count(), model.engine):
             if candidate_ok(model, mask, tp, pp, views):
-                out.append((mask, tp, pp))
+                prediction, _ = group_prediction(views, mask, tp, pp, problem.links, model)
+                if floor_miss(model, prediction) is None:
+                    out.append((mask, tp, pp))
     return out
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from inventory.models import ModelSpec
 from tuning.core.power import Circuit, Psu
 from tuning.core.profile import Profile, load_profile
+from tuning.model.serving import GpuHardware, Prediction
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,12 @@ class GpuView:
     cpu_list: tuple[int, ...] | None
     psu: str | None
     degraded: bool
-    rate: float
-    thermal_factor: float
+    rate: float  # measured throughput under the tuned cap relative to uncapped (profile)
     power_w: float | None
+    hardware: GpuHardware  # memory bandwidth, tensor TFLOPS (presets.yaml)
+    hardware_known: bool = True  # False: no preset matched the GPU's name; nominal figures
+    pcie_gen: int | None = None  # current link (a degraded link carries less)
+    pcie_width: int | None = None
 
 
 @dataclass(frozen=True)
@@ -97,9 +101,10 @@ class Option:
     pp: int
     need_mib: float  # per GPU
     reserve_mib: tuple[float, ...]  # per GPU position in the mask order (for sharing)
-    throughput: float
+    throughput: float  # predicted aggregate decode tokens/s
     value: float  # priority · throughput
     worst_link: str
+    prediction: Prediction | None = None
 
 
 @dataclass(frozen=True)

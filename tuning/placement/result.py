@@ -6,13 +6,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 from inventory.models import ModelsFile
 from tuning.core.plan import Placement, Plan, Unplaced
 from tuning.core.rig import RigSnapshot
-from tuning.placement.build import build_problem, power_violations
-from tuning.placement.problem import GpuView, Problem, ProfileHints
-from tuning.placement.scoring import EPS, mask_bits, p2p_available
+from tuning.model.serving import Prediction
+from tuning.placement.build import (
+    build_problem,
+    candidate_ok,
+    floor_miss,
+    power_violations,
+    splits,
+)
+from tuning.placement.problem import GpuView, Option, Problem, ProfileHints
+from tuning.placement.scoring import EPS, group_prediction, mask_bits, p2p_available
 from tuning.placement.solver import Solution, solve
 from tuning.vram import gpu_memory_utilization
 
@@ -153,6 +161,7 @@ def make_plan(problem: Problem) -> Plan:
                 kv_cache_bits=unit.model.kv_cache_bits,
                 shared=shared,
                 extra_args=unit.model.extra_args,
+                **_prediction_fields(problem, i, option, solution),
             )
         )
     alternative_score, alternative = _alternative(problem, solution)
@@ -166,6 +175,96 @@ def make_plan(problem: Problem) -> Plan:
         alternative_score=alternative_score,
         alternative=alternative,
     )
+
+
+def _describe(problem: Problem, mask: int, tp: int, pp: int, link: str) -> str:
+    idx = ",".join(str(problem.gpus[p].index) for p in mask_bits(mask))
+    if tp == pp == 1:
+        return f"GPU {idx} alone"
+    split = f"TP={tp}" if pp == 1 else (f"PP={pp}" if tp == 1 else f"TP={tp}×PP={pp}")
+    where = "" if link == "X" else f" over {link}"
+    return f"{split} on GPUs {idx}{where}"
+
+
+def _prediction_fields(
+    problem: Problem, i: int, option: Option, solution: Solution
+) -> dict[str, Any]:
+    """The chosen option's prediction and the best option it beat (or that lost its GPUs)."""
+    pred = option.prediction
+    if pred is None:
+        return {}
+    model = problem.units[i].model
+    rate = min(problem.gpus[p].rate for p in mask_bits(option.mask))
+    rivals: list[tuple[float, int, int, int, str, Prediction]] = []
+    for tp, pp in splits(option.mask.bit_count(), model.engine):
+        if (tp, pp) == (option.tp, option.pp) or not candidate_ok(
+            model, option.mask, tp, pp, problem.gpus
+        ):
+            continue
+        other, link = group_prediction(problem.gpus, option.mask, tp, pp, problem.links, model)
+        if floor_miss(model, other) is None:
+            rivals.append((other.tokens_per_s * rate, option.mask, tp, pp, link, other))
+    for other_opt in problem.options[i]:
+        if other_opt.mask != option.mask and other_opt.prediction is not None:
+            rivals.append(
+                (
+                    other_opt.throughput,
+                    other_opt.mask,
+                    other_opt.tp,
+                    other_opt.pp,
+                    other_opt.worst_link,
+                    other_opt.prediction,
+                )
+            )
+    chosen = _describe(problem, option.mask, option.tp, option.pp, option.worst_link)
+    why = "no other split or GPU set fits"
+    alt_tps: float | None = None
+    if option.mask.bit_count() > 1 and any(r[1].bit_count() == 1 for r in rivals):
+        # a split must show what it gains over the best single GPU the model fits on
+        rivals = [r for r in rivals if r[1].bit_count() == 1]
+    if rivals:
+        alt_tps, mask, tp, pp, link, other = max(rivals, key=lambda r: (r[0], -r[1]))
+        desc = _describe(problem, mask, tp, pp, link)
+        shares = other.breakdown()
+        if alt_tps <= option.throughput + EPS:
+            ratio = option.throughput / alt_tps if alt_tps > 0 else math.inf
+            why = (
+                f"{desc}: {alt_tps:.1f} tok/s, {other.bottleneck} "
+                f"{shares[other.bottleneck] * 100:.0f} % of the step"
+                + (
+                    f", interconnect {shares['interconnect'] * 100:.0f} %"
+                    if other.bottleneck != "interconnect" and shares["interconnect"] > 0.005
+                    else ""
+                )
+                + f"; {chosen} is {ratio:.2f}× faster here"
+            )
+        else:
+            holders = sorted(
+                {
+                    problem.units[j].label
+                    for j, c in enumerate(solution.choice)
+                    if c is not None and j != i and problem.options[j][c].mask & mask
+                }
+            )
+            why = (
+                f"{desc} would serve {alt_tps:.1f} tok/s "
+                f"({alt_tps / max(option.throughput, EPS):.2f}× more), but "
+                + (
+                    f"its GPUs go to {', '.join(holders)}: the plan's weighted total is higher"
+                    if holders
+                    else "it breaks the power budget next to the other placements"
+                )
+            )
+    return {
+        "tokens_per_s": option.throughput,
+        "tokens_per_s_per_seq": pred.tokens_per_s_per_seq * rate,
+        "prefill_tokens_per_s": pred.prefill_tokens_per_s * rate,
+        "ttft_s": pred.ttft_s / rate if rate > 0 else pred.ttft_s,
+        "bottleneck": pred.bottleneck,
+        "breakdown": dict(pred.breakdown()),
+        "alternative": why,
+        "alternative_tokens_per_s": alt_tps,
+    }
 
 
 def _alternative(problem: Problem, solution: Solution) -> tuple[float | None, str]:
@@ -188,8 +287,8 @@ def _alternative(problem: Problem, solution: Solution) -> tuple[float | None, st
         idx = ",".join(str(problem.gpus[p].index) for p in mask_bits(option.mask))
         where = f"on GPUs {idx} (tp={option.tp}, pp={option.pp})"
     return alt.score, (
-        f"best plan with {label} on another GPU set: {label} {where}, score {alt.score:.4f} "
-        f"vs {solution.score:.4f}"
+        f"best plan with {label} on another GPU set: {label} {where}, "
+        f"{alt.score:.1f} vs {solution.score:.1f} priority-weighted tok/s"
         + (
             ""
             if abs(alt.placed_priority - solution.placed_priority) < EPS

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from inventory.schema import HostConfig
+from tuning.core.checks import text_problem
 from tuning.core.power import POWER_LIMIT_TOLERANCE_W
 from tuning.core.profile import load_profile
 from tuning.render.environment import render
@@ -165,6 +166,29 @@ def planned_irq_cpus(config: HostConfig) -> dict[str, str]:
     from tuning.core.plan import load_plan
 
     return {i.gpu: format_cpu_list(i.cpus) for i in load_plan(config.serving.plan).irq_cpus}
+
+
+HOUSEKEEPING_DROPIN = "/etc/systemd/system.conf.d/rigforge-housekeeping.conf"
+
+
+def housekeeping_dropin(config: HostConfig) -> FileSpec | None:
+    """The ``system.conf.d`` drop-in keeping system services on the host plan's housekeeping
+    CPUs (``CPUAffinity=`` of the service manager, which every unit without its own
+    inherits); ``None`` when the host has no plan or its plan no housekeeping CPUs."""
+    if not config.serving.plan:
+        return None
+    from tuning.core.cpu import format_cpu_list
+    from tuning.core.plan import load_plan
+
+    cpus = load_plan(config.serving.plan).housekeeping_cpus
+    if not cpus:
+        return None
+    return FileSpec(
+        dest=HOUSEKEEPING_DROPIN,
+        template="etc/systemd/system.conf.d/rigforge-housekeeping.conf.j2",
+        context={"cpus": format_cpu_list(cpus).replace(",", " ")},
+        name="system services on the housekeeping CPUs (system.conf.d)",
+    )
 
 
 def irq_pinning_files(
@@ -331,8 +355,37 @@ RULES_DEST = "/etc/prometheus/rules/rigforge.rules.yml"
 #: How often enforcement re-checks the caps. Shorter than the cap-drift alert's ``for: 10m``,
 #: so that alert fires only when enforcement is off or failing. Units: min.
 ENFORCE_INTERVAL_MIN = 5
-#: Where Debian's Prometheus listens: its default port, bound to localhost.
-PROMETHEUS_LISTEN = "127.0.0.1:9090"
+#: node-exporter's textfile collector folder in Debian's prometheus-node-exporter (root:root
+#: 0755 in the package; ``--collector.textfile.directory``), and rigforge's file in it.
+TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
+TEXTFILE_PATH = f"{TEXTFILE_DIR}/rigforge.prom"
+TEXTFILE_SERVICE = "rigforge-textfile.service"
+TEXTFILE_TIMER = "rigforge-textfile.timer"
+
+
+def monitored_rig(config: HostConfig) -> str:
+    """The rig spec the exporter and the enforcement timer read: the host's GPUs.
+
+    A host whose GPUs are a simulated rig (``tuner.sim_rig``, CI) is watched on the copy the
+    boot unit applies the profile to (:data:`SIM_RIG_TARGET`), so the exporter sees the caps
+    ``rigforge apply`` set there; else ``monitoring.rig`` (``nvml``, or ``sim:NAME``).
+    """
+    return SIM_RIG_TARGET if config.tuner.sim_rig else config.monitoring.rig
+
+
+def _exporter_sources(config: HostConfig, *, profile: bool, plan: bool) -> dict[str, Any]:
+    """What every ``rigforge exporter`` unit reads (``rigforge-exporter-sources.inc.j2``)."""
+    rig = monitored_rig(config)
+    return {
+        "venv": config.tuner.venv,
+        "rig": rig,
+        "state_dir": MONITORING_STATE_DIR,
+        "enforcement_state": ENFORCEMENT_RECORD,
+        "profile": PROFILE_TARGET if profile else None,
+        "plan": PLAN_TARGET if plan else None,
+        "sim": rig != "nvml",
+        "sim_control": SIM_CONTROL,
+    }
 
 
 def exporter_unit(config: HostConfig, *, profile: bool, plan: bool) -> FileSpec:
@@ -345,19 +398,41 @@ def exporter_unit(config: HostConfig, *, profile: bool, plan: bool) -> FileSpec:
         dest=f"/etc/systemd/system/{EXPORTER_UNIT}",
         template=f"etc/systemd/system/{EXPORTER_UNIT}.j2",
         context={
+            **_exporter_sources(config, profile=profile, plan=plan),
             "user": config.base.service_user,
-            "venv": config.tuner.venv,
-            "rig": m.rig,
             "listen": m.listen,
             "opened": not ipaddress.ip_address(address).is_loopback,
-            "state_dir": MONITORING_STATE_DIR,
-            "enforcement_state": ENFORCEMENT_RECORD,
-            "profile": PROFILE_TARGET if profile else None,
-            "plan": PLAN_TARGET if plan else None,
-            "sim": m.rig.startswith("sim:"),
-            "sim_control": SIM_CONTROL,
         },
         name=f"Exporter unit ({m.listen})",
+    )
+
+
+def textfile_units(config: HostConfig, *, profile: bool, plan: bool) -> list[FileSpec]:
+    """``rigforge-textfile.service`` (one scrape to :data:`TEXTFILE_PATH`) and its timer."""
+    context = {
+        **_exporter_sources(config, profile=profile, plan=plan),
+        "textfile": TEXTFILE_PATH,
+        "textfile_dir": TEXTFILE_DIR,
+        "interval_s": config.monitoring.textfile_interval_s,
+    }
+    return [
+        FileSpec(
+            dest=f"/etc/systemd/system/{unit}",
+            template=f"etc/systemd/system/{unit}.j2",
+            context=context,
+            name=f"Textfile collector {unit.rsplit('.', 1)[1]} ({TEXTFILE_PATH})",
+        )
+        for unit in (TEXTFILE_SERVICE, TEXTFILE_TIMER)
+    ]
+
+
+def node_exporter_default(config: HostConfig) -> FileSpec:
+    """``/etc/default/prometheus-node-exporter``: its listen address and textfile folder."""
+    return FileSpec(
+        dest="/etc/default/prometheus-node-exporter",
+        template="etc/default/prometheus-node-exporter.j2",
+        context={"listen": config.monitoring.node_exporter_listen, "textfile_dir": TEXTFILE_DIR},
+        name=f"node-exporter listens on {config.monitoring.node_exporter_listen}",
     )
 
 
@@ -366,7 +441,7 @@ def enforce_units(config: HostConfig) -> list[FileSpec]:
     context = {
         "venv": config.tuner.venv,
         "profile": PROFILE_TARGET,
-        "rig": config.monitoring.rig,
+        "rig": monitored_rig(config),
         "enforcement_state": ENFORCEMENT_RECORD,
         "interval_min": ENFORCE_INTERVAL_MIN,
     }
@@ -402,8 +477,13 @@ def prometheus_files(config: HostConfig) -> list[FileSpec]:
             template="etc/prometheus/prometheus.yml.j2",
             context={
                 "interval_s": config.monitoring.scrape_interval_s,
-                "prometheus_listen": PROMETHEUS_LISTEN,
-                "exporter": config.monitoring.listen,
+                "prometheus_listen": config.monitoring.prometheus_listen,
+                "exporter": config.monitoring.listen if config.monitoring.exporter else None,
+                "node_exporter": (
+                    config.monitoring.node_exporter_listen
+                    if config.monitoring.node_exporter
+                    else None
+                ),
                 "engines": engine_targets(config),
             },
             name="Prometheus scrape config (exporter, engines, rules)",
@@ -411,7 +491,71 @@ def prometheus_files(config: HostConfig) -> list[FileSpec]:
         FileSpec(
             dest="/etc/default/prometheus",
             template="etc/default/prometheus.j2",
-            context={"listen": PROMETHEUS_LISTEN},
-            name=f"Prometheus listens on {PROMETHEUS_LISTEN}",
+            context={"listen": config.monitoring.prometheus_listen},
+            name=f"Prometheus listens on {config.monitoring.prometheus_listen}",
         ),
     ]
+
+
+# --------------------------------------------------------------------------------------------
+# CPU power and latency (deploys/cpu.py)
+# --------------------------------------------------------------------------------------------
+
+CPU_TMPFILES = "/etc/tmpfiles.d/rigforge-cpu.conf"
+CPU_SYSCTL = "/etc/sysctl.d/90-rigforge-cpu.conf"
+_IDLE_DIR = re.compile(r"state\d{1,2}")
+
+
+@dataclass(frozen=True)
+class IdleStateOff:
+    """An idle state the boot file disables: its ``stateN`` folder, name and exit latency."""
+
+    dir: str
+    name: str
+    latency_us: int
+
+
+def numa_balancing_on(config: HostConfig) -> bool:
+    """``kernel.numa_balancing`` wanted: ``cpu.numa_balancing``; ``auto`` is off whenever the
+    host serves (its units are bound with ``NUMAPolicy=bind``), on otherwise."""
+    mode = config.cpu.numa_balancing
+    if mode == "auto":
+        return not (config.serving.plan or config.serving.models)
+    return mode == "on"
+
+
+def cpu_boot_files(
+    config: HostConfig, disabled_states: Sequence[IdleStateOff] = ()
+) -> tuple[FileSpec, FileSpec]:
+    """The tmpfiles.d file (governor, idle states, THP) and the sysctl.d file (swappiness,
+    NUMA balancing) that apply the ``cpu:`` section at every boot.
+
+    ``disabled_states``: the idle states whose exit latency exceeds the limit on this host
+    (read at deploy time from its cpuidle files).
+    """
+    for state in disabled_states:
+        if not _IDLE_DIR.fullmatch(state.dir) or text_problem(state.name, quotes=True):
+            raise UnsafeUnitValue(f"idle state {state.dir!r} ({state.name!r}) cannot go in a file")
+    cpu = config.cpu
+    return (
+        FileSpec(
+            dest=CPU_TMPFILES,
+            template="etc/tmpfiles.d/rigforge-cpu.conf.j2",
+            context={
+                "governor": cpu.governor,
+                "thp": cpu.transparent_hugepages,
+                "disabled_states": list(disabled_states),
+                "max_latency_us": cpu.max_cstate_latency_us,
+            },
+            name="CPU settings at boot (tmpfiles.d)",
+        ),
+        FileSpec(
+            dest=CPU_SYSCTL,
+            template="etc/sysctl.d/90-rigforge-cpu.conf.j2",
+            context={
+                "swappiness": cpu.swappiness,
+                "numa_balancing": 1 if numa_balancing_on(config) else 0,
+            },
+            name="CPU sysctls at boot (sysctl.d)",
+        ),
+    )

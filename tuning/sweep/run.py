@@ -20,6 +20,7 @@ from tuning.sustained import SustainedSampler, ThrottleEvent
 from tuning.sweep.config import SweepConfig
 from tuning.sweep.result import GpuResult, SoakRound, SweepResult
 from tuning.telemetry import (
+    FIT_TAU_GRID_S,
     CapTrace,
     ProbeMeasurement,
     ProbeWindow,
@@ -338,7 +339,11 @@ class Sweep:
         """Where the GPU's temperature was heading in ``soak``: the asymptote of a first-order
         fit to its trace (samples before the first throttle event only). Units: °C."""
         trace = soak.temp_trace.get(uuid, ())
-        fit = fit_first_order([t for t, _ in trace], [c for _, c in trace])
+        # the 48-point τ grid unrefined, as the correction was calibrated with (the bench's
+        # caps and objectives); the early-stop verdicts use the refined fit (predict_steady)
+        fit = fit_first_order(
+            [t for t, _ in trace], [c for _, c in trace], tau_grid_s=FIT_TAU_GRID_S
+        )
         return None if fit is None else fit[0]
 
     def _corrected_cap(
@@ -536,6 +541,17 @@ class Sweep:
                 out[uuid] = prediction
         return out
 
+    @staticmethod
+    def _settled_peak_c(soak: SoakRound, uuid: str) -> float:
+        """The GPU's peak temperature for the profile and the placement: what it read, or,
+        when the round stopped on a prediction before the card settled, the predicted
+        steady temperature when that is higher (the card would get there). Units: °C."""
+        peak_c = soak.peak_temp_c[uuid]
+        predicted_c = soak.predicted_steady_c.get(uuid)
+        if soak.ended_by_prediction and predicted_c is not None:
+            return max(peak_c, round(predicted_c, 1))
+        return peak_c
+
     def _result(
         self,
         sweep_s: float,
@@ -569,7 +585,7 @@ class Sweep:
                     curve=tuple(sorted(search.points, key=lambda p: p.cap_w)),
                     throughput_tps=final.throughput_tps[uuid],
                     power_w=final.power_w[uuid],
-                    peak_temp_c=final.peak_temp_c[uuid],
+                    peak_temp_c=self._settled_peak_c(final, uuid),
                     flagged=uuid in flagged,
                 )
             )
