@@ -320,6 +320,16 @@ def _describe(err: Any) -> tuple[str, str]:
     return where, f"{message} (got {got[:60]})"
 
 
+def models_document(path: str | Path) -> YamlDocument | None:
+    """The parsed models file at ``path`` with its positions (a bare list's under
+    ``models``), for a later refusal's line numbers; ``None`` when it cannot be read."""
+    try:
+        doc = parse_yaml_config(read_text_file(path, "models file"), str(path))
+    except (YamlRefused, ConfigError, OSError):
+        return None
+    return _unwrapped(doc) if isinstance(doc.data, list) else doc
+
+
 def _unwrapped(doc: YamlDocument) -> YamlDocument:
     """``doc`` of a bare top-level list with its positions moved under ``models``."""
     positions = {
