@@ -5,7 +5,7 @@
 # `pytest -m target` (test_converge, test_dry_plans, test_loop: deploy + tuner, remote sweep,
 # profile fetched and applied, stale profile refused; test_multi_host: ws-a + ws-b in one
 # parallel run, ws-b fails alone; test_target: units really run, deploy twice with no restart,
-# reboot, kill-and-rerun, testinfra; the engine modules last: llama.cpp under the rendered unit,
+# reboot, kill-and-rerun, testinfra; the engine modules: llama.cpp under the rendered unit,
 # the tuner sweeping two engines, one engine on an opened address with its API key;
 # test_monitoring: exporter + Prometheus units, cap-drift / thermal / serving-down alerts), then
 # stop them. Prints the wall time of each stage; exits non-zero on failure (also when a
