@@ -28,8 +28,8 @@ from tuning.apply.caps import apply_caps
 from tuning.apply.journal import recover_stale_journals
 from tuning.budget import BudgetModel
 from tuning.commands.budget_opts import budget_options, resolve_budget
+from tuning.core.profile import load_profile
 from tuning.exporter.enforcement import record_run
-from tuning.profile import load_profile
 
 
 def _log(message: str) -> None:

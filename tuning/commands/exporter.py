@@ -26,12 +26,12 @@ from tuning.backends.sim import SimRig
 from tuning.budget import RigBudget
 from tuning.commands.budget_opts import budget_options, resolve_budget
 from tuning.core.power import BudgetModel
+from tuning.core.profile import Profile, load_profile
 from tuning.errors import ConfigError
 from tuning.exporter.collector import ExpectedGpu, RigCollector, ServingTarget, exposition
 from tuning.exporter.sim_driver import SimDriver
 from tuning.exporter.xid import open_kernel_log
 from tuning.placement import Plan, load_plan
-from tuning.profile import Profile, load_profile
 
 #: The exporter's default listen address: utkuozdemir/nvidia_gpu_exporter's default port
 #: (``--web.listen-address=:9835``, its docs/CONFIGURE.md), the exporter rigforge's replaces
