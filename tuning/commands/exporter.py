@@ -25,6 +25,7 @@ from tuning.backends.base import Rig
 from tuning.backends.sim import SimRig
 from tuning.budget import RigBudget
 from tuning.commands.budget_opts import budget_options, resolve_budget
+from tuning.commands.options import host_option
 from tuning.core.power import BudgetModel
 from tuning.core.profile import Profile, load_profile
 from tuning.errors import ConfigError
@@ -139,7 +140,7 @@ def _inventory_gpus(inventory_path: Path | None, host_name: str | None) -> list[
     default=None,
     help="placement plan: model labels per GPU and the serving units to probe.",
 )
-@click.option("--host", "host_name", default=None, help="the --inventory host to report on.")
+@host_option("the --inventory host to report on.")
 @budget_options
 @click.option(
     "--kernel-log",
