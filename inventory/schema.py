@@ -420,12 +420,33 @@ class MonitoringConfig(_Model):
     )
     open: bool = Field(False, description="allow a non-loopback listen address")
     rig: str = Field(
-        "nvml", pattern=r"^(nvml|sim:[A-Za-z0-9_-]+)$", description="nvml, or sim:NAME (CI)"
+        "nvml",
+        pattern=r"^(nvml|sim:[A-Za-z0-9_-]+)$",
+        description="nvml, or sim:NAME (CI); a host with tuner.sim_rig is watched on that rig",
     )
     prometheus: bool = Field(
         False, description="install Debian's prometheus with the scrape config and the rules"
     )
+    prometheus_listen: ListenAddress = Field(
+        "127.0.0.1:9090",
+        description="IP:PORT Debian's prometheus serves its UI and API on (localhost unless open)",
+    )
     scrape_interval_s: int = Field(15, ge=1, le=3600, description="Prometheus scrape interval")
+    textfile: bool = Field(
+        False,
+        description="write the metrics to /var/lib/prometheus/node-exporter/rigforge.prom "
+        "(node-exporter textfile collector) from a timer, beside or instead of the exporter",
+    )
+    textfile_interval_s: int = Field(
+        60, ge=10, le=3600, description="how often the textfile timer rewrites rigforge.prom"
+    )
+    node_exporter: bool = Field(
+        False, description="install Debian's prometheus-node-exporter (reads the textfile)"
+    )
+    node_exporter_listen: ListenAddress = Field(
+        "127.0.0.1:9100",
+        description="IP:PORT node-exporter serves on (its default port; localhost unless open)",
+    )
 
 
 class HostConfig(_Model):

@@ -85,6 +85,7 @@ def fresh_target(
     stage: str,
     prepare: Callable[[harness.Target], None] | None = None,
     gpus: Sequence[StandinGpu] = (),
+    binds: Sequence[tuple[str, str]] = (),
 ) -> Iterator[harness.Target]:
     """A fresh target ``name`` on 127.0.0.1:``port``, stopped afterwards.
 
@@ -96,7 +97,7 @@ def fresh_target(
         pytest.skip(reason)
     start = time.monotonic()
     try:
-        target = harness.start(name, port, gpus=gpus)
+        target = harness.start(name, port, gpus=gpus, binds=binds)
     except harness.HarnessUnavailable as error:
         pytest.skip(str(error))
     if prepare is not None:

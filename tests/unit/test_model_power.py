@@ -104,3 +104,31 @@ def test_both_3090_sweeps_from_one_parameter_set() -> None:
     assert fidelity_caps._dense(200.0) == pytest.approx(20.6 / 32.0, abs=0.05)
     assert fidelity_caps._pipeline(200.0) == pytest.approx(68.3 / 72.6, abs=0.05)
     assert fidelity_caps._pipeline(150.0) == pytest.approx(62.6 / 72.6, abs=0.05)
+
+
+def test_power_table_gives_the_hand_worked_dvfs_clock() -> None:
+    """The same hand example as a table (what a simulator reads per clock bin): P(f) = 100 +
+    200·f, so the highest bin under a 200 W cap is 1050 MHz, at 50 tok/s; the top bin is the
+    natural draw, 300 W at 2100 MHz and 100 tok/s."""
+    from tuning.model.power import power_table
+
+    p = _params(clock_w=0.0, core_w=200.0, v_min=1.0, stall_activity=0.0)
+    step = StepTime(memory_s=0.0, compute_s=0.01, interconnect_s=0.0, host_s=0.0, tokens=1.0)
+    table = power_table(p, step, 2100.0)
+    fits = int((table.power_w <= 200.0 + 1e-9).sum()) - 1
+    assert table.clock_mhz[fits] == pytest.approx(1050.0)
+    assert table.tokens_per_s[fits] == pytest.approx(50.0)
+    assert table.power_w[-1] == pytest.approx(300.0)
+    assert table.clock_mhz[-1] == pytest.approx(2100.0)
+    assert table.tokens_per_s[-1] == pytest.approx(100.0)
+
+
+def test_busy_share_from_the_step_time_model() -> None:
+    """A 6-stage round of 12 ms of kernels (2 ms per card) and 3 ms of host: the step-time model
+    says each card works 2/15 of the round; at full clock the card is then 2/15 busy."""
+    from tuning.model.power import busy_scale_of
+
+    step = StepTime(memory_s=0.012, compute_s=0.0, interconnect_s=0.0, host_s=0.003, tokens=1.0)
+    scale = busy_scale_of(step, 2.0 / 15.0)
+    assert scale == pytest.approx(1.0 / 6.0)
+    assert at_clock(_params(), step, 1.0, busy_scale=scale).busy_frac == pytest.approx(2.0 / 15.0)

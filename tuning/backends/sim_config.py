@@ -137,6 +137,9 @@ class PresetSpec(_Strict):
     thresholds: ThresholdSpec
     memory_bw_gbps: float = Field(gt=0)
     fp16_tensor_tflops: float = Field(gt=0)
+    #: Dense tensor TFLOPS of the faster paths the card has (``fp8``, ``int8``, ``int4``),
+    #: read by the step-time model (tuning/model/serving.py); absent: FP16 only.
+    tensor_tflops: dict[Literal["fp8", "int8", "int4"], float] = Field(default_factory=dict)
     pcie: PcieSpec
     sm_clock_mhz: ClockSpec
     cooling: CoolingSpec

@@ -317,6 +317,12 @@ def cpu_plan_lines(result: LoopResult) -> list[str]:
         )
     irqs = ", ".join(f"{names.get(i.gpu, i.gpu)} → {format_cpu_list(i.cpus)}" for i in cpu.irqs)
     lines.append(f"  GPU IRQs: {irqs}")
+    for c in result.core_shares:
+        lines.append(
+            f"  {c.unit}: decode {c.shared_tok_s:.1f} tok/s on shared cores ({c.shared_cores} "
+            f"cores, {c.shared_with} other engine(s)) vs {c.partitioned_tok_s:.1f} tok/s on its "
+            f"own {c.partitioned_cores} (tuning/model/serving.py)"
+        )
     return lines
 
 

@@ -309,3 +309,14 @@ def power_table(
         power_w=np.maximum.accumulate(power),
         tokens_per_s=step.tokens / total_s,
     )
+
+
+def busy_scale_of(step: StepTime, busy_frac: float) -> float:
+    """The ``busy_scale`` of a card that works ``busy_frac`` of each step (the step-time
+    model's :attr:`~tuning.model.serving.Prediction.busy_frac`): ``busy_frac · total / kernel``,
+    so that :func:`at_clock` at full clock gives that card exactly ``busy_frac`` busy."""
+    if not 0 <= busy_frac <= 1:
+        raise ValueError(f"busy_frac must be in [0, 1], got {busy_frac!r}")
+    if step.kernel_s <= 0:
+        return 0.0
+    return busy_frac * step.total_s / step.kernel_s
