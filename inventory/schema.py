@@ -64,7 +64,6 @@ __all__ = [
     "DATA_KEY",
     "AffinityConfig",
     "BaseConfig",
-    "CircuitSpec",
     "ContainerToolkitConfig",
     "CudaConfig",
     "DistroConfig",
@@ -75,7 +74,6 @@ __all__ = [
     "KernelConfig",
     "PcieConfig",
     "PowerConfig",
-    "PsuSpec",
     "SecretsConfig",
     "ServingConfig",
     "ServingModel",
@@ -225,12 +223,6 @@ class GpuSpec(_Model):
         if self.min_w is not None and self.max_w is not None and self.min_w > self.max_w:
             raise ValueError(f"min_w {self.min_w:g} is above max_w {self.max_w:g}")
         return self
-
-
-#: The inventory's ``psus[]`` / ``circuits[]`` entries are the core types themselves (one
-#: definition of a PSU and a circuit); these names stay for existing imports.
-PsuSpec = Psu
-CircuitSpec = Circuit
 
 
 class PowerConfig(_Model):
@@ -466,8 +458,9 @@ class HostConfig(_Model):
     cuda: CudaConfig | None = None
     container_toolkit: ContainerToolkitConfig = Field(default_factory=ContainerToolkitConfig)
     gpus: GpusField = "discover"
-    psus: list[PsuSpec] = Field(default_factory=list)
-    circuits: list[CircuitSpec] = Field(default_factory=list)
+    # The core types themselves: one definition of a PSU and a circuit (tuning.core.power).
+    psus: list[Psu] = Field(default_factory=list)
+    circuits: list[Circuit] = Field(default_factory=list)
     power: PowerConfig = Field(default_factory=PowerConfig)
     pcie: PcieConfig = Field(default_factory=PcieConfig)
     affinity: AffinityConfig = Field(default_factory=AffinityConfig)

@@ -96,7 +96,7 @@ CASES = [
 
 def _profile(tmp: Path) -> Path:
     """A valid profile of sim:4x3090 (a real sweep's output, trimmed to its caps)."""
-    from tuning.profile import load_profile
+    from tuning.core.profile import load_profile
 
     # The corpus' own base profile: every bad-profile case is this file with one fault.
     text = (HERE / "bad-profile" / "cap-infinite.yaml").read_text(encoding="utf-8")

@@ -17,6 +17,7 @@ from rich.console import Console
 from tuning.backends.sim import SimRig
 from tuning.cli import cli
 from tuning.commands.loop import render_summary
+from tuning.core.profile import load_profile
 from tuning.errors import ConfigError
 from tuning.loop import (
     LoopConfig,
@@ -28,7 +29,6 @@ from tuning.loop import (
     serving_unit_paths,
 )
 from tuning.placement import load_plan
-from tuning.profile import load_profile
 from tuning.sustained import sustained_run
 from tuning.workloads import SimWorkload
 
