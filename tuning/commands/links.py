@@ -25,7 +25,7 @@ from rich.table import Table
 from inventory.host_data import host_data_path
 from tuning.backends import DEFAULT_RIG, open_rig
 from tuning.backends.base import Rig
-from tuning.commands.options import host_option, json_option, out_option
+from tuning.commands.options import host_option, inventory_dir_option, json_option, out_option
 from tuning.fabric.links_file import dump_links_file
 from tuning.links import (
     DEFAULT_SIZE_MIB,
@@ -150,13 +150,7 @@ def _prober_for(rig: Rig, size_mib: int) -> LinkProber:
     "Write links.yaml back as this inventory host's data: INVENTORY_DIR/host_data/HOST/"
     "links.yaml (where the placement reads it)."
 )
-@click.option(
-    "--inventory-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("inventory"),
-    show_default=True,
-    help="The inventory's folder (--host writes under its host_data/).",
-)
+@inventory_dir_option
 def command(
     rig_spec: str,
     size_mib: int,

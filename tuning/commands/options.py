@@ -84,3 +84,14 @@ def out_option(
         show_default=True if default is not None else None,
         help=help_text,
     )
+
+
+#: ``--inventory-dir`` (default ``inventory``): where ``--host`` writes a host's data
+#: (``host_data/HOST/``) for the commands that write one file back (plan, links).
+inventory_dir_option = click.option(
+    "--inventory-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("inventory"),
+    show_default=True,
+    help="The inventory's folder (--host writes under its host_data/).",
+)
