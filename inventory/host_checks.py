@@ -305,13 +305,26 @@ def _monitoring(prefix: str, cfg: HostConfig) -> list[Issue]:
     on the host has them."""
     issues: list[Issue] = []
     monitoring = cfg.monitoring
-    address = monitoring.listen.rpartition(":")[0].strip("[]")
-    if not ipaddress.ip_address(address).is_loopback and not monitoring.open:
+    for key, listen in (
+        ("listen", monitoring.listen),
+        ("prometheus_listen", monitoring.prometheus_listen),
+        ("node_exporter_listen", monitoring.node_exporter_listen),
+    ):
+        address = listen.rpartition(":")[0].strip("[]")
+        if not ipaddress.ip_address(address).is_loopback and not monitoring.open:
+            issues.append(
+                Issue(
+                    f"{prefix}.monitoring.{key}",
+                    f"{listen} is beyond this machine; set monitoring.open: true to "
+                    "expose the metrics, or listen on 127.0.0.1",
+                )
+            )
+    if cfg.tuner.sim_rig and monitoring.rig != "nvml":
         issues.append(
             Issue(
-                f"{prefix}.monitoring.listen",
-                f"{monitoring.listen} is beyond this machine; set monitoring.open: true to "
-                "expose the metrics, or listen on 127.0.0.1",
+                f"{prefix}.monitoring.rig",
+                f"{monitoring.rig}: this host's GPUs are tuner.sim_rig ({cfg.tuner.sim_rig}), "
+                "which the exporter and the enforcement timer watch; drop monitoring.rig",
             )
         )
     if cfg.power.enforce and cfg.power.profile is None:
@@ -323,6 +336,7 @@ def _monitoring(prefix: str, cfg: HostConfig) -> list[Issue]:
         )
     for path, wanted in (
         ("monitoring.exporter", monitoring.exporter),
+        ("monitoring.textfile", monitoring.textfile),
         ("power.enforce", cfg.power.enforce),
     ):
         if wanted and not cfg.tuner.install:

@@ -54,8 +54,14 @@ from inventory.fields import MAX_PORT, EngineArg, GpuRef, ServicePort, StrictMod
 from tuning.core.checks import unit_name_collisions
 from tuning.core.cpu import cpu_list_values, format_cpu_list
 from tuning.core.limits import MAX_CPU_ID
-from tuning.core.yamlsafe import YamlRefused, read_text_file
-from tuning.errors import ConfigError, did_you_mean, parse_yaml_config, yaml_path
+from tuning.core.yamlsafe import YamlDocument, YamlRefused, read_text_file
+from tuning.errors import (
+    ConfigError,
+    did_you_mean,
+    parse_yaml_config,
+    problems_error,
+    yaml_path,
+)
 
 #: Engines the serving templates know how to start.
 ENGINES: tuple[str, ...] = ("vllm", "llama.cpp", "sglang")
@@ -262,7 +268,8 @@ def load_models(path: str | Path) -> ModelsFile:
 
 def parse_models(text: str, *, source: str = "<models>") -> ModelsFile:
     """Validate models-file YAML text; ``source`` names it in error messages."""
-    data = parse_yaml_config(text, source).data
+    doc = parse_yaml_config(text, source)
+    data = doc.data
     if isinstance(data, list):
         data = {"models": data}
     if not isinstance(data, dict):
@@ -274,14 +281,20 @@ def parse_models(text: str, *, source: str = "<models>") -> ModelsFile:
         nested = {tuple(e["loc"][:1]) for e in errors if len(e["loc"]) > 1}
         # pydantic also reports the list as too short once all its items failed: noise
         errors = [e for e in errors if not (e["type"] == "too_short" and tuple(e["loc"]) in nested)]
-        lines = [_describe(err) for err in errors]
-        raise ConfigError(
-            f"{source}: {len(lines)} problem(s) in the models file:\n"
-            + "\n".join(f"  - {line}" for line in lines)
+        problems = [_describe(err) for err in errors]
+        # A bare list was read as ``models:``; its items' lines are under the list's own paths.
+        bare = isinstance(doc.data, list)
+        raise problems_error(
+            source,
+            problems,
+            _unwrapped(doc) if bare else doc,
+            header=f"{source}: {len(problems)} problem(s) in the models file:",
+            indent="  - ",
         ) from None
 
 
-def _describe(err: Any) -> str:
+def _describe(err: Any) -> tuple[str, str]:
+    """``(yaml path, what is wrong and the fix)`` of one pydantic error."""
     loc = tuple(err["loc"])
     where = yaml_path(loc)
     kind = err["type"]
@@ -289,20 +302,41 @@ def _describe(err: Any) -> str:
         key = str(loc[-1])
         known = _known_keys(loc[:-1])
         hint = did_you_mean(key, known) or f"; known keys: {', '.join(known)}"
-        return f"{where}: unknown key{hint}"
+        return where, f"unknown key{hint}"
     if kind == "missing":
-        return f"{where}: required key missing; add it (see inventory/models.py for its meaning)"
+        return where, "required key missing; add it (see inventory/models.py for its meaning)"
     message = str(err["msg"]).removeprefix("Value error, ")
     if kind == "literal_error" and loc and loc[-1] == "engine":
         got = err.get("input")
         hint = did_you_mean(str(got), ENGINES)
-        return f"{where}: unknown engine {got!r}; use one of {', '.join(ENGINES)}{hint}"
+        return where, f"unknown engine {got!r}; use one of {', '.join(ENGINES)}{hint}"
     if kind == "value_error":
-        if not loc and re.match(r"models\[\d+\]\.\w+: ", message):
-            return message  # a check across models that names the entry it refuses
-        return f"{where}: {message}"
+        named = re.match(r"(models\[\d+\]\.\w+): (.*)$", message, re.DOTALL)
+        if not loc and named:
+            # A check across models that names the entry it refuses: that entry's path.
+            return named.group(1), named.group(2)
+        return where, message
     got = repr(err.get("input"))
-    return f"{where}: {message} (got {got[:60]})"
+    return where, f"{message} (got {got[:60]})"
+
+
+def models_document(path: str | Path) -> YamlDocument | None:
+    """The parsed models file at ``path`` with its positions (a bare list's under
+    ``models``), for a later refusal's line numbers; ``None`` when it cannot be read."""
+    try:
+        doc = parse_yaml_config(read_text_file(path, "models file"), str(path))
+    except (YamlRefused, ConfigError, OSError):
+        return None
+    return _unwrapped(doc) if isinstance(doc.data, list) else doc
+
+
+def _unwrapped(doc: YamlDocument) -> YamlDocument:
+    """``doc`` of a bare top-level list with its positions moved under ``models``."""
+    positions = {
+        ("models" + path if path.startswith("[") else path or "models"): where
+        for path, where in doc.positions.items()
+    }
+    return YamlDocument(doc.data, doc.source, positions)
 
 
 def _known_keys(parent: Sequence[int | str]) -> list[str]:

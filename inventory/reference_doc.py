@@ -28,7 +28,7 @@ REFERENCE_DOC = "docs/inventory.md"
 
 
 def _type_name(annotation: Any) -> str:
-    """A short, human reading of a type annotation (``int``, ``list[PsuSpec]``, ``str | null``)."""
+    """A short, human reading of a type annotation (``int``, ``list[Psu]``, ``str | null``)."""
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
         return _type_name(typing.get_args(annotation)[0])

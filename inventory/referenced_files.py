@@ -19,7 +19,8 @@ from tuning.core.checks import api_key_problem, is_placeholder_secret
 from tuning.core.plan import parse_plan
 from tuning.core.profile import parse_profile, profile_mismatch
 from tuning.core.rig import GpuInfo
-from tuning.errors import ConfigError
+from tuning.core.yamlsafe import YamlDocument
+from tuning.errors import ConfigError, located
 
 LOCAL_PATHS: tuple[tuple[str, str], ...] = (
     ("ssh", "key"),
@@ -135,23 +136,28 @@ def _secret_file_checks(
 
 def _read_side_file(
     path_label: str, path: Path, what: str
-) -> tuple[dict[str, Any] | None, list[Issue]]:
-    data, _, issues = read_yaml(path, what)
+) -> tuple[dict[str, Any] | None, YamlDocument | None, list[Issue]]:
+    """``(data, parsed document for line numbers, issues)`` of a referenced YAML file."""
+    data, positions, issues = read_yaml(path, what)
     if issues:
-        return None, [Issue(path_label, f"{what} {path}: {i.render(path.name)}") for i in issues]
+        return (
+            None,
+            None,
+            [Issue(path_label, f"{what} {path}: {i.render(path.name)}") for i in issues],
+        )
     if not isinstance(data, dict):
-        return None, [Issue(path_label, f"{what} {path} is not a YAML mapping")]
-    return data, []
+        return None, None, [Issue(path_label, f"{what} {path} is not a YAML mapping")]
+    return data, positions.doc, []
 
 
 def _profile_checks(label: str, cfg: HostConfig, path: Path) -> list[Issue]:
     """The tuner profile is one (the one loader) and fits the listed GPUs: caps in range,
     budgets, and the one stale-profile check (UUIDs, fingerprint)."""
-    data, issues = _read_side_file(label, path, "profile")
+    data, doc, issues = _read_side_file(label, path, "profile")
     if data is None:
         return issues
     try:
-        profile = parse_profile(data, path.name)
+        profile = parse_profile(data, path.name, doc)
     except ConfigError as error:
         return [Issue(label, f"profile {line}") for line in str(error).splitlines()]
     if cfg.gpus == "discover":
@@ -164,7 +170,10 @@ def _profile_checks(label: str, cfg: HostConfig, path: Path) -> list[Issue]:
             continue  # named by the stale-profile check below
         caps[gpus.index(gpu)] = entry.cap_w
         for issue in check_cap(label, entry.cap_w, gpu):
-            issues.append(Issue(label, f"{path.name} gpus[{i}].cap_w: {issue.message}"))
+            where = f"gpus[{i}].cap_w"
+            issues.append(
+                Issue(label, f"{located(path.name, doc, where)}: {where}: {issue.message}")
+            )
     if caps:
         issues += check_budget(
             label.rsplit(".power", 1)[0], cfg, caps, f"profile caps from {path.name}"
@@ -187,7 +196,7 @@ def _profile_checks(label: str, cfg: HostConfig, path: Path) -> list[Issue]:
 
 def _plan_checks(label: str, cfg: HostConfig, path: Path) -> list[Issue]:
     """The placement plan references only listed GPUs and distinct ports."""
-    data, issues = _read_side_file(label, path, "plan")
+    data, doc, issues = _read_side_file(label, path, "plan")
     if data is None:
         return issues
     placements = data.get("placements")
@@ -195,12 +204,12 @@ def _plan_checks(label: str, cfg: HostConfig, path: Path) -> list[Issue]:
         return [Issue(label, f"plan {path.name} has no placements list")]
     rows = [p if isinstance(p, dict) else {} for p in placements]
     issues = [
-        Issue(label, f"{path.name} {i.path}: {i.message}")
+        Issue(label, f"{located(path.name, doc, i.path)}: {i.path}: {i.message}")
         for i in check_placements("placements", cfg, rows, "placements")
     ]
     if not issues:
         try:  # what the deploy will read: the one plan loader must accept it too
-            parse_plan(data, path.name)
+            parse_plan(data, path.name, doc)
         except ConfigError as error:
             issues = [Issue(label, line) for line in str(error).splitlines()]
     return issues

@@ -64,7 +64,6 @@ __all__ = [
     "DATA_KEY",
     "AffinityConfig",
     "BaseConfig",
-    "CircuitSpec",
     "ContainerToolkitConfig",
     "CudaConfig",
     "DistroConfig",
@@ -75,7 +74,6 @@ __all__ = [
     "KernelConfig",
     "PcieConfig",
     "PowerConfig",
-    "PsuSpec",
     "SecretsConfig",
     "ServingConfig",
     "ServingModel",
@@ -225,12 +223,6 @@ class GpuSpec(_Model):
         if self.min_w is not None and self.max_w is not None and self.min_w > self.max_w:
             raise ValueError(f"min_w {self.min_w:g} is above max_w {self.max_w:g}")
         return self
-
-
-#: The inventory's ``psus[]`` / ``circuits[]`` entries are the core types themselves (one
-#: definition of a PSU and a circuit); these names stay for existing imports.
-PsuSpec = Psu
-CircuitSpec = Circuit
 
 
 class PowerConfig(_Model):
@@ -428,12 +420,33 @@ class MonitoringConfig(_Model):
     )
     open: bool = Field(False, description="allow a non-loopback listen address")
     rig: str = Field(
-        "nvml", pattern=r"^(nvml|sim:[A-Za-z0-9_-]+)$", description="nvml, or sim:NAME (CI)"
+        "nvml",
+        pattern=r"^(nvml|sim:[A-Za-z0-9_-]+)$",
+        description="nvml, or sim:NAME (CI); a host with tuner.sim_rig is watched on that rig",
     )
     prometheus: bool = Field(
         False, description="install Debian's prometheus with the scrape config and the rules"
     )
+    prometheus_listen: ListenAddress = Field(
+        "127.0.0.1:9090",
+        description="IP:PORT Debian's prometheus serves its UI and API on (localhost unless open)",
+    )
     scrape_interval_s: int = Field(15, ge=1, le=3600, description="Prometheus scrape interval")
+    textfile: bool = Field(
+        False,
+        description="write the metrics to /var/lib/prometheus/node-exporter/rigforge.prom "
+        "(node-exporter textfile collector) from a timer, beside or instead of the exporter",
+    )
+    textfile_interval_s: int = Field(
+        60, ge=10, le=3600, description="how often the textfile timer rewrites rigforge.prom"
+    )
+    node_exporter: bool = Field(
+        False, description="install Debian's prometheus-node-exporter (reads the textfile)"
+    )
+    node_exporter_listen: ListenAddress = Field(
+        "127.0.0.1:9100",
+        description="IP:PORT node-exporter serves on (its default port; localhost unless open)",
+    )
 
 
 class HostConfig(_Model):
@@ -445,8 +458,9 @@ class HostConfig(_Model):
     cuda: CudaConfig | None = None
     container_toolkit: ContainerToolkitConfig = Field(default_factory=ContainerToolkitConfig)
     gpus: GpusField = "discover"
-    psus: list[PsuSpec] = Field(default_factory=list)
-    circuits: list[CircuitSpec] = Field(default_factory=list)
+    # The core types themselves: one definition of a PSU and a circuit (tuning.core.power).
+    psus: list[Psu] = Field(default_factory=list)
+    circuits: list[Circuit] = Field(default_factory=list)
     power: PowerConfig = Field(default_factory=PowerConfig)
     pcie: PcieConfig = Field(default_factory=PcieConfig)
     affinity: AffinityConfig = Field(default_factory=AffinityConfig)

@@ -85,6 +85,39 @@ def yaml_path(loc: Sequence[int | str], *, prefix: str = "", skip: Container[obj
     return path or "(top level)"
 
 
+def located(source: str, doc: YamlDocument | None, path: str) -> str:
+    """``source:line`` when ``doc`` knows the line of YAML ``path`` (or of its nearest
+    ancestor), else ``source``: the prefix of every problem line rigforge prints."""
+    line = doc.line_of("" if path == "(top level)" else path) if doc is not None else None
+    return f"{source}:{line}" if line is not None else source
+
+
+def problems_error(
+    source: str,
+    problems: Iterable[tuple[str, str]],
+    doc: YamlDocument | None = None,
+    *,
+    header: str | None = None,
+    indent: str = "",
+) -> ConfigError:
+    """One :class:`ConfigError` with a ``source:line: yaml.path: what and the fix`` line per
+    ``(yaml path, message)`` problem, in file order (the line where ``doc`` knows it).
+
+    The one formatter of file problems for every kind of file (rig, models, profile, plan,
+    budget, links); ``header`` (a first line) and ``indent`` (before each problem) keep a
+    file kind's established layout.
+    """
+    located_lines = []
+    for order, (path, message) in enumerate(problems):
+        line = doc.line_of("" if path == "(top level)" else path) if doc is not None else None
+        located_lines.append(
+            ((line or 0, order), f"{indent}{located(source, doc, path)}: {path}: {message}")
+        )
+    located_lines.sort(key=lambda item: item[0])
+    body = [text for _, text in located_lines]
+    return ConfigError("\n".join([header, *body] if header else body))
+
+
 def did_you_mean(word: str, known: Iterable[str]) -> str:
     """`` — did you mean 'x'?`` for the closest known spelling, or an empty string."""
     close = difflib.get_close_matches(word, list(known), n=1)

@@ -271,6 +271,8 @@ class LoopResult:
     wall_s: float
     #: The CPU plan beside ``plan`` (``None`` when the rig file has no ``cpu:`` section).
     cpu_plan: CpuPlan | None = None
+    #: Per placement, predicted decode tok/s with shared vs partitioned cores.
+    core_shares: tuple[CoreShare, ...] = ()
 
     @property
     def tuned_ok(self) -> bool:
@@ -321,10 +323,84 @@ class LoopResult:
             "sweep": self.sweep.to_json(),
             "plan": self.plan.to_json(),
             "cpu_plan": None if self.cpu_plan is None else self.cpu_plan.to_json(),
+            "core_shares": [c.to_json() for c in self.core_shares],
             "files": self.files.to_json(),
             "verdict": {"tuned_ok": self.tuned_ok, "stock_problem": self.stock_problem},
             "wall_s": round(self.wall_s, 2),
         }
+
+
+@dataclass(frozen=True)
+class CoreShare:
+    """One placement's predicted decode throughput (tokens/s, :func:`tuning.model.serving.predict`
+    at the model's ``max_sequences``) on ``shared`` cores — every unit's ``CPUAffinity=`` its
+    whole NUMA node, as before the CPU plan: the node's cores, shared with the other units
+    there — and on its ``partitioned`` cores from the CPU plan, alone."""
+
+    unit: str
+    shared_cores: int
+    shared_with: int
+    partitioned_cores: int
+    shared_tok_s: float
+    partitioned_tok_s: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "unit": self.unit,
+            "shared": {
+                "cores": self.shared_cores,
+                "other_engines": self.shared_with,
+                "decode_tok_s": round(self.shared_tok_s, 2),
+            },
+            "partitioned": {
+                "cores": self.partitioned_cores,
+                "decode_tok_s": round(self.partitioned_tok_s, 2),
+            },
+        }
+
+
+def core_shares(
+    rig_spec: str, models: Any, placed: Plan, cpu_plan: CpuPlan, topo: Any
+) -> tuple[CoreShare, ...]:
+    """:class:`CoreShare` of every placement of ``placed`` (see there)."""
+    from tuning.model.serving import HostShare, gpu_from_preset, predict
+
+    rig = open_rig(rig_spec)
+    try:
+        preset_of = {g.uuid: getattr(g, "preset_key", None) for g in rig.gpus}
+    finally:
+        rig.close()
+    spec_of = {m.name: m for m in models.models}
+    node_units: dict[int | None, int] = {}
+    for p in placed.placements:
+        node_units[p.numa_node] = node_units.get(p.numa_node, 0) + 1
+    out: list[CoreShare] = []
+    for p, unit in zip(placed.placements, cpu_plan.units, strict=True):
+        keys = [preset_of.get(g) for g in p.gpus]
+        if any(k is None for k in keys) or p.model not in spec_of:
+            continue
+        gpus = [gpu_from_preset(str(k)) for k in keys]
+        node = topo.node(p.numa_node if p.numa_node is not None else topo.nodes[0].node)
+        node_cores = len({topo.core_of(c).key for c in node.cpus})
+        others = node_units.get(p.numa_node, 1) - 1
+        spec = spec_of[p.model]
+
+        def tok_s(host: HostShare, spec: Any = spec, gpus: Any = gpus, p: Any = p) -> float:
+            return predict(
+                spec, gpus, tp=p.tp, pp=p.pp, concurrency=p.max_sequences, host=host
+            ).tokens_per_s
+
+        out.append(
+            CoreShare(
+                unit=unit.name,
+                shared_cores=node_cores,
+                shared_with=others,
+                partitioned_cores=unit.cores,
+                shared_tok_s=tok_s(HostShare(cores=node_cores, other_engines=others)),
+                partitioned_tok_s=tok_s(HostShare(cores=unit.cores)),
+            )
+        )
+    return tuple(out)
 
 
 def inspect_under_load(
@@ -472,6 +548,9 @@ def run_loop(cfg: LoopConfig, observer: LoopObserver | None = None) -> LoopResul
         files=files,
         wall_s=time.perf_counter() - started,
         cpu_plan=cpu_plan,
+        core_shares=core_shares(cfg.rig_spec, models, placed, cpu_plan, topo)
+        if cpu_plan is not None and topo is not None
+        else (),
     )
 
 

@@ -1,7 +1,9 @@
 """Writing tuning profiles: a sweep's result as a :class:`Profile` and the YAML file.
 
 The profile's schema and its one typed loader live in :mod:`tuning.core.profile` (every
-layer reads profiles); they are re-exported here so existing imports keep working.
+layer reads profiles; every importer in the tree uses that). They are re-exported here for
+one more round only, for branches still importing them from here: import from
+:mod:`tuning.core.profile`.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-"""Serving-unit value checks (moved to :mod:`tuning.core.checks`, re-exported here) and the
-``systemd-analyze security`` exposure reader the template tests and the placement bench share.
+"""The ``systemd-analyze security`` exposure reader the template tests and the placement bench
+share. The serving-unit value checks live in :mod:`tuning.core.checks` (every importer in the
+tree uses that); they are re-exported here for one more round only, for branches still
+importing them from here.
 """
 
 from __future__ import annotations

@@ -87,10 +87,13 @@ def put_secret(
         yield StringCommand("install", "-m", mode, "-o", user, "-g", group, "/dev/null", dest)
     if remote_sha != local_sha:
         staged = posixpath.join(STAGING_DIR, f"{posixpath.basename(dest)}.{local_sha[:12]}")
-        # Owned by the login (SUDO_USER under sudo), 0700: the staged copy is private.
-        yield StringCommand(
-            "install", "-d", "-m", "700", "-o", '"${SUDO_USER:-$(id -un)}"', STAGING_DIR
-        )
+        # Owned by the login (SUDO_USER under sudo), 0700: the staged copy is private. The
+        # staged file itself is made 0600 first: SFTP creates a new file 0644 (sshd's umask)
+        # and writing into an existing one keeps its mode, so the copy is private on its own
+        # too (tests/target/test_sudo_secrets.py watched it 0644 inside the 0700 folder).
+        login = '"${SUDO_USER:-$(id -un)}"'
+        yield StringCommand("install", "-d", "-m", "700", "-o", login, STAGING_DIR)
+        yield StringCommand("install", "-m", "600", "-o", login, "/dev/null", staged)
         yield FileUploadCommand(io.BytesIO(content), dest, remote_temp_filename=staged)
     if remote and (
         remote.get("user") != user

@@ -19,6 +19,7 @@ import pytest
 
 from inventory.loader import pyinfra_hosts
 from tuning.errors import ConfigError
+from tuning.fabric.links_file import load_links_file
 
 BAD = Path(__file__).with_name("bad")
 CASES = sorted(BAD.glob("*.yaml"))
@@ -63,3 +64,31 @@ def test_bad_inventory_is_rejected_with_its_path(path: Path, no_connections: lis
         # Advice to chmod is only ever about a file inside the inventory's tree.
         assert Path(target).resolve().is_relative_to(BAD.resolve()), message
     assert no_connections == []
+
+
+LINKS = sorted(Path(__file__).with_name("bad-links").glob("*.yaml"))
+
+
+def test_links_corpus_is_big_enough() -> None:
+    assert len(LINKS) >= 10
+
+
+@pytest.mark.parametrize("path", LINKS, ids=[p.stem for p in LINKS])
+def test_bad_links_file_is_refused_with_its_path_and_line(path: Path) -> None:
+    """``bad-links/``: ``links.yaml`` files with one fault each (the same headers as ``bad/``)
+    are refused by the one links loader, naming the file, the line and the YAML path."""
+    expected = _expectations(path)
+    assert expected["expect"] or expected["expect-text"], f"{path.name} declares no expectation"
+
+    with pytest.raises(ConfigError) as caught:
+        load_links_file(path)
+
+    message = str(caught.value)
+    assert all(line.startswith(f"{path}:") for line in message.splitlines()), message
+    assert re.match(rf"{re.escape(str(path))}:\d+", message), message
+    for yaml_path in expected["expect"]:
+        assert f" {yaml_path}: " in message, f"{yaml_path} not in:\n{message}"
+    for text in expected["expect-text"]:
+        assert text in message, f"{text!r} not in:\n{message}"
+    for line_no in expected["expect-line"]:
+        assert f"{path.name}:{line_no}:" in message, message

@@ -14,7 +14,11 @@ comment syntax, keeps its header in ``NAME.expect`` beside it):
   inventory's ``power.profile``);
 - ``bad-plan/`` — placement plans (an inventory's ``serving.plan``);
 - ``bad-budget/`` — power budgets (``rigforge sweep --budget``, ``rigforge apply --budget``);
-- ``bad-captures/`` — captures (``rigforge inspect --from-captures``, alone in a folder).
+- ``bad-captures/`` — captures (``rigforge inspect --from-captures``, alone in a folder);
+- ``bad-links/`` — ``links.yaml`` as ``rigforge links`` writes it. No command reads one back
+  yet (the placement will), so it runs through the one loader,
+  :func:`tuning.fabric.links_file.load_links_file`, and its refusal is printed the way the CLI
+  prints a :class:`~tuning.errors.RigforgeError` (``links-file`` below).
 
 Files that are not files (a symlink to ``/proc/self/mem``, a FIFO, a folder) are made here for
 every kind, since git cannot hold them.
@@ -34,6 +38,8 @@ import pytest
 
 import tuning.cli
 from inventory.validate import main as validate_main
+from tuning.errors import RigforgeError
+from tuning.fabric.links_file import load_links_file
 
 HERE = Path(__file__).parent
 GOOD_PROFILE_RIG = "sim:4x3090"
@@ -70,7 +76,16 @@ def _case(kind: str, path: Path) -> Case:
     )
 
 
-KINDS = ("bad", "bad-models", "bad-rig", "bad-profile", "bad-plan", "bad-budget", "bad-captures")
+KINDS = (
+    "bad",
+    "bad-models",
+    "bad-rig",
+    "bad-profile",
+    "bad-plan",
+    "bad-budget",
+    "bad-captures",
+    "bad-links",
+)
 CASES = [
     _case(kind, path)
     for kind in KINDS
@@ -81,7 +96,7 @@ CASES = [
 
 def _profile(tmp: Path) -> Path:
     """A valid profile of sim:4x3090 (a real sweep's output, trimmed to its caps)."""
-    from tuning.profile import load_profile
+    from tuning.core.profile import load_profile
 
     # The corpus' own base profile: every bad-profile case is this file with one fault.
     text = (HERE / "bad-profile" / "cap-infinite.yaml").read_text(encoding="utf-8")
@@ -105,7 +120,8 @@ def _inventory_with(tmp: Path, section: str, bad: Path) -> Path:
 
 
 #: kind → commands reading it: (label, argv builder (bad file, scratch dir) → argv). An argv
-#: starting with "validate" runs ``python -m inventory.validate``; the rest is ``rigforge …``.
+#: starting with "validate" runs ``python -m inventory.validate``, one starting with
+#: "links-file" the links loader; the rest is ``rigforge …``.
 Argv = Callable[[Path, Path], list[str]]
 COMMANDS: dict[str, list[tuple[str, Argv]]] = {
     "bad": [
@@ -189,7 +205,19 @@ COMMANDS: dict[str, list[tuple[str, Argv]]] = {
         ("inspect", lambda f, t: ["inspect", "--from-captures", str(f.parent)]),
         ("inspect-json", lambda f, t: ["inspect", "--from-captures", str(f.parent), "--json"]),
     ],
+    "bad-links": [("links-file", lambda f, t: ["links-file", str(f)])],
 }
+
+
+def _load_links(path: str) -> int:
+    """What a command reading ``links.yaml`` does with it: the one loader; a refusal printed as
+    the CLI prints a :class:`~tuning.errors.RigforgeError`, exit 1."""
+    try:
+        load_links_file(Path(path))
+    except RigforgeError as error:
+        print(f"rigforge: error: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _run(argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
@@ -198,6 +226,8 @@ def _run(argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captur
     capsys.readouterr()
     if argv[0] == "validate":
         status = validate_main(argv[1:])
+    elif argv[0] == "links-file":
+        status = _load_links(argv[1])
     else:
         monkeypatch.setattr(sys, "argv", ["rigforge", *argv])
         try:
@@ -255,7 +285,14 @@ def test_bad_file_is_refused_clearly_by_every_command(
         assert text in output, f"{text!r} not in:\n{output}"
     for line in case.lines:
         assert f"{case.path.name}:{line}:" in output, output
+    if case.kind in LINED:
+        # Every YAML file kind: the refusal names the line it is about.
+        assert re.search(rf"{re.escape(case.path.name)}:\d+", output), output
     assert no_connections == []
+
+
+#: The kinds that are YAML, whose every refusal can point at a line (captures are not YAML).
+LINED = frozenset(KINDS) - {"bad-captures"}
 
 
 SPECIAL = ("symlink-to-proc-self-mem", "fifo", "directory")

@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from inventory.models import parse_models
+from tuning.core.checks import secret_arg_problem, text_problem, unit_name_collisions
 from tuning.errors import ConfigError
-from tuning.serving_checks import secret_arg_problem, text_problem, unit_name_collisions
 
 
 def models_text(**overrides: object) -> str:
@@ -139,7 +139,7 @@ def test_placeholder_passes_at_any_mode_but_not_when_opened(tmp_path) -> None:
 def test_committed_example_secrets_are_placeholders() -> None:
     from pathlib import Path
 
-    from tuning.serving_checks import is_placeholder_secret
+    from tuning.core.checks import is_placeholder_secret
 
     folder = Path(__file__).resolve().parents[2] / "inventory" / "examples" / "secrets"
     files = sorted(p for p in folder.iterdir() if p.is_file())

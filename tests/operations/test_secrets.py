@@ -51,10 +51,13 @@ def test_new_secret_is_created_0600_before_the_upload_staged_privately() -> None
     commands, fake = _run({"File": None})
     assert str(commands[0]) == f"install -m 600 -o root -g root /dev/null {DEST}"
     assert str(commands[1]).startswith("install -d -m 700 -o")
-    upload = commands[2]
+    upload = commands[3]
     assert isinstance(upload, FileUploadCommand)
     assert upload.dest == DEST
     assert upload.remote_temp_filename.startswith(STAGING_DIR + "/")
+    # The staged file exists 0600 before SFTP writes into it (a new SFTP file would be 0644).
+    assert str(commands[2]).startswith("install -m 600 -o")
+    assert str(commands[2]).endswith(f"/dev/null {upload.remote_temp_filename}")
     assert not upload.remote_temp_filename.startswith("/tmp")
     assert b"6f1d2c0e" not in _text(commands, fake).encode()
 
@@ -62,7 +65,8 @@ def test_new_secret_is_created_0600_before_the_upload_staged_privately() -> None
 def test_changed_secret_is_uploaded_without_showing_old_or_new_content() -> None:
     remote = {**STAT, "mode": 600}
     commands, fake = _run({"File": remote, "Sha256File": "0" * 64})
-    assert [type(c).__name__ for c in commands] == ["StringCommand", "FileUploadCommand"]
+    kinds = [type(c).__name__ for c in commands]
+    assert kinds == ["StringCommand", "StringCommand", "FileUploadCommand"]
     assert "6f1d2c0e" not in _text(commands, fake)
 
 

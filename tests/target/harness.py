@@ -501,9 +501,12 @@ def _prepare_tree(name: str, port: int, root: Path) -> None:
     _mirror_pip_trust(root)
 
 
-def _nspawn_command(name: str, root: Path, *, gpus: bool) -> list[str]:
+def _nspawn_command(
+    name: str, root: Path, *, gpus: bool, binds: Sequence[tuple[str, str]] = ()
+) -> list[str]:
     # /dev/nvidiactl: the stand-ins' "driver loaded" (see tests/target/gpu_standin.py).
     devices = ["--bind-ro=/dev/null:/dev/nvidiactl"] if gpus else []
+    devices += [f"--bind-ro={src}:{dest}" for src, dest in binds]
     return [
         "systemd-nspawn",
         "--quiet",
@@ -521,13 +524,20 @@ def _nspawn_command(name: str, root: Path, *, gpus: bool) -> list[str]:
     ]
 
 
-def start(name: str, port: int, fresh: bool = True, gpus: Sequence[StandinGpu] = ()) -> Target:
+def start(
+    name: str,
+    port: int,
+    fresh: bool = True,
+    gpus: Sequence[StandinGpu] = (),
+    binds: Sequence[tuple[str, str]] = (),
+) -> Target:
     """Boot target ``name`` with sshd on 127.0.0.1:``port`` from a fresh copy of the booted tree.
 
     ``gpus``: the GPUs the stand-ins for ``nvidia-smi``/``nvidia-persistenced`` report (see
     :mod:`tests.target.gpu_standin`); none: a host whose NVIDIA driver is not loaded. With
     ``fresh=False`` an existing tree is booted again (after a stop), as after a reboot, with
-    the GPUs of its first start. Returns once sshd answers.
+    the GPUs of its first start. ``binds``: ``(host path, target path)`` pairs bound read-only
+    into the target (e.g. a network namespace file a test created). Returns once sshd answers.
     """
     stop(name)
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
@@ -554,7 +564,9 @@ def start(name: str, port: int, fresh: bool = True, gpus: Sequence[StandinGpu] =
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     log = (STATE_DIR / f"{name}.log").open("w")
     proc = subprocess.Popen(
-        _nspawn_command(name, root, gpus=(root / gpu_standin.STATE.lstrip("/")).is_file()),
+        _nspawn_command(
+            name, root, gpus=(root / gpu_standin.STATE.lstrip("/")).is_file(), binds=binds
+        ),
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,

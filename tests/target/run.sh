@@ -5,7 +5,9 @@
 # `pytest -m target` (test_converge, test_dry_plans, test_loop: deploy + tuner, remote sweep,
 # profile fetched and applied, stale profile refused; test_multi_host: ws-a + ws-b in one
 # parallel run, ws-b fails alone; test_target: units really run, deploy twice with no restart,
-# reboot, kill-and-rerun, testinfra; test_engine last: llama.cpp under the rendered unit), then
+# reboot, kill-and-rerun, testinfra; the engine modules: llama.cpp under the rendered unit,
+# the tuner sweeping two engines, one engine on an opened address with its API key;
+# test_monitoring: exporter + Prometheus units, cap-drift / thermal / serving-down alerts), then
 # stop them. Prints the wall time of each stage; exits non-zero on failure (also when a
 # prerequisite cannot be installed: nothing is skipped silently), 0 with a reason when not root.
 set -euo pipefail
@@ -35,6 +37,10 @@ command -v debootstrap >/dev/null || missing+=(debootstrap)
 command -v systemd-nspawn >/dev/null || missing+=(systemd-container)
 command -v ssh-keygen >/dev/null || missing+=(openssh-client)
 command -v pgrep >/dev/null || missing+=(procps)
+# test_engine_open: the opened address lives in network namespaces of its own (ip netns),
+# and its requests come from one of them (curl).
+command -v ip >/dev/null || missing+=(iproute2)
+command -v curl >/dev/null || missing+=(curl)
 if ! "$PY" -c 'import sys; from tests.target import engine; sys.exit(not engine.cached_binary().is_file())'; then
   # No cached llama-server for these inputs: it is built here (tests/target/engine.py).
   command -v cmake >/dev/null || missing+=(cmake)
@@ -71,10 +77,11 @@ stage_done "pristine trees"
 
 stage "pytest -m target tests/target"
 rc=0
-# The engine modules last: they wait for the llama-server build started above.
-modules=$(ls tests/target/test_*.py | grep -v test_engine)
+# The engine modules and test_monitoring last: they wait for the llama-server build above.
+modules=$(ls tests/target/test_*.py | grep -v -e test_engine -e test_monitoring.py)
 # shellcheck disable=SC2086
 "$PY" -m pytest -m target $modules tests/target/test_engine.py tests/target/test_engine_tune.py \
+  tests/target/test_engine_open.py tests/target/test_monitoring.py \
   -p no:cacheprovider -q -s "$@" || rc=$?
 stage_done "pytest -m target (total)"
 if wait "$engine_pid"; then

@@ -36,7 +36,7 @@ import yaml
 
 from tests.target import engine, harness, util
 from tests.target.util import ssh
-from tuning.profile import load_profile
+from tuning.core.profile import load_profile
 from tuning.telemetry import MIN_WINDOW_S
 
 pytestmark = pytest.mark.target

@@ -23,7 +23,7 @@ import yaml
 
 from tests.target import gpu_standin, harness, util
 from tests.target.util import caps_in_unit, ssh
-from tuning.profile import load_profile
+from tuning.core.profile import load_profile
 
 pytestmark = pytest.mark.target
 

@@ -44,7 +44,7 @@ GPU_IRQS = ("130", "131")
 #: Operations the first deploy must run against the running kernel (scratch /sys). The GPU
 #: IRQs are pinned by rigforge-irq-affinity.service, started (for real) before the deploy's
 #: own "Pin GPU IRQs" step, which then finds nothing to do: the state is checked instead.
-RUNTIME_OPS = ("Runtime ASPM policy", "ASPM off on each NVIDIA GPU link")
+RUNTIME_OPS = ("Runtime ASPM policy", "ASPM off on each NVIDIA GPU link", "CPU: performance")
 #: The units host_data/ci-target/plan.yaml places (one vLLM, one llama.cpp).
 SERVING_UNITS = (
     "rigforge-serve-qwen2.5-7b-instruct-awq.service",

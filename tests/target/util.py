@@ -85,6 +85,7 @@ def fresh_target(
     stage: str,
     prepare: Callable[[harness.Target], None] | None = None,
     gpus: Sequence[StandinGpu] = (),
+    binds: Sequence[tuple[str, str]] = (),
 ) -> Iterator[harness.Target]:
     """A fresh target ``name`` on 127.0.0.1:``port``, stopped afterwards.
 
@@ -96,7 +97,7 @@ def fresh_target(
         pytest.skip(reason)
     start = time.monotonic()
     try:
-        target = harness.start(name, port, gpus=gpus)
+        target = harness.start(name, port, gpus=gpus, binds=binds)
     except harness.HarnessUnavailable as error:
         pytest.skip(str(error))
     if prepare is not None:
@@ -377,13 +378,15 @@ def verify(
     host: str | None = None,
     *,
     gpu: bool = True,
+    extra: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
     """Run the testinfra suite (``tests/verify``) against the target; return the pytest run.
 
     ``inventory_yaml``: what the suite expects (the inventory deployed); ``host``: the host
     of that inventory the target is (needed only when it has several). ``gpu=False`` leaves
     out the suite's ``gpu`` checks (what ``nvidia-smi`` reports): for a host whose caps go to
-    a simulated rig (``tuner.sim_rig``), not to the GPU stand-ins.
+    a simulated rig (``tuner.sim_rig``), not to the GPU stand-ins. ``extra``: more pytest
+    arguments (e.g. ``-k`` to leave out a check the caller makes itself).
     """
     start = time.monotonic()
     proc = subprocess.run(
@@ -403,6 +406,7 @@ def verify(
             f"--hosts={target.hosts_url}",
             f"--rigforge-inventory={inventory_yaml}",
             *([f"--rigforge-host={host}"] if host else []),
+            *extra,
         ],
         cwd=REPO,
         capture_output=True,

@@ -20,7 +20,9 @@ from tuning.render.files import (
     ENFORCE_INTERVAL_MIN,
     enforce_units,
     exporter_unit,
+    node_exporter_default,
     prometheus_files,
+    textfile_units,
 )
 from tuning.serving_checks import systemd_exposure
 
@@ -202,3 +204,97 @@ def test_engines_whose_metrics_are_off_by_default_turn_them_on(engine: str, flag
     unit = render_unit(placement).replace("\\\n", " ")  # join continuation lines
     (exec_line,) = [ln for ln in unit.splitlines() if ln.startswith("ExecStart=")]
     assert flag in exec_line.split()
+
+
+def test_prometheus_listens_where_the_inventory_says() -> None:
+    """``monitoring.prometheus_listen`` reaches both the ARGS Debian's unit reads and the
+    scrape config's own ``prometheus`` job (a second Prometheus on a shared box: port 19090)."""
+    config = host({"prometheus": True, "prometheus_listen": "127.0.0.1:19090"})
+    scrape, default = prometheus_files(config)
+    jobs = {j["job_name"]: j for j in yaml.safe_load(scrape.render())["scrape_configs"]}
+    assert jobs["prometheus"]["static_configs"] == [{"targets": ["127.0.0.1:19090"]}]
+    assert 'ARGS="--web.listen-address=127.0.0.1:19090"' in lines(default.render())
+
+
+def test_a_host_whose_gpus_are_a_sim_rig_is_watched_on_it() -> None:
+    """``tuner.sim_rig`` (CI): the boot unit applies the profile to /etc/rigforge/tune-rig.yaml,
+    so the exporter (with the sim-only control file) and the enforcement timer use that rig;
+    without it, ``monitoring.rig`` (nvml: no sim control)."""
+    sim_rig = str(Path("inventory/examples/rigs/ci-2x3090.yaml").resolve())
+    config = host(
+        tuner={"install": True, "sim_rig": sim_rig},
+        power={"profile": "p.yaml", "enforce": True},
+    )
+    exec_start = shlex.split(_exec_start(exporter_unit(config, profile=True, plan=False).render()))
+    assert exec_start[exec_start.index("--rig") + 1] == "/etc/rigforge/tune-rig.yaml"
+    assert "--sim-control" in exec_start
+    service = enforce_units(config)[0].render()
+    assert "--rig /etc/rigforge/tune-rig.yaml" in _exec_start(service)
+    plain = shlex.split(_exec_start(exporter_unit(host(), profile=False, plan=False).render()))
+    assert plain[plain.index("--rig") + 1] == "nvml"
+    assert "--sim-control" not in plain
+
+
+def _exec_start(unit_text: str) -> str:
+    return next(ln for ln in unit_text.splitlines() if ln.startswith("ExecStart=")).split("=", 1)[1]
+
+
+def test_textfile_service_writes_one_scrape_for_node_exporter() -> None:
+    """``monitoring.textfile``: the same sources as the exporter unit, ``--textfile`` in place
+    of ``--listen``, into Debian's textfile folder (``/var/lib/prometheus/node-exporter``, the
+    package's ``--collector.textfile.directory``), the only place it may write."""
+    config = host({"exporter": False, "textfile": True, "textfile_interval_s": 30})
+    service, timer = (spec.render() for spec in textfile_units(config, profile=True, plan=True))
+    assert exec_args(service) == [
+        "/opt/rigforge/venv/bin/rigforge",
+        "exporter",
+        "--rig",
+        "nvml",
+        "--textfile",
+        "/var/lib/prometheus/node-exporter/rigforge.prom",
+        "--kernel-log",
+        "journal",
+        "--enforcement-state",
+        "/var/lib/rigforge/state/enforce.json",
+        "--profile",
+        "/etc/rigforge/profile.yaml",
+        "--plan",
+        "/etc/rigforge/plan.yaml",
+    ]
+    body = lines(service)
+    assert "ProtectSystem=strict" in body
+    assert "ReadWritePaths=/var/lib/prometheus/node-exporter" in body
+    assert "CapabilityBoundingSet=" in body
+    assert "UMask=0022" in body  # node-exporter runs as user prometheus
+    assert "OnUnitActiveSec=30s" in lines(timer)
+    assert "AccuracySec=1s" in lines(timer)
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze absent")
+def test_textfile_service_exposure(tmp_path: Path) -> None:
+    """A root oneshot that writes one folder: no more exposed than the enforcement oneshot."""
+    service = textfile_units(host({"textfile": True}), profile=False, plan=False)[0]
+    path = tmp_path / "rigforge-textfile.service"
+    path.write_text(service.render())
+    exposure = systemd_exposure(path)
+    assert exposure is not None
+    print(f"rigforge-textfile.service exposure {exposure}")
+    assert exposure <= MAX_ENFORCE_EXPOSURE
+
+
+def test_node_exporter_listens_on_localhost_and_is_scraped() -> None:
+    """Debian's node-exporter listens on every address (``:9100``) unless told; the deploy's
+    ARGS bind it to ``monitoring.node_exporter_listen`` and name the textfile folder, and
+    Prometheus scrapes it as job ``node``."""
+    config = host({"prometheus": True, "node_exporter": True, "textfile": True})
+    default = lines(node_exporter_default(config).render())
+    assert default == [
+        'ARGS="--web.listen-address=127.0.0.1:9100 '
+        '--collector.textfile.directory=/var/lib/prometheus/node-exporter"'
+    ]
+    scrape = yaml.safe_load(prometheus_files(config)[0].render())
+    jobs = {j["job_name"]: j for j in scrape["scrape_configs"]}
+    assert jobs["node"]["static_configs"] == [{"targets": ["127.0.0.1:9100"]}]
+    textfile_only = host({"exporter": False, "prometheus": True, "node_exporter": True})
+    scrape = yaml.safe_load(prometheus_files(textfile_only)[0].render())
+    assert {j["job_name"] for j in scrape["scrape_configs"]} == {"prometheus", "node"}

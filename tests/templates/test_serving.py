@@ -325,7 +325,11 @@ def test_plan_file_with_injection_is_refused_with_its_path(entry: dict, tmp_path
     path.write_text(yaml.safe_dump({"schema_version": 1, "placements": [row]}))
     with pytest.raises(ConfigError, match=str(path)) as caught:
         render_serving_units(path)
-    assert "malformed plan entry" in str(caught.value)
+    # A text field is named by its YAML path; a number that is not one fails as a whole entry.
+    key = next(iter(entry))
+    numeric = key in ("numa_node", "cpu_list")
+    where = "placements[0]: malformed plan entry" if numeric else f"placements[0].{key}"
+    assert where in str(caught.value)
     with pytest.raises(ConfigError):
         render_serving_units({"placements": [row]})
 

@@ -30,6 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tuning.backends import RIGS_DIR, open_rig
 from tuning.backends.sim import SimRig
 from tuning.cli import cli
+from tuning.errors import ConfigError
 from tuning.exporter.collector import (
     ExpectedGpu,
     RigCollector,
@@ -510,3 +511,46 @@ def test_unreadable_sim_state_is_an_error_metric_not_a_crash(
     errors = {lab["source"]: v for lab, v in found["rigforge_exporter_errors_total"]}
     assert errors["nvml"] == 1.0
     assert len(found["rigforge_gpu_up"]) == 6
+
+
+def test_sim_control_speed_runs_virtual_time_faster(tmp_path: Path) -> None:
+    """``"speed": 60`` in the control file, read at a scrape, paces the intervals after it:
+    scrapes 2 s of wall time apart advance the simulated rig by 2 s, then by 120 s (2 × 60,
+    hand-worked)."""
+    rig = open_rig("sim:reference")
+    assert isinstance(rig, SimRig)
+    wall = iter([100.0, 102.0, 104.0])
+    control = tmp_path / "control.json"
+    driver = SimDriver(rig, control=control, now_s=lambda: next(wall))
+    driver()
+    start = rig.clock.now_s()
+    control.write_text(json.dumps({"speed": 60}))
+    driver()
+    assert rig.clock.now_s() - start == pytest.approx(2.0)
+    driver()
+    assert rig.clock.now_s() - start == pytest.approx(2.0 + 2.0 * 60)
+
+
+@pytest.mark.parametrize("speed", [0, -1, 601, "fast"])
+def test_sim_control_refuses_a_speed_out_of_range(tmp_path: Path, speed: object) -> None:
+    rig = open_rig("sim:reference")
+    assert isinstance(rig, SimRig)
+    control = tmp_path / "control.json"
+    control.write_text(json.dumps({"speed": speed}))
+    with pytest.raises(ConfigError, match="speed"):
+        SimDriver(rig, control=control)()
+
+
+def test_a_sim_rigs_caps_are_readable_by_the_unprivileged_exporter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """root's ``rigforge apply`` writes the simulated "hardware" state; the exporter runs as the
+    service user and must read it, as anyone reads a real card's limit: mode 0644 (journals,
+    which the same helper writes, keep mkstemp's 0600)."""
+    monkeypatch.setenv("RIGFORGE_STATE_DIR", str(tmp_path))
+    from tuning.apply.actuator import open_tuning_rig
+    from tuning.apply.sim_state import sim_state_path
+
+    rig, actuator = open_tuning_rig("sim:reference")
+    actuator.set_cap(rig.gpus[0].uuid, 300.0)
+    assert sim_state_path("sim:reference").stat().st_mode & 0o777 == 0o644

@@ -146,8 +146,9 @@ def test_a_links_file_of_another_version_is_refused(tmp_path: Path) -> None:
     CliRunner().invoke(cli, ["links", "--rig", "sim:reference", "--quick", "--out", str(out)])
     text = (out / "links.yaml").read_text()
     assert text.startswith("schema_version: 1\n")
+    # schema_version is line 1 (asserted above), so the refusal points there.
     (out / "links.yaml").write_text(text.replace("schema_version: 1", "schema_version: 2"))
-    with pytest.raises(ConfigError, match=r"links\.yaml: schema_version"):
+    with pytest.raises(ConfigError, match=r"links\.yaml:1: schema_version"):
         load_links_file(out / "links.yaml")
 
 

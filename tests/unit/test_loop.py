@@ -17,6 +17,7 @@ from rich.console import Console
 from tuning.backends.sim import SimRig
 from tuning.cli import cli
 from tuning.commands.loop import render_summary
+from tuning.core.profile import load_profile
 from tuning.errors import ConfigError
 from tuning.loop import (
     LoopConfig,
@@ -28,7 +29,6 @@ from tuning.loop import (
     serving_unit_paths,
 )
 from tuning.placement import load_plan
-from tuning.profile import load_profile
 from tuning.sustained import sustained_run
 from tuning.workloads import SimWorkload
 
@@ -368,3 +368,25 @@ def test_loop_command_refuses_nvml_before_touching_anything(tmp_path: Path) -> N
     assert isinstance(result.exception, ConfigError)
     assert "rigforge sweep" in str(result.exception)
     assert not out.exists()
+
+
+def test_the_loop_carries_the_cpu_plan_and_each_units_cores_shared_vs_partitioned(
+    reference: tuple[LoopResult, Recorder],
+) -> None:
+    """sim:reference is a 5995WX in NPS1: node 0 holds all 64 cores and every GPU, so before
+    the CPU plan each of the three units had those 64 cores shared with 2 other engines. The
+    plan gives the two vLLM TP/PP-2 units 1 + 1 + 1×2 = 4 cores and the llama.cpp unit
+    1 + 4 = 5 (tuning/cpuplan/engines.yaml)."""
+    result, _ = reference
+    assert result.cpu_plan is not None
+    shares = {c.unit: c for c in result.core_shares}
+    assert sorted(shares) == sorted(u.name for u in result.cpu_plan.units)
+    for placement in result.plan.placements:
+        share = shares[placement.model]
+        assert (share.shared_cores, share.shared_with) == (64, 2)
+        assert share.partitioned_cores == (5 if placement.engine == "llama.cpp" else 4)
+        assert share.shared_tok_s > 0
+        assert share.partitioned_tok_s > 0
+    document = result.to_json()
+    assert document["cpu_plan"]["housekeeping_cpus"] == "0-1,64-65"
+    assert len(document["core_shares"]) == len(result.plan.placements)

@@ -207,7 +207,7 @@ def test_profile_hints_come_from_the_profile_file(tmp_path) -> None:
 def test_profile_without_gpus_is_a_config_error(tmp_path) -> None:
     path = tmp_path / "profile.yaml"
     path.write_text(PROFILE_YAML.split("gpus:")[0] + "validation: {}\n")
-    with pytest.raises(ConfigError, match=r"profile.yaml: gpus: Field required"):
+    with pytest.raises(ConfigError, match=r"profile.yaml:1: gpus: Field required"):
         load_profile_hints(path)
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tuning.core.profile import load_profile, parse_profile
 from tuning.errors import ConfigError
-from tuning.profile import dump_profile, load_profile, parse_profile
+from tuning.profile import dump_profile
 
 DOC = {
     "schema_version": 1,

@@ -171,3 +171,25 @@ def test_a_number_without_a_source_is_refused(tmp_path: Path) -> None:
     bad.write_text(text.replace('      mfu_frac: "estimate: as vLLM"\n', "", 1))
     with pytest.raises(ConfigError, match=r"engines\.sglang\.sources\.mfu_frac"):
         load_serving_params(bad)
+
+
+def test_the_presets_cover_the_gpus_people_build_with_and_cite_their_figures() -> None:
+    """Issue 12's list (RTX 3090, 4090, 5090, A6000, 6000 Ada, RTX PRO 6000 Blackwell, L40S,
+    A100, H100, H200) each has a preset, and every figure the step-time model reads carries a
+    source in the preset's ``source`` map."""
+    from tuning.backends.sim_config import load_presets
+
+    presets = load_presets().presets
+    names = " | ".join(p.name for p in presets.values())
+    for wanted in (
+        "RTX 3090", "RTX 4090", "RTX 5090", "RTX A6000", "RTX 6000 Ada",
+        "RTX PRO 6000 Blackwell", "L40S", "A100", "H100", "H200",
+    ):  # fmt: skip
+        assert wanted in names, wanted
+    for key, preset in presets.items():
+        for field_name in ("memory_bw_gbps", "fp16_tensor_tflops", "sm_clock_mhz", "power"):
+            assert field_name in preset.source, (key, field_name)
+        if preset.tensor_tflops:
+            assert "tensor_tflops" in preset.source, key
+        hw = gpu_from_preset(key)
+        assert hw.tflops("fp8") >= hw.tflops("fp16")

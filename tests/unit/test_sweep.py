@@ -15,7 +15,7 @@ from tuning.apply.session import SafetySession
 from tuning.backends.sim import SimRig
 from tuning.budget import Policy
 from tuning.cli import cli
-from tuning.profile import load_profile
+from tuning.core.profile import load_profile
 from tuning.sustained import ThrottleEvent
 from tuning.sweep import Sweep, SweepConfig
 from tuning.workloads import SimWorkload

@@ -134,3 +134,17 @@ def test_the_cpu_section_checks_pass_and_fail_on_a_scratch_sysfs(
         cpu_checks.test_transparent_hugepages_as_the_inventory_says(local_host, _expected_at(bad))
     with pytest.raises(AssertionError):
         cpu_checks.test_swappiness_as_the_inventory_says(local_host, _expected_at(bad))
+
+
+def test_a_plan_without_a_cpu_plan_is_skipped_not_failed(tmp_path: Path) -> None:
+    """inventory/examples/host_data/ci-target/plan.yaml gives both units the 2-CPU target's
+    node (0-1): shared by design, no housekeeping_cpus, so the disjointness check skips."""
+    plan = Path(__file__).parents[2] / "inventory/examples/host_data/ci-target/plan.yaml"
+    config = HostConfig.model_validate(
+        {"ssh": {"host": "127.0.0.1"}, "serving": {"plan": str(plan)}}
+    )
+    tree = dict(render_serving_units(load_plan(plan)))
+    with pytest.raises(pytest.skip.Exception, match="no CPU plan"):
+        cpu_checks.test_units_cpus_are_disjoint_from_each_other_and_housekeeping(
+            FileHost(tree), Expected("ci-target", config)
+        )

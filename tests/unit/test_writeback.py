@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 from inventory.validate import load_inventory
 from tests.conftest import REPO_ROOT
 from tuning.cli import cli
-from tuning.profile import load_profile
+from tuning.core.profile import load_profile
 
 EXAMPLES = REPO_ROOT / "inventory" / "examples"
 CI_RIG = EXAMPLES / "rigs" / "ci-2x3090.yaml"

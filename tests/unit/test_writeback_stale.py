@@ -119,6 +119,7 @@ def test_a_file_that_is_not_a_profile_is_refused_not_compared(tmp_path: Path) ->
     """A ``gpus:`` list without the profile's provenance (``rig.fingerprint`` …) is not a
     profile: the one loader refuses it naming the missing key, before anything is compared."""
     path = tmp_path / "hand.yaml"
+    # A missing top-level key is reported at its parent, the document: line 1.
     path.write_text(yaml.safe_dump({"schema_version": 1, "gpus": [{"uuid": A, "cap_w": 240}]}))
-    with pytest.raises(ConfigError, match=r"hand.yaml: rig: Field required"):
+    with pytest.raises(ConfigError, match=r"hand.yaml:1: rig: Field required"):
         stale_profile_problem(path, [_gpu(A, "00000000:01:00.0")], "ws1")

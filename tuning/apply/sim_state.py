@@ -17,6 +17,9 @@ from tuning.backends.base import Rig
 from tuning.core.power import POWER_LIMIT_TOLERANCE_W
 from tuning.errors import RigforgeError
 
+#: Who may read a simulated rig's caps: everyone (UUIDs and watts, nothing secret).
+SIM_STATE_MODE = 0o644
+
 
 def sim_state_path(spec: str) -> Path:
     """Where a simulated rig's caps are kept, in :func:`~tuning.apply.state.state_dir`."""
@@ -45,5 +48,9 @@ def save(rig: Rig, spec: str) -> None:
     for gpu in rig.gpus:
         with contextlib.suppress(RigforgeError):
             saved[gpu.uuid] = gpu.power_limit_w()
-    # a simulated rig has no power to lose: surviving kill -9 (page cache) is enough
-    atomic_write_json(path, {"spec": spec, "power_limit_w": saved}, durable=False)
+    # a simulated rig has no power to lose: surviving kill -9 (page cache) is enough. World-
+    # readable, as a real card's limit is (nvidia-smi needs no root): the unprivileged
+    # exporter reads what root's `rigforge apply` left on the simulated "hardware".
+    atomic_write_json(
+        path, {"spec": spec, "power_limit_w": saved}, durable=False, mode=SIM_STATE_MODE
+    )

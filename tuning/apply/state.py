@@ -20,6 +20,8 @@ from typing import Any
 #: Where root keeps journals: the boot unit's ``rigforge apply``, an on-box ``sudo rigforge
 #: restore`` and a remote sweep (``deploys/tune.py``) must all find the same journal.
 SYSTEM_STATE_DIR = Path("/var/lib/rigforge/state")
+#: root's state dir is world-traversable; what is private in it is 0600 by itself.
+SYSTEM_STATE_DIR_MODE = 0o755
 
 
 def state_dir() -> Path:
@@ -34,6 +36,12 @@ def state_dir() -> Path:
         path = Path(env)
     elif os.geteuid() == 0:
         path = SYSTEM_STATE_DIR
+        path.mkdir(parents=True, exist_ok=True)
+        # Traversable by the unprivileged exporter whatever the caller's umask (the boot
+        # unit's is 0077): each file carries its own mode (journals 0600, the simulated
+        # rig's caps and the enforcement record 0644).
+        if path.stat().st_mode & 0o777 != SYSTEM_STATE_DIR_MODE:
+            path.chmod(SYSTEM_STATE_DIR_MODE)
     else:
         xdg = os.environ.get("XDG_STATE_HOME")
         path = (Path(xdg) if xdg else Path.home() / ".local" / "state") / "rigforge"
@@ -47,10 +55,13 @@ def rig_slug(spec: str) -> str:
     return f"{readable}-{hashlib.sha256(spec.encode()).hexdigest()[:8]}"
 
 
-def atomic_write_json(path: Path, document: Any, *, durable: bool = True) -> None:
+def atomic_write_json(
+    path: Path, document: Any, *, durable: bool = True, mode: int | None = None
+) -> None:
     """Write JSON to ``path`` so that a crash leaves the old file or the new one, never half.
 
-    ``durable``: fsync the file and its directory (survives power loss, costs ~10 ms).
+    ``durable``: fsync the file and its directory (survives power loss, costs ~10 ms);
+    ``mode``: the file's permission bits (default: ``mkstemp``'s 0600, owner only).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -60,6 +71,8 @@ def atomic_write_json(path: Path, document: Any, *, durable: bool = True) -> Non
             handle.flush()
             if durable:
                 os.fsync(handle.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -32,7 +32,7 @@ from tuning.core.limits import (
 from tuning.core.pcie import LINK_ORDER, link_rank
 from tuning.core.power import Circuit, Psu
 from tuning.core.yamlsafe import YamlDocument
-from tuning.errors import ConfigError, read_yaml_config, yaml_path
+from tuning.errors import ConfigError, problems_error, read_yaml_config, yaml_path
 from tuning.fabric.schema import FabricSpec, check_fabric
 
 PRESETS_FILE = Path(__file__).with_name("presets.yaml")
@@ -137,6 +137,9 @@ class PresetSpec(_Strict):
     thresholds: ThresholdSpec
     memory_bw_gbps: float = Field(gt=0)
     fp16_tensor_tflops: float = Field(gt=0)
+    #: Dense tensor TFLOPS of the faster paths the card has (``fp8``, ``int8``, ``int4``),
+    #: read by the step-time model (tuning/model/serving.py); absent: FP16 only.
+    tensor_tflops: dict[Literal["fp8", "int8", "int4"], float] = Field(default_factory=dict)
     pcie: PcieSpec
     sm_clock_mhz: ClockSpec
     cooling: CoolingSpec
@@ -309,13 +312,7 @@ def _raise(source: str, problems: list[tuple[str, str]], doc: YamlDocument | Non
     """One :class:`ConfigError` with a ``source:line: path: message`` line per problem (the line
     when ``doc`` knows where the path is), in file order."""
     if problems:
-        located = []
-        for path, msg in problems:
-            line = doc.line_of("" if path == "(top level)" else path) if doc else None
-            where = f"{source}:{line}" if line is not None else source
-            located.append((line or 0, f"{where}: {path}: {msg}"))
-        located.sort(key=lambda item: item[0])
-        raise ConfigError("\n".join(text for _, text in located))
+        raise problems_error(source, problems, doc)
 
 
 def _validate(model: type[_M], data: Any, source: str) -> _M:

@@ -28,8 +28,9 @@ from tuning.apply.caps import apply_caps
 from tuning.apply.journal import recover_stale_journals
 from tuning.budget import BudgetModel
 from tuning.commands.budget_opts import budget_options, resolve_budget
+from tuning.commands.options import host_option, json_option
+from tuning.core.profile import load_profile
 from tuning.exporter.enforcement import record_run
-from tuning.profile import load_profile
 
 
 def _log(message: str) -> None:
@@ -46,8 +47,8 @@ def _log(message: str) -> None:
     help="nvml (this machine), sim:NAME or a rig YAML file.",
 )
 @click.option("--dry-run", is_flag=True, help="show what would change; change nothing.")
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--host", "host_name", default=None, help="the --inventory host whose budget to use.")
+@json_option(None)
+@host_option("the --inventory host whose budget to use.")
 @click.option(
     "--retries",
     type=click.IntRange(0, 20),

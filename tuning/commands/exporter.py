@@ -25,13 +25,14 @@ from tuning.backends.base import Rig
 from tuning.backends.sim import SimRig
 from tuning.budget import RigBudget
 from tuning.commands.budget_opts import budget_options, resolve_budget
+from tuning.commands.options import host_option
 from tuning.core.power import BudgetModel
+from tuning.core.profile import Profile, load_profile
 from tuning.errors import ConfigError
 from tuning.exporter.collector import ExpectedGpu, RigCollector, ServingTarget, exposition
 from tuning.exporter.sim_driver import SimDriver
 from tuning.exporter.xid import open_kernel_log
 from tuning.placement import Plan, load_plan
-from tuning.profile import Profile, load_profile
 
 #: The exporter's default listen address: utkuozdemir/nvidia_gpu_exporter's default port
 #: (``--web.listen-address=:9835``, its docs/CONFIGURE.md), the exporter rigforge's replaces
@@ -139,7 +140,7 @@ def _inventory_gpus(inventory_path: Path | None, host_name: str | None) -> list[
     default=None,
     help="placement plan: model labels per GPU and the serving units to probe.",
 )
-@click.option("--host", "host_name", default=None, help="the --inventory host to report on.")
+@host_option("the --inventory host to report on.")
 @budget_options
 @click.option(
     "--kernel-log",

@@ -21,6 +21,7 @@ from tuning.backends.base import GpuInfo, LinkStatus, PcieLink, RigSnapshot
 from tuning.captures.fabric import CapturedFabric
 from tuning.captures.folder import load_captures
 from tuning.captures.values import format_cpu_list
+from tuning.commands.options import json_option
 from tuning.errors import ConfigError
 from tuning.fabric.graph import Fabric
 from tuning.rig_fabric import budget_lines, described_fabric, fabric_json, tree_lines
@@ -231,7 +232,7 @@ def _console() -> Console:
     default=None,
     help="A folder of one machine's nvidia-smi/lspci/numactl/lscpu outputs (any file names).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print RigSnapshot.to_json() instead.")
+@json_option("Print RigSnapshot.to_json() instead.")
 def command(rig_spec: str | None, captures_dir: Path | None, as_json: bool) -> None:
     """Show the rig: GPUs, power limits, PCIe links, topology, PSUs and host."""
     if rig_spec is not None and captures_dir is not None:

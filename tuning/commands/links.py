@@ -25,6 +25,7 @@ from rich.table import Table
 from inventory.host_data import host_data_path
 from tuning.backends import DEFAULT_RIG, open_rig
 from tuning.backends.base import Rig
+from tuning.commands.options import host_option, inventory_dir_option, json_option, out_option
 from tuning.fabric.links_file import dump_links_file
 from tuning.links import (
     DEFAULT_SIZE_MIB,
@@ -143,28 +144,13 @@ def _prober_for(rig: Rig, size_mib: int) -> LinkProber:
     help="Size of each measured copy, in MiB.",
 )
 @click.option("--quick", is_flag=True, help="One direction per GPU pair, no bidirectional runs.")
-@click.option("--json", "as_json", is_flag=True, help="Print the JSON document instead of tables.")
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Write links.yaml and p2p.png (the heatmap) here.",
+@json_option("Print the JSON document instead of tables.")
+@out_option("Write links.yaml and p2p.png (the heatmap) here.", dest="out_dir")
+@host_option(
+    "Write links.yaml back as this inventory host's data: INVENTORY_DIR/host_data/HOST/"
+    "links.yaml (where the placement reads it)."
 )
-@click.option(
-    "--host",
-    "host_name",
-    default=None,
-    help="Write links.yaml back as this inventory host's data: INVENTORY_DIR/host_data/HOST/"
-    "links.yaml (where the placement reads it).",
-)
-@click.option(
-    "--inventory-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("inventory"),
-    show_default=True,
-    help="The inventory's folder (--host writes under its host_data/).",
-)
+@inventory_dir_option
 def command(
     rig_spec: str,
     size_mib: int,

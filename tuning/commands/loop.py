@@ -27,7 +27,13 @@ from tuning.backends.base import LinkStatus, RigSnapshot
 from tuning.budget import Policy
 from tuning.captures.values import format_cpu_list
 from tuning.commands.inspect import MIB_PER_GIB, host_line, link_notes, power_table
-from tuning.commands.options import full_soak_option, heat_soak_option, policy_options
+from tuning.commands.options import (
+    full_soak_option,
+    heat_soak_option,
+    json_option,
+    out_option,
+    policy_options,
+)
 from tuning.loop import (
     STAGES,
     LoopConfig,
@@ -311,6 +317,12 @@ def cpu_plan_lines(result: LoopResult) -> list[str]:
         )
     irqs = ", ".join(f"{names.get(i.gpu, i.gpu)} → {format_cpu_list(i.cpus)}" for i in cpu.irqs)
     lines.append(f"  GPU IRQs: {irqs}")
+    for c in result.core_shares:
+        lines.append(
+            f"  {c.unit}: decode {c.shared_tok_s:.1f} tok/s on shared cores ({c.shared_cores} "
+            f"cores, {c.shared_with} other engine(s)) vs {c.partitioned_tok_s:.1f} tok/s on its "
+            f"own {c.partitioned_cores} (tuning/model/serving.py)"
+        )
     return lines
 
 
@@ -377,13 +389,7 @@ def render_summary(result: LoopResult, console: Console) -> None:
     "--workload", type=click.Choice(list(WORKLOAD_CLASSES)), default="decode", show_default=True
 )
 @policy_options
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("out"),
-    show_default=True,
-    help="Where profile.yaml, plan.yaml, the PNG plots and rendered/ go.",
-)
+@out_option("Where profile.yaml, plan.yaml, the PNG plots and rendered/ go.", default=Path("out"))
 @click.option("--seed", type=int, default=0, show_default=True, help="Simulated rig noise seed.")
 @click.option(
     "--sustained-s",
@@ -394,7 +400,7 @@ def render_summary(result: LoopResult, console: Console) -> None:
 )
 @heat_soak_option
 @full_soak_option
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@json_option("Print one JSON object on stdout.")
 def command(
     rig_spec: str,
     models_path: Path | None,

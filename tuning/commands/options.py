@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import click
@@ -48,4 +49,49 @@ full_soak_option = click.option(
     is_flag=True,
     help="Soak the whole --heat-soak-s instead of stopping once the steady temperatures are "
     "predicted from the transient.",
+)
+
+
+def json_option(help_text: str | None) -> Callable[[F], F]:
+    """``--json`` (the ``as_json`` flag): print one JSON document instead of the tables."""
+    return click.option("--json", "as_json", is_flag=True, help=help_text)
+
+
+def host_option(help_text: str) -> Callable[[F], F]:
+    """``--host NAME`` (``host_name``): the inventory host a command reads or writes back."""
+    return click.option("--host", "host_name", default=None, help=help_text)
+
+
+def out_option(
+    help_text: str,
+    *,
+    dest: str | None = None,
+    file: bool = False,
+    default: Path | None = None,
+) -> Callable[[F], F]:
+    """``--out PATH``: a folder (``file=False``) or a file the command writes; ``dest`` names
+    the parameter when it is not ``out``; a ``default`` is shown in ``--help``."""
+    path_type = (
+        click.Path(dir_okay=False, path_type=Path)
+        if file
+        else click.Path(file_okay=False, path_type=Path)
+    )
+    names = ("--out", dest) if dest else ("--out",)
+    return click.option(
+        *names,
+        type=path_type,
+        default=default,
+        show_default=True if default is not None else None,
+        help=help_text,
+    )
+
+
+#: ``--inventory-dir`` (default ``inventory``): where ``--host`` writes a host's data
+#: (``host_data/HOST/``) for the commands that write one file back (plan, links).
+inventory_dir_option = click.option(
+    "--inventory-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("inventory"),
+    show_default=True,
+    help="The inventory's folder (--host writes under its host_data/).",
 )

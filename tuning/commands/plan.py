@@ -26,6 +26,7 @@ from tuning.apply.actuator import open_tuning_rig
 from tuning.backends import DEFAULT_RIG
 from tuning.backends.base import RigSnapshot
 from tuning.captures.values import format_cpu_list
+from tuning.commands.options import host_option, inventory_dir_option, json_option, out_option
 from tuning.core.profile import load_profile, profile_mismatch
 from tuning.cpuplan.placements import load_cpu_topology, with_models_cpu_plan
 from tuning.cpuplan.plan import CpuPlan
@@ -138,29 +139,14 @@ def render_table(
     default=None,
     help="Tuning profile from 'rigforge sweep' (caps, heat-soak temperatures).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
-@click.option(
-    "--out",
-    "out_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Write the plan YAML the serving deploy consumes.",
-)
-@click.option(
-    "--host",
-    "host_name",
-    default=None,
-    help="Write the plan back as this inventory host's data: INVENTORY_DIR/host_data/HOST/"
+@json_option("Print the plan as JSON.")
+@out_option("Write the plan YAML the serving deploy consumes.", dest="out_path", file=True)
+@host_option(
+    "Write the plan back as this inventory host's data: INVENTORY_DIR/host_data/HOST/"
     "plan.yaml (where serving.plan points by default); its profile.yaml there is used "
-    "when --profile is not given.",
+    "when --profile is not given."
 )
-@click.option(
-    "--inventory-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("inventory"),
-    show_default=True,
-    help="The inventory's folder (--host writes under its host_data/).",
-)
+@inventory_dir_option
 @click.pass_context
 def command(
     ctx: click.Context,

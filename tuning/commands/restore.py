@@ -14,6 +14,7 @@ from tuning.apply.journal import (
     restore_journal,
     stale_journals,
 )
+from tuning.commands.options import json_option
 from tuning.errors import RigforgeError
 
 
@@ -24,7 +25,7 @@ from tuning.errors import RigforgeError
     default=None,
     help="only this rig's journal (default: every journal left by a dead run).",
 )
-@click.option("--json", "as_json", is_flag=True, help="print what was restored as JSON.")
+@json_option("print what was restored as JSON.")
 def command(rig_spec: str | None, as_json: bool) -> None:
     """Restore original GPU settings from journals left by interrupted runs."""
     if rig_spec is not None:

@@ -36,7 +36,14 @@ from tuning.apply.session import SafetySession
 from tuning.backends import DEFAULT_RIG
 from tuning.budget import Policy
 from tuning.commands.budget_opts import budget_options, resolve_budget
-from tuning.commands.options import full_soak_option, heat_soak_option, policy_options
+from tuning.commands.options import (
+    full_soak_option,
+    heat_soak_option,
+    host_option,
+    json_option,
+    out_option,
+    policy_options,
+)
 from tuning.profile import dump_profile, profile_from_result
 from tuning.report import (
     PlotsUnavailable,
@@ -155,21 +162,13 @@ def _check_tps_regex(ctx: click.Context, param: click.Parameter, value: str | No
     "--step-w", type=click.IntRange(1, 100), default=5, show_default=True, help="grid step (W)."
 )
 @click.option("--seed", type=int, default=None, help="simulated rig noise seed.")
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON.")
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="write profile.yaml and PNG plots here.",
-)
+@json_option("print the result as JSON.")
+@out_option("write profile.yaml and PNG plots here.")
 @heat_soak_option
 @full_soak_option
-@click.option(
-    "--host",
-    "host_name",
-    default=None,
-    help="write the profile back as this inventory host's data: "
-    "INVENTORY_DIR/host_data/HOST/profile.yaml (where power.profile points by default).",
+@host_option(
+    "write the profile back as this inventory host's data: "
+    "INVENTORY_DIR/host_data/HOST/profile.yaml (where power.profile points by default)."
 )
 @click.option(
     "--inventory-dir",

@@ -17,7 +17,8 @@ from typing import Any
 from tuning.core.bus import normalize_bus_id
 from tuning.core.checks import placement_problems
 from tuning.core.limits import MAX_CPU_ID
-from tuning.errors import ConfigError, read_yaml_config
+from tuning.core.yamlsafe import YamlDocument
+from tuning.errors import problems_error, read_yaml_config
 
 PLAN_SCHEMA_VERSION = 1
 
@@ -149,11 +150,19 @@ class Placement:
         )
         problems = placement_problems(placement)
         if problems:
-            raise ValueError(
-                f"placement of {placement.model!r}: "
-                + "; ".join(f"{where}: {why}" for where, why in problems)
-            )
+            raise PlacementRefused(placement.model, problems)
         return placement
+
+
+class PlacementRefused(ValueError):
+    """A plan entry holding what must not reach a unit; ``problems`` are ``(field, sentence)``
+    (the field relative to the entry: ``port``, ``gpus[0]``)."""
+
+    def __init__(self, model: str, problems: list[tuple[str, str]]) -> None:
+        super().__init__(
+            f"placement of {model!r}: " + "; ".join(f"{where}: {why}" for where, why in problems)
+        )
+        self.problems = problems
 
 
 def _optional_float(value: Any) -> float | None:
@@ -265,8 +274,8 @@ class Plan:
 def load_plan(path: str | Path) -> Plan:
     """Read a plan YAML written by ``rigforge plan --out``."""
     path = Path(path)
-    data = read_yaml_config(path, "plan").data
-    return parse_plan(data, str(path))
+    doc = read_yaml_config(path, "plan")
+    return parse_plan(doc.data, str(path), doc)
 
 
 def parse_placements(entries: Any) -> tuple[Placement, ...]:
@@ -278,17 +287,41 @@ def parse_placements(entries: Any) -> tuple[Placement, ...]:
     return tuple(Placement.from_yaml(p) for p in entries)
 
 
-def parse_plan(data: Any, source: str = "<plan>") -> Plan:
-    """Validate a parsed plan document; :class:`ConfigError` names ``source`` and the fix."""
-    path = source
+def parse_plan(data: Any, source: str = "<plan>", doc: YamlDocument | None = None) -> Plan:
+    """Validate a parsed plan document; :class:`ConfigError` names ``source``, the line (when
+    ``doc``, the parsed file, is given), the YAML path of every bad entry and the fix."""
+    rerun = "rerun 'rigforge plan'"
     if not isinstance(data, dict) or data.get("schema_version") != PLAN_SCHEMA_VERSION:
-        raise ConfigError(f"{path}: not a rigforge plan (schema_version: 1); rerun 'rigforge plan'")
+        raise problems_error(
+            source, [("schema_version", f"not a rigforge plan (schema_version: 1); {rerun}")], doc
+        )
+    entries = data.get("placements")
+    if entries is not None and not isinstance(entries, list):
+        raise problems_error(
+            source, [("placements", f"is a {type(entries).__name__}, not a list; {rerun}")], doc
+        )
+    problems: list[tuple[str, str]] = []
+    placements: list[Placement] = []
+    for i, entry in enumerate(entries or ()):
+        where = f"placements[{i}]"
+        try:
+            if not isinstance(entry, Mapping):
+                raise TypeError(f"is a {type(entry).__name__}, not a mapping")
+            placements.append(Placement.from_yaml(entry))
+        except PlacementRefused as refused:
+            problems += [(f"{where}.{field}", f"{why}; {rerun}") for field, why in refused.problems]
+        except KeyError as error:
+            problems.append((f"{where}.{error.args[0]}", f"required key missing; {rerun}"))
+        except (TypeError, ValueError) as error:
+            problems.append((where, f"malformed plan entry ({error}); {rerun}"))
+    if problems:
+        raise problems_error(source, problems, doc)
     try:
         return Plan(
             rig_name=str((data.get("rig") or {}).get("name", "")),
             fingerprint=str((data.get("rig") or {}).get("fingerprint", "")),
             headroom_pct=float(data.get("headroom_pct", 10)),
-            placements=parse_placements(data.get("placements")),
+            placements=tuple(placements),
             unplaced=tuple(
                 Unplaced(str(u["model"]), int(u.get("replica", 0)), str(u["reason"]))
                 for u in data.get("unplaced") or ()
@@ -300,10 +333,10 @@ def parse_plan(data: Any, source: str = "<plan>") -> Plan:
             irq_cpus=tuple(GpuIrqCpus.from_yaml(i) for i in data.get("irq_cpus") or ()),
         )
     except KeyError as error:
-        raise ConfigError(
-            f"{path}: a plan entry has no {error.args[0]!r}; rerun 'rigforge plan'"
-        ) from error
-    except (TypeError, ValueError) as error:
-        raise ConfigError(
-            f"{path}: malformed plan entry ({error}); rerun 'rigforge plan'"
-        ) from error
+        raise problems_error(
+            source, [("(top level)", f"an entry has no {error.args[0]!r}; {rerun}")], doc
+        ) from None
+    except (TypeError, ValueError, AttributeError) as error:
+        raise problems_error(
+            source, [("(top level)", f"malformed plan ({error}); {rerun}")], doc
+        ) from None

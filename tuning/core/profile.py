@@ -34,6 +34,7 @@ Schema (``schema_version: 1``)::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,8 @@ from tuning.core.checks import gpu_id_problem
 from tuning.core.limits import MAX_GPU_POWER_W
 from tuning.core.rig import GpuInfo, rig_fingerprint
 from tuning.core.strict import StrictModel
-from tuning.errors import ConfigError, read_yaml_config, yaml_path
+from tuning.core.yamlsafe import YamlDocument
+from tuning.errors import ConfigError, problems_error, read_yaml_config, yaml_path
 
 SCHEMA_VERSION = 1
 
@@ -150,24 +152,40 @@ def duplicate_uuid_problem(uuids: Sequence[object]) -> str | None:
     return None
 
 
-def parse_profile(data: Any, source: str = "<profile>") -> Profile:
-    """Validate a parsed profile document; :class:`ConfigError` lists every problem by path."""
+def parse_profile(data: Any, source: str = "<profile>", doc: YamlDocument | None = None) -> Profile:
+    """Validate a parsed profile document; :class:`ConfigError` lists every problem by path
+    (with its line when ``doc``, the parsed file, is given)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: (top level): expected a mapping, got {type(data).__name__}")
     version = data.get("schema_version")
     if version != SCHEMA_VERSION:
-        raise ConfigError(
-            f"{source}: schema_version: expected {SCHEMA_VERSION}, got {version!r}; "
-            "re-run 'rigforge sweep' to write a current profile"
+        raise problems_error(
+            source,
+            [
+                (
+                    "schema_version",
+                    f"expected {SCHEMA_VERSION}, got {version!r}; "
+                    "re-run 'rigforge sweep' to write a current profile",
+                )
+            ],
+            doc,
         )
     try:
         return Profile.model_validate(data)
     except ValidationError as error:
-        lines = [
-            f"{source}: {yaml_path(e['loc'])}: {str(e['msg']).removeprefix('Value error, ')}"
-            for e in error.errors()
-        ]
-        raise ConfigError("\n".join(lines)) from None
+        problems = [_problem(e) for e in error.errors()]
+        raise problems_error(source, problems, doc) from None
+
+
+def _problem(error: Any) -> tuple[str, str]:
+    """``(yaml path, sentence)`` of one pydantic error; a whole-profile check names the entry
+    it is about first (``gpus[1].uuid: duplicate …``), and that entry is its path (and line)."""
+    path = yaml_path(error["loc"])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    named = re.match(r"^(gpus\[\d+\](?:\.\w+)?): (.+)$", message, re.DOTALL)
+    if path == "(top level)" and named:
+        return named.group(1), named.group(2)
+    return path, message
 
 
 def load_profile(path: Path | str) -> Profile:
@@ -175,8 +193,8 @@ def load_profile(path: Path | str) -> Profile:
     path = Path(path)
     if path.is_dir():
         path = path / "profile.yaml"
-    data = read_yaml_config(path, "profile").data
-    return parse_profile(data, str(path))
+    doc = read_yaml_config(path, "profile")
+    return parse_profile(doc.data, str(path), doc)
 
 
 def profile_mismatch(profile: Profile, gpus: Sequence[GpuInfo]) -> str | None:

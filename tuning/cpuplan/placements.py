@@ -6,14 +6,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from inventory.models import ModelsFile
+from inventory.models import ModelsFile, models_document
 from tuning.core.bus import normalize_bus_id
 from tuning.core.cpu import CpuTopology
 from tuning.core.plan import GpuIrqCpus, Plan
 from tuning.core.rig import RigSnapshot
 from tuning.cpuplan.plan import CpuPlan, CpuPlanRefused, CpuUnit, check_pin_on_host, plan_cpus
 from tuning.cpuplan.rules import CpuRules
-from tuning.errors import ConfigError
+from tuning.errors import ConfigError, problems_error
 
 
 def load_cpu_topology(spec: str) -> CpuTopology | None:
@@ -118,7 +118,7 @@ def with_models_cpu_plan(
     try:
         return with_cpu_plan(plan, snapshot, topo, pins=pins)
     except CpuPlanRefused as refused:
-        raise ConfigError(f"{source}: {_where(models, refused)}: {refused}") from None
+        raise _refusal(source, models, refused) from None
 
 
 def check_models_pins(topo: CpuTopology, models: ModelsFile, source: str) -> None:
@@ -129,7 +129,15 @@ def check_models_pins(topo: CpuTopology, models: ModelsFile, source: str) -> Non
             if (cpus := model.pinned_cpus) is not None:
                 check_pin_on_host(model.name, cpus, topo.cpus)
     except CpuPlanRefused as refused:
-        raise ConfigError(f"{source}: {_where(models, refused)}: {refused}") from None
+        raise _refusal(source, models, refused) from None
+
+
+def _refusal(source: str, models: ModelsFile, refused: CpuPlanRefused) -> ConfigError:
+    """The refusal as a file problem: ``source:line: models[i].cpus: …`` (the line read back
+    from ``source`` when it is the models file on disk)."""
+    return problems_error(
+        source, [(_where(models, refused), str(refused))], models_document(source)
+    )
 
 
 def _where(models: ModelsFile, refused: CpuPlanRefused) -> str:

@@ -3,8 +3,10 @@
 Before each scrape the virtual clock advances by the wall time since the last one (times
 ``speed``), the caps other rigforge processes left on the simulated "hardware" are re-read
 (a ``rigforge apply`` against the same spec changes what the exporter sees, as on a real
-box), and an optional control file sets the load and the room: ``{"workload": "decode",
-"ambient_c": 45}`` (CI drives the rig hot this way without restarting the exporter).
+box), and an optional control file sets the load, the room and the pace of virtual time:
+``{"workload": "decode", "ambient_c": 55, "speed": 60}`` (CI drives the rig hot this way
+without restarting the exporter; ``speed`` lets minutes of heat-up pass in seconds). The
+control exists only for a simulated rig: the exporter refuses ``--sim-control`` on NVML.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from tuning.errors import ConfigError
 #: scrape simulating hours; ``estimate``: 10 min of six GPUs is ~0.3 s of model time).
 #: Units: s.
 MAX_ADVANCE_S = 600.0
+#: The fastest a control file may run virtual time (``estimate``: 10 min of heat-up in 1 s
+#: at most; the model's step stays ``step_s`` of the rig, so faster only costs CPU).
+MAX_SPEED = 600.0
 
 
 @dataclass
@@ -63,6 +68,17 @@ class SimDriver:
         if not isinstance(document, dict):
             raise ConfigError(f"{self.control}: expected an object with workload / ambient_c")
         ambient = document.get("ambient_c")
+        speed = document.get("speed")
+        if speed is not None:
+            if (
+                isinstance(speed, bool)
+                or not isinstance(speed, int | float)
+                or not 0 < speed <= MAX_SPEED
+            ):
+                raise ConfigError(
+                    f"{self.control}: speed {speed!r} must be a number in (0, {MAX_SPEED:g}]"
+                )
+            self.speed = float(speed)
         self.set_load(document.get("workload"), None if ambient is None else float(ambient))
 
     def __call__(self) -> None:

@@ -283,49 +283,37 @@ def build_fabric(spec: FabricSpec | None, gpus: Sequence[GpuPort]) -> Fabric:
             raise KeyError(at)
         return up.socket, up.max_gen or 6, 16, up.root_complex, up.name, at
 
+    def bridge(name: str, kind: NodeKind, uplink: str, max_gen: int, max_width: int) -> Node:
+        """A switch or the chipset below ``uplink``: it trains at the lower of its own and its
+        uplink's gen and width."""
+        s, gen, width, rc, parent, at_port = resolve(uplink)
+        return Node(
+            name=name,
+            kind=kind,
+            socket=s,
+            parent=parent,
+            port=at_port,
+            gen=min(gen, max_gen),
+            width=min(width, max_width),
+            max_gen=max_gen,
+            max_width=max_width,
+            root_complex=rc,
+            label=f"{kind.value} {name}",
+        )
+
     pending = list(spec.switches)
     while pending:  # switches may hang off switches: place each once its uplink exists
         progressed = False
         for sw in list(pending):
             if sw.uplink in where or any(n.name == sw.uplink for n in nodes):
-                s, gen, width, rc, parent, at_port = resolve(sw.uplink)
-                nodes.append(
-                    Node(
-                        name=sw.name,
-                        kind=NodeKind.SWITCH,
-                        socket=s,
-                        parent=parent,
-                        port=at_port,
-                        gen=min(gen, sw.gen),
-                        width=min(width, sw.width),
-                        max_gen=sw.gen,
-                        max_width=sw.width,
-                        root_complex=rc,
-                        label=f"switch {sw.name}",
-                    )
-                )
+                nodes.append(bridge(sw.name, NodeKind.SWITCH, sw.uplink, sw.gen, sw.width))
                 pending.remove(sw)
                 progressed = True
         if not progressed:
             raise ValueError("switch uplinks do not resolve; run check_fabric first")
     if spec.chipset is not None:
         c = spec.chipset
-        s, gen, width, rc, parent, at_port = resolve(c.uplink)
-        nodes.append(
-            Node(
-                name=c.name,
-                kind=NodeKind.CHIPSET,
-                socket=s,
-                parent=parent,
-                port=at_port,
-                gen=min(gen, c.gen),
-                width=min(width, c.width),
-                max_gen=c.gen,
-                max_width=c.width,
-                root_complex=rc,
-                label=f"chipset {c.name}",
-            )
-        )
+        nodes.append(bridge(c.name, NodeKind.CHIPSET, c.uplink, c.gen, c.width))
     risers = {r.name: r for r in spec.risers}
     for attach in spec.gpus:
         g = gpus[attach.gpu]

@@ -19,14 +19,15 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError
 
 from tuning.core.strict import StrictModel
-from tuning.errors import ConfigError, read_yaml_config, yaml_path
+from tuning.errors import problems_error, read_yaml_config, yaml_path
 
 
 class _Strict(StrictModel):
@@ -93,17 +94,29 @@ class LinksFile(_Strict):
 
 def load_links_file(path: Path) -> LinksFile:
     """Read and validate a ``links.yaml``; :class:`ConfigError` naming the file and YAML path."""
-    data = read_yaml_config(path, "links file").data
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: (top level): expected a mapping; re-run rigforge links")
+    doc = read_yaml_config(path, "links file")
+    if not isinstance(doc.data, dict):
+        raise problems_error(
+            str(path), [("(top level)", "expected a mapping; re-run rigforge links")], doc
+        )
     try:
-        return LinksFile.model_validate(data)
+        return LinksFile.model_validate(doc.data)
     except ValidationError as exc:
-        lines = [
-            f"{path}: {yaml_path(e['loc'])}: {str(e['msg']).removeprefix('Value error, ')}"
+        problems = [
+            (yaml_path(e["loc"]), f"{str(e['msg']).removeprefix('Value error, ')}{_fix(e)}")
             for e in exc.errors()
         ]
-        raise ConfigError("\n".join(lines)) from exc
+        raise problems_error(str(path), problems, doc) from None
+
+
+def _fix(error: Mapping[str, Any]) -> str:
+    """The fix for one pydantic error of a links file (it is written by a command, so the fix
+    is mostly to re-measure)."""
+    if error["type"] == "extra_forbidden":
+        return "; remove the key (links.yaml is written by rigforge links)"
+    if error["type"] == "missing":
+        return "; re-run rigforge links to write a complete file"
+    return "; re-run rigforge links (or correct the value)"
 
 
 def dump_links_file(links: LinksFile) -> str:

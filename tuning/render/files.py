@@ -355,8 +355,37 @@ RULES_DEST = "/etc/prometheus/rules/rigforge.rules.yml"
 #: How often enforcement re-checks the caps. Shorter than the cap-drift alert's ``for: 10m``,
 #: so that alert fires only when enforcement is off or failing. Units: min.
 ENFORCE_INTERVAL_MIN = 5
-#: Where Debian's Prometheus listens: its default port, bound to localhost.
-PROMETHEUS_LISTEN = "127.0.0.1:9090"
+#: node-exporter's textfile collector folder in Debian's prometheus-node-exporter (root:root
+#: 0755 in the package; ``--collector.textfile.directory``), and rigforge's file in it.
+TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
+TEXTFILE_PATH = f"{TEXTFILE_DIR}/rigforge.prom"
+TEXTFILE_SERVICE = "rigforge-textfile.service"
+TEXTFILE_TIMER = "rigforge-textfile.timer"
+
+
+def monitored_rig(config: HostConfig) -> str:
+    """The rig spec the exporter and the enforcement timer read: the host's GPUs.
+
+    A host whose GPUs are a simulated rig (``tuner.sim_rig``, CI) is watched on the copy the
+    boot unit applies the profile to (:data:`SIM_RIG_TARGET`), so the exporter sees the caps
+    ``rigforge apply`` set there; else ``monitoring.rig`` (``nvml``, or ``sim:NAME``).
+    """
+    return SIM_RIG_TARGET if config.tuner.sim_rig else config.monitoring.rig
+
+
+def _exporter_sources(config: HostConfig, *, profile: bool, plan: bool) -> dict[str, Any]:
+    """What every ``rigforge exporter`` unit reads (``rigforge-exporter-sources.inc.j2``)."""
+    rig = monitored_rig(config)
+    return {
+        "venv": config.tuner.venv,
+        "rig": rig,
+        "state_dir": MONITORING_STATE_DIR,
+        "enforcement_state": ENFORCEMENT_RECORD,
+        "profile": PROFILE_TARGET if profile else None,
+        "plan": PLAN_TARGET if plan else None,
+        "sim": rig != "nvml",
+        "sim_control": SIM_CONTROL,
+    }
 
 
 def exporter_unit(config: HostConfig, *, profile: bool, plan: bool) -> FileSpec:
@@ -369,19 +398,41 @@ def exporter_unit(config: HostConfig, *, profile: bool, plan: bool) -> FileSpec:
         dest=f"/etc/systemd/system/{EXPORTER_UNIT}",
         template=f"etc/systemd/system/{EXPORTER_UNIT}.j2",
         context={
+            **_exporter_sources(config, profile=profile, plan=plan),
             "user": config.base.service_user,
-            "venv": config.tuner.venv,
-            "rig": m.rig,
             "listen": m.listen,
             "opened": not ipaddress.ip_address(address).is_loopback,
-            "state_dir": MONITORING_STATE_DIR,
-            "enforcement_state": ENFORCEMENT_RECORD,
-            "profile": PROFILE_TARGET if profile else None,
-            "plan": PLAN_TARGET if plan else None,
-            "sim": m.rig.startswith("sim:"),
-            "sim_control": SIM_CONTROL,
         },
         name=f"Exporter unit ({m.listen})",
+    )
+
+
+def textfile_units(config: HostConfig, *, profile: bool, plan: bool) -> list[FileSpec]:
+    """``rigforge-textfile.service`` (one scrape to :data:`TEXTFILE_PATH`) and its timer."""
+    context = {
+        **_exporter_sources(config, profile=profile, plan=plan),
+        "textfile": TEXTFILE_PATH,
+        "textfile_dir": TEXTFILE_DIR,
+        "interval_s": config.monitoring.textfile_interval_s,
+    }
+    return [
+        FileSpec(
+            dest=f"/etc/systemd/system/{unit}",
+            template=f"etc/systemd/system/{unit}.j2",
+            context=context,
+            name=f"Textfile collector {unit.rsplit('.', 1)[1]} ({TEXTFILE_PATH})",
+        )
+        for unit in (TEXTFILE_SERVICE, TEXTFILE_TIMER)
+    ]
+
+
+def node_exporter_default(config: HostConfig) -> FileSpec:
+    """``/etc/default/prometheus-node-exporter``: its listen address and textfile folder."""
+    return FileSpec(
+        dest="/etc/default/prometheus-node-exporter",
+        template="etc/default/prometheus-node-exporter.j2",
+        context={"listen": config.monitoring.node_exporter_listen, "textfile_dir": TEXTFILE_DIR},
+        name=f"node-exporter listens on {config.monitoring.node_exporter_listen}",
     )
 
 
@@ -390,7 +441,7 @@ def enforce_units(config: HostConfig) -> list[FileSpec]:
     context = {
         "venv": config.tuner.venv,
         "profile": PROFILE_TARGET,
-        "rig": config.monitoring.rig,
+        "rig": monitored_rig(config),
         "enforcement_state": ENFORCEMENT_RECORD,
         "interval_min": ENFORCE_INTERVAL_MIN,
     }
@@ -426,8 +477,13 @@ def prometheus_files(config: HostConfig) -> list[FileSpec]:
             template="etc/prometheus/prometheus.yml.j2",
             context={
                 "interval_s": config.monitoring.scrape_interval_s,
-                "prometheus_listen": PROMETHEUS_LISTEN,
-                "exporter": config.monitoring.listen,
+                "prometheus_listen": config.monitoring.prometheus_listen,
+                "exporter": config.monitoring.listen if config.monitoring.exporter else None,
+                "node_exporter": (
+                    config.monitoring.node_exporter_listen
+                    if config.monitoring.node_exporter
+                    else None
+                ),
                 "engines": engine_targets(config),
             },
             name="Prometheus scrape config (exporter, engines, rules)",
@@ -435,8 +491,8 @@ def prometheus_files(config: HostConfig) -> list[FileSpec]:
         FileSpec(
             dest="/etc/default/prometheus",
             template="etc/default/prometheus.j2",
-            context={"listen": PROMETHEUS_LISTEN},
-            name=f"Prometheus listens on {PROMETHEUS_LISTEN}",
+            context={"listen": config.monitoring.prometheus_listen},
+            name=f"Prometheus listens on {config.monitoring.prometheus_listen}",
         ),
     ]
 
