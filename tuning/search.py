@@ -25,8 +25,9 @@ It assumes only that T falls as the cap falls, and, for its bounds, that T(P) is
    it (:meth:`AdaptiveSearch.crossing_w`). The estimate is the quadratic through the three
    points nearest the floor, averaged with the middle of those bounds (a hedge for a kink
    inside the bracket); with nothing infeasible yet, the step down is at most
-   ``max_step_frac`` (15 %) of P₀. The probe goes just above the estimate, so that it is
-   feasible if the model is right.
+   ``max_step_frac`` (15 %) of P₀, and on a plateau (a flat chord bounds nothing) the
+   distance from the top doubles each probe. The probe goes just above the estimate, so
+   that it is feasible if the model is right.
 5. Stop when the best measured tokens/J is within ``tol_rel`` (1 %) of the best the bracket
    still allows (L's throughput over the estimated crossing), when the next probe could
    not save ``tol_rel`` of L's power, or at ``max_probes`` (5, counting the top probe) —
@@ -233,7 +234,10 @@ class AdaptiveSearch(CapSearch):
             # plateau's flat chord bounds nothing, and a cliff may follow it)
             natural = self.natural_draw_w or self.constraints.max_w
             step_w = x_l - self.max_step_frac * natural
-            est = max(lo_w, step_w) if flat else max(est, step_w)
+            # still on a plateau: double the distance from the top each time, so a card flat
+            # to its minimum cap is found in a few probes
+            doubled_w = 2 * x_l - self._draw_w(top)
+            est = max(lo_w, min(step_w, doubled_w)) if flat else max(est, step_w)
         elif quad is not None and lo_w <= quad <= hi_w:
             # the secant (hi_w) is exact on a straight curve and the quadratic on a smooth one;
             # half-way hedges a kink (a plateau ending in a cliff) inside the bracket
