@@ -36,16 +36,19 @@ def test_the_card_draws_while_the_real_load_runs_and_idles_after() -> None:
     load = SimDrawMirror(inner, rig)
     rig.clock.sleep(5.0)
     idle_w = gpu.power_draw_w()
-    assert idle_w is not None and idle_w < gpu.power_constraints().min_w
+    assert idle_w is not None
+    assert idle_w < gpu.power_constraints().min_w
     load.start(gpu.uuid)
     rig.clock.sleep(5.0)
     loaded_w = gpu.power_draw_w()
-    assert loaded_w is not None and loaded_w > 2 * gpu.power_constraints().min_w
+    assert loaded_w is not None
+    assert loaded_w > 2 * gpu.power_constraints().min_w
     assert load.tokens_total(gpu.uuid) == 42.0  # the tokens are the real load's
     load.stop(gpu.uuid)
     rig.clock.sleep(5.0)
     after_w = gpu.power_draw_w()
-    assert after_w is not None and after_w < gpu.power_constraints().min_w
+    assert after_w is not None
+    assert after_w < gpu.power_constraints().min_w
     assert inner.started == []
 
 
