@@ -31,6 +31,7 @@ from tuning.core.profile import load_profile, profile_mismatch
 from tuning.cpuplan.placements import load_cpu_topology, with_models_cpu_plan
 from tuning.cpuplan.plan import CpuPlan
 from tuning.errors import ConfigError
+from tuning.fabric.links_file import LinksFile, load_links_file
 from tuning.placement import Plan, load_profile_hints, plan
 
 #: Used when ``--models`` is not given and the file exists relative to the working directory.
@@ -139,12 +140,20 @@ def render_table(
     default=None,
     help="Tuning profile from 'rigforge sweep' (caps, heat-soak temperatures).",
 )
+@click.option(
+    "--links",
+    "links_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="links.yaml from 'rigforge links' on this rig: GPU sets are predicted over the "
+    "measured GPU-to-GPU links instead of nominal ones.",
+)
 @json_option("Print the plan as JSON.")
 @out_option("Write the plan YAML the serving deploy consumes.", dest="out_path", file=True)
 @host_option(
     "Write the plan back as this inventory host's data: INVENTORY_DIR/host_data/HOST/"
-    "plan.yaml (where serving.plan points by default); its profile.yaml there is used "
-    "when --profile is not given."
+    "plan.yaml (where serving.plan points by default); its profile.yaml and links.yaml "
+    "there are used when --profile / --links are not given."
 )
 @inventory_dir_option
 @click.pass_context
@@ -153,6 +162,7 @@ def command(
     rig_spec: str,
     models_path: Path | None,
     profile_path: Path | None,
+    links_path: Path | None,
     as_json: bool,
     out_path: Path | None,
     host_name: str | None,
@@ -173,6 +183,9 @@ def command(
         host_profile = host_plan.with_name("profile.yaml")
         if profile_path is None and host_profile.is_file():
             profile_path = host_profile
+        host_links = host_plan.with_name("links.yaml")
+        if links_path is None and host_links.is_file():
+            links_path = host_links
     if models_path is None:
         if not DEFAULT_MODELS.is_file():
             raise click.UsageError("--models FILE is required (no models file found here)")
@@ -182,7 +195,10 @@ def command(
     snapshot = load_snapshot(rig_spec)
     if profile_path is not None:
         _check_profile_matches(profile_path, snapshot)
-    result = plan(snapshot, models, profile)
+    links = load_links_file(links_path) if links_path is not None else None
+    if links is not None and links_path is not None:
+        _check_links_match(links_path, links, snapshot)
+    result = plan(snapshot, models, profile, links)
     topo = load_cpu_topology(rig_spec)
     cpu_plan: CpuPlan | None = None
     if topo is not None:
@@ -202,6 +218,17 @@ def command(
             console.print(f"plan written to {path}")
     if result.unplaced:
         raise SystemExit(1)
+
+
+def _check_links_match(path: Path, links: LinksFile, snapshot: RigSnapshot) -> None:
+    """Refuse a links.yaml measured on other GPUs (its fingerprint is the rig's, as a
+    profile's is): its pairs would be matched to the wrong cards."""
+    actual = snapshot.fingerprint()
+    if links.rig.fingerprint != actual:
+        raise ConfigError(
+            f"{path}: rig.fingerprint: measured on rig {links.rig.fingerprint}, but the GPUs "
+            f"here are {actual}; re-run rigforge links on this rig (--host writes it back)"
+        )
 
 
 def _check_profile_matches(profile_path: Path, snapshot: RigSnapshot) -> None:

@@ -13,7 +13,16 @@ from collections.abc import Mapping, Sequence
 from inventory.models import ModelsFile, ModelSpec
 from tuning.core.power import BudgetModel, Circuit, Psu
 from tuning.core.rig import GpuInfo, RigSnapshot
-from tuning.model.serving import GpuHardware, Prediction, gpu_for_name, gpu_from_preset
+from tuning.fabric.links_file import LinksFile
+from tuning.model.serving import (
+    GpuHardware,
+    Link,
+    LinkKind,
+    Prediction,
+    gpu_for_name,
+    gpu_from_preset,
+    link_for_topology,
+)
 from tuning.placement.problem import GpuHint, GpuView, Option, Problem, ProfileHints, Unit
 from tuning.placement.scoring import EPS, group_prediction, mask_bits
 from tuning.vram import estimate, gpu_memory_utilization, usable_mib
@@ -93,8 +102,12 @@ def build_problem(
     snapshot: RigSnapshot,
     models: ModelsFile,
     profile: ProfileHints | None = None,
+    measured_links: LinksFile | None = None,
 ) -> Problem:
-    """Derive GPU facts, units and every unit's candidate options (see module docstring)."""
+    """Derive GPU facts, units and every unit's candidate options (see module docstring).
+
+    ``measured_links``: a ``links.yaml`` ``rigforge links`` wrote for this rig; its GPU pairs
+    (matched by UUID) replace the nominal link of a GPU set whose every pair it measured."""
     hints = profile.gpus if profile is not None else {}
     views: list[GpuView] = []
     for position, gpu in enumerate(snapshot.gpus):
@@ -126,6 +139,7 @@ def build_problem(
             )
         )
     index_to_pos = {gpu.index: pos for pos, gpu in enumerate(snapshot.gpus)}
+    measured = measured_pairs(views, measured_links)
     links: dict[tuple[int, int], str] = {}
     for entry in snapshot.topology:
         if entry.a in index_to_pos and entry.b in index_to_pos:
@@ -150,7 +164,9 @@ def build_problem(
     reasons: list[str | None] = []
     for unit in units:
         if unit.model.name not in options_cache:
-            options_cache[unit.model.name] = _unit_options(unit.model, snapshot, views, links)
+            options_cache[unit.model.name] = _unit_options(
+                unit.model, snapshot, views, links, measured
+            )
         opts, reason = options_cache[unit.model.name]
         options.append(opts)
         reasons.append(reason)
@@ -163,11 +179,38 @@ def build_problem(
         no_option_reasons=tuple(reasons),
         headroom_pct=models.headroom_pct,
         links=links,
+        measured=measured,
         power_ok=power_ok,
         pin_masks=pin_masks,
         psus=snapshot.psus,
         circuits=snapshot.circuits,
     )
+
+
+def measured_pairs(
+    views: Sequence[GpuView], links: LinksFile | None
+) -> dict[tuple[int, int], Link]:
+    """The GPU pairs a ``links.yaml`` measured, by position pair (low, high): one-way GB/s
+    is the slower direction, latency the higher; a pair is left out unless both directions
+    were measured (a ``--quick`` run measures one)."""
+    if links is None:
+        return {}
+    position = {v.uuid: v.position for v in views}
+    kinds: dict[str, LinkKind] = {"nvlink": "nvlink", "peer": "peer", "staged": "staged"}
+    out: dict[tuple[int, int], Link] = {}
+    for pair in links.p2p:
+        a, b = position.get(pair.src), position.get(pair.dst)
+        back = links.pair(pair.dst, pair.src)
+        if a is None or b is None or a >= b or back is None:
+            continue
+        latencies = [x for x in (pair.latency_us, back.latency_us) if x is not None]
+        nominal = link_for_topology("NV1" if pair.mode == "nvlink" else "PHB")
+        out[(a, b)] = Link(
+            kind=kinds[pair.mode] if pair.mode == back.mode else "staged",
+            bandwidth_gbps=min(pair.gbps, back.gbps),
+            latency_us=max(latencies) if latencies else nominal.latency_us,
+        )
+    return out
 
 
 def _pin_mask(model: ModelSpec, snapshot: RigSnapshot) -> tuple[int | None, str | None]:
@@ -225,6 +268,7 @@ def _unit_options(
     snapshot: RigSnapshot,
     views: Sequence[GpuView],
     links: Mapping[tuple[int, int], str],
+    measured: Mapping[tuple[int, int], Link],
 ) -> tuple[tuple[Option, ...], str | None]:
     n = len(views)
     pin_mask, pin_reason = _pin_mask(model, snapshot)
@@ -257,7 +301,7 @@ def _unit_options(
         for tp, pp, need in by_k[mask.bit_count()]:
             if need > min_usable[mask] + EPS:
                 continue
-            prediction, worst = group_prediction(views, mask, tp, pp, links, model)
+            prediction, worst = group_prediction(views, mask, tp, pp, links, model, measured)
             miss = floor_miss(model, prediction)
             if miss:
                 idx = ",".join(str(views[p].index) for p in mask_bits(mask))

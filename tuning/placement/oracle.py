@@ -53,7 +53,9 @@ def evaluate(
         if known is None:
             need = estimate(unit.model, tp, pp).need_mib
             reserve = reservation_mib(unit.model, need, mask, views)
-            throughput, _ = group_throughput(views, mask, tp, pp, problem.links, unit.model)
+            throughput, _ = group_throughput(
+                views, mask, tp, pp, problem.links, unit.model, problem.measured
+            )
             known = (need, reserve, throughput)
             if facts is not None:
                 facts[key] = known
@@ -97,7 +99,9 @@ def raw_candidates(problem: Problem, unit_pos: int) -> list[tuple[int, int, int]
             continue
         for tp, pp in splits(mask.bit_count(), model.engine):
             if candidate_ok(model, mask, tp, pp, views):
-                prediction, _ = group_prediction(views, mask, tp, pp, problem.links, model)
+                prediction, _ = group_prediction(
+                    views, mask, tp, pp, problem.links, model, problem.measured
+                )
                 if floor_miss(model, prediction) is None:
                     out.append((mask, tp, pp))
     return out

@@ -14,7 +14,7 @@ from pathlib import Path
 from inventory.models import ModelSpec
 from tuning.core.power import Circuit, Psu
 from tuning.core.profile import Profile, load_profile
-from tuning.model.serving import GpuHardware, Prediction
+from tuning.model.serving import GpuHardware, Link, Prediction
 
 
 @dataclass(frozen=True)
@@ -122,6 +122,9 @@ class Problem:
     power_ok: tuple[bool, ...]  # indexed by used-GPU mask
     pin_masks: tuple[int | None, ...] = ()  # per unit; None: not pinned
     psus: tuple[Psu, ...] = ()
+    #: What ``rigforge links`` measured between GPU positions (a saved ``links.yaml``); a GPU
+    #: set whose every pair is in it is predicted over the measured link, not the nominal one.
+    measured: Mapping[tuple[int, int], Link] = field(default_factory=dict)
     circuits: tuple[Circuit, ...] = ()
 
     @property

@@ -11,6 +11,7 @@ from typing import Any
 from inventory.models import ModelsFile
 from tuning.core.plan import Placement, Plan, Unplaced
 from tuning.core.rig import RigSnapshot
+from tuning.fabric.links_file import LinksFile
 from tuning.model.serving import Prediction
 from tuning.placement.build import (
     build_problem,
@@ -201,7 +202,9 @@ def _prediction_fields(
             model, option.mask, tp, pp, problem.gpus
         ):
             continue
-        other, link = group_prediction(problem.gpus, option.mask, tp, pp, problem.links, model)
+        other, link = group_prediction(
+            problem.gpus, option.mask, tp, pp, problem.links, model, problem.measured
+        )
         if floor_miss(model, other) is None:
             rivals.append((other.tokens_per_s * rate, option.mask, tp, pp, link, other))
     for other_opt in problem.options[i]:
@@ -297,6 +300,12 @@ def _alternative(problem: Problem, solution: Solution) -> tuple[float | None, st
     )
 
 
-def plan(snapshot: RigSnapshot, models: ModelsFile, profile: ProfileHints | None = None) -> Plan:
-    """Build the problem and solve it: the one call ``rigforge plan`` makes."""
-    return make_plan(build_problem(snapshot, models, profile))
+def plan(
+    snapshot: RigSnapshot,
+    models: ModelsFile,
+    profile: ProfileHints | None = None,
+    links: LinksFile | None = None,
+) -> Plan:
+    """Build the problem and solve it: the one call ``rigforge plan`` makes (``links``: a
+    saved ``links.yaml`` of this rig, whose measured GPU pairs replace the nominal links)."""
+    return make_plan(build_problem(snapshot, models, profile, links))

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from inventory.models import ModelSpec
 from tuning.core.pcie import link_rank, nvlink_count
 from tuning.fabric.params import raw_gbps
-from tuning.model.serving import HostShare, Prediction, link_for_topology, predict
+from tuning.model.serving import HostShare, Link, Prediction, link_for_topology, predict
 from tuning.placement.problem import GpuView
 
 #: Links over which CUDA peer-to-peer works (NVLink, PCIe switches without a host bridge).
@@ -59,16 +59,23 @@ def group_prediction(
     pp: int,
     links: Mapping[tuple[int, int], str],
     model: ModelSpec,
+    measured: Mapping[tuple[int, int], Link] | None = None,
 ) -> tuple[Prediction, str]:
     """The serving model's prediction for one replica on ``mask`` split ``tp × pp``, and the
-    set's worst link (``X`` for one GPU). A degraded member's current PCIe link sets the rate."""
+    set's worst link (``X`` for one GPU). A degraded member's current PCIe link sets the rate.
+    ``measured``: links ``rigforge links`` measured, by GPU position pair (low, high); when
+    every pair of the set was measured, the set's slowest measured pair is its link."""
     members = [gpus[i] for i in mask_bits(mask)]
     worst = "X" if len(members) == 1 else _worst_link(mask, links)
     gens = [g.pcie_gen for g in members if g.pcie_gen]
     widths = [g.pcie_width for g in members if g.pcie_width]
     gen = min(gens) if gens else None
     width = min(widths) if widths else None
-    link = None if len(members) == 1 else link_for_topology(worst, gen, width)
+    link = None
+    if len(members) > 1:
+        link = _measured_link(mask, measured) if measured else None
+        if link is None:
+            link = link_for_topology(worst, gen, width)
     # the unit's CPUs are on one node (the CPU plan's): GPUs on another node reach them remotely
     nodes = {g.numa_node for g in members if g.numa_node is not None}
     host = HostShare(pcie_gbps=raw_gbps(gen or 4, width or 16), remote_numa=len(nodes) > 1)
@@ -86,6 +93,24 @@ def group_prediction(
     return prediction, worst
 
 
+def _measured_link(mask: int, measured: Mapping[tuple[int, int], Link]) -> Link | None:
+    """The slowest measured pair of ``mask`` (lowest one-way GB/s, then highest latency);
+    ``None`` when a pair of the set was not measured."""
+    bits = mask_bits(mask)
+    worst: Link | None = None
+    for i, a in enumerate(bits):
+        for b in bits[i + 1 :]:
+            link = measured.get((a, b))
+            if link is None:
+                return None
+            if worst is None or (link.bandwidth_gbps, -link.latency_us) < (
+                worst.bandwidth_gbps,
+                -worst.latency_us,
+            ):
+                worst = link
+    return worst
+
+
 def group_throughput(
     gpus: Sequence[GpuView],
     mask: int,
@@ -93,10 +118,11 @@ def group_throughput(
     pp: int,
     links: Mapping[tuple[int, int], str],
     model: ModelSpec,
+    measured: Mapping[tuple[int, int], Link] | None = None,
 ) -> tuple[float, str]:
     """Predicted aggregate decode tokens/s of one replica on ``mask`` (see the module), and
     its worst link."""
-    prediction, worst = group_prediction(gpus, mask, tp, pp, links, model)
+    prediction, worst = group_prediction(gpus, mask, tp, pp, links, model, measured)
     rate = min(gpus[i].rate for i in mask_bits(mask))
     return prediction.tokens_per_s * rate, worst
 

@@ -14,7 +14,7 @@ from tuning.apply.actuator import Actuator
 from tuning.apply.session import SafetySession
 from tuning.backends.base import GpuSample, PowerConstraints, Rig
 from tuning.budget import Allocation, BudgetModel, CapOption, InfeasibleBudget, Policy, allocate
-from tuning.errors import SafetyAbort
+from tuning.errors import SafetyAbort, WorkloadFailed
 from tuning.search import CapSearch, make_search
 from tuning.sustained import SustainedSampler, ThrottleEvent
 from tuning.sweep.config import SweepConfig
@@ -214,6 +214,15 @@ class Sweep:
                     continue
                 measurement = window.result(now)
                 search = self.searches[uuid]
+                if measurement.throughput_tps <= 0 and not search.points:
+                    # no tokens at the top cap: every cap below would "keep" 0 tok/s, and a
+                    # profile of such caps would be a lie (a dead engine, a wrong URL, a load
+                    # that never reached this GPU)
+                    raise WorkloadFailed(
+                        f"GPU {uuid}: the load produced no tokens at the uncapped probe "
+                        f"({measurement.cap_w} W); check that it runs on this GPU "
+                        "(the engine's URL, its logs) and sweep again"
+                    )
                 search.record(measurement)
                 if self.session is not None:
                     self.session.record_probe(uuid, asdict(measurement))

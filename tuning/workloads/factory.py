@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import tuning.workloads.synthetic as synthetic
 from tuning.backends.base import Rig
+from tuning.backends.sim import SimRig
 from tuning.errors import ConfigError
 from tuning.workloads.base import WORKLOAD_CLASSES, Workload
 from tuning.workloads.cmd import LLAMA_BENCH_TPS_RE, CmdWorkload
 from tuning.workloads.openai import OpenAIWorkload, parse_openai_spec
 from tuning.workloads.sim import SimWorkload
+from tuning.workloads.sim_draw import SimDrawMirror
 
 
 def make_workload(spec: str, rig: Rig, *, tps_regex: str | None = None) -> Workload:
@@ -17,9 +19,11 @@ def make_workload(spec: str, rig: Rig, *, tps_regex: str | None = None) -> Workl
     ``tps_regex``: the tokens/s regex of a ``cmd:`` workload (``None``: llama-bench's).
     """
     if spec.startswith("cmd:"):
-        return CmdWorkload(spec.removeprefix("cmd:"), tps_regex=tps_regex or LLAMA_BENCH_TPS_RE)
+        return _on_sim(
+            CmdWorkload(spec.removeprefix("cmd:"), tps_regex=tps_regex or LLAMA_BENCH_TPS_RE), rig
+        )
     if spec.startswith("openai:"):
-        return _openai_for_rig(spec.removeprefix("openai:"), rig)
+        return _on_sim(_openai_for_rig(spec.removeprefix("openai:"), rig), rig)
     if spec in WORKLOAD_CLASSES:
         if hasattr(rig, "set_workload") and hasattr(rig, "tokens_total"):
             return SimWorkload(rig, spec)
@@ -30,6 +34,13 @@ def make_workload(spec: str, rig: Rig, *, tps_regex: str | None = None) -> Workl
     raise ConfigError(
         f"unknown workload {spec!r}; choose decode, prefill, batched, cmd:COMMAND or openai:URL"
     )
+
+
+def _on_sim(workload: Workload, rig: Rig) -> Workload:
+    """A real load on a simulated rig makes the simulated GPUs draw (:mod:`.sim_draw`)."""
+    if isinstance(rig, SimRig):
+        return SimDrawMirror(workload, rig)
+    return workload
 
 
 def _openai_for_rig(spec: str, rig: Rig) -> OpenAIWorkload:
