@@ -5,24 +5,34 @@ proposes the next cap (``None``: done), :meth:`CapSearch.record` takes the measu
 state is only the list of measurements, so a sweep interrupted at probe *k* resumes by
 replaying the journal's measurements into a fresh search.
 
-**Adaptive** (the default) maximises tokens/J among caps that keep throughput T ≥ floor × T₀:
+**Adaptive** (the default) maximises tokens/J among caps that keep throughput T ≥ floor × T₀.
+It assumes only that T falls as the cap falls, and, for its bounds, that T(P) is concave
+(falls ever faster as the cap drops): true of every class of the physical power model
+(:mod:`tuning.model.power`), whose curves bend gradually with no plateau or cliff.
 
 1. Probe the top of the range. The card draws its *natural* power P₀ there; every cap ≥ P₀
-   gives the same throughput T₀ and needs no probe. A card that stays under its maximum
-   cap is memory-bound (decode: a plateau, then a cliff near 75 % of P₀); one that draws its
-   cap is compute-bound or batched.
-2. A first guess from that alone: 72 % of P₀ for memory-bound cards (just under the
-   plateau's end, so the probe lands on the cliff and its throughput says how far the knee
-   is), 80 % for power-limited ones.
-3. Under the lowest plateau point (T ≥ 99 % of T₀) the curve is modelled locally as a power
-   law T = T_low·(P/P_low)^γ, γ measured from the two highest points under the plateau (a
-   prior until there are two). tokens/J ∝ P^(γ−1) there, so for γ > 1 (a cliff) the optimum
-   is the knee P_low·(T₀/T_low)^(1/γ) and for γ < 1 the floor crossing. The next probe goes
-   just above that estimate (so it is feasible), clamped inside the bracket.
-4. Stop when the best measured tokens/J is within ``tol_rel`` (1.5 %) of the best any cap
-   could reach over the γ the data still allow (for a cliff: the knee's lower bound with
-   the steepest believable γ) — the objective decides the resolution, not a fixed watt
-   count. The search is a pure function of its points: resuming replays the journal.
+   gives the same throughput T₀ and needs no probe.
+2. A first guess at ``first_guess_frac`` (85 %) of P₀, between where memory-bound and
+   compute-bound curves cross the floor.
+3. If tokens/J peaks at a measured point above the lowest feasible one, the next probe is
+   the vertex of the parabola through that point and its two neighbours on tokens/J vs P
+   (a golden-section step where the parabola is not concave); stop when the vertex cannot
+   beat the best point by ``tol_rel``.
+4. Otherwise tokens/J still rises at the lowest feasible point L, so the optimum is the
+   floor crossing. Under a concave curve chords lie under it between their points and over
+   it beyond them, so the crossing lies between the root of the chord through L and a point
+   above it (extended down) and the root of the chord from L to the infeasible point under
+   it (:meth:`AdaptiveSearch.crossing_w`). The estimate is the quadratic through the three
+   points nearest the floor, averaged with the middle of those bounds (a hedge for a kink
+   inside the bracket); with nothing infeasible yet, the step down is at most
+   ``max_step_frac`` (15 %) of P₀, and on a plateau (a flat chord bounds nothing) the
+   distance from the top doubles each probe. The probe goes just above the estimate, so
+   that it is feasible if the model is right.
+5. Stop when the best measured tokens/J is within ``tol_rel`` (1 %) of the best the bracket
+   still allows (L's throughput over the estimated crossing), when the next probe could
+   not save ``tol_rel`` of L's power, or at ``max_probes`` (5, counting the top probe) —
+   the objective decides the resolution, not a fixed watt count. The search is a pure
+   function of its points: resuming replays the journal.
 
 **Grid**: every ``step_w`` from the top of the range down to the bottom (the dense reference).
 
@@ -34,6 +44,8 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from tuning.backends.base import PowerConstraints
 from tuning.budget import CapOption
@@ -125,38 +137,31 @@ class AdaptiveSearch(CapSearch):
 
     A pure function of the recorded points (no hidden state), so a resumed sweep replays
     the journal's measurements and proposes exactly the cap the interrupted one would have.
-    See the module docstring for the model; ``tol_rel``: the tokens/J share a further probe
-    must be able to gain (default 1 %); ``max_probes``: a hard stop, counting the top probe.
+    See the module docstring for the local model; ``tol_rel``: the tokens/J share a further
+    probe must be able to gain (default 1 %: the bar is 1 % of a 5 W grid); ``max_probes``: a
+    hard stop, counting the top probe.
     """
 
-    tol_rel: float = 0.015
-    max_probes: int = 7
-    #: T within this share of the uncapped throughput counts as "on the plateau"
-    plateau_tol: float = 0.01
-    #: steepest local exponent d ln T / d ln P believed possible on a cliff (bounds the knee)
-    gamma_max: float = 5.0
+    tol_rel: float = 0.01
+    max_probes: int = 5
+    #: the second probe, as a share of the natural draw: between the floor crossings of
+    #: memory-bound (~77 %) and compute-bound (~93 %) curves of tuning/model/power.yaml
+    #: (estimate, from the simulated 3090/A100/L40S sweeps at floor 0.95)
+    first_guess_frac: float = 0.85
+    #: the longest step down from the lowest feasible point while nothing is infeasible, as a
+    #: share of the natural draw (estimate: the old decode sweep of presets.yaml is flat from
+    #: 320 W to 250 W, 22 %, then falls off a cliff)
+    max_step_frac: float = 0.15
 
     def tolerance_w(self) -> float:
         """The cap resolution that matters: ``tol_rel`` of the natural draw, at least 2 W."""
         natural = self.natural_draw_w or self.constraints.max_w
         return max(2.0, self.tol_rel * natural)
 
-    def power_limited_at_top(self) -> bool:
-        """True when the top probe drew its cap: the workload would draw more (compute-bound)."""
-        top = self.uncapped
-        return top is not None and top.power_w >= 0.97 * self.max_cap_w
-
     def first_guess_w(self) -> float:
-        """Where the second probe goes, from the natural-draw probe alone. Units: W.
-
-        A card that stays well under its maximum cap uncapped is memory-bound: its plateau
-        ends near 75 % of the natural draw (the RTX 3090 decode sweep in presets.yaml is flat
-        from 320 W down to 250 W, then falls off a cliff). Aim just under it so the probe lands
-        on the cliff, where its throughput says how far away the knee is. A card drawing its
-        cap is compute-bound or batched: the floor crossing sits 5-15 % under the cap.
-        """
+        """Where the second probe goes, from the natural-draw probe alone. Units: W."""
         natural = self.natural_draw_w or self.constraints.max_w
-        return (0.8 if self.power_limited_at_top() else 0.72) * natural
+        return self.first_guess_frac * natural
 
     def _collapsed(self) -> list[ProbeMeasurement]:
         """Points by cap, those at or above the natural draw merged into the top probe."""
@@ -166,17 +171,82 @@ class AdaptiveSearch(CapSearch):
         below = [p for p in self.points if p.cap_w < natural_cap and p is not top]
         return sorted(below, key=lambda p: p.cap_w) + ([top] if top else [])
 
-    def slope_exponent(self, below: list[ProbeMeasurement]) -> float:
-        """Local d ln T / d ln P under the knee: measured from the two highest points under
-        the plateau when they are apart, else a prior by workload family."""
-        if len(below) >= 2:
-            lo, hi = below[-2], below[-1]
-            if hi.power_w > lo.power_w * 1.01 and hi.throughput_tps > lo.throughput_tps > 0:
-                gamma = math.log(hi.throughput_tps / lo.throughput_tps) / math.log(
-                    hi.power_w / lo.power_w
-                )
-                return min(max(gamma, 0.2), self.gamma_max)
-        return 1.5 if self.power_limited_at_top() else 3.0
+    @staticmethod
+    def _draw_w(p: ProbeMeasurement) -> float:
+        """The power a point stands for: its draw, never above its cap. Units: W."""
+        return min(p.power_w, float(p.cap_w))
+
+    def crossing_w(self, pts: list[ProbeMeasurement]) -> tuple[float, float, float]:
+        """(lower bound, estimate, upper bound) of the draw where T falls to the floor, W.
+
+        ``pts`` by cap, ascending. Under a concave T(P) (a curve that falls ever faster as the
+        cap drops, as every class of tuning/model/power.yaml does) a chord lies under the
+        curve between its points and over it beyond them: the chord through the lowest
+        feasible point L and the point above it, extended down, crosses the floor *below*
+        the true crossing (lower bound); the chord from L to the infeasible point under it
+        crosses it *above* (upper bound). The estimate is the root of the quadratic through
+        the three points nearest the floor when it lies inside, else the middle.
+        """
+        top = self.uncapped
+        assert top is not None
+        floor_t = self.floor * top.throughput_tps
+        feasible = [p for p in pts if p.throughput_tps >= floor_t]
+        low = feasible[0]
+        above = [p for p in pts if p.cap_w > low.cap_w]
+        below = [p for p in pts if p.cap_w < low.cap_w]
+        x_l = self._draw_w(low)
+        lo_w = float(self.min_cap_w)
+        flat = not above
+        if above:
+            # the nearest point above that is two tolerances away: over a shorter base the
+            # measurement noise swamps the slope
+            far = [p for p in above if self._draw_w(p) >= x_l + 2 * self.tolerance_w()]
+            up = far[0] if far else above[-1]
+            root = _line_root(
+                [x_l, self._draw_w(up)],
+                [low.throughput_tps - floor_t, up.throughput_tps - floor_t],
+            )
+            if root is not None and root < x_l:  # a flat chord never reaches the floor
+                lo_w = max(lo_w, root)
+            else:
+                flat = True
+        hi_w = x_l
+        if below:
+            h = below[-1]
+            lo_w = max(lo_w, self._draw_w(h))
+            root = _line_root(
+                [self._draw_w(h), x_l], [h.throughput_tps - floor_t, low.throughput_tps - floor_t]
+            )
+            if root is not None:
+                hi_w = min(hi_w, root)
+        lo_w = min(lo_w, hi_w)
+        near = sorted(pts, key=lambda p: abs(p.throughput_tps - floor_t))[:3]
+        quad = (
+            _quadratic_root(
+                [self._draw_w(p) for p in near], [p.throughput_tps - floor_t for p in near]
+            )
+            if len(near) >= 3 and below
+            else None
+        )
+        est = quad if quad is not None and lo_w <= quad <= hi_w else (lo_w + hi_w) / 2
+        if not below:
+            # nothing infeasible yet: step down at most max_step_frac of the natural draw (a
+            # plateau's flat chord bounds nothing, and a cliff may follow it)
+            natural = self.natural_draw_w or self.constraints.max_w
+            step_w = x_l - self.max_step_frac * natural
+            # still on a plateau: double the distance from the top each time, so a card flat
+            # to its minimum cap is found in a few probes
+            doubled_w = 2 * x_l - self._draw_w(top)
+            est = max(lo_w, min(step_w, doubled_w)) if flat else max(est, step_w)
+        elif quad is not None and lo_w <= quad <= hi_w:
+            # the secant (hi_w) is exact on a straight curve and the quadratic on a smooth one;
+            # half-way hedges a kink (a plateau ending in a cliff) inside the bracket
+            est = (quad + (lo_w + hi_w) / 2) / 2
+        else:
+            # two points around the floor: the secant, exact on a straight curve and
+            # feasible under a concave one
+            est = hi_w
+        return lo_w, est, hi_w
 
     def plan(self) -> tuple[int | None, str]:
         """(next cap or None, why) — the whole decision, for logs and tests."""
@@ -193,74 +263,69 @@ class AdaptiveSearch(CapSearch):
             return None, "the card never draws enough for a cap to matter"
         if len(self.points) == 1:
             return self._clamp(self.first_guess_w()), "first guess"
-        t0 = top.throughput_tps
-        floor_t = self.floor * t0
+        floor_t = self.floor * top.throughput_tps
         pts = self._collapsed()
-        plateau = [p for p in pts if p.throughput_tps >= (1 - self.plateau_tol) * t0]
-        high = min(plateau, key=lambda p: p.cap_w) if plateau else top
-        below = [p for p in pts if p.cap_w < high.cap_w]
-        if not below:
-            # the plateau reaches lower than the prior said: step down by 15 % of the draw
-            if high.cap_w <= self.min_cap_w:
-                return None, "flat down to the minimum cap"
-            return self._clamp(high.power_w - 0.15 * top.power_w), "step down"
-        low = below[-1]
-        measured = len(below) >= 2
-        gamma = self.slope_exponent(below)
-        p_high = min(high.power_w, float(high.cap_w))
-        # the tokens/J a cap in the unmeasured region could reach, over the slope exponents
-        # the data still allow; stop once the best measured point is within tol_rel of it
-        gammas = (
-            (gamma / 1.4, gamma, min(gamma * 1.4, self.gamma_max))
-            if measured
-            else (0.5, 1.0, 2.0, 3.0, self.gamma_max)
-        )
-        bound = max(self._model(low, high, g)[1] for g in gammas)
-        feasible = [p for p in pts if p.throughput_tps >= floor_t]
-        best = max((p.throughput_tps / p.power_w for p in feasible if p.power_w > 0), default=0.0)
-        if best >= (1 - self.tol_rel) * bound:
+        feasible = [p for p in pts if p.throughput_tps >= floor_t and p.power_w > 0]
+        best = max(feasible, key=lambda p: p.tokens_per_joule)
+        best_e = best.tokens_per_joule
+        lowest = feasible[0]
+        probed = {int(p.cap_w) for p in self.points}
+        if best is not lowest:
+            # tokens/J peaks above the floor: a parabola through the best point and its
+            # neighbours (golden-section step where the parabola says nothing useful)
+            i = pts.index(best)
+            lo_p, hi_p = pts[i - 1], pts[i + 1] if i + 1 < len(pts) else None
+            if hi_p is None:
+                return None, "tokens/J peaks at the natural draw"
+            xs = [self._draw_w(p) for p in (lo_p, best, hi_p)]
+            es = [p.tokens_per_joule for p in (lo_p, best, hi_p)]
+            vertex = _parabola_vertex(xs, es)
+            if vertex is not None and vertex[1] <= best_e / (1 - self.tol_rel):
+                return None, "no cap left can gain tol_rel"
+            a, b = (
+                (lo_p.cap_w, best.cap_w)
+                if xs[1] - xs[0] > xs[2] - xs[1]
+                else (
+                    best.cap_w,
+                    hi_p.cap_w,
+                )
+            )
+            target = vertex[0] if vertex is not None and xs[0] < vertex[0] < xs[2] else None
+            if target is None:
+                target = a + GOLDEN * (b - a) if a < best.cap_w else b - GOLDEN * (b - a)
+            cap = self._inside(target, lo_p.cap_w, hi_p.cap_w, probed)
+            return (cap, "parabola on tokens/J") if cap else (None, "bracket narrower than a watt")
+        # tokens/J still rises at the lowest feasible point: the optimum is the floor crossing
+        if lowest.cap_w <= self.min_cap_w:
+            return None, "feasible down to the minimum cap"
+        below = [p for p in pts if p.cap_w < lowest.cap_w]
+        lo_w, est_w, _hi_w = self.crossing_w(pts)
+        # no cap between the crossing and L gives more tokens/s than L (T falls with the cap)
+        bound_e = lowest.throughput_tps / max(est_w if below else lo_w, 1e-9)
+        if best_e >= (1 - self.tol_rel) * bound_e:
             return None, "no cap left can gain tol_rel"
-        target_w, _ = self._model(low, high, gamma)
-        if target_w < low.power_w:
-            lo_cap, hi_cap = float(self.min_cap_w - 1), float(low.cap_w)
-        else:
-            lo_cap, hi_cap = low.cap_w, high.cap_w
-        proposal = target_w + self.tolerance_w() / 2
-        if proposal >= hi_cap - self.tolerance_w() / 2:
-            # the estimate sits on the bracket's top: probe under it instead, where a point
-            # on the cliff close to the knee pins the knee from below
-            knee_lo = self._model(low, high, self.gamma_max)[0]
-            proposal = (knee_lo + p_high) / 2
-        # stay inside the bracket by a twentieth of its width so every probe shrinks it
-        margin = max(1.0, 0.05 * (hi_cap - lo_cap))
-        proposal = min(max(proposal, lo_cap + margin), hi_cap - margin)
-        cap = self._clamp(proposal)
-        if cap is None or cap in {int(p.cap_w) for p in self.points} or not lo_cap < cap < hi_cap:
+        # just above the estimate, so the probe is feasible if the model is right
+        lo_cap = below[-1].cap_w if below else self.min_cap_w - 1
+        # (the minimum cap itself when the estimate is within a tolerance of it)
+        target_w = self.min_cap_w if est_w - self.min_cap_w < tol_w else est_w + tol_w / 2
+        cap = self._inside(target_w, lo_cap, lowest.cap_w, probed)
+        if cap is None:
             return None, "bracket narrower than a watt"
-        return cap, "model estimate"
+        if self._draw_w(lowest) < (1 + self.tol_rel) * cap:
+            # even at the lowest feasible point's tokens/s, this cap saves under tol_rel
+            return None, "the next probe cannot gain tol_rel"
+        return cap, "floor crossing"
 
-    def _model(
-        self, low: ProbeMeasurement, high: ProbeMeasurement, gamma: float
-    ) -> tuple[float, float]:
-        """(draw W, tokens/J) of the best feasible cap if T = T_low·(P/P_low)^γ up to T0.
-
-        γ > 1: tokens/J rises towards the end of the plateau (the knee); γ < 1: it rises as
-        the cap falls, down to the floor crossing (or the minimum cap).
-        """
-        top = self.uncapped
-        assert top is not None
-        t0, floor_t = top.throughput_tps, self.floor * top.throughput_tps
-        p_low, t_low = max(low.power_w, 1e-9), max(low.throughput_tps, 1e-9)
-        p_high = min(high.power_w, float(high.cap_w))
-        knee = min(max(p_low * (t0 / t_low) ** (1 / gamma), p_low), p_high)
-        knee_e = high.throughput_tps / max(p_high, 1e-9) if knee >= p_high else t0 / knee
-        if gamma >= 1.0:
-            return knee, knee_e
-        crossing = max(p_low * (floor_t / t_low) ** (1 / gamma), float(self.min_cap_w))
-        crossing = min(crossing, knee)
-        t_cross = min(t0, t_low * (crossing / p_low) ** gamma)
-        cross_e = t_cross / crossing
-        return (crossing, cross_e) if cross_e > knee_e else (knee, knee_e)
+    def _inside(
+        self, target_w: float, lo_cap: float, hi_cap: float, probed: set[int]
+    ) -> int | None:
+        """``target_w`` as a whole-watt cap strictly inside (lo_cap, hi_cap), unprobed."""
+        cap = self._clamp(target_w)
+        assert cap is not None
+        cap = min(max(cap, math.floor(lo_cap) + 1), math.ceil(hi_cap) - 1)
+        if cap in probed or not lo_cap < cap < hi_cap:
+            return None
+        return cap
 
     def _clamp(self, proposal_w: float) -> int | None:
         natural_cap = self.natural_cap_w()
@@ -269,6 +334,44 @@ class AdaptiveSearch(CapSearch):
 
     def next_cap(self) -> int | None:
         return self.plan()[0]
+
+
+#: the golden-section step, (3 - √5) / 2 of a bracket
+GOLDEN = (3.0 - math.sqrt(5.0)) / 2.0
+
+
+def _line_root(xs: list[float], ys: list[float]) -> float | None:
+    """x where the line through two points crosses zero; None if they are level."""
+    (x0, x1), (y0, y1) = xs, ys
+    if y1 == y0:
+        return None
+    return x0 - y0 * (x1 - x0) / (y1 - y0)
+
+
+def _quadratic_root(xs: list[float], ys: list[float]) -> float | None:
+    """The root of the quadratic through three points nearest the middle of their span."""
+    if len(set(xs)) < 3:
+        return None
+    a, b, c = (float(v) for v in np.polyfit(xs, ys, 2))
+    if abs(a) < 1e-12:
+        return -c / b if b else None
+    disc = b * b - 4 * a * c
+    if disc < 0:
+        return None
+    roots = [(-b + s * math.sqrt(disc)) / (2 * a) for s in (1.0, -1.0)]
+    mid = (min(xs) + max(xs)) / 2
+    return min(roots, key=lambda r: abs(r - mid))
+
+
+def _parabola_vertex(xs: list[float], es: list[float]) -> tuple[float, float] | None:
+    """(x, value) of the maximum of the parabola through three points, None if not concave."""
+    if len(set(xs)) < 3:
+        return None
+    a, b, c = (float(v) for v in np.polyfit(xs, es, 2))
+    if a >= 0:
+        return None
+    x = -b / (2 * a)
+    return x, c - b * b / (4 * a)
 
 
 def make_search(

@@ -79,13 +79,56 @@ def test_adaptive_lands_within_the_objective_tolerance_in_a_handful_of_probes(na
 
 
 def test_decode_answer_is_the_end_of_the_plateau_not_the_floor_crossing() -> None:
-    # on a cliff tokens/J peaks where the plateau ends: 5 % lower throughput costs more
-    # than the watts it saves
+    """On a cliff tokens/J peaks where the plateau ends: 5 % lower throughput costs more than
+    the watts it saves. Hand-worked on ``sim_like(320, 80, 2.5, 0.85, 4.0)``: the plateau
+    ends at f = 0.85, P = 80 + 240·0.85^2.5 = 239.9 W; the floor crossing (T = 95) is at
+    f = 0.85·0.95^(1/4) = 0.8392, P = 80 + 240·0.8392^2.5 = 234.8 W. The best point found
+    lies nearer the knee than the crossing."""
     constraints, curve = CURVES["decode_plateau_then_cliff_3090"]
     search = AdaptiveSearch(constraints)
     replay(search, curve)
     best = max(search.points, key=lambda p: p.tokens_per_joule)
-    assert best.throughput_tps >= 0.99 * search.uncapped_tps
+    assert abs(best.power_w - 239.9) < abs(best.power_w - 234.8), search.points
+
+
+def concave(cap_w: float) -> tuple[float, float]:
+    """A smooth curve with no plateau: T = 100·(1 − ((300 − P)/200)²) on a 300 W card that
+    draws its cap (P = cap, 100-300 W)."""
+    p = min(cap_w, 300.0)
+    return 100.0 * (1.0 - ((300.0 - p) / 200.0) ** 2), p
+
+
+def test_local_model_brackets_the_floor_crossing_of_a_smooth_curve() -> None:
+    """Hand-worked on :func:`concave` with points at 300, 270 and 240 W: T = 100, 97.75, 91.
+    The floor (95) is crossed at 300 − 200·√0.05 = 255.28 W. The chord 300-270 W extended
+    down reaches 95 at 270 − 2.75/0.075 = 233.3 W, under the infeasible 240 W point, so the
+    lower bound is 240 W; the chord 240-270 W reaches it at 240 + 30·4/6.75 = 257.78 W (the
+    upper bound: a concave curve lies above its chords); the quadratic through the three
+    points is the curve itself, root 255.28 W; the estimate is half-way from it to the
+    middle of the bounds, (255.28 + 248.89) / 2 = 252.09 W."""
+    search = AdaptiveSearch(PowerConstraints(100, 300, 300))
+    for cap in (300, 270, 240):
+        t, p = concave(cap)
+        search.record(ProbeMeasurement(cap, t, p, 60.0, 60.0, False, True, 8.0))
+    lo_w, est_w, hi_w = search.crossing_w(search._collapsed())
+    assert lo_w == pytest.approx(240.0)
+    assert hi_w == pytest.approx(257.78, abs=0.01)
+    assert est_w == pytest.approx(252.09, abs=0.01)
+    assert lo_w <= 255.28 <= hi_w
+
+
+def test_smooth_curve_optimum_found_within_four_probes() -> None:
+    """On :func:`concave` tokens/J = T/P still rises as the cap falls at the floor crossing
+    (dT/dP·P = 0.2236·255.3 = 57.1 < T = 95), so the optimum is the lowest whole-watt cap
+    above 255.28 W: 256 W, T = 100·(1 − (44/200)²) = 95.16, 0.37172 tokens/J."""
+    search = AdaptiveSearch(PowerConstraints(100, 300, 300))
+    caps = replay(search, concave)
+    assert len(caps) <= 4, caps
+    best = max(
+        (p for p in search.points if p.throughput_tps >= 95.0), key=lambda p: p.tokens_per_joule
+    )
+    assert best.tokens_per_joule >= (1 - search.tol_rel) * 0.37172, caps
+    assert best.cap_w >= 256, "never below the floor"
 
 
 def test_plan_is_a_function_of_the_points_alone() -> None:
