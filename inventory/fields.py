@@ -1,7 +1,7 @@
 """Pydantic field types for every user value that reaches a file on a host, a unit, a command
 line or a path (shared by the inventory schema and the models file). Each type *refuses* what
 cannot be right; nothing is escaped or repaired. The unit-text checks themselves live in
-:mod:`tuning.serving_checks`.
+:mod:`tuning.core.checks`.
 
 :class:`StrictModel` is the base of every user-file model: unknown keys, control characters in
 any string, booleans where a number is meant (YAML's ``true`` is not 1 W) and non-finite

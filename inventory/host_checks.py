@@ -350,7 +350,7 @@ def check_placements(
     path: str, cfg: HostConfig, placements: list[dict[str, Any]], what: str
 ) -> list[Issue]:
     """Placements (hand models or a plan's) name listed GPUs and distinct ports, and hold
-    nothing that could not be copied into a unit file (see :mod:`tuning.serving_checks`)."""
+    nothing that could not be copied into a unit file (see :mod:`tuning.core.checks`)."""
     issues: list[Issue] = []
     listed = cfg.gpus != "discover"
     ports: dict[int, int] = {}

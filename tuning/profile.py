@@ -1,9 +1,7 @@
 """Writing tuning profiles: a sweep's result as a :class:`Profile` and the YAML file.
 
 The profile's schema and its one typed loader live in :mod:`tuning.core.profile` (every
-layer reads profiles; every importer in the tree uses that). They are re-exported here for
-one more round only, for branches still importing them from here: import from
-:mod:`tuning.core.profile`.
+layer reads profiles); this module only writes them.
 """
 
 from __future__ import annotations
@@ -15,28 +13,14 @@ from typing import Any
 import yaml
 
 from tuning.core.profile import (
-    SCHEMA_VERSION,
     CurvePoint,
     Profile,
     ProfileGpu,
     ProfileRig,
     Validation,
-    load_profile,
-    parse_profile,
 )
 
-__all__ = [
-    "SCHEMA_VERSION",
-    "CurvePoint",
-    "Profile",
-    "ProfileGpu",
-    "ProfileRig",
-    "Validation",
-    "dump_profile",
-    "load_profile",
-    "parse_profile",
-    "profile_from_result",
-]
+__all__ = ["dump_profile", "profile_from_result"]
 
 
 def profile_from_result(result: Any) -> Profile:

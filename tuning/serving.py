@@ -73,7 +73,7 @@ systemd_quote = unit_word
 
 
 def read_api_key(path: str | Path) -> str:
-    """The raw API key in ``path`` (one line; see :func:`~tuning.serving_checks.api_key_problem`).
+    """The raw API key in ``path`` (one line; see :func:`~tuning.core.checks.api_key_problem`).
 
     Raises :class:`ConfigError` naming the file when it is unreadable, empty, has several
     lines or characters an ``EnvironmentFile=`` cannot carry unquoted.

@@ -110,7 +110,7 @@ class Placement:
 
         Raises ``ValueError`` naming the field when a value could not go into a unit file
         safely (control characters, quotes, secrets in ``extra_args``, a GPU that is not a
-        UUID/bus id; see :func:`tuning.serving_checks.placement_problems`).
+        UUID/bus id; see :func:`tuning.core.checks.placement_problems`).
         """
         numa_node = data.get("numa_node")
         placement = cls(
