@@ -41,8 +41,9 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
+from tuning.core.strict import StrictModel
 from tuning.core.yamlsafe import load_yaml_file
 from tuning.errors import ConfigError
 from tuning.model.step import StepTime
@@ -53,41 +54,36 @@ POWER_FILE = Path(__file__).with_name("power.yaml")
 CLOCK_BIN_MHZ = 15.0
 
 
-class PowerParams(BaseModel):
-    """The power split of one GPU preset (one entry of ``power.yaml``). Units: W, fractions."""
+class _Shape(StrictModel):
+    """The unitless part of a power split, shared by a preset's own entry and a scaled one."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    stall_activity: float = Field(ge=0, le=1)
+    v_min: float = Field(gt=0, le=1)
+    mem_sat_frac: float = Field(gt=0, le=1)
+    mem_sat_exp: float = Field(ge=1, le=20)
+    f_min: float = Field(gt=0, le=1)
+    source: dict[str, str]
+
+
+class PowerParams(_Shape):
+    """The power split of one GPU preset (one entry of ``power.yaml``). Units: W, fractions."""
 
     static_w: float = Field(gt=0, le=2000)
     memory_w: float = Field(ge=0, le=2000)
     clock_w: float = Field(ge=0, le=2000)
     core_w: float = Field(gt=0, le=2000)
-    stall_activity: float = Field(ge=0, le=1)
-    v_min: float = Field(gt=0, le=1)
-    mem_sat_frac: float = Field(gt=0, le=1)
-    mem_sat_exp: float = Field(ge=1, le=20)
-    f_min: float = Field(gt=0, le=1)
-    source: dict[str, str]
 
 
-class ScaledPowerParams(BaseModel):
+class ScaledPowerParams(_Shape):
     """The split of a preset without its own entry: the watts as fractions of its default limit.
 
     Fields as :class:`PowerParams`, with ``*_frac`` = that term's watts / ``default_w``.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     static_frac: float = Field(gt=0, le=2)
     memory_frac: float = Field(ge=0, le=2)
     clock_frac: float = Field(ge=0, le=2)
     core_frac: float = Field(gt=0, le=2)
-    stall_activity: float = Field(ge=0, le=1)
-    v_min: float = Field(gt=0, le=1)
-    mem_sat_frac: float = Field(gt=0, le=1)
-    mem_sat_exp: float = Field(ge=1, le=20)
-    f_min: float = Field(gt=0, le=1)
-    source: dict[str, str]
 
     def at(self, default_w: float) -> PowerParams:
         """The split in watts for a card whose default power limit is ``default_w`` (W)."""
@@ -96,16 +92,11 @@ class ScaledPowerParams(BaseModel):
             memory_w=self.memory_frac * default_w,
             clock_w=self.clock_frac * default_w,
             core_w=self.core_frac * default_w,
-            stall_activity=self.stall_activity,
-            v_min=self.v_min,
-            mem_sat_frac=self.mem_sat_frac,
-            mem_sat_exp=self.mem_sat_exp,
-            f_min=self.f_min,
-            source=self.source,
+            **self.model_dump(include=set(_Shape.model_fields)),
         )
 
 
-class ClassShape(BaseModel):
+class ClassShape(StrictModel):
     """A named workload class's step shape relative to its larger kernel term (fractions).
 
     ``memory``/``compute`` are the two kernel terms over the larger one (one of them is 1);
@@ -113,18 +104,14 @@ class ClassShape(BaseModel):
     ``batched`` presets until the step-time model predicts the described workload.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     memory: float = Field(ge=0, le=1)
     compute: float = Field(ge=0, le=1)
     host: float = Field(ge=0, le=10)
     source: str
 
 
-class PowerFile(BaseModel):
+class PowerFile(StrictModel):
     """``power.yaml``: per-preset splits, the scaled fallback, the class shapes."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     presets: dict[str, PowerParams]
     default: ScaledPowerParams
