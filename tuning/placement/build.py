@@ -204,11 +204,15 @@ def measured_pairs(
         if a is None or b is None or a >= b or back is None:
             continue
         latencies = [x for x in (pair.latency_us, back.latency_us) if x is not None]
-        nominal = link_for_topology("NV1" if pair.mode == "nvlink" else "PHB")
+        latency_us = (
+            max(latencies)
+            if latencies
+            else link_for_topology("NV1" if pair.mode == "nvlink" else "PHB").latency_us
+        )
         out[(a, b)] = Link(
             kind=kinds[pair.mode] if pair.mode == back.mode else "staged",
             bandwidth_gbps=min(pair.gbps, back.gbps),
-            latency_us=max(latencies) if latencies else nominal.latency_us,
+            latency_us=latency_us,
         )
     return out
 
