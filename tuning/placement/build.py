@@ -17,7 +17,6 @@ from tuning.fabric.links_file import LinksFile
 from tuning.model.serving import (
     GpuHardware,
     Link,
-    LinkKind,
     Prediction,
     gpu_for_name,
     gpu_from_preset,
@@ -196,7 +195,6 @@ def measured_pairs(
     if links is None:
         return {}
     position = {v.uuid: v.position for v in views}
-    kinds: dict[str, LinkKind] = {"nvlink": "nvlink", "peer": "peer", "staged": "staged"}
     out: dict[tuple[int, int], Link] = {}
     for pair in links.p2p:
         a, b = position.get(pair.src), position.get(pair.dst)
@@ -210,7 +208,7 @@ def measured_pairs(
             else link_for_topology("NV1" if pair.mode == "nvlink" else "PHB").latency_us
         )
         out[(a, b)] = Link(
-            kind=kinds[pair.mode] if pair.mode == back.mode else "staged",
+            kind=pair.mode if pair.mode == back.mode else "staged",
             bandwidth_gbps=min(pair.gbps, back.gbps),
             latency_us=latency_us,
         )
