@@ -96,10 +96,7 @@ def api_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
 @pytest.fixture(scope="module")
 def target(namespaces: None) -> Iterator[harness.Target]:
     def prepare(tgt: harness.Target) -> None:
-        dest = tgt.root / WEIGHTS.lstrip("/")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        engine.write_tiny_gguf(dest)
-        dest.chmod(0o644)
+        util.put_tiny_model(tgt, WEIGHTS)
         dropin = tgt.root / f"etc/systemd/system/{UNIT}.d/50-ci-netns.conf"
         dropin.parent.mkdir(parents=True, exist_ok=True)
         dropin.write_text(
@@ -142,10 +139,7 @@ def deployed(
     target: harness.Target, api_key: tuple[str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     """The engine deployed on the opened address; returns the inventory module."""
-    try:
-        llama = engine.build(harness.STATE_DIR / "llama-build.log")
-    except engine.EngineUnavailable as error:
-        pytest.fail(f"the real engine cannot be built here: {error}")
+    llama = util.llama_server_or_fail()
     folder = tmp_path_factory.mktemp("engine-open")
     serving = {
         "plan": str(_plan(folder / "plan.yaml")),

@@ -105,20 +105,13 @@ def _plan(path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def llama_server() -> Path:
-    """The cached llama-server build (built now when absent: ~14 min on 2 cores)."""
-    try:
-        return engine.build(harness.STATE_DIR / "llama-build.log")
-    except engine.EngineUnavailable as error:
-        pytest.fail(f"the real engine cannot be built here: {error}")
+    return util.llama_server_or_fail()
 
 
 @pytest.fixture(scope="module")
 def target(llama_server: Path) -> Iterator[harness.Target]:
     def put_model(tgt: harness.Target) -> None:
-        dest = tgt.root / WEIGHTS.lstrip("/")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        engine.write_tiny_gguf(dest)
-        dest.chmod(0o644)
+        util.put_tiny_model(tgt, WEIGHTS)
 
     gpus = util.standin_gpus(util.CI_YAML, HOST)
     with util.fresh_target(NAME, PORT, "tune: start fresh target", put_model, gpus) as tgt:

@@ -53,7 +53,7 @@ import pytest
 import yaml
 
 from deploys.monitoring import RULES_SOURCE
-from tests.target import engine, harness, util
+from tests.target import harness, util
 from tests.target.test_engine import EXPOSURE, MODEL, WEIGHTS
 from tests.target.test_engine import _plan as engine_plan
 from tests.target.util import ssh
@@ -102,11 +102,7 @@ NOT_FROM_SIM = {
 
 @pytest.fixture(scope="module")
 def llama_server() -> Path:
-    """The cached llama-server build (:mod:`tests.target.engine`)."""
-    try:
-        return engine.build(harness.STATE_DIR / "llama-build.log")
-    except engine.EngineUnavailable as error:
-        pytest.fail(f"the real engine cannot be built here: {error}")
+    return util.llama_server_or_fail()
 
 
 @pytest.fixture(scope="module")
@@ -114,10 +110,7 @@ def target(llama_server: Path) -> Iterator[harness.Target]:
     """A fresh CI target with the tiny model in the engine's cache folder."""
 
     def put_model(tgt: harness.Target) -> None:
-        dest = tgt.root / WEIGHTS.lstrip("/")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        engine.write_tiny_gguf(dest)
-        dest.chmod(0o644)
+        util.put_tiny_model(tgt, WEIGHTS)
 
     gpus = util.standin_gpus(util.CI_YAML, "ci-target")
     with util.fresh_target(NAME, PORT, "monitor: start fresh target", put_model, gpus) as tgt:

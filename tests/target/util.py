@@ -29,7 +29,7 @@ import yaml
 
 from inventory.referenced_files import LOCAL_PATHS
 from inventory.validate import default_host_files
-from tests.target import harness
+from tests.target import engine, harness
 from tests.target.gpu_standin import StandinGpu
 
 REPO = harness.REPO_ROOT
@@ -475,3 +475,21 @@ def daemon_reloads(target: harness.Target) -> int:
 def wait_until_booted(target: harness.Target, timeout_s: float = 60) -> str:
     """``systemctl is-system-running --wait`` on the target (``running`` or ``degraded``)."""
     return ssh(target, f"timeout {timeout_s} systemctl is-system-running --wait || true").strip()
+
+
+def llama_server_or_fail() -> Path:
+    """The cached llama-server (:mod:`tests.target.engine` builds it when absent: ~14 min on 2
+    cores); fails the test, naming why, where it cannot be built."""
+    try:
+        return engine.build(harness.STATE_DIR / "llama-build.log")
+    except engine.EngineUnavailable as error:
+        pytest.fail(f"the real engine cannot be built here: {error}")
+
+
+def put_tiny_model(target: harness.Target, weights: str) -> None:
+    """Write the tests' tiny GGUF at ``weights`` (a path on the target), readable by the
+    service user, before the target boots."""
+    dest = target.root / weights.lstrip("/")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    engine.write_tiny_gguf(dest)
+    dest.chmod(0o644)
