@@ -48,12 +48,10 @@ PLAN_YAML = util.EXAMPLES / "host_data" / "ci-target" / "plan.yaml"
 CI_PORT = 2222
 NAME = os.environ.get("RIGFORGE_CI_TARGET", "ci-target")
 PORT = util.env_port("RIGFORGE_CI_PORT", CI_PORT)
-#: The first serving port; the plan's placements get it and the ports after it, in plan order
-#: (the committed plan's own ports unless ``RIGFORGE_CI_SERVE_PORT`` moves them: the target
-#: shares this machine's network, so they must be free here).
-SERVE_PORT = util.env_port(
-    "RIGFORGE_CI_SERVE_PORT", yaml.safe_load(PLAN_YAML.read_text())["placements"][0]["port"]
-)
+#: The first serving port; the plan's placements get it and the ports after it, in plan order.
+#: The target shares this machine's network, so they must be free here: not the plan's own
+#: 8000/8001 (where a workstation may well serve already), ``RIGFORGE_CI_SERVE_PORT`` moves them.
+SERVE_PORT = util.env_port("RIGFORGE_CI_SERVE_PORT", 18201)
 #: The operation during which the kill-midway test pulls the plug (apt is running then).
 KILL_DURING = "NVIDIA user space"
 #: The target's scratch kernel (the CI inventory's ``kernel.root``, bound by the harness).
@@ -70,8 +68,6 @@ CI_CAPS_W = {
     "GPU-c1000000-0000-4000-8000-000000000001": 280.0,
     "GPU-c1000000-0000-4000-8000-000000000002": 250.0,
 }
-#: Seconds a freshly started llama-server gets to load its tiny model and answer ``/health``.
-HEALTHY_TIMEOUT_S = 60
 
 
 def _power_limits_w(target: harness.Target) -> dict[str, float]:
@@ -89,8 +85,8 @@ def llama_server() -> Path:
 def inventory_yaml(tmp_path_factory: pytest.TempPathFactory, llama_server: Path) -> Path:
     """ci.yaml as deployed here: on ``PORT``, its plan on the serving ports, the engine built.
 
-    The plan copy differs from the committed one in its ports only (none when
-    ``RIGFORGE_CI_SERVE_PORT`` is unset); ``serving.llama_server`` is the cached build, which a
+    The plan copy differs from the committed one in its ports only (``SERVE_PORT`` on);
+    ``serving.llama_server`` is the cached build, which a
     fresh clone does not have, so ci.yaml cannot name it. The verify suite reads what it
     expects from this file.
     """
@@ -145,19 +141,10 @@ def _put_models(target: harness.Target, served: list[expect.Served]) -> None:
         util.put_tiny_model(target, s.weights)
 
 
-def _wait_serving(served: list[expect.Served], timeout_s: float = HEALTHY_TIMEOUT_S) -> None:
+def _wait_serving(served: list[expect.Served]) -> None:
     """Until every engine answers ``/health`` 200 on 127.0.0.1 (each loads its model first)."""
-    deadline = time.monotonic() + timeout_s
     for s in served:
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{s.port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{s.unit} never answered http://127.0.0.1:{s.port}/health")
-            time.sleep(0.3)
+        util.wait_healthy(s.port)
 
 
 def _unpin_one_irq(target: harness.Target) -> None:

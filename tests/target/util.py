@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -529,6 +530,20 @@ def llama_server_or_fail() -> Path:
         return engine.build(harness.STATE_DIR / "llama-build.log")
     except engine.EngineUnavailable as error:
         pytest.fail(f"the real engine cannot be built here: {error}")
+
+
+def wait_healthy(port: int, timeout_s: float = 60) -> None:
+    """Until the llama-server on 127.0.0.1:``port`` answers ``/health`` 200 (it answers 503
+    while it loads its model); fails after ``timeout_s`` seconds."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"llama-server never answered http://127.0.0.1:{port}/health")
 
 
 def put_tiny_model(target: harness.Target, weights: str) -> None:
