@@ -184,7 +184,9 @@ def target(served: list[expect.Served]) -> Iterator[harness.Target]:
 
 def _assert_all_ran(target: harness.Target, units: tuple[str, ...]) -> dict[str, dict[str, str]]:
     """Each unit is enabled and active: a oneshot exited 0 (``active (exited)``), a service
-    runs (``active (running)``, main process alive); returns their ``systemctl show``."""
+    runs (``active (running)``); returns their ``systemctl show``. (No ``MainPID`` check here:
+    Debian's ``nvidia-persistenced.service`` is ``Type=forking`` without ``PIDFile=``, and
+    systemd leaves ``MainPID=0`` when it cannot tell which forked process is the main one.)"""
     __tracebackhide__ = True
     state = {unit: util.unit_state(target, unit) for unit in units}
     for unit, st in state.items():
@@ -194,8 +196,6 @@ def _assert_all_ran(target: harness.Target, units: tuple[str, ...]) -> dict[str,
         assert st["Result"] == "success", (unit, st)
         assert st["ExecMainStatus"] == "0", (unit, st)
         assert st["SubState"] in ("exited", "running"), (unit, st)
-        if st["SubState"] == "running":
-            assert st["MainPID"] != "0", (unit, st)
     return state
 
 
