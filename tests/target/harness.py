@@ -664,14 +664,14 @@ def main(argv: list[str]) -> int:
             if booted.is_file() and not force:
                 print(cache_line("Debian booted tree", booted, None))
             else:
-                start = time.monotonic()
+                began = time.monotonic()
                 hit = CACHE_TARBALL.is_file() and not force
                 minbase = build_cache(force=force)
-                minbase_s = None if hit else time.monotonic() - start
+                minbase_s = None if hit else time.monotonic() - began
                 print(cache_line("Debian minbase tree", minbase, minbase_s))
-                start = time.monotonic()
+                began = time.monotonic()
                 booted = build_booted_cache(force=force)
-                print(cache_line("Debian booted tree", booted, time.monotonic() - start))
+                print(cache_line("Debian booted tree", booted, time.monotonic() - began))
         elif cmd == "start":
             target = start(args[0], int(args[1]))
             print(target.hosts_url)
