@@ -17,11 +17,32 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fidelity_common import Figure
 
-from tuning.model.serving import GpuHardware, gpu_from_preset, link_for_topology, predict
+from tuning.model.serving import (
+    GpuHardware,
+    gpu_from_preset,
+    link_for_topology,
+    link_traffic,
+    predict,
+)
 
 CLUB_3090 = (
-    "noonghunna/club-3090 docs/HARDWARE.md, 'NVLink': single-stream TPS on dual-card "
-    "~1.6-1.8x single-card with NVLink (vs ~1.05x without)"
+    "noonghunna/club-3090 docs/HARDWARE.md@0d51e74335d2 line 134: 'If you have NVLink installed "
+    "and working, single-stream TPS on dual-card will be ~1.6-1.8x single-card (vs ~1.05x "
+    "without)'"
+)
+#: club-3090 docs/PCIE_P2P.md as of commit e8581033cd07a77c023fa880808a7edaabeec311 (its last
+#: change in the stored snapshot, 2026-08-21), section 0a, first written in 4ecdfb17 (#893);
+#: commit 11fcc9cd (#887): "~7 MB/s measured on decode, vs ~1400 MB/s on row/tensor". Measured
+#: with nvidia-smi dmon PCIe rx/tx counters (scripts/lib/capture.sh cap_dmon_start) on the
+#: maintainer's 2x RTX 3090 (ROMED8-2T, PCIe gen4, P2P off) under llama.cpp.
+CLUB_P2P = "noonghunna/club-3090 docs/PCIE_P2P.md@e8581033cd07 section 0a"
+CLUB_PP_TRAFFIC = (
+    CLUB_P2P + ": 'PP (`layer`) | activations at the boundary - **~7 MB/s measured**' "
+    "(GPU0: layers 0-19 -> GPU1: layers 20-39; 1 GPU 128.72 -> 2 GPU `layer` 144.29 TPS)"
+)
+CLUB_TP_TRAFFIC = (
+    CLUB_P2P + ": 'TP (`row`/`tensor`) | all-reduce every layer - **~1400 MB/s**, many small "
+    "serialized transfers'"
 )
 VLLM_PCIE = (
     "vLLM docs, tensor/pipeline parallelism (mintlify.com/vllm-project/vllm/features/"
@@ -59,6 +80,20 @@ QWEN_27B_INT4 = Arch("vllm", 27.0, 4.0, 64, 40, 8, 128, kv_cache_bits=8)
 DENSE_27B_GGUF = Arch("llama.cpp", 27.0, 16.5e9 * 8 / 27e9, 64, 40, 8, 128)
 
 
+@dataclass(frozen=True)
+class MoeArch(Arch):
+    """A mixture-of-experts model: ``active_params_b`` of ``params_b`` read per token."""
+
+    active_params_b: float = 0.0
+
+
+#: The 40-layer model of PCIE_P2P.md's diagram (layers 0-19 / 20-39) at ~129-144 tok/s on 3090s:
+#: club-3090's llama.cpp Qwen3.6-35B-A3B (3 B active, Q4_K_XL ~4.6 bits, hidden 2048 = 16 x 128;
+#: HARDWARE.md lists it at 114-137 tok/s on one 3090). The doc does not name the model -
+#: estimate.
+QWEN_35B_A3B_GGUF = MoeArch("llama.cpp", 35.0, 4.6, 40, 16, 2, 128, active_params_b=3.0)
+
+
 def _3090() -> GpuHardware:
     return gpu_from_preset("rtx3090")
 
@@ -90,6 +125,26 @@ def _serving(topo: str) -> float:
 
 def pcie_replicas_over_tp4() -> float:
     return _serving("PHB")
+
+
+def pp2_handoff_mb_per_s() -> float:
+    """Bytes per second the PP=2 (layer split) hand-off moves at the model's decode speed."""
+    pred = predict(
+        QWEN_35B_A3B_GGUF, [_3090()] * 2, pp=2, concurrency=1, context=2048,
+        link=link_for_topology("PHB"),
+    )  # fmt: skip
+    per_token = link_traffic(QWEN_35B_A3B_GGUF, 1, 2, 1).handoff_bytes
+    return pred.tokens_per_s * per_token / 1e6
+
+
+def tp2_allreduce_mb_per_s() -> float:
+    """Bytes per second each TP=2 member sends for its all-reduces at the model's decode speed."""
+    pred = predict(
+        QWEN_35B_A3B_GGUF, [_3090()] * 2, tp=2, concurrency=1, context=2048,
+        link=link_for_topology("PHB"),
+    )  # fmt: skip
+    per_token = link_traffic(QWEN_35B_A3B_GGUF, 2, 1, 1).allreduce_sent_bytes
+    return pred.tokens_per_s * per_token / 1e6
 
 
 def single_3090_gguf_speed() -> float:
@@ -132,5 +187,23 @@ FIGURES: list[Figure] = [
         high=32.0,
         unit="tok/s",
         source=JEANFBRITO,
+    ),
+    Figure(
+        label="club-3090 PP=2 (llama.cpp layer split) traffic between two 3090s, decode",
+        kind="ratio",
+        model=pp2_handoff_mb_per_s,
+        low=7.0,
+        high=7.0,
+        unit="MB/s",
+        source=CLUB_PP_TRAFFIC,
+    ),
+    Figure(
+        label="club-3090 TP=2 (llama.cpp row/tensor split) all-reduce traffic, decode",
+        kind="ratio",
+        model=tp2_allreduce_mb_per_s,
+        low=1400.0,
+        high=1400.0,
+        unit="MB/s",
+        source=CLUB_TP_TRAFFIC,
     ),
 ]

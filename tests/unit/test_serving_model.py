@@ -193,3 +193,22 @@ def test_the_presets_cover_the_gpus_people_build_with_and_cite_their_figures() -
             assert "tensor_tflops" in preset.source, key
         hw = gpu_from_preset(key)
         assert hw.tflops("fp8") >= hw.tflops("fp16")
+
+
+def test_link_traffic_counts_the_textbook_bytes() -> None:
+    """Hand-worked (docstring of ``link_traffic``): 40 layers, hidden 2048 = 16 x 128, one token.
+    TP=2: 80 all-reduces of 2048 x 2 B = 4096 B, each member sends 2(2-1)/2 = 1 of each, 327,680 B;
+    PP=2: one 4096 B hand-off and no all-reduce; TP=4 x PP=2: 40 per stage, 3/2 of each sent."""
+    from dataclasses import replace
+
+    from tuning.model.serving import link_traffic
+
+    model = replace(Toy(), layers=40, attention_heads=16, head_dim=128)
+    tp2 = link_traffic(model, 2, 1, 1)
+    assert (tp2.message_bytes, tp2.allreduces, tp2.handoff_bytes) == (4096, 80, 0)
+    assert tp2.allreduce_sent_bytes == 327_680
+    pp2 = link_traffic(model, 1, 2, 1)
+    assert (pp2.allreduces, pp2.allreduce_sent_bytes, pp2.handoff_bytes) == (0, 0, 4096)
+    mixed = link_traffic(model, 4, 2, 1)
+    assert mixed.allreduces == 40
+    assert mixed.allreduce_sent_bytes == 40 * 1.5 * 4096

@@ -360,6 +360,40 @@ def compute_dtype(model: ModelLike, gpu: GpuHardware) -> str:
     return "fp16"
 
 
+@dataclass(frozen=True)
+class LinkTraffic:
+    """What one stage step of ``tokens`` new tokens puts on the GPU-to-GPU links. Units: bytes.
+
+    ``message_bytes``: one activation tensor (``tokens · hidden · ACTIVATION_BYTES``), the size
+    of each tensor-parallel all-reduce and of each pipeline hand-off; ``allreduces``: how many
+    the stage runs (two per layer it holds: after attention and after the MLP; 0 at tp = 1);
+    ``allreduce_sent_bytes``: what each member sends for them (a ring all-reduce sends
+    ``2(tp−1)/tp`` of the message); ``handoff_bytes``: sent to the next stage (0 at pp = 1).
+    """
+
+    message_bytes: float
+    allreduces: float
+    allreduce_sent_bytes: float
+    handoff_bytes: float
+
+
+def link_traffic(model: ModelLike, tp: int, pp: int, tokens: float) -> LinkTraffic:
+    """The bytes a stage step moves between GPUs (see :class:`LinkTraffic`).
+
+    Hand-worked example: a 40-layer model with hidden 2048 at tp = 2, one token: each
+    all-reduce is 2048 · 2 B = 4 KiB, 80 of them per step, each member sends 80 · 4 KiB =
+    320 KiB; at pp = 2 (tp = 1) one 4 KiB hand-off per token per boundary.
+    """
+    message = tokens * model.attention_heads * model.head_dim * ACTIVATION_BYTES
+    allreduces = 2 * model.layers / pp if tp > 1 else 0.0
+    return LinkTraffic(
+        message_bytes=message,
+        allreduces=allreduces,
+        allreduce_sent_bytes=allreduces * 2 * (tp - 1) / tp * message,
+        handoff_bytes=message if pp > 1 else 0.0,
+    )
+
+
 def _allreduce_s(nbytes: float, tp: int, link: Link, overhead_us: float, bw_frac: float) -> float:
     """Ring all-reduce of ``nbytes`` over ``tp`` GPUs (s)."""
     if tp <= 1:
@@ -397,13 +431,14 @@ def _stage(
     col = params.collectives
     numa = params.host.remote_numa_factor if host.remote_numa else 1.0
     overhead = col.allreduce_overhead_us[link.kind] * (numa if link.kind == "staged" else 1.0)
-    act = tokens * hidden * ACTIVATION_BYTES
+    traffic = link_traffic(model, tp, pp, tokens)
     inter = 0.0
     if tp > 1:
-        per_stage_layers = model.layers / pp
-        inter += 2 * per_stage_layers * _allreduce_s(act, tp, link, overhead, col.allreduce_bw_frac)
+        inter += traffic.allreduces * _allreduce_s(
+            traffic.message_bytes, tp, link, overhead, col.allreduce_bw_frac
+        )
     if pp > 1:
-        inter += (col.handoff_overhead_us + link.latency_us) * 1e-6 + act / (
+        inter += (col.handoff_overhead_us + link.latency_us) * 1e-6 + traffic.handoff_bytes / (
             link.bandwidth_gbps * 1e9
         )
     host_s = (engine.host_step_s + engine.host_per_seq_s * seqs) * _host_factor(
