@@ -110,6 +110,11 @@ def _pipeline(cap_w: float) -> float:
     )
 
 
+def _draw_w(step: StepTime, cap_w: float) -> float:
+    """One 3090's board power running ``step`` under ``cap_w`` (W)."""
+    return under_cap(power_params("rtx3090"), step, cap_w, RTX3090_MAX_MHZ).power_w
+
+
 def _tp2_ratio(field: str) -> float:
     """One TP=2 member's ``field`` (board power or clock) at a 330 W cap over a 220 W cap."""
     p = power_params("rtx3090")
@@ -155,6 +160,24 @@ FIGURES: list[Figure] = [
         1.0,
         lambda: relative(power_params("rtx3090"), TP2_DECODE, 220.0, 330.0, RTX3090_MAX_MHZ),
         CLUB_TP2 + " (flat = 1.0)",
+    ),
+    Figure(
+        label="3090 prefill board draw under a 390 W cap",
+        kind="ratio",
+        model=lambda: _draw_w(DENSE_PREFILL, 390.0),
+        low=381.0,
+        high=381.0,
+        unit="W",
+        source=CLUB + ": 3090 prefill-heavy '390W (max) | 1104.81 | ... SM 1710 MHz at 381W draw')",
+    ),
+    Figure(
+        label="3090 decode board draw under a 390 W cap",
+        kind="ratio",
+        model=lambda: _draw_w(DENSE_DECODE, 390.0),
+        low=388.0,
+        high=388.0,
+        unit="W",
+        source=CLUB + ": 3090 llama.cpp default '390W (max) | 36.26 | ... SM 1680 MHz at 388W')",
     ),
     Figure(
         label="2x3090 TP=2 decode: board draw at 330 W / at 220 W per card",
