@@ -10,6 +10,7 @@ link kind) are the only knobs, and each cites the figure it was fitted to.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,10 @@ CLUB_3090 = (
 #: with nvidia-smi dmon PCIe rx/tx counters (scripts/lib/capture.sh cap_dmon_start) on the
 #: maintainer's 2x RTX 3090 (ROMED8-2T, PCIe gen4, P2P off) under llama.cpp.
 CLUB_P2P = "noonghunna/club-3090 docs/PCIE_P2P.md@e8581033cd07 section 0a"
+CLUB_MOE = (
+    "noonghunna/club-3090 docs/HARDWARE.md@0d51e74335d2 line 239: '3090 | air | llama.cpp default "
+    "| Qwen3.6 35B-A3B (MoE) Q4_K_XL | 370W (stock) | 136.84'"
+)
 CLUB_PP_TRAFFIC = (
     CLUB_P2P + ": 'PP (`layer`) | activations at the boundary - **~7 MB/s measured**' "
     "(GPU0: layers 0-19 -> GPU1: layers 20-39; 1 GPU 128.72 -> 2 GPU `layer` 144.29 TPS)"
@@ -127,23 +132,20 @@ def pcie_replicas_over_tp4() -> float:
     return _serving("PHB")
 
 
-def pp2_handoff_mb_per_s() -> float:
-    """Bytes per second the PP=2 (layer split) hand-off moves at the model's decode speed."""
-    pred = predict(
-        QWEN_35B_A3B_GGUF, [_3090()] * 2, pp=2, concurrency=1, context=2048,
-        link=link_for_topology("PHB"),
-    )  # fmt: skip
-    per_token = link_traffic(QWEN_35B_A3B_GGUF, 1, 2, 1).handoff_bytes
-    return pred.tokens_per_s * per_token / 1e6
+def single_3090_moe_speed() -> float:
+    """One 3090 decoding the 35B-A3B MoE under llama.cpp, one sequence."""
+    return predict(QWEN_35B_A3B_GGUF, [_3090()], concurrency=1, context=2048).tokens_per_s
 
 
-def tp2_allreduce_mb_per_s() -> float:
-    """Bytes per second each TP=2 member sends for its all-reduces at the model's decode speed."""
+def _traffic_mb_per_s(tp: int, pp: int) -> float:
+    """What crosses between the two 3090s per second at the model's decode speed (MB/s): the
+    hand-off at PP=2, each member's all-reduce sends at TP=2 (``link_traffic``)."""
     pred = predict(
-        QWEN_35B_A3B_GGUF, [_3090()] * 2, tp=2, concurrency=1, context=2048,
+        QWEN_35B_A3B_GGUF, [_3090()] * 2, tp=tp, pp=pp, concurrency=1, context=2048,
         link=link_for_topology("PHB"),
     )  # fmt: skip
-    per_token = link_traffic(QWEN_35B_A3B_GGUF, 2, 1, 1).allreduce_sent_bytes
+    traffic = link_traffic(QWEN_35B_A3B_GGUF, tp, pp, 1)
+    per_token = traffic.handoff_bytes * (pp - 1) + traffic.allreduce_sent_bytes * pp
     return pred.tokens_per_s * per_token / 1e6
 
 
@@ -151,59 +153,68 @@ def single_3090_gguf_speed() -> float:
     return predict(DENSE_27B_GGUF, [_3090()], concurrency=1, context=512).tokens_per_s
 
 
+def _ratio(
+    label: str,
+    model: Callable[[], float],
+    published: float | tuple[float, float],
+    unit: str,
+    source: str,
+) -> Figure:
+    """A ratio or speed figure (the 20 % bar): one published value or a (low, high) range."""
+    low, high = published if isinstance(published, tuple) else (published, published)
+    return Figure(
+        label=label, kind="ratio", model=model, low=low, high=high, unit=unit, source=source
+    )
+
+
 FIGURES: list[Figure] = [
-    Figure(
-        label="club-3090 two 3090s TP=2 over PCIe vs one card (single stream)",
-        kind="ratio",
-        model=dual_3090_pcie_ratio,
-        low=1.05,
-        high=1.05,
-        unit="x",
-        source=CLUB_3090,
+    _ratio(
+        "club-3090 two 3090s TP=2 over PCIe vs one card (single stream)",
+        dual_3090_pcie_ratio,
+        1.05,
+        "x",
+        CLUB_3090,
     ),
-    Figure(
-        label="club-3090 two 3090s TP=2 over NVLink vs one card (single stream)",
-        kind="ratio",
-        model=dual_3090_nvlink_ratio,
-        low=1.6,
-        high=1.8,
-        unit="x",
-        source=CLUB_3090,
+    _ratio(
+        "club-3090 two 3090s TP=2 over NVLink vs one card (single stream)",
+        dual_3090_nvlink_ratio,
+        (1.6, 1.8),
+        "x",
+        CLUB_3090,
     ),
-    Figure(
-        label="vLLM: PCIe-only 4-GPU box, 2 replicas of TP=2 over TP=4 (prefer PP/replicas)",
-        kind="ratio",
-        model=pcie_replicas_over_tp4,
-        low=1.0,
-        high=4.0,
-        unit="x",
-        source=VLLM_PCIE + "; qualitative: any gain (>= 1x) meets it",
+    _ratio(
+        "vLLM: PCIe-only 4-GPU box, 2 replicas of TP=2 over TP=4 (prefer PP/replicas)",
+        pcie_replicas_over_tp4,
+        (1.0, 4.0),
+        "x",
+        VLLM_PCIE + "; qualitative: any gain (>= 1x) meets it",
     ),
-    Figure(
-        label="RTX 3090 27B dense GGUF decode at the default limit",
-        kind="ratio",
-        model=single_3090_gguf_speed,
-        low=32.0,
-        high=32.0,
-        unit="tok/s",
-        source=JEANFBRITO,
+    _ratio(
+        "RTX 3090 27B dense GGUF decode at the default limit",
+        single_3090_gguf_speed,
+        32.0,
+        "tok/s",
+        JEANFBRITO,
     ),
-    Figure(
-        label="club-3090 PP=2 (llama.cpp layer split) traffic between two 3090s, decode",
-        kind="ratio",
-        model=pp2_handoff_mb_per_s,
-        low=7.0,
-        high=7.0,
-        unit="MB/s",
-        source=CLUB_PP_TRAFFIC,
+    _ratio(
+        "club-3090 one 3090 Qwen3.6-35B-A3B (MoE) llama.cpp decode at 370 W",
+        single_3090_moe_speed,
+        136.84,
+        "tok/s",
+        CLUB_MOE,
     ),
-    Figure(
-        label="club-3090 TP=2 (llama.cpp row/tensor split) all-reduce traffic, decode",
-        kind="ratio",
-        model=tp2_allreduce_mb_per_s,
-        low=1400.0,
-        high=1400.0,
-        unit="MB/s",
-        source=CLUB_TP_TRAFFIC,
+    _ratio(
+        "club-3090 PP=2 (llama.cpp layer split) traffic between two 3090s, decode",
+        lambda: _traffic_mb_per_s(1, 2),
+        7.0,
+        "MB/s",
+        CLUB_PP_TRAFFIC,
+    ),
+    _ratio(
+        "club-3090 TP=2 (llama.cpp row/tensor split) all-reduce traffic, decode",
+        lambda: _traffic_mb_per_s(2, 1),
+        1400.0,
+        "MB/s",
+        CLUB_TP_TRAFFIC,
     ),
 ]

@@ -212,3 +212,34 @@ def test_link_traffic_counts_the_textbook_bytes() -> None:
     mixed = link_traffic(model, 4, 2, 1)
     assert mixed.allreduces == 40
     assert mixed.allreduce_sent_bytes == 40 * 1.5 * 4096
+
+
+def test_kernel_gaps_count_the_kernels_of_the_stage_layers() -> None:
+    """Hand-worked (docstring of ``kernel_gaps_s``): 3 µs per gap. A 40-layer dense model at 15
+    kernels per layer: 40 × 15 × 3 µs = 1.8 ms; the same as a MoE (2.5 B of 10 B read per token)
+    at 28 kernels: 3.36 ms; one stage of a PP=2 split runs half the layers: 0.9 ms."""
+    from tuning.model.serving import EngineStep, kernel_gaps_s
+
+    engine = EngineStep(
+        bw_efficiency_frac=0.6, mfu_frac=0.3, host_step_s=0.0, host_per_seq_s=0.0,
+        prefill_chunk_tokens=512, kernel_gap_s=3e-6, kernels_per_layer=15,
+        kernels_per_moe_layer=28, sources={},
+    )  # fmt: skip
+    assert kernel_gaps_s(Toy(), engine) == pytest.approx(1.8e-3)
+    assert kernel_gaps_s(Toy(active_params_b=2.5), engine) == pytest.approx(3.36e-3)
+    assert kernel_gaps_s(Toy(), engine, pp=2) == pytest.approx(0.9e-3)
+
+
+def test_llama_cpp_decode_pays_its_kernel_gaps() -> None:
+    """The gaps land in the step's host time, on top of the host step: a llama.cpp step of the
+    Toy is longer than the same step with the gaps taken out by exactly kernel_gaps_s."""
+    from tuning.model.serving import kernel_gaps_s
+
+    params = load_serving_params()
+    engine = params.engines["llama.cpp"]
+    with_gaps = predict(Toy(), [GPU], context=0, engine="llama.cpp").decode_step
+    assert engine.kernel_gap_s > 0
+    expected = kernel_gaps_s(Toy(), engine)
+    assert with_gaps.host_s - (engine.host_step_s + engine.host_per_seq_s) * 1.0 == (
+        pytest.approx(expected, rel=1e-6)
+    )

@@ -24,6 +24,7 @@ Formulas (docs/model.md has them with units and sources). Per pipeline stage and
                      + handoff(m · hidden · 2 B)                   [pp > 1]
     host_s     = (host_step_s + host_per_seq_s · m) · max(1, cores_needed / cores_effective)
                  · (remote_numa_factor if the cores are on another NUMA node)
+                 + kernel_gap_s · kernels_per_layer · layers / pp
 
 A token of one sequence passes all ``pp`` stages, so per-sequence decode is
 ``1 / (pp · stage_s)`` and the aggregate ``concurrency`` times that: with fewer sequences than
@@ -32,7 +33,8 @@ GPUs for more sequences), never single-stream speed.
 
 Hand-worked example (the docstring of :func:`predict` has a second): a 14.8 B model at
 8.5 bits (15.7 GB) on one RTX 3090 (936 GB/s) under llama.cpp (efficiency 0.62) reads
-15.7e9 / (936e9 · 0.62) = 27.1 ms per step; with 0.85 ms host time that is ~35.8 tok/s.
+15.7e9 / (936e9 · 0.62) = 27.1 ms per step; with 0.85 ms host time and, over 48 layers,
+48 · 15 kernels · 3 µs = 2.16 ms of kernel gaps, that is ~33.2 tok/s.
 """
 
 from __future__ import annotations
@@ -73,6 +75,11 @@ class EngineStep(StrictModel):
     host_step_s: float = Field(ge=0, le=1)
     host_per_seq_s: float = Field(ge=0, le=1)
     prefill_chunk_tokens: int = Field(ge=1, le=1_000_000)
+    #: GPU-side time between two dependent kernels of a step (launch latency and the tail of a
+    #: small kernel that does not fill the GPU), and how many kernels one layer issues.
+    kernel_gap_s: float = Field(ge=0, le=1e-3)
+    kernels_per_layer: float = Field(ge=0, le=1000)
+    kernels_per_moe_layer: float = Field(ge=0, le=1000)
     sources: dict[str, str]
 
 
@@ -394,6 +401,19 @@ def link_traffic(model: ModelLike, tp: int, pp: int, tokens: float) -> LinkTraff
     )
 
 
+def kernel_gaps_s(model: ModelLike, engine: EngineStep, pp: int = 1) -> float:
+    """The kernel-to-kernel gaps of one stage step (s): ``kernel_gap_s`` times the kernels the
+    stage's ``layers / pp`` layers issue (``kernels_per_moe_layer`` when the model reads fewer
+    parameters per token than it has, ``kernels_per_layer`` otherwise). Charged to ``host_s``
+    (the step contract's "kernel launches"): the GPU idles between the kernels.
+
+    Hand-worked example: 40 MoE layers at 28 kernels each and 3 µs per gap: 3.36 ms.
+    """
+    moe = active_params_b(model) < model.params_b
+    kernels = engine.kernels_per_moe_layer if moe else engine.kernels_per_layer
+    return engine.kernel_gap_s * kernels * model.layers / pp
+
+
 def _allreduce_s(nbytes: float, tp: int, link: Link, overhead_us: float, bw_frac: float) -> float:
     """Ring all-reduce of ``nbytes`` over ``tp`` GPUs (s)."""
     if tp <= 1:
@@ -444,6 +464,7 @@ def _stage(
     host_s = (engine.host_step_s + engine.host_per_seq_s * seqs) * _host_factor(
         model.engine, n, host, numa
     )
+    host_s += kernel_gaps_s(model, engine, pp)
     if host.pcie_gbps:
         host_s += seqs * params.host.io_bytes_per_seq / (host.pcie_gbps * 1e9)
     return StepTime(
