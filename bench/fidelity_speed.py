@@ -128,6 +128,15 @@ def _serving(topo: str) -> float:
     return 2 * tp2.tokens_per_s / tp4.tokens_per_s
 
 
+def pcie_pp_over_tp4() -> float:
+    """Aggregate tok/s of TP=2 x PP=2 over TP=4, four 3090s over PCIe, 16 sequences."""
+    gpus = [_3090()] * 4
+    link = link_for_topology("PHB")
+    tp4 = predict(QWEN_27B_INT4, gpus, tp=4, concurrency=16, context=4096, link=link)
+    pp2 = predict(QWEN_27B_INT4, gpus, tp=2, pp=2, concurrency=16, context=4096, link=link)
+    return pp2.tokens_per_s / tp4.tokens_per_s
+
+
 def pcie_replicas_over_tp4() -> float:
     return _serving("PHB")
 
@@ -185,6 +194,13 @@ FIGURES: list[Figure] = [
     _ratio(
         "vLLM: PCIe-only 4-GPU box, 2 replicas of TP=2 over TP=4 (prefer PP/replicas)",
         pcie_replicas_over_tp4,
+        (1.0, 4.0),
+        "x",
+        VLLM_PCIE + "; qualitative: any gain (>= 1x) meets it",
+    ),
+    _ratio(
+        "vLLM: PCIe-only 4-GPU box, TP=2 x PP=2 over TP=4, 16 sequences (prefer PP)",
+        pcie_pp_over_tp4,
         (1.0, 4.0),
         "x",
         VLLM_PCIE + "; qualitative: any gain (>= 1x) meets it",
