@@ -86,3 +86,23 @@ def test_an_uncited_number_is_caught() -> None:
     """The check itself fails on a bare number (so it is not a test that cannot fail)."""
     with pytest.raises(AssertionError, match="neither a citation nor an estimate"):
         _assert_cited("x", "924 GB/s")
+
+
+def test_every_fidelity_figure_cites_where_it_was_published() -> None:
+    """bench/fidelity.py's figures: unique labels, a followable source each, a range in order."""
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[2] / "bench"
+    sys.path.insert(0, str(bench))
+    try:
+        import fidelity
+
+        figures = fidelity.collect()
+    finally:
+        sys.path.remove(str(bench))
+    labels = [f.label for f in figures]
+    assert len(labels) == len(set(labels)), "duplicate fidelity labels"
+    for fig in figures:
+        _assert_cited(f"bench figure {fig.label!r}", fig.source)
+        assert fig.low <= fig.high, fig.label
