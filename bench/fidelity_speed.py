@@ -45,6 +45,10 @@ CLUB_PP_TRAFFIC = (
     CLUB_P2P + ": 'PP (`layer`) | activations at the boundary - **~7 MB/s measured**' "
     "(GPU0: layers 0-19 -> GPU1: layers 20-39; 1 GPU 128.72 -> 2 GPU `layer` 144.29 TPS)"
 )
+CLUB_PP_SPEED = (
+    CLUB_P2P + ": 'PP is not parallelism at `-np 1` ... Measured: 1 GPU **128.72** -> 2 GPU "
+    "`layer` **144.29** TPS, just **+12%**. The second card is buying capacity, not speed'"
+)
 CLUB_TP_TRAFFIC = (
     CLUB_P2P + ": 'TP (`row`/`tensor`) | all-reduce every layer - **~1400 MB/s**, many small "
     "serialized transfers'"
@@ -146,6 +150,16 @@ def single_3090_moe_speed() -> float:
     return predict(QWEN_35B_A3B_GGUF, [_3090()], concurrency=1, context=2048).tokens_per_s
 
 
+def pp2_over_one_card() -> float:
+    """One sequence of the 35B-A3B over two 3090s by layers (PP=2) over one 3090."""
+    one = single_3090_moe_speed()
+    pp2 = predict(
+        QWEN_35B_A3B_GGUF, [_3090()] * 2, pp=2, concurrency=1, context=2048,
+        link=link_for_topology("PHB"),
+    )  # fmt: skip
+    return pp2.tokens_per_s / one
+
+
 def _traffic_mb_per_s(tp: int, pp: int) -> float:
     """What crosses between the two 3090s per second at the model's decode speed (MB/s): the
     hand-off at PP=2, each member's all-reduce sends at TP=2 (``link_traffic``)."""
@@ -218,6 +232,13 @@ FIGURES: list[Figure] = [
         136.84,
         "tok/s",
         CLUB_MOE,
+    ),
+    _ratio(
+        "club-3090 PP=2 (llama.cpp layer split) over one 3090, one sequence",
+        pp2_over_one_card,
+        144.29 / 128.72,
+        "x",
+        CLUB_PP_SPEED,
     ),
     _ratio(
         "club-3090 PP=2 (llama.cpp layer split) traffic between two 3090s, decode",
