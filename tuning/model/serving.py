@@ -160,11 +160,15 @@ class ModelLike(Protocol):
 
 @dataclass(frozen=True)
 class GpuHardware:
-    """One GPU's throughput figures. Units: GB/s (10^9 B/s), dense tensor TFLOPS per dtype."""
+    """One GPU's throughput figures. Units: GB/s (10^9 B/s), dense tensor TFLOPS per dtype.
+
+    ``preset``: the ``presets.yaml`` key the figures come from (its power split and clocks
+    are what :mod:`tuning.model.split` puts under a cap); ``None`` when built by hand."""
 
     name: str
     memory_bw_gbps: float
     tensor_tflops: dict[str, float] = field(default_factory=dict)
+    preset: str | None = None
 
     def tflops(self, dtype: str) -> float:
         """Dense tensor TFLOPS for ``dtype``; FP16 where the GPU has no faster path for it."""
@@ -183,7 +187,9 @@ def gpu_from_preset(key: str) -> GpuHardware:
     extra = getattr(p, "tensor_tflops", None)
     if extra:
         tflops.update({k: float(v) for k, v in extra.items() if v})
-    return GpuHardware(name=p.name, memory_bw_gbps=p.memory_bw_gbps, tensor_tflops=tflops)
+    return GpuHardware(
+        name=p.name, memory_bw_gbps=p.memory_bw_gbps, tensor_tflops=tflops, preset=key
+    )
 
 
 @dataclass(frozen=True)
@@ -311,7 +317,8 @@ class Prediction:
     ``decode_step``: one decode round (every sequence in flight gains a token; ``pp`` stage
     steps); ``prefill_step``: one prefill chunk through every stage. ``step`` is the one of
     ``phase`` (``mixed``: decode). ``busy_frac``: share of the round each GPU works (a pipeline
-    with fewer sequences than stages idles).
+    with fewer sequences than stages idles). ``clock_mhz``: each GPU's SM clock in decode
+    under its power cap (MHz, :func:`tuning.model.split.under_caps`); empty: full clock.
     """
 
     phase: Phase
@@ -323,6 +330,7 @@ class Prediction:
     prefill_step: StepTime
     busy_frac: float
     dtype: str
+    clock_mhz: tuple[float, ...] = ()
 
     @property
     def step(self) -> StepTime:
