@@ -123,6 +123,14 @@ def render_table(
         )
     for u in result.unplaced:
         console.print(f"[red]not placed[/red] {u.model}: {u.reason}")
+    if result.placements:
+        console.print(
+            f"predicted decode total: {result.tokens_per_s_total:.1f} tok/s over "
+            f"{len(result.placements)} placement(s) ("
+            + " + ".join(f"{p.tokens_per_s:.1f}" for p in result.placements)
+            + ")",
+            highlight=False,
+        )
     alt = "none" if result.alternative_score is None else f"{result.alternative_score:.1f}"
     console.print(
         f"score {result.score:.1f} priority-weighted tok/s (best alternative {alt}): "

@@ -238,6 +238,12 @@ class Plan:
     #: Each GPU's IRQ CPUs (the CPU plan), by PCI bus id; empty when no CPU plan was made.
     irq_cpus: tuple[GpuIrqCpus, ...] = ()
 
+    @property
+    def tokens_per_s_total(self) -> float:
+        """Σ of the placements' predicted aggregate decode tokens/s (not priority-weighted:
+        what the rig serves in all, the figure ``rigforge loop``'s serving run measures)."""
+        return sum(p.tokens_per_s for p in self.placements)
+
     def to_yaml(self) -> dict[str, Any]:
         """The plan file the deploy consumes (``schema_version: 1``)."""
         return {
@@ -249,6 +255,7 @@ class Plan:
                 {"model": u.model, "replica": u.replica, "reason": u.reason} for u in self.unplaced
             ],
             "score": round(self.score, 6),
+            "tokens_per_s_total": round(self.tokens_per_s_total, 3),
             "alternative_score": (
                 None if self.alternative_score is None else round(self.alternative_score, 6)
             ),
