@@ -18,7 +18,7 @@ Formulas (docs/model.md has them with units and sources). Per pipeline stage and
     memory_s   = (weights_active / (tp·pp) + m · context · kv_bytes_per_token / (tp·pp))
                  / (memory_bw · bw_efficiency)
     compute_s  = (2 · active_params · m + 4 · layers · m · context · hidden) / (tp·pp)
-                 / (tensor_tflops[dtype] · mfu)
+                 / (tensor_tflops[dtype] · mfu)   [mfu: matvec_mfu for steps of few tokens]
     allreduce  = overhead[link kind] + 2(tp−1) · latency + 2(tp−1)/tp · bytes / (bw · bw_frac)
     interconnect_s = 2 · layers/pp · allreduce(m · hidden · 2 B)  [tp > 1]
                      + handoff(m · hidden · 2 B)                   [pp > 1]
@@ -74,6 +74,17 @@ class EngineStep(StrictModel):
     host_per_seq_s: float = Field(ge=0, le=1)
     prefill_chunk_tokens: int = Field(ge=1, le=1_000_000)
     sources: dict[str, str]
+    #: Steps of at most ``matvec_max_tokens`` tokens run the engine's matrix-vector kernels
+    #: (no tensor cores) at ``matvec_mfu_frac`` of the dense tensor throughput; None: every
+    #: step runs at ``mfu_frac``.
+    matvec_mfu_frac: float | None = Field(default=None, gt=0, le=1)
+    matvec_max_tokens: int | None = Field(default=None, ge=1, le=1024)
+
+    def mfu_for(self, tokens: int) -> float:
+        """The share of tensor throughput a step of ``tokens`` new tokens achieves."""
+        if self.matvec_mfu_frac is not None and tokens <= (self.matvec_max_tokens or 0):
+            return self.matvec_mfu_frac
+        return self.mfu_frac
 
 
 class Collectives(StrictModel):
@@ -115,7 +126,7 @@ def load_serving_params(path: Path = PARAMS_FILE) -> ServingParams:
     sections.append(("host", params.host, params.host.sources))
     for where, section, sources in sections:
         for key in type(section).model_fields:
-            if key != "sources" and key not in sources:
+            if key != "sources" and key not in sources and getattr(section, key) is not None:
                 raise ConfigError(
                     f"{path.name}: {where}.sources.{key}: missing; cite the figure or mark it "
                     "'estimate'"
@@ -401,7 +412,7 @@ def _stage(
     kv = seqs * context * kv_bytes_per_token(model) / n
     memory_s = (weights + kv) / (gpu_bw * engine.bw_efficiency_frac)
     flops = (2 * active * tokens + 4 * model.layers * tokens * context * hidden) / n
-    compute_s = flops / (tflops * engine.mfu_frac)
+    compute_s = flops / (tflops * engine.mfu_for(tokens))
     col = params.collectives
     numa = params.host.remote_numa_factor if host.remote_numa else 1.0
     overhead = col.allreduce_overhead_us[link.kind] * (numa if link.kind == "staged" else 1.0)
