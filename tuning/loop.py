@@ -1,4 +1,5 @@
-"""The whole story in one run: inspect → stock → sweep → tuned → plan → rendered deploy files.
+"""The whole story in one run: inspect → stock → sweep → tuned → plan → serving run → rendered
+deploy files.
 
 :func:`run_loop` is what ``rigforge loop`` runs (the command adds progress bars and tables).
 On a simulated rig (``sim:NAME`` or a rig YAML file; never ``nvml``):
@@ -13,7 +14,10 @@ On a simulated rig (``sim:NAME`` or a rig YAML file; never ``nvml``):
 4. **tuned**: the same sustained run on a fresh rig at the profile's caps;
 5. **plan**: :func:`tuning.placement.plan` of the models file with the profile's hints →
    ``OUT/plan.yaml``;
-6. **render**: every file a deploy would write for that profile and plan, into
+6. **serving run**: every placement of the plan served at once on a fresh rig at the
+   profile's caps for ``sustained_s``, tokens counted per placement, predicted vs measured
+   (:func:`tuning.serving_run.serving_run`);
+7. **render**: every file a deploy would write for that profile and plan, into
    ``OUT/rendered/`` mirroring the target paths (:func:`render_deploy_files`), through the
    renderer the deploys use (:mod:`tuning.render`: one environment, one unit-text writer).
 """
@@ -35,6 +39,7 @@ from tuning.budget import Policy
 from tuning.cpuplan.plan import CpuPlan
 from tuning.errors import ConfigError
 from tuning.placement import Plan, load_profile_hints, plan
+from tuning.serving_run import ServingRun, serving_run
 from tuning.sustained import SustainedProgress, SustainedRun, sustained_run
 from tuning.sweep import Sweep, SweepConfig, SweepResult
 from tuning.workloads import make_workload
@@ -230,6 +235,7 @@ STAGES = (
     "sweep",
     "tuned run",
     "plan",
+    "serving run",
     "render deploy files",
     "summary",
 )
@@ -273,6 +279,8 @@ class LoopResult:
     cpu_plan: CpuPlan | None = None
     #: Per placement, predicted decode tok/s with shared vs partitioned cores.
     core_shares: tuple[CoreShare, ...] = ()
+    #: The plan served on a fresh rig at the tuned caps: predicted vs measured tokens/s.
+    serving: ServingRun | None = None
 
     @property
     def tuned_ok(self) -> bool:
@@ -324,8 +332,13 @@ class LoopResult:
             "plan": self.plan.to_json(),
             "cpu_plan": None if self.cpu_plan is None else self.cpu_plan.to_json(),
             "core_shares": [c.to_json() for c in self.core_shares],
+            "serving_run": None if self.serving is None else self.serving.to_json(),
             "files": self.files.to_json(),
-            "verdict": {"tuned_ok": self.tuned_ok, "stock_problem": self.stock_problem},
+            "verdict": {
+                "tuned_ok": self.tuned_ok,
+                "stock_problem": self.stock_problem,
+                "serving_within_bar": None if self.serving is None else self.serving.within_bar,
+            },
             "wall_s": round(self.wall_s, 2),
         }
 
@@ -461,7 +474,7 @@ def _run_sweep(cfg: LoopConfig, observer: LoopObserver) -> SweepResult:
 
 
 def run_loop(cfg: LoopConfig, observer: LoopObserver | None = None) -> LoopResult:
-    """Run stages 1–6 (see the module docstring) and return what they measured and wrote."""
+    """Run stages 1–7 (see the module docstring) and return what they measured and wrote."""
     from inventory.models import load_models
     from tuning.cpuplan.placements import (
         check_models_pins,
@@ -514,7 +527,8 @@ def run_loop(cfg: LoopConfig, observer: LoopObserver | None = None) -> LoopResul
             obs.log(f"no plots: {error}")
 
     obs.stage(4, STAGES[3])
-    tuned = run("tuned", {g.uuid: g.cap_w for g in result.gpus})
+    tuned_caps = {g.uuid: g.cap_w for g in result.gpus}
+    tuned = run("tuned", tuned_caps)
 
     obs.stage(5, STAGES[4])
     placed = plan(snapshot, models, load_profile_hints(profile_path))
@@ -527,6 +541,18 @@ def run_loop(cfg: LoopConfig, observer: LoopObserver | None = None) -> LoopResul
     )
 
     obs.stage(6, STAGES[5])
+    served = serving_run(
+        cfg.rig_spec,
+        tuned_caps,
+        placed,
+        models,
+        seed=cfg.seed,
+        duration_s=cfg.sustained_s,
+        sample_period_s=cfg.sample_period_s,
+        progress=obs.sustained,
+    )
+
+    obs.stage(7, STAGES[6])
     rendered_root = out / RENDERED_DIR
     rendered = render_deploy_files(profile_path, placed, rendered_root)
 
@@ -551,6 +577,7 @@ def run_loop(cfg: LoopConfig, observer: LoopObserver | None = None) -> LoopResul
         core_shares=core_shares(cfg.rig_spec, models, placed, cpu_plan, topo)
         if cpu_plan is not None and topo is not None
         else (),
+        serving=served,
     )
 
 
