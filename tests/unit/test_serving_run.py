@@ -133,7 +133,7 @@ def test_a_hot_card_serves_less_than_predicted_and_the_report_says_so(tmp_path: 
         console.print(line)
     text = console.file.getvalue()  # type: ignore[attr-defined]
     assert "throttle" in text
-    assert f"{hot.diff_pct:+.1f} %" in text
+    assert f"{hot.diff_pct:+.2f} %" in text
     assert "thermal slowdown" in text
 
 

@@ -326,7 +326,7 @@ def serving_table(run: ServingRun) -> Table:
             f"{p.tp}×{p.pp}",
             f"{p.predicted_tokens_per_s:.1f}",
             f"{p.measured_tokens_per_s:.1f}",
-            f"{p.diff_pct:+.1f} %",
+            f"{p.diff_pct:+.2f} %",
             _num(p.peak_temp_c) + (f" ({p.throttle_events} throttle)" if p.throttle_events else ""),
         )
     table.add_row(
@@ -335,7 +335,7 @@ def serving_table(run: ServingRun) -> Table:
         "",
         f"{run.predicted_total:.1f}",
         f"{run.measured_total:.1f}",
-        f"{run.diff_pct:+.1f} %",
+        f"{run.diff_pct:+.2f} %",
         "",
     )
     return table
@@ -346,7 +346,7 @@ def serving_lines(run: ServingRun) -> list[str]:
     verdict = "within" if run.within_bar else "[bold red]outside[/]"
     return [
         f"serving run: measured {run.measured_total:.1f} tok/s vs the plan's "
-        f"{run.predicted_total:.1f} ({run.diff_pct:+.1f} %), {verdict} {BAR_PCT:.0f} %",
+        f"{run.predicted_total:.1f} ({run.diff_pct:+.2f} %), {verdict} {BAR_PCT:.0f} %",
         ("" if not run.throttle_events else "[bold red]")
         + run.heat_note()
         + ("" if not run.throttle_events else "[/]"),
