@@ -46,6 +46,7 @@ from tuning.serving import unit_name
 from tuning.serving_run import BAR_PCT, ServingRun
 from tuning.sustained import SustainedRun
 from tuning.workloads import WORKLOAD_CLASSES
+from tuning.workloads.spec import is_workload_file, load_workload_file
 
 
 def _console(stderr: bool) -> Console:
@@ -427,6 +428,18 @@ def render_summary(result: LoopResult, console: Console) -> None:
     console.print(f"wall time {result.wall_s:.1f} s", highlight=False)
 
 
+def _check_workload(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A preset name, or a workload file validated now (every problem before the rig opens)."""
+    if value in WORKLOAD_CLASSES:
+        return value
+    if is_workload_file(value):
+        load_workload_file(value)
+        return value
+    raise click.BadParameter(
+        f"{value!r} is neither {', '.join(WORKLOAD_CLASSES)} nor a workload file (FILE.yaml)"
+    )
+
+
 @click.command("loop")
 @click.option(
     "--rig",
@@ -443,7 +456,11 @@ def render_summary(result: LoopResult, console: Console) -> None:
     help="Models file to place (default: inventory/examples/models-reference.yaml).",
 )
 @click.option(
-    "--workload", type=click.Choice(list(WORKLOAD_CLASSES)), default="decode", show_default=True
+    "--workload",
+    default="decode",
+    show_default=True,
+    callback=_check_workload,
+    help="decode|prefill|batched or FILE.yaml (a workload file without gpus:, docs/workload.md).",
 )
 @policy_options
 @out_option("Where profile.yaml, plan.yaml, the PNG plots and rendered/ go.", default=Path("out"))
