@@ -99,3 +99,28 @@ def test_the_plan_predicts_at_the_profiles_caps() -> None:
     assert high.placements[0].tokens_per_s == pytest.approx(free.tokens_per_s)
     assert low.placements[0].tokens_per_s < free.tokens_per_s
     assert low.score == pytest.approx(low.placements[0].tokens_per_s)
+
+
+def test_an_idle_cards_downshifted_gen_does_not_slow_the_plan() -> None:
+    """An idle GPU drops its PCIe link to gen 1 to save power (tuning/core/pcie.py: a gen below
+    max says nothing unless read under load; a narrow width always does). A card on an x8
+    riser read idle at gen 1 x8 is planned as the same card read loaded at gen 4 x8."""
+    import dataclasses
+
+    from tuning.core.pcie import PcieLink
+
+    mid = model("mid", params_b=32.8, quant_bits=8, layers=64, attention_heads=40)
+    base = make_rig([24576, 24576], None)
+
+    def with_link(link: PcieLink):
+        gpus = (base.gpus[0], dataclasses.replace(base.gpus[1], pcie=link))
+        return dataclasses.replace(base, gpus=gpus)
+
+    idle = with_link(PcieLink(gen_current=1, gen_max=4, width_current=8, width_max=16))
+    loaded = with_link(
+        PcieLink(gen_current=4, gen_max=4, width_current=8, width_max=16, under_load=True)
+    )
+    (a,) = plan(idle, models_file(mid)).placements
+    (b,) = plan(loaded, models_file(mid)).placements
+    assert a.tp * a.pp == 2
+    assert a.tokens_per_s == pytest.approx(b.tokens_per_s)

@@ -128,9 +128,10 @@ def build_problem(
                 power_w=_gpu_power_w(gpu, hint),
                 hardware=hardware,
                 hardware_known=known,
-                # an idle card downshifts its gen to save power; only a degraded link (narrow,
-                # or slow under load) carries less than its max
-                pcie_gen=(gpu.pcie.gen_current if gpu.pcie.degraded else None) or gpu.pcie.gen_max,
+                # an idle card downshifts its gen to save power: only a gen read under load
+                # says what the link carries (a narrow link is narrow loaded or idle)
+                pcie_gen=(gpu.pcie.gen_current if gpu.pcie.under_load else None)
+                or gpu.pcie.gen_max,
                 pcie_width=(gpu.pcie.width_current if gpu.pcie.degraded else None)
                 or gpu.pcie.width_max,
             )
