@@ -20,16 +20,19 @@ placements, predicted vs measured, in percent; issue 12's bar is 10 % (:data:`BA
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from inventory.models import ModelsFile
+from inventory.models import ModelsFile, ModelSpec
 from tuning.backends import open_rig
 from tuning.core.plan import Placement, Plan
 from tuning.errors import ConfigError
 from tuning.placement.scoring import decode_context
 from tuning.sustained import SustainedSampler
+
+if TYPE_CHECKING:  # tuning.workloads imports the simulated rig
+    from tuning.workloads.spec import WorkloadSpec
 
 #: The agreement issue 12 asks of the plan's total and the serving run's: within 10 %.
 BAR_PCT = 10.0
@@ -140,34 +143,43 @@ def _pct(measured: float, predicted: float) -> float:
     return (measured / predicted - 1.0) * 100.0 if predicted > 0 else 0.0
 
 
-def workload_name(placement: Placement) -> str:
-    """A workload name for a placement (the spec's name pattern: letters, digits, ``._-``)."""
-    base = re.sub(r"[^A-Za-z0-9._-]", "-", placement.model).lstrip("._-") or "model"
-    return f"{base[:56]}.r{placement.replica}"
+def workload_name(model: str, replica: int = 0) -> str:
+    """A workload name for a model replica (the spec's name pattern: letters, digits, ``._-``)."""
+    base = re.sub(r"[^A-Za-z0-9._-]", "-", model).lstrip("._-") or "model"
+    return f"{base[:56]}.r{replica}"
 
 
-def placement_workload(placement: Placement, models: ModelsFile) -> Any:
-    """The :class:`~tuning.workloads.spec.WorkloadSpec` that serves ``placement`` as the plan
-    predicted it: its model and engine, its GPUs by UUID split ``tp × pp``, ``max_sequences``
-    in flight at the plan's decode context, phase decode."""
+def replica_workload(
+    model: ModelSpec, gpus: Sequence[str], tp: int, pp: int, *, replica: int = 0
+) -> WorkloadSpec:
+    """The :class:`~tuning.workloads.spec.WorkloadSpec` that serves one replica of ``model``
+    on ``gpus`` (UUIDs, stage-major) split ``tp × pp`` as the plan predicts it:
+    ``max_sequences`` in flight at the plan's decode context, phase decode."""
     from tuning.workloads.spec import WorkloadSpec
 
+    return WorkloadSpec(
+        name=workload_name(model.name, replica),
+        model=model,
+        engine=model.engine,
+        gpus=tuple(gpus),
+        tp=tp,
+        pp=pp,
+        concurrency=model.max_sequences,
+        context=decode_context(model),
+        phase="decode",
+    )
+
+
+def placement_workload(placement: Placement, models: ModelsFile) -> WorkloadSpec:
+    """:func:`replica_workload` of a plan's placement (its model from ``models``)."""
     spec = next((m for m in models.models if m.name == placement.model), None)
     if spec is None:
         raise ConfigError(
             f"plan places {placement.model!r}, which the models file does not define; "
             "plan again with the same models file"
         )
-    return WorkloadSpec(
-        name=workload_name(placement),
-        model=spec,
-        engine=placement.engine,
-        gpus=placement.gpus,
-        tp=placement.tp,
-        pp=placement.pp,
-        concurrency=placement.max_sequences,
-        context=decode_context(spec),
-        phase="decode",
+    return replica_workload(
+        spec, placement.gpus, placement.tp, placement.pp, replica=placement.replica
     )
 
 
