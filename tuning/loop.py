@@ -345,10 +345,11 @@ class LoopResult:
 
 @dataclass(frozen=True)
 class CoreShare:
-    """One placement's predicted decode throughput (tokens/s, :func:`tuning.model.serving.predict`
-    at the model's ``max_sequences``) on ``shared`` cores — every unit's ``CPUAffinity=`` its
-    whole NUMA node, as before the CPU plan: the node's cores, shared with the other units
-    there — and on its ``partitioned`` cores from the CPU plan, alone."""
+    """One placement's predicted decode throughput (tokens/s, the plan's prediction:
+    :func:`tuning.placement.scoring.group_prediction`, under the same caps, link and context)
+    on ``shared`` cores — every unit's ``CPUAffinity=`` its whole NUMA node, as before the CPU
+    plan: the node's cores, shared with the other units there — and on its ``partitioned``
+    cores from the CPU plan, alone."""
 
     unit: str
     shared_cores: int
@@ -373,35 +374,49 @@ class CoreShare:
 
 
 def core_shares(
-    rig_spec: str, models: Any, placed: Plan, cpu_plan: CpuPlan, topo: Any
+    snapshot: RigSnapshot,
+    models: Any,
+    hints: Any,
+    placed: Plan,
+    cpu_plan: CpuPlan,
+    topo: Any,
 ) -> tuple[CoreShare, ...]:
-    """:class:`CoreShare` of every placement of ``placed`` (see there)."""
-    from tuning.model.serving import HostShare, gpu_from_preset, predict
+    """:class:`CoreShare` of every placement of ``placed`` (see there); ``hints``: the
+    profile's (:class:`tuning.placement.ProfileHints`) the plan was made with."""
+    from tuning.placement import build_problem
+    from tuning.placement.scoring import group_prediction
 
-    rig = open_rig(rig_spec)
-    try:
-        preset_of = {g.uuid: getattr(g, "preset_key", None) for g in rig.gpus}
-    finally:
-        rig.close()
+    problem = build_problem(snapshot, models, hints)
+    position = {g.uuid: g.position for g in problem.gpus}
     spec_of = {m.name: m for m in models.models}
     node_units: dict[int | None, int] = {}
     for p in placed.placements:
         node_units[p.numa_node] = node_units.get(p.numa_node, 0) + 1
     out: list[CoreShare] = []
     for p, unit in zip(placed.placements, cpu_plan.units, strict=True):
-        keys = [preset_of.get(g) for g in p.gpus]
-        if any(k is None for k in keys) or p.model not in spec_of:
+        if p.model not in spec_of or any(g not in position for g in p.gpus):
             continue
-        gpus = [gpu_from_preset(str(k)) for k in keys]
+        mask = sum(1 << position[g] for g in p.gpus)
         node = topo.node(p.numa_node if p.numa_node is not None else topo.nodes[0].node)
         node_cores = len({topo.core_of(c).key for c in node.cpus})
         others = node_units.get(p.numa_node, 1) - 1
         spec = spec_of[p.model]
 
-        def tok_s(host: HostShare, spec: Any = spec, gpus: Any = gpus, p: Any = p) -> float:
-            return predict(
-                spec, gpus, tp=p.tp, pp=p.pp, concurrency=p.max_sequences, host=host
-            ).tokens_per_s
+        def tok_s(
+            cores: int, sharing: int, spec: Any = spec, mask: int = mask, p: Any = p
+        ) -> float:
+            prediction, _ = group_prediction(
+                problem.gpus,
+                mask,
+                p.tp,
+                p.pp,
+                problem.links,
+                spec,
+                problem.measured,
+                cores=cores,
+                other_engines=sharing,
+            )
+            return prediction.tokens_per_s
 
         out.append(
             CoreShare(
@@ -409,8 +424,8 @@ def core_shares(
                 shared_cores=node_cores,
                 shared_with=others,
                 partitioned_cores=unit.cores,
-                shared_tok_s=tok_s(HostShare(cores=node_cores, other_engines=others)),
-                partitioned_tok_s=tok_s(HostShare(cores=unit.cores)),
+                shared_tok_s=tok_s(node_cores, others),
+                partitioned_tok_s=tok_s(unit.cores, 0),
             )
         )
     return tuple(out)
@@ -531,7 +546,8 @@ def run_loop(cfg: LoopConfig, observer: LoopObserver | None = None) -> LoopResul
     tuned = run("tuned", tuned_caps)
 
     obs.stage(5, STAGES[4])
-    placed = plan(snapshot, models, load_profile_hints(profile_path))
+    hints = load_profile_hints(profile_path)
+    placed = plan(snapshot, models, hints)
     cpu_plan = None
     if topo is not None:
         placed, cpu_plan = with_models_cpu_plan(placed, snapshot, topo, models, str(models_path))
@@ -574,7 +590,7 @@ def run_loop(cfg: LoopConfig, observer: LoopObserver | None = None) -> LoopResul
         files=files,
         wall_s=time.perf_counter() - started,
         cpu_plan=cpu_plan,
-        core_shares=core_shares(cfg.rig_spec, models, placed, cpu_plan, topo)
+        core_shares=core_shares(snapshot, models, hints, placed, cpu_plan, topo)
         if cpu_plan is not None and topo is not None
         else (),
         serving=served,

@@ -375,7 +375,7 @@ def cpu_plan_lines(result: LoopResult) -> list[str]:
         lines.append(
             f"  {c.unit}: decode {c.shared_tok_s:.1f} tok/s on shared cores ({c.shared_cores} "
             f"cores, {c.shared_with} other engine(s)) vs {c.partitioned_tok_s:.1f} tok/s on its "
-            f"own {c.partitioned_cores} (tuning/model/serving.py)"
+            f"own {c.partitioned_cores} (the plan's prediction)"
         )
     return lines
 

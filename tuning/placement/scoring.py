@@ -65,11 +65,16 @@ def group_prediction(
     links: Mapping[tuple[int, int], str],
     model: ModelSpec,
     measured: Mapping[tuple[int, int], Link] | None = None,
+    *,
+    cores: int | None = None,
+    other_engines: int = 0,
 ) -> tuple[Prediction, str]:
     """The serving model's prediction for one replica on ``mask`` split ``tp × pp``, and the
     set's worst link (``X`` for one GPU). A degraded member's current PCIe link sets the rate.
     ``measured``: links ``rigforge links`` measured, by GPU position pair (low, high); when
-    every pair of the set was measured, the set's slowest measured pair is its link."""
+    every pair of the set was measured, the set's slowest measured pair is its link.
+    ``cores``/``other_engines``: the engine's host cores and the engines sharing them
+    (:class:`~tuning.model.serving.HostShare`; default: its own full allotment)."""
     members = [gpus[i] for i in mask_bits(mask)]
     worst = "X" if len(members) == 1 else _worst_link(mask, links)
     gens = [g.pcie_gen for g in members if g.pcie_gen]
@@ -83,7 +88,12 @@ def group_prediction(
             link = link_for_topology(worst, gen, width)
     # the unit's CPUs are on one node (the CPU plan's): GPUs on another node reach them remotely
     nodes = {g.numa_node for g in members if g.numa_node is not None}
-    host = HostShare(pcie_gbps=raw_gbps(gen or 4, width or 16), remote_numa=len(nodes) > 1)
+    host = HostShare(
+        cores=cores,
+        other_engines=other_engines,
+        pcie_gbps=raw_gbps(gen or 4, width or 16),
+        remote_numa=len(nodes) > 1,
+    )
     prediction = predict(
         model,
         [g.hardware for g in members],
