@@ -40,9 +40,12 @@ def test_a_workload_file_runs_its_model_on_each_gpu(tmp_path: Path) -> None:
     assert rig.workload(rig.gpus[1].uuid) is None
 
 
-def test_a_split_file_is_refused_by_the_per_gpu_sweep(tmp_path: Path) -> None:
+def test_a_split_over_part_of_the_rig_is_refused_by_the_sweep(tmp_path: Path) -> None:
+    """A group sweep caps every GPU of the rig: a split over 2 of 4 GPUs is refused, at its
+    file and line, before any cap changes."""
     rig = open_rig("sim:4x3090", seed=0)
-    with pytest.raises(ConfigError, match=r"r1.yaml:\d+: gpus: names a split over 2 GPUs"):
+    expected = r"r1.yaml:\d+: gpus: names a split over 2 of the rig.s 4 GPUs"
+    with pytest.raises(ConfigError, match=expected):
         make_workload(str(_file(tmp_path, "gpus: [0, 1]\npp: 2\n")), rig)
 
 

@@ -96,15 +96,14 @@ def _moe() -> dict[str, object]:
 
 def test_presets_are_the_documented_descriptions() -> None:
     """presets.yaml: decode is 1 sequence at 512 tokens, prefill a 2048-token prompt,
-    batched the rig's ``model.batch`` sequences at 1024 on vLLM; the others llama.cpp; one
-    GPU each. The
+    batched 12 sequences at 1024 on vLLM; the others llama.cpp; one GPU each. The
     model's bits come from the rig's weights: 16.5 GB over 27 B is 4.89 bits per weight."""
     decode = preset_workload("decode", params_b=27, weights_gb=16.5, batch=16)
     prefill = preset_workload("prefill", params_b=27, weights_gb=16.5, batch=16)
     batched = preset_workload("batched", params_b=27, weights_gb=16.5, batch=16)
     assert (decode.concurrency, decode.context, decode.phase) == (1, 512, "decode")
     assert (prefill.concurrency, prefill.context, prefill.phase) == (1, 2048, "prefill")
-    assert (batched.concurrency, batched.context, batched.phase) == (16, 1024, "decode")
+    assert (batched.concurrency, batched.context, batched.phase) == (12, 1024, "decode")
     assert (decode.engine, prefill.engine, batched.engine) == ("llama.cpp", "llama.cpp", "vllm")
     assert decode.model.quant_bits == pytest.approx(4.889, abs=1e-3)
     assert not decode.grouped

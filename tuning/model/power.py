@@ -96,26 +96,11 @@ class ScaledPowerParams(_Shape):
         )
 
 
-class ClassShape(StrictModel):
-    """A named workload class's step shape relative to its larger kernel term (fractions).
-
-    ``memory``/``compute`` are the two kernel terms over the larger one (one of them is 1);
-    ``host`` is host time over that term. Used by the simulator's ``decode``/``prefill``/
-    ``batched`` presets until the step-time model predicts the described workload.
-    """
-
-    memory: float = Field(ge=0, le=1)
-    compute: float = Field(ge=0, le=1)
-    host: float = Field(ge=0, le=10)
-    source: str
-
-
 class PowerFile(StrictModel):
-    """``power.yaml``: per-preset splits, the scaled fallback, the class shapes."""
+    """``power.yaml``: per-preset splits and the scaled fallback."""
 
     presets: dict[str, PowerParams]
     default: ScaledPowerParams
-    class_shapes: dict[str, ClassShape]
 
 
 @cache
@@ -146,25 +131,6 @@ def params_for(preset: str, default_w: float) -> PowerParams:
     """The preset's own split, else the scaled default at its default limit ``default_w`` (W)."""
     own = load_power_file().presets.get(preset)
     return own if own is not None else load_power_file().default.at(default_w)
-
-
-def class_step(workload: str, tokens_per_s: float) -> StepTime:
-    """A named class's step shape (``class_shapes``) scaled to ``tokens_per_s`` at full clock."""
-    shape = load_power_file().class_shapes[workload]
-    unit = StepTime(
-        memory_s=shape.memory,
-        compute_s=shape.compute,
-        interconnect_s=0.0,
-        host_s=shape.host,
-        tokens=1.0,
-    )
-    return StepTime(
-        memory_s=shape.memory,
-        compute_s=shape.compute,
-        interconnect_s=0.0,
-        host_s=shape.host,
-        tokens=tokens_per_s * unit.total_s,
-    )
 
 
 def dynamic_scale(p: PowerParams, f: float) -> float:

@@ -32,14 +32,15 @@ def make_workload(spec: str, rig: Rig, *, tps_regex: str | None = None) -> Workl
                 f"{spec}: a workload file describes a model for the simulated rig; on real "
                 "GPUs run the engine and measure it: --workload cmd:COMMAND or openai:URL"
             )
-        if described.grouped:
+        if described.grouped and len(described.gpus) != len(rig.gpus):
             raise problems_error(
                 spec,
                 [
                     (
                         "gpus",
-                        f"names a split over {len(described.gpus)} GPUs, but the sweep measures "
-                        "one GPU at a time: leave gpus: (and tp/pp) out to sweep one replica "
+                        f"names a split over {len(described.gpus)} of the rig's "
+                        f"{len(rig.gpus)} GPUs, but a group sweep caps every GPU of the rig: "
+                        "name them all, or leave gpus: (and tp/pp) out to sweep one replica "
                         "per GPU",
                     )
                 ],
