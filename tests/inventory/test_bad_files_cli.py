@@ -15,6 +15,8 @@ comment syntax, keeps its header in ``NAME.expect`` beside it):
 - ``bad-plan/`` — placement plans (an inventory's ``serving.plan``);
 - ``bad-budget/`` — power budgets (``rigforge sweep --budget``, ``rigforge apply --budget``);
 - ``bad-captures/`` — captures (``rigforge inspect --from-captures``, alone in a folder);
+- ``bad-workload/`` — workload files (``rigforge sweep --workload FILE.yaml``,
+  docs/workload.md);
 - ``bad-links/`` — ``links.yaml`` as ``rigforge links`` writes it. No command reads one back
   yet (the placement will), so it runs through the one loader,
   :func:`tuning.fabric.links_file.load_links_file`, and its refusal is printed the way the CLI
@@ -85,6 +87,7 @@ KINDS = (
     "bad-budget",
     "bad-captures",
     "bad-links",
+    "bad-workload",
 )
 CASES = [
     _case(kind, path)
@@ -206,6 +209,20 @@ COMMANDS: dict[str, list[tuple[str, Argv]]] = {
         ("inspect-json", lambda f, t: ["inspect", "--from-captures", str(f.parent), "--json"]),
     ],
     "bad-links": [("links-file", lambda f, t: ["links-file", str(f)])],
+    "bad-workload": [
+        (
+            "sweep",
+            lambda f, t: [
+                "sweep",
+                "--rig",
+                GOOD_PROFILE_RIG,
+                "--workload",
+                str(f),
+                "--profile-out",
+                str(t / "p.yaml"),
+            ],
+        ),
+    ],
 }
 
 

@@ -54,6 +54,7 @@ from tuning.report import (
 )
 from tuning.sweep import Sweep, SweepConfig, SweepResult
 from tuning.workloads import make_workload
+from tuning.workloads.spec import is_workload_file, load_workload_file
 
 
 def _log(message: str) -> None:
@@ -145,7 +146,8 @@ def _check_tps_regex(ctx: click.Context, param: click.Parameter, value: str | No
     "--workload",
     default="decode",
     show_default=True,
-    help="decode|prefill|batched|cmd:COMMAND|openai:URL",
+    help="decode|prefill|batched|FILE.yaml (a workload file, docs/workload.md)|cmd:COMMAND|"
+    "openai:URL",
 )
 @click.option(
     "--tps-regex",
@@ -226,6 +228,8 @@ def command(
     """
     if tps_regex is not None and not workload.startswith("cmd:"):
         raise click.UsageError("--tps-regex applies to cmd: workloads only")
+    if is_workload_file(workload):
+        load_workload_file(workload)  # every problem in it before any GPU is opened
     if inventory_dir is None:
         # --inventory FILE --host NAME: the host's data lives beside the file that declares it
         inventory_dir = inventory_path.parent if inventory_path is not None else Path("inventory")

@@ -18,7 +18,7 @@ Formulas (docs/model.md has them with units and sources). Per pipeline stage and
     memory_s   = (weights_active / (tp·pp) + m · context · kv_bytes_per_token / (tp·pp))
                  / (memory_bw · bw_efficiency)
     compute_s  = (2 · active_params · m + 4 · layers · m · context · hidden) / (tp·pp)
-                 / (tensor_tflops[dtype] · mfu)
+                 / (tensor_tflops[dtype] · mfu)   [mfu: matvec_mfu for steps of few tokens]
     allreduce  = overhead[link kind] + 2(tp−1) · latency + 2(tp−1)/tp · bytes / (bw · bw_frac)
     interconnect_s = 2 · layers/pp · allreduce(m · hidden · 2 B)  [tp > 1]
                      + handoff(m · hidden · 2 B)                   [pp > 1]
@@ -82,6 +82,17 @@ class EngineStep(StrictModel):
     kernels_per_layer: float = Field(ge=0, le=1000)
     kernels_per_moe_layer: float = Field(ge=0, le=1000)
     sources: dict[str, str]
+    #: Steps of at most ``matvec_max_tokens`` tokens run the engine's matrix-vector kernels
+    #: (no tensor cores) at ``matvec_mfu_frac`` of the dense tensor throughput; None: every
+    #: step runs at ``mfu_frac``.
+    matvec_mfu_frac: float | None = Field(default=None, gt=0, le=1)
+    matvec_max_tokens: int | None = Field(default=None, ge=1, le=1024)
+
+    def mfu_for(self, tokens: int) -> float:
+        """The share of tensor throughput a step of ``tokens`` new tokens achieves."""
+        if self.matvec_mfu_frac is not None and tokens <= (self.matvec_max_tokens or 0):
+            return self.matvec_mfu_frac
+        return self.mfu_frac
 
 
 class Collectives(StrictModel):
@@ -123,7 +134,7 @@ def load_serving_params(path: Path = PARAMS_FILE) -> ServingParams:
     sections.append(("host", params.host, params.host.sources))
     for where, section, sources in sections:
         for key in type(section).model_fields:
-            if key != "sources" and key not in sources:
+            if key != "sources" and key not in sources and getattr(section, key) is not None:
                 raise ConfigError(
                     f"{path.name}: {where}.sources.{key}: missing; cite the figure or mark it "
                     "'estimate'"
@@ -168,11 +179,15 @@ class ModelLike(Protocol):
 
 @dataclass(frozen=True)
 class GpuHardware:
-    """One GPU's throughput figures. Units: GB/s (10^9 B/s), dense tensor TFLOPS per dtype."""
+    """One GPU's throughput figures. Units: GB/s (10^9 B/s), dense tensor TFLOPS per dtype.
+
+    ``preset``: the ``presets.yaml`` key the figures come from (its power split and clocks
+    are what :mod:`tuning.model.split` puts under a cap); ``None`` when built by hand."""
 
     name: str
     memory_bw_gbps: float
     tensor_tflops: dict[str, float] = field(default_factory=dict)
+    preset: str | None = None
 
     def tflops(self, dtype: str) -> float:
         """Dense tensor TFLOPS for ``dtype``; FP16 where the GPU has no faster path for it."""
@@ -191,7 +206,9 @@ def gpu_from_preset(key: str) -> GpuHardware:
     extra = getattr(p, "tensor_tflops", None)
     if extra:
         tflops.update({k: float(v) for k, v in extra.items() if v})
-    return GpuHardware(name=p.name, memory_bw_gbps=p.memory_bw_gbps, tensor_tflops=tflops)
+    return GpuHardware(
+        name=p.name, memory_bw_gbps=p.memory_bw_gbps, tensor_tflops=tflops, preset=key
+    )
 
 
 @dataclass(frozen=True)
@@ -319,7 +336,8 @@ class Prediction:
     ``decode_step``: one decode round (every sequence in flight gains a token; ``pp`` stage
     steps); ``prefill_step``: one prefill chunk through every stage. ``step`` is the one of
     ``phase`` (``mixed``: decode). ``busy_frac``: share of the round each GPU works (a pipeline
-    with fewer sequences than stages idles).
+    with fewer sequences than stages idles). ``clock_mhz``: each GPU's SM clock in decode
+    under its power cap (MHz, :func:`tuning.model.split.under_caps`); empty: full clock.
     """
 
     phase: Phase
@@ -331,6 +349,7 @@ class Prediction:
     prefill_step: StepTime
     busy_frac: float
     dtype: str
+    clock_mhz: tuple[float, ...] = ()
 
     @property
     def step(self) -> StepTime:
@@ -448,7 +467,7 @@ def _stage(
     kv = seqs * context * kv_bytes_per_token(model) / n
     memory_s = (weights + kv) / (gpu_bw * engine.bw_efficiency_frac)
     flops = (2 * active * tokens + 4 * model.layers * tokens * context * hidden) / n
-    compute_s = flops / (tflops * engine.mfu_frac)
+    compute_s = flops / (tflops * engine.mfu_for(tokens))
     col = params.collectives
     numa = params.host.remote_numa_factor if host.remote_numa else 1.0
     overhead = col.allreduce_overhead_us[link.kind] * (numa if link.kind == "staged" else 1.0)
