@@ -183,13 +183,20 @@ def test_signal_restores(rig_file: str, signum: int, exit_code: int, message: st
     assert not journal_path(rig_file).exists()
 
 
-def test_kill_9_then_restore_and_then_a_resumed_sweep(rig_file: str) -> None:
+def kill_9_mid_sweep(rig_file: str) -> dict[str, float]:
+    """Start a sweep, SIGKILL it once it has changed a cap; return the stock caps (the probe's
+    caps are left on the simulated hardware, as a real kill -9 would leave them)."""
     original = stock_caps(rig_file)
     proc = start_cli(rig_file, "--pace-s", "0.01", "--heat-soak-s", "60")
     wait_for_first_changes(rig_file, proc)
     proc.kill()
     proc.wait(timeout=10)
     assert persisted_caps(rig_file) != original, "kill -9 left the probe's caps on the hardware"
+    return original
+
+
+def test_kill_9_then_restore_and_then_a_resumed_sweep(rig_file: str) -> None:
+    original = kill_9_mid_sweep(rig_file)
     journal = Journal.load(journal_path(rig_file))
     done = sum(len(p) for p in journal.probes.values())
     assert done >= 1
@@ -220,12 +227,7 @@ def test_kill_9_then_restore_and_then_a_resumed_sweep(rig_file: str) -> None:
 
 
 def test_kill_9_then_rigforge_restore(rig_file: str) -> None:
-    original = stock_caps(rig_file)
-    proc = start_cli(rig_file, "--pace-s", "0.01", "--heat-soak-s", "60")
-    wait_for_first_changes(rig_file, proc)
-    proc.kill()
-    proc.wait(timeout=10)
-    assert persisted_caps(rig_file) != original
+    original = kill_9_mid_sweep(rig_file)
     restored = subprocess.run(
         [sys.executable, "-m", "tuning.cli", "restore", "--json"],
         capture_output=True,

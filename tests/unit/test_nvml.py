@@ -281,13 +281,10 @@ def nvml_spec() -> Any:
     return create_autospec(real_pynvml)
 
 
-@pytest.fixture
-def fake(mocker: Any, nvml_spec: Any, devices: list[FakeDevice]) -> tuple[FakeNvml, Any]:
-    """Patch the backend's ``pynvml`` with the autospec; route every function to a FakeNvml."""
-    nvml_spec.reset_mock(return_value=True, side_effect=True)
-    mock = mocker.patch("tuning.backends.nvml.pynvml", new=nvml_spec)
-    model = FakeNvml(devices)
-    for name in dir(FakeNvml):
+def route_to(spec: Any, model: FakeNvml) -> None:
+    """Make every ``nvml*`` function of the autospec ``spec`` answer from ``model``, after
+    ``model.check`` (which raises what NVML would for that call, e.g. a lost GPU)."""
+    for name in dir(type(model)):
         if not name.startswith("nvml"):
             continue
         behaviour = getattr(model, name)
@@ -296,9 +293,18 @@ def fake(mocker: Any, nvml_spec: Any, devices: list[FakeDevice]) -> tuple[FakeNv
             model.check(_name, args[0] if args else None)
             return _behaviour(*args)
 
-        function = getattr(mock, name)
+        function = getattr(spec, name)
         function.reset_mock()
         function.side_effect = routed
+
+
+@pytest.fixture
+def fake(mocker: Any, nvml_spec: Any, devices: list[FakeDevice]) -> tuple[FakeNvml, Any]:
+    """Patch the backend's ``pynvml`` with the autospec; route every function to a FakeNvml."""
+    nvml_spec.reset_mock(return_value=True, side_effect=True)
+    mock = mocker.patch("tuning.backends.nvml.pynvml", new=nvml_spec)
+    model = FakeNvml(devices)
+    route_to(mock, model)
     return model, mock
 
 
