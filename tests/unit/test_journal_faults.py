@@ -22,20 +22,11 @@ from pathlib import Path
 import pytest
 
 from tests.entry_point import run_rigforge
+from tests.unit.sim_caps import caps_now, stock_caps
 from tuning.apply.actuator import open_tuning_rig
 from tuning.apply.journal import Journal, backup_path, journal_path
 
 COMMANDS = (["restore"], ["inspect", "--json"], ["sweep", "--heat-soak-s", "60", "--json"])
-
-
-def stock_caps(spec: str) -> dict[str, float]:
-    rig, _ = open_tuning_rig(spec)
-    return {gpu.uuid: gpu.power_constraints().default_w for gpu in rig.gpus}
-
-
-def caps_now(spec: str) -> dict[str, float]:
-    rig, _ = open_tuning_rig(spec)
-    return {gpu.uuid: gpu.power_limit_w() for gpu in rig.gpus}
 
 
 @pytest.fixture
