@@ -100,12 +100,12 @@ def _pyplot():
     return plt
 
 
-def _save(plt: Any, fig: Any, path: Path) -> Path:
+def save_figure(fig: Any, path: Path) -> Path:
     """Lay out ``fig``, write it to ``path`` (PNG, 80 dpi; folders made) and free it."""
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
-    plt.close(fig)
+    _pyplot().close(fig)
     return path
 
 
@@ -129,7 +129,7 @@ def plot_curves(result: SweepResult, path: Path) -> Path:
             ax.set_ylabel(label)
             ax.set_title(f"{g.name} {g.pci_bus_id[-7:]}", fontsize=9)
             ax.legend(fontsize=7)
-    return _save(plt, fig, path)
+    return save_figure(fig, path)
 
 
 def plot_heat_soak(result: SweepResult, path: Path) -> Path:
@@ -148,4 +148,4 @@ def plot_heat_soak(result: SweepResult, path: Path) -> Path:
     ax.set_xlabel("heat-soak time (min)")
     ax.set_ylabel("GPU temperature (°C)")
     ax.legend(fontsize=7)
-    return _save(plt, fig, path)
+    return save_figure(fig, path)

@@ -93,7 +93,7 @@ def pair_table(report: LinksReport) -> Table | None:
 
 def plot_heatmap(report: LinksReport, path: Path) -> Path:
     """The P2P matrix as a heatmap PNG (matplotlib Agg); staged pairs hatched."""
-    from tuning.report import _pyplot
+    from tuning.report import _pyplot, save_figure
 
     plt = _pyplot()
     n = len(report.gpus)
@@ -115,11 +115,7 @@ def plot_heatmap(report: LinksReport, path: Path) -> Path:
     ax.set_xlabel("destination GPU")
     ax.set_ylabel("source GPU")
     ax.set_title(f"{report.rig_name}: GPU → GPU bandwidth")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _prober_for(rig: Rig, size_mib: int) -> LinkProber:
