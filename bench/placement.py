@@ -28,14 +28,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from inventory.models import ModelsFile, ModelSpec, load_models
-from tuning.backends.base import (
-    Circuit,
-    GpuInfo,
-    PcieLink,
-    Psu,
-    RigSnapshot,
-    TopologyLink,
-)
+from tuning.core.pcie import PcieLink, TopologyLink
+from tuning.core.power import Circuit, Psu
+from tuning.core.rig import GpuInfo, RigSnapshot
 from tuning.placement import Problem, brute_force, build_problem, plan, solve
 from tuning.serving import render_unit
 from tuning.serving_checks import systemd_exposure

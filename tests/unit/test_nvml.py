@@ -23,7 +23,7 @@ from unittest.mock import create_autospec
 import pynvml as real_pynvml
 import pytest
 
-from tuning.backends.base import ClockEventReason, LinkStatus
+from tuning.backends.base import ClockEventReason
 from tuning.backends.nvml import (
     NVML_ERROR_TABLE,
     NvmlRig,
@@ -31,6 +31,7 @@ from tuning.backends.nvml import (
     nvml_call,
     topology_link_name,
 )
+from tuning.core.pcie import LinkStatus
 from tuning.errors import (
     BackendUnavailable,
     DriverLibraryMismatch,
@@ -604,7 +605,7 @@ def test_snapshot_round_trips_to_json(rig: NvmlRig) -> None:
 
 
 def test_inventory_psus_and_map_pass_through(fake: Any) -> None:
-    from tuning.backends.base import Circuit, Psu
+    from tuning.core.power import Circuit, Psu
 
     psu = Psu(name="psu-a", rating_w=1600, circuit="c1")
     circuit = Circuit(name="c1", voltage_v=230, breaker_a=16)

@@ -20,10 +20,11 @@ from tuning import backends
 from tuning import budget as budget_module
 from tuning.apply.actuator import open_tuning_rig
 from tuning.apply.session import SafetySession
-from tuning.backends.base import GpuSample, Psu
+from tuning.backends.base import GpuSample
 from tuning.backends.nvml import NvmlRig
 from tuning.budget import BudgetModel, RigBudget, load_budget_file, load_inventory_budget
 from tuning.commands import sweep as sweep_command
+from tuning.core.power import Psu
 from tuning.errors import ConfigError, SafetyAbort
 from tuning.sweep import Sweep, SweepConfig
 from tuning.workloads import SimWorkload

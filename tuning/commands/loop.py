@@ -22,7 +22,6 @@ from rich.console import Console
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
-from tuning.backends.base import LinkStatus, RigSnapshot
 from tuning.budget import Policy
 from tuning.captures.values import format_cpu_list
 from tuning.commands.inspect import MIB_PER_GIB, host_line, link_notes, power_table
@@ -35,6 +34,8 @@ from tuning.commands.options import (
     rig_option,
 )
 from tuning.commands.progress import show_probe, sweep_progress
+from tuning.core.pcie import LinkStatus
+from tuning.core.rig import RigSnapshot
 from tuning.loop import (
     STAGES,
     LoopConfig,

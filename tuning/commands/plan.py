@@ -23,7 +23,6 @@ from rich.table import Table
 from inventory.host_data import host_data_path
 from inventory.models import load_models
 from tuning.apply.actuator import open_tuning_rig
-from tuning.backends.base import RigSnapshot
 from tuning.captures.values import format_cpu_list
 from tuning.commands.options import (
     host_option,
@@ -33,6 +32,7 @@ from tuning.commands.options import (
     rig_option,
 )
 from tuning.core.profile import load_profile, profile_mismatch
+from tuning.core.rig import RigSnapshot
 from tuning.cpuplan.placements import load_cpu_topology, with_models_cpu_plan
 from tuning.cpuplan.plan import CpuPlan
 from tuning.errors import ConfigError
