@@ -151,18 +151,6 @@ def inventory(
     return util.inventory_for(target, folder, overrides=overrides, stem="engine-tune")
 
 
-def _wait_healthy(port: int, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"llama-server never answered http://127.0.0.1:{port}/health")
-
-
 def _metric(port: int, pattern: re.Pattern[str]) -> float:
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     match = pattern.search(text)
@@ -182,7 +170,7 @@ def deployed(target: harness.Target, inventory: Path) -> util.DeployResult:
     assert result.rc == 0, result.stderr_tail
     assert result.totals["error"] == 0, result.errors
     for port in PORTS:
-        _wait_healthy(port)
+        util.wait_healthy(port)
     return result
 
 
@@ -289,4 +277,4 @@ def test_the_engine_killed_mid_sweep_stops_it_with_exit_2_and_caps_restored(
     assert _sim_caps(target) == caps_before
     assert not ssh(target, f"ls {STATE}/journal-*.json 2>/dev/null || true").strip()
     # Restart=on-failure brings the engine back.
-    _wait_healthy(PORTS[1])
+    util.wait_healthy(PORTS[1])

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -379,6 +380,7 @@ def verify(
     *,
     gpu: bool = True,
     extra: Sequence[str] = (),
+    junit: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run the testinfra suite (``tests/verify``) against the target; return the pytest run.
 
@@ -386,7 +388,8 @@ def verify(
     of that inventory the target is (needed only when it has several). ``gpu=False`` leaves
     out the suite's ``gpu`` checks (what ``nvidia-smi`` reports): for a host whose caps go to
     a simulated rig (``tuner.sim_rig``), not to the GPU stand-ins. ``extra``: more pytest
-    arguments (e.g. ``-k`` to leave out a check the caller makes itself).
+    arguments (e.g. ``-k`` to leave out a check the caller makes itself). ``junit``: where
+    pytest writes its JUnit XML report (read it with :func:`skipped_checks`).
     """
     start = time.monotonic()
     proc = subprocess.run(
@@ -406,6 +409,7 @@ def verify(
             f"--hosts={target.hosts_url}",
             f"--rigforge-inventory={inventory_yaml}",
             *([f"--rigforge-host={host}"] if host else []),
+            *([f"--junitxml={junit}"] if junit else []),
             *extra,
         ],
         cwd=REPO,
@@ -416,6 +420,48 @@ def verify(
     timing(stage, time.monotonic() - start)
     print(proc.stdout[-3000:])
     return proc
+
+
+@dataclass(frozen=True)
+class CheckRun:
+    """One test case of a JUnit XML report: ``tests.verify.test_serving::test_…``, its outcome
+    (``passed``, ``skipped``, ``failed``, ``error``) and the skip or failure message."""
+
+    name: str
+    outcome: str
+    message: str
+
+
+def check_runs(junit: Path) -> list[CheckRun]:
+    """Every test case of pytest's ``--junitxml`` report, in report order.
+
+    pytest writes one ``<testcase classname="tests.verify.test_serving" name="test_…[…]">``
+    per test, with a ``<skipped message=…>``, ``<failure>`` or ``<error>`` child unless it
+    passed (the JUnit schema pytest follows, ``junit_family=xunit2``).
+    """
+    import xml.etree.ElementTree as ET
+
+    out = []
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        outcome, message = "passed", ""
+        for child in case:
+            if child.tag in ("skipped", "failure", "error"):
+                outcome = "failed" if child.tag == "failure" else child.tag
+                message = child.get("message", "")
+                break
+        out.append(CheckRun(f"{case.get('classname')}::{case.get('name')}", outcome, message))
+    return out
+
+
+def assert_no_serving_check_skipped(junit: Path) -> None:
+    """The verify run's serving checks (``tests/verify/test_serving.py``) all ran and passed:
+    none skipped, read from its JUnit XML (``verify(..., junit=…)``)."""
+    __tracebackhide__ = True
+    checks = [c for c in check_runs(junit) if c.name.startswith("tests.verify.test_serving::")]
+    assert checks, f"the verify run has no serving checks ({junit})"
+    skipped = [(c.name, c.message) for c in checks if c.outcome == "skipped"]
+    assert skipped == [], f"serving checks skipped: {skipped}"
+    assert all(c.outcome == "passed" for c in checks), checks
 
 
 #: ``{ci-two.yaml host: (target name, port)}``; ``RIGFORGE_WS_A_TARGET``/``_PORT`` and
@@ -484,6 +530,20 @@ def llama_server_or_fail() -> Path:
         return engine.build(harness.STATE_DIR / "llama-build.log")
     except engine.EngineUnavailable as error:
         pytest.fail(f"the real engine cannot be built here: {error}")
+
+
+def wait_healthy(port: int, timeout_s: float = 60) -> None:
+    """Until the llama-server on 127.0.0.1:``port`` answers ``/health`` 200 (it answers 503
+    while it loads its model); fails after ``timeout_s`` seconds."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"llama-server never answered http://127.0.0.1:{port}/health")
 
 
 def put_tiny_model(target: harness.Target, weights: str) -> None:

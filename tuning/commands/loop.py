@@ -1,6 +1,7 @@
 """``rigforge loop``: the whole story on a simulated rig, in one command.
 
-inspect → stock baseline → sweep → tuned run → plan → rendered deploy files → summary
+inspect → stock baseline → sweep → tuned run → plan → serving run → rendered deploy files →
+summary
 (:mod:`tuning.loop` does the work; this module shows it). A one-line header per stage, rich
 progress bars on stderr for the sweep and the sustained runs when stderr is a terminal, then
 the stock-vs-tuned summary, the placement and the files written. ``--json`` prints one JSON
@@ -42,6 +43,7 @@ from tuning.loop import (
     default_models_path,
 )
 from tuning.serving import unit_name
+from tuning.serving_run import BAR_PCT, ServingRun
 from tuning.sustained import SustainedRun
 from tuning.workloads import WORKLOAD_CLASSES
 from tuning.workloads.spec import is_workload_file, load_workload_file
@@ -301,6 +303,57 @@ def placement_table(result: LoopResult) -> Table:
     return table
 
 
+def serving_table(run: ServingRun) -> Table:
+    """Per placement, the plan's predicted tokens/s vs the serving run's measured, and the sum."""
+    table = Table(
+        title=f"serving run: the plan served at the tuned caps, {run.seconds / 60:.0f} min "
+        "(predicted by the plan vs measured)",
+        title_justify="left",
+    )
+    for header in (
+        "model",
+        "GPUs",
+        "TP×PP",
+        "predicted tok/s",
+        "measured tok/s",
+        "diff",
+        "peak °C",
+    ):
+        table.add_column(header, justify="left" if header in ("model", "GPUs") else "right")
+    for p in run.placements:
+        table.add_row(
+            p.label,
+            ",".join(str(i) for i in p.gpu_indices),
+            f"{p.tp}×{p.pp}",
+            f"{p.predicted_tokens_per_s:.1f}",
+            f"{p.measured_tokens_per_s:.1f}",
+            f"{p.diff_pct:+.2f} %",
+            _num(p.peak_temp_c) + (f" ({p.throttle_events} throttle)" if p.throttle_events else ""),
+        )
+    table.add_row(
+        "total",
+        "",
+        "",
+        f"{run.predicted_total:.1f}",
+        f"{run.measured_total:.1f}",
+        f"{run.diff_pct:+.2f} %",
+        "",
+    )
+    return table
+
+
+def serving_lines(run: ServingRun) -> list[str]:
+    """The serving run's verdict in words: the sum against the bar, and what heat did."""
+    verdict = "within" if run.within_bar else "[bold red]outside[/]"
+    return [
+        f"serving run: measured {run.measured_total:.1f} tok/s vs the plan's "
+        f"{run.predicted_total:.1f} ({run.diff_pct:+.2f} %), {verdict} {BAR_PCT:.0f} %",
+        ("" if not run.throttle_events else "[bold red]")
+        + run.heat_note()
+        + ("" if not run.throttle_events else "[/]"),
+    ]
+
+
 def cpu_plan_lines(result: LoopResult) -> list[str]:
     """The CPU plan in words: housekeeping, each unit's cores and threads, each GPU's IRQs."""
     cpu = result.cpu_plan
@@ -322,13 +375,13 @@ def cpu_plan_lines(result: LoopResult) -> list[str]:
         lines.append(
             f"  {c.unit}: decode {c.shared_tok_s:.1f} tok/s on shared cores ({c.shared_cores} "
             f"cores, {c.shared_with} other engine(s)) vs {c.partitioned_tok_s:.1f} tok/s on its "
-            f"own {c.partitioned_cores} (tuning/model/serving.py)"
+            f"own {c.partitioned_cores} (the plan's prediction)"
         )
     return lines
 
 
 def render_summary(result: LoopResult, console: Console) -> None:
-    """Stage 7: the tables, the verdict, the files."""
+    """The last stage: the tables, the verdict, the files."""
     console.print(summary_table(result))
     console.print(gpu_table(result))
     sweep = result.sweep
@@ -349,6 +402,10 @@ def render_summary(result: LoopResult, console: Console) -> None:
             "[bold red]tuned: still throttles or overloads a circuit or a PSU; see above[/]"
         )
     console.print(placement_table(result))
+    if result.serving is not None:
+        console.print(serving_table(result.serving))
+        for line in serving_lines(result.serving):
+            console.print(line, highlight=False)
     for line in cpu_plan_lines(result):
         console.print(line, highlight=False)
     for u in result.plan.unplaced:

@@ -92,6 +92,18 @@ def render_table(
         )
     console.print(table)
     for p in result.placements:
+        if p.caps_w and p.clock_mhz:
+            label = p.model if p.replica == 0 else f"{p.model}#{p.replica}"
+            caps = " / ".join("?" if c is None else f"{c:.0f} W" for c in p.caps_w)
+            clocks = " / ".join(f"{c:.0f}" for c in p.clock_mhz)
+            console.print(f"{label}: under caps {caps} the GPUs decode at {clocks} MHz")
+    if any(p.clock_mhz for p in result.placements):
+        console.print(
+            "tok/s are predicted under each GPU's power limit (the profile's cap, else its "
+            "current limit), the clock whose power fits it; heat is not in the prediction "
+            "(rigforge loop's serving run measures it)"
+        )
+    for p in result.placements:
         if p.alternative:
             label = p.model if p.replica == 0 else f"{p.model}#{p.replica}"
             console.print(f"{label}: best alternative {p.alternative}")
@@ -111,6 +123,14 @@ def render_table(
         )
     for u in result.unplaced:
         console.print(f"[red]not placed[/red] {u.model}: {u.reason}")
+    if result.placements:
+        console.print(
+            f"predicted decode total: {result.tokens_per_s_total:.1f} tok/s over "
+            f"{len(result.placements)} placement(s) ("
+            + " + ".join(f"{p.tokens_per_s:.1f}" for p in result.placements)
+            + ")",
+            highlight=False,
+        )
     alt = "none" if result.alternative_score is None else f"{result.alternative_score:.1f}"
     console.print(
         f"score {result.score:.1f} priority-weighted tok/s (best alternative {alt}): "

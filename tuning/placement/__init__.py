@@ -23,8 +23,9 @@ Lexicographic: first the total priority of the units placed (a placeable model i
 dropped to give another more GPUs), then the priority-weighted estimated throughput
 ``Σ priority · throughput`` in tokens/s. Throughput is the serving step-time model's predicted
 aggregate decode tokens/s (:mod:`tuning.model.serving`; :mod:`tuning.placement.scoring` says
-with which context, concurrency and link), times the slowest GPU's measured ``throughput_rel``
-under its tuned cap (profile; 1.0 without one). TP pays an all-reduce per layer over the
+with which context, concurrency and link), under every GPU's cap (the profile's, else its
+current limit): each card at the highest clock whose power fits, the replica at its slowest
+member (:mod:`tuning.model.split`). TP pays an all-reduce per layer over the
 set's worst link, PP a hand-off per stage and idles when fewer sequences are in flight than
 stages; so whether TP, PP or one bigger card wins follows from bandwidth, links and
 ``max_sequences`` instead of fixed factors. Options below a model's ``min_tokens_per_s`` or
@@ -39,9 +40,10 @@ exact ``E`` (≤ 3^n transitions per unit); the best exclusive part beside each 
 (3^n pairs); a branch and bound over the sharing units (priority first, fewest options first;
 replicas take options in non-decreasing order) finishes, pruned by two admissible bounds: the
 GPU-set bound (best exclusive part beside any final ``S' ⊇ S`` plus each remaining unit's
-best option inside ``S'``) and a Lagrangian VRAM bound whose per-GPU multipliers are the
-capacity duals of the LP relaxation (scipy's HiGHS), its priority part rounded down to a
-reachable sum of priorities. Comparisons are lexicographic with a
+best option inside ``S'``) and a Lagrangian VRAM bound taken on each such final set ``S'``
+(options inside it, its GPUs' residual VRAM) whose per-GPU multipliers are the capacity
+duals of the LP relaxation (scipy's HiGHS), its priority part rounded down to a reachable
+sum of priorities. Comparisons are lexicographic with a
 1e-9 tolerance; bounds are componentwise, which keeps them safe under it.
 :func:`brute_force` enumerates every assignment of every (GPU set, split) to every unit with
 no pruning on the objective and is the reference the tests and ``bench/placement.py`` check
