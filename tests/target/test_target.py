@@ -144,7 +144,7 @@ def _put_models(target: harness.Target, served: list[expect.Served]) -> None:
 def _wait_serving(served: list[expect.Served]) -> None:
     """Until every engine answers ``/health`` 200 on 127.0.0.1 (each loads its model first)."""
     for s in served:
-        util.wait_healthy(s.port)
+        util.wait_healthy(f"http://127.0.0.1:{s.port}")
 
 
 def _unpin_one_irq(target: harness.Target) -> None:

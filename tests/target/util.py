@@ -532,20 +532,6 @@ def llama_server_or_fail() -> Path:
         pytest.fail(f"the real engine cannot be built here: {error}")
 
 
-def wait_healthy(port: int, timeout_s: float = 60) -> None:
-    """Until the llama-server on 127.0.0.1:``port`` answers ``/health`` 200 (it answers 503
-    while it loads its model); fails after ``timeout_s`` seconds."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"llama-server never answered http://127.0.0.1:{port}/health")
-
-
 def put_tiny_model(target: harness.Target, weights: str) -> None:
     """Write the tests' tiny GGUF at ``weights`` (a path on the target), readable by the
     service user, before the target boots."""
@@ -553,3 +539,95 @@ def put_tiny_model(target: harness.Target, weights: str) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     engine.write_tiny_gguf(dest)
     dest.chmod(0o644)
+
+
+# --------------------------------------------------------------------------------------------
+# The real engine's targets: the tiny model, its plan, its health and its listening address
+# --------------------------------------------------------------------------------------------
+
+#: Where the engine modules put the tiny GGUF on a target (the engine's cache folder).
+TINY_WEIGHTS = "/var/cache/rigforge/models/tiny-llama.gguf"
+
+
+@contextlib.contextmanager
+def engine_target(
+    name: str,
+    port: int,
+    stage: str,
+    *,
+    host: str = "ci-target",
+    prepare: Callable[[harness.Target], None] | None = None,
+    binds: Sequence[tuple[str, str]] = (),
+) -> Iterator[harness.Target]:
+    """:func:`fresh_target` with the GPU stand-ins of ``host`` in ci.yaml and the tiny GGUF at
+    :data:`TINY_WEIGHTS`; ``prepare`` runs after the model is in place."""
+
+    def put_model(target: harness.Target) -> None:
+        put_tiny_model(target, TINY_WEIGHTS)
+        if prepare is not None:
+            prepare(target)
+
+    gpus = standin_gpus(CI_YAML, host)
+    with fresh_target(name, port, stage, put_model, gpus, binds) as target:
+        yield target
+
+
+def llama_placement(
+    model: str, gpu: str, index: int, port: int, *, cpu_list: Sequence[int] = (0, 1)
+) -> dict[str, Any]:
+    """One llama.cpp placement of the tiny model on the CI inventory's GPU ``gpu`` (its
+    ``index``), served on ``port``, in the shape ``rigforge plan --out`` writes."""
+    return {
+        "model": model,
+        "engine": "llama.cpp",
+        "weights": TINY_WEIGHTS,
+        "gpus": [gpu],
+        "gpu_indices": [index],
+        "tp": 1,
+        "pp": 1,
+        "numa_node": 0,
+        "cpu_list": list(cpu_list),
+        "vram_mib": 64,
+        "port": port,
+        "p2p": True,
+        "worst_link": "X",
+        "context": engine.CONTEXT,
+        "max_sequences": 2,
+        "kv_cache_bits": 16,
+    }
+
+
+def write_plan(path: Path, placements: Sequence[Mapping[str, Any]]) -> Path:
+    """A plan file for the CI rig (``ci-2x3090``) with ``placements``; returns ``path``."""
+    plan = {"schema_version": 1, "rig": {"name": "ci-2x3090"}, "headroom_pct": 10}
+    document = {**plan, "placements": [dict(p) for p in placements]}
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def wait_healthy(base_url: str, timeout_s: float = 60) -> None:
+    """Until the engine at ``base_url`` answers ``/health`` 200 (it loads the model first)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"llama-server never answered {base_url}/health")
+
+
+def listening(target: harness.Target, port: int) -> set[str]:
+    """Local addresses listening on TCP ``port`` on the target, as ``/proc/net/tcp`` spells
+    them (hex, little-endian: 127.0.0.1 is ``0100007F``, 0.0.0.0 is ``00000000``)."""
+    out = ssh(target, "cat /proc/net/tcp /proc/net/tcp6")
+    found = set()
+    for line in out.splitlines():
+        fields = line.split()
+        # a header line's second field has no ':'; state 0A is LISTEN
+        if len(fields) > 3 and fields[3] == "0A" and ":" in fields[1]:
+            address, hex_port = fields[1].rsplit(":", 1)
+            if int(hex_port, 16) == port:
+                found.add(address)
+    return found

@@ -42,7 +42,7 @@ def _measure(cap_w: float) -> tuple[SimRig, float]:
 
 def test_six_card_pipeline_keeps_its_tokens_at_200_w_and_collapses_at_100_w() -> None:
     """llmgarage.ai: 68.3 / 72.6 = 0.94 at 200 W and 12.1 / 72.6 = 0.17 at 100 W per card.
-    (At 150 W the simulator measures ~0.66 against the published 0.86: the step-time model
+    (At 150 W the simulator measures ~0.67 against the published 0.86: the step-time model
     charges llama.cpp's host time to every stage, so the stages wait less than the real
     pipeline's; reported, not asserted.)"""
     _, uncapped = _measure(350.0)
@@ -106,7 +106,7 @@ def test_mixed_phase_carries_a_prefill_chunk_in_every_decode_step(tmp_path: Path
     """models-reference.yaml's r1-distill-qwen-14b (14.8 B, 8.5 bits, llama.cpp) on an RTX
     3090, 4 sequences at 512 tokens, phase mixed: each step computes a 512-token prefill
     chunk, 2 · 14.8e9 · 512 / (71e12 · 0.30) = 711 ms (serving.yaml: llama.cpp mfu 0.30),
-    beside the 4 decode tokens' matrix-vector math, 4 · 2 · 14.8e9 / (71e12 · 0.039) = 43 ms
+    beside the 4 decode tokens' matrix-vector math, 4 · 2 · 14.8e9 / (71e12 · 0.044) = 38 ms
     (weights, 27 ms, are read once for both): ~0.75 s per step for 4 output tokens, 5.3 tok/s."""
     models = (
         Path(__file__).resolve().parents[2] / "inventory" / "examples" / "models-reference.yaml"

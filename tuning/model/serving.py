@@ -47,10 +47,10 @@ from functools import cache
 from pathlib import Path
 from typing import Literal, Protocol
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from inventory.fields import StrictModel
-from tuning.errors import ConfigError, read_yaml_config
+from tuning.errors import ConfigError, read_yaml_config, validated
 from tuning.model.step import Resource, StepTime
 
 PARAMS_FILE = Path(__file__).with_name("serving.yaml")
@@ -120,13 +120,7 @@ class ServingParams(StrictModel):
 @cache
 def load_serving_params(path: Path = PARAMS_FILE) -> ServingParams:
     """``serving.yaml``, validated: every number has a source, every engine is a CPU-plan one."""
-    data = read_yaml_config(path, "serving model parameters").data
-    try:
-        params = ServingParams.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{path.name}: {where}: {first['msg']}") from None
+    params = validated(ServingParams, read_yaml_config(path, "serving model parameters"), path.name)
     sections: list[tuple[str, StrictModel, dict[str, str]]] = [
         (f"engines.{n}", e, e.sources) for n, e in params.engines.items()
     ]
