@@ -8,7 +8,7 @@ of the 350 W figure next to the published one, in percentage points, and then wh
 sweep of the split chooses.
 
 bench/fidelity.py's pipeline figures still come from fidelity_caps.py's hand-made step shape:
-this script shows where the simulator itself stands (the 150 W point misses by ~20 pp; see
+this script shows where the simulator itself stands (the 150 W point misses by ~15 pp; see
 docs/model.md, "In the simulator").
 
     .venv/bin/python bench/sim_pipeline.py

@@ -42,7 +42,7 @@ def _measure(cap_w: float) -> tuple[SimRig, float]:
 
 def test_six_card_pipeline_keeps_its_tokens_at_200_w_and_collapses_at_100_w() -> None:
     """llmgarage.ai: 68.3 / 72.6 = 0.94 at 200 W and 12.1 / 72.6 = 0.17 at 100 W per card.
-    (At 150 W the simulator measures ~0.67 against the published 0.86: the step-time model
+    (At 150 W the simulator measures ~0.71 against the published 0.86: the step-time model
     charges llama.cpp's host time to every stage, so the stages wait less than the real
     pipeline's; reported, not asserted.)"""
     _, uncapped = _measure(350.0)
