@@ -1,9 +1,10 @@
-"""The whole story in one run: inspect → stock → sweep → tuned → plan → rendered deploy files.
+"""The whole story in one run: inspect → stock → sweep → tuned → plan → serving run → rendered
+deploy files.
 
 :func:`run_loop` is what ``rigforge loop`` runs (the command adds progress bars and tables).
 On a simulated rig (``sim:NAME`` or a rig YAML file; never ``nvml``):
 
-1. **inspect**: a :class:`~tuning.backends.base.RigSnapshot` of a fresh rig;
+1. **inspect**: a :class:`~tuning.core.rig.RigSnapshot` of a fresh rig;
 2. **stock**: a fresh rig (same seed) at every GPU's default power limit runs the workload on
    every GPU for ``sustained_s`` (30 simulated minutes) —
    :func:`tuning.sustained.sustained_run` (what it measures is said there);
@@ -13,7 +14,10 @@ On a simulated rig (``sim:NAME`` or a rig YAML file; never ``nvml``):
 4. **tuned**: the same sustained run on a fresh rig at the profile's caps;
 5. **plan**: :func:`tuning.placement.plan` of the models file with the profile's hints →
    ``OUT/plan.yaml``;
-6. **render**: every file a deploy would write for that profile and plan, into
+6. **serving run**: every placement of the plan served at once on a fresh rig at the
+   profile's caps for ``sustained_s``, tokens counted per placement, predicted vs measured
+   (:func:`tuning.serving_run.serving_run`);
+7. **render**: every file a deploy would write for that profile and plan, into
    ``OUT/rendered/`` mirroring the target paths (:func:`render_deploy_files`), through the
    renderer the deploys use (:mod:`tuning.render`: one environment, one unit-text writer).
 """
@@ -30,11 +34,13 @@ from typing import Any
 import yaml
 
 from tuning.backends import DEFAULT_RIG, open_rig
-from tuning.backends.base import Rig, RigSnapshot
+from tuning.backends.base import Rig
 from tuning.budget import Policy
+from tuning.core.rig import RigSnapshot
 from tuning.cpuplan.plan import CpuPlan
 from tuning.errors import ConfigError
 from tuning.placement import Plan, load_profile_hints, plan
+from tuning.serving_run import ServingRun, serving_run
 from tuning.sustained import SustainedProgress, SustainedRun, sustained_run
 from tuning.sweep import Sweep, SweepConfig, SweepResult
 from tuning.workloads import make_workload
@@ -230,6 +236,7 @@ STAGES = (
     "sweep",
     "tuned run",
     "plan",
+    "serving run",
     "render deploy files",
     "summary",
 )
@@ -273,6 +280,8 @@ class LoopResult:
     cpu_plan: CpuPlan | None = None
     #: Per placement, predicted decode tok/s with shared vs partitioned cores.
     core_shares: tuple[CoreShare, ...] = ()
+    #: The plan served on a fresh rig at the tuned caps: predicted vs measured tokens/s.
+    serving: ServingRun | None = None
 
     @property
     def tuned_ok(self) -> bool:
@@ -324,18 +333,24 @@ class LoopResult:
             "plan": self.plan.to_json(),
             "cpu_plan": None if self.cpu_plan is None else self.cpu_plan.to_json(),
             "core_shares": [c.to_json() for c in self.core_shares],
+            "serving_run": None if self.serving is None else self.serving.to_json(),
             "files": self.files.to_json(),
-            "verdict": {"tuned_ok": self.tuned_ok, "stock_problem": self.stock_problem},
+            "verdict": {
+                "tuned_ok": self.tuned_ok,
+                "stock_problem": self.stock_problem,
+                "serving_within_bar": None if self.serving is None else self.serving.within_bar,
+            },
             "wall_s": round(self.wall_s, 2),
         }
 
 
 @dataclass(frozen=True)
 class CoreShare:
-    """One placement's predicted decode throughput (tokens/s, :func:`tuning.model.serving.predict`
-    at the model's ``max_sequences``) on ``shared`` cores — every unit's ``CPUAffinity=`` its
-    whole NUMA node, as before the CPU plan: the node's cores, shared with the other units
-    there — and on its ``partitioned`` cores from the CPU plan, alone."""
+    """One placement's predicted decode throughput (tokens/s, the plan's prediction:
+    :func:`tuning.placement.scoring.group_prediction`, under the same caps, link and context)
+    on ``shared`` cores — every unit's ``CPUAffinity=`` its whole NUMA node, as before the CPU
+    plan: the node's cores, shared with the other units there — and on its ``partitioned``
+    cores from the CPU plan, alone."""
 
     unit: str
     shared_cores: int
@@ -360,35 +375,49 @@ class CoreShare:
 
 
 def core_shares(
-    rig_spec: str, models: Any, placed: Plan, cpu_plan: CpuPlan, topo: Any
+    snapshot: RigSnapshot,
+    models: Any,
+    hints: Any,
+    placed: Plan,
+    cpu_plan: CpuPlan,
+    topo: Any,
 ) -> tuple[CoreShare, ...]:
-    """:class:`CoreShare` of every placement of ``placed`` (see there)."""
-    from tuning.model.serving import HostShare, gpu_from_preset, predict
+    """:class:`CoreShare` of every placement of ``placed`` (see there); ``hints``: the
+    profile's (:class:`tuning.placement.ProfileHints`) the plan was made with."""
+    from tuning.placement import build_problem
+    from tuning.placement.scoring import group_prediction
 
-    rig = open_rig(rig_spec)
-    try:
-        preset_of = {g.uuid: getattr(g, "preset_key", None) for g in rig.gpus}
-    finally:
-        rig.close()
+    problem = build_problem(snapshot, models, hints)
+    position = {g.uuid: g.position for g in problem.gpus}
     spec_of = {m.name: m for m in models.models}
     node_units: dict[int | None, int] = {}
     for p in placed.placements:
         node_units[p.numa_node] = node_units.get(p.numa_node, 0) + 1
     out: list[CoreShare] = []
     for p, unit in zip(placed.placements, cpu_plan.units, strict=True):
-        keys = [preset_of.get(g) for g in p.gpus]
-        if any(k is None for k in keys) or p.model not in spec_of:
+        if p.model not in spec_of or any(g not in position for g in p.gpus):
             continue
-        gpus = [gpu_from_preset(str(k)) for k in keys]
+        mask = sum(1 << position[g] for g in p.gpus)
         node = topo.node(p.numa_node if p.numa_node is not None else topo.nodes[0].node)
         node_cores = len({topo.core_of(c).key for c in node.cpus})
         others = node_units.get(p.numa_node, 1) - 1
         spec = spec_of[p.model]
 
-        def tok_s(host: HostShare, spec: Any = spec, gpus: Any = gpus, p: Any = p) -> float:
-            return predict(
-                spec, gpus, tp=p.tp, pp=p.pp, concurrency=p.max_sequences, host=host
-            ).tokens_per_s
+        def tok_s(
+            cores: int, sharing: int, spec: Any = spec, mask: int = mask, p: Any = p
+        ) -> float:
+            prediction, _ = group_prediction(
+                problem.gpus,
+                mask,
+                p.tp,
+                p.pp,
+                problem.links,
+                spec,
+                problem.measured,
+                cores=cores,
+                other_engines=sharing,
+            )
+            return prediction.tokens_per_s
 
         out.append(
             CoreShare(
@@ -396,8 +425,8 @@ def core_shares(
                 shared_cores=node_cores,
                 shared_with=others,
                 partitioned_cores=unit.cores,
-                shared_tok_s=tok_s(HostShare(cores=node_cores, other_engines=others)),
-                partitioned_tok_s=tok_s(HostShare(cores=unit.cores)),
+                shared_tok_s=tok_s(node_cores, others),
+                partitioned_tok_s=tok_s(unit.cores, 0),
             )
         )
     return tuple(out)
@@ -461,7 +490,7 @@ def _run_sweep(cfg: LoopConfig, observer: LoopObserver) -> SweepResult:
 
 
 def run_loop(cfg: LoopConfig, observer: LoopObserver | None = None) -> LoopResult:
-    """Run stages 1–6 (see the module docstring) and return what they measured and wrote."""
+    """Run stages 1–7 (see the module docstring) and return what they measured and wrote."""
     from inventory.models import load_models
     from tuning.cpuplan.placements import (
         check_models_pins,
@@ -514,10 +543,12 @@ def run_loop(cfg: LoopConfig, observer: LoopObserver | None = None) -> LoopResul
             obs.log(f"no plots: {error}")
 
     obs.stage(4, STAGES[3])
-    tuned = run("tuned", {g.uuid: g.cap_w for g in result.gpus})
+    tuned_caps = {g.uuid: g.cap_w for g in result.gpus}
+    tuned = run("tuned", tuned_caps)
 
     obs.stage(5, STAGES[4])
-    placed = plan(snapshot, models, load_profile_hints(profile_path))
+    hints = load_profile_hints(profile_path)
+    placed = plan(snapshot, models, hints)
     cpu_plan = None
     if topo is not None:
         placed, cpu_plan = with_models_cpu_plan(placed, snapshot, topo, models, str(models_path))
@@ -527,6 +558,18 @@ def run_loop(cfg: LoopConfig, observer: LoopObserver | None = None) -> LoopResul
     )
 
     obs.stage(6, STAGES[5])
+    served = serving_run(
+        cfg.rig_spec,
+        tuned_caps,
+        placed,
+        models,
+        seed=cfg.seed,
+        duration_s=cfg.sustained_s,
+        sample_period_s=cfg.sample_period_s,
+        progress=obs.sustained,
+    )
+
+    obs.stage(7, STAGES[6])
     rendered_root = out / RENDERED_DIR
     rendered = render_deploy_files(profile_path, placed, rendered_root)
 
@@ -548,9 +591,10 @@ def run_loop(cfg: LoopConfig, observer: LoopObserver | None = None) -> LoopResul
         files=files,
         wall_s=time.perf_counter() - started,
         cpu_plan=cpu_plan,
-        core_shares=core_shares(cfg.rig_spec, models, placed, cpu_plan, topo)
+        core_shares=core_shares(snapshot, models, hints, placed, cpu_plan, topo)
         if cpu_plan is not None and topo is not None
         else (),
+        serving=served,
     )
 
 

@@ -15,6 +15,8 @@ comment syntax, keeps its header in ``NAME.expect`` beside it):
 - ``bad-plan/`` — placement plans (an inventory's ``serving.plan``);
 - ``bad-budget/`` — power budgets (``rigforge sweep --budget``, ``rigforge apply --budget``);
 - ``bad-captures/`` — captures (``rigforge inspect --from-captures``, alone in a folder);
+- ``bad-workload/`` — workload files (``rigforge sweep --workload FILE.yaml``,
+  docs/workload.md);
 - ``bad-links/`` — ``links.yaml`` as ``rigforge links`` writes it. No command reads one back
   yet (the placement will), so it runs through the one loader,
   :func:`tuning.fabric.links_file.load_links_file`, and its refusal is printed the way the CLI
@@ -36,8 +38,8 @@ from pathlib import Path
 
 import pytest
 
-import tuning.cli
 from inventory.validate import main as validate_main
+from tests.entry_point import run_rigforge
 from tuning.errors import RigforgeError
 from tuning.fabric.links_file import load_links_file
 
@@ -85,6 +87,7 @@ KINDS = (
     "bad-budget",
     "bad-captures",
     "bad-links",
+    "bad-workload",
 )
 CASES = [
     _case(kind, path)
@@ -206,6 +209,20 @@ COMMANDS: dict[str, list[tuple[str, Argv]]] = {
         ("inspect-json", lambda f, t: ["inspect", "--from-captures", str(f.parent), "--json"]),
     ],
     "bad-links": [("links-file", lambda f, t: ["links-file", str(f)])],
+    "bad-workload": [
+        (
+            "sweep",
+            lambda f, t: [
+                "sweep",
+                "--rig",
+                GOOD_PROFILE_RIG,
+                "--workload",
+                str(f),
+                "--profile-out",
+                str(t / "p.yaml"),
+            ],
+        ),
+    ],
 }
 
 
@@ -223,18 +240,10 @@ def _load_links(path: str) -> int:
 def _run(argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
     """Run one command in process; return (exit status, stdout + stderr). An exception other
     than SystemExit escapes: that is the traceback this test exists to catch."""
+    if argv[0] not in ("validate", "links-file"):
+        return run_rigforge(argv, monkeypatch, capsys)
     capsys.readouterr()
-    if argv[0] == "validate":
-        status = validate_main(argv[1:])
-    elif argv[0] == "links-file":
-        status = _load_links(argv[1])
-    else:
-        monkeypatch.setattr(sys, "argv", ["rigforge", *argv])
-        try:
-            tuning.cli.main()
-            status = 0
-        except SystemExit as stop:
-            status = stop.code if isinstance(stop.code, int) else 1
+    status = validate_main(argv[1:]) if argv[0] == "validate" else _load_links(argv[1])
     out = capsys.readouterr()
     return status, out.out + out.err
 

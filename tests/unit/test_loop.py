@@ -130,7 +130,7 @@ def test_stages_run_in_order_and_the_sweep_reports_progress(
     reference: tuple[LoopResult, Recorder],
 ) -> None:
     _, recorder = reference
-    assert [n for n, _ in recorder.stages] == [1, 2, 3, 4, 5, 6]
+    assert [n for n, _ in recorder.stages] == [1, 2, 3, 4, 5, 6, 7]
     assert "probe" in recorder.sweep_events
     assert "soak_done" in recorder.sweep_events
 
@@ -314,7 +314,10 @@ def test_loop_command_json_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert doc["tuned"]["throttle_events"] == 0
     assert [c["name"] for c in doc["circuits"]] == ["c1"]
     assert doc["stock"]["gpus"][0]["cap_w"] == 350.0
-    assert "▶ 3/7 sweep" in result.stderr
+    assert "▶ 3/8 sweep" in result.stderr
+    (served,) = doc["serving_run"]["models"]
+    assert served["model"] == "small"
+    assert served["measured_tokens_per_s"] > 0
     for key in ("profile", "plan"):
         assert Path(doc["files"][key]).is_file()
     for key in ("curves_png", "heat_soak_png"):
@@ -386,7 +389,73 @@ def test_the_loop_carries_the_cpu_plan_and_each_units_cores_shared_vs_partitione
         assert (share.shared_cores, share.shared_with) == (64, 2)
         assert share.partitioned_cores == (5 if placement.engine == "llama.cpp" else 4)
         assert share.shared_tok_s > 0
-        assert share.partitioned_tok_s > 0
+        # on its own planned cores (its engine's full allotment) a unit is what the plan says
+        assert share.partitioned_tok_s == pytest.approx(placement.tokens_per_s)
     document = result.to_json()
     assert document["cpu_plan"]["housekeeping_cpus"] == "0-1,64-65"
     assert len(document["core_shares"]) == len(result.plan.placements)
+
+
+# -- the plan served (issue 12's bar) ----------------------------------------------------------
+
+
+def test_the_plans_total_matches_its_serving_run_on_the_reference_rig_within_10_pct(
+    reference: tuple[LoopResult, Recorder],
+) -> None:
+    """Issue 12's bar: on sim:reference with the example models file, the sum of the plan's
+    tok/s per model matches what the loop's simulated serving run measures within 10 %, for
+    the 30 simulated minutes ``rigforge loop`` serves (the cards warm up as after a deploy)."""
+    from inventory.models import load_models
+    from tuning.loop import default_models_path
+    from tuning.serving_run import serving_run
+
+    result, _ = reference
+    assert result.serving is not None
+    assert [p.model for p in result.serving.placements] == [p.model for p in result.plan.placements]
+    run = serving_run(
+        result.config.rig_spec,
+        load_profile(result.files.profile).caps_w(),
+        result.plan,
+        load_models(default_models_path()),
+        seed=0,
+        duration_s=1800.0,
+    )
+    planned = {p.model: p.tokens_per_s for p in result.plan.placements}
+    assert {p.model for p in run.placements} == {
+        "r1-distill-llama-70b",
+        "qwq-32b",
+        "r1-distill-qwen-14b",
+    }
+    for served in run.placements:
+        assert served.predicted_tokens_per_s == planned[served.model]
+        assert served.measured_tokens_per_s > 0
+    assert run.measured_total == pytest.approx(run.predicted_total, rel=0.10)
+    doc = result.to_json()["serving_run"]
+    assert {m["model"] for m in doc["models"]} == set(planned)
+    assert doc["predicted_total"] == pytest.approx(sum(planned.values()), abs=0.01)
+
+
+def test_no_model_that_fits_one_free_gpu_is_split_without_showing_the_gain(
+    reference: tuple[LoopResult, Recorder],
+) -> None:
+    """Issue 12's bar on the loop's plan (tuned caps): a model on several GPUs although one
+    GPU of the rig would hold it names the best such GPU alone as its alternative, with fewer
+    predicted tokens/s than its split."""
+    from inventory.models import load_models
+    from tuning.loop import default_models_path
+    from tuning.placement import build_problem, load_profile_hints
+    from tuning.placement.build import candidate_ok
+
+    result, _ = reference
+    models = load_models(default_models_path())
+    by_name = {m.name: m for m in models.models}
+    problem = build_problem(result.snapshot, models, load_profile_hints(result.files.profile))
+    for placed in result.plan.placements:
+        spec = by_name[placed.model]
+        fits_one = [
+            g.index for g in problem.gpus if candidate_ok(spec, 1 << g.position, 1, 1, problem.gpus)
+        ]
+        if len(placed.gpus) > 1 and fits_one:
+            assert "alone" in placed.alternative, placed.alternative
+            assert placed.alternative_tokens_per_s is not None
+            assert placed.tokens_per_s > placed.alternative_tokens_per_s, placed.alternative

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_placement_rigs import make_rig, model, models_file
 
-from tuning.backends.base import Circuit, Psu
+from tuning.core.power import Circuit, Psu
 from tuning.placement import Problem, build_problem, evaluate
 from tuning.placement.bounds import capacity_duals, restricted_lagrangian
 from tuning.placement.scoring import mask_bits

@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from test_placement_rigs import make_rig
 
 from tests.conftest import REPO_ROOT
-from tuning.backends.base import Circuit, Psu
 from tuning.cli import cli
+from tuning.core.power import Circuit, Psu
 from tuning.placement import load_plan
 
 REFERENCE_MODELS = REPO_ROOT / "inventory" / "examples" / "models-reference.yaml"
@@ -63,6 +63,24 @@ def test_json_has_the_documented_keys(fake_rig) -> None:
         assert all(uuid.startswith("GPU-") for uuid in entry["gpus"])
     used = [uuid for entry in doc["placements"] for uuid in entry["gpus"]]
     assert len(used) == len(set(used))
+    # issue 12: tok/s per model and their sum, each GPU's limit and clock beside them
+    assert doc["tokens_per_s_total"] == pytest.approx(
+        sum(entry["tokens_per_s"] for entry in doc["placements"]), abs=0.01
+    )
+    for entry in doc["placements"]:
+        assert len(entry["caps_w"]) == len(entry["clock_mhz"]) == len(entry["gpus"])
+
+
+def test_the_table_prints_tok_s_per_model_their_sum_and_the_clocks_under_caps(fake_rig) -> None:
+    result = CliRunner().invoke(cli, ["plan", "--models", str(REFERENCE_MODELS)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(
+        CliRunner().invoke(cli, ["plan", "--models", str(REFERENCE_MODELS), "--json"]).output
+    )
+    text = " ".join(result.output.split())
+    assert f"predicted decode total: {doc['tokens_per_s_total']:.1f} tok/s over 3" in text
+    assert "the GPUs decode at" in text
+    assert "heat is not in the prediction" in text
 
 
 def test_out_writes_a_plan_the_deploy_can_read(fake_rig, tmp_path) -> None:

@@ -166,6 +166,13 @@ def test_what_you_will_see_is_what_rigforge_loop_prints(
     table = "\n".join(printed[start : end + 1])
     text = README.read_text()
     assert f"```\n{table}\n```" in text, f"README.md's summary is stale; it now reads:\n{table}"
+    # the serving run of the plan (issue 12): its table and its two verdict lines, as printed
+    first = next(i for i, ln in enumerate(printed) if ln.startswith("serving run: the plan"))
+    last = next(i for i in range(first, len(printed)) if printed[i].startswith("└"))
+    served = "\n".join(printed[first : last + 3])
+    assert f"```\n{served}\n```" in text, (
+        f"README.md's serving run is stale; it now reads:\n{served}"
+    )
     prose = " ".join(text.split())
     stock, tuned = result.stock, result.tuned
     assert f"stock throttles {stock.throttle_events} times" in prose

@@ -151,11 +151,11 @@ def test_prediction_matches_a_full_soak_where_nothing_throttles(spec: str, workl
 
 
 def test_prediction_and_full_soak_reject_the_same_cards_on_a_throttling_rig() -> None:
-    """4×RTX 3090 open-air in a warm room (30 °C, 4 °C above the rig file's) at the
+    """4×RTX 3090 open-air in a warm room (33 °C, 7 °C above the rig file's) at the
     throughput policy's caps (prefill, the hottest load): the two middle cards (slots 2 and
     3, heated from both sides) throttle in a full soak; the predicted soak, one round only,
     rejects the same two cards."""
-    kwargs = {"policy": Policy.THROUGHPUT, "max_soak_rounds": 1, "ambient_c": 30.0}
+    kwargs = {"policy": Policy.THROUGHPUT, "max_soak_rounds": 1, "ambient_c": 33.0}
     predicted = _sweep("sim:4x3090", "prefill", **kwargs)
     full = _sweep("sim:4x3090", "prefill", full_soak=True, **kwargs)
     p, f = predicted.final_soak, full.final_soak

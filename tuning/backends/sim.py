@@ -8,11 +8,15 @@ process (:meth:`SimClock.follow_wall_time`).
 
 The model, per GPU and step (f = SM clock / max SM clock):
 
-* **Power and throughput** come from the physical model (:mod:`tuning.model.power`): a
-  workload is a :class:`~tuning.model.step.StepTime` per GPU (the named classes ``decode``,
-  ``prefill``, ``batched``: the class shapes of ``tuning/model/power.yaml`` scaled to the
-  preset's uncapped tokens/s), and the power model gives board power and tokens/s at every
-  15 MHz clock bin. **DVFS**: under an effective limit L the card runs the highest bin with
+* **Power and throughput** come from the physical model: a workload is a description
+  (:class:`~tuning.workloads.spec.WorkloadSpec`: model, engine, split, concurrency, context,
+  phase; ``decode``, ``prefill``, ``batched`` are named presets of it, on the rig file's
+  ``model:``), each GPU's :class:`~tuning.model.step.StepTime` comes from
+  :func:`tuning.model.serving.predict` on that GPU's preset (:mod:`.sim_workload`), once per
+  workload, and the power model (:mod:`tuning.model.power`) gives board power and tokens/s at
+  every 15 MHz clock bin. A split over named GPUs runs each member at its own clock and paces
+  the pipeline by its slowest stage; a stage that waits is busy less and draws less.
+  **DVFS**: under an effective limit L the card runs the highest bin with
   ``P(f) <= L`` (never below the preset's ``f_min``), so a limit above the natural draw
   ``P(1)`` never binds. The knee of a cap curve emerges from the step's memory / compute /
   waiting shares; there is no per-class curve.
@@ -28,6 +32,12 @@ The model, per GPU and step (f = SM clock / max SM clock):
   average) plus seeded Gaussian noise; temperatures read as whole degrees; tokens/s carries
   relative noise. Noise is drawn per step from the seed, so reads never disturb the trace.
 
+The workload API: ``set_workload(uuid, name | spec | None)`` (one GPU; a spec without named
+GPUs), ``run_workload(name | spec) -> WorkloadHandle`` (every GPU, or one split over the
+spec's GPUs), ``stop_workload(handle)``, ``workload_tokens_total(handle)`` (tokens since the
+handle started), ``tokens_total(uuid)`` (a split's tokens are shared out over its members, so
+the per-GPU counts sum to the pipeline's).
+
 One module on purpose (about 670 lines): a :class:`SimGpu` is a view onto its
 :class:`SimRig`'s state arrays (index ``i`` of every vector the rig steps together), so the
 GPU, the rig's step and its readings are one piece of state; the rig file's schema and the
@@ -42,24 +52,11 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tuning.backends.base import (
-    Circuit,
-    Clock,
-    ClockEventReason,
-    Gpu,
-    HostInfo,
-    PcieLink,
-    PowerConstraints,
-    Psu,
-    Rig,
-    RigSnapshot,
-    Thresholds,
-    TopologyLink,
-)
+from tuning.backends.base import Clock, ClockEventReason, Gpu, PowerConstraints, Rig
 from tuning.backends.cpu_spec import cpu_topology_of
 from tuning.backends.sim_air import air_coupling
 from tuning.backends.sim_config import (
@@ -67,16 +64,34 @@ from tuning.backends.sim_config import (
     ModelSpec,
     PresetSpec,
     RigSpec,
-    WorkloadCurve,
-    load_presets,
     load_rig_file,
     load_rig_spec,
     parse_cpu_list,
 )
+from tuning.backends.sim_workload import (
+    GroupPlan,
+    group_plan,
+    hardware_of,
+    host_share,
+    replica_step,
+    worst_link,
+)
 from tuning.core.cpu import CpuTopology
-from tuning.core.power import BudgetModel
+from tuning.core.pcie import PcieLink, TopologyLink
+from tuning.core.power import BudgetModel, Circuit, Psu
+from tuning.core.rig import HostInfo, RigSnapshot, Thresholds
 from tuning.errors import ConfigError
-from tuning.model.power import class_step, params_for, power_table
+from tuning.model.power import (
+    PowerTable,
+    clock_bins,
+    params_for,
+    power_table,
+    power_terms,
+)
+from tuning.model.serving import Link, nominal_link
+
+if TYPE_CHECKING:  # tuning.workloads imports this module: no cycle at run time
+    from tuning.workloads.spec import WorkloadSpec
 
 #: SW thermal slowdown's proportional gain. Units: W per °C above target.
 KP_W_PER_C = 40.0
@@ -95,14 +110,6 @@ _NOISE_BLOCK = 1024
 def _uuid_for(rig_name: str, bus_id: str, preset: str) -> str:
     digest = hashlib.sha256(f"rigforge-sim:{rig_name}:{bus_id}:{preset}".encode()).hexdigest()
     return f"GPU-{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
-
-
-def _merged_curve(defaults: WorkloadCurve, preset: PresetSpec, workload: str) -> WorkloadCurve:
-    override = preset.workloads.get(workload)  # type: ignore[call-overload]
-    if override is None:
-        return defaults
-    changes = {k: v for k, v in override.model_dump().items() if v is not None}
-    return defaults.model_copy(update=changes)
 
 
 class SimClock(Clock):
@@ -321,7 +328,6 @@ class SimRig(Rig):
         self.seed = spec.seed if seed is None else int(seed)
         self.step_s = spec.step_s
         self._clock = SimClock(self)
-        defaults = load_presets().workload_defaults
         n = len(spec.gpus)
         self._n = n
 
@@ -385,48 +391,39 @@ class SimRig(Rig):
             spec.rack, [g.slot for g in spec.gpus], sum(p.platform_w for p in spec.psus)
         )
 
-        # Per workload class and GPU: the power model's operating point at every clock bin
-        # (tuning.model.power), padded to a common bin count with +inf power (never chosen).
+        # Per GPU: the power model's split and the step-time model's view of its preset.
         self._params = [
             params_for(g.preset, p.power.default_w) for g, p in zip(spec.gpus, ps, strict=True)
         ]
-        tables = {
-            w: [
-                power_table(
-                    prm, class_step(w, _peak_tps(w, p, defaults, spec.model)), p.sm_clock_mhz.max
-                )
-                for prm, p in zip(self._params, ps, strict=True)
-            ]
-            for w in WORKLOADS
-        }
-        bins = max(len(t.clock_mhz) for rows in tables.values() for t in rows)
-        self._bins = bins
-        k_n = len(WORKLOADS)
-        self._wl_p = np.full((k_n, n, bins), np.inf)
-        self._wl_clk = np.zeros((k_n, n, bins))
-        self._wl_t = np.zeros((k_n, n, bins))
-        self._wl_top = np.zeros((k_n, n), dtype=int)
-        self._wl_hw = np.zeros((k_n, n), dtype=int)
-        for k, w in enumerate(WORKLOADS):
-            for i, t in enumerate(tables[w]):
-                m = len(t.clock_mhz)
-                self._wl_p[k, i, :m] = t.power_w
-                self._wl_clk[k, i, :m] = t.clock_mhz
-                self._wl_clk[k, i, m:] = t.clock_mhz[-1]
-                self._wl_t[k, i, :m] = t.tokens_per_s
-                self._wl_top[k, i] = m - 1
-                hw_max = HW_SLOWDOWN_CLOCK_FRAC * ps[i].sm_clock_mhz.max + 1e-9
-                self._wl_hw[k, i] = max(int((t.clock_mhz <= hw_max).sum()) - 1, 0)
-        self._wl_util = np.array(
-            [[_merged_curve(defaults[w], p, w).utilization_pct for p in ps] for w in WORKLOADS]  # type: ignore[index]
+        self._hardware = [hardware_of(p) for p in ps]
+        self._max_mhz = arr([p.sm_clock_mhz.max for p in ps])
+        # Bins: every card's 15 MHz clock bins from its f_min up (padded to a common count
+        # with +inf power, never chosen).
+        self._bins = max(
+            len(clock_bins(p.sm_clock_mhz.max, prm.f_min))
+            for prm, p in zip(self._params, ps, strict=True)
         )
+        #: The named presets as descriptions of this rig's model (tuning/workloads/presets.yaml).
+        self.preset_workloads: dict[str, WorkloadSpec] = {
+            w: _preset(w, spec.model) for w in WORKLOADS
+        }
+        #: (description, GPU index) → that GPU's table running one replica of it (see _Row).
+        self._row_cache: dict[tuple[WorkloadSpec, int], _Row] = {}
+        self._preset_rows = [
+            [self._replica_row(self.preset_workloads[w], i) for i in range(n)] for w in WORKLOADS
+        ]
         #: Uncapped tokens/s per GPU and workload class, for reports and tests.
         self.peak_tps: dict[str, dict[str, float]] = {
-            gpu.uuid: {
-                w: float(self._wl_t[k, i, self._wl_top[k, i]]) for k, w in enumerate(WORKLOADS)
-            }
+            gpu.uuid: {w: self._preset_rows[k][i].peak_tps for k, w in enumerate(WORKLOADS)}
             for i, gpu in enumerate(gpus)
         }
+        #: Names of running descriptions beyond the presets (codes len(WORKLOADS) + j).
+        self._names: list[str] = list(WORKLOADS)
+        self._groups: dict[int, _Group] = {}
+        self._group_of = np.full(n, -1, dtype=int)
+        self._next_handle = 0
+        self._handles: dict[int, WorkloadHandle] = {}
+        bins = self._bins
 
         # Current workload's table per GPU; set_workload() fills it so that an idle card goes
         # through the same arithmetic (idle power at every bin, its idle clock, no tokens).
@@ -556,18 +553,105 @@ class SimRig(Rig):
         return dataclasses.replace(snap, gpus=gpus)
 
     # the tuner's API ------------------------------------------------------------------------
-    def set_workload(self, uuid: str, workload: str | None) -> None:
-        """Run ``workload`` ("decode" | "prefill" | "batched") on a GPU, or idle it (None)."""
+    def set_workload(self, uuid: str, workload: str | WorkloadSpec | None) -> None:
+        """Run ``workload`` on one GPU, or idle it (None): a preset name ("decode" | "prefill"
+        | "batched") or a :class:`~tuning.workloads.spec.WorkloadSpec` without named GPUs
+        (one replica on this GPU). A GPU that is part of a running split leaves it, and the
+        split stops on every member (a pipeline missing a stage serves nothing)."""
         i = self.gpu(uuid).index
-        if workload is not None and workload not in WORKLOADS:
+        self._leave_group(i)
+        if workload is None:
+            self._set_workload_index(i, -1)
+            return
+        if isinstance(workload, str):
+            if workload not in WORKLOADS:
+                raise ConfigError(
+                    f"unknown workload {workload!r}; use one of {', '.join(WORKLOADS)}, a "
+                    "workload description or None (idle)"
+                )
+            self._set_workload_index(i, WORKLOADS.index(workload))
+            return
+        if workload.grouped:
             raise ConfigError(
-                f"unknown workload {workload!r}; use one of {', '.join(WORKLOADS)} or None (idle)"
+                f"workload {workload.name} names GPUs (a split): start it with run_workload()"
             )
-        self._set_workload_index(i, -1 if workload is None else WORKLOADS.index(workload))
+        self._assign(i, self._code(workload.name), self._replica_row(workload, i))
+
+    def run_workload(self, workload: str | WorkloadSpec) -> WorkloadHandle:
+        """Start a workload and return its handle. A preset name or a description without
+        named GPUs runs one replica on every GPU; a description with named GPUs runs one split
+        over them, paced by its slowest stage (module docstring of
+        :mod:`tuning.backends.sim_workload`). GPUs it takes leave what they ran."""
+        spec = self.preset_workloads[workload] if isinstance(workload, str) else workload
+        if isinstance(workload, str) and workload not in WORKLOADS:
+            raise ConfigError(f"unknown workload {workload!r}; use one of {', '.join(WORKLOADS)}")
+        self._next_handle += 1
+        hid = self._next_handle
+        if not spec.grouped:
+            members = list(range(self._n))
+            for i in members:
+                self.set_workload(self._gpus[i].uuid, workload)
+        else:
+            from tuning.workloads.spec import resolve_gpus
+
+            members = resolve_gpus(
+                spec, [g.uuid for g in self._gpus], [g.pci_bus_id for g in self._gpus]
+            )
+            for i in members:
+                self._leave_group(i)
+            self._groups[hid] = self._build_group(spec, members)
+            code = self._code(spec.name)
+            for i in members:
+                self._workload_idx[i] = code
+                self._group_of[i] = hid
+            self._pace_groups()
+        handle = WorkloadHandle(
+            id=hid,
+            name=spec.name,
+            uuids=tuple(self._gpus[i].uuid for i in members),
+            started_tokens=float(self._tokens[members].sum()),
+        )
+        self._handles[hid] = handle
+        return handle
+
+    def stop_workload(self, handle: WorkloadHandle) -> None:
+        """Idle the handle's GPUs (those still running it; idempotent)."""
+        for uuid in handle.uuids:
+            i = self.gpu(uuid).index
+            if self._group_of[i] == handle.id or (
+                handle.id not in self._groups and self._workload_idx[i] >= 0
+            ):
+                self.set_workload(uuid, None)
+        self._groups.pop(handle.id, None)
+
+    def workload_tokens_total(self, handle: WorkloadHandle) -> float:
+        """Tokens the handle's workload produced since it started (a split: the pipeline's
+        tokens; replicas: their sum)."""
+        members = [self.gpu(u).index for u in handle.uuids]
+        return float(self._tokens[members].sum()) - handle.started_tokens
+
+    def _code(self, name: str) -> int:
+        if name in self._names:
+            return self._names.index(name)
+        self._names.append(name)
+        return len(self._names) - 1
+
+    def _replica_row(self, spec: WorkloadSpec, i: int) -> _Row:
+        key = (spec, i)
+        row = self._row_cache.get(key)
+        if row is None:
+            gpu = self._gpus[i]
+            preset = gpu.preset
+            host = host_share([gpu._pcie_negotiated], [gpu.numa_node()])
+            step = replica_step(spec, self._hardware[i], host)
+            table = power_table(self._params[i], step, preset.sm_clock_mhz.max)
+            row = _Row.of(table, self._bins, HW_SLOWDOWN_CLOCK_FRAC * preset.sm_clock_mhz.max)
+            self._row_cache[key] = row
+        return row
 
     def _set_workload_index(self, i: int, k: int) -> None:
-        self._workload_idx[i] = k
         if k < 0:
+            self._workload_idx[i] = k
             self._tab_p[i] = self._idle_w[i]
             self._tab_clk[i] = self._idle_clk[i]
             self._tab_t[i] = 0.0
@@ -575,17 +659,58 @@ class SimRig(Rig):
             self._nat_w[i] = self._idle_w[i]
             self._util_pct[i] = 0.0
         else:
-            self._tab_p[i] = self._wl_p[k, i]
-            self._tab_clk[i] = self._wl_clk[k, i]
-            self._tab_t[i] = self._wl_t[k, i]
-            self._hw_idx[i] = self._wl_hw[k, i]
-            self._nat_w[i] = self._wl_p[k, i, self._wl_top[k, i]]
-            self._util_pct[i] = self._wl_util[k, i]
+            self._assign(i, k, self._preset_rows[k][i])
+
+    def _assign(self, i: int, code: int, row: _Row) -> None:
+        self._workload_idx[i] = code
+        self._tab_p[i] = row.power_w
+        self._tab_clk[i] = row.clock_mhz
+        self._tab_t[i] = row.tokens_per_s
+        self._hw_idx[i] = row.hw_idx
+        self._nat_w[i] = row.natural_w
+        self._util_pct[i] = row.util_pct
+
+    def _leave_group(self, i: int) -> None:
+        hid = int(self._group_of[i])
+        if hid < 0:
+            return
+        group = self._groups.pop(hid)
+        for j in group.members:
+            self._group_of[j] = -1
+            self._set_workload_index(int(j), -1)
+
+    def _build_group(self, spec: WorkloadSpec, members: Sequence[int]) -> _Group:
+        pairs = []
+        for x, a in enumerate(members):
+            for b in members[x + 1 :]:
+                ga, gb = self._gpus[a]._pcie_negotiated, self._gpus[b]._pcie_negotiated
+                pairs.append((self._link_between(a, b), (min(ga[0], gb[0]), min(ga[1], gb[1]))))
+        worst = worst_link(pairs)
+        host = host_share(
+            [self._gpus[i]._pcie_negotiated for i in members],
+            [self._gpus[i].numa_node() for i in members],
+        )
+        plan = group_plan(spec, [self._hardware[i] for i in members], worst or _no_link(), host)
+        return _Group.of(self, plan, members)
+
+    def _link_between(self, a: int, b: int) -> str:
+        for t in self._topology:
+            if {t.a, t.b} == {a, b}:
+                return t.link
+        return "PHB"
+
+    def _pace_groups(self) -> None:
+        """Every split at its current clocks: the pipeline's tokens/s (split over its members,
+        so the rig's per-GPU tokens sum to the pipeline's), each member's busy share, and the
+        power table each member's limiter sees next step (its own clock varied, the others as
+        they are now)."""
+        for group in self._groups.values():
+            group.pace(self)
 
     def workload(self, uuid: str) -> str | None:
-        """The workload class running on a GPU, ``None`` when idle."""
+        """The workload running on a GPU (a preset's or a description's name), ``None`` idle."""
         k = int(self._workload_idx[self.gpu(uuid).index])
-        return None if k < 0 else WORKLOADS[k]
+        return None if k < 0 else self._names[k]
 
     def tokens_total(self, uuid: str) -> float:
         """Tokens produced by the GPU's workloads since the rig was created."""
@@ -652,6 +777,9 @@ class SimRig(Rig):
         self._clock_mhz = self._tab_clk[rows, idx]
         self._power_w = self._tab_p[rows, idx]
         self._tps = self._tab_t[rows, idx]
+        self._idx = idx
+        if self._groups:
+            self._pace_groups()
 
     def _update_fans(self) -> None:
         duty = self._fan_lo + (self._temp_c - FAN_START_C) * self._fan_slope
@@ -734,18 +862,166 @@ class SimRig(Rig):
         return frozenset(reasons)
 
 
-def _peak_tps(workload: str, preset: PresetSpec, defaults: Any, model: ModelSpec) -> float:
-    """Uncapped tokens/s of a workload class on a preset (formulas in presets.yaml)."""
-    dec = _merged_curve(defaults["decode"], preset, "decode")
-    pre = _merged_curve(defaults["prefill"], preset, "prefill")
-    bat = _merged_curve(defaults["batched"], preset, "batched")
-    decode = preset.memory_bw_gbps * (dec.bw_efficiency or 0.565) / model.weights_gb
-    prefill = preset.fp16_tensor_tflops * 1e12 * (pre.mfu or 0.35) / (2 * model.params_b * 1e9)
-    if workload == "decode":
-        return decode
-    if workload == "prefill":
-        return prefill
-    return min(prefill, decode * model.batch * (bat.batch_efficiency or 0.5))
+@dataclasses.dataclass(frozen=True)
+class WorkloadHandle:
+    """A running workload (:meth:`SimRig.run_workload`): its id, name, GPUs (UUIDs) and the
+    rig's token count over those GPUs when it started."""
+
+    id: int
+    name: str
+    uuids: tuple[str, ...]
+    started_tokens: float
+
+
+def _preset(name: str, model: ModelSpec) -> WorkloadSpec:
+    """A named preset as a description of the rig file's ``model:``."""
+    from tuning.workloads.spec import preset_workload
+
+    return preset_workload(
+        name,
+        params_b=model.params_b,
+        weights_gb=model.weights_gb,
+        batch=model.batch,
+        model_name=model.name,
+    )
+
+
+def _no_link() -> Link:
+    """A split on one GPU crosses no link; the model still asks for one."""
+    return nominal_link()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Row:
+    """One GPU's table running one replica: per clock bin (padded to the rig's bin count),
+    board power (+inf past the card's top bin: never chosen), clock and tokens/s."""
+
+    power_w: np.ndarray
+    clock_mhz: np.ndarray
+    tokens_per_s: np.ndarray
+    hw_idx: int
+    natural_w: float
+    peak_tps: float
+    #: A replica keeps its GPU running kernels every step (NVML counts any kernel in the
+    #: sample period): 100 %.
+    util_pct: float = 100.0
+
+    @classmethod
+    def of(cls, table: PowerTable, bins: int, hw_max_mhz: float) -> _Row:
+        m = len(table.clock_mhz)
+        power = np.full(bins, np.inf)
+        power[:m] = table.power_w
+        clock = np.full(bins, float(table.clock_mhz[-1]))
+        clock[:m] = table.clock_mhz
+        tps = np.zeros(bins)
+        tps[:m] = table.tokens_per_s
+        return cls(
+            power_w=power,
+            clock_mhz=clock,
+            tokens_per_s=tps,
+            hw_idx=max(int((table.clock_mhz <= hw_max_mhz + 1e-9).sum()) - 1, 0),
+            natural_w=float(table.power_w[-1]),
+            peak_tps=float(table.tokens_per_s[-1]),
+        )
+
+
+@dataclasses.dataclass
+class _Group:
+    """A running split, paced by its slowest stage (:mod:`tuning.backends.sim_workload`).
+
+    Arrays are (members, bins): each member's kernel time of one stage pass, waiting and
+    working power per clock bin (:func:`tuning.model.power.power_terms`); ``fixed_s`` its
+    link and host time per pass.
+    """
+
+    members: np.ndarray
+    stage: np.ndarray
+    pp: int
+    in_flight: int
+    tokens_per_pass: float
+    kernel_s: np.ndarray
+    fixed_s: np.ndarray
+    wait_w: np.ndarray
+    work_w: np.ndarray
+    pad: np.ndarray
+    top: np.ndarray
+    same_stage: np.ndarray
+    other_stage: np.ndarray
+    plan: GroupPlan
+
+    @classmethod
+    def of(cls, rig: SimRig, plan: GroupPlan, members: Sequence[int]) -> _Group:
+        bins = rig._bins
+        m = len(members)
+        kernel = np.zeros((m, bins))
+        wait = np.zeros((m, bins))
+        work = np.zeros((m, bins))
+        clock = np.zeros((m, bins))
+        pad = np.zeros((m, bins), dtype=bool)
+        top = np.zeros(m, dtype=int)
+        fixed = np.zeros(m)
+        for r, (i, step) in enumerate(zip(members, plan.passes, strict=True)):
+            t = power_terms(rig._params[i], step, float(rig._max_mhz[i]))
+            nb = len(t.clock_mhz)
+            kernel[r, :nb], kernel[r, nb:] = t.kernel_s, t.kernel_s[-1]
+            wait[r, :nb], wait[r, nb:] = t.wait_w, t.wait_w[-1]
+            work[r, :nb], work[r, nb:] = t.work_w, t.work_w[-1]
+            clock[r, :nb], clock[r, nb:] = t.clock_mhz, t.clock_mhz[-1]
+            pad[r, nb:] = True
+            top[r] = nb - 1
+            fixed[r] = t.fixed_s
+            hw_max = HW_SLOWDOWN_CLOCK_FRAC * float(rig._max_mhz[i]) + 1e-9
+            rig._hw_idx[i] = max(int((t.clock_mhz <= hw_max).sum()) - 1, 0)
+        idx = np.asarray(members)
+        rig._tab_clk[idx] = clock
+        rig._tab_t[idx] = 0.0
+        stage = np.asarray(plan.stage)
+        same = (stage[:, None] == stage[None, :]) & ~np.eye(m, dtype=bool)
+        other = stage[:, None] != np.arange(plan.pp)[None, :]
+        group = cls(
+            members=idx,
+            stage=stage,
+            pp=plan.pp,
+            in_flight=plan.in_flight,
+            tokens_per_pass=plan.tokens_per_pass,
+            kernel_s=kernel,
+            fixed_s=fixed,
+            wait_w=wait,
+            work_w=work,
+            pad=pad,
+            top=top,
+            same_stage=same,
+            other_stage=other,
+            plan=plan,
+        )
+        return group
+
+    def pace(self, rig: SimRig) -> None:
+        """The split at the clocks the rig chose this step (see :meth:`SimRig._pace_groups`)."""
+        members = self.members
+        rows = np.arange(len(members))
+        chosen = np.minimum(rig._idx[members], self.kernel_s.shape[1] - 1)
+        kernel_now = self.kernel_s[rows, chosen]
+        t_now = kernel_now + self.fixed_s
+        t_stage = np.zeros(self.pp)
+        np.maximum.at(t_stage, self.stage, t_now)
+        rate = min(self.in_flight / float(t_stage.sum()), 1.0 / float(t_stage.max()))
+        rig._tps[members] = self.tokens_per_pass * rate / len(members)
+        rig._util_pct[members] = 100.0 * np.minimum(kernel_now * rate, 1.0)
+        # Next step's limiter: each member's own clock varied, the others where they are.
+        mate_s = np.max(np.where(self.same_stage, t_now[None, :], 0.0), axis=1)
+        own_s = np.maximum(self.kernel_s + self.fixed_s[:, None], mate_s[:, None])
+        rest_sum = float(t_stage.sum()) - t_stage[self.stage]
+        rest_max = np.max(np.where(self.other_stage, t_stage[None, :], 0.0), axis=1)
+        rates = np.minimum(
+            self.in_flight / (rest_sum[:, None] + own_s),
+            1.0 / np.maximum(rest_max[:, None], own_s),
+        )
+        busy = np.minimum(self.kernel_s * rates, 1.0)
+        power = np.maximum.accumulate(self.wait_w + busy * self.work_w, axis=1)
+        power[self.pad] = np.inf
+        rig._tab_p[members] = power
+        rig._nat_w[members] = power[rows, self.top]
 
 
 def _nvml_bus_id(bus_id: str) -> str:

@@ -37,7 +37,6 @@ from tuning.fabric.schema import FabricSpec, check_fabric
 
 PRESETS_FILE = Path(__file__).with_name("presets.yaml")
 WORKLOADS: tuple[str, ...] = ("decode", "prefill", "batched")
-WorkloadName = Literal["decode", "prefill", "batched"]
 #: Bus 00–ff, device 00–1f, function 0–7 (PCI Local Bus Spec 3.0); the domain is required here.
 _BUS_ID_RE = re.compile(r"^[0-9a-fA-F]{4,8}:[0-9a-fA-F]{2}:[01][0-9a-fA-F]\.[0-7]$")
 _UUID_RE = re.compile(r"^GPU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -53,37 +52,6 @@ class _Strict(StrictModel):
 # --------------------------------------------------------------------------------------------
 # Presets
 # --------------------------------------------------------------------------------------------
-
-
-class WorkloadCurve(_Strict):
-    """How one workload class draws power and turns clock into throughput (see presets.yaml).
-
-    ``natural_frac``: uncapped draw as a fraction of the default limit; ``dvfs_exp``: power
-    above the floor grows as clock**dvfs_exp; ``knee_frac``/``cliff_exp``: relative throughput
-    is ``min(1, f / knee_frac) ** cliff_exp`` at normalised clock f.
-    """
-
-    natural_frac: float = Field(gt=0, le=2)
-    dvfs_exp: float = Field(gt=0, le=5)
-    knee_frac: float = Field(gt=0, le=1)
-    cliff_exp: float = Field(gt=0, le=10)
-    utilization_pct: float = Field(default=100, ge=0, le=100)
-    bw_efficiency: float | None = Field(default=None, gt=0, le=1)
-    mfu: float | None = Field(default=None, gt=0, le=1)
-    batch_efficiency: float | None = Field(default=None, gt=0, le=1)
-
-
-class WorkloadOverride(_Strict):
-    """A partial :class:`WorkloadCurve`; unset fields come from ``workload_defaults``."""
-
-    natural_frac: float | None = Field(default=None, gt=0, le=2)
-    dvfs_exp: float | None = Field(default=None, gt=0, le=5)
-    knee_frac: float | None = Field(default=None, gt=0, le=1)
-    cliff_exp: float | None = Field(default=None, gt=0, le=10)
-    utilization_pct: float | None = Field(default=None, ge=0, le=100)
-    bw_efficiency: float | None = Field(default=None, gt=0, le=1)
-    mfu: float | None = Field(default=None, gt=0, le=1)
-    batch_efficiency: float | None = Field(default=None, gt=0, le=1)
 
 
 class PowerSpec(_Strict):
@@ -143,14 +111,12 @@ class PresetSpec(_Strict):
     pcie: PcieSpec
     sm_clock_mhz: ClockSpec
     cooling: CoolingSpec
-    workloads: dict[WorkloadName, WorkloadOverride] = Field(default_factory=dict)
     source: dict[str, str] = Field(min_length=1)
 
 
 class PresetFile(_Strict):
-    """``presets.yaml``: workload defaults and the presets."""
+    """``presets.yaml``: the presets."""
 
-    workload_defaults: dict[WorkloadName, WorkloadCurve]
     presets: dict[str, PresetSpec]
 
 
@@ -339,9 +305,6 @@ def load_presets() -> PresetFile:
     """The shipped presets (``presets.yaml``), validated once per process."""
     spec: PresetFile = _validate(PresetFile, read_yaml(PRESETS_FILE), PRESETS_FILE.name)
     problems: list[tuple[str, str]] = []
-    for name in WORKLOADS:
-        if name not in spec.workload_defaults:
-            problems.append((f"workload_defaults.{name}", "is required; add it"))
     for key, preset in spec.presets.items():
         problems += _check_preset(preset, f"presets.{key}")
     _raise(PRESETS_FILE.name, problems)

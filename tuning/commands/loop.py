@@ -1,6 +1,7 @@
 """``rigforge loop``: the whole story on a simulated rig, in one command.
 
-inspect → stock baseline → sweep → tuned run → plan → rendered deploy files → summary
+inspect → stock baseline → sweep → tuned run → plan → serving run → rendered deploy files →
+summary
 (:mod:`tuning.loop` does the work; this module shows it). A one-line header per stage, rich
 progress bars on stderr for the sweep and the sustained runs when stderr is a terminal, then
 the stock-vs-tuned summary, the placement and the files written. ``--json`` prints one JSON
@@ -19,11 +20,9 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn
+from rich.progress import Progress, TaskID
 from rich.table import Table
 
-from tuning.backends import DEFAULT_RIG
-from tuning.backends.base import LinkStatus, RigSnapshot
 from tuning.budget import Policy
 from tuning.captures.values import format_cpu_list
 from tuning.commands.inspect import MIB_PER_GIB, host_line, link_notes, power_table
@@ -33,7 +32,11 @@ from tuning.commands.options import (
     json_option,
     out_option,
     policy_options,
+    rig_option,
 )
+from tuning.commands.progress import show_probe, sweep_progress
+from tuning.core.pcie import LinkStatus
+from tuning.core.rig import RigSnapshot
 from tuning.loop import (
     STAGES,
     LoopConfig,
@@ -42,8 +45,10 @@ from tuning.loop import (
     default_models_path,
 )
 from tuning.serving import unit_name
+from tuning.serving_run import BAR_PCT, ServingRun
 from tuning.sustained import SustainedRun
 from tuning.workloads import WORKLOAD_CLASSES
+from tuning.workloads.spec import is_workload_file, load_workload_file
 
 
 def _console(stderr: bool) -> Console:
@@ -66,13 +71,7 @@ class _Show(LoopObserver):
         self.names: dict[str, str] = {}
 
     def _progress(self) -> Progress:
-        return Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.fields[status]}"),
-            console=self.err,
-            disable=not self.bars,
-        )
+        return sweep_progress(self.err, enabled=self.bars)
 
     def stage(self, number: int, title: str) -> None:
         self.console.print(f"[bold cyan]▶ {number}/{len(STAGES)} {title}[/]", highlight=False)
@@ -96,11 +95,7 @@ class _Show(LoopObserver):
     def sweep_event(self, uuid: str, event: str, details: Mapping[str, Any]) -> None:
         assert self.progress is not None
         if event == "probe":
-            self.progress.update(
-                self.tasks[uuid],
-                completed=details["probes"],
-                status=f"{details['cap_w']:.0f} W → {details['throughput_tps']:.1f} tok/s",
-            )
+            show_probe(self.progress, self.tasks[uuid], details)
         elif event == "done":
             self.progress.update(
                 self.tasks[uuid],
@@ -300,6 +295,57 @@ def placement_table(result: LoopResult) -> Table:
     return table
 
 
+def serving_table(run: ServingRun) -> Table:
+    """Per placement, the plan's predicted tokens/s vs the serving run's measured, and the sum."""
+    table = Table(
+        title=f"serving run: the plan served at the tuned caps, {run.seconds / 60:.0f} min "
+        "(predicted by the plan vs measured)",
+        title_justify="left",
+    )
+    for header in (
+        "model",
+        "GPUs",
+        "TP×PP",
+        "predicted tok/s",
+        "measured tok/s",
+        "diff",
+        "peak °C",
+    ):
+        table.add_column(header, justify="left" if header in ("model", "GPUs") else "right")
+    for p in run.placements:
+        table.add_row(
+            p.label,
+            ",".join(str(i) for i in p.gpu_indices),
+            f"{p.tp}×{p.pp}",
+            f"{p.predicted_tokens_per_s:.1f}",
+            f"{p.measured_tokens_per_s:.1f}",
+            f"{p.diff_pct:+.2f} %",
+            _num(p.peak_temp_c) + (f" ({p.throttle_events} throttle)" if p.throttle_events else ""),
+        )
+    table.add_row(
+        "total",
+        "",
+        "",
+        f"{run.predicted_total:.1f}",
+        f"{run.measured_total:.1f}",
+        f"{run.diff_pct:+.2f} %",
+        "",
+    )
+    return table
+
+
+def serving_lines(run: ServingRun) -> list[str]:
+    """The serving run's verdict in words: the sum against the bar, and what heat did."""
+    verdict = "within" if run.within_bar else "[bold red]outside[/]"
+    return [
+        f"serving run: measured {run.measured_total:.1f} tok/s vs the plan's "
+        f"{run.predicted_total:.1f} ({run.diff_pct:+.2f} %), {verdict} {BAR_PCT:.0f} %",
+        ("" if not run.throttle_events else "[bold red]")
+        + run.heat_note()
+        + ("" if not run.throttle_events else "[/]"),
+    ]
+
+
 def cpu_plan_lines(result: LoopResult) -> list[str]:
     """The CPU plan in words: housekeeping, each unit's cores and threads, each GPU's IRQs."""
     cpu = result.cpu_plan
@@ -321,13 +367,13 @@ def cpu_plan_lines(result: LoopResult) -> list[str]:
         lines.append(
             f"  {c.unit}: decode {c.shared_tok_s:.1f} tok/s on shared cores ({c.shared_cores} "
             f"cores, {c.shared_with} other engine(s)) vs {c.partitioned_tok_s:.1f} tok/s on its "
-            f"own {c.partitioned_cores} (tuning/model/serving.py)"
+            f"own {c.partitioned_cores} (the plan's prediction)"
         )
     return lines
 
 
 def render_summary(result: LoopResult, console: Console) -> None:
-    """Stage 7: the tables, the verdict, the files."""
+    """The last stage: the tables, the verdict, the files."""
     console.print(summary_table(result))
     console.print(gpu_table(result))
     sweep = result.sweep
@@ -348,6 +394,10 @@ def render_summary(result: LoopResult, console: Console) -> None:
             "[bold red]tuned: still throttles or overloads a circuit or a PSU; see above[/]"
         )
     console.print(placement_table(result))
+    if result.serving is not None:
+        console.print(serving_table(result.serving))
+        for line in serving_lines(result.serving):
+            console.print(line, highlight=False)
     for line in cpu_plan_lines(result):
         console.print(line, highlight=False)
     for u in result.plan.unplaced:
@@ -370,14 +420,20 @@ def render_summary(result: LoopResult, console: Console) -> None:
     console.print(f"wall time {result.wall_s:.1f} s", highlight=False)
 
 
+def _check_workload(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A preset name, or a workload file validated now (every problem before the rig opens)."""
+    if value in WORKLOAD_CLASSES:
+        return value
+    if is_workload_file(value):
+        load_workload_file(value)
+        return value
+    raise click.BadParameter(
+        f"{value!r} is neither {', '.join(WORKLOAD_CLASSES)} nor a workload file (FILE.yaml)"
+    )
+
+
 @click.command("loop")
-@click.option(
-    "--rig",
-    "rig_spec",
-    default=DEFAULT_RIG,
-    show_default=True,
-    help="sim:NAME or a rig YAML file (nvml is refused: use 'rigforge sweep').",
-)
+@rig_option("sim:NAME or a rig YAML file (nvml is refused: use 'rigforge sweep').")
 @click.option(
     "--models",
     "models_path",
@@ -386,7 +442,11 @@ def render_summary(result: LoopResult, console: Console) -> None:
     help="Models file to place (default: inventory/examples/models-reference.yaml).",
 )
 @click.option(
-    "--workload", type=click.Choice(list(WORKLOAD_CLASSES)), default="decode", show_default=True
+    "--workload",
+    default="decode",
+    show_default=True,
+    callback=_check_workload,
+    help="decode|prefill|batched or FILE.yaml (a workload file without gpus:, docs/workload.md).",
 )
 @policy_options
 @out_option("Where profile.yaml, plan.yaml, the PNG plots and rendered/ go.", default=Path("out"))

@@ -23,11 +23,16 @@ from rich.table import Table
 from inventory.host_data import host_data_path
 from inventory.models import load_models
 from tuning.apply.actuator import open_tuning_rig
-from tuning.backends import DEFAULT_RIG
-from tuning.backends.base import RigSnapshot
 from tuning.captures.values import format_cpu_list
-from tuning.commands.options import host_option, inventory_dir_option, json_option, out_option
+from tuning.commands.options import (
+    host_option,
+    inventory_dir_option,
+    json_option,
+    out_option,
+    rig_option,
+)
 from tuning.core.profile import load_profile, profile_mismatch
+from tuning.core.rig import RigSnapshot
 from tuning.cpuplan.placements import load_cpu_topology, with_models_cpu_plan
 from tuning.cpuplan.plan import CpuPlan
 from tuning.errors import ConfigError
@@ -92,6 +97,18 @@ def render_table(
         )
     console.print(table)
     for p in result.placements:
+        if p.caps_w and p.clock_mhz:
+            label = p.model if p.replica == 0 else f"{p.model}#{p.replica}"
+            caps = " / ".join("?" if c is None else f"{c:.0f} W" for c in p.caps_w)
+            clocks = " / ".join(f"{c:.0f}" for c in p.clock_mhz)
+            console.print(f"{label}: under caps {caps} the GPUs decode at {clocks} MHz")
+    if any(p.clock_mhz for p in result.placements):
+        console.print(
+            "tok/s are predicted under each GPU's power limit (the profile's cap, else its "
+            "current limit), the clock whose power fits it; heat is not in the prediction "
+            "(rigforge loop's serving run measures it)"
+        )
+    for p in result.placements:
         if p.alternative:
             label = p.model if p.replica == 0 else f"{p.model}#{p.replica}"
             console.print(f"{label}: best alternative {p.alternative}")
@@ -111,6 +128,14 @@ def render_table(
         )
     for u in result.unplaced:
         console.print(f"[red]not placed[/red] {u.model}: {u.reason}")
+    if result.placements:
+        console.print(
+            f"predicted decode total: {result.tokens_per_s_total:.1f} tok/s over "
+            f"{len(result.placements)} placement(s) ("
+            + " + ".join(f"{p.tokens_per_s:.1f}" for p in result.placements)
+            + ")",
+            highlight=False,
+        )
     alt = "none" if result.alternative_score is None else f"{result.alternative_score:.1f}"
     console.print(
         f"score {result.score:.1f} priority-weighted tok/s (best alternative {alt}): "
@@ -119,13 +144,7 @@ def render_table(
 
 
 @click.command("plan")
-@click.option(
-    "--rig",
-    "rig_spec",
-    default=DEFAULT_RIG,
-    show_default=True,
-    help="'nvml', 'sim:NAME' or a rig YAML file.",
-)
+@rig_option("'nvml', 'sim:NAME' or a rig YAML file.")
 @click.option(
     "--models",
     "models_path",

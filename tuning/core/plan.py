@@ -64,6 +64,10 @@ class Placement:
     #: The best split or GPU set this replica did not get, and why (one sentence).
     alternative: str = ""
     alternative_tokens_per_s: float | None = None
+    #: Per GPU (order of ``gpus``): the power limit the prediction is under (W; the profile's
+    #: cap, else the GPU's limit; ``None`` unknown) and the SM clock it runs decode at (MHz).
+    caps_w: tuple[float | None, ...] = ()
+    clock_mhz: tuple[float, ...] = ()
 
     def to_yaml(self) -> dict[str, Any]:
         return {
@@ -102,6 +106,8 @@ class Placement:
                 else round(self.alternative_tokens_per_s, 3),
                 "why": self.alternative,
             },
+            "caps_w": [None if c is None else round(c, 1) for c in self.caps_w],
+            "clock_mhz": [round(c) for c in self.clock_mhz],
         }
 
     @classmethod
@@ -147,6 +153,8 @@ class Placement:
             alternative_tokens_per_s=_optional_float(
                 (data.get("alternative") or {}).get("tokens_per_s")
             ),
+            caps_w=tuple(_optional_float(c) for c in data.get("caps_w") or ()),
+            clock_mhz=tuple(float(c) for c in data.get("clock_mhz") or ()),
         )
         problems = placement_problems(placement)
         if problems:
@@ -230,6 +238,12 @@ class Plan:
     #: Each GPU's IRQ CPUs (the CPU plan), by PCI bus id; empty when no CPU plan was made.
     irq_cpus: tuple[GpuIrqCpus, ...] = ()
 
+    @property
+    def tokens_per_s_total(self) -> float:
+        """Σ of the placements' predicted aggregate decode tokens/s (not priority-weighted:
+        what the rig serves in all, the figure ``rigforge loop``'s serving run measures)."""
+        return sum(p.tokens_per_s for p in self.placements)
+
     def to_yaml(self) -> dict[str, Any]:
         """The plan file the deploy consumes (``schema_version: 1``)."""
         return {
@@ -241,6 +255,7 @@ class Plan:
                 {"model": u.model, "replica": u.replica, "reason": u.reason} for u in self.unplaced
             ],
             "score": round(self.score, 6),
+            "tokens_per_s_total": round(self.tokens_per_s_total, 3),
             "alternative_score": (
                 None if self.alternative_score is None else round(self.alternative_score, 6)
             ),

@@ -96,26 +96,11 @@ class ScaledPowerParams(_Shape):
         )
 
 
-class ClassShape(StrictModel):
-    """A named workload class's step shape relative to its larger kernel term (fractions).
-
-    ``memory``/``compute`` are the two kernel terms over the larger one (one of them is 1);
-    ``host`` is host time over that term. Used by the simulator's ``decode``/``prefill``/
-    ``batched`` presets until the step-time model predicts the described workload.
-    """
-
-    memory: float = Field(ge=0, le=1)
-    compute: float = Field(ge=0, le=1)
-    host: float = Field(ge=0, le=10)
-    source: str
-
-
 class PowerFile(StrictModel):
-    """``power.yaml``: per-preset splits, the scaled fallback, the class shapes."""
+    """``power.yaml``: per-preset splits and the scaled fallback."""
 
     presets: dict[str, PowerParams]
     default: ScaledPowerParams
-    class_shapes: dict[str, ClassShape]
 
 
 @cache
@@ -146,25 +131,6 @@ def params_for(preset: str, default_w: float) -> PowerParams:
     """The preset's own split, else the scaled default at its default limit ``default_w`` (W)."""
     own = load_power_file().presets.get(preset)
     return own if own is not None else load_power_file().default.at(default_w)
-
-
-def class_step(workload: str, tokens_per_s: float) -> StepTime:
-    """A named class's step shape (``class_shapes``) scaled to ``tokens_per_s`` at full clock."""
-    shape = load_power_file().class_shapes[workload]
-    unit = StepTime(
-        memory_s=shape.memory,
-        compute_s=shape.compute,
-        interconnect_s=0.0,
-        host_s=shape.host,
-        tokens=1.0,
-    )
-    return StepTime(
-        memory_s=shape.memory,
-        compute_s=shape.compute,
-        interconnect_s=0.0,
-        host_s=shape.host,
-        tokens=tokens_per_s * unit.total_s,
-    )
 
 
 def dynamic_scale(p: PowerParams, f: float) -> float:
@@ -271,17 +237,31 @@ class PowerTable:
     tokens_per_s: np.ndarray
 
 
-def power_table(
-    p: PowerParams, step: StepTime, max_clock_mhz: float, *, busy_scale: float = 1.0
-) -> PowerTable:
-    """:func:`at_clock` at every 15 MHz bin from ``f_min`` to the max clock, vectorised."""
+@dataclass(frozen=True)
+class PowerTerms:
+    """The parts of :func:`at_clock` at every clock bin (numpy arrays, same length), for a
+    card whose busy share is set from outside (a pipeline stage paced by its neighbours).
+
+    Board power at a busy share ``b`` is ``wait_w + b · work_w``; ``kernel_s`` is the step's
+    kernel time at that clock and ``fixed_s`` its interconnect + host time (clock-free).
+    """
+
+    clock_mhz: np.ndarray
+    kernel_s: np.ndarray
+    fixed_s: float
+    wait_w: np.ndarray
+    work_w: np.ndarray
+
+
+def power_terms(p: PowerParams, step: StepTime, max_clock_mhz: float) -> PowerTerms:
+    """:func:`at_clock`'s waiting and working power and kernel time at every 15 MHz bin from
+    ``f_min`` to the max clock, vectorised (the one place the formulas are evaluated in bulk)."""
     f = np.asarray(clock_bins(max_clock_mhz, p.f_min), dtype=float)
     n = p.mem_sat_exp
     slow = ((1.0 + (p.mem_sat_frac / f) ** n) / (1.0 + p.mem_sat_frac**n)) ** (1.0 / n)
     mem_s = step.memory_s * slow
     comp_s = step.compute_s / f
     kernel_s = np.maximum(mem_s, comp_s)
-    total_s = kernel_s + step.interconnect_s + step.host_s
     v = p.v_min + (1.0 - p.v_min) * f
     g = f * v * v
     safe = np.where(kernel_s > 0, kernel_s, 1.0)
@@ -289,11 +269,25 @@ def power_table(
     activity = np.where(
         kernel_s > 0, p.stall_activity + (1.0 - p.stall_activity) * comp_s / safe, 0.0
     )
-    busy = busy_scale * kernel_s / total_s
-    power = p.static_w + g * p.clock_w + busy * (p.memory_w * u_mem + g * p.core_w * activity)
-    return PowerTable(
+    return PowerTerms(
         clock_mhz=f * max_clock_mhz,
-        power_w=np.maximum.accumulate(power),
+        kernel_s=kernel_s,
+        fixed_s=step.interconnect_s + step.host_s,
+        wait_w=p.static_w + g * p.clock_w,
+        work_w=p.memory_w * u_mem + g * p.core_w * activity,
+    )
+
+
+def power_table(
+    p: PowerParams, step: StepTime, max_clock_mhz: float, *, busy_scale: float = 1.0
+) -> PowerTable:
+    """:func:`at_clock` at every 15 MHz bin from ``f_min`` to the max clock, vectorised."""
+    t = power_terms(p, step, max_clock_mhz)
+    total_s = t.kernel_s + t.fixed_s
+    busy = busy_scale * t.kernel_s / total_s
+    return PowerTable(
+        clock_mhz=t.clock_mhz,
+        power_w=np.maximum.accumulate(t.wait_w + busy * t.work_w),
         tokens_per_s=step.tokens / total_s,
     )
 

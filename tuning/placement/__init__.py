@@ -23,8 +23,9 @@ Lexicographic: first the total priority of the units placed (a placeable model i
 dropped to give another more GPUs), then the priority-weighted estimated throughput
 ``Σ priority · throughput`` in tokens/s. Throughput is the serving step-time model's predicted
 aggregate decode tokens/s (:mod:`tuning.model.serving`; :mod:`tuning.placement.scoring` says
-with which context, concurrency and link), times the slowest GPU's measured ``throughput_rel``
-under its tuned cap (profile; 1.0 without one). TP pays an all-reduce per layer over the
+with which context, concurrency and link), under every GPU's cap (the profile's, else its
+current limit): each card at the highest clock whose power fits, the replica at its slowest
+member (:mod:`tuning.model.split`). TP pays an all-reduce per layer over the
 set's worst link, PP a hand-off per stage and idles when fewer sequences are in flight than
 stages; so whether TP, PP or one bigger card wins follows from bandwidth, links and
 ``max_sequences`` instead of fixed factors. Options below a model's ``min_tokens_per_s`` or

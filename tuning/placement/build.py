@@ -112,7 +112,6 @@ def build_problem(
     for position, gpu in enumerate(snapshot.gpus):
         uuid = gpu.uuid or f"GPU-index-{gpu.index}"
         hint = hints.get(uuid)
-        rel = hint.throughput_rel if hint is not None and hint.throughput_rel else 1.0
         total = gpu.memory_total_mib or 0
         hardware, known = gpu_hardware(gpu)
         views.append(
@@ -126,13 +125,13 @@ def build_problem(
                 cpu_list=gpu.cpu_list,
                 psu=gpu.psu,
                 degraded=gpu.pcie.degraded,
-                rate=rel,
                 power_w=_gpu_power_w(gpu, hint),
                 hardware=hardware,
                 hardware_known=known,
-                # an idle card downshifts its gen to save power; only a degraded link (narrow,
-                # or slow under load) carries less than its max
-                pcie_gen=(gpu.pcie.gen_current if gpu.pcie.degraded else None) or gpu.pcie.gen_max,
+                # an idle card downshifts its gen to save power: only a gen read under load
+                # says what the link carries (a narrow link is narrow loaded or idle)
+                pcie_gen=(gpu.pcie.gen_current if gpu.pcie.under_load else None)
+                or gpu.pcie.gen_max,
                 pcie_width=(gpu.pcie.width_current if gpu.pcie.degraded else None)
                 or gpu.pcie.width_max,
             )
@@ -309,7 +308,7 @@ def _unit_options(
                 idx = ",".join(str(views[p].index) for p in mask_bits(mask))
                 floor_misses.append(f"GPUs {idx} tp={tp} pp={pp}: {miss}")
                 continue
-            throughput = prediction.tokens_per_s * min(views[i].rate for i in mask_bits(mask))
+            throughput = prediction.tokens_per_s
             best.append(
                 Option(
                     mask=mask,

@@ -71,7 +71,6 @@ class GpuView:
     cpu_list: tuple[int, ...] | None
     psu: str | None
     degraded: bool
-    rate: float  # measured throughput under the tuned cap relative to uncapped (profile)
     power_w: float | None
     hardware: GpuHardware  # memory bandwidth, tensor TFLOPS (presets.yaml)
     hardware_known: bool = True  # False: no preset matched the GPU's name; nominal figures

@@ -195,7 +195,6 @@ def _prediction_fields(
     if pred is None:
         return {}
     model = problem.units[i].model
-    rate = min(problem.gpus[p].rate for p in mask_bits(option.mask))
     rivals: list[tuple[float, int, int, int, str, Prediction]] = []
     for tp, pp in splits(option.mask.bit_count(), model.engine):
         if (tp, pp) == (option.tp, option.pp) or not candidate_ok(
@@ -206,7 +205,7 @@ def _prediction_fields(
             problem.gpus, option.mask, tp, pp, problem.links, model, problem.measured
         )
         if floor_miss(model, other) is None:
-            rivals.append((other.tokens_per_s * rate, option.mask, tp, pp, link, other))
+            rivals.append((other.tokens_per_s, option.mask, tp, pp, link, other))
     for other_opt in problem.options[i]:
         if other_opt.mask != option.mask and other_opt.prediction is not None:
             rivals.append(
@@ -260,13 +259,15 @@ def _prediction_fields(
             )
     return {
         "tokens_per_s": option.throughput,
-        "tokens_per_s_per_seq": pred.tokens_per_s_per_seq * rate,
-        "prefill_tokens_per_s": pred.prefill_tokens_per_s * rate,
-        "ttft_s": pred.ttft_s / rate if rate > 0 else pred.ttft_s,
+        "tokens_per_s_per_seq": pred.tokens_per_s_per_seq,
+        "prefill_tokens_per_s": pred.prefill_tokens_per_s,
+        "ttft_s": pred.ttft_s,
         "bottleneck": pred.bottleneck,
         "breakdown": dict(pred.breakdown()),
         "alternative": why,
         "alternative_tokens_per_s": alt_tps,
+        "caps_w": tuple(problem.gpus[p].power_w for p in mask_bits(option.mask)),
+        "clock_mhz": pred.clock_mhz,
     }
 
 

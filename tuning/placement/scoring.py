@@ -3,8 +3,11 @@
 Throughput is the serving step-time model's (:func:`tuning.model.serving.predict`): aggregate
 decode tokens/s of the replica with ``max_sequences`` in flight, each sequence halfway through
 its ``context``, on the set's GPUs (their presets' memory bandwidth and tensor TFLOPS) over the
-set's worst link (nvidia-smi's class → :func:`tuning.model.serving.link_for_topology`), times
-the slowest member's measured ``throughput_rel`` under its tuned cap (profile; 1.0 without one).
+set's worst link (nvidia-smi's class → :func:`tuning.model.serving.link_for_topology`), under
+every member's power limit — the profile's tuned cap, else the limit the GPU has now — each
+card at the highest clock whose power fits and the replica at its slowest member
+(:func:`tuning.model.split.under_caps`). Heat is not in it: the tuned caps passed a heat-soak,
+and ``rigforge loop``'s serving run measures what heat takes on top.
 
 A plan's :data:`Key` is (placed priority, Σ priority · tokens/s), compared lexicographically
 with a 1e-9 tolerance (:func:`better`). GPU sets are bit masks over the snapshot's GPU order
@@ -15,11 +18,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
+from functools import cache
 
 from inventory.models import ModelSpec
 from tuning.core.pcie import link_rank, nvlink_count
 from tuning.fabric.params import raw_gbps
 from tuning.model.serving import HostShare, Link, Prediction, link_for_topology, predict
+from tuning.model.split import CappedSplit, MemberPower, member_power, under_caps
 from tuning.placement.problem import GpuView
 
 #: Links over which CUDA peer-to-peer works (NVLink, PCIe switches without a host bridge).
@@ -60,11 +65,16 @@ def group_prediction(
     links: Mapping[tuple[int, int], str],
     model: ModelSpec,
     measured: Mapping[tuple[int, int], Link] | None = None,
+    *,
+    cores: int | None = None,
+    other_engines: int = 0,
 ) -> tuple[Prediction, str]:
     """The serving model's prediction for one replica on ``mask`` split ``tp × pp``, and the
     set's worst link (``X`` for one GPU). A degraded member's current PCIe link sets the rate.
     ``measured``: links ``rigforge links`` measured, by GPU position pair (low, high); when
-    every pair of the set was measured, the set's slowest measured pair is its link."""
+    every pair of the set was measured, the set's slowest measured pair is its link.
+    ``cores``/``other_engines``: the engine's host cores and the engines sharing them
+    (:class:`~tuning.model.serving.HostShare`; default: its own full allotment)."""
     members = [gpus[i] for i in mask_bits(mask)]
     worst = "X" if len(members) == 1 else _worst_link(mask, links)
     gens = [g.pcie_gen for g in members if g.pcie_gen]
@@ -78,7 +88,12 @@ def group_prediction(
             link = link_for_topology(worst, gen, width)
     # the unit's CPUs are on one node (the CPU plan's): GPUs on another node reach them remotely
     nodes = {g.numa_node for g in members if g.numa_node is not None}
-    host = HostShare(pcie_gbps=raw_gbps(gen or 4, width or 16), remote_numa=len(nodes) > 1)
+    host = HostShare(
+        cores=cores,
+        other_engines=other_engines,
+        pcie_gbps=raw_gbps(gen or 4, width or 16),
+        remote_numa=len(nodes) > 1,
+    )
     prediction = predict(
         model,
         [g.hardware for g in members],
@@ -90,7 +105,28 @@ def group_prediction(
         link=link,
         host=host,
     )
-    return prediction, worst
+    return capped(prediction, members).prediction, worst
+
+
+def member_powers(members: Sequence[GpuView]) -> tuple[MemberPower, ...] | None:
+    """Each GPU's power split, clocks and limit (``GpuView.power_w``: the profile's cap, else
+    its current limit); ``None`` when a GPU's figures are not a preset's (no power model)."""
+    if any(g.hardware.preset is None for g in members):
+        return None
+    return tuple(_member_power(str(g.hardware.preset), g.power_w) for g in members)
+
+
+@cache
+def _member_power(preset: str, cap_w: float | None) -> MemberPower:
+    return member_power(preset, cap_w)
+
+
+def capped(prediction: Prediction, members: Sequence[GpuView]) -> CappedSplit:
+    """``prediction`` (full clock) under the limits of ``members`` (see the module)."""
+    powers = member_powers(members)
+    if powers is None:
+        return CappedSplit(prediction=prediction, members=())
+    return under_caps(prediction, powers)
 
 
 def _measured_link(mask: int, measured: Mapping[tuple[int, int], Link]) -> Link | None:
@@ -123,8 +159,7 @@ def group_throughput(
     """Predicted aggregate decode tokens/s of one replica on ``mask`` (see the module), and
     its worst link."""
     prediction, worst = group_prediction(gpus, mask, tp, pp, links, model, measured)
-    rate = min(gpus[i].rate for i in mask_bits(mask))
-    return prediction.tokens_per_s * rate, worst
+    return prediction.tokens_per_s, worst
 
 
 def p2p_available(worst_link: str) -> bool:

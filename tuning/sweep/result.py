@@ -93,6 +93,8 @@ class SweepResult:
     #: rig-clock time of the whole tune: park, probes, every soak round and cool-down (s);
     #: None: not measured (then probes + soak rounds)
     rig_s: float | None = None
+    #: GPUs swept as one split (one cap searched for all, each GPU gets it), by UUID
+    swept_together: tuple[tuple[str, ...], ...] = ()
 
     @property
     def rig_seconds(self) -> float:
@@ -126,7 +128,11 @@ class SweepResult:
 
     @property
     def total_probes(self) -> int:
-        return sum(g.probes for g in self.gpus)
+        """Probes run: a split's probe caps all its GPUs at once and counts once."""
+        grouped = {u for group in self.swept_together for u in group}
+        alone = sum(g.probes for g in self.gpus if g.uuid not in grouped)
+        firsts = {group[0] for group in self.swept_together}
+        return alone + sum(g.probes for g in self.gpus if g.uuid in firsts)
 
     def to_json(self) -> dict[str, Any]:
         """The ``rigforge sweep --json`` document."""
@@ -168,4 +174,5 @@ class SweepResult:
                 "floor_relaxed": self.floor_relaxed,
                 "floor_blocked_by": list(self.floor_blocked_by),
             },
+            "swept_together": [list(group) for group in self.swept_together],
         }

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
@@ -13,8 +13,16 @@ import numpy as np
 from tuning.apply.actuator import Actuator
 from tuning.apply.session import SafetySession
 from tuning.backends.base import GpuSample, PowerConstraints, Rig
-from tuning.budget import Allocation, BudgetModel, CapOption, InfeasibleBudget, Policy, allocate
-from tuning.errors import SafetyAbort, WorkloadFailed
+from tuning.budget import (
+    Allocation,
+    BudgetModel,
+    CapOption,
+    InfeasibleBudget,
+    Policy,
+    allocate,
+    objective_value,
+)
+from tuning.errors import ConfigError, SafetyAbort, WorkloadFailed
 from tuning.search import CapSearch, make_search
 from tuning.sustained import SustainedSampler, ThrottleEvent
 from tuning.sweep.config import SweepConfig
@@ -78,12 +86,32 @@ class Sweep:
         )
         self.caps: dict[str, float] = {gpu.uuid: gpu.power_limit_w() for gpu in rig.gpus}
         self.trace = CapTrace(self.budget, dict(self.caps))
-        self.searches: dict[str, CapSearch] = {
-            uuid: make_search(
-                config.strategy, self.constraints[uuid], floor=config.floor, step_w=config.step_w
+        #: GPUs the workload runs as one split (one cap searched for all of them, each GPU
+        #: gets it); empty: every GPU on its own
+        self.group: tuple[str, ...] = tuple(workload.swept_together())
+        if self.group:
+            if set(self.group) != set(self.uuids):
+                raise ConfigError(
+                    f"workload {workload.name} is a split over {len(self.group)} of the rig's "
+                    f"{len(self.uuids)} GPUs; a group sweep caps every GPU: name them all"
+                )
+            shared = make_search(
+                config.strategy,
+                _common_constraints([self.constraints[u] for u in self.group]),
+                floor=config.floor,
+                step_w=config.step_w,
             )
-            for uuid in self.uuids
-        }
+            self.searches: dict[str, CapSearch] = {uuid: shared for uuid in self.uuids}
+        else:
+            self.searches = {
+                uuid: make_search(
+                    config.strategy,
+                    self.constraints[uuid],
+                    floor=config.floor,
+                    step_w=config.step_w,
+                )
+                for uuid in self.uuids
+            }
         self.resumed_probes = 0
         self.floor_blocked_by: tuple[str, ...] = ()
 
@@ -128,7 +156,7 @@ class Sweep:
             return
         for uuid, probes in self.session.resumed_probes.items():
             search = self.searches.get(uuid)
-            if search is None:
+            if search is None or (self.group and uuid != self.group[0]):
                 continue
             for probe in probes:
                 search.next_cap()  # keeps the search's own bookkeeping identical
@@ -145,9 +173,12 @@ class Sweep:
             started = self.clock.now_s()
             for uuid in self.uuids:
                 self._park(uuid)
-            self._probe_all()
+            if self.group:
+                self._probe_group()
+            else:
+                self._probe_all()
             sweep_s = self.clock.now_s() - started
-            allocation = self._allocate()
+            allocation = self._allocate_group() if self.group else self._allocate()
             rounds, final_caps, flagged = self._heat_soak(allocation)
             # What the sweep set: not the stock caps of GPUs it had not parked yet.
             max_ratio = self.trace.max_load_ratio(set_only=True)
@@ -249,6 +280,105 @@ class Sweep:
                 else:
                     self._park(uuid)
                     pending[uuid] = nxt
+
+    def _probe_group(self) -> None:
+        """Group mode: one search for the split; every probe caps all its GPUs alike and
+        measures the pipeline. A probe's throughput and power are per GPU (the pipeline's
+        tokens/s and the members' draw, each divided by the member count), so every GPU's
+        curve, the allocation and the profile read as in a per-GPU sweep and sum to the
+        pipeline's figures."""
+        cfg = self.config
+        leader = self.group[0]
+        search = self.searches[leader]
+        n = len(self.group)
+        cap = search.next_cap()
+        while cap is not None:
+            if not self.budget.fits(
+                {**self.caps, **dict.fromkeys(self.group, float(cap))}, cfg.sweep_limit_ratio
+            ):
+                raise SafetyAbort(
+                    f"the group's probe at {cap} W on all {n} GPUs does not fit the power "
+                    "budget; check the rig's PSU and circuit figures"
+                )
+            self._apply_caps(dict.fromkeys(self.group, float(cap)))
+            for uuid in self.group:
+                self.workload.start(uuid)
+                self.workload.settle(uuid)
+            window = self._window(cap)
+            while True:
+                self.clock.sleep(cfg.sample_period_s)
+                now = self.clock.now_s()
+                samples = {u: self.rig.gpu(u).sample(now) for u in self.uuids}
+                for uuid, sample in samples.items():
+                    self.watchdog.check_temperature(uuid, sample, loaded=True)
+                self.watchdog.check_draw({u: self._draw_w(u, x) for u, x in samples.items()})
+                tokens = sum(self.workload.tokens_total(u) for u in self.group) / n
+                if not all(self.workload.ready(u) for u in self.group):
+                    window.started_s = now
+                    continue
+                window.add(_mean_sample(samples[leader], list(samples.values())), tokens)
+                fixed = cfg.fixed_probe_s is not None
+                if window.expired(now) or (not fixed and window.steady()):
+                    break
+            measurement = window.result(now)
+            if measurement.throughput_tps <= 0 and not search.points:
+                raise WorkloadFailed(
+                    f"workload {self.workload.name}: the split produced no tokens at the "
+                    f"uncapped probe ({measurement.cap_w} W on every GPU)"
+                )
+            search.record(measurement)
+            if self.session is not None:
+                self.session.record_probe(leader, asdict(measurement))
+            for uuid in self.group:
+                self.progress(
+                    uuid,
+                    "probe",
+                    {
+                        "probes": len(search.points),
+                        "cap_w": measurement.cap_w,
+                        "throughput_tps": measurement.throughput_tps,
+                    },
+                )
+            cap = search.next_cap()
+        for uuid in self.group:
+            self._park(uuid)
+            self.progress(uuid, "done", {"probes": len(search.points)})
+
+    def _allocate_group(self) -> Allocation:
+        """Group mode: the policy's best measured cap that fits the budget with every GPU of
+        the split at it (efficiency: max tokens/J at throughput ≥ floor × uncapped, else the
+        most throughput that fits; throughput: the most throughput)."""
+        search = self.searches[self.group[0]]
+        n = len(self.group)
+        limit = 1.0 - self.config.headroom
+        fitting = [
+            o
+            for o in search.options()
+            if self.budget.fits(dict.fromkeys(self.group, float(o.cap_w)), limit)
+        ]
+        if not fitting:
+            raise SafetyAbort(
+                f"no measured cap fits the budget with all {n} GPUs of the split at it and "
+                f"{self.config.headroom:.0%} headroom; check the rig's PSU and circuit figures"
+            )
+        floor = self.config.floor * (search.uncapped_tps or 0.0)
+        relaxed = False
+        if self.config.policy is Policy.EFFICIENCY:
+            meeting = [o for o in fitting if o.throughput_tps >= floor]
+            if meeting:
+                best = max(meeting, key=lambda o: o.throughput_tps / o.power_w)
+            else:
+                best, relaxed = max(fitting, key=lambda o: o.throughput_tps), True
+        else:
+            best = max(fitting, key=lambda o: o.throughput_tps)
+        throughput, power = n * best.throughput_tps, n * best.power_w
+        return Allocation(
+            caps_w=dict.fromkeys(self.group, best.cap_w),
+            throughput_tps=throughput,
+            power_w=power,
+            objective=objective_value(self.config.policy, throughput, power),
+            floor_relaxed=relaxed,
+        )
 
     def _options(self) -> tuple[dict[str, list[CapOption]], dict[str, float]]:
         options = {uuid: self.searches[uuid].options() for uuid in self.uuids}
@@ -428,6 +558,10 @@ class Sweep:
                 if new >= caps[uuid]:
                     flagged.add(uuid)
                 caps[uuid] = new
+            if self.group:
+                # one split, one cap: the member that needs the most cut sets it for all
+                lowest = min(caps[u] for u in self.group)
+                caps = {u: lowest for u in caps}
             if soak.throttle_events:
                 # a card throttled: the next round must not start on this round's heat. A
                 # round ended by prediction left every card under its target: the next one
@@ -619,4 +753,32 @@ class Sweep:
             resumed_probes=self.resumed_probes,
             floor_blocked_by=self.floor_blocked_by,
             rig_s=rig_s,
+            swept_together=(self.group,) if self.group else (),
         )
+
+
+def _common_constraints(constraints: list[PowerConstraints]) -> PowerConstraints:
+    """The cap range every GPU of a split accepts (the highest minimum, the lowest maximum)."""
+    low = max(c.min_w for c in constraints)
+    high = min(c.max_w for c in constraints)
+    if low > high:
+        raise ConfigError(
+            f"the split's GPUs share no power limit: minimums up to {low:g} W, maximums from "
+            f"{high:g} W; split over GPUs with overlapping ranges"
+        )
+    default = min(max(c.default_w, low) for c in constraints)
+    return PowerConstraints(min_w=low, max_w=high, default_w=min(default, high))
+
+
+def _mean_sample(leader: GpuSample, samples: list[GpuSample]) -> GpuSample:
+    """One reading for a split: the members' mean draw, the hottest member's temperature,
+    every member's clock-event reasons (a probe is throttled if any member is)."""
+    draws = [s.power_draw_w for s in samples if s.power_draw_w is not None]
+    temps = [s.temp_c for s in samples if s.temp_c is not None]
+    reasons = frozenset().union(*(s.clock_event_reasons for s in samples))
+    return replace(
+        leader,
+        power_draw_w=sum(draws) / len(draws) if draws else None,
+        temp_c=max(temps) if temps else None,
+        clock_event_reasons=reasons,
+    )

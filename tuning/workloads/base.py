@@ -49,6 +49,12 @@ class Workload(ABC):
         has completed."""
         return True
 
+    def swept_together(self) -> tuple[str, ...]:
+        """UUIDs of GPUs this load runs as one split (a pipeline or tensor-parallel group):
+        a sweep then searches one cap for all of them and measures the split's tokens.
+        Empty (the default): every GPU is loaded and measured on its own."""
+        return ()
+
     def settle(self, uuid: str) -> None:  # noqa: B027 - optional hook
         """The GPU's operating point (its cap) changed while loaded: :meth:`ready` turns False
         until the load has measured the new point."""

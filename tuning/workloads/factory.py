@@ -5,12 +5,13 @@ from __future__ import annotations
 import tuning.workloads.synthetic as synthetic
 from tuning.backends.base import Rig
 from tuning.backends.sim import SimRig
-from tuning.errors import ConfigError
+from tuning.errors import ConfigError, problems_error, read_yaml_config
 from tuning.workloads.base import WORKLOAD_CLASSES, Workload
 from tuning.workloads.cmd import LLAMA_BENCH_TPS_RE, CmdWorkload
 from tuning.workloads.openai import OpenAIWorkload, parse_openai_spec
 from tuning.workloads.sim import SimWorkload
 from tuning.workloads.sim_draw import SimDrawMirror
+from tuning.workloads.spec import is_workload_file, load_workload_file
 
 
 def make_workload(spec: str, rig: Rig, *, tps_regex: str | None = None) -> Workload:
@@ -24,6 +25,28 @@ def make_workload(spec: str, rig: Rig, *, tps_regex: str | None = None) -> Workl
         )
     if spec.startswith("openai:"):
         return _on_sim(_openai_for_rig(spec.removeprefix("openai:"), rig), rig)
+    if is_workload_file(spec):
+        described = load_workload_file(spec)  # every problem before any cap changes
+        if not isinstance(rig, SimRig):
+            raise ConfigError(
+                f"{spec}: a workload file describes a model for the simulated rig; on real "
+                "GPUs run the engine and measure it: --workload cmd:COMMAND or openai:URL"
+            )
+        if described.grouped and len(described.gpus) != len(rig.gpus):
+            raise problems_error(
+                spec,
+                [
+                    (
+                        "gpus",
+                        f"names a split over {len(described.gpus)} of the rig's "
+                        f"{len(rig.gpus)} GPUs, but a group sweep caps every GPU of the rig: "
+                        "name them all, or leave gpus: (and tp/pp) out to sweep one replica "
+                        "per GPU",
+                    )
+                ],
+                read_yaml_config(spec, "workload file"),
+            )
+        return SimWorkload(rig, described)
     if spec in WORKLOAD_CLASSES:
         if hasattr(rig, "set_workload") and hasattr(rig, "tokens_total"):
             return SimWorkload(rig, spec)
@@ -32,7 +55,8 @@ def make_workload(spec: str, rig: Rig, *, tps_regex: str | None = None) -> Workl
             raise synthetic.no_synthetic_backend(spec)
         return synthetic.SyntheticWorkload(spec, [gpu.uuid for gpu in rig.gpus], backend=backend)
     raise ConfigError(
-        f"unknown workload {spec!r}; choose decode, prefill, batched, cmd:COMMAND or openai:URL"
+        f"unknown workload {spec!r}; choose decode, prefill, batched, a workload file "
+        "(FILE.yaml, docs/workload.md), cmd:COMMAND or openai:URL"
     )
 
 
