@@ -146,3 +146,44 @@ def plan_of_nothing() -> Any:
     from tuning.core.plan import Plan
 
     return Plan("r", "sha256:0", 10.0, (), (), 0.0, None, "nothing placed")
+
+
+def test_replicas_sharing_a_gpu_are_named_not_measured(tmp_path: Path) -> None:
+    """Two 1 B models that share the one card (``allow_sharing``): the simulator runs one
+    workload per GPU, so the run says it did not serve them instead of counting one of them
+    evicted by the other as a shortfall, and claims no agreement."""
+    small = {
+        "engine": "vllm",
+        "params_b": 1.0,
+        "quant_bits": 16,
+        "layers": 16,
+        "attention_heads": 32,
+        "kv_heads": 8,
+        "head_dim": 64,
+        "context": 4096,
+        "allow_sharing": True,
+    }
+    models = ModelsFile(
+        models=tuple(
+            ModelSpec.model_validate({"name": n, "weights": f"org/{n}", **small}) for n in "ab"
+        ),
+        headroom_pct=10,
+    )
+    from tuning.backends import open_rig
+
+    rig_spec = one_3090_rig(tmp_path)
+    rig = open_rig(rig_spec)
+    try:
+        snapshot = rig.snapshot()
+        caps = {g.uuid: g.power_constraints().default_w for g in rig.gpus}
+    finally:
+        rig.close()
+    placed = plan(snapshot, models)
+    assert [p.shared for p in placed.placements] == [True, True]
+    run = serving_run(rig_spec, caps, placed, models, seed=0, duration_s=60.0)
+    assert run.placements == ()
+    assert [label for label, _ in run.not_served] == ["a", "b"]
+    assert "shares GPUs with b" in run.not_served[0][1]
+    assert not run.within_bar
+    assert any(line.startswith("not served: a shares GPUs") for line in serving_lines(run))
+    assert run.to_json()["not_served"][1]["model"] == "b"
