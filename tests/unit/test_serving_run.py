@@ -88,11 +88,11 @@ def hand_worked_tokens_per_s() -> float:
     Bytes per token: weights 14.8e9 × 8.5 / 8 = 15.725 GB, plus the KV cache of half the
     1024-token context: 512 tokens × (2 · 48 layers · 8 KV heads · 128 · 2 B = 196 608 B) =
     0.10 GB; 15.826 GB in all. The 3090 reads 936 GB/s (presets.yaml, TechPowerUp), llama.cpp
-    reaches 0.62 of it (serving.yaml when this was written): 15.826e9 / (936e9 · 0.62) =
-    27.27 ms. Math, 2 · 14.8e9 FLOPs / (71e12 · 0.30) = 1.4 ms, hides under the reads. Host
-    time per step (0.8 ms then) + 0.05 ms for the one sequence: 28.12 ms a token → 35.6 tok/s.
-    (The PCIe copy of 8 KiB per step, 0.3 µs, is left out.) The engine figures are read from
-    serving.yaml, the bandwidth from presets.yaml: they are inputs here, not what is tested.
+    reaches 0.62 of it (serving.yaml): 15.826e9 / (936e9 · 0.62) = 27.27 ms. Math, 2 · 14.8e9
+    FLOPs / (71e12 · 0.30) = 1.4 ms, hides under the reads. Host time per step 1.5 ms +
+    0.05 ms for the one sequence: 28.82 ms a token → 34.7 tok/s. (The PCIe copy of 8 KiB per
+    step, 0.3 µs, is left out.) The engine figures are read from serving.yaml, the bandwidth
+    from presets.yaml (the figures above are today's): they are inputs here, not what is tested.
     """
     engine = load_serving_params().engines["llama.cpp"]
     bw_gbps = load_presets().presets["rtx3090"].memory_bw_gbps
