@@ -60,21 +60,12 @@ def sim_reference(runs: int, directory: Path) -> list[float]:
 
 def nvml_eight(runs: int, directory: Path, *, lose_one: bool) -> list[float]:
     from tests.unit.test_exporter_nvml import ExporterFakeNvml, eight_gpus
+    from tests.unit.test_nvml import route_to
 
     spec = mock.create_autospec(pynvml)
     devices = eight_gpus()
     model = ExporterFakeNvml(devices)
-    for name in dir(ExporterFakeNvml):
-        if name.startswith("nvml"):
-            behaviour = getattr(model, name)
-
-            def routed(
-                *args: object, _n: str = name, _b: Callable[..., object] = behaviour
-            ) -> object:
-                model.check(_n, args[0] if args else None)
-                return _b(*args)
-
-            getattr(spec, name).side_effect = routed
+    route_to(spec, model)
     with mock.patch("tuning.backends.nvml.pynvml", new=spec):
         rig = NvmlRig.open(sysfs_root=directory)
         collector = RigCollector(rig, spec="nvml", kernel_log=_kernel_log(directory))

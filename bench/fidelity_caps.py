@@ -29,7 +29,27 @@ GARAGE = (
     "(6x RTX 3090, MiniMax M2.5 IQ2_M, llama.cpp, decode 72.6/68.3/62.6/12.1 tok/s at "
     "350/200/150/100 W)"
 )
-CLUB = "noonghunna/club-3090 docs/HARDWARE.md (cross-rig power-cap table)"
+#: club-3090's docs/HARDWARE.md as of commit 0d51e74335d20f46af4d95ac1d71fc63eeb7abcf (its last
+#: change in the stored snapshot, 2026-08-17; the cross-rig power-cap table is lines 224-257).
+CLUB_COMMIT = "0d51e74335d20f46af4d95ac1d71fc63eeb7abcf"
+CLUB = f"noonghunna/club-3090 docs/HARDWARE.md@{CLUB_COMMIT[:12]} (cross-rig power-cap table"
+CLUB_3090_DECODE = (
+    CLUB + ": 3090 air llama.cpp Qwen3.6 27B Q3_K_XL '**290W** ⭐ | 32.26' vs '370W (stock) | "
+    "34.66'; -7 % tok/s for -22 % power)"
+)
+CLUB_3090_PREFILL = (
+    CLUB + ": 3090 prefill-heavy Qwen3.6-27B '**250W** ⭐ | 906.79' vs '370W (stock) | 1051.07')"
+)
+CLUB_4090 = (
+    CLUB + ": 4090 decode-single Qwen3.6 27B Q3_K_XL '**260W** ⭐ | 48.26' vs '450W (stock) | "
+    "51.96')"
+)
+#: HARDWARE.md line 294 ("Dual-card TP=2 anchor - no decode knee above 220W/card").
+CLUB_TP2 = (
+    f"noonghunna/club-3090 docs/HARDWARE.md@{CLUB_COMMIT[:12]} line 294: @alesha-pro's 4x 3090 "
+    "rig 'swept the two cards serving `dual-fast` TP=2 from **220 to 330W/card**. Decode TPS "
+    "stayed flat within noise while combined draw rose **44%**, SM clock rose **24%**'"
+)
 
 #: 27B dense decode on one 3090, one sequence: 28.5 ms of weight reads (a ~16 GB quant at
 #: ~60 % of 936 GB/s), dequant and GDN math at 59 % of that (club-3090: "the
@@ -90,6 +110,19 @@ def _pipeline(cap_w: float) -> float:
     )
 
 
+def _draw_w(step: StepTime, cap_w: float) -> float:
+    """One 3090's board power running ``step`` under ``cap_w`` (W)."""
+    return under_cap(power_params("rtx3090"), step, cap_w, RTX3090_MAX_MHZ).power_w
+
+
+def _tp2_ratio(field: str) -> float:
+    """One TP=2 member's ``field`` (board power or clock) at a 330 W cap over a 220 W cap."""
+    p = power_params("rtx3090")
+    hi = under_cap(p, TP2_DECODE, 330.0, RTX3090_MAX_MHZ)
+    lo = under_cap(p, TP2_DECODE, 220.0, RTX3090_MAX_MHZ)
+    return float(getattr(hi, field) / getattr(lo, field))
+
+
 def _point(label: str, value: float, fn: Callable[[], float], source: str) -> Figure:
     return Figure(
         label=label, kind="curve", model=fn, low=value, high=value, unit="x", source=source
@@ -108,24 +141,60 @@ FIGURES: list[Figure] = [
         "3090 decode knee 290 W / 370 W stock",
         32.26 / 34.66,
         lambda: relative(power_params("rtx3090"), DENSE_DECODE, 290.0, 370.0, RTX3090_MAX_MHZ),
-        CLUB + " (-7 % tok/s for -22 % power)",
+        CLUB_3090_DECODE,
     ),
     _point(
         "3090 prefill knee 250 W / 370 W stock",
         906.79 / 1051.07,
         lambda: relative(power_params("rtx3090"), DENSE_PREFILL, 250.0, 370.0, RTX3090_MAX_MHZ),
-        CLUB,
+        CLUB_3090_PREFILL,
     ),
     _point(
         "4090 decode knee 260 W / 450 W stock",
         48.26 / 51.96,
         lambda: relative(power_params("rtx4090"), DENSE_DECODE_4090, 260.0, 450.0, RTX4090_MAX_MHZ),
-        CLUB,
+        CLUB_4090,
     ),
     _point(
         "2x3090 TP=2 decode 220 W / 330 W per card (flat)",
         1.0,
         lambda: relative(power_params("rtx3090"), TP2_DECODE, 220.0, 330.0, RTX3090_MAX_MHZ),
-        "issue 12 citing club-3090 (the line is not in the HARDWARE.md text read; flat = 1.0)",
+        CLUB_TP2 + " (flat = 1.0)",
+    ),
+    Figure(
+        label="3090 prefill board draw under a 390 W cap",
+        kind="ratio",
+        model=lambda: _draw_w(DENSE_PREFILL, 390.0),
+        low=381.0,
+        high=381.0,
+        unit="W",
+        source=CLUB + ": 3090 prefill-heavy '390W (max) | 1104.81 | ... SM 1710 MHz at 381W draw')",
+    ),
+    Figure(
+        label="3090 decode board draw under a 390 W cap",
+        kind="ratio",
+        model=lambda: _draw_w(DENSE_DECODE, 390.0),
+        low=388.0,
+        high=388.0,
+        unit="W",
+        source=CLUB + ": 3090 llama.cpp default '390W (max) | 36.26 | ... SM 1680 MHz at 388W')",
+    ),
+    Figure(
+        label="2x3090 TP=2 decode: board draw at 330 W / at 220 W per card",
+        kind="ratio",
+        model=lambda: _tp2_ratio("power_w"),
+        low=1.44,
+        high=1.44,
+        unit="x",
+        source=CLUB_TP2 + " (draw +44 %)",
+    ),
+    Figure(
+        label="2x3090 TP=2 decode: SM clock at 330 W / at 220 W per card",
+        kind="ratio",
+        model=lambda: _tp2_ratio("clock_frac"),
+        low=1.24,
+        high=1.24,
+        unit="x",
+        source=CLUB_TP2 + " (SM clock +24 %)",
     ),
 ]

@@ -10,6 +10,7 @@ link kind) are the only knobs, and each cites the figure it was fitted to.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,11 +18,40 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fidelity_common import Figure
 
-from tuning.model.serving import GpuHardware, gpu_from_preset, link_for_topology, predict
+from tuning.model.serving import (
+    GpuHardware,
+    gpu_from_preset,
+    link_for_topology,
+    link_traffic,
+    predict,
+)
 
 CLUB_3090 = (
-    "noonghunna/club-3090 docs/HARDWARE.md, 'NVLink': single-stream TPS on dual-card "
-    "~1.6-1.8x single-card with NVLink (vs ~1.05x without)"
+    "noonghunna/club-3090 docs/HARDWARE.md@0d51e74335d2 line 134: 'If you have NVLink installed "
+    "and working, single-stream TPS on dual-card will be ~1.6-1.8x single-card (vs ~1.05x "
+    "without)'"
+)
+#: club-3090 docs/PCIE_P2P.md as of commit e8581033cd07a77c023fa880808a7edaabeec311 (its last
+#: change in the stored snapshot, 2026-08-21), section 0a, first written in 4ecdfb17 (#893);
+#: commit 11fcc9cd (#887): "~7 MB/s measured on decode, vs ~1400 MB/s on row/tensor". Measured
+#: with nvidia-smi dmon PCIe rx/tx counters (scripts/lib/capture.sh cap_dmon_start) on the
+#: maintainer's 2x RTX 3090 (ROMED8-2T, PCIe gen4, P2P off) under llama.cpp.
+CLUB_P2P = "noonghunna/club-3090 docs/PCIE_P2P.md@e8581033cd07 section 0a"
+CLUB_MOE = (
+    "noonghunna/club-3090 docs/HARDWARE.md@0d51e74335d2 line 239: '3090 | air | llama.cpp default "
+    "| Qwen3.6 35B-A3B (MoE) Q4_K_XL | 370W (stock) | 136.84'"
+)
+CLUB_PP_TRAFFIC = (
+    CLUB_P2P + ": 'PP (`layer`) | activations at the boundary - **~7 MB/s measured**' "
+    "(GPU0: layers 0-19 -> GPU1: layers 20-39; 1 GPU 128.72 -> 2 GPU `layer` 144.29 TPS)"
+)
+CLUB_PP_SPEED = (
+    CLUB_P2P + ": 'PP is not parallelism at `-np 1` ... Measured: 1 GPU **128.72** -> 2 GPU "
+    "`layer` **144.29** TPS, just **+12%**. The second card is buying capacity, not speed'"
+)
+CLUB_TP_TRAFFIC = (
+    CLUB_P2P + ": 'TP (`row`/`tensor`) | all-reduce every layer - **~1400 MB/s**, many small "
+    "serialized transfers'"
 )
 VLLM_PCIE = (
     "vLLM docs, tensor/pipeline parallelism (mintlify.com/vllm-project/vllm/features/"
@@ -59,6 +89,20 @@ QWEN_27B_INT4 = Arch("vllm", 27.0, 4.0, 64, 40, 8, 128, kv_cache_bits=8)
 DENSE_27B_GGUF = Arch("llama.cpp", 27.0, 16.5e9 * 8 / 27e9, 64, 40, 8, 128)
 
 
+@dataclass(frozen=True)
+class MoeArch(Arch):
+    """A mixture-of-experts model: ``active_params_b`` of ``params_b`` read per token."""
+
+    active_params_b: float = 0.0
+
+
+#: The 40-layer model of PCIE_P2P.md's diagram (layers 0-19 / 20-39) at ~129-144 tok/s on 3090s:
+#: club-3090's llama.cpp Qwen3.6-35B-A3B (3 B active, Q4_K_XL ~4.6 bits, hidden 2048 = 16 x 128;
+#: HARDWARE.md lists it at 114-137 tok/s on one 3090). The doc does not name the model -
+#: estimate.
+QWEN_35B_A3B_GGUF = MoeArch("llama.cpp", 35.0, 4.6, 40, 16, 2, 128, active_params_b=3.0)
+
+
 def _3090() -> GpuHardware:
     return gpu_from_preset("rtx3090")
 
@@ -88,49 +132,126 @@ def _serving(topo: str) -> float:
     return 2 * tp2.tokens_per_s / tp4.tokens_per_s
 
 
+def pcie_pp_over_tp4() -> float:
+    """Aggregate tok/s of TP=2 x PP=2 over TP=4, four 3090s over PCIe, 16 sequences."""
+    gpus = [_3090()] * 4
+    link = link_for_topology("PHB")
+    tp4 = predict(QWEN_27B_INT4, gpus, tp=4, concurrency=16, context=4096, link=link)
+    pp2 = predict(QWEN_27B_INT4, gpus, tp=2, pp=2, concurrency=16, context=4096, link=link)
+    return pp2.tokens_per_s / tp4.tokens_per_s
+
+
 def pcie_replicas_over_tp4() -> float:
     return _serving("PHB")
+
+
+def single_3090_moe_speed() -> float:
+    """One 3090 decoding the 35B-A3B MoE under llama.cpp, one sequence."""
+    return predict(QWEN_35B_A3B_GGUF, [_3090()], concurrency=1, context=2048).tokens_per_s
+
+
+def pp2_over_one_card() -> float:
+    """One sequence of the 35B-A3B over two 3090s by layers (PP=2) over one 3090."""
+    one = single_3090_moe_speed()
+    pp2 = predict(
+        QWEN_35B_A3B_GGUF, [_3090()] * 2, pp=2, concurrency=1, context=2048,
+        link=link_for_topology("PHB"),
+    )  # fmt: skip
+    return pp2.tokens_per_s / one
+
+
+def _traffic_mb_per_s(tp: int, pp: int) -> float:
+    """What crosses between the two 3090s per second at the model's decode speed (MB/s): the
+    hand-off at PP=2, each member's all-reduce sends at TP=2 (``link_traffic``)."""
+    pred = predict(
+        QWEN_35B_A3B_GGUF, [_3090()] * 2, tp=tp, pp=pp, concurrency=1, context=2048,
+        link=link_for_topology("PHB"),
+    )  # fmt: skip
+    traffic = link_traffic(QWEN_35B_A3B_GGUF, tp, pp, 1)
+    per_token = traffic.handoff_bytes * (pp - 1) + traffic.allreduce_sent_bytes * pp
+    return pred.tokens_per_s * per_token / 1e6
 
 
 def single_3090_gguf_speed() -> float:
     return predict(DENSE_27B_GGUF, [_3090()], concurrency=1, context=512).tokens_per_s
 
 
+def _ratio(
+    label: str,
+    model: Callable[[], float],
+    published: float | tuple[float, float],
+    unit: str,
+    source: str,
+) -> Figure:
+    """A ratio or speed figure (the 20 % bar): one published value or a (low, high) range."""
+    low, high = published if isinstance(published, tuple) else (published, published)
+    return Figure(
+        label=label, kind="ratio", model=model, low=low, high=high, unit=unit, source=source
+    )
+
+
 FIGURES: list[Figure] = [
-    Figure(
-        label="club-3090 two 3090s TP=2 over PCIe vs one card (single stream)",
-        kind="ratio",
-        model=dual_3090_pcie_ratio,
-        low=1.05,
-        high=1.05,
-        unit="x",
-        source=CLUB_3090,
+    _ratio(
+        "club-3090 two 3090s TP=2 over PCIe vs one card (single stream)",
+        dual_3090_pcie_ratio,
+        1.05,
+        "x",
+        CLUB_3090,
     ),
-    Figure(
-        label="club-3090 two 3090s TP=2 over NVLink vs one card (single stream)",
-        kind="ratio",
-        model=dual_3090_nvlink_ratio,
-        low=1.6,
-        high=1.8,
-        unit="x",
-        source=CLUB_3090,
+    _ratio(
+        "club-3090 two 3090s TP=2 over NVLink vs one card (single stream)",
+        dual_3090_nvlink_ratio,
+        (1.6, 1.8),
+        "x",
+        CLUB_3090,
     ),
-    Figure(
-        label="vLLM: PCIe-only 4-GPU box, 2 replicas of TP=2 over TP=4 (prefer PP/replicas)",
-        kind="ratio",
-        model=pcie_replicas_over_tp4,
-        low=1.0,
-        high=4.0,
-        unit="x",
-        source=VLLM_PCIE + "; qualitative: any gain (>= 1x) meets it",
+    _ratio(
+        "vLLM: PCIe-only 4-GPU box, 2 replicas of TP=2 over TP=4 (prefer PP/replicas)",
+        pcie_replicas_over_tp4,
+        (1.0, 4.0),
+        "x",
+        VLLM_PCIE + "; qualitative: any gain (>= 1x) meets it",
     ),
-    Figure(
-        label="RTX 3090 27B dense GGUF decode at the default limit",
-        kind="ratio",
-        model=single_3090_gguf_speed,
-        low=32.0,
-        high=32.0,
-        unit="tok/s",
-        source=JEANFBRITO,
+    _ratio(
+        "vLLM: PCIe-only 4-GPU box, TP=2 x PP=2 over TP=4, 16 sequences (prefer PP)",
+        pcie_pp_over_tp4,
+        (1.0, 4.0),
+        "x",
+        VLLM_PCIE + "; qualitative: any gain (>= 1x) meets it",
+    ),
+    _ratio(
+        "RTX 3090 27B dense GGUF decode at the default limit",
+        single_3090_gguf_speed,
+        32.0,
+        "tok/s",
+        JEANFBRITO,
+    ),
+    _ratio(
+        "club-3090 one 3090 Qwen3.6-35B-A3B (MoE) llama.cpp decode at 370 W",
+        single_3090_moe_speed,
+        136.84,
+        "tok/s",
+        CLUB_MOE,
+    ),
+    _ratio(
+        "club-3090 PP=2 (llama.cpp layer split) over one 3090, one sequence",
+        pp2_over_one_card,
+        144.29 / 128.72,
+        "x",
+        CLUB_PP_SPEED,
+    ),
+    _ratio(
+        "club-3090 PP=2 (llama.cpp layer split) traffic between two 3090s, decode",
+        lambda: _traffic_mb_per_s(1, 2),
+        7.0,
+        "MB/s",
+        CLUB_PP_TRAFFIC,
+    ),
+    _ratio(
+        "club-3090 TP=2 (llama.cpp row/tensor split) all-reduce traffic, decode",
+        lambda: _traffic_mb_per_s(2, 1),
+        1400.0,
+        "MB/s",
+        CLUB_TP_TRAFFIC,
     ),
 ]

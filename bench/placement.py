@@ -28,14 +28,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from inventory.models import ModelsFile, ModelSpec, load_models
-from tuning.backends.base import (
-    Circuit,
-    GpuInfo,
-    PcieLink,
-    Psu,
-    RigSnapshot,
-    TopologyLink,
-)
+from tuning.core.pcie import PcieLink, TopologyLink
+from tuning.core.power import Circuit, Psu
+from tuning.core.rig import GpuInfo, RigSnapshot
 from tuning.placement import Problem, brute_force, build_problem, plan, solve
 from tuning.serving import render_unit
 from tuning.serving_checks import systemd_exposure
@@ -54,6 +49,24 @@ CATALOGUE = [
     ("phi-mini", 3.8, 16, 32, 32, 32),
 ]
 MEMS_MIB = [16376, 24576, 49140, 81920]
+
+
+def catalogue_spec(
+    entry: tuple[str, float, int, int, int, int], i: int, **fields: object
+) -> ModelSpec:
+    """Model number ``i`` of a :data:`CATALOGUE` entry (its size, quantisation and attention
+    shape; 128-wide heads); ``fields`` give the rest (engine, weights, context, …)."""
+    name, params, bits, layers, heads, kv = entry
+    return ModelSpec(
+        name=f"{name}-{i}",
+        params_b=params,
+        quant_bits=bits,
+        layers=layers,
+        attention_heads=heads,
+        kv_heads=kv,
+        head_dim=128,
+        **fields,  # type: ignore[arg-type]
+    )
 
 
 def random_rig(rng: random.Random, n: int) -> RigSnapshot:
@@ -137,20 +150,15 @@ def random_models(
         if params < 9 and rng.random() < (0.8 if heavy else 0.3):
             extra["allow_sharing"] = True
         specs.append(
-            ModelSpec(
-                name=f"{name}-{i}",
+            catalogue_spec(
+                (name, params, bits, layers, heads, kv),
+                i,
                 engine=rng.choice(["vllm", "vllm", "llama.cpp", "sglang"]),
                 weights=f"org/{name}",
-                params_b=params,
-                quant_bits=bits,
-                layers=layers,
-                attention_heads=heads,
-                kv_heads=kv,
-                head_dim=128,
                 context=rng.choice([4096, 8192, 16384, 32768]),
                 max_sequences=rng.choice([1, 2, 4]),
                 priority=rng.choice([1.0, 1.0, 2.0, 3.0, 5.0]),
-                **extra,  # type: ignore[arg-type]
+                **extra,
             )
         )
     return ModelsFile(models=tuple(specs))
@@ -247,16 +255,11 @@ def dense_problem() -> Problem:
     for i in range(8):
         name, params, bits, layers, heads, kv = CATALOGUE[i % len(CATALOGUE)]
         specs.append(
-            ModelSpec(
-                name=f"{name}-{i}",
+            catalogue_spec(
+                (name, params, bits, layers, heads, kv),
+                i,
                 engine="vllm",
                 weights="x",
-                params_b=params,
-                quant_bits=bits,
-                layers=layers,
-                attention_heads=heads,
-                kv_heads=kv,
-                head_dim=128,
                 context=8192,
                 max_sequences=2,
                 priority=float(1 + i % 3),
@@ -278,16 +281,11 @@ def heavy_sharing_problem() -> Problem:
             CATALOGUE[(0, 5, 6, 0)[i]] if small else CATALOGUE[(1, 2, 3, 4)[i - 4]]
         )
         specs.append(
-            ModelSpec(
-                name=f"{name}-{i}",
+            catalogue_spec(
+                (name, params, bits, layers, heads, kv),
+                i,
                 engine=("vllm", "llama.cpp", "sglang", "vllm")[i % 4],
                 weights="x",
-                params_b=params,
-                quant_bits=bits,
-                layers=layers,
-                attention_heads=heads,
-                kv_heads=kv,
-                head_dim=128,
                 context=8192,
                 max_sequences=2,
                 priority=float(1 + i % 3),

@@ -25,12 +25,20 @@ stage() {
     stage_start=$SECONDS
     printf '\n=== %s ===\n' "$*"
 }
+# The target tier writes one line per cache it used (Debian trees, llama-server build):
+# "hit" or "cold: built in N s". Removed first so a summary never shows an earlier run's.
+caches=.target/run/caches.txt
+rm -f "$caches"
 summary() {
     stage_end
     stage_name=
     printf '\n=== stage times\n'
     printf '%s\n' "${times[@]}"
     printf '%-28s %6d s\n' "whole run" $((SECONDS - run_start))
+    if [ -s "$caches" ]; then
+        printf '\n=== caches\n'
+        cat "$caches"
+    fi
 }
 trap summary EXIT
 

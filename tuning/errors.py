@@ -9,8 +9,13 @@ from __future__ import annotations
 import difflib
 from collections.abc import Container, Iterable, Sequence
 from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from tuning.core.yamlsafe import YamlDocument, YamlRefused, load_yaml_file, parse_yaml
+
+_M = TypeVar("_M", bound=BaseModel)
 
 
 class RigforgeError(Exception):
@@ -116,6 +121,18 @@ def problems_error(
     located_lines.sort(key=lambda item: item[0])
     body = [text for _, text in located_lines]
     return ConfigError("\n".join([header, *body] if header else body))
+
+
+def validated(model: type[_M], doc: YamlDocument, source: str) -> _M:
+    """``model`` validated from ``doc``'s data; otherwise one :class:`ConfigError` with a
+    ``source:line: yaml.path: message`` line per pydantic error (:func:`problems_error`)."""
+    try:
+        return model.model_validate(doc.data)
+    except ValidationError as exc:
+        problems = [
+            (yaml_path(e["loc"]), str(e["msg"]).removeprefix("Value error, ")) for e in exc.errors()
+        ]
+        raise problems_error(source, problems, doc) from None
 
 
 def did_you_mean(word: str, known: Iterable[str]) -> str:

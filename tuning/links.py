@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from tuning.backends.base import Rig, rig_fingerprint
+from tuning.backends.base import Rig
+from tuning.core.rig import rig_fingerprint
 from tuning.fabric.graph import Fabric, LaneBudget, gpu_node_name
 from tuning.fabric.links_file import GpuLinks, LaneCounts, LinksFile, LinksRig, PairLinks
 from tuning.fabric.model import P2pMode, Transfer, p2p_mode, solve

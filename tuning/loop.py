@@ -4,7 +4,7 @@ deploy files.
 :func:`run_loop` is what ``rigforge loop`` runs (the command adds progress bars and tables).
 On a simulated rig (``sim:NAME`` or a rig YAML file; never ``nvml``):
 
-1. **inspect**: a :class:`~tuning.backends.base.RigSnapshot` of a fresh rig;
+1. **inspect**: a :class:`~tuning.core.rig.RigSnapshot` of a fresh rig;
 2. **stock**: a fresh rig (same seed) at every GPU's default power limit runs the workload on
    every GPU for ``sustained_s`` (30 simulated minutes) —
    :func:`tuning.sustained.sustained_run` (what it measures is said there);
@@ -34,8 +34,9 @@ from typing import Any
 import yaml
 
 from tuning.backends import DEFAULT_RIG, open_rig
-from tuning.backends.base import Rig, RigSnapshot
+from tuning.backends.base import Rig
 from tuning.budget import Policy
+from tuning.core.rig import RigSnapshot
 from tuning.cpuplan.plan import CpuPlan
 from tuning.errors import ConfigError
 from tuning.placement import Plan, load_profile_hints, plan

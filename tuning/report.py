@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
@@ -100,6 +100,15 @@ def _pyplot():
     return plt
 
 
+def save_figure(fig: Any, path: Path) -> Path:
+    """Lay out ``fig``, write it to ``path`` (PNG, 80 dpi; folders made) and free it."""
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    _pyplot().close(fig)
+    return path
+
+
 def plot_curves(result: SweepResult, path: Path) -> Path:
     """Throughput and tokens/J vs cap per GPU, chosen cap marked; writes ``path`` (PNG)."""
     plt = _pyplot()
@@ -120,11 +129,7 @@ def plot_curves(result: SweepResult, path: Path) -> Path:
             ax.set_ylabel(label)
             ax.set_title(f"{g.name} {g.pci_bus_id[-7:]}", fontsize=9)
             ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_heat_soak(result: SweepResult, path: Path) -> Path:
@@ -143,8 +148,4 @@ def plot_heat_soak(result: SweepResult, path: Path) -> Path:
     ax.set_xlabel("heat-soak time (min)")
     ax.set_ylabel("GPU temperature (°C)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tuning.backends.base import THROTTLE_REASONS, ClockEventReason, GpuSample, Thresholds
+from tuning.backends.base import THROTTLE_REASONS, ClockEventReason, GpuSample
 from tuning.budget import BudgetModel
+from tuning.core.rig import Thresholds
 from tuning.errors import SafetyAbort
 
 #: The shortest window a probe is measured over. NVML's power reading is a 1 s moving

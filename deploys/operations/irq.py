@@ -10,8 +10,8 @@ from pyinfra.api import OperationValueError, operation
 from deploys.facts.irq import IrqAffinity
 from deploys.facts.pcie import PciLinks
 from deploys.facts.shell import root_prefix
-from tuning.backends.base import normalize_bus_id
 from tuning.captures.values import format_cpu_list, parse_cpu_list
+from tuning.core.bus import normalize_bus_id
 
 
 @operation()

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tuning.backends.base import LINK_ORDER, link_rank, normalize_bus_id
 from tuning.backends.nvml import UNDER_LOAD_UTILIZATION_PCT, NvmlRig
+from tuning.core.bus import normalize_bus_id
+from tuning.core.pcie import LINK_ORDER, link_rank
 
 pytestmark = pytest.mark.gpu
 

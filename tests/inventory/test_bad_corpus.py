@@ -37,6 +37,18 @@ def _expectations(path: Path) -> dict[str, list[str]]:
     return found
 
 
+def _assert_meets(message: str, path: Path, expected: dict[str, list[str]]) -> None:
+    """The error ``message`` names every YAML path, phrase and line ``path`` declares."""
+    __tracebackhide__ = True
+    for yaml_path in expected["expect"]:
+        # The path is followed by ': ' so hosts.ws1.gpus[1] does not match hosts.ws1.gpus[10].
+        assert f" {yaml_path}: " in message, f"{yaml_path} not in:\n{message}"
+    for text in expected["expect-text"]:
+        assert text in message, f"{text!r} not in:\n{message}"
+    for line_no in expected["expect-line"]:
+        assert f"{path.name}:{line_no}:" in message, message
+
+
 def test_corpus_is_big_enough() -> None:
     assert len(CASES) >= 20
 
@@ -53,13 +65,7 @@ def test_bad_inventory_is_rejected_with_its_path(path: Path, no_connections: lis
     lines = message.splitlines()[1:]
     assert lines, message
     assert all(path.name in line for line in lines), message
-    for yaml_path in expected["expect"]:
-        # The path is followed by ': ' so hosts.ws1.gpus[1] does not match hosts.ws1.gpus[10].
-        assert f" {yaml_path}: " in message, f"{yaml_path} not in:\n{message}"
-    for text in expected["expect-text"]:
-        assert text in message, f"{text!r} not in:\n{message}"
-    for line_no in expected["expect-line"]:
-        assert f"{path.name}:{line_no}:" in message, message
+    _assert_meets(message, path, expected)
     for target in re.findall(r"chmod \d+ (/\S+)", message):
         # Advice to chmod is only ever about a file inside the inventory's tree.
         assert Path(target).resolve().is_relative_to(BAD.resolve()), message
@@ -86,9 +92,4 @@ def test_bad_links_file_is_refused_with_its_path_and_line(path: Path) -> None:
     message = str(caught.value)
     assert all(line.startswith(f"{path}:") for line in message.splitlines()), message
     assert re.match(rf"{re.escape(str(path))}:\d+", message), message
-    for yaml_path in expected["expect"]:
-        assert f" {yaml_path}: " in message, f"{yaml_path} not in:\n{message}"
-    for text in expected["expect-text"]:
-        assert text in message, f"{text!r} not in:\n{message}"
-    for line_no in expected["expect-line"]:
-        assert f"{path.name}:{line_no}:" in message, message
+    _assert_meets(message, path, expected)

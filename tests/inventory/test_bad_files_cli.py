@@ -38,8 +38,8 @@ from pathlib import Path
 
 import pytest
 
-import tuning.cli
 from inventory.validate import main as validate_main
+from tests.entry_point import run_rigforge
 from tuning.errors import RigforgeError
 from tuning.fabric.links_file import load_links_file
 
@@ -240,18 +240,10 @@ def _load_links(path: str) -> int:
 def _run(argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
     """Run one command in process; return (exit status, stdout + stderr). An exception other
     than SystemExit escapes: that is the traceback this test exists to catch."""
+    if argv[0] not in ("validate", "links-file"):
+        return run_rigforge(argv, monkeypatch, capsys)
     capsys.readouterr()
-    if argv[0] == "validate":
-        status = validate_main(argv[1:])
-    elif argv[0] == "links-file":
-        status = _load_links(argv[1])
-    else:
-        monkeypatch.setattr(sys, "argv", ["rigforge", *argv])
-        try:
-            tuning.cli.main()
-            status = 0
-        except SystemExit as stop:
-            status = stop.code if isinstance(stop.code, int) else 1
+    status = validate_main(argv[1:]) if argv[0] == "validate" else _load_links(argv[1])
     out = capsys.readouterr()
     return status, out.out + out.err
 

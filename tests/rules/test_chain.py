@@ -16,16 +16,15 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
 from deploys.monitoring import RULES_SOURCE
 from inventory.schema import HostConfig
+from tests.prometheus import NOT_FROM_SIM, PrometheusApi, wait_for, wait_for_series
 from tests.unit.test_exporter import write_profile
 from tuning.backends import open_rig
 from tuning.exporter.metrics import METRICS
@@ -35,39 +34,12 @@ PROMETHEUS = shutil.which("prometheus")
 pytestmark = pytest.mark.skipif(
     PROMETHEUS is None, reason="prometheus not found (Debian's 'prometheus' package)"
 )
-#: What the simulated rig does not model, so it never writes these series: ECC (the presets
-#: carry none), the memory clock, and read errors (a simulated GPU never fails a read).
-NOT_FROM_SIM = {
-    "rigforge_gpu_ecc_enabled",
-    "rigforge_gpu_ecc_errors_total",
-    "rigforge_gpu_memory_clock_hertz",
-    "rigforge_gpu_read_errors_total",
-}
-#: The longest any one wait takes: generous, as the CI machine is shared (2 cores, several
-#: test runs at once); a passing run waits only as long as Prometheus needs. Units: s.
-DEADLINE_S = 120.0
 
 
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _wait(what: str, check: Callable[[], Any], deadline_s: float = DEADLINE_S) -> Any:
-    """Poll ``check`` until it returns something truthy; fail naming ``what``."""
-    end = time.monotonic() + deadline_s
-    last: Any = None
-    while time.monotonic() < end:
-        try:
-            last = check()
-        except (httpx.TransportError, ValueError, KeyError) as error:
-            # Prometheus starting (or loaded) answers 503 with a text body: not JSON yet
-            last = error
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(0.5)
-    pytest.fail(f"timed out waiting for {what}; last answer: {last!r}")
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +97,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     )  # fmt: skip
     try:
         yield {
-            "api": f"http://127.0.0.1:{prometheus_port}/api/v1",
+            "api": PrometheusApi(f"http://127.0.0.1:{prometheus_port}/api/v1"),
             "kernel_log": kernel_log,
             "profile": profile,
             "control": control,
@@ -143,16 +115,6 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                 process.kill()
 
 
-def _query(api: str, expr: str) -> list[dict[str, Any]]:
-    answer = httpx.get(f"{api}/query", params={"query": expr}, timeout=5).json()
-    return list(answer["data"]["result"])
-
-
-def _firing(api: str, name: str) -> list[dict[str, Any]]:
-    alerts = httpx.get(f"{api}/alerts", timeout=5).json()["data"]["alerts"]
-    return [a for a in alerts if a["labels"]["alertname"] == name and a["state"] == "firing"]
-
-
 def test_prometheus_scrapes_every_series_and_an_xid_fires_the_alert(
     chain: dict[str, Any],
 ) -> None:
@@ -160,37 +122,18 @@ def test_prometheus_scrapes_every_series_and_an_xid_fires_the_alert(
     an Xid 79 line appended to the kernel log fires RigforgeGpuFellOffBus for that bus id
     (no ``for``: at the next evaluation), with no restart of anything."""
     api = chain["api"]
-    up = _wait("up{job='rigforge'} == 1", lambda: _query(api, 'up{job="rigforge"} == 1'))
+    up = wait_for("up{job='rigforge'} == 1", lambda: api.query('up{job="rigforge"} == 1'))
     assert len(up) == 1
-    wanted = {m.name for m in METRICS} - NOT_FROM_SIM
-
-    def missing() -> set[str]:
-        found = {
-            r["metric"]["__name__"]
-            for r in _query(api, 'count by (__name__) ({__name__=~"rigforge_.+"})')
-        }
-        return wanted - found
-
-    def gaps_or_none() -> set[str] | None:
-        try:
-            return missing()
-        except (httpx.TransportError, ValueError, KeyError):
-            return None  # not answering yet: ask again
-
-    end = time.monotonic() + DEADLINE_S
-    while (gaps := gaps_or_none()) is None or gaps:
-        if time.monotonic() > end:
-            pytest.fail(f"Prometheus never saw {sorted(gaps)}")
-        time.sleep(0.5)
-    assert _firing(api, "RigforgeGpuFellOffBus") == []
+    wait_for_series(api, {m.name for m in METRICS} - NOT_FROM_SIM)
+    assert api.alerts("RigforgeGpuFellOffBus") == []
     with chain["kernel_log"].open("a") as handle:
         handle.write("[ 99.1] NVRM: Xid (PCI:0000:21:00): 79, GPU has fallen off the bus\n")
-    (alert,) = _wait("RigforgeGpuFellOffBus", lambda: _firing(api, "RigforgeGpuFellOffBus"))
+    (alert,) = wait_for("RigforgeGpuFellOffBus", lambda: api.alerts("RigforgeGpuFellOffBus"))
     assert alert["labels"]["pci_bus_id"] == "0000:21:00.0"
     assert alert["labels"]["code"] == "79"
     # the engine's own /metrics is a scrape target too (nothing listens there: it is down)
-    engines = _wait(
-        "the engine's target scraped", lambda: _query(api, 'up{job="rigforge-engines"}')
+    engines = wait_for(
+        "the engine's target scraped", lambda: api.query('up{job="rigforge-engines"}')
     )
     assert [(r["metric"]["model"], r["value"][1]) for r in engines] == [("m", "0")]
 
@@ -207,7 +150,7 @@ def test_cap_drift_shows_then_clears_after_enforcement(chain: dict[str, Any]) ->
     enforcement count. (The alert's own ``for: 10m`` is promtool's to test.)"""
     api, uuids = chain["api"], set(chain["uuids"].values())
     drift = _rule_expr("RigforgeGpuCapDrift")
-    drifting = _wait("cap drift", lambda: {r["metric"]["uuid"] for r in _query(api, drift)})
+    drifting = wait_for("cap drift", lambda: {r["metric"]["uuid"] for r in api.query(drift)})
     assert drifting == uuids
     applied = subprocess.run(
         [sys.executable, "-m", "tuning.cli", "apply", str(chain["profile"]), "--rig",
@@ -218,17 +161,17 @@ def test_cap_drift_shows_then_clears_after_enforcement(chain: dict[str, Any]) ->
         check=False,
     )  # fmt: skip
     assert applied.returncode == 0, applied.stderr
-    _wait("no drift after enforcement", lambda: _query(api, drift) == [])
+    wait_for("no drift after enforcement", lambda: api.query(drift) == [])
     first = chain["uuids"][0]  # the fixture's record already counted one re-apply for it
 
     def counts() -> dict[str, str] | None:
         found = {
             r["metric"]["uuid"]: r["value"][1]
-            for r in _query(api, "rigforge_cap_enforcement_reapplied_total")
+            for r in api.query("rigforge_cap_enforcement_reapplied_total")
         }
         return found if found.get(first) == "2" else None
 
-    assert _wait("the enforcement count", counts) == {
+    assert wait_for("the enforcement count", counts) == {
         first: "2",
         **{u: "1" for u in uuids - {first}},
     }
@@ -244,13 +187,13 @@ def test_sim_driven_hot_and_a_dead_engine_through_prometheus(chain: dict[str, An
     thermal = _rule_expr("RigforgeGpuThermalSlowdown")
     # first a cool room: no card clocks down against heat
     chain["control"].write_text(json.dumps({"workload": "decode", "ambient_c": 15}))
-    _wait("no thermal slowdown in a 15 °C room", lambda: _query(api, thermal) == [])
+    wait_for("no thermal slowdown in a 15 °C room", lambda: api.query(thermal) == [])
     chain["control"].write_text(json.dumps({"workload": "decode", "ambient_c": 45}))
 
     def hot_buses() -> set[str]:
-        found = {r["metric"]["pci_bus_id"] for r in _query(api, thermal)}
+        found = {r["metric"]["pci_bus_id"] for r in api.query(thermal)}
         return found if "0000:61:00.0" in found else set()
 
-    assert "0000:61:00.0" in _wait("thermal slowdown on the slot-5 A6000", hot_buses)
-    down = _wait("the unserved engine", lambda: _query(api, _rule_expr("RigforgeServingDown")))
+    assert "0000:61:00.0" in wait_for("thermal slowdown on the slot-5 A6000", hot_buses)
+    down = wait_for("the unserved engine", lambda: api.query(_rule_expr("RigforgeServingDown")))
     assert [(r["metric"]["model"], r["metric"]["engine"]) for r in down] == [("m", "vllm")]

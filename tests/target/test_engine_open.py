@@ -27,9 +27,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.target import engine, harness, util
+from tests.target import harness, util
 from tests.target.util import ssh
 
 pytestmark = pytest.mark.target
@@ -40,7 +39,6 @@ PORT = util.env_port("RIGFORGE_ENGINE_OPEN_PORT", 2275)
 SERVE_PORT = 8001
 MODEL = "tiny-open"
 UNIT = f"rigforge-serve-{MODEL}.service"
-WEIGHTS = "/var/cache/rigforge/models/tiny-llama.gguf"
 GPU = "GPU-c1000000-0000-4000-8000-000000000002"
 SRV_NS, CLI_NS = f"{NAME}-srv", f"{NAME}-cli"
 SRV_IP, CLI_IP = "10.230.0.1", "10.230.0.2"
@@ -96,7 +94,6 @@ def api_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
 @pytest.fixture(scope="module")
 def target(namespaces: None) -> Iterator[harness.Target]:
     def prepare(tgt: harness.Target) -> None:
-        util.put_tiny_model(tgt, WEIGHTS)
         dropin = tgt.root / f"etc/systemd/system/{UNIT}.d/50-ci-netns.conf"
         dropin.parent.mkdir(parents=True, exist_ok=True)
         dropin.write_text(
@@ -104,34 +101,15 @@ def target(namespaces: None) -> Iterator[harness.Target]:
             f"[Service]\nNetworkNamespacePath={NETNS_IN_TARGET}\n"
         )
 
-    gpus = util.standin_gpus(util.CI_YAML, "ci-target")
     binds = [(f"/run/netns/{SRV_NS}", NETNS_IN_TARGET)]
-    with util.fresh_target(NAME, PORT, "open: start fresh target", prepare, gpus, binds) as tgt:
+    with util.engine_target(
+        NAME, PORT, "open: start fresh target", prepare=prepare, binds=binds
+    ) as tgt:
         yield tgt
 
 
 def _plan(path: Path) -> Path:
-    placement = {
-        "model": MODEL,
-        "engine": "llama.cpp",
-        "weights": WEIGHTS,
-        "gpus": [GPU],
-        "gpu_indices": [1],
-        "tp": 1,
-        "pp": 1,
-        "numa_node": 0,
-        "cpu_list": [0, 1],
-        "vram_mib": 64,
-        "port": SERVE_PORT,
-        "p2p": True,
-        "worst_link": "X",
-        "context": engine.CONTEXT,
-        "max_sequences": 2,
-        "kv_cache_bits": 16,
-    }
-    plan = {"schema_version": 1, "rig": {"name": "ci-2x3090"}, "headroom_pct": 10}
-    path.write_text(yaml.safe_dump({**plan, "placements": [placement]}, sort_keys=False))
-    return path
+    return util.write_plan(path, [util.llama_placement(MODEL, GPU, 1, SERVE_PORT)])
 
 
 @pytest.fixture(scope="module")

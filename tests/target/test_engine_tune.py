@@ -32,7 +32,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
 from tests.target import engine, harness, util
 from tests.target.util import ssh
@@ -46,7 +45,6 @@ PORT = util.env_port("RIGFORGE_ENGINE_TUNE_PORT", 2274)
 #: The first engine's port; the second listens on the next one (both must be free here: the
 #: target shares this machine's network).
 SERVE_PORT = util.env_port("RIGFORGE_ENGINE_TUNE_SERVE_PORT", 18011)
-WEIGHTS = "/var/cache/rigforge/models/tiny-llama.gguf"
 HOST = "ci-target"
 #: The CI inventory's GPUs (inventory/examples/ci.yaml), one engine on each.
 GPUS = ("GPU-c1000000-0000-4000-8000-000000000001", "GPU-c1000000-0000-4000-8000-000000000002")
@@ -71,25 +69,10 @@ PROCESSING = re.compile(r"^llamacpp:requests_processing\s+(\S+)$", re.MULTILINE)
 
 
 def _plan(path: Path) -> Path:
-    """Two llama.cpp placements, one per GPU, in the shape ``rigforge plan --out`` writes."""
+    """Two llama.cpp placements, one per GPU, each engine on its own core."""
     placements = [
         {
-            "model": model,
-            "engine": "llama.cpp",
-            "weights": WEIGHTS,
-            "gpus": [gpu],
-            "gpu_indices": [index],
-            "tp": 1,
-            "pp": 1,
-            "numa_node": 0,
-            "cpu_list": [index],
-            "vram_mib": 64,
-            "port": port,
-            "p2p": True,
-            "worst_link": "X",
-            "context": engine.CONTEXT,
-            "max_sequences": 2,
-            "kv_cache_bits": 16,
+            **util.llama_placement(model, gpu, index, port, cpu_list=[index]),
             # One engine thread on its one core. llama.cpp's default is a thread per core of
             # the machine, and its threads spin-wait on each other: 2 on 1 core served 4 tok/s
             # here instead of ~3000 (the CPU plan's own threads key says this in plans it
@@ -98,9 +81,7 @@ def _plan(path: Path) -> Path:
         }
         for index, (model, gpu, port) in enumerate(zip(MODELS, GPUS, PORTS, strict=True))
     ]
-    plan = {"schema_version": 1, "rig": {"name": "ci-2x3090"}, "headroom_pct": 10}
-    path.write_text(yaml.safe_dump({**plan, "placements": placements}, sort_keys=False))
-    return path
+    return util.write_plan(path, placements)
 
 
 @pytest.fixture(scope="module")
@@ -110,11 +91,7 @@ def llama_server() -> Path:
 
 @pytest.fixture(scope="module")
 def target(llama_server: Path) -> Iterator[harness.Target]:
-    def put_model(tgt: harness.Target) -> None:
-        util.put_tiny_model(tgt, WEIGHTS)
-
-    gpus = util.standin_gpus(util.CI_YAML, HOST)
-    with util.fresh_target(NAME, PORT, "tune: start fresh target", put_model, gpus) as tgt:
+    with util.engine_target(NAME, PORT, "tune: start fresh target", host=HOST) as tgt:
         yield tgt
 
 
@@ -151,18 +128,6 @@ def inventory(
     return util.inventory_for(target, folder, overrides=overrides, stem="engine-tune")
 
 
-def _wait_healthy(port: int, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"llama-server never answered http://127.0.0.1:{port}/health")
-
-
 def _metric(port: int, pattern: re.Pattern[str]) -> float:
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     match = pattern.search(text)
@@ -182,7 +147,7 @@ def deployed(target: harness.Target, inventory: Path) -> util.DeployResult:
     assert result.rc == 0, result.stderr_tail
     assert result.totals["error"] == 0, result.errors
     for port in PORTS:
-        _wait_healthy(port)
+        util.wait_healthy(f"http://127.0.0.1:{port}")
     return result
 
 
@@ -289,4 +254,4 @@ def test_the_engine_killed_mid_sweep_stops_it_with_exit_2_and_caps_restored(
     assert _sim_caps(target) == caps_before
     assert not ssh(target, f"ls {STATE}/journal-*.json 2>/dev/null || true").strip()
     # Restart=on-failure brings the engine back.
-    _wait_healthy(PORTS[1])
+    util.wait_healthy(f"http://127.0.0.1:{PORTS[1]}")

@@ -43,19 +43,17 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
 from deploys.monitoring import RULES_SOURCE
+from tests.prometheus import NOT_FROM_SIM, PrometheusApi, wait_for, wait_for_series
 from tests.target import harness, util
-from tests.target.test_engine import EXPOSURE, MODEL, WEIGHTS
-from tests.target.test_engine import _plan as engine_plan
+from tests.target.test_engine import EXPOSURE, GPU, MODEL
 from tests.target.util import ssh
 from tuning.apply.state import SYSTEM_STATE_DIR, rig_slug
 from tuning.exporter.metrics import METRICS
@@ -69,7 +67,7 @@ SERVE_PORT = util.env_port("RIGFORGE_MONITOR_SERVE_PORT", 18071)
 EXPORTER_PORT = util.env_port("RIGFORGE_MONITOR_EXPORTER_PORT", 18072)
 PROMETHEUS_PORT = util.env_port("RIGFORGE_MONITOR_PROMETHEUS_PORT", 18073)
 NODE_EXPORTER_PORT = util.env_port("RIGFORGE_MONITOR_NODE_EXPORTER_PORT", 18074)
-API = f"http://127.0.0.1:{PROMETHEUS_PORT}/api/v1"
+PROMETHEUS = PrometheusApi(f"http://127.0.0.1:{PROMETHEUS_PORT}/api/v1")
 SERVE_UNIT = f"rigforge-serve-{MODEL}.service"
 ENFORCE_SERVICE = "rigforge-enforce-caps.service"
 #: ws-a of ci-two.yaml has the CI target's two GPUs (same UUIDs); its profile was swept on
@@ -88,16 +86,6 @@ HOT_ROOM_C = 55
 HOT_SPEED = 60
 #: The test's ``for:`` for every rule (see the module docstring). Units: s.
 FOR_S = 2
-#: The longest the test waits for Prometheus to see a change (1 s scrapes; a loaded machine).
-DEADLINE_S = 120.0
-#: What the simulated rig never writes (as tests/rules/test_chain.py): ECC, memory clock,
-#: read errors (a simulated GPU never fails a read).
-NOT_FROM_SIM = {
-    "rigforge_gpu_ecc_enabled",
-    "rigforge_gpu_ecc_errors_total",
-    "rigforge_gpu_memory_clock_hertz",
-    "rigforge_gpu_read_errors_total",
-}
 
 
 @pytest.fixture(scope="module")
@@ -108,12 +96,7 @@ def llama_server() -> Path:
 @pytest.fixture(scope="module")
 def target(llama_server: Path) -> Iterator[harness.Target]:
     """A fresh CI target with the tiny model in the engine's cache folder."""
-
-    def put_model(tgt: harness.Target) -> None:
-        util.put_tiny_model(tgt, WEIGHTS)
-
-    gpus = util.standin_gpus(util.CI_YAML, "ci-target")
-    with util.fresh_target(NAME, PORT, "monitor: start fresh target", put_model, gpus) as tgt:
+    with util.engine_target(NAME, PORT, "monitor: start fresh target") as tgt:
         yield tgt
 
 
@@ -122,11 +105,8 @@ def inventory(
     target: harness.Target, llama_server: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     folder = tmp_path_factory.mktemp("monitor")
-    plan = engine_plan(folder / "plan.yaml")
-    # the engine's port: test_engine's plan carries its own module's port; move it to ours
-    document = yaml.safe_load(plan.read_text())
-    document["placements"][0]["port"] = SERVE_PORT
-    plan.write_text(yaml.safe_dump(document, sort_keys=False))
+    # test_engine's one-model plan, on this module's port
+    plan = util.write_plan(folder / "plan.yaml", [util.llama_placement(MODEL, GPU, 1, SERVE_PORT)])
     overrides: dict[str, Any] = {
         # the profile carries the caps; the inventory's hand caps give way to it
         "gpus": [
@@ -166,54 +146,6 @@ def deployed(target: harness.Target, inventory: Path) -> util.DeployResult:
     return result
 
 
-def _get(path: str, **params: str) -> Any:
-    return httpx.get(f"{API}/{path}", params=params, timeout=5).json()["data"]
-
-
-def _query(expr: str) -> list[dict[str, Any]]:
-    return list(_get("query", query=expr)["result"])
-
-
-def _alerts(name: str, state: str = "firing") -> list[dict[str, Any]]:
-    return [
-        a
-        for a in _get("alerts")["alerts"]
-        if a["labels"]["alertname"] == name and a["state"] == state
-    ]
-
-
-def _active(name: str) -> list[dict[str, Any]]:
-    return _alerts(name, "firing") + _alerts(name, "pending")
-
-
-def _wait(what: str, check: Callable[[], Any], deadline_s: float = DEADLINE_S) -> Any:
-    """Poll ``check`` until it returns something truthy; fail naming ``what``."""
-    end = time.monotonic() + deadline_s
-    last: Any = None
-    while time.monotonic() < end:
-        try:
-            last = check()
-        except (httpx.HTTPError, KeyError, ValueError) as error:
-            last = error
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(0.5)
-    pytest.fail(f"timed out after {deadline_s:.0f} s waiting for {what}; last: {last!r}")
-
-
-def _listening(target: harness.Target, port: int) -> set[str]:
-    """Local addresses listening on TCP ``port`` on the target (``/proc/net/tcp``, hex)."""
-    out = ssh(target, "cat /proc/net/tcp /proc/net/tcp6")
-    found = set()
-    for line in out.splitlines():
-        fields = line.split()
-        if len(fields) > 3 and fields[3] == "0A" and ":" in fields[1]:
-            address, hex_port = fields[1].rsplit(":", 1)
-            if int(hex_port, 16) == port:
-                found.add(address)
-    return found
-
-
 def test_the_exporter_and_prometheus_run_as_units(
     deployed: util.DeployResult, target: harness.Target
 ) -> None:
@@ -238,13 +170,13 @@ def test_both_listen_on_loopback_only(deployed: util.DeployResult, target: harne
     """/proc/net/tcp spells 127.0.0.1 as 0100007F; 0.0.0.0 as 00000000. Debian's defaults
     (every address, ports 9090 and 9100) are never used: the ARGS are in place before the
     packages start their services."""
-    _wait("prometheus listening", lambda: _listening(target, PROMETHEUS_PORT))
-    assert _listening(target, PROMETHEUS_PORT) == {"0100007F"}
-    assert _listening(target, EXPORTER_PORT) == {"0100007F"}
-    _wait("node-exporter listening", lambda: _listening(target, NODE_EXPORTER_PORT))
-    assert _listening(target, NODE_EXPORTER_PORT) == {"0100007F"}
-    assert _listening(target, 9090) == set()
-    assert _listening(target, 9100) == set()
+    wait_for("prometheus listening", lambda: util.listening(target, PROMETHEUS_PORT))
+    assert util.listening(target, PROMETHEUS_PORT) == {"0100007F"}
+    assert util.listening(target, EXPORTER_PORT) == {"0100007F"}
+    wait_for("node-exporter listening", lambda: util.listening(target, NODE_EXPORTER_PORT))
+    assert util.listening(target, NODE_EXPORTER_PORT) == {"0100007F"}
+    assert util.listening(target, 9090) == set()
+    assert util.listening(target, 9100) == set()
 
 
 def test_exporter_exposure_is_at_most_3(
@@ -270,8 +202,8 @@ def test_cap_drift_fires_and_clears_after_the_enforcement_timer(
     set to 350 W behind rigforge's back; the alert fires for that card only. The timer's
     service re-applies the profile: the alert clears and the exporter counts one re-apply."""
     expected = f'rigforge_gpu_power_enforced_limit_watts{{job="rigforge", uuid="{DRIFTING}"}}'
-    _wait("the profile's cap enforced", lambda: _query(f"{expected} == 239"))
-    assert _active("RigforgeGpuCapDrift") == []
+    wait_for("the profile's cap enforced", lambda: PROMETHEUS.query(f"{expected} == 239"))
+    assert PROMETHEUS.active("RigforgeGpuCapDrift") == []
     state_file = _sim_state(target)
     state = json.loads(state_file.read_text())
     assert state["power_limit_w"][DRIFTING] == 239.0, state
@@ -280,19 +212,21 @@ def test_cap_drift_fires_and_clears_after_the_enforcement_timer(
     tmp.write_text(json.dumps(state))
     tmp.chmod(0o644)
     tmp.replace(state_file)
-    (alert,) = _wait("RigforgeGpuCapDrift firing", lambda: _alerts("RigforgeGpuCapDrift"))
+    (alert,) = wait_for(
+        "RigforgeGpuCapDrift firing", lambda: PROMETHEUS.alerts("RigforgeGpuCapDrift")
+    )
     assert alert["labels"]["uuid"] == DRIFTING
     ssh(target, f"systemctl start {ENFORCE_SERVICE}")
     assert util.unit_state(target, ENFORCE_SERVICE)["Result"] == "success"
-    _wait("RigforgeGpuCapDrift cleared", lambda: _active("RigforgeGpuCapDrift") == [])
-    count = _wait(
+    wait_for("RigforgeGpuCapDrift cleared", lambda: PROMETHEUS.active("RigforgeGpuCapDrift") == [])
+    count = wait_for(
         "the re-apply counted",
-        lambda: _query(
+        lambda: PROMETHEUS.query(
             f'rigforge_cap_enforcement_reapplied_total{{job="rigforge", uuid="{DRIFTING}"}} == 1'
         ),
     )
     assert len(count) == 1
-    assert _query(f"{expected} == 239"), "the profile's cap is back"
+    assert PROMETHEUS.query(f"{expected} == 239"), "the profile's cap is back"
 
 
 def test_thermal_alert_fires_when_the_sim_rig_is_driven_hot(
@@ -300,18 +234,18 @@ def test_thermal_alert_fires_when_the_sim_rig_is_driven_hot(
 ) -> None:
     """No card throttles in the default room (25 °C); at 55 °C both simulated 3090s reach
     their slowdown and RigforgeGpuThermalSlowdown fires for each bus id."""
-    assert _active("RigforgeGpuThermalSlowdown") == []
+    assert PROMETHEUS.active("RigforgeGpuThermalSlowdown") == []
     control = target.root / SIM_CONTROL.lstrip("/")
     hot = {"workload": "decode", "ambient_c": HOT_ROOM_C, "speed": HOT_SPEED}
     control.write_text(json.dumps(hot))
     control.chmod(0o644)
 
     def both() -> set[str]:
-        found = {a["labels"]["pci_bus_id"] for a in _alerts("RigforgeGpuThermalSlowdown")}
+        found = {a["labels"]["pci_bus_id"] for a in PROMETHEUS.alerts("RigforgeGpuThermalSlowdown")}
         return found if len(found) == 2 else set()
 
     try:
-        assert _wait("RigforgeGpuThermalSlowdown on both cards", both) == {
+        assert wait_for("RigforgeGpuThermalSlowdown on both cards", both) == {
             "0000:41:00.0",
             "0000:42:00.0",
         }
@@ -322,16 +256,23 @@ def test_thermal_alert_fires_when_the_sim_rig_is_driven_hot(
 def test_serving_down_fires_when_the_engine_stops(
     deployed: util.DeployResult, target: harness.Target
 ) -> None:
+    """Every firing RigforgeServingDown names the stopped engine. ``rigforge_serving_up`` is
+    scraped twice here (the exporter, job ``rigforge``, and the textfile under job ``node``),
+    so one alert per source may fire: which is first depends on the 10 s textfile timer."""
     served = f'rigforge_serving_up{{model="{MODEL}"}}'
-    _wait("the engine up", lambda: _query(f"{served} == 1"))
-    assert _active("RigforgeServingDown") == []
+    wait_for("the engine up", lambda: PROMETHEUS.query(f"{served} == 1"))
+    assert PROMETHEUS.active("RigforgeServingDown") == []
     ssh(target, f"systemctl stop {SERVE_UNIT}")
     try:
-        (alert,) = _wait("RigforgeServingDown firing", lambda: _alerts("RigforgeServingDown"))
-        assert (alert["labels"]["model"], alert["labels"]["unit"]) == (MODEL, SERVE_UNIT)
+        alerts = wait_for(
+            "RigforgeServingDown firing", lambda: PROMETHEUS.alerts("RigforgeServingDown")
+        )
+        named = {(a["labels"]["model"], a["labels"]["unit"]) for a in alerts}
+        assert named == {(MODEL, SERVE_UNIT)}, alerts
+        assert {a["labels"].get("job") for a in alerts} <= {"rigforge", "node"}, alerts
     finally:
         ssh(target, f"systemctl start {SERVE_UNIT}")
-    _wait("RigforgeServingDown cleared", lambda: _active("RigforgeServingDown") == [])
+    wait_for("RigforgeServingDown cleared", lambda: PROMETHEUS.active("RigforgeServingDown") == [])
 
 
 def test_up_and_every_documented_metric(deployed: util.DeployResult) -> None:
@@ -339,22 +280,12 @@ def test_up_and_every_documented_metric(deployed: util.DeployResult) -> None:
     with ``--metrics``); every metric docs/monitoring.md lists that a simulated rig writes.
     Last: the enforcement series exist once the timer has run and re-applied a cap (the
     cap-drift test above)."""
-    _wait("up{job='rigforge'} == 1", lambda: _query('up{job="rigforge"} == 1'))
-    engines = _wait(
-        "the engine's /metrics scraped", lambda: _query('up{job="rigforge-engines"} == 1')
+    wait_for("up{job='rigforge'} == 1", lambda: PROMETHEUS.query('up{job="rigforge"} == 1'))
+    engines = wait_for(
+        "the engine's /metrics scraped", lambda: PROMETHEUS.query('up{job="rigforge-engines"} == 1')
     )
     assert [r["metric"]["model"] for r in engines] == [MODEL]
-    wanted = {m.name for m in METRICS} - NOT_FROM_SIM
-
-    def missing() -> set[str]:
-        expr = 'count by (__name__) ({__name__=~"rigforge_.+"})'
-        return wanted - {r["metric"]["__name__"] for r in _query(expr)}
-
-    end = time.monotonic() + DEADLINE_S
-    while gaps := missing():
-        if time.monotonic() > end:
-            pytest.fail(f"Prometheus never saw {sorted(gaps)}")
-        time.sleep(0.5)
+    wait_for_series(PROMETHEUS, {m.name for m in METRICS} - NOT_FROM_SIM)
 
 
 def test_the_textfile_reaches_prometheus_through_node_exporter(
@@ -364,10 +295,10 @@ def test_the_textfile_reaches_prometheus_through_node_exporter(
     prometheus), and scraped: the simulated cards' enforced limits arrive under job ``node``
     with the same UUIDs as under job ``rigforge``."""
     path = "/var/lib/prometheus/node-exporter/rigforge.prom"
-    _wait("rigforge.prom written", lambda: (target.root / path.lstrip("/")).is_file())
+    wait_for("rigforge.prom written", lambda: (target.root / path.lstrip("/")).is_file())
     assert ssh(target, f"stat -c '%a %U' {path}").split() == ["644", "root"]
     expr = 'rigforge_gpu_power_enforced_limit_watts{job="node"}'
-    found = _wait("the textfile's series under job node", lambda: _query(expr))
+    found = wait_for("the textfile's series under job node", lambda: PROMETHEUS.query(expr))
     assert {r["metric"]["uuid"] for r in found} == {
         "GPU-c1000000-0000-4000-8000-000000000001",
         "GPU-c1000000-0000-4000-8000-000000000002",

@@ -1,15 +1,24 @@
 """The target tier: the CI inventory deployed over real SSH to a throwaway Debian target.
 
-Deploy twice (the second run changes nothing), verify with the testinfra suite, then kill a
-deploy midway on a fresh target, re-run it, and check it converges and the next run is a no-op.
-The first deploy must also have written the running "kernel" (the target's scratch ``sys/``
-and ``proc/irq/`` under the inventory's ``kernel.root``): the ASPM policy, each GPU link's
-``link/*aspm`` states, the GPU IRQs' CPUs.
+Deploy twice (the second run changes nothing and restarts nothing), verify with the testinfra
+suite, then kill a deploy midway on a fresh target, re-run it, and check it converges and the
+next run is a no-op. The first deploy must also have written the running "kernel" (the
+target's scratch ``sys/`` and ``proc/irq/`` under the inventory's ``kernel.root``): the ASPM
+policy, each GPU link's ``link/*aspm`` states, the GPU IRQs' CPUs.
+
+The CI inventory serves for real: its plan (``host_data/ci-target/plan.yaml``) places one
+llama.cpp model on each stand-in GPU, computed on CPU; this module writes each placement's
+tiny random-weight GGUF (:func:`tests.target.engine.write_tiny_gguf`, never downloaded) and
+deploys ``ci.yaml`` with ``serving.llama_server`` set to the cached llama-server build, so the
+deploy installs the engine and the rendered, hardened units start it. Every unit the inventory
+installs (:func:`tests.verify.expect.units`) must be active or exited 0, and the testinfra run
+must skip none of its serving checks.
 
 Run with ``bash tests/target/run.sh`` (root; builds and stops the targets). To run this module
-alone beside other targets, give it its own name and port (an inventory copy is generated)::
+alone beside other targets, give it its own name, SSH port and serving ports (the plan's
+models listen on ``RIGFORGE_CI_SERVE_PORT`` and the ports after it)::
 
-    RIGFORGE_CI_TARGET=d2 RIGFORGE_CI_PORT=2250 \\
+    RIGFORGE_CI_TARGET=d2 RIGFORGE_CI_PORT=2250 RIGFORGE_CI_SERVE_PORT=18050 \\
         .venv/bin/pytest -m target tests/target/test_target.py
 """
 
@@ -22,18 +31,27 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
+from inventory.schema import HostConfig
+from inventory.validate import load_inventory
 from tests.target import harness, util
 from tests.target.util import DeployResult, ssh, timing, verify
+from tests.verify import expect
 
 REPO = harness.REPO_ROOT
 INVENTORY_YAML = "inventory/examples/ci.yaml"
-#: The port inventory/examples/ci.yaml names; any other port gets a generated inventory copy.
+PLAN_YAML = util.EXAMPLES / "host_data" / "ci-target" / "plan.yaml"
+#: The port inventory/examples/ci.yaml names (the copy deployed here is on ``PORT``).
 CI_PORT = 2222
 NAME = os.environ.get("RIGFORGE_CI_TARGET", "ci-target")
 PORT = util.env_port("RIGFORGE_CI_PORT", CI_PORT)
+#: The first serving port; the plan's placements get it and the ports after it, in plan order.
+#: The target shares this machine's network, so they must be free here: not the plan's own
+#: 8000/8001 (where a workstation may well serve already), ``RIGFORGE_CI_SERVE_PORT`` moves them.
+SERVE_PORT = util.env_port("RIGFORGE_CI_SERVE_PORT", 18201)
 #: The operation during which the kill-midway test pulls the plug (apt is running then).
 KILL_DURING = "NVIDIA user space"
 #: The target's scratch kernel (the CI inventory's ``kernel.root``, bound by the harness).
@@ -45,20 +63,6 @@ GPU_IRQS = ("130", "131")
 #: IRQs are pinned by rigforge-irq-affinity.service, started (for real) before the deploy's
 #: own "Pin GPU IRQs" step, which then finds nothing to do: the state is checked instead.
 RUNTIME_OPS = ("Runtime ASPM policy", "ASPM off on each NVIDIA GPU link", "CPU: performance")
-#: The units host_data/ci-target/plan.yaml places (one vLLM, one llama.cpp).
-SERVING_UNITS = (
-    "rigforge-serve-qwen2.5-7b-instruct-awq.service",
-    "rigforge-serve-llama-3.1-8b-instruct-q4.service",
-)
-
-
-#: The units the CI inventory installs that run at every boot (serving units need their
-#: engine: tests/target/test_engine.py). irqbalance only gets a drop-in: it is not installed.
-BOOT_UNITS = (
-    "nvidia-persistenced.service",
-    "rigforge-irq-affinity.service",
-    "rigforge-gpu-settings.service",
-)
 #: ``power_cap_w`` of the CI inventory's two GPUs (inventory/examples/ci.yaml).
 CI_CAPS_W = {
     "GPU-c1000000-0000-4000-8000-000000000001": 280.0,
@@ -73,18 +77,74 @@ def _power_limits_w(target: harness.Target) -> dict[str, float]:
 
 
 @pytest.fixture(scope="module")
-def inventory(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """``inventory/ci.py`` itself on the CI port; a generated copy on any other port."""
-    if PORT == CI_PORT:
-        return "inventory/ci.py"
-    probe = harness.Target(NAME, PORT, harness.target_root(NAME))
-    return str(util.inventory_for(probe, tmp_path_factory.mktemp("inv"), stem=f"ci-{NAME}"))
+def llama_server() -> Path:
+    return util.llama_server_or_fail()
 
 
 @pytest.fixture(scope="module")
-def inventory_yaml(inventory: str) -> str:
-    """The YAML the verify suite reads its expectations from (the one deployed)."""
-    return INVENTORY_YAML if inventory == "inventory/ci.py" else inventory[: -len(".py")] + ".yaml"
+def inventory_yaml(tmp_path_factory: pytest.TempPathFactory, llama_server: Path) -> Path:
+    """ci.yaml as deployed here: on ``PORT``, its plan on the serving ports, the engine built.
+
+    The plan copy differs from the committed one in its ports only (``SERVE_PORT`` on);
+    ``serving.llama_server`` is the cached build, which a
+    fresh clone does not have, so ci.yaml cannot name it. The verify suite reads what it
+    expects from this file.
+    """
+    folder = tmp_path_factory.mktemp("inv")
+    plan = yaml.safe_load(PLAN_YAML.read_text(encoding="utf-8"))
+    for i, placement in enumerate(plan["placements"]):
+        placement["port"] = SERVE_PORT + i
+    (folder / "plan.yaml").write_text(yaml.safe_dump(plan, sort_keys=False))
+    probe = harness.Target(NAME, PORT, harness.target_root(NAME))
+    serving = {"plan": str(folder / "plan.yaml"), "llama_server": str(llama_server)}
+    module = util.inventory_for(probe, folder, overrides={"serving": serving}, stem=f"ci-{NAME}")
+    return module.with_suffix(".yaml")
+
+
+@pytest.fixture(scope="module")
+def inventory(inventory_yaml: Path) -> str:
+    """The pyinfra inventory module of :func:`inventory_yaml`."""
+    return str(inventory_yaml.with_suffix(".py"))
+
+
+@pytest.fixture(scope="module")
+def config(inventory_yaml: Path) -> HostConfig:
+    """The validated host entry deployed here: what every expectation below derives from."""
+    return load_inventory(inventory_yaml, check_ssh_files=False).hosts["ci-target"]
+
+
+@pytest.fixture(scope="module")
+def served(config: HostConfig) -> list[expect.Served]:
+    """The models the deployed plan serves (two llama.cpp units)."""
+    served = expect.served(config)
+    assert served, "the CI inventory serves nothing"
+    assert all(s.engine == "llama.cpp" for s in served), served
+    return served
+
+
+@pytest.fixture(scope="module")
+def units(config: HostConfig) -> tuple[str, ...]:
+    """Every unit the CI inventory installs, boot oneshots first (``expect.units``)."""
+    return expect.units(config)
+
+
+@pytest.fixture(scope="module")
+def boot_units(units: tuple[str, ...], served: list[expect.Served]) -> tuple[str, ...]:
+    """The units that run at every boot before any engine: persistenced and the oneshots."""
+    engines = {s.unit for s in served}
+    return tuple(u for u in units if u not in engines)
+
+
+def _put_models(target: harness.Target, served: list[expect.Served]) -> None:
+    """Each placement's tiny GGUF at its ``weights`` path, readable by the service user."""
+    for s in served:
+        util.put_tiny_model(target, s.weights)
+
+
+def _wait_serving(served: list[expect.Served]) -> None:
+    """Until every engine answers ``/health`` 200 on 127.0.0.1 (each loads its model first)."""
+    for s in served:
+        util.wait_healthy(f"http://127.0.0.1:{s.port}")
 
 
 def _unpin_one_irq(target: harness.Target) -> None:
@@ -109,17 +169,40 @@ def _runtime_state(target: harness.Target) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def target() -> Iterator[harness.Target]:
-    """A fresh CI target (skips with the reason when the tier cannot run)."""
+def target(served: list[expect.Served]) -> Iterator[harness.Target]:
+    """A fresh CI target with the plan's tiny models (skips with the reason when the tier
+    cannot run)."""
+
+    def prepare(tgt: harness.Target) -> None:
+        _unpin_one_irq(tgt)
+        _put_models(tgt, served)
+
     gpus = util.standin_gpus(util.CI_YAML, "ci-target")
-    with util.fresh_target(
-        NAME, PORT, "start fresh target", prepare=_unpin_one_irq, gpus=gpus
-    ) as tgt:
+    with util.fresh_target(NAME, PORT, "start fresh target", prepare=prepare, gpus=gpus) as tgt:
         yield tgt
 
 
+def _assert_all_ran(target: harness.Target, units: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    """Each unit is enabled and active: a oneshot exited 0 (``active (exited)``), a service
+    runs (``active (running)``); returns their ``systemctl show``. (No ``MainPID`` check here:
+    Debian's ``nvidia-persistenced.service`` is ``Type=forking`` without ``PIDFile=``, and
+    systemd leaves ``MainPID=0`` when it cannot tell which forked process is the main one.)"""
+    __tracebackhide__ = True
+    state = {unit: util.unit_state(target, unit) for unit in units}
+    for unit, st in state.items():
+        assert st["LoadState"] == "loaded", (unit, st)
+        assert st["UnitFileState"] == "enabled", (unit, st)
+        assert st["ActiveState"] == "active", (unit, st)
+        assert st["Result"] == "success", (unit, st)
+        assert st["ExecMainStatus"] == "0", (unit, st)
+        assert st["SubState"] in ("exited", "running"), (unit, st)
+    return state
+
+
 @pytest.mark.target
-def test_first_deploy_converges(target: harness.Target, inventory: str) -> None:
+def test_first_deploy_converges(
+    target: harness.Target, inventory: str, served: list[expect.Served]
+) -> None:
     before = _runtime_state(target)
     assert before["l1_aspm"] == "1", before
     assert before[f"irq{GPU_IRQS[1]}"] == "1", before
@@ -128,8 +211,9 @@ def test_first_deploy_converges(target: harness.Target, inventory: str) -> None:
     assert result.failed_hosts == []
     assert result.totals["error"] == 0, result.errors
     assert result.totals["success"] > 0, "a fresh target must need changes"
-    for fragment in RUNTIME_OPS + SERVING_UNITS:
+    for fragment in (*RUNTIME_OPS, "llama-server", *(s.unit for s in served)):
         assert any(fragment in name for name in result.changed), (fragment, result.changed)
+    _wait_serving(served)
 
 
 @pytest.mark.target
@@ -143,14 +227,36 @@ def test_first_deploy_wrote_the_running_kernel(target: harness.Target) -> None:
 
 
 @pytest.mark.target
-def test_units_the_deploy_installed_really_ran(target: harness.Target) -> None:
-    """Each boot unit is enabled, active and exited 0 (oneshots: ``active (exited)``)."""
-    for unit in BOOT_UNITS:
-        state = util.unit_state(target, unit)
-        assert state["UnitFileState"] == "enabled", (unit, state)
-        assert state["ActiveState"] == "active", (unit, state)
-        assert state["Result"] == "success", (unit, state)
-        assert state["ExecMainStatus"] == "0", (unit, state)
+def test_every_unit_the_inventory_installs_is_active_or_exited_0(
+    target: harness.Target, units: tuple[str, ...]
+) -> None:
+    """The full list derived from the inventory (``expect.units``): persistenced, the IRQ and
+    GPU-settings oneshots, both engines; and no other rigforge unit is on the target."""
+    _assert_all_ran(target, units)
+    listed = ssh(target, "systemctl list-unit-files 'rigforge-*' --no-legend --no-pager")
+    on_target = {line.split()[0] for line in listed.splitlines() if line.strip()}
+    assert on_target == {u for u in units if u.startswith("rigforge-")}, listed
+
+
+@pytest.mark.target
+def test_engines_run_as_the_service_user_on_loopback_and_serve_tokens(
+    target: harness.Target, served: list[expect.Served], config: HostConfig
+) -> None:
+    """Each engine's process belongs to ``base.service_user``, listens on 127.0.0.1 only, and
+    answers ``/v1/completions`` with exactly the tokens asked for (``ignore_eos``: random
+    weights may pick the end token early)."""
+    for s in served:
+        pid = util.unit_state(target, s.unit)["MainPID"]
+        user = ssh(target, f"stat -c %U /proc/{pid}").strip()
+        assert user == config.base.service_user, f"{s.unit} runs as {user}"
+        # /proc/net/tcp spells 127.0.0.1:PORT as 0100007F:<port in hex> (little-endian).
+        listening = ssh(target, "awk '$4 == \"0A\" {print $2}' /proc/net/tcp /proc/net/tcp6")
+        on_port = {a.rsplit(":", 1)[0] for a in listening.split() if int(a[-4:], 16) == s.port}
+        assert on_port == {"0100007F"}, (s.unit, on_port)
+        body = {"model": s.model, "prompt": "a b", "max_tokens": 6, "ignore_eos": True}
+        reply = httpx.post(f"http://127.0.0.1:{s.port}/v1/completions", json=body, timeout=60)
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["usage"]["completion_tokens"] == 6, reply.text
 
 
 @pytest.mark.target
@@ -160,102 +266,146 @@ def test_gpu_settings_unit_set_the_inventory_caps(target: harness.Target) -> Non
 
 
 @pytest.mark.target
-def test_after_a_reboot_the_units_start_in_order(target: harness.Target) -> None:
-    """Booted again, every boot unit comes up by itself, GPU settings after persistenced."""
+def test_after_a_reboot_the_units_start_in_order(
+    target: harness.Target, units: tuple[str, ...], served: list[expect.Served]
+) -> None:
+    """Booted again, every unit comes up by itself: GPU settings after persistenced, each
+    engine after GPU settings (its ``After=``/``Requires=``), serving again."""
     harness.stop(target.name)
     harness.start(target.name, target.port, fresh=False)
     assert util.wait_until_booted(target) in ("running", "degraded")
-    state = {unit: util.unit_state(target, unit) for unit in BOOT_UNITS}
-    for unit, st in state.items():
-        assert (st["ActiveState"], st["Result"], st["ExecMainStatus"]) == (
-            "active",
-            "success",
-            "0",
-        ), (unit, st)
-    persistenced = int(state["nvidia-persistenced.service"]["ActiveEnterTimestampMonotonic"])
-    settings = int(state["rigforge-gpu-settings.service"]["ExecMainStartTimestampMonotonic"])
-    assert 0 < persistenced <= settings, state
+    state = _assert_all_ran(target, units)
+    persistenced = int(state[expect.PERSISTENCED_UNIT]["ActiveEnterTimestampMonotonic"])
+    settings = state[expect.GPU_SETTINGS_UNIT]
+    assert 0 < persistenced <= int(settings["ExecMainStartTimestampMonotonic"]), state
+    for s in served:
+        started = int(state[s.unit]["ExecMainStartTimestampMonotonic"])
+        assert int(settings["ActiveEnterTimestampMonotonic"]) <= started, (s.unit, state)
     # The stand-in GPUs came back at their default limit (as after a power cycle): the unit
     # applied the caps again at boot.
     assert _power_limits_w(target) == CI_CAPS_W
+    _wait_serving(served)
 
 
 @pytest.mark.target
-def test_second_deploy_changes_nothing(target: harness.Target, inventory: str) -> None:
-    """0 changes, and systemd neither reloaded nor restarted anything (journal, timestamps)."""
-    units = (*BOOT_UNITS, "ssh.service")
-    before, reloads = util.starts(target, units), util.daemon_reloads(target)
+def test_second_deploy_changes_nothing(
+    target: harness.Target, inventory: str, units: tuple[str, ...]
+) -> None:
+    """0 changes, and systemd neither reloaded nor restarted anything — the engines included
+    (journal, ``InvocationID``/``ActiveEnterTimestamp`` of every unit and of sshd)."""
+    watched = (*units, "ssh.service")
+    before, reloads = util.starts(target, watched), util.daemon_reloads(target)
     result = util.deploy(inventory, "deploy #2 (no-op)")
     assert result.rc == 0, result.stderr_tail
     assert result.totals["error"] == 0, result.errors
     assert result.totals["success"] == 0, f"second run changed: {result.changed}"
     assert result.totals["no_change"] > 0
-    assert util.starts(target, units) == before, "a unit was restarted by a no-op deploy"
+    assert util.starts(target, watched) == before, "a unit was restarted by a no-op deploy"
     assert util.daemon_reloads(target) == reloads, "a no-op deploy ran daemon-reload"
+    _assert_all_ran(target, units)
 
 
 @pytest.mark.target
 def test_changing_one_cap_restarts_only_the_gpu_settings_unit(
-    target: harness.Target, inventory: str, tmp_path: Path
+    target: harness.Target,
+    inventory: str,
+    inventory_yaml: Path,
+    boot_units: tuple[str, ...],
+    served: list[expect.Served],
+    tmp_path: Path,
 ) -> None:
-    """A new cap for one GPU rewrites one unit: that unit alone is restarted and re-applied."""
-    raw = yaml.safe_load(util.CI_YAML.read_text(encoding="utf-8"))
+    """A new cap for one GPU rewrites one unit: of the boot units, that one alone is restarted
+    and re-applied. The engines, which ``Requires=`` it, are restarted with it: systemd
+    propagates a restart to the units that require the restarted one (systemd.unit(5),
+    ``Requires=``: "this unit will be stopped (or restarted) if one of the other units is
+    explicitly stopped (or restarted)"), and they serve again afterwards."""
+    raw = yaml.safe_load(inventory_yaml.read_text(encoding="utf-8"))
     gpus = raw["hosts"]["ci-target"]["gpus"]
     gpus[0]["power_cap_w"] = 270
     changed_inv = util.inventory_for(
-        target, tmp_path / "inv", overrides={"gpus": gpus}, stem="one-cap"
+        target, tmp_path / "inv", overrides={"gpus": gpus}, source=inventory_yaml, stem="one-cap"
     )
-    others = tuple(u for u in BOOT_UNITS if u != "rigforge-gpu-settings.service")
-    before = util.starts(target, (*BOOT_UNITS,))
+    others = tuple(u for u in boot_units if u != expect.GPU_SETTINGS_UNIT)
+    engines = tuple(s.unit for s in served)
+    before = util.starts(target, (*boot_units, *engines))
     result = util.deploy(changed_inv, "deploy, one cap changed")
     assert result.totals["error"] == 0, result.errors
-    after = util.starts(target, (*BOOT_UNITS,))
-    assert after["rigforge-gpu-settings.service"] != before["rigforge-gpu-settings.service"]
+    after = util.starts(target, (*boot_units, *engines))
+    assert after[expect.GPU_SETTINGS_UNIT] != before[expect.GPU_SETTINGS_UNIT]
     assert {u: after[u] for u in others} == {u: before[u] for u in others}
+    assert all(after[u] != before[u] for u in engines), (before, after)
+    assert not any("Serving unit" in name for name in result.changed), result.changed
     assert _power_limits_w(target)["GPU-c1000000-0000-4000-8000-000000000001"] == 270.0
-    state = util.unit_state(target, "rigforge-gpu-settings.service")
+    state = util.unit_state(target, expect.GPU_SETTINGS_UNIT)
     assert (state["ActiveState"], state["ExecMainStatus"]) == ("active", "0"), state
     back = util.deploy(inventory, "deploy, caps back")
     assert back.totals["error"] == 0, back.errors
     assert _power_limits_w(target) == CI_CAPS_W
+    _wait_serving(served)
 
 
 @pytest.mark.target
-def test_verify_suite_passes(target: harness.Target, inventory: str, inventory_yaml: str) -> None:
-    proc = verify("testinfra verify", target, inventory_yaml)
+def test_verify_suite_passes_with_no_serving_check_skipped(
+    target: harness.Target, inventory_yaml: Path, tmp_path: Path
+) -> None:
+    """The testinfra suite passes, and every serving check ran (JUnit XML: 0 skipped)."""
+    junit = tmp_path / "verify.xml"
+    proc = verify("testinfra verify", target, inventory_yaml, junit=junit)
     assert proc.returncode == 0, proc.stdout[-6000:]
-    assert " passed" in proc.stdout
-    # The serving checks must have run here, not skipped for want of a plan.
-    assert "no serving in the inventory" not in proc.stdout
+    util.assert_no_serving_check_skipped(junit)
 
 
 @pytest.mark.target
-def test_model_dropped_from_the_plan_loses_its_unit(target: harness.Target, tmp_path: Path) -> None:
-    plan_path = REPO / "inventory/examples/host_data/ci-target/plan.yaml"
-    plan = yaml.safe_load(plan_path.read_text(encoding="utf-8"))
+def test_model_dropped_from_the_plan_loses_its_unit(
+    target: harness.Target,
+    inventory_yaml: Path,
+    served: list[expect.Served],
+    tmp_path: Path,
+) -> None:
+    """The dropped model's engine is stopped, disabled and its unit deleted; the kept engine
+    keeps running, not restarted."""
+    raw = yaml.safe_load(inventory_yaml.read_text(encoding="utf-8"))
+    plan = yaml.safe_load(Path(raw["hosts"]["ci-target"]["serving"]["plan"]).read_text())
     plan["placements"] = plan["placements"][:1]
     smaller = tmp_path / "plan.yaml"
     smaller.write_text(yaml.safe_dump(plan))
     inventory = util.inventory_for(
-        target, tmp_path / "inv", overrides={"serving": {"plan": str(smaller)}}, stem="smaller"
+        target,
+        tmp_path / "inv",
+        overrides={"serving": {"plan": str(smaller)}},
+        source=inventory_yaml,
+        stem="smaller",
     )
+    kept, dropped = served[0], served[1]
+    before = util.starts(target, (kept.unit,))
     result = util.deploy(inventory, "deploy, one model dropped")
     assert result.totals["error"] == 0, result.errors
-    dropped = SERVING_UNITS[1]
-    assert any(f"Remove {dropped}" in name for name in result.changed), result.changed
+    assert any(f"Remove {dropped.unit}" in name for name in result.changed), result.changed
     listing = ssh(target, "ls /etc/systemd/system/ /etc/systemd/system/*.wants/ 2>/dev/null")
-    assert dropped not in listing, "the dropped unit (or its enablement link) is still there"
-    assert SERVING_UNITS[0] in listing
+    assert dropped.unit not in listing, "the dropped unit (or its enablement link) is still there"
+    assert kept.unit in listing
+    gone = util.unit_state(target, dropped.unit)
+    assert (gone["LoadState"], gone["ActiveState"]) == ("not-found", "inactive"), gone
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{dropped.port}/health", timeout=2)
+    assert util.starts(target, (kept.unit,)) == before, "the kept engine was restarted"
+    _assert_all_ran(target, (kept.unit,))
     again = util.deploy(inventory, "deploy, one model dropped (no-op)")
     assert again.totals["success"] == 0, f"stale-unit removal is not idempotent: {again.changed}"
 
 
 @pytest.mark.target
 def test_killed_deploy_converges(
-    target: harness.Target, inventory: str, inventory_yaml: str
+    target: harness.Target,
+    inventory: str,
+    inventory_yaml: Path,
+    units: tuple[str, ...],
+    served: list[expect.Served],
+    tmp_path: Path,
 ) -> None:
     start = time.monotonic()
     fresh = harness.start(NAME, PORT, gpus=util.standin_gpus(util.CI_YAML, "ci-target"))
+    _put_models(fresh, served)
     timing("restart fresh target", time.monotonic() - start)
 
     start = time.monotonic()
@@ -286,8 +436,12 @@ def test_killed_deploy_converges(
     again = util.deploy(inventory, "deploy after kill, again (no-op)")
     assert again.totals["error"] == 0, again.errors
     assert again.totals["success"] == 0, f"not converged; changed: {again.changed}"
-    proc_v = verify("testinfra verify after kill", fresh, inventory_yaml)
+    _assert_all_ran(fresh, units)
+    _wait_serving(served)
+    junit = tmp_path / "verify.xml"
+    proc_v = verify("testinfra verify after kill", fresh, inventory_yaml, junit=junit)
     assert proc_v.returncode == 0, proc_v.stdout[-6000:]
+    util.assert_no_serving_check_skipped(junit)
 
 
 def test_inventory_copy_differs_only_in_port(tmp_path: Path) -> None:

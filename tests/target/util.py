@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -379,6 +380,7 @@ def verify(
     *,
     gpu: bool = True,
     extra: Sequence[str] = (),
+    junit: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run the testinfra suite (``tests/verify``) against the target; return the pytest run.
 
@@ -386,7 +388,8 @@ def verify(
     of that inventory the target is (needed only when it has several). ``gpu=False`` leaves
     out the suite's ``gpu`` checks (what ``nvidia-smi`` reports): for a host whose caps go to
     a simulated rig (``tuner.sim_rig``), not to the GPU stand-ins. ``extra``: more pytest
-    arguments (e.g. ``-k`` to leave out a check the caller makes itself).
+    arguments (e.g. ``-k`` to leave out a check the caller makes itself). ``junit``: where
+    pytest writes its JUnit XML report (read it with :func:`skipped_checks`).
     """
     start = time.monotonic()
     proc = subprocess.run(
@@ -406,6 +409,7 @@ def verify(
             f"--hosts={target.hosts_url}",
             f"--rigforge-inventory={inventory_yaml}",
             *([f"--rigforge-host={host}"] if host else []),
+            *([f"--junitxml={junit}"] if junit else []),
             *extra,
         ],
         cwd=REPO,
@@ -416,6 +420,48 @@ def verify(
     timing(stage, time.monotonic() - start)
     print(proc.stdout[-3000:])
     return proc
+
+
+@dataclass(frozen=True)
+class CheckRun:
+    """One test case of a JUnit XML report: ``tests.verify.test_serving::test_…``, its outcome
+    (``passed``, ``skipped``, ``failed``, ``error``) and the skip or failure message."""
+
+    name: str
+    outcome: str
+    message: str
+
+
+def check_runs(junit: Path) -> list[CheckRun]:
+    """Every test case of pytest's ``--junitxml`` report, in report order.
+
+    pytest writes one ``<testcase classname="tests.verify.test_serving" name="test_…[…]">``
+    per test, with a ``<skipped message=…>``, ``<failure>`` or ``<error>`` child unless it
+    passed (the JUnit schema pytest follows, ``junit_family=xunit2``).
+    """
+    import xml.etree.ElementTree as ET
+
+    out = []
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        outcome, message = "passed", ""
+        for child in case:
+            if child.tag in ("skipped", "failure", "error"):
+                outcome = "failed" if child.tag == "failure" else child.tag
+                message = child.get("message", "")
+                break
+        out.append(CheckRun(f"{case.get('classname')}::{case.get('name')}", outcome, message))
+    return out
+
+
+def assert_no_serving_check_skipped(junit: Path) -> None:
+    """The verify run's serving checks (``tests/verify/test_serving.py``) all ran and passed:
+    none skipped, read from its JUnit XML (``verify(..., junit=…)``)."""
+    __tracebackhide__ = True
+    checks = [c for c in check_runs(junit) if c.name.startswith("tests.verify.test_serving::")]
+    assert checks, f"the verify run has no serving checks ({junit})"
+    skipped = [(c.name, c.message) for c in checks if c.outcome == "skipped"]
+    assert skipped == [], f"serving checks skipped: {skipped}"
+    assert all(c.outcome == "passed" for c in checks), checks
 
 
 #: ``{ci-two.yaml host: (target name, port)}``; ``RIGFORGE_WS_A_TARGET``/``_PORT`` and
@@ -493,3 +539,95 @@ def put_tiny_model(target: harness.Target, weights: str) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     engine.write_tiny_gguf(dest)
     dest.chmod(0o644)
+
+
+# --------------------------------------------------------------------------------------------
+# The real engine's targets: the tiny model, its plan, its health and its listening address
+# --------------------------------------------------------------------------------------------
+
+#: Where the engine modules put the tiny GGUF on a target (the engine's cache folder).
+TINY_WEIGHTS = "/var/cache/rigforge/models/tiny-llama.gguf"
+
+
+@contextlib.contextmanager
+def engine_target(
+    name: str,
+    port: int,
+    stage: str,
+    *,
+    host: str = "ci-target",
+    prepare: Callable[[harness.Target], None] | None = None,
+    binds: Sequence[tuple[str, str]] = (),
+) -> Iterator[harness.Target]:
+    """:func:`fresh_target` with the GPU stand-ins of ``host`` in ci.yaml and the tiny GGUF at
+    :data:`TINY_WEIGHTS`; ``prepare`` runs after the model is in place."""
+
+    def put_model(target: harness.Target) -> None:
+        put_tiny_model(target, TINY_WEIGHTS)
+        if prepare is not None:
+            prepare(target)
+
+    gpus = standin_gpus(CI_YAML, host)
+    with fresh_target(name, port, stage, put_model, gpus, binds) as target:
+        yield target
+
+
+def llama_placement(
+    model: str, gpu: str, index: int, port: int, *, cpu_list: Sequence[int] = (0, 1)
+) -> dict[str, Any]:
+    """One llama.cpp placement of the tiny model on the CI inventory's GPU ``gpu`` (its
+    ``index``), served on ``port``, in the shape ``rigforge plan --out`` writes."""
+    return {
+        "model": model,
+        "engine": "llama.cpp",
+        "weights": TINY_WEIGHTS,
+        "gpus": [gpu],
+        "gpu_indices": [index],
+        "tp": 1,
+        "pp": 1,
+        "numa_node": 0,
+        "cpu_list": list(cpu_list),
+        "vram_mib": 64,
+        "port": port,
+        "p2p": True,
+        "worst_link": "X",
+        "context": engine.CONTEXT,
+        "max_sequences": 2,
+        "kv_cache_bits": 16,
+    }
+
+
+def write_plan(path: Path, placements: Sequence[Mapping[str, Any]]) -> Path:
+    """A plan file for the CI rig (``ci-2x3090``) with ``placements``; returns ``path``."""
+    plan = {"schema_version": 1, "rig": {"name": "ci-2x3090"}, "headroom_pct": 10}
+    document = {**plan, "placements": [dict(p) for p in placements]}
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def wait_healthy(base_url: str, timeout_s: float = 60) -> None:
+    """Until the engine at ``base_url`` answers ``/health`` 200 (it loads the model first)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"llama-server never answered {base_url}/health")
+
+
+def listening(target: harness.Target, port: int) -> set[str]:
+    """Local addresses listening on TCP ``port`` on the target, as ``/proc/net/tcp`` spells
+    them (hex, little-endian: 127.0.0.1 is ``0100007F``, 0.0.0.0 is ``00000000``)."""
+    out = ssh(target, "cat /proc/net/tcp /proc/net/tcp6")
+    found = set()
+    for line in out.splitlines():
+        fields = line.split()
+        # a header line's second field has no ':'; state 0A is LISTEN
+        if len(fields) > 3 and fields[3] == "0A" and ":" in fields[1]:
+            address, hex_port = fields[1].rsplit(":", 1)
+            if int(hex_port, 16) == port:
+                found.add(address)
+    return found

@@ -33,38 +33,13 @@ from pydantic import ValidationError
 
 from inventory.schema import HostConfig
 from tests.hostile import HOSTILE, Directive, setting_value, systemd_directives, systemd_words
-from tuning.core.plan import Placement
+from tests.placements import GPU_A, GPU_B, placement
 from tuning.render import UnsafeUnitValue
 from tuning.render import files as specs
 from tuning.serving import render_serving_units, render_unit
 
-GPU_A = "GPU-aaaaaaaa-0000-4000-8000-000000000001"
-GPU_B = "GPU-bbbbbbbb-0000-4000-8000-000000000002"
 CONFIG = HostConfig.model_validate({"ssh": {"host": "127.0.0.1"}})
-PLACEMENT = Placement(
-    model="qwq-32b",
-    replica=0,
-    engine="vllm",
-    weights="Qwen/QwQ-32B",
-    gpus=(GPU_A, GPU_B),
-    gpu_indices=(1, 3),
-    tp=2,
-    pp=1,
-    numa_node=1,
-    cpu_list=(16, 17, 18, 19),
-    vram_mib=30000,
-    vram_free_mib=(10000, 10000),
-    port=8001,
-    p2p=False,
-    worst_link="SYS",
-    throughput=1.0,
-    gpu_memory_utilization=0.9,
-    context=32768,
-    max_sequences=4,
-    kv_cache_bits=16,
-    shared=False,
-    extra_args=("--enable-prefix-caching",),
-)
+PLACEMENT = placement(cpu_list=(16, 17, 18, 19))
 #: What systemd-analyze may say about a unit rendered here (see the module docstring).
 MISSING_BINARY = re.compile(r"^\S+: Command .* is not executable: No such file or directory$")
 

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import re
 import shutil
-from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import yaml
 
+from tests.placements import GPU_A, GPU_B, placement
 from tuning.errors import ConfigError
-from tuning.placement import Placement
 from tuning.serving import (
     API_KEY_ENV_FILE,
     HF_TOKEN_FILE,
@@ -26,36 +25,6 @@ from tuning.serving import (
 from tuning.serving_checks import systemd_exposure
 
 MAX_EXPOSURE = 3.0
-GPU_A = "GPU-aaaaaaaa-0000-4000-8000-000000000001"
-GPU_B = "GPU-bbbbbbbb-0000-4000-8000-000000000002"
-
-
-def placement(engine: str = "vllm", **overrides: object) -> Placement:
-    base = Placement(
-        model="qwq-32b",
-        replica=0,
-        engine=engine,
-        weights="Qwen/QwQ-32B",
-        gpus=(GPU_A, GPU_B),
-        gpu_indices=(1, 3),
-        tp=2,
-        pp=1,
-        numa_node=1,
-        cpu_list=(16, 17, 18, 19, 48, 49),
-        vram_mib=30000,
-        vram_free_mib=(10000, 10000),
-        port=8001,
-        p2p=False,
-        worst_link="SYS",
-        throughput=1.0,
-        gpu_memory_utilization=0.9,
-        context=32768,
-        max_sequences=4,
-        kv_cache_bits=16,
-        shared=False,
-        extra_args=("--enable-prefix-caching",),
-    )
-    return replace(base, **overrides)
 
 
 ENGINES = ("vllm", "llama.cpp", "sglang")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,9 +20,20 @@ gpus:
 
 
 @pytest.fixture
-def rig_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A two-card simulated rig file; journals and simulated caps live in ``tmp_path``."""
+def write_rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], Path]:
+    """Writes a simulated rig file (the YAML text given) as ``tmp_path/rig.yaml``; journals
+    and simulated caps live in ``tmp_path/state`` (``RIGFORGE_STATE_DIR``), not this machine's."""
     monkeypatch.setenv("RIGFORGE_STATE_DIR", str(tmp_path / "state"))
-    path = tmp_path / "rig.yaml"
-    path.write_text(TWO_CARD_RIG_YAML)
-    return str(path)
+
+    def write(rig_yaml: str) -> Path:
+        path = tmp_path / "rig.yaml"
+        path.write_text(rig_yaml)
+        return path
+
+    return write
+
+
+@pytest.fixture
+def rig_file(write_rig: Callable[[str], Path]) -> str:
+    """The two-card simulated rig file (:data:`TWO_CARD_RIG_YAML`)."""
+    return str(write_rig(TWO_CARD_RIG_YAML))

@@ -18,8 +18,8 @@ from tuning.apply.journal import Journal, journal_path, recover_stale_journals, 
 from tuning.apply.runlock import RigBusy
 from tuning.apply.session import SafetySession
 from tuning.apply.state import atomic_write_json, state_dir
-from tuning.backends.base import Psu
 from tuning.budget import BudgetModel
+from tuning.core.power import Psu
 from tuning.errors import NoPermission, OutOfRange, ReadBackMismatch, RigforgeError, UnknownGpu
 
 

@@ -6,22 +6,16 @@ import pytest
 
 from tuning.backends.base import (
     THROTTLE_REASONS,
-    Circuit,
     ClockEventReason,
-    GpuInfo,
     GpuSample,
-    LinkStatus,
-    PcieLink,
     PowerConstraints,
-    Psu,
-    RigSnapshot,
-    TopologyLink,
     decode_clock_event_reasons,
     encode_clock_event_reasons,
-    link_rank,
-    normalize_bus_id,
-    nvlink_count,
 )
+from tuning.core.bus import normalize_bus_id
+from tuning.core.pcie import LinkStatus, PcieLink, TopologyLink, link_rank, nvlink_count
+from tuning.core.power import Circuit, Psu
+from tuning.core.rig import GpuInfo, RigSnapshot
 from tuning.errors import OutOfRange, UnknownGpu
 
 

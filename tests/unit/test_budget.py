@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tuning.backends.base import Circuit, Psu
 from tuning.budget import (
     BudgetModel,
     CapOption,
@@ -17,7 +16,7 @@ from tuning.budget import (
     allocate,
     objective_value,
 )
-from tuning.core.power import Overload
+from tuning.core.power import Circuit, Overload, Psu
 
 TWO_PSUS = BudgetModel(
     psus=(

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tuning.backends.base import ClockEventReason, LinkStatus, link_rank
+from tuning.backends.base import ClockEventReason
 from tuning.captures.errors import CaptureFormatError
 from tuning.captures.folder import CaptureKind, detect_kind
 from tuning.captures.lspci import (
@@ -33,6 +33,7 @@ from tuning.captures.values import (
     number,
     parse_cpu_list,
 )
+from tuning.core.pcie import LinkStatus, link_rank
 
 LINK_NAME_RE = re.compile(r"^(NV\d+|PIX|PXB|PHB|NODE|SYS)$")
 

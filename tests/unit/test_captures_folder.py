@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tuning.backends.base import LinkStatus
 from tuning.captures.errors import CaptureFormatError
 from tuning.captures.folder import CaptureKind, load_captures, merge_captures
+from tuning.core.pcie import LinkStatus
 
 
 def _folder(tmp_path: Path, real: Path, files: dict[str, str]) -> Path:

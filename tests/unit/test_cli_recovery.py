@@ -7,6 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from tests.unit.sim_caps import caps_now, stock_caps
 from tuning.apply.actuator import open_tuning_rig
 from tuning.apply.journal import Journal, journal_path
 from tuning.cli import cli
@@ -25,25 +26,15 @@ def crashed_sweep(rig_file: str) -> str:
     return spec
 
 
-def caps_seen_by_a_new_process(spec: str) -> dict[str, float]:
-    rig, _ = open_tuning_rig(spec)
-    return {gpu.uuid: gpu.power_limit_w() for gpu in rig.gpus}
-
-
-def stock_caps(spec: str) -> dict[str, float]:
-    rig, _ = open_tuning_rig(spec)
-    return {gpu.uuid: gpu.power_constraints().default_w for gpu in rig.gpus}
-
-
 def test_crashed_sweep_left_the_caps_lowered(crashed_sweep: str) -> None:
-    assert caps_seen_by_a_new_process(crashed_sweep) != stock_caps(crashed_sweep)
+    assert caps_now(crashed_sweep) != stock_caps(crashed_sweep)
 
 
 def test_next_inspect_restores_the_caps_and_says_so(crashed_sweep: str) -> None:
     result = CliRunner().invoke(cli, ["inspect", "--rig", crashed_sweep, "--json"])
     assert result.exit_code == 0, result.output
     assert "restored original settings" in result.output
-    assert caps_seen_by_a_new_process(crashed_sweep) == stock_caps(crashed_sweep)
+    assert caps_now(crashed_sweep) == stock_caps(crashed_sweep)
     assert not journal_path(crashed_sweep).exists()
 
 

@@ -344,3 +344,22 @@ def test_rendered_serving_units_get_disjoint_cpu_affinity(tmp_path: Path) -> Non
         assert not cpus & seen, line
         assert not cpus & {0, 1, 64, 65}, line  # housekeeping
         seen |= cpus
+
+
+def test_a_malformed_rules_file_names_the_line_and_path_of_each_error(tmp_path: Path) -> None:
+    """Two faults, two lines: line 3 gives engine x a number, not a mapping; line 4 gives
+    ``cores_per_gpu`` a word, not an integer. Each is named as ``file:line: yaml.path: …``."""
+    bad = tmp_path / "engines.yaml"
+    bad.write_text(
+        "housekeeping: {cores_per_socket: 1, sources: {cores_per_socket: estimate}}\n"
+        "engines:\n"
+        "  x: 3\n"
+        "  y: {api_cores: 1, tokenizer_cores: 0, engine_cores: 0, cores_per_gpu: two,\n"
+        "      sources: {}}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_rules_file(bad)
+    lines = str(caught.value).splitlines()
+    assert lines[0].startswith("engines.yaml:3: engines.x: "), lines
+    assert lines[1].startswith("engines.yaml:4: engines.y.cores_per_gpu: "), lines

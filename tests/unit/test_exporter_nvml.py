@@ -17,7 +17,7 @@ import pynvml as real_pynvml
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.unit.test_nvml import FakeDevice, FakeNvml, nvml_error
+from tests.unit.test_nvml import FakeDevice, FakeNvml, nvml_error, route_to
 from tuning.backends.base import ClockEventReason, EccCounts
 from tuning.backends.nvml import NvmlRig
 from tuning.exporter.collector import ExpectedGpu, RigCollector, exposition
@@ -70,18 +70,7 @@ def _install(mocker: Any, nvml_spec: Any, devices: list[FakeDevice]) -> Exporter
     nvml_spec.reset_mock(return_value=True, side_effect=True)
     mock = mocker.patch("tuning.backends.nvml.pynvml", new=nvml_spec)
     model = ExporterFakeNvml(devices)
-    for name in dir(ExporterFakeNvml):
-        if not name.startswith("nvml"):
-            continue
-        behaviour = getattr(model, name)
-
-        def routed(*args: Any, _name: str = name, _behaviour: Any = behaviour) -> Any:
-            model.check(_name, args[0] if args else None)
-            return _behaviour(*args)
-
-        function = getattr(mock, name)
-        function.reset_mock()
-        function.side_effect = routed
+    route_to(mock, model)
     return model
 
 

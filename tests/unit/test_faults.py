@@ -18,23 +18,13 @@ import time
 
 import pytest
 
+from tests.unit.sim_caps import caps_now, stock_caps
 from tuning.apply.actuator import open_tuning_rig
 from tuning.apply.journal import Journal, journal_path, restore_journal
 from tuning.apply.session import SafetySession
 from tuning.errors import GpuLost, NoPermission, RigforgeError
 from tuning.sweep import Sweep, SweepConfig
 from tuning.workloads import SimWorkload
-
-
-def persisted_caps(rig_file: str) -> dict[str, float]:
-    """What the simulated "hardware" holds, as a fresh process would see it."""
-    rig, _ = open_tuning_rig(rig_file)
-    return {g.uuid: g.power_limit_w() for g in rig.gpus}
-
-
-def stock_caps(rig_file: str) -> dict[str, float]:
-    rig, _ = open_tuning_rig(rig_file)
-    return {g.uuid: g.power_constraints().default_w for g in rig.gpus}
 
 
 def run_sweep_in_process(rig_file: str, **patches) -> None:
@@ -66,24 +56,24 @@ def fail_on_call(n: int, error: Exception):
 
 
 def test_exception_mid_probe(rig_file: str) -> None:
-    original = persisted_caps(rig_file)
+    original = caps_now(rig_file)
     with pytest.raises(RuntimeError, match="benchmark crashed"):
         run_sweep_in_process(rig_file, tokens=fail_on_call(25, RuntimeError("benchmark crashed")))
-    assert persisted_caps(rig_file) == original
+    assert caps_now(rig_file) == original
     assert not journal_path(rig_file).exists()
 
 
 def test_gpu_lost_mid_sweep(rig_file: str) -> None:
-    original = persisted_caps(rig_file)
+    original = caps_now(rig_file)
     lost = GpuLost("GPU 00000000:21:00.0 fell off the bus")
     with pytest.raises(GpuLost):
         run_sweep_in_process(rig_file, gpu=[(1, "sample", fail_on_call(12, lost))])
-    assert persisted_caps(rig_file) == original
+    assert caps_now(rig_file) == original
     assert not journal_path(rig_file).exists()
 
 
 def test_gpu_still_lost_during_restore_keeps_the_journal_until_it_answers(rig_file: str) -> None:
-    original = persisted_caps(rig_file)
+    original = caps_now(rig_file)
     state = {"lost": False}
 
     def flaky_sample(original_sample):
@@ -111,15 +101,15 @@ def test_gpu_still_lost_during_restore_keeps_the_journal_until_it_answers(rig_fi
     assert journal_path(rig_file).exists(), "a GPU not restored keeps the journal"
     # the GPU is back after a reset: the next start restores it
     assert restore_journal(journal_path(rig_file)) == {}
-    assert persisted_caps(rig_file) == original
+    assert caps_now(rig_file) == original
 
 
 def test_nvml_error_on_set(rig_file: str) -> None:
-    original = persisted_caps(rig_file)
+    original = caps_now(rig_file)
     denied = NoPermission("changing the power limit needs root")
     with pytest.raises(NoPermission):
         run_sweep_in_process(rig_file, gpu=[(0, "set_power_limit_w", fail_on_call(3, denied))])
-    assert persisted_caps(rig_file) == original
+    assert caps_now(rig_file) == original
 
 
 def _sim_state_caps(rig_file: str) -> dict[str, float]:
@@ -179,17 +169,24 @@ def test_signal_restores(rig_file: str, signum: int, exit_code: int, message: st
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == exit_code, stderr
     assert message in stderr
-    assert persisted_caps(rig_file) == original
+    assert caps_now(rig_file) == original
     assert not journal_path(rig_file).exists()
 
 
-def test_kill_9_then_restore_and_then_a_resumed_sweep(rig_file: str) -> None:
+def kill_9_mid_sweep(rig_file: str) -> dict[str, float]:
+    """Start a sweep, SIGKILL it once it has changed a cap; return the stock caps (the probe's
+    caps are left on the simulated hardware, as a real kill -9 would leave them)."""
     original = stock_caps(rig_file)
     proc = start_cli(rig_file, "--pace-s", "0.01", "--heat-soak-s", "60")
     wait_for_first_changes(rig_file, proc)
     proc.kill()
     proc.wait(timeout=10)
-    assert persisted_caps(rig_file) != original, "kill -9 left the probe's caps on the hardware"
+    assert caps_now(rig_file) != original, "kill -9 left the probe's caps on the hardware"
+    return original
+
+
+def test_kill_9_then_restore_and_then_a_resumed_sweep(rig_file: str) -> None:
+    original = kill_9_mid_sweep(rig_file)
     journal = Journal.load(journal_path(rig_file))
     done = sum(len(p) for p in journal.probes.values())
     assert done >= 1
@@ -215,17 +212,12 @@ def test_kill_9_then_restore_and_then_a_resumed_sweep(rig_file: str) -> None:
     assert resumed.returncode == 0, resumed.stderr
     assert "restored original settings" in resumed.stderr
     assert json.loads(resumed.stdout)["totals"]["resumed_probes"] == done
-    assert persisted_caps(rig_file) == original
+    assert caps_now(rig_file) == original
     assert not journal_path(rig_file).exists()
 
 
 def test_kill_9_then_rigforge_restore(rig_file: str) -> None:
-    original = stock_caps(rig_file)
-    proc = start_cli(rig_file, "--pace-s", "0.01", "--heat-soak-s", "60")
-    wait_for_first_changes(rig_file, proc)
-    proc.kill()
-    proc.wait(timeout=10)
-    assert persisted_caps(rig_file) != original
+    original = kill_9_mid_sweep(rig_file)
     restored = subprocess.run(
         [sys.executable, "-m", "tuning.cli", "restore", "--json"],
         capture_output=True,
@@ -235,5 +227,5 @@ def test_kill_9_then_rigforge_restore(rig_file: str) -> None:
     )
     assert restored.returncode == 0, restored.stderr
     assert json.loads(restored.stdout)["journals"][0]["failures"] == {}
-    assert persisted_caps(rig_file) == original
+    assert caps_now(rig_file) == original
     assert not journal_path(rig_file).exists()

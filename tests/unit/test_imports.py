@@ -212,3 +212,53 @@ def test_tuning_never_imports_deploys() -> None:
         str(e) for e in EDGES if _within(e.importer, "tuning") and _within(e.imported, "deploys")
     ]
     assert not bad, "tuning imports deploys:\n" + "\n".join(bad)
+
+
+def _core_definitions() -> dict[str, str]:
+    """``{name: module}`` for every public top-level class, function and constant that a
+    ``tuning.core`` module defines itself (not what it imports)."""
+    homes: dict[str, str] = {}
+    for module, path in MODULES.items():
+        if not _within(module, "tuning.core") or _is_package(path):
+            continue
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.ClassDef | ast.FunctionDef):
+                names = [node.name]
+            elif isinstance(node, ast.Assign):
+                names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                names = [node.target.id]
+            else:
+                names = []
+            homes.update({n: module for n in names if not n.startswith("_")})
+    return homes
+
+
+def test_core_types_come_from_tuning_core_not_through_the_backend_seam() -> None:
+    """DESIGN.md's layers: core values (``PcieLink``, ``GpuInfo``, ``Psu``, ``normalize_bus_id``
+    …) are imported from their ``tuning.core`` module; ``tuning.backends.base`` exports only
+    the live interface, and no file (product, tests, bench) imports a core name through it."""
+    core = _core_definitions()
+    assert {"PcieLink", "GpuInfo", "Psu", "normalize_bus_id"} <= core.keys()
+    base = MODULES["tuning.backends.base"]
+    tree = ast.parse(base.read_text(encoding="utf-8"))
+    exported = next(
+        [e.value for e in node.value.elts if isinstance(e, ast.Constant)]
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets)
+        and isinstance(node.value, ast.List | ast.Tuple)
+    )
+    assert exported, "base.py's __all__ lists the live interface"
+    bad = [f"base.__all__ lists {n} (defined in {core[n]})" for n in exported if n in core]
+    for folder in (*PACKAGES, "tests", "bench"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.ImportFrom) and node.module == "tuning.backends.base":
+                    bad.extend(
+                        f"{path.relative_to(ROOT)}:{node.lineno}: {a.name} is "
+                        f"{core[a.name]}'s; import it from there"
+                        for a in node.names
+                        if a.name in core
+                    )
+    assert not bad, "core names through tuning.backends.base:\n" + "\n".join(bad)

@@ -11,19 +11,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tuning.backends.base import (
-    Circuit,
-    Clock,
-    Gpu,
-    GpuInfo,
-    PcieLink,
-    Psu,
-    Rig,
-    RigSnapshot,
-    Thresholds,
-    TopologyLink,
-)
+from tuning.backends.base import Clock, Gpu, Rig
 from tuning.commands import inspect as inspect_command
+from tuning.core.pcie import PcieLink, TopologyLink
+from tuning.core.power import Circuit, Psu
+from tuning.core.rig import GpuInfo, RigSnapshot, Thresholds
 from tuning.errors import ConfigError
 
 SNAPSHOT = RigSnapshot(

@@ -16,27 +16,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-import tuning.cli
+from tests.entry_point import run_rigforge
+from tests.unit.sim_caps import caps_now, stock_caps
 from tuning.apply.actuator import open_tuning_rig
 from tuning.apply.journal import Journal, backup_path, journal_path
 
 COMMANDS = (["restore"], ["inspect", "--json"], ["sweep", "--heat-soak-s", "60", "--json"])
-
-
-def stock_caps(spec: str) -> dict[str, float]:
-    rig, _ = open_tuning_rig(spec)
-    return {gpu.uuid: gpu.power_constraints().default_w for gpu in rig.gpus}
-
-
-def caps_now(spec: str) -> dict[str, float]:
-    rig, _ = open_tuning_rig(spec)
-    return {gpu.uuid: gpu.power_limit_w() for gpu in rig.gpus}
 
 
 @pytest.fixture
@@ -54,15 +44,7 @@ def run(
     argv: list[str], spec: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> tuple[int, str]:
     """``rigforge ARGV --rig SPEC`` in process, through the real entry point."""
-    capsys.readouterr()
-    monkeypatch.setattr(sys, "argv", ["rigforge", *argv, "--rig", spec])
-    try:
-        tuning.cli.main()
-        status = 0
-    except SystemExit as stop:
-        status = stop.code if isinstance(stop.code, int) else 1
-    out = capsys.readouterr()
-    return status, out.out + out.err
+    return run_rigforge([*argv, "--rig", spec], monkeypatch, capsys)
 
 
 def _rewrite(path: Path, body_edit: Callable[[dict], None]) -> None:

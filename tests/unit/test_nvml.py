@@ -23,7 +23,7 @@ from unittest.mock import create_autospec
 import pynvml as real_pynvml
 import pytest
 
-from tuning.backends.base import ClockEventReason, LinkStatus
+from tuning.backends.base import ClockEventReason
 from tuning.backends.nvml import (
     NVML_ERROR_TABLE,
     NvmlRig,
@@ -31,6 +31,7 @@ from tuning.backends.nvml import (
     nvml_call,
     topology_link_name,
 )
+from tuning.core.pcie import LinkStatus
 from tuning.errors import (
     BackendUnavailable,
     DriverLibraryMismatch,
@@ -281,13 +282,10 @@ def nvml_spec() -> Any:
     return create_autospec(real_pynvml)
 
 
-@pytest.fixture
-def fake(mocker: Any, nvml_spec: Any, devices: list[FakeDevice]) -> tuple[FakeNvml, Any]:
-    """Patch the backend's ``pynvml`` with the autospec; route every function to a FakeNvml."""
-    nvml_spec.reset_mock(return_value=True, side_effect=True)
-    mock = mocker.patch("tuning.backends.nvml.pynvml", new=nvml_spec)
-    model = FakeNvml(devices)
-    for name in dir(FakeNvml):
+def route_to(spec: Any, model: FakeNvml) -> None:
+    """Make every ``nvml*`` function of the autospec ``spec`` answer from ``model``, after
+    ``model.check`` (which raises what NVML would for that call, e.g. a lost GPU)."""
+    for name in dir(type(model)):
         if not name.startswith("nvml"):
             continue
         behaviour = getattr(model, name)
@@ -296,9 +294,18 @@ def fake(mocker: Any, nvml_spec: Any, devices: list[FakeDevice]) -> tuple[FakeNv
             model.check(_name, args[0] if args else None)
             return _behaviour(*args)
 
-        function = getattr(mock, name)
+        function = getattr(spec, name)
         function.reset_mock()
         function.side_effect = routed
+
+
+@pytest.fixture
+def fake(mocker: Any, nvml_spec: Any, devices: list[FakeDevice]) -> tuple[FakeNvml, Any]:
+    """Patch the backend's ``pynvml`` with the autospec; route every function to a FakeNvml."""
+    nvml_spec.reset_mock(return_value=True, side_effect=True)
+    mock = mocker.patch("tuning.backends.nvml.pynvml", new=nvml_spec)
+    model = FakeNvml(devices)
+    route_to(mock, model)
     return model, mock
 
 
@@ -598,7 +605,7 @@ def test_snapshot_round_trips_to_json(rig: NvmlRig) -> None:
 
 
 def test_inventory_psus_and_map_pass_through(fake: Any) -> None:
-    from tuning.backends.base import Circuit, Psu
+    from tuning.core.power import Circuit, Psu
 
     psu = Psu(name="psu-a", rating_w=1600, circuit="c1")
     circuit = Circuit(name="c1", voltage_v=230, breaker_a=16)

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_placement_rigs import make_rig, model, models_file
 
-from tuning.backends.base import Circuit, Psu
+from tuning.core.power import Circuit, Psu
 from tuning.errors import ConfigError
 from tuning.placement import (
     GpuHint,

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from test_placement_rigs import model, models_file
 
-from tuning.backends.base import GpuInfo, PcieLink, RigSnapshot, link_rank
 from tuning.captures.topo import parse_topo
+from tuning.core.pcie import PcieLink, link_rank
+from tuning.core.rig import GpuInfo, RigSnapshot
 from tuning.placement import plan
 
 ASSUMED_VRAM_MIB = 24576

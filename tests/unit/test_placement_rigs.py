@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from inventory.models import ModelsFile, ModelSpec
-from tuning.backends.base import Circuit, GpuInfo, PcieLink, Psu, RigSnapshot, TopologyLink
+from tuning.core.pcie import PcieLink, TopologyLink
+from tuning.core.power import Circuit, Psu
+from tuning.core.rig import GpuInfo, RigSnapshot
 
 GIB = 1024
 

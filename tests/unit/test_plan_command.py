@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from test_placement_rigs import make_rig
 
 from tests.conftest import REPO_ROOT
-from tuning.backends.base import Circuit, Psu
 from tuning.cli import cli
+from tuning.core.power import Circuit, Psu
 from tuning.placement import load_plan
 
 REFERENCE_MODELS = REPO_ROOT / "inventory" / "examples" / "models-reference.yaml"

@@ -8,6 +8,7 @@ which is how these tests drive a sweep under a budget without hardware.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,10 +20,11 @@ from tuning import backends
 from tuning import budget as budget_module
 from tuning.apply.actuator import open_tuning_rig
 from tuning.apply.session import SafetySession
-from tuning.backends.base import GpuSample, Psu
+from tuning.backends.base import GpuSample
 from tuning.backends.nvml import NvmlRig
 from tuning.budget import BudgetModel, RigBudget, load_budget_file, load_inventory_budget
 from tuning.commands import sweep as sweep_command
+from tuning.core.power import Psu
 from tuning.errors import ConfigError, SafetyAbort
 from tuning.sweep import Sweep, SweepConfig
 from tuning.workloads import SimWorkload
@@ -50,12 +52,11 @@ gpus: {}
 
 
 @pytest.fixture
-def rig_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("RIGFORGE_STATE_DIR", str(tmp_path / "state"))
+def rig_file(
+    write_rig: Callable[[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> str:
     monkeypatch.setattr(budget_module, "DEFAULT_BUDGET_PATH", tmp_path / "no-such-budget.yaml")
-    path = tmp_path / "rig.yaml"
-    path.write_text(RIG_YAML)
-    return str(path)
+    return str(write_rig(RIG_YAML))
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:

@@ -84,15 +84,21 @@ def test_moe_reads_only_active_parameters() -> None:
 
 def test_pipeline_adds_capacity_not_single_stream_speed() -> None:
     """PP=2, one sequence: each token still passes both halves one after the other (5 GB
-    + 5 GB of reads), so it is no faster than one card; two sequences fill both stages and
-    double the aggregate; the single sequence leaves each GPU idle half the time."""
+    + 5 GB of reads) plus a hand-off, so it is no faster than one card, and the CPU's step
+    (host_step + 1 x host_per_seq) runs once per round, not once per stage; two sequences fill
+    both stages (a CPU step for each micro-batch) and nearly double the aggregate; the single
+    sequence leaves each GPU idle half the time."""
+    _, host, per_seq = vllm()
     one_card = predict(Toy(), [GPU], concurrency=1, context=0)
     pp_one = predict(Toy(), [GPU, GPU], pp=2, concurrency=1, context=0, link=NVLINK)
     pp_two = predict(Toy(), [GPU, GPU], pp=2, concurrency=2, context=0, link=NVLINK)
     assert pp_one.tokens_per_s_per_seq <= one_card.tokens_per_s_per_seq
+    assert pp_one.decode_step.host_s == pytest.approx(host + per_seq)
+    assert pp_two.decode_step.host_s == pytest.approx(2 * (host + per_seq))
     assert pp_one.busy_frac == pytest.approx(0.5)
     assert pp_two.busy_frac == pytest.approx(1.0)
-    assert pp_two.tokens_per_s == pytest.approx(2 * pp_one.tokens_per_s, rel=0.01)
+    assert pp_two.tokens_per_s == pytest.approx(2 * pp_one.tokens_per_s, rel=0.1)
+    assert pp_two.tokens_per_s < 2 * pp_one.tokens_per_s
 
 
 def test_tp_all_reduces_cost_latency_per_layer() -> None:
@@ -193,3 +199,53 @@ def test_the_presets_cover_the_gpus_people_build_with_and_cite_their_figures() -
             assert "tensor_tflops" in preset.source, key
         hw = gpu_from_preset(key)
         assert hw.tflops("fp8") >= hw.tflops("fp16")
+
+
+def test_link_traffic_counts_the_textbook_bytes() -> None:
+    """Hand-worked (docstring of ``link_traffic``): 40 layers, hidden 2048 = 16 x 128, one token.
+    TP=2: 80 all-reduces of 2048 x 2 B = 4096 B, each member sends 2(2-1)/2 = 1 of each, 327,680 B;
+    PP=2: one 4096 B hand-off and no all-reduce; TP=4 x PP=2: 40 per stage, 3/2 of each sent."""
+    from dataclasses import replace
+
+    from tuning.model.serving import link_traffic
+
+    model = replace(Toy(), layers=40, attention_heads=16, head_dim=128)
+    tp2 = link_traffic(model, 2, 1, 1)
+    assert (tp2.message_bytes, tp2.allreduces, tp2.handoff_bytes) == (4096, 80, 0)
+    assert tp2.allreduce_sent_bytes == 327_680
+    pp2 = link_traffic(model, 1, 2, 1)
+    assert (pp2.allreduces, pp2.allreduce_sent_bytes, pp2.handoff_bytes) == (0, 0, 4096)
+    mixed = link_traffic(model, 4, 2, 1)
+    assert mixed.allreduces == 40
+    assert mixed.allreduce_sent_bytes == 40 * 1.5 * 4096
+
+
+def test_kernel_gaps_count_the_kernels_of_the_stage_layers() -> None:
+    """Hand-worked (docstring of ``kernel_gaps_s``): 3 µs per gap. A 40-layer dense model at 15
+    kernels per layer: 40 × 15 × 3 µs = 1.8 ms; the same as a MoE (2.5 B of 10 B read per token)
+    at 28 kernels: 3.36 ms; one stage of a PP=2 split runs half the layers: 0.9 ms."""
+    from tuning.model.serving import EngineStep, kernel_gaps_s
+
+    engine = EngineStep(
+        bw_efficiency_frac=0.6, mfu_frac=0.3, host_step_s=0.0, host_per_seq_s=0.0,
+        prefill_chunk_tokens=512, kernel_gap_s=3e-6, kernels_per_layer=15,
+        kernels_per_moe_layer=28, sources={},
+    )  # fmt: skip
+    assert kernel_gaps_s(Toy(), engine) == pytest.approx(1.8e-3)
+    assert kernel_gaps_s(Toy(active_params_b=2.5), engine) == pytest.approx(3.36e-3)
+    assert kernel_gaps_s(Toy(), engine, pp=2) == pytest.approx(0.9e-3)
+
+
+def test_llama_cpp_decode_pays_its_kernel_gaps() -> None:
+    """The gaps land in the step's host time, on top of the host step: a llama.cpp step of the
+    Toy is longer than the same step with the gaps taken out by exactly kernel_gaps_s."""
+    from tuning.model.serving import kernel_gaps_s
+
+    params = load_serving_params()
+    engine = params.engines["llama.cpp"]
+    with_gaps = predict(Toy(), [GPU], context=0, engine="llama.cpp").decode_step
+    assert engine.kernel_gap_s > 0
+    expected = kernel_gaps_s(Toy(), engine)
+    assert with_gaps.host_s - (engine.host_step_s + engine.host_per_seq_s) * 1.0 == (
+        pytest.approx(expected, rel=1e-6)
+    )

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from tuning.backends import open_rig
-from tuning.backends.base import THROTTLE_REASONS, ClockEventReason, LinkStatus
+from tuning.backends.base import THROTTLE_REASONS, ClockEventReason
 from tuning.backends.sim import SimRig
+from tuning.core.pcie import LinkStatus
 from tuning.errors import ConfigError, OutOfRange
 
 R = ClockEventReason

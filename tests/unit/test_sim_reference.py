@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from tuning.backends import open_rig
-from tuning.backends.base import ClockEventReason, LinkStatus
+from tuning.backends.base import ClockEventReason
 from tuning.backends.sim import SimRig
+from tuning.core.pcie import LinkStatus
 
 MIDDLE_SLOTS = (3, 4)
 EDGE_SLOTS = (1, 6)

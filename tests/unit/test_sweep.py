@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,11 +34,8 @@ gpus:
 
 
 @pytest.fixture
-def rig_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("RIGFORGE_STATE_DIR", str(tmp_path / "state"))
-    path = tmp_path / "rig.yaml"
-    path.write_text(RIG_YAML)
-    return path
+def rig_file(write_rig: Callable[[str], Path]) -> Path:
+    return write_rig(RIG_YAML)
 
 
 def sweep(rig_file: Path, seed: int = 0, **overrides):

@@ -6,8 +6,10 @@ import math
 
 import pytest
 
-from tuning.backends.base import ClockEventReason, GpuSample, Psu, Thresholds
+from tuning.backends.base import ClockEventReason, GpuSample
 from tuning.budget import BudgetModel
+from tuning.core.power import Psu
+from tuning.core.rig import Thresholds
 from tuning.errors import SafetyAbort
 from tuning.telemetry import (
     FALLBACK_SLOWDOWN_C,

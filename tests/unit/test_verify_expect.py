@@ -57,22 +57,27 @@ def test_ws_a_caps_come_from_its_profile() -> None:
 
 
 def test_ci_target_serves_the_two_planned_models() -> None:
-    """host_data/ci-target/plan.yaml: vLLM on GPU 1 port 8000, llama.cpp on GPU 2 port 8001."""
+    """host_data/ci-target/plan.yaml: llama.cpp on GPU 1 port 8000 and on GPU 2 port 8001,
+    each from its tiny GGUF, both on the NUMA node 0 CPUs 0-1."""
     served = expect.served(host_config("ci.yaml", "ci-target").config)
     assert [(s.unit, s.engine, s.port, s.gpus, s.tp, s.numa_node, s.cpus) for s in served] == [
-        ("rigforge-serve-qwen2.5-7b-instruct-awq.service", "vllm", 8000, (GPU_1,), 1, 0, (0, 1)),
-        (
-            "rigforge-serve-llama-3.1-8b-instruct-q4.service",
-            "llama.cpp",
-            8001,
-            (GPU_2,),
-            1,
-            0,
-            (0, 1),
-        ),
+        ("rigforge-serve-tiny-llama-a.service", "llama.cpp", 8000, (GPU_1,), 1, 0, (0, 1)),
+        ("rigforge-serve-tiny-llama-b.service", "llama.cpp", 8001, (GPU_2,), 1, 0, (0, 1)),
     ]
-    assert served[0].weights == "Qwen/Qwen2.5-7B-Instruct-AWQ"
-    assert served[1].weights == "/var/cache/rigforge/models/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf"
+    assert served[0].weights == "/var/cache/rigforge/models/tiny-llama-a.gguf"
+    assert served[1].weights == "/var/cache/rigforge/models/tiny-llama-b.gguf"
+
+
+def test_ci_target_units_are_persistenced_irqs_caps_and_two_engines() -> None:
+    """ci.yaml: a driver (nvidia-persistenced), ``affinity.pin_irqs: true``, hand caps on both
+    GPUs, and the plan's two llama.cpp models: five units, boot oneshots before serving."""
+    assert expect.units(host_config("ci.yaml", "ci-target").config) == (
+        "nvidia-persistenced.service",
+        "rigforge-irq-affinity.service",
+        "rigforge-gpu-settings.service",
+        "rigforge-serve-tiny-llama-a.service",
+        "rigforge-serve-tiny-llama-b.service",
+    )
 
 
 def test_reference_box_expects_the_cuda_repo_open_driver_and_toolkit() -> None:
@@ -129,8 +134,11 @@ class _File:
 
 @dataclass(frozen=True)
 class FileHost:
-    """A testinfra host double that has files, and answers the two commands the file checks
-    run: ``systemctl is-enabled`` (every unit enabled, as ``systemctl enable`` leaves it) and
+    """A testinfra host double that has files, and answers the commands the file checks run:
+    ``systemctl is-enabled`` (every unit enabled, as ``systemctl enable`` leaves it),
+    ``systemctl is-active`` (nothing runs in a tree of files: ``inactive``, rc 3),
+    ``systemctl show UNIT -p EnvironmentFiles -p Environment`` (what systemd loads from the
+    unit's ``EnvironmentFile=``/``Environment=`` lines, printed as systemd 252 prints them) and
     ``dpkg-query`` (the ``installed`` packages, in dpkg's ``${Status}|${Package}`` shape)."""
 
     tree: dict[str, str]
@@ -142,6 +150,25 @@ class FileHost:
     def run(self, command: str) -> SimpleNamespace:
         if command.startswith("systemctl is-enabled "):
             return SimpleNamespace(rc=0, stdout="enabled\n", stderr="")
+        if command.startswith("systemctl is-active "):
+            return SimpleNamespace(rc=3, stdout="inactive\n", stderr="")
+        if command.startswith("systemctl show ") and command.endswith(
+            " -p EnvironmentFiles -p Environment"
+        ):
+            unit = command.split()[2]
+            lines = self.tree[f"{expect.UNIT_DIR}/{unit}"].splitlines()
+            words = [
+                ln.removeprefix("Environment=").strip('"')
+                for ln in lines
+                if ln.startswith("Environment=")
+            ]
+            files = [
+                f"EnvironmentFiles={ln.removeprefix('EnvironmentFile=')} (ignore_errors=no)"
+                for ln in lines
+                if ln.startswith("EnvironmentFile=")
+            ]
+            out = "".join(f"{ln}\n" for ln in files) + f"Environment={' '.join(words)}\n"
+            return SimpleNamespace(rc=0, stdout=out, stderr="")
         if command.startswith("dpkg-query -W"):
             rows = "".join(f"install ok installed|{name}\n" for name in self.installed)
             return SimpleNamespace(rc=0, stdout=rows, stderr="")
@@ -177,32 +204,121 @@ def test_serving_checks_pass_on_the_rendered_units(file: str, name: str, check) 
     check(FileHost(dict(units)), expected)
 
 
+#: The units the mutations below edit: the CI target's first llama.cpp unit, and ws-a's vLLM
+#: unit (pp=2 over both GPUs; the CI target serves llama.cpp only, which is what runs there).
+LLAMA_UNIT = ("ci.yaml", "ci-target", "rigforge-serve-tiny-llama-a.service")
+VLLM_UNIT = ("ci-two.yaml", "ws-a", "rigforge-serve-qwq-32b-awq.service")
+
+
 @pytest.mark.parametrize(
-    ("check", "old", "new"),
+    ("where", "check", "old", "new"),
     [
-        (FILE_CHECKS[1], GPU_1, GPU_2),
-        (FILE_CHECKS[0], "--tensor-parallel-size 1", "--tensor-parallel-size 2"),
-        (FILE_CHECKS[0], "Qwen/Qwen2.5-7B-Instruct-AWQ", "Qwen/Qwen2.5-72B-Instruct-AWQ"),
-        (FILE_CHECKS[0], "NUMAMask=0", "NUMAMask=1"),
-        (FILE_CHECKS[2], "--port 8000", "--port 8080"),
-        (FILE_CHECKS[4], "ProtectSystem=strict", "ProtectSystem=full"),
+        (LLAMA_UNIT, FILE_CHECKS[1], GPU_1, GPU_2),
+        (LLAMA_UNIT, FILE_CHECKS[0], "models/tiny-llama-a.gguf", "models/tiny-llama-b.gguf"),
+        (LLAMA_UNIT, FILE_CHECKS[0], "NUMAMask=0", "NUMAMask=1"),
+        (LLAMA_UNIT, FILE_CHECKS[0], "CPUAffinity=0-1", "CPUAffinity=0"),
+        (LLAMA_UNIT, FILE_CHECKS[2], "--port 8000", "--port 8080"),
+        (LLAMA_UNIT, FILE_CHECKS[2], "--host 127.0.0.1", "--host 0.0.0.0"),
+        (LLAMA_UNIT, FILE_CHECKS[4], "ProtectSystem=strict", "ProtectSystem=full"),
+        (VLLM_UNIT, FILE_CHECKS[1], GPU_2, GPU_1),
+        (VLLM_UNIT, FILE_CHECKS[0], "--tensor-parallel-size 1", "--tensor-parallel-size 2"),
+        (VLLM_UNIT, FILE_CHECKS[0], "serve qwq-32b-awq", "serve qwq-32b"),
+        (VLLM_UNIT, FILE_CHECKS[2], "--port 8000", "--port 8080"),
+        (VLLM_UNIT, FILE_CHECKS[4], "NoNewPrivileges=yes", "NoNewPrivileges=no"),
     ],
-    ids=["wrong-gpu", "wrong-split", "wrong-weights", "wrong-numa", "wrong-port", "weaker"],
+    ids=[
+        "llama-wrong-gpu",
+        "llama-wrong-weights",
+        "llama-wrong-numa",
+        "llama-wrong-cpus",
+        "llama-wrong-port",
+        "llama-wildcard",
+        "llama-weaker",
+        "vllm-wrong-gpu",
+        "vllm-wrong-split",
+        "vllm-wrong-weights",
+        "vllm-wrong-port",
+        "vllm-weaker",
+    ],
 )
 def test_serving_checks_fail_on_a_unit_the_plan_does_not_describe(
-    ci_target, check, old: str, new: str
+    where: tuple[str, str, str], check, old: str, new: str
 ) -> None:
-    expected, units = ci_target
-    path = f"{expect.UNIT_DIR}/rigforge-serve-qwen2.5-7b-instruct-awq.service"
+    file, name, unit = where
+    expected = host_config(file, name)
+    units = render_serving_units(expected.config.serving, host_config=expected.config)
+    path = f"{expect.UNIT_DIR}/{unit}"
     assert old in units[path]
     tree = {**units, path: units[path].replace(old, new)}
     with pytest.raises(AssertionError):
         check(FileHost(tree), expected)
 
 
+KEY_CHECK = serving_checks.test_serving_units_read_the_api_key_only_when_open
+
+
+@pytest.mark.parametrize(("file", "name"), SERVING_HOSTS, ids=[n for _, n in SERVING_HOSTS])
+def test_api_key_check_passes_on_the_rendered_units(file: str, name: str) -> None:
+    """Loopback hosts (all three examples: reference.yaml's ws1 has a key file but
+    ``open: false``) render no key file and no key variable into their units."""
+    expected = host_config(file, name)
+    units = render_serving_units(expected.config.serving, host_config=expected.config)
+    KEY_CHECK(FileHost(dict(units)), expected)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        f"EnvironmentFile={expect.API_KEY_ENV_FILE}",
+        "EnvironmentFile=-/etc/rigforge/api-key",
+        'Environment="LLAMA_API_KEY=sk-test"',
+    ],
+    ids=["key-env-file", "other-key-file", "key-variable"],
+)
+def test_api_key_check_fails_when_a_loopback_unit_reads_a_key(ci_target, line: str) -> None:
+    """ci.yaml binds 127.0.0.1 (``open`` false): a unit that reads a key anyway is not the host."""
+    expected, units = ci_target
+    path = f"{expect.UNIT_DIR}/rigforge-serve-tiny-llama-a.service"
+    marker = 'Environment="CUDA_DEVICE_ORDER=PCI_BUS_ID"'
+    assert marker in units[path]
+    tree = {**units, path: units[path].replace(marker, f"{line}\n{marker}")}
+    with pytest.raises(AssertionError):
+        KEY_CHECK(FileHost(tree), expected)
+
+
+def test_api_key_check_fails_when_a_loopback_unit_passes_a_key_file(ci_target) -> None:
+    expected, units = ci_target
+    path = f"{expect.UNIT_DIR}/rigforge-serve-tiny-llama-a.service"
+    tree = {**units, path: units[path].replace("--metrics", "--metrics --api-key-file /k")}
+    with pytest.raises(AssertionError, match="passes an API key"):
+        KEY_CHECK(FileHost(tree), expected)
+
+
+def _opened(expected: Expected) -> Expected:
+    """``expected`` with its serving opened on 10.0.0.5 with a key file (ci.yaml otherwise)."""
+    serving = expected.config.serving.model_copy(
+        update={"open": True, "bind": "10.0.0.5", "api_key_file": "secrets/ci-api-key"}
+    )
+    return Expected(expected.name, expected.config.model_copy(update={"serving": serving}))
+
+
+def test_api_key_check_passes_on_opened_units(ci_target) -> None:
+    opened = _opened(ci_target[0])
+    units = render_serving_units(opened.config.serving, host_config=opened.config)
+    assert all(f"EnvironmentFile={expect.API_KEY_ENV_FILE}" in text for text in units.values())
+    KEY_CHECK(FileHost(dict(units)), opened)
+
+
+def test_api_key_check_fails_when_an_opened_unit_reads_no_key(ci_target) -> None:
+    """The same units under ``serving.open: true`` (bind 10.0.0.5) lack the key file."""
+    expected, units = ci_target
+    with pytest.raises(AssertionError, match="EnvironmentFile"):
+        KEY_CHECK(FileHost(dict(units)), _opened(expected))
+
+
 def test_serving_checks_fail_when_a_unit_is_missing(ci_target) -> None:
     expected, units = ci_target
-    tree = {p: t for p, t in units.items() if "llama" not in p}
+    tree = {p: t for p, t in units.items() if "tiny-llama-b" not in p}
     with pytest.raises(AssertionError, match="missing"):
         FILE_CHECKS[0](FileHost(tree), expected)
 

@@ -8,6 +8,7 @@ before one HTTP request has come back, so an ``openai:`` or ``cmd:`` load measur
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,11 +29,8 @@ gpus:
 
 
 @pytest.fixture
-def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SimRig:
-    monkeypatch.setenv("RIGFORGE_STATE_DIR", str(tmp_path / "state"))
-    path = tmp_path / "rig.yaml"
-    path.write_text(RIG_YAML)
-    return SimRig.from_file(path, seed=0)
+def rig(write_rig: Callable[[str], Path]) -> SimRig:
+    return SimRig.from_file(write_rig(RIG_YAML), seed=0)
 
 
 def _wall_s_of(rig: SimRig, virtual_s: float, steps: int) -> float:

@@ -15,7 +15,7 @@ from pyinfra.context import ctx_host
 from deploys.gpu_settings import profile_matches_gpus, stale_profile_problem
 from tests.fact_values import from_json
 from tests.profiles import profile_document
-from tuning.backends.base import GpuInfo, rig_fingerprint
+from tuning.core.rig import GpuInfo, rig_fingerprint
 from tuning.errors import ConfigError
 
 A = "GPU-c1000000-0000-4000-8000-000000000001"

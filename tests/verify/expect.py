@@ -30,6 +30,9 @@ API_KEY_ENV_FILE = "/etc/rigforge/secrets/api-key.env"
 API_KEY_VARIABLES = ("LLAMA_API_KEY", "VLLM_API_KEY")
 GPU_SETTINGS_UNIT = "rigforge-gpu-settings.service"
 IRQ_AFFINITY_UNIT = "rigforge-irq-affinity.service"
+#: The persistence daemon's unit, as every driver source's ``nvidia-persistenced`` package
+#: ships it (NVIDIA's driver README, "Using the nvidia-persistenced Utility").
+PERSISTENCED_UNIT = "nvidia-persistenced.service"
 
 #: Tools every rigforge host has: ``numactl`` (NUMA binding), ``lspci`` (``pciutils``: links),
 #: ``sensors`` (``lm-sensors``: board temperatures). Debian and Ubuntu package names.
@@ -174,6 +177,22 @@ def served(config: HostConfig) -> list[Served]:
             )
         )
     return out
+
+
+def units(config: HostConfig) -> tuple[str, ...]:
+    """The systemd units a deploy of the inventory installs and starts, in boot order.
+
+    ``nvidia-persistenced`` (the driver's user space, every driver source), the IRQ-pinning
+    oneshot when ``affinity.pin_irqs``, the GPU-settings oneshot when the inventory has caps
+    (:func:`caps_w`), then one serving unit per served model (:func:`served`). Monitoring's
+    units are not among them (``monitoring``: checked by its own target test).
+    """
+    out = [PERSISTENCED_UNIT]
+    if config.affinity.pin_irqs:
+        out.append(IRQ_AFFINITY_UNIT)
+    if caps_w(config):
+        out.append(GPU_SETTINGS_UNIT)
+    return (*out, *(s.unit for s in served(config)))
 
 
 def secret_files(config: HostConfig) -> dict[str, Path]:

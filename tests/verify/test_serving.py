@@ -111,12 +111,66 @@ def test_serving_units_enabled(host, expected: Expected) -> None:
         assert read.unit_enabled(host, served.unit), f"{served.unit} is not enabled"
 
 
-def test_open_serving_units_read_the_key_file(host, expected: Expected) -> None:
-    if not expected.config.serving.open:
-        pytest.skip("serving is bound to loopback (serving.open is false): no API key needed")
+def _loaded_environment(host, unit: str) -> tuple[list[str], list[str]]:
+    """``(EnvironmentFiles, Environment)`` as systemd loaded them for ``unit``, drop-ins included.
+
+    ``systemctl show UNIT -p EnvironmentFiles -p Environment`` prints one
+    ``EnvironmentFiles=PATH (ignore_errors=no)`` line per file and one ``Environment=`` line of
+    space-separated ``NAME=value`` words (systemd.exec(5); ``systemctl show`` in systemctl(1)).
+    """
+    __tracebackhide__ = True
+    out = host.run(f"systemctl show {unit} -p EnvironmentFiles -p Environment")
+    assert out.rc == 0, f"systemctl show {unit}: rc {out.rc}: {out.stderr.strip()}"
+    files, variables = [], []
+    for line in out.stdout.splitlines():
+        key, _, value = line.partition("=")
+        if key == "EnvironmentFiles" and value:
+            files.append(value.split(" (", 1)[0])
+        elif key == "Environment":
+            variables += value.split()
+    return files, variables
+
+
+def _wildcard_listeners(host, port: int) -> list[str]:
+    """The wildcard addresses (every interface) something listens on ``port`` at."""
+    __tracebackhide__ = True
+    return [w for w in ("0.0.0.0", "::") if host.socket(f"tcp://{w}:{port}").is_listening]
+
+
+def test_serving_units_read_the_api_key_only_when_open(host, expected: Expected) -> None:
+    """Opened (``serving.open``): each unit reads the root-only key file (``EnvironmentFile=``,
+    in the file and in what systemd loaded). Bound to loopback: the opposite, so the check
+    runs both ways — no key file read, no ``--api-key``/``--api-key-file`` and no key
+    variable (:data:`~tests.verify.expect.API_KEY_VARIABLES`) given to the engine, drop-ins
+    included, and nothing of a running unit listening on a wildcard address."""
+    is_open = expected.config.serving.open
     for served in served_or_skip(expected):
         lines = read.config_lines(host, f"{expect.UNIT_DIR}/{served.unit}")
-        assert f"EnvironmentFile={expect.API_KEY_ENV_FILE}" in lines, served.unit
+        files, variables = _loaded_environment(host, served.unit)
+        names = {v.split("=", 1)[0] for v in variables}
+        if is_open:
+            assert f"EnvironmentFile={expect.API_KEY_ENV_FILE}" in lines, served.unit
+            assert expect.API_KEY_ENV_FILE in files, (
+                f"systemd does not load {expect.API_KEY_ENV_FILE} for {served.unit}: {files}"
+            )
+            continue
+        assert expect.API_KEY_ENV_FILE not in files, (
+            f"{served.unit} reads the API key file, but serving is bound to loopback"
+        )
+        assert not any(ln.startswith("EnvironmentFile=") and "api-key" in ln for ln in lines), (
+            f"{served.unit} reads an API key file, but serving is bound to loopback"
+        )
+        assert not names & set(expect.API_KEY_VARIABLES), (
+            f"{served.unit} gives its engine {sorted(names & set(expect.API_KEY_VARIABLES))}"
+        )
+        assert "--api-key" not in read.exec_start("\n".join(lines)), (
+            f"{served.unit} passes an API key (or key file) to a loopback-bound engine"
+        )
+        if read.unit_active(host, served.unit):
+            assert not _wildcard_listeners(host, served.port), (
+                f"{served.unit}: port {served.port} is open on "
+                f"{_wildcard_listeners(host, served.port)}, beyond this machine"
+            )
 
 
 def test_running_services_listen_on_loopback_only(host, expected: Expected) -> None:
@@ -131,7 +185,5 @@ def test_running_services_listen_on_loopback_only(host, expected: Expected) -> N
         assert host.socket(f"tcp://{serving.bind}:{served.port}").is_listening, (
             f"{served.unit} runs but nothing listens on {serving.bind}:{served.port}"
         )
-        for wildcard in ("0.0.0.0", "::"):
-            assert not host.socket(f"tcp://{wildcard}:{served.port}").is_listening, (
-                f"port {served.port} is open on {wildcard}, beyond this machine"
-            )
+        wildcard = _wildcard_listeners(host, served.port)
+        assert not wildcard, f"port {served.port} is open on {wildcard}, beyond this machine"

@@ -6,9 +6,8 @@ Two kinds of objects live here:
   (``nvml.py``) and by the simulated rig (``sim.py``). Reads return the value now; actuators
   refuse values outside the hardware's constraints and return the value read back.
 * **Snapshots** (:class:`GpuInfo`, :class:`RigSnapshot`), PSUs, circuits, PCIe links, bus ids
-  and the fingerprint: zero-dependency values defined in :mod:`tuning.core` and re-exported
-  here so ``from tuning.backends.base import …`` keeps working. A live rig produces a snapshot
-  with :meth:`Rig.snapshot`.
+  and the fingerprint: zero-dependency values defined in :mod:`tuning.core` (import them
+  from there). A live rig produces a snapshot with :meth:`Rig.snapshot`.
 
 Units are in every name: ``_w`` watts, ``_c`` degrees Celsius, ``_mhz``, ``_mib`` (MiB),
 ``_s`` seconds, ``_pct`` percent.
@@ -22,39 +21,23 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from tuning.core.bus import normalize_bus_id, same_bus_id
-from tuning.core.pcie import LINK_ORDER, LinkStatus, PcieLink, TopologyLink, link_rank, nvlink_count
-from tuning.core.power import BudgetModel, Circuit, Overload, Psu
-from tuning.core.rig import GpuInfo, HostInfo, RigSnapshot, Thresholds, rig_fingerprint
+from tuning.core.bus import same_bus_id
+from tuning.core.pcie import PcieLink, TopologyLink
+from tuning.core.power import Circuit, Psu
+from tuning.core.rig import GpuInfo, HostInfo, RigSnapshot, Thresholds
 from tuning.errors import OutOfRange, UnknownGpu
 
 __all__ = [
     "CLOCK_EVENT_BITS",
-    "LINK_ORDER",
     "THROTTLE_REASONS",
-    "BudgetModel",
-    "Circuit",
     "Clock",
     "ClockEventReason",
     "Gpu",
-    "GpuInfo",
     "GpuSample",
-    "HostInfo",
-    "LinkStatus",
-    "Overload",
-    "PcieLink",
     "PowerConstraints",
-    "Psu",
     "Rig",
-    "RigSnapshot",
-    "Thresholds",
-    "TopologyLink",
     "decode_clock_event_reasons",
     "encode_clock_event_reasons",
-    "link_rank",
-    "normalize_bus_id",
-    "nvlink_count",
-    "rig_fingerprint",
 ]
 
 # --------------------------------------------------------------------------------------------

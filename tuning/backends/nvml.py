@@ -73,20 +73,18 @@ from pynvml import (
 )
 
 from tuning.backends.base import (
-    Circuit,
     Clock,
     ClockEventReason,
     EccCounts,
     Gpu,
-    PcieLink,
     PowerConstraints,
-    Psu,
     Rig,
-    Thresholds,
-    TopologyLink,
     decode_clock_event_reasons,
-    normalize_bus_id,
 )
+from tuning.core.bus import normalize_bus_id
+from tuning.core.pcie import PcieLink, TopologyLink
+from tuning.core.power import Circuit, Psu
+from tuning.core.rig import Thresholds
 from tuning.errors import (
     BackendUnavailable,
     DriverLibraryMismatch,

@@ -56,20 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tuning.backends.base import (
-    Circuit,
-    Clock,
-    ClockEventReason,
-    Gpu,
-    HostInfo,
-    PcieLink,
-    PowerConstraints,
-    Psu,
-    Rig,
-    RigSnapshot,
-    Thresholds,
-    TopologyLink,
-)
+from tuning.backends.base import Clock, ClockEventReason, Gpu, PowerConstraints, Rig
 from tuning.backends.cpu_spec import cpu_topology_of
 from tuning.backends.sim_air import air_coupling
 from tuning.backends.sim_config import (
@@ -90,7 +77,9 @@ from tuning.backends.sim_workload import (
     worst_link,
 )
 from tuning.core.cpu import CpuTopology
-from tuning.core.power import BudgetModel
+from tuning.core.pcie import PcieLink, TopologyLink
+from tuning.core.power import BudgetModel, Circuit, Psu
+from tuning.core.rig import HostInfo, RigSnapshot, Thresholds
 from tuning.errors import ConfigError
 from tuning.model.power import (
     PowerTable,

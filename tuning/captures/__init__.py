@@ -10,7 +10,7 @@ them the output they gathered over SSH and get the same rig model:
   ``lspci -tv``, kernel "available PCIe bandwidth, limited by …" lines
 * :func:`parse_numactl`, :func:`parse_lscpu`, :func:`host_info` — NUMA and CPU facts
 * :func:`detect_kind`, :func:`merge_captures` — recognise texts by content and merge them into
-  one :class:`~tuning.backends.base.RigSnapshot`; :func:`load_captures` reads a folder.
+  one :class:`~tuning.core.rig.RigSnapshot`; :func:`load_captures` reads a folder.
 """
 
 from tuning.captures.errors import CaptureFormatError

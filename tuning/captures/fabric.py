@@ -21,8 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tuning.backends.base import GpuInfo, normalize_bus_id
 from tuning.captures.values import clean_text
+from tuning.core.bus import normalize_bus_id
+from tuning.core.rig import GpuInfo
 
 _ROOT_RE = re.compile(r"\[(?P<dom>[0-9a-fA-F]{4}):(?P<bus>[0-9a-fA-F]{2})\]")
 _DEV_RE = re.compile(

@@ -22,15 +22,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tuning.backends.base import (
-    GpuInfo,
-    LinkStatus,
-    PcieLink,
-    RigSnapshot,
-    Thresholds,
-    TopologyLink,
-    normalize_bus_id,
-)
 from tuning.captures.errors import CaptureFormatError
 from tuning.captures.fabric import (
     CapturedFabric,
@@ -57,7 +48,10 @@ from tuning.captures.records import GpuRecord
 from tuning.captures.smi_q import is_xml, parse_smi_q
 from tuning.captures.topo import TopoGpu, TopoMatrix, parse_topo
 from tuning.captures.values import clean_text
+from tuning.core.bus import normalize_bus_id
 from tuning.core.limits import MAX_GPU_MEMORY_MIB, MAX_GPU_POWER_W, MAX_TEMP_C, MIN_READING_C
+from tuning.core.pcie import LinkStatus, PcieLink, TopologyLink
+from tuning.core.rig import GpuInfo, RigSnapshot, Thresholds
 from tuning.core.yamlsafe import YamlRefused, read_text_file
 
 _T = TypeVar("_T")

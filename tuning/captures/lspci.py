@@ -18,8 +18,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from tuning.backends.base import PcieLink, normalize_bus_id
 from tuning.captures.values import clean_text, gts_to_gen
+from tuning.core.bus import normalize_bus_id
+from tuning.core.pcie import PcieLink
 
 #: A device header line, optionally behind a label a grep or a script added (``Card: 01:00.0
 #: VGA compatible controller: …``, ``lspci.txt:01:00.0 …`` from ``grep -H``): the label has no

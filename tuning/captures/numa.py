@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from tuning.backends.base import HostInfo
 from tuning.captures.values import clean_text, integer, parse_cpu_list, text_or_none
+from tuning.core.rig import HostInfo
 
 _NODE_CPUS_RE = re.compile(r"^node\s+(\d+)\s+cpus:\s*(.*)$")
 _NODE_SIZE_RE = re.compile(r"^node\s+(\d+)\s+(size|free):\s*(\d+)\s*MB\s*$")

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tuning.backends.base import (
-    ClockEventReason,
-    GpuInfo,
-    PcieLink,
-    Thresholds,
-    normalize_bus_id,
-)
+from tuning.backends.base import ClockEventReason
 from tuning.captures.values import infer_under_load
+from tuning.core.bus import normalize_bus_id
+from tuning.core.pcie import PcieLink
+from tuning.core.rig import GpuInfo, Thresholds
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
-from tuning.backends.base import ClockEventReason, Thresholds
+from tuning.backends.base import ClockEventReason
 from tuning.captures.errors import CaptureFormatError
 from tuning.captures.records import GpuRecord
 from tuning.captures.values import (
@@ -29,6 +29,7 @@ from tuning.captures.values import (
     number,
     text_or_none,
 )
+from tuning.core.rig import Thresholds
 
 _GPU_BLOCK_RE = re.compile(r"^GPU\s+([0-9A-Fa-f]{4,8}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.[0-7])\s*$")
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from tuning.backends.base import TopologyLink
 from tuning.captures.errors import CaptureFormatError
 from tuning.captures.values import clean_text, integer, parse_cpu_list
+from tuning.core.pcie import TopologyLink
 
 #: Cells a topo matrix may hold: self, NVLink bonds and the PCIe path classes. ``SOC`` is the
 #: pre-2017 spelling of ``SYS``; ``PSB`` appears on some old drivers for PXB.

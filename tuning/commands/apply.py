@@ -28,7 +28,7 @@ from tuning.apply.caps import apply_caps
 from tuning.apply.journal import recover_stale_journals
 from tuning.budget import BudgetModel
 from tuning.commands.budget_opts import budget_options, resolve_budget
-from tuning.commands.options import host_option, json_option
+from tuning.commands.options import host_option, json_option, rig_option
 from tuning.core.profile import load_profile
 from tuning.exporter.enforcement import record_run
 
@@ -39,13 +39,7 @@ def _log(message: str) -> None:
 
 @click.command("apply")
 @click.argument("profile_path", metavar="PROFILE", type=click.Path(path_type=Path))
-@click.option(
-    "--rig",
-    "rig_spec",
-    default="nvml",
-    show_default=True,
-    help="nvml (this machine), sim:NAME or a rig YAML file.",
-)
+@rig_option("nvml (this machine), sim:NAME or a rig YAML file.", default="nvml")
 @click.option("--dry-run", is_flag=True, help="show what would change; change nothing.")
 @json_option(None)
 @host_option("the --inventory host whose budget to use.")

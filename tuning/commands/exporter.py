@@ -20,12 +20,12 @@ import click
 
 from tuning.apply.actuator import Actuator
 from tuning.apply.state import state_dir
-from tuning.backends import DEFAULT_RIG, open_rig
+from tuning.backends import open_rig
 from tuning.backends.base import Rig
 from tuning.backends.sim import SimRig
 from tuning.budget import RigBudget
 from tuning.commands.budget_opts import budget_options, resolve_budget
-from tuning.commands.options import host_option
+from tuning.commands.options import host_option, rig_option
 from tuning.core.power import BudgetModel
 from tuning.core.profile import Profile, load_profile
 from tuning.errors import ConfigError
@@ -112,14 +112,7 @@ def _inventory_gpus(inventory_path: Path | None, host_name: str | None) -> list[
 
 
 @click.command("exporter")
-@click.option(
-    "--rig",
-    "rig_spec",
-    default=DEFAULT_RIG,
-    show_default=True,
-    metavar="SPEC",
-    help="nvml (this machine), sim:NAME or a rig YAML file.",
-)
+@rig_option("nvml (this machine), sim:NAME or a rig YAML file.")
 @click.option(
     "--listen",
     default=DEFAULT_LISTEN,

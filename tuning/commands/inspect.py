@@ -17,11 +17,12 @@ from rich.table import Table
 
 from tuning.apply.actuator import open_tuning_rig
 from tuning.backends import DEFAULT_RIG
-from tuning.backends.base import GpuInfo, LinkStatus, PcieLink, RigSnapshot
 from tuning.captures.fabric import CapturedFabric
 from tuning.captures.folder import load_captures
 from tuning.captures.values import format_cpu_list
-from tuning.commands.options import json_option
+from tuning.commands.options import json_option, rig_option
+from tuning.core.pcie import LinkStatus, PcieLink
+from tuning.core.rig import GpuInfo, RigSnapshot
 from tuning.errors import ConfigError
 from tuning.fabric.graph import Fabric
 from tuning.rig_fabric import budget_lines, described_fabric, fabric_json, tree_lines
@@ -218,13 +219,7 @@ def _console() -> Console:
 
 
 @click.command("inspect")
-@click.option(
-    "--rig",
-    "rig_spec",
-    default=None,
-    metavar="SPEC",
-    help=f"sim:NAME, a rig YAML file, or nvml (default {DEFAULT_RIG}).",
-)
+@rig_option(f"sim:NAME, a rig YAML file, or nvml (default {DEFAULT_RIG}).", default=None)
 @click.option(
     "--from-captures",
     "captures_dir",

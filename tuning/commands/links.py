@@ -23,9 +23,15 @@ from rich.console import Console
 from rich.table import Table
 
 from inventory.host_data import host_data_path
-from tuning.backends import DEFAULT_RIG, open_rig
+from tuning.backends import open_rig
 from tuning.backends.base import Rig
-from tuning.commands.options import host_option, inventory_dir_option, json_option, out_option
+from tuning.commands.options import (
+    host_option,
+    inventory_dir_option,
+    json_option,
+    out_option,
+    rig_option,
+)
 from tuning.fabric.links_file import dump_links_file
 from tuning.links import (
     DEFAULT_SIZE_MIB,
@@ -87,7 +93,7 @@ def pair_table(report: LinksReport) -> Table | None:
 
 def plot_heatmap(report: LinksReport, path: Path) -> Path:
     """The P2P matrix as a heatmap PNG (matplotlib Agg); staged pairs hatched."""
-    from tuning.report import _pyplot
+    from tuning.report import _pyplot, save_figure
 
     plt = _pyplot()
     n = len(report.gpus)
@@ -109,11 +115,7 @@ def plot_heatmap(report: LinksReport, path: Path) -> Path:
     ax.set_xlabel("destination GPU")
     ax.set_ylabel("source GPU")
     ax.set_title(f"{report.rig_name}: GPU → GPU bandwidth")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _prober_for(rig: Rig, size_mib: int) -> LinkProber:
@@ -128,14 +130,7 @@ def _prober_for(rig: Rig, size_mib: int) -> LinkProber:
 
 
 @click.command("links")
-@click.option(
-    "--rig",
-    "rig_spec",
-    default=DEFAULT_RIG,
-    show_default=True,
-    metavar="SPEC",
-    help="sim:NAME, a rig YAML file, or nvml (this machine's GPUs, read only).",
-)
+@rig_option("sim:NAME, a rig YAML file, or nvml (this machine's GPUs, read only).")
 @click.option(
     "--size-mib",
     type=click.IntRange(1, 16384),

@@ -20,11 +20,9 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn
+from rich.progress import Progress, TaskID
 from rich.table import Table
 
-from tuning.backends import DEFAULT_RIG
-from tuning.backends.base import LinkStatus, RigSnapshot
 from tuning.budget import Policy
 from tuning.captures.values import format_cpu_list
 from tuning.commands.inspect import MIB_PER_GIB, host_line, link_notes, power_table
@@ -34,7 +32,11 @@ from tuning.commands.options import (
     json_option,
     out_option,
     policy_options,
+    rig_option,
 )
+from tuning.commands.progress import show_probe, sweep_progress
+from tuning.core.pcie import LinkStatus
+from tuning.core.rig import RigSnapshot
 from tuning.loop import (
     STAGES,
     LoopConfig,
@@ -69,13 +71,7 @@ class _Show(LoopObserver):
         self.names: dict[str, str] = {}
 
     def _progress(self) -> Progress:
-        return Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.fields[status]}"),
-            console=self.err,
-            disable=not self.bars,
-        )
+        return sweep_progress(self.err, enabled=self.bars)
 
     def stage(self, number: int, title: str) -> None:
         self.console.print(f"[bold cyan]▶ {number}/{len(STAGES)} {title}[/]", highlight=False)
@@ -99,11 +95,7 @@ class _Show(LoopObserver):
     def sweep_event(self, uuid: str, event: str, details: Mapping[str, Any]) -> None:
         assert self.progress is not None
         if event == "probe":
-            self.progress.update(
-                self.tasks[uuid],
-                completed=details["probes"],
-                status=f"{details['cap_w']:.0f} W → {details['throughput_tps']:.1f} tok/s",
-            )
+            show_probe(self.progress, self.tasks[uuid], details)
         elif event == "done":
             self.progress.update(
                 self.tasks[uuid],
@@ -443,13 +435,7 @@ def _check_workload(ctx: click.Context, param: click.Parameter, value: str) -> s
 
 
 @click.command("loop")
-@click.option(
-    "--rig",
-    "rig_spec",
-    default=DEFAULT_RIG,
-    show_default=True,
-    help="sim:NAME or a rig YAML file (nvml is refused: use 'rigforge sweep').",
-)
+@rig_option("sim:NAME or a rig YAML file (nvml is refused: use 'rigforge sweep').")
 @click.option(
     "--models",
     "models_path",

@@ -8,6 +8,7 @@ from typing import TypeVar
 
 import click
 
+from tuning.backends import DEFAULT_RIG
 from tuning.budget import Policy
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -50,6 +51,20 @@ full_soak_option = click.option(
     help="Soak the whole --heat-soak-s instead of stopping once the steady temperatures are "
     "predicted from the transient.",
 )
+
+
+def rig_option(help_text: str, *, default: str | None = DEFAULT_RIG) -> Callable[[F], F]:
+    """``--rig SPEC`` (``rig_spec``): which rig a command reads or drives (``nvml``, ``sim:NAME``
+    or a rig YAML file; ``help_text`` says which of them the command accepts). ``default``
+    ``None``: the command decides (inspect: the default rig; restore: every journal)."""
+    return click.option(
+        "--rig",
+        "rig_spec",
+        default=default,
+        show_default=default is not None,
+        metavar="SPEC",
+        help=help_text,
+    )
 
 
 def json_option(help_text: str | None) -> Callable[[F], F]:

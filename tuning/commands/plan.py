@@ -23,11 +23,16 @@ from rich.table import Table
 from inventory.host_data import host_data_path
 from inventory.models import load_models
 from tuning.apply.actuator import open_tuning_rig
-from tuning.backends import DEFAULT_RIG
-from tuning.backends.base import RigSnapshot
 from tuning.captures.values import format_cpu_list
-from tuning.commands.options import host_option, inventory_dir_option, json_option, out_option
+from tuning.commands.options import (
+    host_option,
+    inventory_dir_option,
+    json_option,
+    out_option,
+    rig_option,
+)
 from tuning.core.profile import load_profile, profile_mismatch
+from tuning.core.rig import RigSnapshot
 from tuning.cpuplan.placements import load_cpu_topology, with_models_cpu_plan
 from tuning.cpuplan.plan import CpuPlan
 from tuning.errors import ConfigError
@@ -139,13 +144,7 @@ def render_table(
 
 
 @click.command("plan")
-@click.option(
-    "--rig",
-    "rig_spec",
-    default=DEFAULT_RIG,
-    show_default=True,
-    help="'nvml', 'sim:NAME' or a rig YAML file.",
-)
+@rig_option("'nvml', 'sim:NAME' or a rig YAML file.")
 @click.option(
     "--models",
     "models_path",

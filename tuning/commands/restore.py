@@ -14,17 +14,12 @@ from tuning.apply.journal import (
     restore_journal,
     stale_journals,
 )
-from tuning.commands.options import json_option
+from tuning.commands.options import json_option, rig_option
 from tuning.errors import RigforgeError
 
 
 @click.command("restore")
-@click.option(
-    "--rig",
-    "rig_spec",
-    default=None,
-    help="only this rig's journal (default: every journal left by a dead run).",
-)
+@rig_option("only this rig's journal (default: every journal left by a dead run).", default=None)
 @json_option("print what was restored as JSON.")
 def command(rig_spec: str | None, as_json: bool) -> None:
     """Restore original GPU settings from journals left by interrupted runs."""

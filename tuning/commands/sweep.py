@@ -27,13 +27,12 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn
+from rich.progress import TaskID
 
 from inventory.host_data import host_data_path
 from tuning.apply.actuator import open_tuning_rig
 from tuning.apply.journal import recover_stale_journals
 from tuning.apply.session import SafetySession
-from tuning.backends import DEFAULT_RIG
 from tuning.budget import Policy
 from tuning.commands.budget_opts import budget_options, resolve_budget
 from tuning.commands.options import (
@@ -43,7 +42,9 @@ from tuning.commands.options import (
     json_option,
     out_option,
     policy_options,
+    rig_option,
 )
+from tuning.commands.progress import probe_status, show_probe, sweep_progress
 from tuning.profile import dump_profile, profile_from_result
 from tuning.report import (
     PlotsUnavailable,
@@ -65,13 +66,7 @@ class _Bars:
     """One rich progress bar per GPU (probes done / expected), plus the heat-soak."""
 
     def __init__(self, names: Mapping[str, str], expected: int, *, enabled: bool) -> None:
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.fields[status]}"),
-            console=Console(stderr=True),
-            disable=not enabled,
-        )
+        self.progress = sweep_progress(Console(stderr=True), enabled=enabled)
         self.tasks = {
             uuid: self.progress.add_task(name, total=expected, status="waiting")
             for uuid, name in names.items()
@@ -83,11 +78,7 @@ class _Bars:
             self._line(uuid, event, details)
             return
         if event == "probe":
-            self.progress.update(
-                self.tasks[uuid],
-                completed=details["probes"],
-                status=f"{details['cap_w']:.0f} W → {details['throughput_tps']:.1f} tok/s",
-            )
+            show_probe(self.progress, self.tasks[uuid], details)
         elif event == "done":
             task = self.tasks[uuid]
             self.progress.update(task, total=details["probes"], completed=details["probes"])
@@ -100,10 +91,7 @@ class _Bars:
         """Off a terminal (a log, a remote sweep): one plain stderr line per event."""
         name = self.progress.tasks[self.tasks[uuid]].description if uuid in self.tasks else ""
         if event == "probe":
-            _log(
-                f"rigforge: {name}: probe {details['probes']}: {details['cap_w']:.0f} W → "
-                f"{details['throughput_tps']:.1f} tok/s"
-            )
+            _log(f"rigforge: {name}: probe {details['probes']}: {probe_status(details)}")
         elif event == "done":
             _log(f"rigforge: {name}: done after {details['probes']} probes")
         elif event == "soak":
@@ -135,13 +123,7 @@ def _check_tps_regex(ctx: click.Context, param: click.Parameter, value: str | No
 
 
 @click.command("sweep")
-@click.option(
-    "--rig",
-    "rig_spec",
-    default=DEFAULT_RIG,
-    show_default=True,
-    help="sim:NAME, a rig YAML file, or nvml.",
-)
+@rig_option("sim:NAME, a rig YAML file, or nvml.")
 @click.option(
     "--workload",
     default="decode",

@@ -9,10 +9,10 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from inventory.fields import StrictModel
-from tuning.errors import ConfigError, read_yaml_config
+from tuning.errors import ConfigError, read_yaml_config, validated
 
 RULES_FILE = Path(__file__).with_name("engines.yaml")
 
@@ -67,13 +67,7 @@ class CpuRules(StrictModel):
 @cache
 def load_rules(path: Path = RULES_FILE) -> CpuRules:
     """The rules file, validated; :class:`ConfigError` naming the file and key otherwise."""
-    data = read_yaml_config(path, "CPU plan rules").data
-    try:
-        rules = CpuRules.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{path.name}: {where}: {first['msg']}") from None
+    rules = validated(CpuRules, read_yaml_config(path, "CPU plan rules"), path.name)
     for name, rule in rules.engines.items():
         for key in ("api_cores", "tokenizer_cores", "engine_cores", "cores_per_gpu"):
             if getattr(rule, key) and key not in rule.sources:

@@ -22,12 +22,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from tuning import __version__
-from tuning.backends.base import (
-    CLOCK_EVENT_BITS,
-    Gpu,
-    Rig,
-    normalize_bus_id,
-)
+from tuning.backends.base import CLOCK_EVENT_BITS, Gpu, Rig
+from tuning.core.bus import normalize_bus_id
 from tuning.core.power import BudgetModel
 from tuning.errors import RigforgeError
 from tuning.exporter.enforcement import EnforcementState

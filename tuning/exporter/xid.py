@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from tuning.backends.base import normalize_bus_id
+from tuning.core.bus import normalize_bus_id
 
 #: Xid codes the alert rules name, with what they mean and what to do. From NVIDIA's "Xid
 #: Errors" catalogue (docs.nvidia.com/deploy/xid-errors, "Xid error listing" and the
@@ -76,7 +76,7 @@ UNKNOWN_BUS = "unknown"
 def bus_label(text: str) -> str:
     """The ``pci_bus_id`` label of a bus id as the driver prints it (``0000:01:00`` → function 0).
 
-    Same form as the GPU series' label (:func:`~tuning.backends.base.normalize_bus_id`).
+    Same form as the GPU series' label (:func:`~tuning.core.bus.normalize_bus_id`).
     """
     text = text.strip()
     if "." not in text:

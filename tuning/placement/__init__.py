@@ -40,9 +40,10 @@ exact ``E`` (≤ 3^n transitions per unit); the best exclusive part beside each 
 (3^n pairs); a branch and bound over the sharing units (priority first, fewest options first;
 replicas take options in non-decreasing order) finishes, pruned by two admissible bounds: the
 GPU-set bound (best exclusive part beside any final ``S' ⊇ S`` plus each remaining unit's
-best option inside ``S'``) and a Lagrangian VRAM bound whose per-GPU multipliers are the
-capacity duals of the LP relaxation (scipy's HiGHS), its priority part rounded down to a
-reachable sum of priorities. Comparisons are lexicographic with a
+best option inside ``S'``) and a Lagrangian VRAM bound taken on each such final set ``S'``
+(options inside it, its GPUs' residual VRAM) whose per-GPU multipliers are the capacity
+duals of the LP relaxation (scipy's HiGHS), its priority part rounded down to a reachable
+sum of priorities. Comparisons are lexicographic with a
 1e-9 tolerance; bounds are componentwise, which keeps them safe under it.
 :func:`brute_force` enumerates every assignment of every (GPU set, split) to every unit with
 no pruning on the objective and is the reference the tests and ``bench/placement.py`` check

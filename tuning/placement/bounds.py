@@ -1,5 +1,5 @@
-"""Bounds for the branch and bound: LP capacity duals (Lagrangian VRAM bound), reachable
-priority sums, subset/superset maxima over GPU masks.
+"""Bounds for the branch and bound: LP capacity duals, the Lagrangian VRAM bound per final GPU
+set, reachable priority sums, subset/superset maxima over GPU masks.
 """
 
 from __future__ import annotations
@@ -135,3 +135,47 @@ def superset_max(values: list[float], n: int) -> None:
         for mask in range(len(values)):
             if not mask & step and values[mask | step] > values[mask]:
                 values[mask] = values[mask | step]
+
+
+def restricted_lagrangian(
+    gains: Sequence[Sequence[tuple[int, float]]],
+    base: Sequence[float],
+    lam_cap: Sequence[float],
+    n: int,
+) -> list[list[float]]:
+    """Lagrangian bound per final sharing GPU set, maximised over supersets, per search depth.
+
+    ``gains[i]`` lists the options of the unit at depth ``i`` as ``(mask, gain)`` with
+    ``gain = value − Σ_g λ_g · reserve_g`` (the unit's reduced objective); ``base[S]`` is the
+    exclusive part beside a sharing part on exactly ``S`` (``-inf``: no plan, e.g. over the
+    power budget); ``lam_cap[g] = λ_g · cap_g``. Returns ``tables`` with
+
+        tables[i][S] = max over S' ⊇ S of  base[S'] + Σ_{g ∈ S'} λ_g·cap_g
+                                           + Σ_{depth j ≥ i} max(0, max_{o ⊆ S'} gain_o)
+
+    For a node at depth ``i`` whose sharing units use ``U`` with ``resid_g`` MiB still free on
+    each used GPU, ``tables[i][U] − Σ_{g ∈ U} λ_g · (cap_g − resid_g)`` bounds what units
+    ``i..`` plus the exclusive part can add (weak duality on each final set ``S' ⊇ U``: a
+    plan on ``S'`` reserves at most ``resid_g`` on used and ``cap_g`` on other GPUs of
+    ``S'``, none outside it). It is never above the unrestricted Lagrangian bound with the
+    same ``λ``, and with ``λ = 0`` it is the GPU-set bound.
+    """
+    neg = -math.inf
+    size = 1 << n
+    acc = [neg] * size
+    for mask in range(size):
+        if base[mask] > neg:
+            acc[mask] = base[mask] + sum(lam_cap[g] for g in mask_bits(mask))
+    tables: list[list[float]] = [[]] * (len(gains) + 1)
+    for i in range(len(gains), -1, -1):
+        if i < len(gains):
+            within = [0.0] * size  # the unit may stay unplaced
+            for mask, gain in gains[i]:
+                if gain > within[mask]:
+                    within[mask] = gain
+            subset_max(within, n)
+            acc = [a + w if a > neg else neg for a, w in zip(acc, within, strict=True)]
+        table = list(acc)
+        superset_max(table, n)
+        tables[i] = table
+    return tables

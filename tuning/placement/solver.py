@@ -13,7 +13,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tuning.placement.bounds import SUM_TOL, capacity_duals, priority_sums, subset_max, superset_max
+from tuning.placement.bounds import (
+    SUM_TOL,
+    capacity_duals,
+    priority_sums,
+    restricted_lagrangian,
+    subset_max,
+    superset_max,
+)
 from tuning.placement.problem import Option, Problem
 from tuning.placement.scoring import EPS, Key, better, mask_bits
 
@@ -144,13 +151,17 @@ def _search_sharing(
 
     * *sets*: the best exclusive part beside any final sharing GPU set ``S' ⊇ S`` plus each
       remaining sharing unit's best option inside ``S'`` (exact on GPU sets, VRAM relaxed);
-    * *VRAM* (Lagrangian): every GPU ``g`` can still take at most ``resid_g`` MiB of
-      reservations, so for multipliers ``λ ≥ 0`` the remaining units add at most
-      ``Σ_units max(0, max_option(value − Σ_g λ_g·reserve_g)) + Σ_g λ_g·resid_g``; ``λ``
-      are the capacity duals of the LP relaxation (HiGHS) at the root. Exclusive units count
-      as reserving a whole GPU, which only relaxes them further. Its priority part rounds
-      down to the largest subset sum of the open units' priorities (placed priority takes no
-      other value), so a fractional 32.7 over an incumbent of 32 defers to the score bound.
+    * *VRAM on sets* (Lagrangian, :func:`~tuning.placement.bounds.restricted_lagrangian`):
+      every GPU ``g`` can still take at most ``resid_g`` MiB of reservations, so for
+      multipliers ``λ ≥ 0`` the remaining units add at most ``Σ_units max(0, max_option
+      (value − Σ_g λ_g·reserve_g)) + Σ_g λ_g·resid_g``, taken per final set ``S' ⊇ S`` (only
+      options inside ``S'``, only its GPUs' residuals, the exact exclusive part beside it)
+      and maximised over ``S'``. The power budget caps which ``S'`` exist, so this is far
+      tighter than either relaxation alone. ``λ`` are the capacity duals of the LP
+      relaxation (HiGHS) at the root; a node subtracts ``Σ_{g ∈ S} λ_g·(cap_g − resid_g)``,
+      kept incrementally. Its priority part rounds down to the largest subset sum of the
+      open units' priorities (placed priority takes no other value), so a fractional 32.7
+      over an incumbent of 32 defers to the score bound.
 
     Returns the best total key, each placed sharing unit's option index and the GPUs the
     sharing units use; ``None`` when no combination leaves a plan inside the power budget.
@@ -227,26 +238,35 @@ def _search_sharing(
         for g in range(n)
     ]
     lam_p, lam_s = capacity_duals(problem, units, exclusive, opts, cap, n)
+    use_lagrange = any(lam_p) or any(lam_s)
 
-    def reduced(u: int, lam: Sequence[float], use_value: bool) -> float:
-        top = 0.0
-        priority = problem.units[u].model.priority
-        shared_unit = problem.units[u].model.allow_sharing
-        for _, o in opts[u]:
+    def gains(i: int, lam: Sequence[float], use_value: bool) -> list[tuple[int, float]]:
+        priority = problem.units[order[i]].model.priority
+        rows = []
+        for _, o in opts[order[i]]:
             gain = o.value if use_value else priority
             for slot, pos in enumerate(mask_bits(o.mask)):
-                gain -= lam[pos] * (o.reserve_mib[slot] if shared_unit else cap[pos])
-            top = max(top, gain)
-        return top
+                gain -= lam[pos] * o.reserve_mib[slot]
+            rows.append((o.mask, gain))
+        return rows
 
-    tail_p = [0.0] * (k + 1)
-    tail_s = [0.0] * (k + 1)
-    tail_p[k] = sum(reduced(u, lam_p, False) for u in exclusive)
-    tail_s[k] = sum(reduced(u, lam_s, True) for u in exclusive)
-    for i in range(k - 1, -1, -1):
-        tail_p[i] = tail_p[i + 1] + reduced(order[i], lam_p, False)
-        tail_s[i] = tail_s[i + 1] + reduced(order[i], lam_s, True)
-    use_lagrange = any(lam_p) or any(lam_s)
+    # lag_p[i][S], lag_s[i][S]: the Lagrangian bound restricted to final sharing sets S' ⊇ S
+    # (bounds.restricted_lagrangian); a node subtracts what its reservations already took
+    if use_lagrange:
+        lag_p = restricted_lagrangian(
+            [gains(i, lam_p, False) for i in range(k)],
+            [neg if key is None else key[0] for key in best_excl],
+            [lam_p[g] * cap[g] for g in range(n)],
+            n,
+        )
+        lag_s = restricted_lagrangian(
+            [gains(i, lam_s, True) for i in range(k)],
+            [neg if key is None else key[1] for key in best_excl],
+            [lam_s[g] * cap[g] for g in range(n)],
+            n,
+        )
+    else:
+        lag_p, lag_s = bound_p, bound_s
     # Placed priority only takes subset sums of the units' priorities, so a fractional
     # Lagrangian bound rounds down to the largest such sum below it: with integer priorities
     # a bound of 32.7 becomes 32, which ties an incumbent at 32 and lets the score decide.
@@ -264,53 +284,53 @@ def _search_sharing(
     picked: list[int] = [-1] * k  # index into prepared[i]; -1: unplaced
     best: list[Any] = [None, None, 0]  # key, picks, used mask
 
-    def dfs(i: int, used: int, cur_p: float, cur_s: float) -> None:
+    def promising(
+        i: int, used: int, add_p: float, add_s: float, taken_p: float, taken_s: float
+    ) -> bool:
+        """Whether a node at depth ``i`` on ``used`` whose path earned ``(add_p, add_s)`` can
+        still beat the incumbent; ``taken_*``: ``Σ_{g ∈ used} λ_g · (cap_g − resid_g)``."""
         incumbent = best[0]
+        if incumbent is None:
+            return True
+        rest_p = min(bound_p[i][used], lag_p[i][used] - taken_p)
+        rest_s = min(bound_s[i][used], lag_s[i][used] - taken_s)
+        sums = sums_from[i]
+        if sums is not None:
+            at = bisect_right(sums, rest_p + SUM_TOL)
+            rest_p = sums[at - 1] if at else 0.0
+        return better((add_p + rest_p, add_s + rest_s), incumbent)
+
+    def dfs(i: int, used: int, cur_p: float, cur_s: float, taken_p: float, taken_s: float) -> None:
         if i == k:
             tail = best_excl[used]
             if tail is None:
                 return
             key = (cur_p + tail[0], cur_s + tail[1])
+            incumbent = best[0]
             if incumbent is None or better(key, incumbent):
                 best[0] = key
                 best[1] = {order[x]: prepared[x][picked[x]][0] for x in range(k) if picked[x] >= 0}
                 best[2] = used
             return
-        if use_lagrange and incumbent is not None:
-            lag_p = cur_p + tail_p[i]
-            lag_s = cur_s + tail_s[i]
-            for g in range(n):
-                if used >> g & 1:
-                    resid = usable[g] - reserved[g]
-                    if resid > 0:
-                        lag_p += lam_p[g] * resid
-                        lag_s += lam_s[g] * resid
-                else:
-                    lag_p += lam_p[g] * cap[g]
-                    lag_s += lam_s[g] * cap[g]
-            sums = sums_from[i]
-            if sums is not None:
-                at = bisect_right(sums, lag_p - cur_p + SUM_TOL)
-                lag_p = cur_p + (sums[at - 1] if at else 0.0)
-            if not better((lag_p, lag_s), incumbent):
-                return
         start = 0
         if twin[i]:
             if picked[i - 1] < 0:
-                dfs(i + 1, used, cur_p, cur_s)  # a twin after an unplaced one stays unplaced
+                # a twin after an unplaced one stays unplaced
+                dfs(i + 1, used, cur_p, cur_s, taken_p, taken_s)
                 return
             start = picked[i - 1]
         priority = priorities[i]
         next_p = bound_p[i + 1]
         next_s = bound_s[i + 1]
         rows = prepared[i]
+        incumbent = best[0]
         for x in range(start, len(rows)):
             _, mask, bits, reserve, value = rows[x]
             after = used | mask
             if next_p[after] == neg:
                 continue
             if incumbent is not None:
-                # inlined ``not better(bound, incumbent)``: this loop is the hot spot
+                # inlined ``not better(sets bound, incumbent)``: this loop is the hot spot
                 bound_here = cur_p + priority + next_p[after]
                 if bound_here < incumbent[0] - EPS or (
                     bound_here <= incumbent[0] + EPS
@@ -326,22 +346,35 @@ def _search_sharing(
                     break
             if not fits:
                 continue
+            child_p = taken_p
+            child_s = taken_s
+            if use_lagrange:
+                for slot, pos in enumerate(bits):
+                    # what this reservation takes from the GPU's residual capacity
+                    if used >> pos & 1:
+                        free = usable[pos] - reserved[pos]
+                        left = free - reserve[slot]
+                        lost = (free if free > 0 else 0.0) - (left if left > 0 else 0.0)
+                    else:
+                        left = usable[pos] - reserve[slot]
+                        lost = cap[pos] - (left if left > 0 else 0.0)
+                    child_p += lam_p[pos] * lost
+                    child_s += lam_s[pos] * lost
+                if not promising(i + 1, after, cur_p + priority, cur_s + value, child_p, child_s):
+                    continue
             for slot, pos in enumerate(bits):
                 reserved[pos] += reserve[slot]
             picked[i] = x
-            dfs(i + 1, after, cur_p + priority, cur_s + value)
+            dfs(i + 1, after, cur_p + priority, cur_s + value, child_p, child_s)
             picked[i] = -1
             for slot, pos in enumerate(bits):
                 reserved[pos] -= reserve[slot]
             incumbent = best[0]
-        if bound_p[i + 1][used] > neg and (
-            incumbent is None
-            or better((cur_p + bound_p[i + 1][used], cur_s + bound_s[i + 1][used]), incumbent)
-        ):
-            dfs(i + 1, used, cur_p, cur_s)
+        if bound_p[i + 1][used] > neg and promising(i + 1, used, cur_p, cur_s, taken_p, taken_s):
+            dfs(i + 1, used, cur_p, cur_s, taken_p, taken_s)
 
     if bound_p[0][0] > neg:
-        dfs(0, 0, 0.0, 0.0)
+        dfs(0, 0, 0.0, 0.0, 0.0, 0.0)
     if best[0] is None:
         return None
     return best[0], best[1], best[2]

@@ -9,34 +9,11 @@
 The deploys (``deploys/``) and ``rigforge loop`` both use it; nothing here imports pyinfra.
 """
 
+from tuning.render import unit_text
 from tuning.render.environment import TEMPLATES, environment, render
 from tuning.render.files import FileSpec
-from tuning.render.unit_text import (
-    UnitText,
-    UnsafeUnitValue,
-    refuse_unsafe,
-    shell_word,
-    unit_env,
-    unit_exec,
-    unit_path,
-    unit_setting,
-    unit_verbatim,
-    unit_word,
-)
 
-__all__ = [
-    "TEMPLATES",
-    "FileSpec",
-    "UnitText",
-    "UnsafeUnitValue",
-    "environment",
-    "refuse_unsafe",
-    "render",
-    "shell_word",
-    "unit_env",
-    "unit_exec",
-    "unit_path",
-    "unit_setting",
-    "unit_verbatim",
-    "unit_word",
-]
+# the writer's public names are this package's too, listed once (unit_text.__all__)
+from tuning.render.unit_text import *  # noqa: F403
+
+__all__ = ["TEMPLATES", "FileSpec", "environment", "render", *unit_text.__all__]

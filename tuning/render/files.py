@@ -407,6 +407,23 @@ def exporter_unit(config: HostConfig, *, profile: bool, plan: bool) -> FileSpec:
     )
 
 
+def _service_and_timer(
+    service: str, timer: str, context: dict[str, Any], name: str
+) -> list[FileSpec]:
+    """A oneshot and the timer that starts it, both from ``context``, each at
+    ``/etc/systemd/system/<unit>``; ``name`` says what they are, ``{kind}`` being
+    ``service`` or ``timer``."""
+    return [
+        FileSpec(
+            dest=f"/etc/systemd/system/{unit}",
+            template=f"etc/systemd/system/{unit}.j2",
+            context=context,
+            name=name.format(kind=unit.rsplit(".", 1)[1]),
+        )
+        for unit in (service, timer)
+    ]
+
+
 def textfile_units(config: HostConfig, *, profile: bool, plan: bool) -> list[FileSpec]:
     """``rigforge-textfile.service`` (one scrape to :data:`TEXTFILE_PATH`) and its timer."""
     context = {
@@ -415,15 +432,8 @@ def textfile_units(config: HostConfig, *, profile: bool, plan: bool) -> list[Fil
         "textfile_dir": TEXTFILE_DIR,
         "interval_s": config.monitoring.textfile_interval_s,
     }
-    return [
-        FileSpec(
-            dest=f"/etc/systemd/system/{unit}",
-            template=f"etc/systemd/system/{unit}.j2",
-            context=context,
-            name=f"Textfile collector {unit.rsplit('.', 1)[1]} ({TEXTFILE_PATH})",
-        )
-        for unit in (TEXTFILE_SERVICE, TEXTFILE_TIMER)
-    ]
+    name = f"Textfile collector {{kind}} ({TEXTFILE_PATH})"
+    return _service_and_timer(TEXTFILE_SERVICE, TEXTFILE_TIMER, context, name)
 
 
 def node_exporter_default(config: HostConfig) -> FileSpec:
@@ -445,15 +455,7 @@ def enforce_units(config: HostConfig) -> list[FileSpec]:
         "enforcement_state": ENFORCEMENT_RECORD,
         "interval_min": ENFORCE_INTERVAL_MIN,
     }
-    return [
-        FileSpec(
-            dest=f"/etc/systemd/system/{unit}",
-            template=f"etc/systemd/system/{unit}.j2",
-            context=context,
-            name=f"Cap enforcement {unit.rsplit('.', 1)[1]}",
-        )
-        for unit in (ENFORCE_SERVICE, ENFORCE_TIMER)
-    ]
+    return _service_and_timer(ENFORCE_SERVICE, ENFORCE_TIMER, context, "Cap enforcement {kind}")
 
 
 def engine_targets(config: HostConfig) -> list[dict[str, Any]]:
