@@ -37,7 +37,7 @@ def _assert_cited(where: str, text: str) -> None:
 def test_every_field_a_preset_sets_has_a_source(key: str) -> None:
     """Each field written in a presets.yaml entry (bar its display name) has a ``source`` entry,
     including the step-time model's fields (``memory_bw_gbps``, ``fp16_tensor_tflops``,
-    ``tensor_tflops``, ``sm_clock_mhz``) and the ``workloads`` overrides."""
+    ``tensor_tflops``, ``sm_clock_mhz``)."""
     preset = PRESETS[key]
     written = set(preset.model_fields_set) - {"name", "source"}
     missing = sorted(written - set(preset.source))
@@ -67,8 +67,6 @@ def test_every_power_split_number_is_cited_or_estimated() -> None:
     assert set(doc.default.source) == scaled
     for field, text in doc.default.source.items():
         _assert_cited(f"power.yaml default.source.{field}", text)
-    for name, shape in doc.class_shapes.items():
-        _assert_cited(f"power.yaml class_shapes.{name}.source", shape.source)
 
 
 def test_every_serving_number_is_cited_or_estimated() -> None:

@@ -84,21 +84,15 @@ def test_moe_reads_only_active_parameters() -> None:
 
 def test_pipeline_adds_capacity_not_single_stream_speed() -> None:
     """PP=2, one sequence: each token still passes both halves one after the other (5 GB
-    + 5 GB of reads) plus a hand-off, so it is no faster than one card, and the CPU's step
-    (host_step + 1 x host_per_seq) runs once per round, not once per stage; two sequences fill
-    both stages (a CPU step for each micro-batch) and nearly double the aggregate; the single
-    sequence leaves each GPU idle half the time."""
-    _, host, per_seq = vllm()
+    + 5 GB of reads), so it is no faster than one card; two sequences fill both stages and
+    double the aggregate; the single sequence leaves each GPU idle half the time."""
     one_card = predict(Toy(), [GPU], concurrency=1, context=0)
     pp_one = predict(Toy(), [GPU, GPU], pp=2, concurrency=1, context=0, link=NVLINK)
     pp_two = predict(Toy(), [GPU, GPU], pp=2, concurrency=2, context=0, link=NVLINK)
     assert pp_one.tokens_per_s_per_seq <= one_card.tokens_per_s_per_seq
-    assert pp_one.decode_step.host_s == pytest.approx(host + per_seq)
-    assert pp_two.decode_step.host_s == pytest.approx(2 * (host + per_seq))
     assert pp_one.busy_frac == pytest.approx(0.5)
     assert pp_two.busy_frac == pytest.approx(1.0)
-    assert pp_two.tokens_per_s == pytest.approx(2 * pp_one.tokens_per_s, rel=0.1)
-    assert pp_two.tokens_per_s < 2 * pp_one.tokens_per_s
+    assert pp_two.tokens_per_s == pytest.approx(2 * pp_one.tokens_per_s, rel=0.01)
 
 
 def test_tp_all_reduces_cost_latency_per_layer() -> None:
@@ -218,34 +212,3 @@ def test_link_traffic_counts_the_textbook_bytes() -> None:
     mixed = link_traffic(model, 4, 2, 1)
     assert mixed.allreduces == 40
     assert mixed.allreduce_sent_bytes == 40 * 1.5 * 4096
-
-
-def test_kernel_gaps_count_the_kernels_of_the_stage_layers() -> None:
-    """Hand-worked (docstring of ``kernel_gaps_s``): 3 µs per gap. A 40-layer dense model at 15
-    kernels per layer: 40 × 15 × 3 µs = 1.8 ms; the same as a MoE (2.5 B of 10 B read per token)
-    at 28 kernels: 3.36 ms; one stage of a PP=2 split runs half the layers: 0.9 ms."""
-    from tuning.model.serving import EngineStep, kernel_gaps_s
-
-    engine = EngineStep(
-        bw_efficiency_frac=0.6, mfu_frac=0.3, host_step_s=0.0, host_per_seq_s=0.0,
-        prefill_chunk_tokens=512, kernel_gap_s=3e-6, kernels_per_layer=15,
-        kernels_per_moe_layer=28, sources={},
-    )  # fmt: skip
-    assert kernel_gaps_s(Toy(), engine) == pytest.approx(1.8e-3)
-    assert kernel_gaps_s(Toy(active_params_b=2.5), engine) == pytest.approx(3.36e-3)
-    assert kernel_gaps_s(Toy(), engine, pp=2) == pytest.approx(0.9e-3)
-
-
-def test_llama_cpp_decode_pays_its_kernel_gaps() -> None:
-    """The gaps land in the step's host time, on top of the host step: a llama.cpp step of the
-    Toy is longer than the same step with the gaps taken out by exactly kernel_gaps_s."""
-    from tuning.model.serving import kernel_gaps_s
-
-    params = load_serving_params()
-    engine = params.engines["llama.cpp"]
-    with_gaps = predict(Toy(), [GPU], context=0, engine="llama.cpp").decode_step
-    assert engine.kernel_gap_s > 0
-    expected = kernel_gaps_s(Toy(), engine)
-    assert with_gaps.host_s - (engine.host_step_s + engine.host_per_seq_s) * 1.0 == (
-        pytest.approx(expected, rel=1e-6)
-    )

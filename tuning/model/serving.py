@@ -24,18 +24,15 @@ Formulas (docs/model.md has them with units and sources). Per pipeline stage and
                      + handoff(m · hidden · 2 B)                   [pp > 1]
     host_s     = (host_step_s + host_per_seq_s · m) · max(1, cores_needed / cores_effective)
                  · (remote_numa_factor if the cores are on another NUMA node)
-                 + kernel_gap_s · kernels_per_layer · layers / pp
 
-A token of one sequence passes all ``pp`` stages, so per-sequence decode is one over a round
-of ``pp`` stage steps, whose CPU step is paid once per micro-batch in flight (not per stage),
-and the aggregate ``concurrency`` times that: with fewer sequences than stages the pipeline
-idles (``busy_frac`` < 1), and a pipeline adds capacity (bandwidth of more GPUs for more
-sequences), never single-stream speed.
+A token of one sequence passes all ``pp`` stages, so per-sequence decode is
+``1 / (pp · stage_s)`` and the aggregate ``concurrency`` times that: with fewer sequences than
+stages the pipeline idles (``busy_frac`` < 1), and a pipeline adds capacity (bandwidth of more
+GPUs for more sequences), never single-stream speed.
 
 Hand-worked example (the docstring of :func:`predict` has a second): a 14.8 B model at
 8.5 bits (15.7 GB) on one RTX 3090 (936 GB/s) under llama.cpp (efficiency 0.62) reads
-15.7e9 / (936e9 · 0.62) = 27.1 ms per step; with 0.85 ms host time and, over 48 layers,
-48 · 15 kernels · 3 µs = 2.16 ms of kernel gaps, that is ~33.2 tok/s.
+15.7e9 / (936e9 · 0.62) = 27.1 ms per step; with 0.85 ms host time that is ~35.8 tok/s.
 """
 
 from __future__ import annotations
@@ -76,11 +73,6 @@ class EngineStep(StrictModel):
     host_step_s: float = Field(ge=0, le=1)
     host_per_seq_s: float = Field(ge=0, le=1)
     prefill_chunk_tokens: int = Field(ge=1, le=1_000_000)
-    #: GPU-side time between two dependent kernels of a step (launch latency and the tail of a
-    #: small kernel that does not fill the GPU), and how many kernels one layer issues.
-    kernel_gap_s: float = Field(ge=0, le=1e-3)
-    kernels_per_layer: float = Field(ge=0, le=1000)
-    kernels_per_moe_layer: float = Field(ge=0, le=1000)
     sources: dict[str, str]
     #: Steps of at most ``matvec_max_tokens`` tokens run the engine's matrix-vector kernels
     #: (no tensor cores) at ``matvec_mfu_frac`` of the dense tensor throughput; None: every
@@ -415,19 +407,6 @@ def link_traffic(model: ModelLike, tp: int, pp: int, tokens: float) -> LinkTraff
     )
 
 
-def kernel_gaps_s(model: ModelLike, engine: EngineStep, pp: int = 1) -> float:
-    """The kernel-to-kernel gaps of one stage step (s): ``kernel_gap_s`` times the kernels the
-    stage's ``layers / pp`` layers issue (``kernels_per_moe_layer`` when the model reads fewer
-    parameters per token than it has, ``kernels_per_layer`` otherwise). Charged to ``host_s``
-    (the step contract's "kernel launches"): the GPU idles between the kernels.
-
-    Hand-worked example: 40 MoE layers at 28 kernels each and 3 µs per gap: 3.36 ms.
-    """
-    moe = active_params_b(model) < model.params_b
-    kernels = engine.kernels_per_moe_layer if moe else engine.kernels_per_layer
-    return engine.kernel_gap_s * kernels * model.layers / pp
-
-
 def _allreduce_s(nbytes: float, tp: int, link: Link, overhead_us: float, bw_frac: float) -> float:
     """Ring all-reduce of ``nbytes`` over ``tp`` GPUs (s)."""
     if tp <= 1:
@@ -475,42 +454,13 @@ def _stage(
         inter += (col.handoff_overhead_us + link.latency_us) * 1e-6 + traffic.handoff_bytes / (
             link.bandwidth_gbps * 1e9
         )
-    host_s = _host_step_s(model, n, seqs, host, engine, params)
-    host_s += kernel_gaps_s(model, engine, pp)
+    host_s = (engine.host_step_s + engine.host_per_seq_s * seqs) * _host_factor(
+        model.engine, n, host, numa
+    )
     if host.pcie_gbps:
         host_s += seqs * params.host.io_bytes_per_seq / (host.pcie_gbps * 1e9)
     return StepTime(
         memory_s=memory_s, compute_s=compute_s, interconnect_s=inter, host_s=host_s, tokens=tokens
-    )
-
-
-def _host_step_s(
-    model: ModelLike, gpus: int, seqs: int, host: HostShare, engine: EngineStep,
-    params: ServingParams,
-) -> float:  # fmt: skip
-    """The CPU's part of one micro-batch step (s): scheduling, input preparation, sampling for
-    ``seqs`` sequences, stretched when the engine has fewer (or shared, or remote) cores."""
-    numa = params.host.remote_numa_factor if host.remote_numa else 1.0
-    return (engine.host_step_s + engine.host_per_seq_s * seqs) * _host_factor(
-        model.engine, gpus, host, numa
-    )
-
-
-def _round(stage: StepTime, host_step_s: float, pp: int, in_flight: int, tokens: float) -> StepTime:
-    """One decode round over ``pp`` stages (every sequence in flight gains a token).
-
-    The GPU work and the links are paid at every stage; the CPU's step once per micro-batch
-    in flight, not once per stage: with fewer micro-batches than stages (one sequence through
-    a layer split) the token's host work runs once while it crosses the stages, as llama.cpp's
-    one graph over all GPUs and vLLM's one scheduler step per micro-batch do. With ``pp`` in
-    flight this is ``pp`` times the stage step, as before.
-    """
-    return StepTime(
-        memory_s=stage.memory_s * pp,
-        compute_s=stage.compute_s * pp,
-        interconnect_s=stage.interconnect_s * pp,
-        host_s=(stage.host_s - host_step_s) * pp + host_step_s * in_flight,
-        tokens=tokens,
     )
 
 
@@ -581,11 +531,10 @@ def predict(
     # Decode: micro-batches of m sequences; min(concurrency, pp) of them in flight.
     m = max(1, math.ceil(concurrency / pp))
     stage = _stage(model, gpus, tp, pp, m, m, ctx, the_link, the_host, eng, params)
-    in_flight = min(concurrency, pp)
-    host_step = _host_step_s(model, tp * pp, m, the_host, eng, params)
-    decode = _round(stage, host_step, pp, in_flight, concurrency)
-    per_seq = 1.0 / decode.total_s
-    busy = in_flight / pp
+    round_s = pp * stage.total_s
+    per_seq = 1.0 / round_s
+    decode = _scaled(stage, pp, concurrency)
+    busy = min(concurrency, pp) / pp
 
     # Prefill: chunks of the prompt, each through every stage; chunks pipeline over stages.
     prompt = int(prompt_tokens if prompt_tokens is not None else max(ctx, 1))
@@ -594,8 +543,7 @@ def predict(
     pstage = _stage(model, gpus, tp, pp, chunk, 1, prompt / 2, the_link, the_host, eng, params)
     prefill_s = (chunks + pp - 1) * pstage.total_s
     one = _stage(model, gpus, tp, pp, 1, 1, float(prompt), the_link, the_host, eng, params)
-    first = _round(one, _host_step_s(model, tp * pp, 1, the_host, eng, params), pp, 1, 1)
-    ttft = prefill_s + first.total_s
+    ttft = prefill_s + pp * one.total_s
     return Prediction(
         phase=phase,
         tokens_per_s=concurrency * per_seq,
