@@ -454,6 +454,16 @@ class Sweep:
         else:
             if allocation.floor_relaxed:
                 self.floor_blocked_by = self._floor_blocked_by(options, floors)
+                # the floor does not fit: the budget's watts go where they buy the most
+                # tokens, which a few measured points per GPU resolve coarsely; let the
+                # knapsack also choose between them (the heat-soak measures what it promised)
+                finer = {uuid: self._interpolated(uuid) for uuid in self.uuids}
+                try:
+                    refined = allocate(finer, self.budget, self.config.policy, **kwargs)  # type: ignore[arg-type]
+                except InfeasibleBudget:
+                    return allocation
+                if refined.objective > allocation.objective:
+                    return refined
             return allocation
         options = {uuid: self._interpolated(uuid) for uuid in self.uuids}
         try:

@@ -9,6 +9,9 @@ Specs (``rigforge sweep --workload``):
 * ``decode`` | ``prefill`` | ``batched`` — on a simulated rig, its workload classes
   (:class:`SimWorkload`); on real GPUs a synthetic load, one worker process per GPU, that
   needs torch or cupy (:class:`SyntheticWorkload`, :mod:`tuning.synthetic`).
+* ``FILE.yaml`` — a workload file (:mod:`~tuning.workloads.spec`, docs/workload.md): a model,
+  engine, split, concurrency, context and phase the simulated rig runs (one replica per GPU,
+  or one split over every GPU of the rig: :meth:`Workload.swept_together`).
 * ``cmd:COMMAND`` — run ``COMMAND`` in a loop on each GPU (``CUDA_VISIBLE_DEVICES=<uuid>``,
   ``CUDA_DEVICE_ORDER=PCI_BUS_ID``, its own process group) and parse tokens/s from each run's
   stdout with a regex whose group ``tps`` is the rate (default: llama-bench's markdown ``t/s``
@@ -41,6 +44,7 @@ from tuning.workloads.cmd import LLAMA_BENCH_TPS_RE, CmdWorkload, parse_tps
 from tuning.workloads.factory import make_workload
 from tuning.workloads.openai import LoadResult, OpenAIWorkload, parse_openai_spec, run_openai_load
 from tuning.workloads.sim import SimWorkload
+from tuning.workloads.spec import WorkloadSpec, load_workload_file, preset_workload
 from tuning.workloads.synthetic import SyntheticWorkload, synthetic_backend
 
 __all__ = [
@@ -52,9 +56,12 @@ __all__ = [
     "SimWorkload",
     "SyntheticWorkload",
     "Workload",
+    "WorkloadSpec",
+    "load_workload_file",
     "make_workload",
     "parse_openai_spec",
     "parse_tps",
+    "preset_workload",
     "run_openai_load",
     "synthetic_backend",
 ]
