@@ -69,15 +69,19 @@ def one_3090_rig(tmp_path: Path, *, ambient_c: float = 25.0, r_c_per_w: float | 
     return str(path)
 
 
-def served(rig_spec: str) -> ServingRun:
+def stock(rig_spec: str) -> tuple[Any, dict[str, float]]:
+    """The rig's snapshot and every GPU's stock power limit (W, by UUID)."""
     from tuning.backends import open_rig
 
     rig = open_rig(rig_spec)
     try:
-        snapshot = rig.snapshot()
-        caps = {g.uuid: g.power_constraints().default_w for g in rig.gpus}
+        return rig.snapshot(), {g.uuid: g.power_constraints().default_w for g in rig.gpus}
     finally:
         rig.close()
+
+
+def served(rig_spec: str) -> ServingRun:
+    snapshot, caps = stock(rig_spec)
     placed = plan(snapshot, MODELS)
     return serving_run(rig_spec, caps, placed, MODELS, seed=0, duration_s=RUN_S)
 
@@ -169,15 +173,8 @@ def test_replicas_sharing_a_gpu_are_named_not_measured(tmp_path: Path) -> None:
         ),
         headroom_pct=10,
     )
-    from tuning.backends import open_rig
-
     rig_spec = one_3090_rig(tmp_path)
-    rig = open_rig(rig_spec)
-    try:
-        snapshot = rig.snapshot()
-        caps = {g.uuid: g.power_constraints().default_w for g in rig.gpus}
-    finally:
-        rig.close()
+    snapshot, caps = stock(rig_spec)
     placed = plan(snapshot, models)
     assert [p.shared for p in placed.placements] == [True, True]
     run = serving_run(rig_spec, caps, placed, models, seed=0, duration_s=60.0)
