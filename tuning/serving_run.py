@@ -8,7 +8,9 @@ runs at once as one :class:`~tuning.workloads.spec.WorkloadSpec` — its model, 
 the model's context: :func:`tuning.placement.scoring.decode_context`), phase ``decode`` —
 for ``duration_s`` of rig time (the loop's sustained duration), while the one sustained
 sampler (:class:`tuning.sustained.SustainedSampler`) watches heat and throttling. GPUs no
-placement uses stay idle.
+placement uses stay idle. The simulator runs one workload per GPU, so replicas that share
+GPUs (``allow_sharing``) are not served: the run names them (``not_served``) and leaves them
+out of both totals rather than count an evicted one as a shortfall.
 
 Measured tokens/s per placement = the tokens its GPUs produced / rig seconds, over the whole
 run: the cards start cold and warm up as they would after a deploy, so a card that reaches
@@ -87,6 +89,9 @@ class ServingRun:
     seconds: float
     placements: tuple[ServedPlacement, ...]
     caps_w: Mapping[str, float]
+    #: Placements not served, each ``(label, why)``: the simulator runs one workload per GPU,
+    #: so replicas that share GPUs (``allow_sharing``) are left out of both totals.
+    not_served: tuple[tuple[str, str], ...] = ()
 
     @property
     def predicted_total(self) -> float:
@@ -109,8 +114,8 @@ class ServingRun:
 
     @property
     def within_bar(self) -> bool:
-        """The totals agree within :data:`BAR_PCT`."""
-        return abs(self.diff_pct) <= BAR_PCT
+        """Some placement was served and the totals agree within :data:`BAR_PCT`."""
+        return bool(self.placements) and abs(self.diff_pct) <= BAR_PCT
 
     def heat_note(self) -> str:
         """One sentence on what heat did (the plan's prediction leaves heat out)."""
@@ -136,7 +141,12 @@ class ServingRun:
             "within_bar": self.within_bar,
             "throttle_events": self.throttle_events,
             "heat": self.heat_note(),
+            "not_served": [{"model": label, "why": why} for label, why in self.not_served],
         }
+
+
+def _label(placement: Placement) -> str:
+    return placement.model if placement.replica == 0 else f"{placement.model}#{placement.replica}"
 
 
 def _pct(measured: float, predicted: float) -> float:
@@ -203,7 +213,24 @@ def serving_run(
         raise ConfigError("the serving run drives a fresh simulated rig; it never runs on nvml")
     from tuning.backends.sim import SimRig
 
-    specs = [(p, placement_workload(p, models)) for p in plan.placements]
+    holders: dict[str, list[str]] = {}
+    for p in plan.placements:
+        for uuid in p.gpus:
+            holders.setdefault(uuid, []).append(_label(p))
+    specs = []
+    skipped: list[tuple[str, str]] = []
+    for p in plan.placements:
+        others = sorted({h for u in p.gpus for h in holders[u] if h != _label(p)})
+        if others:
+            skipped.append(
+                (
+                    _label(p),
+                    f"shares GPUs with {', '.join(others)}; the simulator runs one workload "
+                    "per GPU, so shared placements are not measured",
+                )
+            )
+        else:
+            specs.append((p, placement_workload(p, models)))
     rig = open_rig(rig_spec, seed=seed)
     if not isinstance(rig, SimRig):
         rig.close()
@@ -252,6 +279,11 @@ def serving_run(
                     peak_temp_c=max(temps) if temps else None,
                 )
             )
-        return ServingRun(seconds=elapsed, placements=tuple(served), caps_w=dict(caps_w))
+        return ServingRun(
+            seconds=elapsed,
+            placements=tuple(served),
+            caps_w=dict(caps_w),
+            not_served=tuple(skipped),
+        )
     finally:
         rig.close()

@@ -19,6 +19,7 @@ from tuning.placement import (
     plan,
     solve,
 )
+from tuning.placement import solver as solver_module
 from tuning.placement.bounds import _SUM_LIMIT, priority_sums
 
 # 24 GiB cards: a 32B at 8-bit needs two of them, a 8B at bf16 fits one.
@@ -352,3 +353,24 @@ def test_a_ttft_floor_is_honoured() -> None:
     result = plan(rig, models_file(model("quick", max_ttft_s=1e-4)))
     (left,) = result.unplaced
     assert "max_ttft_s 0.0001" in left.reason
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(instances(), st.sampled_from([0, 1, 5, 40]))
+def test_solver_matches_brute_force_when_the_dive_stops_early(instance, dive_nodes) -> None:
+    """The LP-ordered dive hands its incumbent to the value-ordered search after
+    ``_DIVE_NODES`` nodes; small instances finish inside the default budget, so this cuts it
+    short to check the hand-over: whatever the dive found, the answer is brute force's."""
+    rig, models = instance
+    problem = build_problem(rig, models)
+    reference = brute_force(problem)
+    original = solver_module._DIVE_NODES
+    solver_module._DIVE_NODES = dive_nodes
+    try:
+        solution = solve(problem)
+    finally:
+        solver_module._DIVE_NODES = original
+    assert solution is not None
+    assert reference is not None
+    assert solution.placed_priority == pytest.approx(reference[0])
+    assert solution.score == pytest.approx(reference[1], abs=1e-9)

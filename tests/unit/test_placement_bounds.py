@@ -109,9 +109,9 @@ def test_restricted_lagrangian_bounds_every_completion(instance, rand_p, rand_s)
     usable = [g.usable_mib for g in problem.gpus]
     opts = [tuple(enumerate(o)) for o in problem.options]
     placeable = [u for u in range(k) if opts[u]]
-    duals = capacity_duals(problem, placeable, [], opts, cap, n)
+    lp = capacity_duals(problem, placeable, [], opts, cap, n)
     base = [0.0 if ok else -math.inf for ok in problem.power_ok]
-    for lam_p, lam_s in (duals, (rand_p[:n], rand_s[:n])):
+    for lam_p, lam_s in ((lp.priority, lp.score), (rand_p[:n], rand_s[:n])):
         tables = []
         for lam, use_value in ((lam_p, False), (lam_s, True)):
             gains = [

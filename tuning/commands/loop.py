@@ -335,7 +335,8 @@ def serving_table(run: ServingRun) -> Table:
 
 
 def serving_lines(run: ServingRun) -> list[str]:
-    """The serving run's verdict in words: the sum against the bar, and what heat did."""
+    """The serving run's verdict in words: the sum against the bar, what heat did, and any
+    placement it could not serve."""
     verdict = "within" if run.within_bar else "[bold red]outside[/]"
     return [
         f"serving run: measured {run.measured_total:.1f} tok/s vs the plan's "
@@ -343,6 +344,7 @@ def serving_lines(run: ServingRun) -> list[str]:
         ("" if not run.throttle_events else "[bold red]")
         + run.heat_note()
         + ("" if not run.throttle_events else "[/]"),
+        *(f"not served: {label} {why}" for label, why in run.not_served),
     ]
 
 

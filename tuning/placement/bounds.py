@@ -5,7 +5,8 @@ set, reachable priority sums, subset/superset maxima over GPU masks.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from tuning.placement.problem import Option, Problem
 from tuning.placement.scoring import mask_bits
@@ -61,6 +62,22 @@ def priority_sums(
     return result
 
 
+@dataclass(frozen=True)
+class CapacityDuals:
+    """The LP relaxation's answers the branch and bound uses.
+
+    ``priority``/``score``: per-GPU capacity duals ``λ ≥ 0`` of the LPs maximising placed
+    priority and score (zeros when an LP fails or there is nothing to relax; any ``λ ≥ 0``
+    keeps the Lagrangian bound valid). ``placing``: the priority LP's fractional choice
+    ``x`` of each option, by (unit position, option index): where the relaxation packs the
+    units, used only to order the search.
+    """
+
+    priority: tuple[float, ...]
+    score: tuple[float, ...]
+    placing: Mapping[tuple[int, int], float] = field(default_factory=dict)
+
+
 def capacity_duals(
     problem: Problem,
     units: Sequence[int],
@@ -68,32 +85,33 @@ def capacity_duals(
     opts: Sequence[tuple[tuple[int, Option], ...]],
     cap: Sequence[float],
     n: int,
-) -> tuple[list[float], list[float]]:
+) -> CapacityDuals:
     """Per-GPU multipliers ``λ ≥ 0`` for the VRAM bound: capacity duals of two LPs.
 
     The LPs relax every unit to a fractional choice of options (``Σ x ≤ 1`` per unit) under
     ``Σ reserve · x ≤ cap`` per GPU, maximising placed priority and score respectively. Any
     ``λ ≥ 0`` gives a valid bound, so a failed LP just yields zeros (no VRAM bound).
     """
-    zeros = [0.0] * n
+    zeros = (0.0,) * n
     if len(units) < 2:
-        return zeros, zeros
+        return CapacityDuals(zeros, zeros)
     try:
         import numpy as np
         from scipy.optimize import linprog
         from scipy.sparse import coo_matrix
     except ImportError:  # pragma: no cover - scipy is a core dependency; exact without it
-        return zeros, zeros
+        return CapacityDuals(zeros, zeros)
     rows: list[int] = []
     cols: list[int] = []
     data: list[float] = []
     values: list[float] = []
     priorities: list[float] = []
-    column = 0
+    keys: list[tuple[int, int]] = []
     everyone = list(units) + list(exclusive)
     for row, u in enumerate(everyone):
         model = problem.units[u].model
-        for _, o in opts[u]:
+        for j, o in opts[u]:
+            column = len(keys)
             rows.append(row)
             cols.append(column)
             data.append(1.0)
@@ -103,10 +121,11 @@ def capacity_duals(
                 data.append(o.reserve_mib[slot] if model.allow_sharing else cap[pos])
             values.append(o.value)
             priorities.append(model.priority)
-            column += 1
-    matrix = coo_matrix((data, (rows, cols)), shape=(len(everyone) + n, column)).tocsr()
+            keys.append((u, j))
+    matrix = coo_matrix((data, (rows, cols)), shape=(len(everyone) + n, len(keys))).tocsr()
     bounds_ub = np.concatenate([np.ones(len(everyone)), np.asarray(cap, dtype=float)])
-    duals = []
+    duals: list[tuple[float, ...]] = []
+    placing: dict[tuple[int, int], float] = {}
     for objective in (priorities, values):
         result = linprog(
             -np.asarray(objective), A_ub=matrix, b_ub=bounds_ub, bounds=(0, 1), method="highs"
@@ -114,9 +133,11 @@ def capacity_duals(
         if result.status != 0:
             duals.append(zeros)
             continue
+        if not placing and objective is priorities:
+            placing = {key: float(x) for key, x in zip(keys, result.x, strict=True)}
         marginals = result.ineqlin.marginals[len(everyone) :]
-        duals.append([max(0.0, -float(m)) for m in marginals])
-    return duals[0], duals[1]
+        duals.append(tuple(max(0.0, -float(m)) for m in marginals))
+    return CapacityDuals(duals[0], duals[1], placing)
 
 
 def subset_max(values: list[float], n: int) -> None:
