@@ -3,17 +3,22 @@
 Every figure is relative throughput at a cap, judged in percentage points. The two RTX 3090
 sweeps that disagree (a dense 27B decode falls to 0.64 at 200 W; a six-card MoE pipeline keeps
 0.94) come from the SAME power parameters (``tuning/model/power.yaml``) and differ only in the
-workload's step shape: the dense decode keeps one card busy the whole step, a pipeline stage
-runs one sixth of it and waits for the host the rest.
+workload: the dense decode keeps one card busy the whole step, a pipeline stage runs one
+sixth of it and waits for its neighbours the rest.
 
-Step shapes (``StepTime`` at full clock) are hand-made here until the step-time model
-(``tuning/model``) predicts them; each states where its times come from.
+The six-card pipeline's figures are the simulator's (``bench/sim_pipeline.py``'s rig and
+workload files: each stage's step from the step-time model, every card at its own clock under
+its cap, the pipeline paced by its slowest stage). The other step shapes (``StepTime`` at full
+clock) are hand-made here until the step-time model predicts them; each states where its times
+come from.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 
+import sim_pipeline
 from fidelity_common import Figure
 
 from tuning.model.power import PowerParams, power_params, under_cap
@@ -61,13 +66,6 @@ DENSE_DECODE = StepTime(
 DENSE_PREFILL = StepTime(
     memory_s=0.25, compute_s=1.0, interconnect_s=0.0, host_s=0.01, tokens=1000.0
 )
-#: MiniMax M2.5 (10B active) over a 6-stage layer split, one sequence: 13.8 ms per token
-#: (72.6 tok/s), of it 11.3 ms of expert reads spread over six cards (~3.4 GB active at IQ2_M)
-#: with their math, 2.5 ms host (llama.cpp graph splits, sampling, hand-offs). estimate.
-PIPELINE_DECODE = StepTime(
-    memory_s=0.0113, compute_s=0.0067, interconnect_s=0.0, host_s=0.0025, tokens=1.0
-)
-PIPELINE_STAGES = 6
 #: The same decode on a 4090: same bandwidth class (1008 vs 936 GB/s), 2.3x the tensor math
 #: (165 vs 71 TFLOPS dense FP16, presets.yaml), so the math share shrinks by 71/165. estimate.
 DENSE_DECODE_4090 = StepTime(
@@ -99,15 +97,16 @@ def _dense(cap_w: float) -> float:
     return relative(power_params("rtx3090"), DENSE_DECODE, cap_w, 350.0, RTX3090_MAX_MHZ)
 
 
+@cache
+def _pipeline_tps(cap_w: float) -> float:
+    """The simulated six-card pipeline's tokens/s with every card at ``cap_w`` (W): the rig and
+    workload files of bench/sim_pipeline.py, each stage's step from the step-time model."""
+    return sim_pipeline.measure(cap_w)
+
+
 def _pipeline(cap_w: float) -> float:
-    return relative(
-        power_params("rtx3090"),
-        PIPELINE_DECODE,
-        cap_w,
-        350.0,
-        RTX3090_MAX_MHZ,
-        busy_scale=1.0 / PIPELINE_STAGES,
-    )
+    """The simulated pipeline's tokens/s at ``cap_w`` over its tokens/s at 350 W."""
+    return _pipeline_tps(cap_w) / _pipeline_tps(350.0)
 
 
 def _draw_w(step: StepTime, cap_w: float) -> float:
@@ -137,6 +136,15 @@ FIGURES: list[Figure] = [
     _point("6x3090 MoE pipeline 200 W / 350 W", 68.3 / 72.6, lambda: _pipeline(200.0), GARAGE),
     _point("6x3090 MoE pipeline 150 W / 350 W", 62.6 / 72.6, lambda: _pipeline(150.0), GARAGE),
     _point("6x3090 MoE pipeline 100 W / 350 W", 12.1 / 72.6, lambda: _pipeline(100.0), GARAGE),
+    Figure(
+        label="6x3090 MoE pipeline decode at 350 W per card",
+        kind="ratio",
+        model=lambda: _pipeline_tps(350.0),
+        low=72.6,
+        high=72.6,
+        unit="tok/s",
+        source=GARAGE,
+    ),
     _point(
         "3090 decode knee 290 W / 370 W stock",
         32.26 / 34.66,

@@ -7,9 +7,11 @@ paced by its slowest stage. Prints, per cap on every card, the measured tokens/s
 of the 350 W figure next to the published one, in percentage points, and then what a group
 sweep of the split chooses.
 
-bench/fidelity.py's pipeline figures still come from fidelity_caps.py's hand-made step shape:
-this script shows where the simulator itself stands (the 150 W point misses by ~15 pp; see
-docs/model.md, "In the simulator").
+bench/fidelity.py's pipeline figures (bench/fidelity_caps.py) call :func:`measure`: one step
+definition, the simulator's. What makes the curve: llama.cpp's CPU step is paid once per token
+(one graph over all GPUs), not at every stage, and the MoE's expert reads go at
+``moe_bw_efficiency_frac`` of the bandwidth (tuning/model/serving.yaml), so a stage is
+memory-bound with its math under the reads until the clock falls near the 150 W bin.
 
     .venv/bin/python bench/sim_pipeline.py
 """
@@ -38,7 +40,8 @@ BAR_PP = 5.0
 
 
 def measure(cap_w: float, settle_s: float = 60.0, window_s: float = 120.0) -> float:
-    """The pipeline's tokens/s with every card capped at ``cap_w`` (after ``settle_s``)."""
+    """The pipeline's tokens/s with every card capped at ``cap_w`` (W), counted over
+    ``window_s`` after ``settle_s`` (simulated seconds)."""
     rig = SimRig.from_file(RIG, seed=0)
     handle = rig.run_workload(load_workload_file(WORKLOAD))
     for gpu in rig.gpus:

@@ -94,8 +94,9 @@ def test_every_power_field_is_sourced() -> None:
 
 def test_both_3090_sweeps_from_one_parameter_set() -> None:
     """jeanfbrito's dense decode is 20.6/32.0 = 0.64 at 200 W; llmgarage's six-card MoE pipeline
-    keeps 68.3/72.6 = 0.94 at 200 W and 62.6/72.6 = 0.86 at 150 W. One rtx3090 entry, two
-    workload step shapes; each within the issue's 5 pp."""
+    keeps 68.3/72.6 = 0.94 at 200 W, 62.6/72.6 = 0.86 at 150 W and 12.1/72.6 = 0.17 at 100 W.
+    One rtx3090 entry, two workloads (the dense step shape; the pipeline as the simulator runs
+    it, six capped cards paced by the slowest stage); each within the issue's 5 pp."""
     sys.path.insert(0, str(BENCH))
     try:
         import fidelity_caps
@@ -104,6 +105,7 @@ def test_both_3090_sweeps_from_one_parameter_set() -> None:
     assert fidelity_caps._dense(200.0) == pytest.approx(20.6 / 32.0, abs=0.05)
     assert fidelity_caps._pipeline(200.0) == pytest.approx(68.3 / 72.6, abs=0.05)
     assert fidelity_caps._pipeline(150.0) == pytest.approx(62.6 / 72.6, abs=0.05)
+    assert fidelity_caps._pipeline(100.0) == pytest.approx(12.1 / 72.6, abs=0.05)
 
 
 def test_power_table_gives_the_hand_worked_dvfs_clock() -> None:

@@ -82,17 +82,41 @@ def test_moe_reads_only_active_parameters() -> None:
     assert moe.decode_step.memory_s == pytest.approx(dense.decode_step.memory_s / 4)
 
 
+def test_llamacpp_moe_matvec_reads_at_the_moe_bandwidth_share() -> None:
+    """llama.cpp, one sequence: a 2.5 B-active MoE at 8 bits reads 2.5 GB per token, at
+    ``moe_bw_efficiency_frac`` of 1000 GB/s (its small expert matrices), where the dense 10 B
+    model's 10 GB go at ``bw_efficiency_frac``; a 2048-token prefill chunk (tensor-core path,
+    no matrix-vector kernel) reads the MoE's weights at the dense share."""
+    e = load_serving_params().engines["llama.cpp"]
+    assert e.moe_bw_efficiency_frac is not None
+    dense = predict(Toy(engine="llama.cpp"), [GPU], context=0)
+    moe = predict(Toy(engine="llama.cpp", active_params_b=2.5), [GPU], context=0)
+    assert dense.decode_step.memory_s == pytest.approx(10e9 / (1000e9 * e.bw_efficiency_frac))
+    assert moe.decode_step.memory_s == pytest.approx(2.5e9 / (1000e9 * e.moe_bw_efficiency_frac))
+    chunk = predict(Toy(engine="llama.cpp", active_params_b=2.5), [GPU], context=2048)
+    assert chunk.prefill_step.memory_s >= 2.5e9 / (1000e9 * e.bw_efficiency_frac)
+    assert chunk.prefill_step.memory_s < 2.5e9 / (1000e9 * e.moe_bw_efficiency_frac)
+
+
 def test_pipeline_adds_capacity_not_single_stream_speed() -> None:
     """PP=2, one sequence: each token still passes both halves one after the other (5 GB
-    + 5 GB of reads), so it is no faster than one card; two sequences fill both stages and
-    double the aggregate; the single sequence leaves each GPU idle half the time."""
+    + 5 GB of reads) plus a hand-off, so it is no faster than one card; the CPU's step
+    (h = host_step + 1 x host_per_seq) runs once per token, not once per stage (llama.cpp's
+    one graph over both GPUs, vLLM's one scheduler step per micro-batch). Two sequences fill
+    both stages, each micro-batch with its own CPU step. Hand-worked with s = one stage's
+    reads and hand-off: one sequence takes 2s + h per token, two take 2(s + h) per round of
+    two tokens, so 2 / aggregate(2) - 1 / aggregate(1) = h exactly. The single sequence
+    leaves each GPU idle half the time."""
+    _, host, per_seq = vllm()
     one_card = predict(Toy(), [GPU], concurrency=1, context=0)
     pp_one = predict(Toy(), [GPU, GPU], pp=2, concurrency=1, context=0, link=NVLINK)
     pp_two = predict(Toy(), [GPU, GPU], pp=2, concurrency=2, context=0, link=NVLINK)
     assert pp_one.tokens_per_s_per_seq <= one_card.tokens_per_s_per_seq
+    assert pp_one.decode_step.host_s == pytest.approx(host + per_seq)
+    assert pp_two.decode_step.host_s == pytest.approx(2 * (host + per_seq))
     assert pp_one.busy_frac == pytest.approx(0.5)
     assert pp_two.busy_frac == pytest.approx(1.0)
-    assert pp_two.tokens_per_s == pytest.approx(2 * pp_one.tokens_per_s, rel=0.01)
+    assert 2 / pp_two.tokens_per_s - 1 / pp_one.tokens_per_s == pytest.approx(host + per_seq)
 
 
 def test_tp_all_reduces_cost_latency_per_layer() -> None:

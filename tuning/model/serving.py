@@ -16,7 +16,7 @@ Formulas (docs/model.md has them with units and sources). Per pipeline stage and
 ``m`` sequences per micro-batch (``ceil(concurrency / pp)``, at least 1)::
 
     memory_s   = (weights_active / (tp·pp) + m · context · kv_bytes_per_token / (tp·pp))
-                 / (memory_bw · bw_efficiency)
+                 / (memory_bw · bw_efficiency)   [moe_bw_efficiency: a MoE's matvec steps]
     compute_s  = (2 · active_params · m + 4 · layers · m · context · hidden) / (tp·pp)
                  / (tensor_tflops[dtype] · mfu)   [mfu: matvec_mfu for steps of few tokens]
     allreduce  = overhead[link kind] + 2(tp−1) · latency + 2(tp−1)/tp · bytes / (bw · bw_frac)
@@ -25,10 +25,11 @@ Formulas (docs/model.md has them with units and sources). Per pipeline stage and
     host_s     = (host_step_s + host_per_seq_s · m) · max(1, cores_needed / cores_effective)
                  · (remote_numa_factor if the cores are on another NUMA node)
 
-A token of one sequence passes all ``pp`` stages, so per-sequence decode is
-``1 / (pp · stage_s)`` and the aggregate ``concurrency`` times that: with fewer sequences than
-stages the pipeline idles (``busy_frac`` < 1), and a pipeline adds capacity (bandwidth of more
-GPUs for more sequences), never single-stream speed.
+A token of one sequence passes all ``pp`` stages, so per-sequence decode is one over a round
+of ``pp`` stage steps, whose CPU step is paid once per micro-batch in flight (not per stage),
+and the aggregate ``concurrency`` times that: with fewer sequences than stages the pipeline
+idles (``busy_frac`` < 1), and a pipeline adds capacity (bandwidth of more GPUs for more
+sequences), never single-stream speed.
 
 Hand-worked example (the docstring of :func:`predict` has a second): a 14.8 B model at
 8.5 bits (15.7 GB) on one RTX 3090 (936 GB/s) under llama.cpp (efficiency 0.62) reads
@@ -79,6 +80,19 @@ class EngineStep(StrictModel):
     #: step runs at ``mfu_frac``.
     matvec_mfu_frac: float | None = Field(default=None, gt=0, le=1)
     matvec_max_tokens: int | None = Field(default=None, ge=1, le=1024)
+    #: A mixture of experts' matrix-vector steps (at most ``matvec_max_tokens`` tokens) read
+    #: many small expert matrices (one grouped matrix-vector product per layer) at
+    #: ``moe_bw_efficiency_frac`` of the datasheet bandwidth instead of ``bw_efficiency_frac``;
+    #: None: as a dense model.
+    moe_bw_efficiency_frac: float | None = Field(default=None, gt=0, le=1)
+
+    def bw_efficiency_for(self, moe: bool, tokens: int) -> float:
+        """The share of datasheet bandwidth the reads of a step of ``tokens`` new tokens
+        achieve (``moe``: the model reads only some of its experts per token)."""
+        matvec = tokens <= (self.matvec_max_tokens or 0)
+        if moe and matvec and self.moe_bw_efficiency_frac is not None:
+            return self.moe_bw_efficiency_frac
+        return self.bw_efficiency_frac
 
     def mfu_for(self, tokens: int) -> float:
         """The share of tensor throughput a step of ``tokens`` new tokens achieves."""
@@ -438,7 +452,8 @@ def _stage(
     hidden = model.attention_heads * model.head_dim
     weights = active * model.quant_bits / 8 / n
     kv = seqs * context * kv_bytes_per_token(model) / n
-    memory_s = (weights + kv) / (gpu_bw * engine.bw_efficiency_frac)
+    moe = active < model.params_b * 1e9
+    memory_s = (weights + kv) / (gpu_bw * engine.bw_efficiency_for(moe, tokens))
     flops = (2 * active * tokens + 4 * model.layers * tokens * context * hidden) / n
     compute_s = flops / (tflops * engine.mfu_for(tokens))
     col = params.collectives
@@ -454,13 +469,46 @@ def _stage(
         inter += (col.handoff_overhead_us + link.latency_us) * 1e-6 + traffic.handoff_bytes / (
             link.bandwidth_gbps * 1e9
         )
-    host_s = (engine.host_step_s + engine.host_per_seq_s * seqs) * _host_factor(
-        model.engine, n, host, numa
-    )
+    host_s = _host_step_s(model, n, seqs, host, engine, params)
     if host.pcie_gbps:
         host_s += seqs * params.host.io_bytes_per_seq / (host.pcie_gbps * 1e9)
     return StepTime(
         memory_s=memory_s, compute_s=compute_s, interconnect_s=inter, host_s=host_s, tokens=tokens
+    )
+
+
+def _host_step_s(
+    model: ModelLike,
+    gpus: int,
+    seqs: int,
+    host: HostShare,
+    engine: EngineStep,
+    params: ServingParams,
+) -> float:
+    """The CPU's part of one micro-batch step (s): scheduling, input preparation, sampling for
+    ``seqs`` sequences, stretched when the engine has fewer (or shared, or remote) cores."""
+    numa = params.host.remote_numa_factor if host.remote_numa else 1.0
+    return (engine.host_step_s + engine.host_per_seq_s * seqs) * _host_factor(
+        model.engine, gpus, host, numa
+    )
+
+
+def _round(stage: StepTime, host_step_s: float, pp: int, in_flight: int, tokens: float) -> StepTime:
+    """One decode round over ``pp`` stages (every sequence in flight gains a token).
+
+    The GPU work, the links and the host-to-GPU copies are paid at every stage; the CPU's step
+    (``host_step_s``, :func:`_host_step_s`) once per micro-batch in flight, not once per stage:
+    with fewer micro-batches than stages (one sequence through a layer split) the token's host
+    work runs once while it crosses the stages — llama.cpp builds one graph over all GPUs per
+    token and samples once, vLLM schedules one step per micro-batch. With ``pp`` in flight this
+    is ``pp`` times the stage step.
+    """
+    return StepTime(
+        memory_s=stage.memory_s * pp,
+        compute_s=stage.compute_s * pp,
+        interconnect_s=stage.interconnect_s * pp,
+        host_s=(stage.host_s - host_step_s) * pp + host_step_s * in_flight,
+        tokens=tokens,
     )
 
 
@@ -531,10 +579,11 @@ def predict(
     # Decode: micro-batches of m sequences; min(concurrency, pp) of them in flight.
     m = max(1, math.ceil(concurrency / pp))
     stage = _stage(model, gpus, tp, pp, m, m, ctx, the_link, the_host, eng, params)
-    round_s = pp * stage.total_s
-    per_seq = 1.0 / round_s
-    decode = _scaled(stage, pp, concurrency)
-    busy = min(concurrency, pp) / pp
+    in_flight = min(concurrency, pp)
+    host_step = _host_step_s(model, tp * pp, m, the_host, eng, params)
+    decode = _round(stage, host_step, pp, in_flight, concurrency)
+    per_seq = 1.0 / decode.total_s
+    busy = in_flight / pp
 
     # Prefill: chunks of the prompt, each through every stage; chunks pipeline over stages.
     prompt = int(prompt_tokens if prompt_tokens is not None else max(ctx, 1))
@@ -543,7 +592,8 @@ def predict(
     pstage = _stage(model, gpus, tp, pp, chunk, 1, prompt / 2, the_link, the_host, eng, params)
     prefill_s = (chunks + pp - 1) * pstage.total_s
     one = _stage(model, gpus, tp, pp, 1, 1, float(prompt), the_link, the_host, eng, params)
-    ttft = prefill_s + pp * one.total_s
+    first = _round(one, _host_step_s(model, tp * pp, 1, the_host, eng, params), pp, 1, 1)
+    ttft = prefill_s + first.total_s
     return Prediction(
         phase=phase,
         tokens_per_s=concurrency * per_seq,
