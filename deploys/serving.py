@@ -137,6 +137,7 @@ def serving() -> None:
     snap = snapshot(
         paths=[
             *(f.dest for f in (*secret_puts, *key_files, *unit_files)),
+            API_KEY_ENV_FILE,
             *(e for e in engine_of.values() if e),
         ],
         units=services,
@@ -166,6 +167,14 @@ def serving() -> None:
             mark_owed(restart_step(unit), snap, wanted[unit])
     _put_secrets(secret_puts, snap, user=user, group=user)
     _put_secrets(key_files, snap)
+    if key_env is None and snap.files.get(API_KEY_ENV_FILE):
+        # Serving went back to loopback: a key nobody checks any more is one more secret on
+        # disk, and a stale EnvironmentFile would hide that the endpoint is closed.
+        files.file(
+            name=f"API key {API_KEY_ENV_FILE} removed (serving is on loopback)",
+            path=API_KEY_ENV_FILE,
+            present=False,
+        )
     _put_engines(config, brought, snap)
     put_files(unit_files, snap)
     for unit in services:

@@ -29,10 +29,14 @@ It assumes only that T falls as the cap falls, and, for its bounds, that T(P) is
    distance from the top doubles each probe. The probe goes just above the estimate, so
    that it is feasible if the model is right.
 5. Stop when the best measured tokens/J is within ``tol_rel`` (1 %) of the best the bracket
-   still allows (L's throughput over the estimated crossing), when the next probe could
-   not save ``tol_rel`` of L's power, or at ``max_probes`` (5, counting the top probe) —
-   the objective decides the resolution, not a fixed watt count. The search is a pure
-   function of its points: resuming replays the journal.
+   still allows (L's throughput over the estimated crossing), when the bracket's predicted
+   optimum (the floor's throughput at the estimated crossing) beats the best measured
+   tokens/J by under ``tol_rel``, or at ``max_probes`` (5, counting the top probe) — the
+   objective decides the resolution, not a fixed watt count nor where the cautious probe
+   would land. When the probe just above the estimate would save under ``tol_rel`` of L's
+   power but the prediction is worth more, the probe goes where it saves ``tol_rel`` (still
+   above the estimate). The search is a pure function of its points: resuming replays the
+   journal.
 
 **Grid**: every ``step_w`` from the top of the range down to the bottom (the dense reference).
 
@@ -312,8 +316,18 @@ class AdaptiveSearch(CapSearch):
         if cap is None:
             return None, "bracket narrower than a watt"
         if self._draw_w(lowest) < (1 + self.tol_rel) * cap:
-            # even at the lowest feasible point's tokens/s, this cap saves under tol_rel
-            return None, "the next probe cannot gain tol_rel"
+            # the probe just above the estimate saves under tol_rel of L's draw. Whether one
+            # more probe is worth it is the objective's call, not the probe placement's: the
+            # bracket predicts tokens/J floor_t / est_w at the crossing; under tol_rel over the
+            # best measured, stop
+            if floor_t / max(est_w, 1e-9) < (1 + self.tol_rel) * best_e:
+                return None, "the bracket's predicted gain is under tol_rel"
+            # else probe where the saving is tol_rel: above the estimate, so feasible if the
+            # model is right, and worth a probe if it is
+            gain_cap = math.floor(self._draw_w(lowest) / (1 + self.tol_rel))
+            cap = self._inside(max(gain_cap, est_w), lo_cap, lowest.cap_w, probed)
+            if cap is None:
+                return None, "bracket narrower than a watt"
         return cap, "floor crossing"
 
     def _inside(

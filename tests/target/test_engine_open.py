@@ -211,3 +211,28 @@ def test_verify_suite_runs_every_serving_check(deployed: Path, target: harness.T
     skips = [line for line in proc.stdout.splitlines() if "SKIP" in line]
     serving = [line for line in skips if "test_serving" in line or "test_secrets" in line]
     assert serving == [], skips
+
+
+def test_closing_the_service_again_removes_the_key(
+    deployed: Path, target: harness.Target, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Back to loopback (``serving.open`` false): the next deploy deletes the API-key file,
+    since nothing checks a key any more, and the unit no longer reads it. Runs last: it
+    changes the module's target."""
+    folder = tmp_path_factory.mktemp("engine-closed")
+    serving = {
+        "plan": str(_plan(folder / "plan.yaml")),
+        "compute": "cpu",
+        "llama_server": str(util.llama_server_or_fail()),
+        "bind": "127.0.0.1",
+    }
+    inventory = util.inventory_for(
+        target, folder, overrides={"serving": serving}, stem="engine-closed"
+    )
+    result = util.deploy(inventory, "open: deploy closed again (key removed)")
+    assert result.rc == 0, result.stderr_tail
+    assert result.totals["error"] == 0, result.errors
+    key_file = "/etc/rigforge/secrets/api-key.env"
+    assert ssh(target, f"test -e {key_file} && echo present || echo absent").strip() == "absent"
+    unit = ssh(target, f"cat /etc/systemd/system/rigforge-serve-{MODEL}.service")
+    assert "EnvironmentFile=" not in unit

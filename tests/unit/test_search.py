@@ -191,3 +191,40 @@ def test_replaying_recorded_probes_resumes_at_the_same_next_cap() -> None:
 def test_unknown_strategy_is_refused() -> None:
     with pytest.raises(ValueError, match="adaptive or grid"):
         make_search("random", PowerConstraints(100, 300, 300), floor=0.95)
+
+
+def _probe(cap_w: int, throughput_tps: float, power_w: float) -> ProbeMeasurement:
+    return ProbeMeasurement(cap_w, throughput_tps, power_w, 60.0, 60.0, False, True, 8.0)
+
+
+def test_one_more_probe_when_the_brackets_predicted_gain_exceeds_tol_rel() -> None:
+    """The probe just above the estimate saves under 1 %, but the bracket predicts more.
+
+    Hand-worked (floor 0.95, tol_rel 1 %, range 100-350 W): top 350 W → 100 tok/s at 340 W,
+    so floor_t = 95 and tol_w = 3.4 W. L = 263 W cap → 95.2 tok/s at 261 W (0.36475 tok/J),
+    above it 290 W → 95.9 at 290 W. The chord L-290 (slope 0.7/29 per W) crosses 95 at
+    261 - 0.2·29/0.7 = 252.71 W (lower bound); nothing infeasible yet, so the estimate is the
+    middle of [252.71, 261] = 256.86 W. The probe just above it, ⌈256.86 + 1.7⌉ = 259 W,
+    saves only 261/259 - 1 = 0.77 % of L's draw; but the crossing predicts 95 / 256.86 =
+    0.36986 tok/J, 1.40 % over L. So probe once more, where the saving is 1 %:
+    ⌊261 / 1.01⌋ = 258 W (above the estimate: feasible if the model is right).
+    """
+    search = AdaptiveSearch(PowerConstraints(100, 350, 350))
+    for probe in (_probe(350, 100.0, 340.0), _probe(290, 95.9, 290.0), _probe(263, 95.2, 261.0)):
+        search.record(probe)
+    assert search.plan() == (258, "floor crossing")
+
+
+def test_stop_when_the_brackets_predicted_gain_is_under_tol_rel() -> None:
+    """Same shape, a bracket whose crossing is worth under 1 %.
+
+    Hand-worked: top 350 W → 100 tok/s at 340 W (floor_t 95, tol_w 3.4 W); L = 264 W cap →
+    95.5 tok/s at 262 W (0.36450 tok/J); above it 290 W → 97.5 at 290 W. The chord crosses 95
+    at 262 - 0.5·28/2 = 255 W; the estimate is the middle of [255, 262] = 258.5 W, the probe
+    above it ⌈258.5 + 1.7⌉ = 261 W saves 0.38 %, and the crossing predicts 95 / 258.5 =
+    0.36750 tok/J, only 0.82 % over L: stop.
+    """
+    search = AdaptiveSearch(PowerConstraints(100, 350, 350))
+    for probe in (_probe(350, 100.0, 340.0), _probe(290, 97.5, 290.0), _probe(264, 95.5, 262.0)):
+        search.record(probe)
+    assert search.plan() == (None, "the bracket's predicted gain is under tol_rel")
