@@ -184,4 +184,6 @@ def gpu_settings() -> None:
     wanted = put_files([runner], snap, step, group=group)
     wanted.update(put_files(sim_rig, snap, step))
     wanted.update(put_files([unit], snap, step))
-    service_after_change(UNIT, snap=snap, wanted=wanted, name="GPU settings")
+    # New caps are re-applied under the running engines: they Requires= this unit (so a
+    # failed apply keeps them from starting), but a restart of it must not restart them.
+    service_after_change(UNIT, snap=snap, wanted=wanted, name="GPU settings", restart_alone=True)

@@ -241,13 +241,20 @@ def follow_up(
 
 
 def service_after_change(
-    unit: str, *, snap: Snapshot, wanted: dict[str, str], name: str, step: str | None = None
+    unit: str,
+    *,
+    snap: Snapshot,
+    wanted: dict[str, str],
+    name: str,
+    step: str | None = None,
+    restart_alone: bool = False,
 ) -> None:
     """Keep ``unit`` enabled (and running, where systemd runs); restart it after a change.
 
     ``snap`` must hold ``unit`` and every path of ``wanted`` (the unit's files as
     :func:`put_files` returned them). Adds ``systemd.service_after_change`` unless ``snap``
-    already proves it has nothing to do.
+    already proves it has nothing to do. ``restart_alone``: see
+    ``systemd.service_after_change`` (the units that ``Requires=`` it keep running).
     """
     state = snap.units.get(unit, UnitState(None, "unknown"))
     owed = (step or restart_step(unit)) in snap.pending or snap.differing(wanted)
@@ -258,7 +265,13 @@ def service_after_change(
         host.noop(f"{name}: {unit} is enabled and active; none of its files changed")
         return
     where = "reload only if a file changed" if snap.systemd_booted else "systemd not running"
-    systemd.service_after_change(name=f"{name} ({where})", unit=unit, files=wanted, step=step)
+    systemd.service_after_change(
+        name=f"{name} ({where})",
+        unit=unit,
+        files=wanted,
+        step=step,
+        restart_alone=restart_alone,
+    )
 
 
 def unit_removed(unit: str, *, extra_paths: tuple[str, ...] = (), name: str) -> None:

@@ -25,6 +25,16 @@ STOPPED = ("inactive", "failed", "unknown", "dead")
 DAEMON_RELOAD = "daemon-reload"
 
 
+#: ``systemctl restart`` that leaves the units which ``Requires=`` this one running.
+#: systemd.unit(5), ``Requires=``: "this unit will be stopped (or restarted) if one of the
+#: other units is explicitly stopped (or restarted)" (``Requisite=`` propagates the same way,
+#: as ``RequisiteOf=``), so re-applying the GPU caps would restart every engine. systemctl(1),
+#: ``--job-mode=``: "ignore-requirements is similar to ignore-dependencies, but only causes
+#: the requirement dependencies to be ignored, the ordering dependencies will still be
+#: honored" -- the restart job alone, still after what it is ordered after.
+RESTART_ALONE = "systemctl restart --job-mode=ignore-requirements"
+
+
 def restart_step(unit: str) -> str:
     """The pending step "daemon-reload and restart ``unit``" (``restart-<unit>``)."""
     return f"restart-{unit}"
@@ -32,7 +42,10 @@ def restart_step(unit: str) -> str:
 
 @operation()
 def service_after_change(
-    unit: str, files: dict[str, str] | None = None, step: str | None = None
+    unit: str,
+    files: dict[str, str] | None = None,
+    step: str | None = None,
+    restart_alone: bool = False,
 ) -> Generator[str, None, None]:
     """Keep ``unit`` enabled and running; daemon-reload and restart it only after a change.
 
@@ -41,6 +54,8 @@ def service_after_change(
       SHA-1 they are put with; one that still differs means the unit is owed a restart
     + step: the pending step that records the restart as owed (default ``restart-<unit>``,
       written by ``pending.marked`` before the files changed)
+    + restart_alone: restart ``unit`` without restarting the units that ``Requires=`` it
+      (:data:`RESTART_ALONE`); their start still requires it, at boot and later
 
     On a booted host: ``daemon-reload`` + ``restart`` when the step is pending or a file
     differs, else ``enable``/``start`` only where the unit is not enabled/active. Without a
@@ -66,7 +81,8 @@ def service_after_change(
         yield "systemctl daemon-reload"
         if not state.enabled:
             yield f"systemctl enable {quoted}"
-        yield f"systemctl restart {quoted}"
+        restart = RESTART_ALONE if restart_alone else "systemctl restart"
+        yield f"{restart} {quoted}"
         yield clear
         return
     if state.enabled and state.active == "active":
