@@ -189,6 +189,24 @@ class Sweep:
                 self.workload.stop(uuid)
         return self._result(sweep_s, allocation, rounds, final_caps, flagged, max_ratio, rig_s)
 
+    def _record(self, uuid: str, search: CapSearch, measurement: ProbeMeasurement) -> None:
+        """One probe into its search and, when a journal runs, into the journal (by ``uuid``)."""
+        search.record(measurement)
+        if self.session is not None:
+            self.session.record_probe(uuid, asdict(measurement))
+
+    def _probe_event(self, uuid: str, search: CapSearch, measurement: ProbeMeasurement) -> None:
+        """The ``probe`` progress event of ``uuid``: probes so far, the cap (W), tokens/s."""
+        self.progress(
+            uuid,
+            "probe",
+            {
+                "probes": len(search.points),
+                "cap_w": measurement.cap_w,
+                "throughput_tps": measurement.throughput_tps,
+            },
+        )
+
     def _probe_all(self) -> None:
         cfg = self.config
         pending: dict[str, int] = {}
@@ -254,19 +272,9 @@ class Sweep:
                         f"({measurement.cap_w} W); check that it runs on this GPU "
                         "(the engine's URL, its logs) and sweep again"
                     )
-                search.record(measurement)
-                if self.session is not None:
-                    self.session.record_probe(uuid, asdict(measurement))
+                self._record(uuid, search, measurement)
                 del active[uuid]
-                self.progress(
-                    uuid,
-                    "probe",
-                    {
-                        "probes": len(search.points),
-                        "cap_w": measurement.cap_w,
-                        "throughput_tps": measurement.throughput_tps,
-                    },
-                )
+                self._probe_event(uuid, search, measurement)
                 nxt = search.next_cap()
                 if nxt is None:
                     self._park(uuid)
@@ -326,19 +334,9 @@ class Sweep:
                     f"workload {self.workload.name}: the split produced no tokens at the "
                     f"uncapped probe ({measurement.cap_w} W on every GPU)"
                 )
-            search.record(measurement)
-            if self.session is not None:
-                self.session.record_probe(leader, asdict(measurement))
+            self._record(leader, search, measurement)
             for uuid in self.group:
-                self.progress(
-                    uuid,
-                    "probe",
-                    {
-                        "probes": len(search.points),
-                        "cap_w": measurement.cap_w,
-                        "throughput_tps": measurement.throughput_tps,
-                    },
-                )
+                self._probe_event(uuid, search, measurement)
             cap = search.next_cap()
         for uuid in self.group:
             self._park(uuid)
