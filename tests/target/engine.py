@@ -6,11 +6,11 @@ and a tiny random-weight GGUF model for it to serve.
   reaches), configured with ``-DGGML_NATIVE=OFF`` (the binary runs on any x86-64 CI machine),
   ``-DBUILD_SHARED_LIBS=OFF`` (one self-contained executable), no web UI download, no OpenMP
   and no OpenSSL (nothing on the target to link against), and only the ``llama-server``
-  target built, under ``nice -n 19``. About 14 min on 2 idle cores (measured, issue 14), so it
-  is cached under ``/var/cache/rigforge-llama/<key>/llama-server`` where ``key`` hashes every
-  input (version, checksum, flags, this recipe); a changed input builds a new one. A lock
-  makes a second caller wait for a build in progress (``tests/target/run.sh`` starts it in the
-  background before anything else).
+  target built, under ``nice -n 19``. 326 s on 2 idle cores, 1288 s on 2 busy ones (measured
+  2 Dec 2026), so it is cached under ``/var/cache/rigforge-llama/<key>/llama-server`` where
+  ``key`` hashes every input (version, checksum, flags, this recipe); a changed input builds a
+  new one. A lock makes a second caller wait for a build in progress (``tests/target/run.sh``
+  starts it in the background before anything else).
 * The model: :func:`write_tiny_gguf` writes a 2-layer, 64-wide llama with random weights and
   a byte-level vocabulary with the ``gguf`` package; nothing is downloaded.
 

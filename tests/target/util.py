@@ -524,7 +524,7 @@ def wait_until_booted(target: harness.Target, timeout_s: float = 60) -> str:
 
 
 def llama_server_or_fail() -> Path:
-    """The cached llama-server (:mod:`tests.target.engine` builds it when absent: ~14 min on 2
+    """The cached llama-server (:mod:`tests.target.engine` builds it when absent: ~5 min on 2 idle
     cores); fails the test, naming why, where it cannot be built."""
     try:
         return engine.build(harness.STATE_DIR / "llama-build.log")
