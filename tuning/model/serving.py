@@ -514,8 +514,8 @@ class LinkTraffic:
       ``allreduce_sent_bytes`` (a ring sends ``2(tp−1)/tp`` of every message).
     * ``row`` (llama.cpp): ``row_matmuls`` split matmuls; for each, the main GPU sends its input
       to every other member and gathers their shares of the output: ``row_sent_bytes`` leave the
-      main GPU, ``row_received_bytes`` come back to it; ``transfers`` counts those copies, which
-      run one after the other on the main GPU's stream.
+      main GPU, ``row_received_bytes`` come back to it; ``row_transfers`` counts those copies,
+      which run one after the other on the main GPU's stream.
     * ``handoff_bytes``: one stage boundary's activation, sent by a stage to the next
       (``handoff``: bf16; ``layer``: ggml's f32 residual stream).
 
@@ -534,9 +534,15 @@ class LinkTraffic:
     row_matmuls: float = 0.0
     row_sent_bytes: float = 0.0
     row_received_bytes: float = 0.0
-    transfers: float = 0.0
+    row_transfers: float = 0.0
     input_bytes: float = 0.0
     embedding_bytes: float = 0.0
+
+    @property
+    def transfers(self) -> float:
+        """GPU-to-GPU operations the stage step waits on: all-reduces, row copies, the
+        boundary's hand-off. Units: count."""
+        return self.allreduces + self.row_transfers + (0.0 if self.pp_mode == "none" else 1.0)
 
 
 def link_traffic(
@@ -575,7 +581,7 @@ def link_traffic(
     pp_mode: Literal["none", "handoff", "layer"] = modes.pp if pp > 1 else "none"
     message = tokens * hidden * ACTIVATION_BYTES
     allreduces = 2 * layers if tp_mode == "allreduce" else 0.0
-    matmuls = sent = received = transfers = 0.0
+    matmuls = sent = received = row_transfers = 0.0
     if tp_mode == "row":
         pad = col.ggml_matrix_row_padding
         quantised = model.quant_bits < 16
@@ -588,15 +594,12 @@ def link_traffic(
             sent += layers * tokens * src1 * (tp - 1)
             received += layers * tokens * n_out * col.ggml_dst_bytes * (tp - 1) / tp
             matmuls += layers
-        transfers = matmuls * 2 * (tp - 1)
-    transfers += allreduces
+        row_transfers = matmuls * 2 * (tp - 1)
     handoff = 0.0
     if pp_mode == "handoff":
         handoff = message
     elif pp_mode == "layer":
         handoff = tokens * hidden * col.ggml_residual_bytes
-    if pp_mode != "none":
-        transfers += 1
     inputs = embedding = 0.0
     if modes.pp == "layer" or modes.tp == "row":  # a ggml engine: inputs through the host
         pad_kv = col.ggml_kv_pad_tokens
@@ -613,7 +616,7 @@ def link_traffic(
         row_matmuls=matmuls,
         row_sent_bytes=sent,
         row_received_bytes=received,
-        transfers=transfers,
+        row_transfers=row_transfers,
         input_bytes=inputs,
         embedding_bytes=embedding,
     )
@@ -655,8 +658,8 @@ def interconnect_s(
             traffic.message_bytes, tp, link, overhead, col.allreduce_bw_frac
         )
     elif traffic.tp_mode == "row":
-        row_copies = traffic.transfers - (1 if traffic.pp_mode != "none" else 0)
-        inter += row_copies * copy_s + (traffic.row_sent_bytes + traffic.row_received_bytes) / bw
+        inter += traffic.row_transfers * copy_s
+        inter += (traffic.row_sent_bytes + traffic.row_received_bytes) / bw
     if traffic.pp_mode == "handoff":
         inter += (col.handoff_overhead_us + link.latency_us) * 1e-6 + traffic.handoff_bytes / bw
     elif traffic.pp_mode == "layer":
