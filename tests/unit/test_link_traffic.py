@@ -10,9 +10,11 @@ worked from them by hand.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+from tuning.errors import ConfigError
 from tuning.model.serving import (
     GpuHardware,
     Link,
@@ -128,3 +130,23 @@ def test_row_tp2_of_a_moe_reads_nearly_everything_on_the_main_gpu() -> None:
     share = 1 - 377_487_360 / 3e9 / 2
     assert row.decode_step.memory_s == pytest.approx(one.decode_step.memory_s * share, rel=1e-9)
     assert row.tokens_per_s < one.tokens_per_s
+
+
+def test_an_engine_without_split_modes_is_refused(tmp_path: Path) -> None:
+    """serving.yaml must say how every engine splits a model; the error names the file, the
+    YAML path and the fix."""
+    text = Path("tuning/model/serving.yaml").read_text()
+    bad = tmp_path / "serving.yaml"
+    bad.write_text(text.replace("    sglang: {tp: allreduce, pp: handoff}\n", "", 1))
+    with pytest.raises(ConfigError, match=r"serving\.yaml: collectives\.split_modes\.sglang"):
+        load_serving_params(bad)
+
+
+def test_an_unknown_split_mode_is_refused(tmp_path: Path) -> None:
+    text = Path("tuning/model/serving.yaml").read_text()
+    bad = tmp_path / "serving.yaml"
+    bad.write_text(
+        text.replace("llama.cpp: {tp: row, pp: layer}", "llama.cpp: {tp: tensor, pp: layer}")
+    )
+    with pytest.raises(ConfigError, match="split_modes"):
+        load_serving_params(bad)
