@@ -337,7 +337,7 @@ class Prediction:
     steps); ``prefill_step``: one prefill chunk through every stage. ``step`` is the one of
     ``phase`` (``mixed``: decode). ``busy_frac``: share of the round each GPU works (a pipeline
     with fewer sequences than stages idles). ``clock_mhz``: each GPU's SM clock in decode
-    under its power cap (MHz, :func:`tuning.model.split.under_caps`); empty: full clock.
+    under its cap (MHz, :func:`tuning.model.split.split_operating_point`); empty: full clock.
     """
 
     phase: Phase
