@@ -254,8 +254,7 @@ class RingTables:
                     )
                 )
             else:
-                t = power_terms(params, step, max_mhz)
-                terms.append((t.clock_mhz, t.kernel_s, t.fixed_s, t.wait_w, t.work_w))
+                terms.append(_terms(params, step, max_mhz))
         width = bins if bins is not None else max(len(t[0]) for t in terms)
         m = len(terms)
         clock, kernel, wait, work = (np.zeros((m, width)) for _ in range(4))
@@ -307,33 +306,57 @@ class RingTables:
         return RingPace(passes_per_s=rate, pass_s=t_now, kernel_s=kernel_now, power_w=power)
 
 
+_Terms = tuple[np.ndarray, np.ndarray, float, np.ndarray, np.ndarray]
+
+#: :func:`tuning.model.power.power_terms` by (power split identity, pass, max clock); each
+#: entry keeps its power split alive, so the ``id`` in its key is not reused meanwhile.
+_TERMS: dict[tuple[int, StepTime, float], tuple[PowerParams, _Terms]] = {}
+_TERMS_MAX = 8192
+
+
+def _terms(params: PowerParams, step: StepTime, max_mhz: float) -> _Terms:
+    """One member's power terms at every bin (clock, kernel, fixed, wait, work), memoised."""
+    key = (id(params), step, max_mhz)
+    hit = _TERMS.get(key)
+    if hit is not None and hit[0] is params:
+        return hit[1]
+    t = power_terms(params, step, max_mhz)
+    value = (t.clock_mhz, t.kernel_s, t.fixed_s, t.wait_w, t.work_w)
+    if len(_TERMS) >= _TERMS_MAX:
+        _TERMS.clear()
+    _TERMS[key] = (params, value)
+    return value
+
+
 def fitting_bins(power_w: np.ndarray, limit_w: np.ndarray) -> np.ndarray:
     """DVFS: per member the highest bin whose power (a non-decreasing row of ``power_w``) fits
     its limit (W), else the lowest bin."""
     return np.maximum((power_w <= limit_w[:, None] + 1e-9).sum(axis=1) - 1, 0)  # type: ignore[no-any-return]
 
 
-def steady_bins(tables: RingTables, caps_w: Sequence[float | None]) -> list[np.ndarray]:
+def steady_bins(
+    tables: RingTables, caps_w: Sequence[float | None]
+) -> list[tuple[np.ndarray, RingPace]]:
     """The clock bins a split settles at under ``caps_w`` (W per member; ``None``: uncapped):
     every member at the highest bin that fits ``min(cap, its natural draw)`` with the others
     where they are, repeated from full clock until nothing moves. Returns the settled bins
-    (one array), or the states of the limit cycle the update entered (members alternating
-    between neighbouring bins), to be averaged."""
+    with the ring paced there (one pair), or the states of the limit cycle the update entered
+    (members alternating between neighbouring bins), to be averaged."""
     caps = np.array([math.inf if c is None else c for c in caps_w])
     rows = np.arange(len(caps))
     idx = tables.top.copy()
-    seen: list[np.ndarray] = []
+    seen: list[tuple[np.ndarray, RingPace]] = []
     for _ in range(MAX_SETTLE_ITERATIONS):
         pace = tables.pace(idx)
         nxt = fitting_bins(pace.power_w, np.minimum(caps, pace.power_w[rows, tables.top]))
         if np.array_equal(nxt, idx):
-            return [idx]
-        for k, state in enumerate(seen):
+            return [(idx, pace)]
+        for k, (state, _) in enumerate(seen):
             if np.array_equal(state, nxt):
-                return [*seen[k:], idx]
-        seen.append(idx)
+                return [*seen[k:], (idx, pace)]
+        seen.append((idx, pace))
         idx = nxt
-    return [idx]
+    return [(idx, tables.pace(idx))]
 
 
 # --------------------------------------------------------------------------------------------
@@ -391,12 +414,33 @@ class SplitPoint:
         return self.decode
 
 
+#: Settled rings by (ring, each member's power split identity, max clock, cap): a placement
+#: scores hundreds of GPU sets whose members and links repeat. Each entry keeps its members'
+#: power splits alive, so an ``id`` in a key is never reused while the entry exists.
+_SETTLED: dict[tuple[object, ...], tuple[tuple[PowerParams | None, ...], PipelinePoint]] = {}
+_SETTLED_MAX = 8192
+
+
 def _settle(ring: Ring, members: Sequence[SplitMember]) -> PipelinePoint:
-    """The steady :class:`PipelinePoint` of ``ring`` on ``members`` (a limit cycle averaged)."""
+    """The steady :class:`PipelinePoint` of ``ring`` on ``members`` (a limit cycle averaged),
+    memoised (:data:`_SETTLED`)."""
+    key = (ring, tuple((id(m.params), m.max_clock_mhz, m.cap_w) for m in members))
+    hit = _SETTLED.get(key)
+    if hit is not None and all(a is m.params for a, m in zip(hit[0], members, strict=True)):
+        return hit[1]
+    point = _settle_now(ring, members)
+    if len(_SETTLED) >= _SETTLED_MAX:
+        _SETTLED.clear()
+    _SETTLED[key] = (tuple(m.params for m in members), point)
+    return point
+
+
+def _settle_now(ring: Ring, members: Sequence[SplitMember]) -> PipelinePoint:
     tables = RingTables.of(ring, [(m.params, m.max_clock_mhz) for m in members])
-    states = steady_bins(tables, [m.cap_w for m in members])
+    settled = steady_bins(tables, [m.cap_w for m in members])
+    states = [idx for idx, _ in settled]
+    paces = [pace for _, pace in settled]
     rows = np.arange(len(members))
-    paces = [tables.pace(idx) for idx in states]
     n = len(states)
 
     def mean(values: Sequence[np.ndarray]) -> np.ndarray:
