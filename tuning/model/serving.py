@@ -524,13 +524,7 @@ def _host_factor(engine: str, gpus: int, host: HostShare, numa: float) -> float:
 
 
 def _scaled(step: StepTime, factor: float, tokens: float) -> StepTime:
-    return StepTime(
-        memory_s=step.memory_s * factor,
-        compute_s=step.compute_s * factor,
-        interconnect_s=step.interconnect_s * factor,
-        host_s=step.host_s * factor,
-        tokens=tokens,
-    )
+    return step.scaled(factor, tokens)
 
 
 def predict(

@@ -159,13 +159,7 @@ def mixed_step(pred: Prediction) -> StepTime:
 
 def _pass(step: StepTime, pp: int) -> StepTime:
     """One stage's share of a round of ``pp`` equal stage steps."""
-    return StepTime(
-        memory_s=step.memory_s / pp,
-        compute_s=step.compute_s / pp,
-        interconnect_s=step.interconnect_s / pp,
-        host_s=step.host_s / pp,
-        tokens=step.tokens,
-    )
+    return step.scaled(1.0 / pp, step.tokens)
 
 
 def ring_of(preds: Sequence[Prediction], tp: int, pp: int, concurrency: int, phase: Phase) -> Ring:
@@ -512,14 +506,7 @@ def _binding_step(
         host_s=math.fsum(s.host_s for s in steps),
         tokens=tokens,
     )
-    scale = tokens / tokens_per_s / summed.total_s
-    return StepTime(
-        memory_s=summed.memory_s * scale,
-        compute_s=summed.compute_s * scale,
-        interconnect_s=summed.interconnect_s * scale,
-        host_s=summed.host_s * scale,
-        tokens=tokens,
-    )
+    return summed.scaled(tokens / tokens_per_s / summed.total_s, tokens)
 
 
 def _hardware_key(hw: GpuHardware) -> tuple[object, ...]:
