@@ -69,8 +69,9 @@ from tuning.model.serving import (
 )
 from tuning.model.step import StepTime
 
-#: Iterations of the clock update before a split that has not settled is averaged over its
-#: last states (a limit cycle between neighbouring bins; the simulator's steps average it too).
+#: Iterations of the clock update :func:`steady_bins` runs at most (a split settles or enters a
+#: limit cycle within a few; one that has done neither by then is taken where it is). A bound
+#: on the search, not a figure of the model.
 MAX_SETTLE_ITERATIONS = 64
 
 _Num = TypeVar("_Num", float, np.ndarray)
