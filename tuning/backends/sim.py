@@ -14,8 +14,9 @@ The model, per GPU and step (f = SM clock / max SM clock):
   ``model:``), each GPU's :class:`~tuning.model.step.StepTime` comes from
   :func:`tuning.model.serving.predict` on that GPU's preset (:mod:`.sim_workload`), once per
   workload, and the power model (:mod:`tuning.model.power`) gives board power and tokens/s at
-  every 15 MHz clock bin. A split over named GPUs runs each member at its own clock and paces
-  the pipeline by its slowest stage; a stage that waits is busy less and draws less.
+  every 15 MHz clock bin. A split over named GPUs is the plan's split
+  (:mod:`tuning.model.split`): each member at its own clock, the pipeline paced by its
+  stages; a stage that waits is busy less and draws less.
   **DVFS**: under an effective limit L the card runs the highest bin with
   ``P(f) <= L`` (never below the preset's ``f_min``), so a limit above the natural draw
   ``P(1)`` never binds. The knee of a cap curve emerges from the step's memory / compute /
