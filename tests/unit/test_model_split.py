@@ -44,31 +44,33 @@ def test_pp3_over_a_4090_and_two_3090s_hand_worked() -> None:
     """Each stage holds a third of the layers: 10 GB of weights, read at llama.cpp's 0.62 of
     the datasheet bandwidth (serving.yaml): 4090 10e9 / (1008e9 · 0.62) = 16.001 ms, 3090
     10e9 / (936e9 · 0.62) = 17.232 ms; the 20 GFLOP of math at 0.044 of 165 / 71 TFLOPS (2.8 /
-    6.4 ms) hides under the reads. The hand-off: 30 µs + the link's 10 µs + 16 KiB / 25 GB/s =
-    40.7 µs. Host: llama.cpp's CPU step (1.5 ms + 0.05 ms per sequence) once per micro-batch in
-    flight, not at every stage (one graph over all GPUs per token).
+    6.4 ms) hides under the reads. The hand-off (llama.cpp's layer split, serving.yaml): one
+    copy of the f32 residual stream (8192 · 4 B = 32 KiB, with the KQ mask and inputs 33.3 kB)
+    at 1.01 µs a copy + 33.3 kB / 25 GB/s = 2.3 µs. Host: llama.cpp's CPU step (1.5 ms + 0.05 ms
+    per sequence) once per micro-batch in flight, not at every stage (one graph over all GPUs
+    per token).
 
     One sequence (one micro-batch): its 1.55 ms host step spread over three passes, passes of
-    16.001 + 0.041 + 0.517 = 16.559 ms (4090) and 17.790 ms (3090); it goes round the ring
-    alone: 1 / (16.559 + 2 · 17.790 ms) = 19.18 tok/s (every stage at the 3090's pace would be
-    1 / 53.37 ms = 18.74 tok/s).
+    16.001 + 0.002 + 0.517 = 16.520 ms (4090) and 17.751 ms (3090); it goes round the ring
+    alone: 1 / (16.520 + 2 · 17.751 ms) = 19.22 tok/s (every stage at the 3090's pace would be
+    1 / 53.25 ms = 18.78 tok/s).
 
-    Three sequences, three micro-batches of one: every pass carries a whole host step, 17.592 /
-    18.823 ms; the ring's round allows 3 / 55.24 ms = 54.3 passes/s, the slowest stage
-    1 / 18.823 ms = 53.13: 53.13 tok/s, 17.71 per sequence. That 3090 stage is what binds:
+    Three sequences, three micro-batches of one: every pass carries a whole host step, 17.553 /
+    18.784 ms; the ring's round allows 3 / 55.12 ms = 54.4 passes/s, the slowest stage
+    1 / 18.784 ms = 53.24: 53.24 tok/s, 17.75 per sequence. That 3090 stage is what binds:
     its 17.232 ms kernel charged to memory and math in proportion (17.232 : 6.402,
-    StepTime.breakdown) gives memory 17.232 · 0.729 / 18.823 = 66.7 % of the step.
+    StepTime.breakdown) gives memory 17.232 · 0.729 / 18.784 = 66.9 % of the step.
     """
     one = _pp3(1)
-    assert one.decode.stage_s == pytest.approx((0.016559, 0.017790, 0.017790), rel=1e-3)
-    assert one.prediction.tokens_per_s == pytest.approx(19.18, rel=1e-3)
-    assert one.prediction.tokens_per_s_per_seq == pytest.approx(19.18, rel=1e-3)
+    assert one.decode.stage_s == pytest.approx((0.016520, 0.017751, 0.017751), rel=1e-3)
+    assert one.prediction.tokens_per_s == pytest.approx(19.22, rel=1e-3)
+    assert one.prediction.tokens_per_s_per_seq == pytest.approx(19.22, rel=1e-3)
     three = _pp3(3)
-    assert three.decode.stage_s == pytest.approx((0.017592, 0.018823, 0.018823), rel=1e-3)
-    assert three.prediction.tokens_per_s == pytest.approx(53.13, rel=1e-3)
-    assert three.prediction.tokens_per_s_per_seq == pytest.approx(17.71, rel=1e-3)
+    assert three.decode.stage_s == pytest.approx((0.017553, 0.018784, 0.018784), rel=1e-3)
+    assert three.prediction.tokens_per_s == pytest.approx(53.24, rel=1e-3)
+    assert three.prediction.tokens_per_s_per_seq == pytest.approx(17.75, rel=1e-3)
     assert three.prediction.bottleneck == "memory"
-    assert three.prediction.breakdown()["memory"] == pytest.approx(0.667, abs=1e-3)
+    assert three.prediction.breakdown()["memory"] == pytest.approx(0.669, abs=1e-3)
     # uncapped, every card at its max clock (presets.yaml: 3105 / 2100 / 2100 MHz)
     assert three.prediction.clock_mhz == pytest.approx((3105.0, 2100.0, 2100.0))
 

@@ -33,10 +33,10 @@ Hand-worked example (``tests/unit/test_model_split.py`` works it from the preset
 bandwidths and ``serving.yaml``): a 30 B model at 8 bits under llama.cpp as PP=3 over an RTX
 4090 (1008 GB/s) and two RTX 3090s (936 GB/s). A stage reads 10 GB at 0.62 of the bandwidth:
 16.001 ms on the 4090, 17.232 ms on a 3090; with the hand-off and the token's host step spread
-over the stages the passes take 16.559 and 17.790 ms. One sequence goes round the ring alone:
-``min(1 / (16.559 + 2 · 17.790 ms), 1 / 17.790 ms)`` = 19.18 tok/s — running every stage at the
-slowest card's pace would say 18.74. Three sequences (three micro-batches, each pass with its
-own host step: 17.592 / 18.823 ms): ``min(3 / 55.24 ms, 1 / 18.823 ms)`` = 53.13 tok/s, paced by
+over the stages the passes take 16.520 and 17.751 ms. One sequence goes round the ring alone:
+``min(1 / (16.520 + 2 · 17.751 ms), 1 / 17.751 ms)`` = 19.22 tok/s — running every stage at the
+slowest card's pace would say 18.78. Three sequences (three micro-batches, each pass with its
+own host step: 17.553 / 18.784 ms): ``min(3 / 55.12 ms, 1 / 18.784 ms)`` = 53.24 tok/s, paced by
 a 3090 stage.
 
 Heat is not in here: a card above its target temperature lowers its own limit further (the
