@@ -216,7 +216,8 @@ def load_curve(path: str | Path) -> Curve:
             problems.append(
                 (
                     "gpu",
-                    f"no preset {spec.gpu!r}{hint}; presets.yaml has: {', '.join(sorted(presets))}",
+                    f"no preset {spec.gpu!r}{hint}{' ' if hint else '; '}name one of "
+                    f"tuning/backends/presets.yaml: {', '.join(sorted(presets))}",
                 )
             )
         else:
