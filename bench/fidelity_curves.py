@@ -39,7 +39,7 @@ from fidelity_common import Figure
 from pydantic import Field, ValidationError
 
 from tuning.backends.sim import SimRig
-from tuning.backends.sim_config import load_presets
+from tuning.backends.sim_config import load_presets, load_rig_spec
 from tuning.core.strict import StrictModel
 from tuning.core.yamlsafe import YamlDocument
 from tuning.errors import ConfigError, did_you_mean, problems_error, read_yaml_config, yaml_path
@@ -226,8 +226,10 @@ def load_curve(path: str | Path) -> Curve:
         rig_path = path.parent / str(spec.rig)
         try:
             rig = read_yaml_config(rig_path, "rig file").data
+            load_rig_spec(rig, str(rig_path))  # the rig's own errors, before anything runs
         except ConfigError as exc:
             problems.append(("rig", f"{exc}"))
+            rig = None
     workload: WorkloadSpec | None = None
     if not isinstance(spec.workload, dict) or not spec.workload:
         problems.append(("workload", "expected a workload file's body (docs/workload.md)"))

@@ -135,3 +135,10 @@ def test_a_curve_without_its_reference_point_is_refused(fc: ModuleType, tmp_path
     path.write_text(GOOD.replace("reference_cap_w: 350", "reference_cap_w: 300"))
     with pytest.raises(ConfigError, match=r"bad.yaml:21: points: no point at reference_cap_w"):
         fc.load_curve(path)
+
+
+def test_a_missing_rig_file_is_refused_before_anything_runs(fc: ModuleType, tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(GOOD.replace("gpu: rtx3090", "rig: no-such-rig.yaml"))
+    with pytest.raises(ConfigError, match=r"bad.yaml:6: rig: .*no-such-rig.yaml"):
+        fc.load_curve(path)
