@@ -380,7 +380,7 @@ class Prediction:
     steps); ``prefill_step``: one prefill chunk through every stage. ``step`` is the one of
     ``phase`` (``mixed``: decode). ``busy_frac``: share of the round each GPU works (a pipeline
     with fewer sequences than stages idles). ``clock_mhz``: each GPU's SM clock in decode
-    under its power cap (MHz, :func:`tuning.model.split.under_caps`); empty: full clock.
+    under its cap (MHz, :func:`tuning.model.split.split_operating_point`); empty: full clock.
     """
 
     phase: Phase
@@ -764,13 +764,7 @@ def _host_factor(engine: str, gpus: int, host: HostShare, numa: float) -> float:
 
 
 def _scaled(step: StepTime, factor: float, tokens: float) -> StepTime:
-    return StepTime(
-        memory_s=step.memory_s * factor,
-        compute_s=step.compute_s * factor,
-        interconnect_s=step.interconnect_s * factor,
-        host_s=step.host_s * factor,
-        tokens=tokens,
-    )
+    return step.scaled(factor, tokens)
 
 
 def predict(
