@@ -53,6 +53,12 @@ CLUB_TP_TRAFFIC = (
     CLUB_P2P + ": 'TP (`row`/`tensor`) | all-reduce every layer - **~1400 MB/s**, many small "
     "serialized transfers'"
 )
+IK_ROW = (
+    "ikawrakow/ik_llama.cpp PR #1106 (2026-01-05, Qwen3-14B Q4_0, 2x RTX 3090, llama-sweep-bench): "
+    "'At 40k tokens split mode graph ... outperforms the default split mode layer by ... 53% (TG). "
+    "Comparing to mainline's attempt at tensor parallel [split mode row], this PR is ... 2X (TG) "
+    "faster' -> row / layer = 1.53 / 2 = 0.765 at 40k"
+)
 VLLM_PCIE = (
     "vLLM docs, tensor/pipeline parallelism (mintlify.com/vllm-project/vllm/features/"
     "tensor-parallelism: TP wants 'fast interconnect (NVLink)', PP when 'GPUs lack NVLink "
@@ -101,6 +107,11 @@ class MoeArch(Arch):
 #: HARDWARE.md lists it at 114-137 tok/s on one 3090). The doc does not name the model -
 #: estimate.
 QWEN_35B_A3B_GGUF = MoeArch("llama.cpp", 35.0, 4.6, 40, 16, 2, 128, active_params_b=3.0)
+
+
+#: ik_llama.cpp PR #1106's model: Qwen3-14B (config.json: 40 layers, 40 heads x 128, 8 KV
+#: heads; 14.8 B) at Q4_0 (4.5 bits per weight: 18 B per 32 values).
+QWEN3_14B_Q4_0 = Arch("llama.cpp", 14.8, 4.5, 40, 40, 8, 128)
 
 
 def _3090() -> GpuHardware:
@@ -160,16 +171,42 @@ def pp2_over_one_card() -> float:
     return pp2.tokens_per_s / one
 
 
-def _traffic_mb_per_s(tp: int, pp: int) -> float:
-    """What crosses between the two 3090s per second at the model's decode speed (MB/s): the
-    hand-off at PP=2, each member's all-reduce sends at TP=2 (``link_traffic``)."""
+def _dmon_rx_mean_mb_per_s(tp: int, pp: int) -> float:
+    """What club-3090's capture prints as ``decode all rx_mean`` for the 35B-A3B on two 3090s
+    (MB/s): nvidia-smi dmon ``-s t``'s ``rxpci`` (bytes a card receives over PCIe, from the host
+    or a peer), averaged over both cards' 1 Hz samples (scripts/lib/capture.sh cap_dmon_phase,
+    the figure scripts/lib/card.sh renders as "decode rx <mean>"), at the model's decode speed.
+
+    Per token, from :func:`link_traffic` (P2P off: a GPU-to-GPU copy is staged through host
+    memory, so it is one card's tx and the other's rx; ``txpci`` is not summed — the logits
+    leaving the last card, ~1 MB a token, would dwarf every figure here, and the published
+    ones do not show them):
+
+    * ``layer`` (PP=2): card 0 receives the f32 embedding row and the graph inputs (KQ mask,
+      positions, KV indices), card 1 the f32 residual at the boundary and the same inputs;
+    * ``row`` (TP=2): the main card receives the other's output shares, the graph inputs and
+      the embedding row; the other card the q8_1 inputs of every split matmul.
+    """
+    context = 2048
     pred = predict(
-        QWEN_35B_A3B_GGUF, [_3090()] * 2, tp=tp, pp=pp, concurrency=1, context=2048,
+        QWEN_35B_A3B_GGUF, [_3090()] * 2, tp=tp, pp=pp, concurrency=1, context=context,
         link=link_for_topology("PHB"),
     )  # fmt: skip
-    traffic = link_traffic(QWEN_35B_A3B_GGUF, tp, pp, 1)
-    per_token = traffic.handoff_bytes * (pp - 1) + traffic.allreduce_sent_bytes * pp
-    return pred.tokens_per_s * per_token / 1e6
+    t = link_traffic(QWEN_35B_A3B_GGUF, tp, pp, 1, context)
+    per_stage_inputs = t.input_bytes * pp
+    rx_bytes = t.embedding_bytes + per_stage_inputs + t.handoff_bytes * (pp - 1)
+    rx_bytes += (t.row_sent_bytes + t.row_received_bytes) * pp
+    return pred.tokens_per_s * rx_bytes / (tp * pp) / 1e6
+
+
+def row_over_layer_40k() -> float:
+    """Qwen3-14B Q4_0 on two 3090s (P2P off: GeForce drivers refuse peer access), one
+    sequence at 40 960 tokens of context: ``row`` TP=2 over ``layer`` PP=2."""
+    gpus = [_3090()] * 2
+    link = link_for_topology("PHB")
+    row = predict(QWEN3_14B_Q4_0, gpus, tp=2, concurrency=1, context=40_960, link=link)
+    layer = predict(QWEN3_14B_Q4_0, gpus, pp=2, concurrency=1, context=40_960, link=link)
+    return row.tokens_per_s / layer.tokens_per_s
 
 
 def single_3090_gguf_speed() -> float:
@@ -241,15 +278,22 @@ FIGURES: list[Figure] = [
         CLUB_PP_SPEED,
     ),
     _ratio(
+        "llama.cpp 2x3090 row split (TP=2) over layer split (PP=2), decode at 40k tokens",
+        row_over_layer_40k,
+        1.53 / 2,
+        "x",
+        IK_ROW,
+    ),
+    _ratio(
         "club-3090 PP=2 (llama.cpp layer split) traffic between two 3090s, decode",
-        lambda: _traffic_mb_per_s(1, 2),
+        lambda: _dmon_rx_mean_mb_per_s(1, 2),
         7.0,
         "MB/s",
         CLUB_PP_TRAFFIC,
     ),
     _ratio(
         "club-3090 TP=2 (llama.cpp row/tensor split) all-reduce traffic, decode",
-        lambda: _traffic_mb_per_s(2, 1),
+        lambda: _dmon_rx_mean_mb_per_s(2, 1),
         1400.0,
         "MB/s",
         CLUB_TP_TRAFFIC,

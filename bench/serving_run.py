@@ -4,9 +4,10 @@ For every candidate the placement scores (each model of the models file on every
 split it may take), one replica runs alone on a fresh simulated rig at the same power limits
 (the profile's caps with ``--profile``, else the rig's stock limits) for ``--seconds`` of rig
 time, cold (no heat: the plan has none either); the line prints the plan's predicted tok/s
-beside the measured and the difference. Then the plan itself is served the way
-``rigforge loop`` does (every placement at once, ``--serve-s`` of rig time, heat included) and
-the sum is compared with issue 12's 10 % bar.
+beside the measured and the difference. The plan is made from the snapshot ``rigforge loop``
+makes (every GPU under load, so each card's negotiated PCIe link is read as it serves). Then
+the plan itself is served the way ``rigforge loop`` does (every placement at once,
+``--serve-s`` of rig time, heat included) and the sum is compared with issue 12's 10 % bar.
 
     .venv/bin/python bench/serving_run.py [--rig sim:reference] [--models FILE]
         [--profile out/profile.yaml] [--seconds 60] [--serve-s 1800]
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from inventory.models import load_models
 from tuning.backends import open_rig
-from tuning.loop import default_models_path
+from tuning.loop import default_models_path, inspect_under_load
 from tuning.placement import build_problem, load_profile_hints, plan
 from tuning.placement.scoring import mask_bits
 from tuning.serving_run import BAR_PCT, replica_workload, serving_run
@@ -42,10 +43,11 @@ def main() -> None:
     hints = load_profile_hints(args.profile) if args.profile else None
     rig = open_rig(args.rig, seed=0)
     try:
-        snapshot = rig.snapshot()
         caps = {g.uuid: g.power_constraints().default_w for g in rig.gpus}
     finally:
         rig.close()
+    # the loop's snapshot: read under load, so a riser's downtrained link is what the plan sees
+    snapshot = inspect_under_load(args.rig, "decode", seed=0)
     if hints is not None:
         caps.update({u: h.cap_w for u, h in hints.gpus.items() if h.cap_w is not None})
     problem = build_problem(snapshot, models, hints)

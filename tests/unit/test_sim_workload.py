@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tuning.backends.sim import SimRig
-from tuning.backends.sim_workload import pipeline_passes_per_s
+from tuning.model.split import pipeline_passes_per_s
 from tuning.workloads.spec import load_workload_file
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"

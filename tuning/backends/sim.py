@@ -14,8 +14,9 @@ The model, per GPU and step (f = SM clock / max SM clock):
   ``model:``), each GPU's :class:`~tuning.model.step.StepTime` comes from
   :func:`tuning.model.serving.predict` on that GPU's preset (:mod:`.sim_workload`), once per
   workload, and the power model (:mod:`tuning.model.power`) gives board power and tokens/s at
-  every 15 MHz clock bin. A split over named GPUs runs each member at its own clock and paces
-  the pipeline by its slowest stage; a stage that waits is busy less and draws less.
+  every 15 MHz clock bin. A split over named GPUs is the plan's split
+  (:mod:`tuning.model.split`): each member at its own clock, the pipeline paced by its
+  stages; a stage that waits is busy less and draws less.
   **DVFS**: under an effective limit L the card runs the highest bin with
   ``P(f) <= L`` (never below the preset's ``f_min``), so a limit above the natural draw
   ``P(1)`` never binds. The knee of a cap curve emerges from the step's memory / compute /
@@ -69,8 +70,7 @@ from tuning.backends.sim_config import (
     parse_cpu_list,
 )
 from tuning.backends.sim_workload import (
-    GroupPlan,
-    group_plan,
+    group_ring,
     hardware_of,
     host_share,
     replica_step,
@@ -86,9 +86,9 @@ from tuning.model.power import (
     clock_bins,
     params_for,
     power_table,
-    power_terms,
 )
 from tuning.model.serving import Link, nominal_link
+from tuning.model.split import Ring, RingTables
 
 if TYPE_CHECKING:  # tuning.workloads imports this module: no cycle at run time
     from tuning.workloads.spec import WorkloadSpec
@@ -690,8 +690,8 @@ class SimRig(Rig):
             [self._gpus[i]._pcie_negotiated for i in members],
             [self._gpus[i].numa_node() for i in members],
         )
-        plan = group_plan(spec, [self._hardware[i] for i in members], worst or _no_link(), host)
-        return _Group.of(self, plan, members)
+        ring = group_ring(spec, [self._hardware[i] for i in members], worst or _no_link(), host)
+        return _Group.of(self, ring, members)
 
     def _link_between(self, a: int, b: int) -> str:
         for t in self._topology:
@@ -927,101 +927,38 @@ class _Row:
 
 @dataclasses.dataclass
 class _Group:
-    """A running split, paced by its slowest stage (:mod:`tuning.backends.sim_workload`).
-
-    Arrays are (members, bins): each member's kernel time of one stage pass, waiting and
-    working power per clock bin (:func:`tuning.model.power.power_terms`); ``fixed_s`` its
-    link and host time per pass.
+    """A running split: its members (rig indices) and the split's clock-bin tables
+    (:class:`tuning.model.split.RingTables`, padded to the rig's bin count), paced at every
+    step by :meth:`~tuning.model.split.RingTables.pace` (:mod:`tuning.backends.sim_workload`).
     """
 
     members: np.ndarray
-    stage: np.ndarray
-    pp: int
-    in_flight: int
-    tokens_per_pass: float
-    kernel_s: np.ndarray
-    fixed_s: np.ndarray
-    wait_w: np.ndarray
-    work_w: np.ndarray
-    pad: np.ndarray
-    top: np.ndarray
-    same_stage: np.ndarray
-    other_stage: np.ndarray
-    plan: GroupPlan
+    tables: RingTables
 
     @classmethod
-    def of(cls, rig: SimRig, plan: GroupPlan, members: Sequence[int]) -> _Group:
-        bins = rig._bins
-        m = len(members)
-        kernel = np.zeros((m, bins))
-        wait = np.zeros((m, bins))
-        work = np.zeros((m, bins))
-        clock = np.zeros((m, bins))
-        pad = np.zeros((m, bins), dtype=bool)
-        top = np.zeros(m, dtype=int)
-        fixed = np.zeros(m)
-        for r, (i, step) in enumerate(zip(members, plan.passes, strict=True)):
-            t = power_terms(rig._params[i], step, float(rig._max_mhz[i]))
-            nb = len(t.clock_mhz)
-            kernel[r, :nb], kernel[r, nb:] = t.kernel_s, t.kernel_s[-1]
-            wait[r, :nb], wait[r, nb:] = t.wait_w, t.wait_w[-1]
-            work[r, :nb], work[r, nb:] = t.work_w, t.work_w[-1]
-            clock[r, :nb], clock[r, nb:] = t.clock_mhz, t.clock_mhz[-1]
-            pad[r, nb:] = True
-            top[r] = nb - 1
-            fixed[r] = t.fixed_s
-            hw_max = HW_SLOWDOWN_CLOCK_FRAC * float(rig._max_mhz[i]) + 1e-9
-            rig._hw_idx[i] = max(int((t.clock_mhz <= hw_max).sum()) - 1, 0)
+    def of(cls, rig: SimRig, ring: Ring, members: Sequence[int]) -> _Group:
+        power = [(rig._params[i], float(rig._max_mhz[i])) for i in members]
+        tables = RingTables.of(ring, power, bins=rig._bins)
         idx = np.asarray(members)
-        rig._tab_clk[idx] = clock
+        for r, i in enumerate(members):
+            hw_max = HW_SLOWDOWN_CLOCK_FRAC * float(rig._max_mhz[i]) + 1e-9
+            own = tables.clock_mhz[r, : tables.top[r] + 1]
+            rig._hw_idx[i] = max(int((own <= hw_max).sum()) - 1, 0)
+        rig._tab_clk[idx] = tables.clock_mhz
         rig._tab_t[idx] = 0.0
-        stage = np.asarray(plan.stage)
-        same = (stage[:, None] == stage[None, :]) & ~np.eye(m, dtype=bool)
-        other = stage[:, None] != np.arange(plan.pp)[None, :]
-        group = cls(
-            members=idx,
-            stage=stage,
-            pp=plan.pp,
-            in_flight=plan.in_flight,
-            tokens_per_pass=plan.tokens_per_pass,
-            kernel_s=kernel,
-            fixed_s=fixed,
-            wait_w=wait,
-            work_w=work,
-            pad=pad,
-            top=top,
-            same_stage=same,
-            other_stage=other,
-            plan=plan,
-        )
-        return group
+        return cls(members=idx, tables=tables)
 
     def pace(self, rig: SimRig) -> None:
         """The split at the clocks the rig chose this step (see :meth:`SimRig._pace_groups`)."""
         members = self.members
-        rows = np.arange(len(members))
-        chosen = np.minimum(rig._idx[members], self.kernel_s.shape[1] - 1)
-        kernel_now = self.kernel_s[rows, chosen]
-        t_now = kernel_now + self.fixed_s
-        t_stage = np.zeros(self.pp)
-        np.maximum.at(t_stage, self.stage, t_now)
-        rate = min(self.in_flight / float(t_stage.sum()), 1.0 / float(t_stage.max()))
-        rig._tps[members] = self.tokens_per_pass * rate / len(members)
-        rig._util_pct[members] = 100.0 * np.minimum(kernel_now * rate, 1.0)
+        tables = self.tables
+        chosen = np.minimum(rig._idx[members], tables.kernel_s.shape[1] - 1)
+        now = tables.pace(chosen)
+        rig._tps[members] = tables.ring.tokens_per_pass * now.passes_per_s / len(members)
+        rig._util_pct[members] = 100.0 * now.busy_frac()
         # Next step's limiter: each member's own clock varied, the others where they are.
-        mate_s = np.max(np.where(self.same_stage, t_now[None, :], 0.0), axis=1)
-        own_s = np.maximum(self.kernel_s + self.fixed_s[:, None], mate_s[:, None])
-        rest_sum = float(t_stage.sum()) - t_stage[self.stage]
-        rest_max = np.max(np.where(self.other_stage, t_stage[None, :], 0.0), axis=1)
-        rates = np.minimum(
-            self.in_flight / (rest_sum[:, None] + own_s),
-            1.0 / np.maximum(rest_max[:, None], own_s),
-        )
-        busy = np.minimum(self.kernel_s * rates, 1.0)
-        power = np.maximum.accumulate(self.wait_w + busy * self.work_w, axis=1)
-        power[self.pad] = np.inf
-        rig._tab_p[members] = power
-        rig._nat_w[members] = power[rows, self.top]
+        rig._tab_p[members] = now.power_w
+        rig._nat_w[members] = now.power_w[np.arange(len(members)), tables.top]
 
 
 def _nvml_bus_id(bus_id: str) -> str:

@@ -5,12 +5,14 @@ runs it: each GPU's step time from the step-time model, once per workload.
   :func:`tuning.model.serving.predict` for the model on that GPU's preset alone, the step of the
   workload's phase (``mixed``: :func:`mixed_step`). The power model turns it into a table of
   power and tokens/s per clock bin, as for any step.
-* **A split over named GPUs**: :func:`group_plan` gives every member its *stage pass* — one
-  micro-batch through the member's share of the layers (``predict``'s round divided by ``pp``,
-  with the member's own preset, so a slower card has a longer pass) — and the pipeline's shape:
-  ``in_flight`` micro-batches circulate over ``pp`` stages and each completed pass through
-  the last stage yields ``tokens_per_pass`` tokens. The rig then paces the pipeline by its
-  slowest stage each step (:class:`tuning.backends.sim.SimRig`).
+* **A split over named GPUs**: :func:`group_ring` is the split's own definition
+  (:mod:`tuning.model.split`, the one :func:`~tuning.model.split.split_operating_point` the
+  plan predicts with): every member's *stage pass* on its own preset and the pipeline's shape
+  (``in_flight`` micro-batches over ``pp`` stages, ``tokens_per_pass`` each). The rig builds
+  its :class:`~tuning.model.split.RingTables` and, at every step, lets each member's limiter
+  choose its clock from :meth:`~tuning.model.split.RingTables.pace` (its own clock varied, the
+  others where they are) — the update whose fixed point ``split_operating_point`` solves —
+  with heat, throttling and noise on top (:class:`tuning.backends.sim.SimRig`).
 
 The link of a split is the worst pair of its GPUs in the rig's topology
 (:func:`tuning.model.serving.link_for_topology`, with the slower card's negotiated PCIe link);
@@ -22,9 +24,7 @@ prediction and the simulator's measurement start from the same inputs).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tuning.backends.sim_config import PresetSpec
@@ -37,6 +37,7 @@ from tuning.model.serving import (
     link_for_topology,
     predict,
 )
+from tuning.model.split import Ring, member_predictions, mixed_step, ring_of
 from tuning.model.step import StepTime
 
 if TYPE_CHECKING:  # tuning.workloads imports the simulated rig: no cycle at run time
@@ -51,21 +52,6 @@ def hardware_of(preset: PresetSpec) -> GpuHardware:
     tflops = {"fp16": preset.fp16_tensor_tflops}
     tflops.update({k: float(v) for k, v in preset.tensor_tflops.items() if v})
     return GpuHardware(name=preset.name, memory_bw_gbps=preset.memory_bw_gbps, tensor_tflops=tflops)
-
-
-def mixed_step(pred: Prediction) -> StepTime:
-    """``mixed``: a chunked-prefill step that carries the decode tokens of every sequence and
-    one prefill chunk (vLLM's and SGLang's mixed batches). The weights are read once for both
-    (memory: the larger read), the math of both adds, and so does the time on links; the host
-    schedules one step. Tokens counted: the decode (output) tokens only."""
-    d, p = pred.decode_step, pred.prefill_step
-    return StepTime(
-        memory_s=max(d.memory_s, p.memory_s),
-        compute_s=d.compute_s + p.compute_s,
-        interconnect_s=d.interconnect_s + p.interconnect_s,
-        host_s=max(d.host_s, p.host_s),
-        tokens=d.tokens,
-    )
 
 
 def _phase_step(spec: WorkloadSpec, pred: Prediction) -> StepTime:
@@ -96,7 +82,7 @@ def _predict(
         phase="decode" if spec.phase == "mixed" else spec.phase,
         link=link,
         host=host,
-        prompt_tokens=spec.context if spec.phase == "prefill" else None,
+        prompt_tokens=spec.context,
         engine=spec.engine,
     )
 
@@ -106,65 +92,26 @@ def replica_step(spec: WorkloadSpec, gpu: GpuHardware, host: HostShare) -> StepT
     return _phase_step(spec, _predict(spec, [gpu], None, host))
 
 
-@dataclass(frozen=True)
-class GroupPlan:
-    """A split's members as the rig paces them. Units: s, tokens.
-
-    ``passes[i]``: member ``i``'s stage pass at full clock (its kernel, link and host time for
-    one micro-batch); ``stage[i]``: its pipeline stage (members are stage-major, ``tp`` per
-    stage); ``in_flight``: micro-batches circulating (``min(concurrency, pp)`` in decode, ``pp``
-    in prefill: prompts keep the pipeline full); ``tokens_per_pass``: tokens one micro-batch
-    yields per trip through the pipeline (``concurrency / in_flight`` in decode, the chunk in
-    prefill). The pipeline completes ``min(in_flight / Σ stage times, 1 / max stage time)``
-    passes per second (a closed ring of ``in_flight`` micro-batches over ``pp`` stages).
-    """
-
-    passes: tuple[StepTime, ...]
-    stage: tuple[int, ...]
-    pp: int
-    in_flight: int
-    tokens_per_pass: float
-    link: Link
-
-
-def group_plan(
+def group_ring(
     spec: WorkloadSpec, gpus: Sequence[GpuHardware], link: Link, host: HostShare
-) -> GroupPlan:
-    """The :class:`GroupPlan` of ``spec`` over ``gpus`` (stage-major, ``tp · pp`` of them)."""
-    passes = []
-    for hw in gpus:
-        own = _phase_step(spec, _predict(spec, [hw] * len(gpus), link, host))
-        passes.append(
-            StepTime(
-                memory_s=own.memory_s / spec.pp,
-                compute_s=own.compute_s / spec.pp,
-                interconnect_s=own.interconnect_s / spec.pp,
-                host_s=own.host_s / spec.pp,
-                tokens=own.tokens,
-            )
-        )
-    if spec.phase == "prefill":
-        in_flight = spec.pp
-        per_pass = passes[0].tokens
-    else:
-        in_flight = min(spec.concurrency, spec.pp)
-        per_pass = spec.concurrency / in_flight
-    return GroupPlan(
-        passes=tuple(passes),
-        stage=tuple(i // spec.tp for i in range(len(gpus))),
+) -> Ring:
+    """The :class:`~tuning.model.split.Ring` of ``spec`` over ``gpus`` (stage-major, ``tp ·
+    pp`` of them) in its phase: the split's own definition
+    (:func:`tuning.model.split.member_predictions`, :func:`tuning.model.split.ring_of`)."""
+    preds = member_predictions(
+        spec.model,
+        gpus,
+        tp=spec.tp,
         pp=spec.pp,
-        in_flight=in_flight,
-        tokens_per_pass=per_pass,
+        concurrency=spec.concurrency,
+        context=spec.context,
+        phase=spec.phase,
         link=link,
+        host=host,
+        prompt_tokens=spec.context,
+        engine=spec.engine,
     )
-
-
-def pipeline_passes_per_s(stage_s: Sequence[float], in_flight: int) -> float:
-    """Passes per second of ``in_flight`` micro-batches circulating over stages taking
-    ``stage_s`` each: ``min(in_flight / Σ t, 1 / max t)``. Hand-worked: six stages of 2 ms with
-    one micro-batch: 1 / 12 ms = 83.3 passes/s; with six: 1 / 2 ms = 500."""
-    total = math.fsum(stage_s)
-    return min(in_flight / total, 1.0 / max(stage_s))
+    return ring_of(preds, spec.tp, spec.pp, spec.concurrency, spec.phase)
 
 
 def worst_link(

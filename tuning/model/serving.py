@@ -20,8 +20,14 @@ Formulas (docs/model.md has them with units and sources). Per pipeline stage and
     compute_s  = (2 · active_params · m + 4 · layers · m · context · hidden) / (tp·pp)
                  / (tensor_tflops[dtype] · mfu)   [mfu: matvec_mfu for steps of few tokens]
     allreduce  = overhead[link kind] + 2(tp−1) · latency + 2(tp−1)/tp · bytes / (bw · bw_frac)
-    interconnect_s = 2 · layers/pp · allreduce(m · hidden · 2 B)  [tp > 1]
-                     + handoff(m · hidden · 2 B)                   [pp > 1]
+    interconnect_s (vLLM, SGLang) = 2 · layers/pp · allreduce(m · hidden · 2 B)  [tp > 1]
+                                    + handoff(m · hidden · 2 B)                   [pp > 1]
+    interconnect_s (llama.cpp)    = transfers · copy_latency[link kind] + bytes / bw
+                     [row: 2(tp−1) copies per split matmul; layer: one f32 residual copy]
+
+The engine's split modes (``collectives.split_modes``) decide what :func:`link_traffic`
+counts; under llama.cpp's ``row`` the main GPU also reads the unsplit weights (a MoE's
+experts) and the whole KV cache.
     host_s     = (host_step_s + host_per_seq_s · m) · max(1, cores_needed / cores_effective)
                  · (remote_numa_factor if the cores are on another NUMA node)
 
@@ -101,12 +107,37 @@ class EngineStep(StrictModel):
         return self.mfu_frac
 
 
+class SplitModes(StrictModel):
+    """How one engine splits a model: ``tp`` over tensor-parallel members, ``pp`` over stages.
+
+    ``allreduce``: every member holds a slice of every layer and the partial outputs are summed
+    by a collective (NCCL or the engine's custom all-reduce) twice per layer (vLLM, SGLang).
+    ``row``: llama.cpp's ``--split-mode row``: each 2-D weight matrix is split by rows; per
+    matmul the main GPU sends the input to the others and gathers their shares of the output.
+    ``handoff``: one activation tensor sent to the next stage per boundary (vLLM, SGLang).
+    ``layer``: llama.cpp's ``--split-mode layer``: ggml's scheduler copies each split's inputs
+    (the residual stream at the boundary, the graph inputs the later stage's layers read).
+    """
+
+    tp: Literal["allreduce", "row"]
+    pp: Literal["handoff", "layer"]
+
+
 class Collectives(StrictModel):
     allreduce_overhead_us: dict[LinkKind, float]
     allreduce_bw_frac: float = Field(gt=0, le=1)
     handoff_overhead_us: float = Field(ge=0)
     nvlink_bridge_link_gbps: float = Field(gt=0)
     nvlink_datacenter_link_gbps: float = Field(gt=0)
+    split_modes: dict[str, SplitModes]
+    copy_latency_us: dict[LinkKind, float]
+    ggml_residual_bytes: int = Field(ge=1, le=8)
+    ggml_kq_mask_bytes: int = Field(ge=1, le=8)
+    ggml_kv_pad_tokens: int = Field(ge=1, le=65_536)
+    ggml_input_bytes_per_token: int = Field(ge=0, le=4096)
+    ggml_q8_1_bytes_per_value: float = Field(gt=0, le=8)
+    ggml_matrix_row_padding: int = Field(ge=1, le=65_536)
+    ggml_dst_bytes: int = Field(ge=1, le=8)
     sources: dict[str, str]
 
 
@@ -142,6 +173,18 @@ def load_serving_params(path: Path = PARAMS_FILE) -> ServingParams:
     from tuning.cpuplan.rules import load_rules
 
     known = set(load_rules().engines)
+    for name in params.collectives.split_modes:
+        if name not in params.engines:
+            raise ConfigError(
+                f"{path.name}: collectives.split_modes.{name}: not an engine of engines: "
+                f"({', '.join(sorted(params.engines))})"
+            )
+    for name in params.engines:
+        if name not in params.collectives.split_modes:
+            raise ConfigError(
+                f"{path.name}: collectives.split_modes.{name}: missing; say how {name} splits "
+                "a model (tp: allreduce | row, pp: handoff | layer)"
+            )
     for name in params.engines:
         if name not in known:
             raise ConfigError(
@@ -337,7 +380,7 @@ class Prediction:
     steps); ``prefill_step``: one prefill chunk through every stage. ``step`` is the one of
     ``phase`` (``mixed``: decode). ``busy_frac``: share of the round each GPU works (a pipeline
     with fewer sequences than stages idles). ``clock_mhz``: each GPU's SM clock in decode
-    under its power cap (MHz, :func:`tuning.model.split.under_caps`); empty: full clock.
+    under its cap (MHz, :func:`tuning.model.split.split_operating_point`); empty: full clock.
     """
 
     phase: Phase
@@ -387,37 +430,195 @@ def compute_dtype(model: ModelLike, gpu: GpuHardware) -> str:
     return "fp16"
 
 
+TpMode = Literal["allreduce", "row"]
+PpMode = Literal["handoff", "layer"]
+
+
+def hidden_size(model: ModelLike) -> int:
+    """The residual stream's width: ``attention_heads · head_dim``. Units: values per token."""
+    return model.attention_heads * model.head_dim
+
+
+def ffn_dim(model: ModelLike) -> float:
+    """The FFN's intermediate width, derived from the parameter count (the models file has no
+    such field). Units: values per token.
+
+    Each layer holds ``2h² + 2h·kv`` attention weights (q and o of ``h×h``, k and v of
+    ``h×kv`` with ``kv = kv_heads · head_dim``) and ``3h·ffn`` FFN weights (gate, up, down);
+    the rest of ``params_b / layers`` is the FFN. Embeddings are neglected (a few % of a model
+    of 7 B or more), so this overestimates a little; a MoE's is its active experts' summed width.
+
+    Hand-worked: 27 B, 64 layers, h = 40·128 = 5120, kv = 8·128 = 1024: per layer
+    27e9/64 = 421.9 M; attention 2·5120² + 2·5120·1024 = 62.9 M; ffn = (421.9 − 62.9) M /
+    (3·5120) = 23 370 (Qwen2.5-32B's config.json: 27 648 at 32.8 B, 64 layers, the same h).
+    """
+    h = hidden_size(model)
+    kv = model.kv_heads * model.head_dim
+    per_layer = active_params_b(model) * 1e9 / model.layers
+    return max(0.0, (per_layer - 2 * h * h - 2 * h * kv) / (3 * h))
+
+
+def _attention_params(model: ModelLike) -> float:
+    """Weights of the attention projections of every layer (q, k, v, o). Units: parameters."""
+    h = hidden_size(model)
+    kv = model.kv_heads * model.head_dim
+    return model.layers * (2 * h * h + 2 * h * kv)
+
+
+def _is_moe(model: ModelLike) -> bool:
+    return active_params_b(model) < model.params_b
+
+
+def row_split_frac(model: ModelLike) -> float:
+    """The share of the weights read per token that llama.cpp's ``--split-mode row`` splits.
+
+    Only ``GGML_OP_MUL_MAT`` may read a split buffer (ggml-cuda.cu supports_op: "split buffers
+    can only be used with GGML_OP_MUL_MAT"), so a MoE's expert tensors (3-D, ``MUL_MAT_ID``) stay
+    whole on the main GPU and only the attention projections are split; a dense model's matmuls
+    are all split (1.0). Hand-worked: the 35 B-A3B of ``bench/fidelity_speed.py`` (3 B active,
+    40 layers, h 2048, kv 2·128): 40 · (2·2048² + 2·2048·256) = 377 M of 3 B → 0.126.
+    """
+    if not _is_moe(model):
+        return 1.0
+    return min(1.0, _attention_params(model) / (active_params_b(model) * 1e9))
+
+
+def _row_matmuls(model: ModelLike) -> list[tuple[float, float]]:
+    """(input width, output width) of each matmul of one layer that ``row`` splits."""
+    h = float(hidden_size(model))
+    kv = float(model.kv_heads * model.head_dim)
+    attn = [(h, h), (h, kv), (h, kv), (h, h)]  # q, k, v, o
+    if _is_moe(model):
+        return attn
+    f = ffn_dim(model)
+    return [*attn, (h, f), (h, f), (f, h)]  # gate, up, down
+
+
+def split_modes(engine: str) -> SplitModes:
+    """The engine's split modes (``serving.yaml`` ``collectives.split_modes``)."""
+    modes = load_serving_params().collectives.split_modes
+    if engine not in modes:
+        raise ConfigError(f"no split modes for engine {engine!r} in {PARAMS_FILE.name}")
+    return modes[engine]
+
+
 @dataclass(frozen=True)
 class LinkTraffic:
-    """What one stage step of ``tokens`` new tokens puts on the GPU-to-GPU links. Units: bytes.
+    """What one stage step of ``tokens`` new tokens moves, per member. Units: bytes, counts.
 
-    ``message_bytes``: one activation tensor (``tokens · hidden · ACTIVATION_BYTES``), the size
-    of each tensor-parallel all-reduce and of each pipeline hand-off; ``allreduces``: how many
-    the stage runs (two per layer it holds: after attention and after the MLP; 0 at tp = 1);
-    ``allreduce_sent_bytes``: what each member sends for them (a ring all-reduce sends
-    ``2(tp−1)/tp`` of the message); ``handoff_bytes``: sent to the next stage (0 at pp = 1).
+    ``tp_mode``/``pp_mode``: the engine's split (:class:`SplitModes`; ``none`` at 1).
+    GPU to GPU, per stage step:
+
+    * ``allreduce`` (vLLM, SGLang): ``allreduces`` collectives of ``message_bytes`` each (two
+      per layer the stage holds, ``tokens · hidden · ACTIVATION_BYTES``); each member sends
+      ``allreduce_sent_bytes`` (a ring sends ``2(tp−1)/tp`` of every message).
+    * ``row`` (llama.cpp): ``row_matmuls`` split matmuls; for each, the main GPU sends its input
+      to every other member and gathers their shares of the output: ``row_sent_bytes`` leave the
+      main GPU, ``row_received_bytes`` come back to it; ``row_transfers`` counts those copies,
+      which run one after the other on the main GPU's stream.
+    * ``handoff_bytes``: one stage boundary's activation, sent by a stage to the next
+      (``handoff``: bf16; ``layer``: ggml's f32 residual stream).
+
+    Host to GPU (llama.cpp, what nvidia-smi dmon also counts, not link time):
+    ``input_bytes`` of graph inputs every stage's GPU receives (KQ mask, positions, KV slot
+    indices) and ``embedding_bytes`` the first stage receives (llama.cpp keeps the token
+    embedding on the CPU: one f32 row per token).
     """
 
+    tp_mode: Literal["none", "allreduce", "row"]
+    pp_mode: Literal["none", "handoff", "layer"]
     message_bytes: float
     allreduces: float
     allreduce_sent_bytes: float
     handoff_bytes: float
+    row_matmuls: float = 0.0
+    row_sent_bytes: float = 0.0
+    row_received_bytes: float = 0.0
+    row_transfers: float = 0.0
+    input_bytes: float = 0.0
+    embedding_bytes: float = 0.0
+
+    @property
+    def transfers(self) -> float:
+        """GPU-to-GPU operations the stage step waits on: all-reduces, row copies, the
+        boundary's hand-off. Units: count."""
+        return self.allreduces + self.row_transfers + (0.0 if self.pp_mode == "none" else 1.0)
 
 
-def link_traffic(model: ModelLike, tp: int, pp: int, tokens: float) -> LinkTraffic:
-    """The bytes a stage step moves between GPUs (see :class:`LinkTraffic`).
+def link_traffic(
+    model: ModelLike,
+    tp: int,
+    pp: int,
+    tokens: float,
+    context: float = 0.0,
+    engine: str | None = None,
+) -> LinkTraffic:
+    """The bytes and transfers a stage step of ``tokens`` new tokens at ``context`` tokens of
+    KV moves (see :class:`LinkTraffic`); ``engine`` overrides ``model.engine``.
 
-    Hand-worked example: a 40-layer model with hidden 2048 at tp = 2, one token: each
-    all-reduce is 2048 · 2 B = 4 KiB, 80 of them per step, each member sends 80 · 4 KiB =
-    320 KiB; at pp = 2 (tp = 1) one 4 KiB hand-off per token per boundary.
+    Hand-worked, a 40-layer model with hidden 2048 = 16·128 (8 KV heads · 128 = 1024), one
+    token:
+
+    * vLLM TP=2: each all-reduce is 2048 · 2 B = 4 KiB, 80 of them per step; each member
+      sends 80 · 4 KiB = 320 KiB; PP=2: one 4 KiB bf16 hand-off per token per boundary.
+    * llama.cpp ``layer`` PP=2 at 1000 tokens of context: the boundary copies the f32
+      residual, 2048 · 4 B = 8 KiB; every stage's GPU receives the KQ mask of
+      ceil(1001/256)·256 = 1024 KV cells · 2 B (f16) = 2 KiB and 20 B of positions and KV slot
+      indices (int32 + 2 · int64); the first stage the 8 KiB embedding row.
+    * llama.cpp ``row`` TP=2 of a dense 8-bit model of 40 · 62 914 560 = 2.5165824 B
+      parameters (ffn = (62 914 560 − 2·2048² − 2·2048·1024)/(3·2048) = 8192): 7 split
+      matmuls a layer, 280 a step, 2 copies each (input out, output share back): 560
+      transfers. Inputs as q8_1 (36 B per 32 values, rows padded to 512): q, k, v, o, gate, up
+      read 2048 values → 2304 B each, down 8192 → 9216 B: (6 · 2304 + 9216) · 40 = 921 600 B
+      sent by the main GPU. Outputs in f32, half from the other card: (2048 + 1024 + 1024 +
+      2048 + 2 · 8192 + 2048) · 4 / 2 · 40 = 1 966 080 B received.
     """
-    message = tokens * model.attention_heads * model.head_dim * ACTIVATION_BYTES
-    allreduces = 2 * model.layers / pp if tp > 1 else 0.0
+    col = load_serving_params().collectives
+    modes = split_modes(engine or model.engine)
+    hidden = hidden_size(model)
+    layers = model.layers / pp
+    tp_mode: Literal["none", "allreduce", "row"] = modes.tp if tp > 1 else "none"
+    pp_mode: Literal["none", "handoff", "layer"] = modes.pp if pp > 1 else "none"
+    message = tokens * hidden * ACTIVATION_BYTES
+    allreduces = 2 * layers if tp_mode == "allreduce" else 0.0
+    matmuls = sent = received = row_transfers = 0.0
+    if tp_mode == "row":
+        pad = col.ggml_matrix_row_padding
+        quantised = model.quant_bits < 16
+        for n_in, n_out in _row_matmuls(model):
+            src1 = (
+                math.ceil(n_in / pad) * pad * col.ggml_q8_1_bytes_per_value
+                if quantised
+                else n_in * col.ggml_dst_bytes
+            )
+            sent += layers * tokens * src1 * (tp - 1)
+            received += layers * tokens * n_out * col.ggml_dst_bytes * (tp - 1) / tp
+            matmuls += layers
+        row_transfers = matmuls * 2 * (tp - 1)
+    handoff = 0.0
+    if pp_mode == "handoff":
+        handoff = message
+    elif pp_mode == "layer":
+        handoff = tokens * hidden * col.ggml_residual_bytes
+    inputs = embedding = 0.0
+    if modes.pp == "layer" or modes.tp == "row":  # a ggml engine: inputs through the host
+        pad_kv = col.ggml_kv_pad_tokens
+        n_kv = math.ceil((context + tokens) / pad_kv) * pad_kv
+        inputs = tokens * (n_kv * col.ggml_kq_mask_bytes + col.ggml_input_bytes_per_token)
+        embedding = tokens * hidden * col.ggml_residual_bytes
     return LinkTraffic(
+        tp_mode=tp_mode,
+        pp_mode=pp_mode,
         message_bytes=message,
         allreduces=allreduces,
         allreduce_sent_bytes=allreduces * 2 * (tp - 1) / tp * message,
-        handoff_bytes=message if pp > 1 else 0.0,
+        handoff_bytes=handoff,
+        row_matmuls=matmuls,
+        row_sent_bytes=sent,
+        row_received_bytes=received,
+        row_transfers=row_transfers,
+        input_bytes=inputs,
+        embedding_bytes=embedding,
     )
 
 
@@ -428,6 +629,42 @@ def _allreduce_s(nbytes: float, tp: int, link: Link, overhead_us: float, bw_frac
     hops = 2 * (tp - 1)
     wire = 2 * (tp - 1) / tp * nbytes / (link.bandwidth_gbps * 1e9 * bw_frac)
     return (overhead_us + hops * link.latency_us) * 1e-6 + wire
+
+
+def interconnect_s(
+    traffic: LinkTraffic, tp: int, link: Link, params: ServingParams, numa: float = 1.0
+) -> float:
+    """The time one stage step waits on the links for ``traffic`` (s).
+
+    ``allreduce``: each collective costs the engine's overhead per link kind (× ``numa`` when
+    staged through a remote node's memory) plus a ring over the link (:func:`_allreduce_s`).
+    ``row``: every copy waits one copy latency (``copy_latency_us`` per link kind:
+    club-3090's measured cudaMemcpyPeer latency, 15.23 µs staged, 1.01 µs peer) and the bytes
+    cross at the link's rate, one after the other. Hand-offs: ``handoff`` one send/recv
+    (``handoff_overhead_us`` + the link's latency), ``layer`` one ggml copy (a copy latency);
+    both plus the bytes over the link.
+
+    Hand-worked: the 560 row transfers of :func:`link_traffic`'s example over a staged link
+    (15.23 µs, 15.2 GB/s), 0.92 MB out and 1.97 MB back: 560 · 15.23 µs + 2.89e6 / 15.2e9 s =
+    8.53 + 0.19 = 8.72 ms.
+    """
+    col = params.collectives
+    bw = link.bandwidth_gbps * 1e9
+    copy_s = col.copy_latency_us[link.kind] * 1e-6
+    inter = 0.0
+    if traffic.tp_mode == "allreduce":
+        overhead = col.allreduce_overhead_us[link.kind] * (numa if link.kind == "staged" else 1.0)
+        inter += traffic.allreduces * _allreduce_s(
+            traffic.message_bytes, tp, link, overhead, col.allreduce_bw_frac
+        )
+    elif traffic.tp_mode == "row":
+        inter += traffic.row_transfers * copy_s
+        inter += (traffic.row_sent_bytes + traffic.row_received_bytes) / bw
+    if traffic.pp_mode == "handoff":
+        inter += (col.handoff_overhead_us + link.latency_us) * 1e-6 + traffic.handoff_bytes / bw
+    elif traffic.pp_mode == "layer":
+        inter += copy_s + traffic.handoff_bytes / bw
+    return inter
 
 
 def _stage(
@@ -442,33 +679,36 @@ def _stage(
     host: HostShare,
     engine: EngineStep,
     params: ServingParams,
+    engine_name: str | None = None,
 ) -> StepTime:
-    """One stage step on ``tokens`` new tokens of ``seqs`` sequences at ``context`` (s)."""
+    """One stage step on ``tokens`` new tokens of ``seqs`` sequences at ``context`` (s).
+
+    Under llama.cpp's ``row`` split only the split matmuls' weights are shared among the
+    ``tp`` members; the main GPU also reads the unsplit weights (a MoE's experts) and the whole
+    KV cache (attention is not a matmul and runs on the main GPU), and the others wait for it.
+    """
     n = tp * pp
+    name = engine_name or model.engine
     gpu_bw = min(g.memory_bw_gbps for g in gpus) * 1e9
     dtype = compute_dtype(model, gpus[0])
     tflops = min(g.tflops(dtype) for g in gpus) * 1e12
     active = active_params_b(model) * 1e9
-    hidden = model.attention_heads * model.head_dim
-    weights = active * model.quant_bits / 8 / n
-    kv = seqs * context * kv_bytes_per_token(model) / n
-    moe = active < model.params_b * 1e9
+    hidden = hidden_size(model)
+    row = tp > 1 and split_modes(name).tp == "row"
+    # Share of the stage's weights (and their FLOPs) the busiest member handles, and of its KV.
+    weight_share = (row_split_frac(model) / tp + 1 - row_split_frac(model)) if row else 1 / tp
+    kv_share = 1.0 if row else 1 / tp
+    weights = active * model.quant_bits / 8 / pp * weight_share
+    kv = seqs * context * kv_bytes_per_token(model) / pp * kv_share
+    moe = _is_moe(model)
     memory_s = (weights + kv) / (gpu_bw * engine.bw_efficiency_for(moe, tokens))
-    flops = (2 * active * tokens + 4 * model.layers * tokens * context * hidden) / n
+    flops = (
+        2 * active * tokens * weight_share + 4 * model.layers * tokens * context * hidden * kv_share
+    ) / pp
     compute_s = flops / (tflops * engine.mfu_for(tokens))
-    col = params.collectives
     numa = params.host.remote_numa_factor if host.remote_numa else 1.0
-    overhead = col.allreduce_overhead_us[link.kind] * (numa if link.kind == "staged" else 1.0)
-    traffic = link_traffic(model, tp, pp, tokens)
-    inter = 0.0
-    if tp > 1:
-        inter += traffic.allreduces * _allreduce_s(
-            traffic.message_bytes, tp, link, overhead, col.allreduce_bw_frac
-        )
-    if pp > 1:
-        inter += (col.handoff_overhead_us + link.latency_us) * 1e-6 + traffic.handoff_bytes / (
-            link.bandwidth_gbps * 1e9
-        )
+    traffic = link_traffic(model, tp, pp, tokens, context, name)
+    inter = interconnect_s(traffic, tp, link, params, numa)
     host_s = _host_step_s(model, n, seqs, host, engine, params)
     if host.pcie_gbps:
         host_s += seqs * params.host.io_bytes_per_seq / (host.pcie_gbps * 1e9)
@@ -524,13 +764,7 @@ def _host_factor(engine: str, gpus: int, host: HostShare, numa: float) -> float:
 
 
 def _scaled(step: StepTime, factor: float, tokens: float) -> StepTime:
-    return StepTime(
-        memory_s=step.memory_s * factor,
-        compute_s=step.compute_s * factor,
-        interconnect_s=step.interconnect_s * factor,
-        host_s=step.host_s * factor,
-        tokens=tokens,
-    )
+    return step.scaled(factor, tokens)
 
 
 def predict(
@@ -578,7 +812,7 @@ def predict(
 
     # Decode: micro-batches of m sequences; min(concurrency, pp) of them in flight.
     m = max(1, math.ceil(concurrency / pp))
-    stage = _stage(model, gpus, tp, pp, m, m, ctx, the_link, the_host, eng, params)
+    stage = _stage(model, gpus, tp, pp, m, m, ctx, the_link, the_host, eng, params, name)
     in_flight = min(concurrency, pp)
     host_step = _host_step_s(model, tp * pp, m, the_host, eng, params)
     decode = _round(stage, host_step, pp, in_flight, concurrency)
@@ -589,9 +823,11 @@ def predict(
     prompt = int(prompt_tokens if prompt_tokens is not None else max(ctx, 1))
     chunk = min(eng.prefill_chunk_tokens, prompt)
     chunks = math.ceil(prompt / chunk)
-    pstage = _stage(model, gpus, tp, pp, chunk, 1, prompt / 2, the_link, the_host, eng, params)
+    pstage = _stage(
+        model, gpus, tp, pp, chunk, 1, prompt / 2, the_link, the_host, eng, params, name
+    )
     prefill_s = (chunks + pp - 1) * pstage.total_s
-    one = _stage(model, gpus, tp, pp, 1, 1, float(prompt), the_link, the_host, eng, params)
+    one = _stage(model, gpus, tp, pp, 1, 1, float(prompt), the_link, the_host, eng, params, name)
     first = _round(one, _host_step_s(model, tp * pp, 1, the_host, eng, params), pp, 1, 1)
     ttft = prefill_s + first.total_s
     return Prediction(

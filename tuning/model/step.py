@@ -67,6 +67,17 @@ class StepTime:
         """Aggregate tokens per second while steps of this shape repeat."""
         return self.tokens / self.total_s
 
+    def scaled(self, factor: float, tokens: float) -> StepTime:
+        """Every time of this step times ``factor``, yielding ``tokens`` (a round of ``pp``
+        stage steps, one stage's share of a round, a step stretched to a measured length)."""
+        return StepTime(
+            memory_s=self.memory_s * factor,
+            compute_s=self.compute_s * factor,
+            interconnect_s=self.interconnect_s * factor,
+            host_s=self.host_s * factor,
+            tokens=tokens,
+        )
+
     def breakdown(self) -> dict[Resource, float]:
         """Shares of ``total_s`` per resource, summing to 1.
 

@@ -24,8 +24,9 @@ dropped to give another more GPUs), then the priority-weighted estimated through
 ``Σ priority · throughput`` in tokens/s. Throughput is the serving step-time model's predicted
 aggregate decode tokens/s (:mod:`tuning.model.serving`; :mod:`tuning.placement.scoring` says
 with which context, concurrency and link), under every GPU's cap (the profile's, else its
-current limit): each card at the highest clock whose power fits, the replica at its slowest
-member (:mod:`tuning.model.split`). TP pays an all-reduce per layer over the
+current limit): the split's operating point (:func:`tuning.model.split.split_operating_point`:
+each card's stage on its own hardware at the highest clock whose power fits its cap, the
+pipeline paced by its stages — as the simulator runs it). TP pays an all-reduce per layer over the
 set's worst link, PP a hand-off per stage and idles when fewer sequences are in flight than
 stages; so whether TP, PP or one bigger card wins follows from bandwidth, links and
 ``max_sequences`` instead of fixed factors. Options below a model's ``min_tokens_per_s`` or

@@ -4,10 +4,12 @@ Throughput is the serving step-time model's (:func:`tuning.model.serving.predict
 decode tokens/s of the replica with ``max_sequences`` in flight, each sequence halfway through
 its ``context``, on the set's GPUs (their presets' memory bandwidth and tensor TFLOPS) over the
 set's worst link (nvidia-smi's class → :func:`tuning.model.serving.link_for_topology`), under
-every member's power limit — the profile's tuned cap, else the limit the GPU has now — each
-card at the highest clock whose power fits and the replica at its slowest member
-(:func:`tuning.model.split.under_caps`). Heat is not in it: the tuned caps passed a heat-soak,
-and ``rigforge loop``'s serving run measures what heat takes on top.
+every member's power limit — the profile's tuned cap, else the limit the GPU has now: the
+split's operating point (:func:`tuning.model.split.split_operating_point`: each card's stage
+on its own hardware at the highest clock whose power fits its cap, the pipeline's rate from
+its stages; the simulator's serving run paces a split by the same definition). Heat is not
+in it: the tuned caps passed a heat-soak, and ``rigforge loop``'s serving run measures what
+heat takes on top.
 
 A plan's :data:`Key` is (placed priority, Σ priority · tokens/s), compared lexicographically
 with a 1e-9 tolerance (:func:`better`). GPU sets are bit masks over the snapshot's GPU order
@@ -16,15 +18,15 @@ with a 1e-9 tolerance (:func:`better`). GPU sets are bit masks over the snapshot
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from functools import cache
 
 from inventory.models import ModelSpec
 from tuning.core.pcie import link_rank, nvlink_count
 from tuning.fabric.params import raw_gbps
-from tuning.model.serving import HostShare, Link, Prediction, link_for_topology, predict
-from tuning.model.split import CappedSplit, MemberPower, member_power, under_caps
+from tuning.model.serving import HostShare, Link, Prediction, link_for_topology
+from tuning.model.split import SplitMember, split_member, split_operating_point
 from tuning.placement.problem import GpuView
 
 #: Links over which CUDA peer-to-peer works (NVLink, PCIe switches without a host bridge).
@@ -94,9 +96,9 @@ def group_prediction(
         pcie_gbps=raw_gbps(gen or 4, width or 16),
         remote_numa=len(nodes) > 1,
     )
-    prediction = predict(
+    point = split_operating_point(
         model,
-        [g.hardware for g in members],
+        [split_member_of(g) for g in members],
         tp=tp,
         pp=pp,
         concurrency=model.max_sequences,
@@ -105,28 +107,20 @@ def group_prediction(
         link=link,
         host=host,
     )
-    return capped(prediction, members).prediction, worst
+    return point.prediction, worst
 
 
-def member_powers(members: Sequence[GpuView]) -> tuple[MemberPower, ...] | None:
-    """Each GPU's power split, clocks and limit (``GpuView.power_w``: the profile's cap, else
-    its current limit); ``None`` when a GPU's figures are not a preset's (no power model)."""
-    if any(g.hardware.preset is None for g in members):
-        return None
-    return tuple(_member_power(str(g.hardware.preset), g.power_w) for g in members)
-
-
-@cache
-def _member_power(preset: str, cap_w: float | None) -> MemberPower:
-    return member_power(preset, cap_w)
-
-
-def capped(prediction: Prediction, members: Sequence[GpuView]) -> CappedSplit:
-    """``prediction`` (full clock) under the limits of ``members`` (see the module)."""
-    powers = member_powers(members)
-    if powers is None:
-        return CappedSplit(prediction=prediction, members=())
-    return under_caps(prediction, powers)
+def split_member_of(gpu: GpuView) -> SplitMember:
+    """A GPU of a set as its split sees it: its hardware, its preset's power split and clocks
+    and its limit (``GpuView.power_w``: the profile's cap, else its current limit); a GPU whose
+    figures are no preset's has no power model and runs at full clock."""
+    preset = gpu.hardware.preset
+    if preset is None:
+        return SplitMember(hardware=gpu.hardware, params=None, max_clock_mhz=0.0)
+    member = split_member(preset, gpu.power_w)
+    if member.hardware == gpu.hardware:
+        return member
+    return dataclasses.replace(member, hardware=gpu.hardware)
 
 
 def _measured_link(mask: int, measured: Mapping[tuple[int, int], Link]) -> Link | None:
