@@ -5,8 +5,9 @@ curve, % for ratios and speeds) and the source. Ends with
 ``fidelity: N/M within bounds, worst …``. Exit status 1 when a figure misses its bar.
 
 The figures live beside this file, by concern: ``fidelity_caps.py`` (cap curves: the power model
-and the simulator) and ``fidelity_speed.py`` (speeds and ratios: the step-time model); each
-defines ``FIGURES: list[Figure]``.
+and the simulator), ``fidelity_speed.py`` (speeds and ratios: the step-time model) and
+``fidelity_curves.py`` (the published cap curves of ``bench/curves/*.yaml`` run through the
+simulator; docs/fidelity.md); each defines ``FIGURES: list[Figure]``.
 
     .venv/bin/python bench/fidelity.py
 """
@@ -22,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fidelity_common import Figure
 
-MODULES = ("fidelity_caps", "fidelity_speed")
+MODULES = ("fidelity_caps", "fidelity_speed", "fidelity_curves")
 
 
 def collect() -> list[Figure]:
@@ -40,8 +41,8 @@ def collect() -> list[Figure]:
     return figures
 
 
-def main() -> int:
-    figures = collect()
+def report(figures: list[Figure]) -> int:
+    """Print one line per figure and the summary line; 0 when every figure meets its bar."""
     worst: tuple[float, str] | None = None
     passed = 0
     for fig in figures:
@@ -60,6 +61,10 @@ def main() -> int:
     worst_text = worst[1] if worst else "none"
     print(f"fidelity: {passed}/{len(figures)} within bounds, worst {worst_text}")
     return 0 if passed == len(figures) else 1
+
+
+def main() -> int:
+    return report(collect())
 
 
 if __name__ == "__main__":

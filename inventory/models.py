@@ -55,13 +55,7 @@ from tuning.core.checks import unit_name_collisions
 from tuning.core.cpu import cpu_list_values, format_cpu_list
 from tuning.core.limits import MAX_CPU_ID
 from tuning.core.yamlsafe import YamlDocument, YamlRefused, read_text_file
-from tuning.errors import (
-    ConfigError,
-    did_you_mean,
-    parse_yaml_config,
-    problems_error,
-    yaml_path,
-)
+from tuning.errors import ConfigError, entry_problem, parse_yaml_config, problems_error
 
 #: Engines the serving templates know how to start.
 ENGINES: tuple[str, ...] = ("vllm", "llama.cpp", "sglang")
@@ -293,31 +287,19 @@ def parse_models(text: str, *, source: str = "<models>") -> ModelsFile:
         ) from None
 
 
+#: a check across models names the entry it refuses: ``models[2].port: …``
+_NAMED_ENTRY = re.compile(r"(models\[\d+\]\.\w+): (.*)$", re.DOTALL)
+
+
 def _describe(err: Any) -> tuple[str, str]:
     """``(yaml path, what is wrong and the fix)`` of one pydantic error."""
-    loc = tuple(err["loc"])
-    where = yaml_path(loc)
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        key = str(loc[-1])
-        known = _known_keys(loc[:-1])
-        hint = did_you_mean(key, known) or f"; known keys: {', '.join(known)}"
-        return where, f"unknown key{hint}"
-    if kind == "missing":
-        return where, "required key missing; add it (see inventory/models.py for its meaning)"
-    message = str(err["msg"]).removeprefix("Value error, ")
-    if kind == "literal_error" and loc and loc[-1] == "engine":
-        got = err.get("input")
-        hint = did_you_mean(str(got), ENGINES)
-        return where, f"unknown engine {got!r}; use one of {', '.join(ENGINES)}{hint}"
-    if kind == "value_error":
-        named = re.match(r"(models\[\d+\]\.\w+): (.*)$", message, re.DOTALL)
-        if not loc and named:
-            # A check across models that names the entry it refuses: that entry's path.
-            return named.group(1), named.group(2)
-        return where, message
-    got = repr(err.get("input"))
-    return where, f"{message} (got {got[:60]})"
+    return entry_problem(
+        err,
+        known_keys=_known_keys,
+        missing_fix="see inventory/models.py for its meaning",
+        choices={"engine": ENGINES},
+        named=_NAMED_ENTRY,
+    )
 
 
 def models_document(path: str | Path) -> YamlDocument | None:

@@ -7,9 +7,10 @@ else that escapes is a bug.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Container, Iterable, Sequence
+import re
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -133,6 +134,49 @@ def validated(model: type[_M], doc: YamlDocument, source: str) -> _M:
             (yaml_path(e["loc"]), str(e["msg"]).removeprefix("Value error, ")) for e in exc.errors()
         ]
         raise problems_error(source, problems, doc) from None
+
+
+def entry_problem(
+    error: Mapping[str, Any],
+    *,
+    known_keys: Callable[[tuple[int | str, ...]], Sequence[str]],
+    missing_fix: str,
+    choices: Mapping[str, Sequence[str]],
+    named: re.Pattern[str],
+) -> tuple[str, str]:
+    """``(yaml path, what is wrong and the fix)`` of one pydantic error of a user file's entry.
+
+    The one wording of per-entry problems for files checked key by key (models, workload):
+    an unknown key gets the closest known one (``known_keys(parent location)``) or the list;
+    a missing key ``missing_fix`` (where the keys are documented); a literal of a field in
+    ``choices`` (``{"engine": ENGINES}``) its allowed values; a check across keys whose
+    message ``named`` matches (groups: the path it refuses, the message) that path's line;
+    anything else pydantic's message with the value given (60 characters at most).
+    """
+    loc = tuple(error["loc"])
+    where = yaml_path(loc)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        known = known_keys(loc[:-1])
+        hint = did_you_mean(str(loc[-1]), known) or f"; known keys: {', '.join(known)}"
+        return where, f"unknown key{hint}"
+    if kind == "missing":
+        return where, f"required key missing; add it ({missing_fix})"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    field = loc[-1] if loc else None
+    if kind == "literal_error" and isinstance(field, str) and field in choices:
+        got = error.get("input")
+        allowed = choices[field]
+        hint = did_you_mean(str(got), allowed)
+        return where, f"unknown {field} {got!r}; use one of {', '.join(allowed)}{hint}"
+    if kind == "value_error":
+        across = named.match(message)
+        if not loc and across:
+            # a check across keys names the entry or key it refuses: that one's path and line
+            return across.group(1), across.group(2)
+        return where, message
+    got = repr(error.get("input"))
+    return where, f"{message} (got {got[:60]})"
 
 
 def did_you_mean(word: str, known: Iterable[str]) -> str:

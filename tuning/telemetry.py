@@ -270,7 +270,12 @@ class SoakPredictionPolicy:
     Its **uncertainty** is ``resolution_c`` (NVML reports whole degrees: ±0.5 °C) + the RMS
     residual + how far the asymptote moved against a fit of the trace without its last
     ``lookback_s``. The verdict is *pass* when asymptote + uncertainty ≤ target, *throttle*
-    when asymptote − uncertainty > target, and none (keep soaking) in between. Every figure
+    when asymptote − uncertainty > target, and none (keep soaking) in between. With no
+    verdict, a confident prediction is **at target** when the asymptote, moved by the
+    lookback's drift, stays within ``resolution_c`` + RMS of the target: that band is what
+    the readings themselves blur, so no longer soak can tell the card from its target (a
+    throughput policy's hot caps settle there), and the caller stops soaking and treats the
+    card as having no thermal margin. Every figure
     here is an ``estimate`` (chosen against the simulated rigs' τ of 70–120 s,
     ``presets.yaml``; a real card's transient is checked by the same rules).
     """
@@ -290,7 +295,8 @@ class SteadyPrediction:
     ``steady_c``: the fitted asymptote (°C); ``tau_s``: fitted time constant (s); ``rms_c``:
     fit residual (°C); ``uncertainty_c``: ± on ``steady_c`` (°C); ``confident``: the rules
     of :class:`SoakPredictionPolicy` hold; ``verdict``: ``"pass"``, ``"throttle"`` or
-    ``None`` (not yet decidable: soak on).
+    ``None`` (not yet decidable); ``at_target``: no verdict, and none would come from a
+    longer soak: the card settles within its readings' blur of the target (no margin).
     """
 
     steady_c: float
@@ -299,6 +305,7 @@ class SteadyPrediction:
     uncertainty_c: float
     confident: bool
     verdict: str | None
+    at_target: bool = False
 
 
 def predict_steady(
@@ -340,11 +347,16 @@ def predict_steady(
         )
     )
     verdict: str | None = None
+    at_target = False
     if confident:
         if fit.steady + uncertainty <= target_c:
             verdict = "pass"
         elif fit.steady - uncertainty > target_c:
             verdict = "throttle"
+        else:
+            # the band no soak narrows: whole-degree readings (resolution) and the fit's scatter
+            blur_c = pol.resolution_c + fit.rms
+            at_target = abs(fit.steady - target_c) + drift_c < blur_c
     return SteadyPrediction(
         steady_c=fit.steady,
         tau_s=fit.tau_s,
@@ -352,6 +364,7 @@ def predict_steady(
         uncertainty_c=uncertainty,
         confident=confident,
         verdict=verdict,
+        at_target=at_target,
     )
 
 

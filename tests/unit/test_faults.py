@@ -22,6 +22,7 @@ from tests.unit.sim_caps import caps_now, stock_caps
 from tuning.apply.actuator import open_tuning_rig
 from tuning.apply.journal import Journal, journal_path, restore_journal
 from tuning.apply.session import SafetySession
+from tuning.apply.signals import Terminated
 from tuning.errors import GpuLost, NoPermission, RigforgeError
 from tuning.sweep import Sweep, SweepConfig
 from tuning.workloads import SimWorkload
@@ -133,20 +134,36 @@ def start_cli(rig_file: str, *args: str) -> subprocess.Popen[str]:
     )
 
 
-def wait_for_first_changes(rig_file: str, proc: subprocess.Popen[str]) -> None:
-    """Wait until the journal has a completed probe and the hardware holds a changed cap."""
-    stock = stock_caps(rig_file)
+def _first_changes_made(rig_file: str, stock: dict[str, float]) -> bool:
+    """The journal has a completed probe and the hardware holds a changed cap."""
     path = journal_path(rig_file)
+    if not path.is_file():
+        return False
+    try:
+        probes = Journal.load(path).probes
+    except RigforgeError:
+        return False
+    return bool(probes) and _sim_state_caps(rig_file) not in ({}, stock)
+
+
+def signal_after_first_changes(rig_file: str, proc: subprocess.Popen[str], signum: int) -> None:
+    """Send ``signum`` to the sweep once it has completed a probe and holds a changed cap.
+
+    The sweep is stopped (SIGSTOP) while its state is read and continued after the signal, so
+    it cannot finish, and restore its caps, between the check and the signal however loaded
+    the machine is (a signal sent after the sweep's end meets the default handlers).
+    """
+    stock = stock_caps(rig_file)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
-        if path.is_file():
-            try:
-                probes = Journal.load(path).probes
-            except RigforgeError:
-                probes = {}
-            if probes and _sim_state_caps(rig_file) not in ({}, stock):
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            if _first_changes_made(rig_file, stock):
+                proc.send_signal(signum)
                 return
+        finally:
+            proc.send_signal(signal.SIGCONT)
         time.sleep(0.05)
     raise AssertionError("the sweep made no change in time")
 
@@ -164,8 +181,7 @@ def wait_for_first_changes(rig_file: str, proc: subprocess.Popen[str]) -> None:
 def test_signal_restores(rig_file: str, signum: int, exit_code: int, message: str) -> None:
     original = stock_caps(rig_file)
     proc = start_cli(rig_file, "--pace-s", "0.01", "--heat-soak-s", "60")
-    wait_for_first_changes(rig_file, proc)
-    proc.send_signal(signum)
+    signal_after_first_changes(rig_file, proc, signum)
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == exit_code, stderr
     assert message in stderr
@@ -178,8 +194,7 @@ def kill_9_mid_sweep(rig_file: str) -> dict[str, float]:
     caps are left on the simulated hardware, as a real kill -9 would leave them)."""
     original = stock_caps(rig_file)
     proc = start_cli(rig_file, "--pace-s", "0.01", "--heat-soak-s", "60")
-    wait_for_first_changes(rig_file, proc)
-    proc.kill()
+    signal_after_first_changes(rig_file, proc, signal.SIGKILL)
     proc.wait(timeout=10)
     assert caps_now(rig_file) != original, "kill -9 left the probe's caps on the hardware"
     return original
@@ -229,3 +244,28 @@ def test_kill_9_then_rigforge_restore(rig_file: str) -> None:
     assert json.loads(restored.stdout)["journals"][0]["failures"] == {}
     assert caps_now(rig_file) == original
     assert not journal_path(rig_file).exists()
+
+
+def test_a_signal_while_the_caps_are_persisted_still_ends_the_sweep(rig_file: str) -> None:
+    """A signal's :class:`Terminated` can land while the actuator records the caps the
+    simulated GPUs hold, where a lost GPU's read is skipped. It must end the run: caught there
+    along with the lost GPU's error, it was swallowed and the sweep ran on. A lost GPU keeps
+    its last persisted cap."""
+    rig, actuator = open_tuning_rig(rig_file)
+    gpu = rig.gpus[1]
+    before = caps_now(rig_file)[gpu.uuid]
+    real_read = gpu.power_limit_w
+
+    def raising(error: Exception):
+        def read() -> float:
+            raise error
+
+        return read
+
+    gpu.power_limit_w = raising(GpuLost("gone"))  # type: ignore[method-assign]
+    actuator._save()
+    assert caps_now(rig_file)[gpu.uuid] == before, "a lost GPU keeps its last persisted cap"
+    gpu.power_limit_w = raising(Terminated("stopped by signal SIGHUP"))  # type: ignore[method-assign]
+    with pytest.raises(Terminated):
+        actuator._save()
+    gpu.power_limit_w = real_read  # type: ignore[method-assign]

@@ -46,7 +46,8 @@ def test_the_docstring_example_fits_the_asymptote_and_gives_both_verdicts() -> N
     the uncertainty ≈ 0.5 (resolution) + 0.29 (RMS of whole-degree rounding, 1/√12) + the
     asymptote's last-minute drift (≤ 0.2) ≈ 0.8–1.0 °C. So a target of 83 °C passes
     (≤ 80.5 + 1.0), 78 °C throttles (≥ 79.5 − 1.0 > 78), and 79.5 °C is within the
-    uncertainty: no verdict, soak on."""
+    uncertainty: no verdict. It is also within the readings' own blur (0.5 + 0.29 ≈ 0.8 °C,
+    which no longer soak narrows) of the asymptote: at target, no margin."""
     temps = [float(round(c)) for c in _exponential(50.0, 80.0, 60.0, 180)]
     times = [float(t) for t in range(181)]
     cool = predict_steady(times, temps, target_c=83.0)
@@ -62,6 +63,30 @@ def test_the_docstring_example_fits_the_asymptote_and_gives_both_verdicts() -> N
     assert close is not None
     assert close.confident
     assert close.verdict is None
+    assert close.at_target
+    assert not cool.at_target
+    assert not hot.at_target
+
+
+def test_a_card_settling_just_under_its_target_is_at_target_not_undecided() -> None:
+    """50 °C → 82.7 °C, τ = 70 s, whole degrees, 300 s (4.3 τ): the asymptote ≈ 82.7 is
+    0.3 °C under an 83 °C target, inside resolution + RMS (≈ 0.8 °C) however long the soak
+    runs, so neither verdict can ever come; the prediction says at target instead. The same
+    card heading to 80.5 °C is a plain pass (80.5 + ≈ 0.8 ≤ 83) and not at target."""
+    times = [float(t) for t in range(301)]
+    edge = predict_steady(
+        times, [float(round(c)) for c in _exponential(50.0, 82.7, 70.0, 300)], target_c=83.0
+    )
+    clear = predict_steady(
+        times, [float(round(c)) for c in _exponential(50.0, 80.5, 70.0, 300)], target_c=83.0
+    )
+    assert edge is not None
+    assert clear is not None
+    assert edge.confident
+    assert edge.verdict is None
+    assert edge.at_target
+    assert clear.verdict == "pass"
+    assert not clear.at_target
 
 
 def test_a_noisy_trace_keeps_soaking() -> None:
@@ -169,6 +194,37 @@ def test_prediction_and_full_soak_reject_the_same_cards_on_a_throttling_rig() ->
     middle = {g.uuid for g in rig.gpus if g.pci_bus_id.lower().endswith(("21:00.0", "41:00.0"))}
     assert offenders_full == middle
     assert offenders_predicted == offenders_full
+
+
+def test_throughput_caps_that_settle_at_the_target_are_lowered_not_soaked_30_minutes() -> None:
+    """4×RTX 3090 decode at the throughput policy's caps (350 W, the maximum, on every card):
+    in a full 30-minute soak the two middle cards (slots 2 and 3, heated from both sides) end
+    reading 83 °C, their target (presets.yaml), and the outer two stay ≥ 4 °C under it. No
+    verdict can come for the middle two (they settle within a reading's blur of the target),
+    so a soak waiting for one sat out the 30 minutes (30.8 rig minutes in bench/tuner.py
+    --policy throughput). The predicted soak stops within 3 minutes naming exactly those two
+    as without margin, lowers their caps only, and the whole tune stays within 10 rig
+    minutes with a passing final round."""
+    kwargs = {"policy": Policy.THROUGHPUT}
+    predicted = _sweep("sim:4x3090", "decode", **kwargs)
+    full = _sweep("sim:4x3090", "decode", full_soak=True, max_soak_rounds=1, **kwargs)
+    rig = open_rig("sim:4x3090", seed=0)
+    middle = {g.uuid for g in rig.gpus if g.pci_bus_id.lower().endswith(("21:00.0", "41:00.0"))}
+    f = full.final_soak
+    assert f is not None
+    assert f.caps_w == {g.uuid: 350.0 for g in rig.gpus}
+    for uuid, temp_c in f.last_temp_c.items():
+        assert (temp_c == 83.0) if uuid in middle else (temp_c <= 79.0), (uuid, temp_c)
+    first = predicted.soak_rounds[0]
+    assert first.caps_w == f.caps_w
+    assert first.ended_by_prediction
+    assert first.sim_seconds <= 180.0
+    assert set(first.predicted_throttle) == middle
+    final = predicted.final_soak
+    assert final is not None
+    assert predicted.validation_passed
+    assert {u for u, cap_w in final.caps_w.items() if cap_w < 350.0} == middle
+    assert predicted.rig_seconds <= 600.0
 
 
 def test_a_throttle_is_predicted_before_it_happens() -> None:

@@ -14,6 +14,7 @@ import os
 import shlex
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,16 @@ def _cleanup(log: Path) -> None:
         os.killpg(int(Path(pid_file).read_text()), signal.SIGKILL)
 
 
+def _wait_for_log(log: Path, text: str, timeout_s: float = 20) -> None:
+    """Wait until the job has logged ``text``. The start line returns once the job has written
+    its PID, which is before the job's first line reaches the log."""
+    __tracebackhide__ = True
+    deadline = time.monotonic() + timeout_s
+    while text not in log.read_text():
+        assert time.monotonic() < deadline, f"the job did not log {text!r} in {timeout_s} s"
+        time.sleep(0.02)
+
+
 def test_follower_prints_every_line_once_and_exits_with_the_status(tmp_path: Path) -> None:
     body = (
         "echo probe 1; sleep 0.3; echo probe 2 >&2; sleep 0.3; echo probe 3; "
@@ -96,6 +107,7 @@ def test_second_start_is_refused_while_the_sweep_runs(tmp_path: Path) -> None:
     start, log = _job(tmp_path, "echo first; sleep 30")
     try:
         assert _sh(start).returncode == 0
+        _wait_for_log(log, "first\n")
         again = _sh(start)
         assert again.returncode == 1
         assert "a sweep is still running" in again.stderr
@@ -108,6 +120,8 @@ def test_follower_notices_a_sweep_killed_without_status(tmp_path: Path) -> None:
     start, log = _job(tmp_path, "echo working; sleep 30")
     try:
         assert _sh(start).returncode == 0
+        # Killed before its first line, the job would leave nothing for the follower to print.
+        _wait_for_log(log, "working\n")
         follower = subprocess.Popen(
             ["/bin/sh", "-c", follow_command(str(log), 0.1)],
             stdout=subprocess.PIPE,

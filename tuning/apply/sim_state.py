@@ -15,7 +15,7 @@ from pathlib import Path
 from tuning.apply.state import atomic_write_json, rig_slug, state_dir
 from tuning.backends.base import Rig
 from tuning.core.power import POWER_LIMIT_TOLERANCE_W
-from tuning.errors import RigforgeError
+from tuning.errors import GpuLost
 
 #: Who may read a simulated rig's caps: everyone (UUIDs and watts, nothing secret).
 SIM_STATE_MODE = 0o644
@@ -41,12 +41,13 @@ def reapply(rig: Rig, spec: str) -> None:
 def save(rig: Rig, spec: str) -> None:
     """Record the caps the simulated GPUs hold now."""
     path = sim_state_path(spec)
-    # record what the simulated GPUs hold; a lost GPU keeps its last persisted value
+    # record what the simulated GPUs hold; a lost GPU keeps its last persisted value. Only
+    # GpuLost: a signal's Terminated (a RigforgeError too) raised here must end the run.
     saved: dict[str, float] = {}
     if path.is_file():
         saved = json.loads(path.read_text()).get("power_limit_w", {})
     for gpu in rig.gpus:
-        with contextlib.suppress(RigforgeError):
+        with contextlib.suppress(GpuLost):
             saved[gpu.uuid] = gpu.power_limit_w()
     # a simulated rig has no power to lose: surviving kill -9 (page cache) is enough. World-
     # readable, as a real card's limit is (nvidia-smi needs no root): the unprivileged

@@ -55,13 +55,13 @@ class _Strict(StrictModel):
 
 
 class PowerSpec(_Strict):
-    """Power-limit range, idle (P8) draw and the DVFS floor. Units: W."""
+    """Power-limit range and idle (P8) draw. Units: W. What a busy card draws is the power
+    model's (:mod:`tuning.model.power`)."""
 
     min_w: float = Field(gt=0, le=MAX_GPU_POWER_W)
     default_w: float = Field(gt=0, le=MAX_GPU_POWER_W)
     max_w: float = Field(gt=0, le=MAX_GPU_POWER_W)
     idle_w: float = Field(gt=0, le=MAX_GPU_POWER_W)
-    floor_frac: float = Field(gt=0, lt=1)
 
 
 class ThresholdSpec(_Strict):

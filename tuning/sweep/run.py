@@ -630,7 +630,7 @@ class Sweep:
                 next_check_s += cfg.prediction.check_every_s
                 predictions = self._predict(sampler, targets)
                 if len(predictions) == len(self.uuids) and all(
-                    p.verdict is not None for p in predictions.values()
+                    p.verdict is not None or p.at_target for p in predictions.values()
                 ):
                     break  # every GPU's steady state is known: the rest of the soak is moot
         seen = sampler.gpu
@@ -653,11 +653,15 @@ class Sweep:
         }
         # draw_log[k] was read at times[k + 1]
         power = {u: float(np.mean(draw_log[u][max(first - 1, 0) :] or [0.0])) for u in self.uuids}
-        # a full soak is judged on what it saw alone (its verdict is the reference)
+        # a full soak is judged on what it saw alone (its verdict is the reference). A card
+        # settling at its target has no margin: corrected like one headed over it (else a
+        # throughput policy's hot caps soak the whole 30 minutes for a verdict that never comes)
         predicted_throttle = tuple(
             u
             for u in self.uuids
-            if not cfg.full_soak and u in predictions and predictions[u].verdict == "throttle"
+            if not cfg.full_soak
+            and u in predictions
+            and (predictions[u].verdict == "throttle" or predictions[u].at_target)
         )
         self.progress("", "soak_done", {"events": len(events), "seconds": elapsed})
         return SoakRound(

@@ -43,7 +43,13 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from inventory.fields import GpuRef, StrictModel
 from inventory.models import ENGINES, Engine, ModelSpec, load_models
 from tuning.core.yamlsafe import YamlDocument
-from tuning.errors import ConfigError, did_you_mean, problems_error, read_yaml_config, yaml_path
+from tuning.errors import (
+    ConfigError,
+    did_you_mean,
+    entry_problem,
+    problems_error,
+    read_yaml_config,
+)
 
 PRESETS_FILE = Path(__file__).with_name("presets.yaml")
 
@@ -339,38 +345,24 @@ def _model_by_name(name: str, models: Any, base: Path) -> ModelSpec | str:
     return f"no model {name!r} in {path.name}{hint}; it has {', '.join(names)}"
 
 
+#: a check across keys names the key it refuses: ``gpus: …``, ``context: …``
+_NAMED_KEY = re.compile(r"^(gpus|context): (.*)$", re.DOTALL)
+
+
 def _describe(error: Mapping[str, Any]) -> tuple[str, str]:
     """``(yaml path, what is wrong and the fix)`` of one pydantic error."""
-    loc = tuple(error["loc"])
     # pydantic's union tags (int | str for a GPU) are not part of the YAML path
-    loc = tuple(p for p in loc if not (isinstance(p, str) and _UNION_TAG.match(p)))
-    where = yaml_path(loc)
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        parent = loc[:-1]
-        known = (
-            list(ModelSpec.model_fields)
-            if parent[:1] == ("model",)
-            else [*WorkloadSpec.model_fields, *_FILE_KEYS]
-        )
-        hint = did_you_mean(str(loc[-1]), known) or f"; known keys: {', '.join(known)}"
-        return where, f"unknown key{hint}"
-    if kind == "missing":
-        return where, "required key missing; add it (docs/workload.md lists every key)"
-    message = str(error["msg"]).removeprefix("Value error, ")
-    if kind == "literal_error" and loc[-1:] == ("engine",):
-        got = error.get("input")
-        return where, f"unknown engine {got!r}; use one of {', '.join(ENGINES)}" + did_you_mean(
-            str(got), ENGINES
-        )
-    if kind == "literal_error" and loc[-1:] == ("phase",):
-        got = error.get("input")
-        return where, f"unknown phase {got!r}; use one of {', '.join(PHASES)}"
-    if kind == "value_error":
-        named = re.match(r"^(gpus|context): (.*)$", message, re.DOTALL)
-        if not loc and named:
-            # a check across keys names the key it refuses: that key's path and line
-            return named.group(1), named.group(2)
-        return where, message
-    got = repr(error.get("input"))
-    return where, f"{message} (got {got[:60]})"
+    loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and _UNION_TAG.match(p)))
+    return entry_problem(
+        {**error, "loc": loc},
+        known_keys=_known_keys,
+        missing_fix="docs/workload.md lists every key",
+        choices={"engine": ENGINES, "phase": PHASES},
+        named=_NAMED_KEY,
+    )
+
+
+def _known_keys(parent: tuple[int | str, ...]) -> list[str]:
+    if parent[:1] == ("model",):
+        return list(ModelSpec.model_fields)
+    return [*WorkloadSpec.model_fields, *_FILE_KEYS]
