@@ -26,10 +26,11 @@ Formulas (docs/model.md has them with units and sources). Per pipeline stage and
                      [row: 2(tp−1) copies per split matmul; layer: one f32 residual copy]
 
 The engine's split modes (``collectives.split_modes``) decide what :func:`link_traffic`
-counts; under llama.cpp's ``row`` the main GPU also reads the unsplit weights (a MoE's
-experts) and the whole KV cache.
+counts; under llama.cpp's ``row`` the unsplit weights (a MoE's experts) and the KV cache are
+read one layer's device at a time (serialised: as if one GPU read them all).
     host_s     = (host_step_s + host_per_seq_s · m) · max(1, cores_needed / cores_effective)
                  · (remote_numa_factor if the cores are on another NUMA node)
+                 + row_launches · ggml_launch_gap   [llama.cpp row: CUDA graphs off]
 
 A token of one sequence passes all ``pp`` stages, so per-sequence decode is one over a round
 of ``pp`` stage steps, whose CPU step is paid once per micro-batch in flight (not per stage),
@@ -138,6 +139,9 @@ class Collectives(StrictModel):
     ggml_q8_1_bytes_per_value: float = Field(gt=0, le=8)
     ggml_matrix_row_padding: int = Field(ge=1, le=65_536)
     ggml_dst_bytes: int = Field(ge=1, le=8)
+    ggml_launch_gap_us: float = Field(ge=0, le=1000)
+    ggml_layer_kernels: int = Field(ge=0, le=10_000)
+    ggml_matmul_col_stride: int = Field(ge=1, le=65_536)
     sources: dict[str, str]
 
 
@@ -469,18 +473,46 @@ def _is_moe(model: ModelLike) -> bool:
     return active_params_b(model) < model.params_b
 
 
-def row_split_frac(model: ModelLike) -> float:
-    """The share of the weights read per token that llama.cpp's ``--split-mode row`` splits.
+def ggml_device_layers(layers: int, devices: int) -> int:
+    """The layers llama.cpp puts on its busiest (first) device when ``layers`` repeating
+    layers are spread over ``devices`` with an even ``--tensor-split``. Units: layers.
+
+    src/llama-model.cpp ``load_tensors`` assigns layer ``il`` to the first device whose
+    cumulative split exceeds ``il / (layers + 1)`` (``act_gpu_layers`` counts the output layer
+    when ``-ngl`` covers it, as the rendered unit's ``-ngl 999`` does), in every split mode: the
+    first device takes ``ceil((layers + 1) / devices)``. Hand-worked: 40 layers over 2 devices:
+    layers 0..20 (il/41 < 0.5) on the first, 21 of them; 30 over 4: 8, 8, 8, 6.
+    """
+    if devices <= 1:
+        return layers
+    return min(layers, math.ceil((layers + 1) / devices))
+
+
+def row_split_params(model: ModelLike) -> float:
+    """The parameters llama.cpp's ``--split-mode row`` divides by rows among the members; the
+    rest stays whole on the device of its layer. Units: parameters.
 
     Only ``GGML_OP_MUL_MAT`` may read a split buffer (ggml-cuda.cu supports_op: "split buffers
-    can only be used with GGML_OP_MUL_MAT"), so a MoE's expert tensors (3-D, ``MUL_MAT_ID``) stay
-    whole on the main GPU and only the attention projections are split; a dense model's matmuls
-    are all split (1.0). Hand-worked: the 35 B-A3B of ``bench/fidelity_speed.py`` (3 B active,
-    40 layers, h 2048, kv 2·128): 40 · (2·2048² + 2·2048·256) = 377 M of 3 B → 0.126.
+    can only be used with GGML_OP_MUL_MAT"), so a MoE's expert tensors (3-D, ``MUL_MAT_ID``)
+    stay whole on their layer's device and only the attention projections
+    (:func:`_row_matmuls`) are split; a dense model's matrices are all split (all of
+    ``params_b``).
     """
+    total = model.params_b * 1e9
     if not _is_moe(model):
-        return 1.0
-    return min(1.0, _attention_params(model) / (active_params_b(model) * 1e9))
+        return total
+    return min(total, _attention_params(model))
+
+
+def row_split_frac(model: ModelLike) -> float:
+    """The share of the weights read per token that llama.cpp's ``--split-mode row`` splits
+    (:func:`row_split_params` over the active parameters).
+
+    A dense model's matmuls are all split (1.0). Hand-worked: the 35 B-A3B of
+    ``bench/fidelity_speed.py`` (3 B active, 40 layers, h 2048, kv 2·128): 40 · (2·2048² +
+    2·2048·256) = 377 M of 3 B → 0.126.
+    """
+    return min(1.0, row_split_params(model) / (active_params_b(model) * 1e9))
 
 
 def _row_matmuls(model: ModelLike) -> list[tuple[float, float]]:
@@ -492,6 +524,36 @@ def _row_matmuls(model: ModelLike) -> list[tuple[float, float]]:
         return attn
     f = ffn_dim(model)
     return [*attn, (h, f), (h, f), (f, h)]  # gate, up, down
+
+
+def row_launches(model: ModelLike, tp: int, pp: int, tokens: float) -> float:
+    """GPU operations a ``row`` stage step of ``tokens`` new tokens issues one by one because
+    CUDA graphs are off (0 unless ``tp > 1``). Units: count.
+
+    ggml-cuda turns CUDA graphs off as soon as a node reads a split buffer (ggml-cuda.cu
+    ``check_node_graph_compatibility``: "Split buffers are not supported by CUDA graph
+    capture"). Per split matmul and chunk of ``ggml_matmul_col_stride`` tokens,
+    ``ggml_cuda_op_mul_mat`` issues ``4·tp`` of them besides the ``2(tp−1)`` copies
+    :func:`link_traffic` counts: the q8_1 quantisation on the main device, one matmul kernel
+    per member, the main's "input ready" event, each other member's wait on it and its "done"
+    event, and the main's wait on every member. A single-token step also launches the layer's
+    other kernels (``ggml_layer_kernels``) one by one, which a graph launches as one in the
+    other split modes; a step of more tokens runs without graphs in every mode (ggml-cuda
+    disables them for batch > 1), so there they are no extra.
+
+    Hand-worked, the 40-layer dense model of :func:`link_traffic` at TP=2, one token: 280 split
+    matmuls x 8 + 40 x 12 = 2720; 2048 tokens: 16 chunks, 280 x 8 x 16 = 35 840.
+    """
+    if tp <= 1:
+        return 0.0
+    col = load_serving_params().collectives
+    layers = model.layers / pp
+    matmuls = layers * len(_row_matmuls(model))
+    chunks = math.ceil(tokens / col.ggml_matmul_col_stride)
+    per_step = matmuls * 4 * tp * chunks
+    if tokens <= 1:
+        per_step += layers * col.ggml_layer_kernels
+    return per_step
 
 
 def split_modes(engine: str) -> SplitModes:
@@ -684,8 +746,10 @@ def _stage(
     """One stage step on ``tokens`` new tokens of ``seqs`` sequences at ``context`` (s).
 
     Under llama.cpp's ``row`` split only the split matmuls' weights are shared among the
-    ``tp`` members; the main GPU also reads the unsplit weights (a MoE's experts) and the whole
-    KV cache (attention is not a matmul and runs on the main GPU), and the others wait for it.
+    ``tp`` members; the unsplit weights (a MoE's experts) and the KV cache are read by one GPU
+    at a time: each layer's sit on the device the layer is assigned to (:func:`ggml_device_layers`,
+    where ``tuning/vram.py`` puts them), whose stream runs the layer's attention and unsplit
+    matmuls while the others wait, so a step reads all of them at one GPU's bandwidth.
     """
     n = tp * pp
     name = engine_name or model.engine
@@ -710,6 +774,8 @@ def _stage(
     traffic = link_traffic(model, tp, pp, tokens, context, name)
     inter = interconnect_s(traffic, tp, link, params, numa)
     host_s = _host_step_s(model, n, seqs, host, engine, params)
+    if row:  # CUDA graphs off: every launch leaves its gap on the GPU (row_launches)
+        host_s += row_launches(model, tp, pp, tokens) * params.collectives.ggml_launch_gap_us * 1e-6
     if host.pcie_gbps:
         host_s += seqs * params.host.io_bytes_per_seq / (host.pcie_gbps * 1e9)
     return StepTime(
