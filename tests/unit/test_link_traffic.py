@@ -9,15 +9,13 @@ worked from them by hand.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.archs import GPU, STAGED, Dense40
 from tuning.errors import ConfigError
 from tuning.model.serving import (
-    GpuHardware,
-    Link,
     ffn_dim,
     interconnect_s,
     link_traffic,
@@ -25,26 +23,6 @@ from tuning.model.serving import (
     predict,
     row_split_frac,
 )
-
-GPU = GpuHardware(name="round", memory_bw_gbps=1000.0, tensor_tflops={"fp16": 100.0})
-STAGED = Link(kind="staged", bandwidth_gbps=15.2, latency_us=14.0)
-
-
-@dataclass(frozen=True)
-class Dense40:
-    """40 layers x (2·2048² + 2·2048·1024 + 3·2048·8192) = 40 x 62 914 560 = 2.5165824 B
-    parameters (ffn 8192), 8-bit weights."""
-
-    engine: str = "llama.cpp"
-    params_b: float = 2.5165824
-    quant_bits: float = 8
-    layers: int = 40
-    attention_heads: int = 16
-    kv_heads: int = 8
-    head_dim: int = 128
-    kv_cache_bits: int = 16
-    context: int = 0
-    active_params_b: float | None = None
 
 
 def test_the_ffn_width_comes_back_from_the_parameter_count() -> None:

@@ -10,36 +10,14 @@ measurement with and without graphs; the counts below are worked by hand from th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 
+from tests.archs import GPU, STAGED, Dense40
 from tuning.model.serving import (
-    GpuHardware,
-    Link,
     load_serving_params,
     predict,
     row_launches,
 )
-
-GPU = GpuHardware(name="round", memory_bw_gbps=1000.0, tensor_tflops={"fp16": 100.0})
-STAGED = Link(kind="staged", bandwidth_gbps=15.2, latency_us=14.0)
-
-
-@dataclass(frozen=True)
-class Dense40:
-    """40 layers of h 2048 (16 heads x 128, 8 KV heads), ffn 8192: 2.5165824 B, 8-bit."""
-
-    engine: str = "llama.cpp"
-    params_b: float = 2.5165824
-    quant_bits: float = 8
-    layers: int = 40
-    attention_heads: int = 16
-    kv_heads: int = 8
-    head_dim: int = 128
-    kv_cache_bits: int = 16
-    context: int = 0
-    active_params_b: float | None = None
 
 
 def test_a_single_token_row_step_launches_every_kernel_and_event() -> None:
