@@ -49,9 +49,16 @@ def test_every_field_a_preset_sets_has_a_source(key: str) -> None:
 
 
 def test_the_model_fields_are_present_on_every_preset() -> None:
-    """The step-time model reads bandwidth, FP16 tensor throughput and clocks of every card."""
+    """The step-time model reads bandwidth, FP16 tensor throughput, the CUDA cores' INT32 rate
+    and clocks of every card."""
     for key, preset in PRESETS.items():
-        for field in ("memory_bw_gbps", "fp16_tensor_tflops", "sm_clock_mhz", "power"):
+        for field in (
+            "memory_bw_gbps",
+            "fp16_tensor_tflops",
+            "int32_tops",
+            "sm_clock_mhz",
+            "power",
+        ):
             assert field in preset.model_fields_set, (key, field)
 
 

@@ -197,6 +197,38 @@ def test_a_number_without_a_source_is_refused(tmp_path: Path) -> None:
         load_serving_params(bad)
 
 
+def test_llamacpp_decode_math_runs_at_the_cuda_cores_integer_rate() -> None:
+    """llama.cpp's matrix-vector decode (MMVQ) runs on the CUDA cores, so two GA102 cards do its
+    math at their INT32 rates, not their tensor rates: the GA102 whitepaper gives 17.8 INT32
+    TIPS for the RTX 3090 (82 SMs × 64 lanes × 1695 MHz × 2) and 19.4 for the RTX A6000 (84 ×
+    64 × 1800 MHz × 2), while their dense FP16 tensor figures differ 2.2× (71 vs 154.8 TFLOPS:
+    GeForce accumulates FP32 at half rate). The same decode on each: math time in the ratio
+    19.4 / 17.8, reads in the ratio of the bandwidths (768 vs 936 GB/s, datasheets)."""
+    model = Toy(engine="llama.cpp", quant_bits=4.5)
+    r3090 = predict(model, [gpu_from_preset("rtx3090")], concurrency=1, context=0)
+    a6000 = predict(model, [gpu_from_preset("rtx_a6000")], concurrency=1, context=0)
+    assert r3090.decode_step.compute_s / a6000.decode_step.compute_s == pytest.approx(
+        19.4 / 17.8, rel=1e-3
+    )
+    assert a6000.decode_step.memory_s / r3090.decode_step.memory_s == pytest.approx(
+        936 / 768, rel=1e-3
+    )
+    # a 2048-token prefill chunk takes the tensor-core path, where the A6000 is 2.2x faster
+    r3090_p = predict(model, [gpu_from_preset("rtx3090")], concurrency=1, context=2048)
+    a6000_p = predict(model, [gpu_from_preset("rtx_a6000")], concurrency=1, context=2048)
+    assert r3090_p.prefill_step.compute_s / a6000_p.prefill_step.compute_s == pytest.approx(
+        154.8 / 71, rel=1e-3
+    )
+
+
+def test_a_gpu_without_an_integer_rate_prices_matvec_decode_as_memory_bound() -> None:
+    """A hand-built GPU (or a rig file's own preset) with no ``int32_tops``: the step-time model
+    has nothing to price llama.cpp's CUDA-core work with, so the decode is its reads alone."""
+    p = predict(Toy(engine="llama.cpp"), [GPU], concurrency=1, context=0)
+    assert p.decode_step.compute_s == 0.0
+    assert p.bottleneck == "memory"
+
+
 def test_the_presets_cover_the_gpus_people_build_with_and_cite_their_figures() -> None:
     """Issue 12's list (RTX 3090, 4090, 5090, A6000, 6000 Ada, RTX PRO 6000 Blackwell, L40S,
     A100, H100, H200) each has a preset, and every figure the step-time model reads carries a
@@ -211,7 +243,9 @@ def test_the_presets_cover_the_gpus_people_build_with_and_cite_their_figures() -
     ):  # fmt: skip
         assert wanted in names, wanted
     for key, preset in presets.items():
-        for field_name in ("memory_bw_gbps", "fp16_tensor_tflops", "sm_clock_mhz", "power"):
+        for field_name in (
+            "memory_bw_gbps", "fp16_tensor_tflops", "int32_tops", "sm_clock_mhz", "power",
+        ):  # fmt: skip
             assert field_name in preset.source, (key, field_name)
         if preset.tensor_tflops:
             assert "tensor_tflops" in preset.source, key

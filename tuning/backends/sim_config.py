@@ -108,6 +108,10 @@ class PresetSpec(_Strict):
     #: Dense tensor TFLOPS of the faster paths the card has (``fp8``, ``int8``, ``int4``),
     #: read by the step-time model (tuning/model/serving.py); absent: FP16 only.
     tensor_tflops: dict[Literal["fp8", "int8", "int4"], float] = Field(default_factory=dict)
+    #: Peak INT32 tera-operations/s of the CUDA cores (SMs × INT32 lanes per SM × boost clock
+    #: × 2, the whitepapers' multiply-add convention): what llama.cpp's matrix-vector decode
+    #: kernels (dequantise + dp4a) run on. Absent: such steps are priced as memory-bound.
+    int32_tops: float | None = Field(default=None, gt=0)
     pcie: PcieSpec
     sm_clock_mhz: ClockSpec
     cooling: CoolingSpec

@@ -48,10 +48,16 @@ _KIND_ORDER = {"nvlink": 0, "peer": 1, "staged": 2}
 
 
 def hardware_of(preset: PresetSpec) -> GpuHardware:
-    """The step-time model's view of a preset: bandwidth and tensor TFLOPS (its cited figures)."""
+    """The step-time model's view of a preset: bandwidth, tensor TFLOPS and INT32 TOPS (its cited
+    figures)."""
     tflops = {"fp16": preset.fp16_tensor_tflops}
     tflops.update({k: float(v) for k, v in preset.tensor_tflops.items() if v})
-    return GpuHardware(name=preset.name, memory_bw_gbps=preset.memory_bw_gbps, tensor_tflops=tflops)
+    return GpuHardware(
+        name=preset.name,
+        memory_bw_gbps=preset.memory_bw_gbps,
+        tensor_tflops=tflops,
+        int32_tops=preset.int32_tops,
+    )
 
 
 def _phase_step(spec: WorkloadSpec, pred: Prediction) -> StepTime:

@@ -18,7 +18,8 @@ Formulas (docs/model.md has them with units and sources). Per pipeline stage and
     memory_s   = (weights_active / (tp·pp) + m · context · kv_bytes_per_token / (tp·pp))
                  / (memory_bw · bw_efficiency)   [moe_bw_efficiency: a MoE's matvec steps]
     compute_s  = (2 · active_params · m + 4 · layers · m · context · hidden) / (tp·pp)
-                 / (tensor_tflops[dtype] · mfu)   [mfu: matvec_mfu for steps of few tokens]
+                 / (tensor_tflops[dtype] · mfu)
+                 [steps of few tokens (matvec): FLOPs/2 · int_ops_per_weight / int32_tops]
     allreduce  = overhead[link kind] + 2(tp−1) · latency + 2(tp−1)/tp · bytes / (bw · bw_frac)
     interconnect_s (vLLM, SGLang) = 2 · layers/pp · allreduce(m · hidden · 2 B)  [tp > 1]
                                     + handoff(m · hidden · 2 B)                   [pp > 1]
@@ -47,7 +48,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Literal, Protocol
@@ -82,10 +83,11 @@ class EngineStep(StrictModel):
     host_per_seq_s: float = Field(ge=0, le=1)
     prefill_chunk_tokens: int = Field(ge=1, le=1_000_000)
     sources: dict[str, str]
-    #: Steps of at most ``matvec_max_tokens`` tokens run the engine's matrix-vector kernels
-    #: (no tensor cores) at ``matvec_mfu_frac`` of the dense tensor throughput; None: every
-    #: step runs at ``mfu_frac``.
-    matvec_mfu_frac: float | None = Field(default=None, gt=0, le=1)
+    #: Steps of at most ``matvec_max_tokens`` tokens run the engine's matrix-vector kernels on
+    #: the CUDA cores (no tensor cores): per token, ``matvec_int_ops_per_weight`` integer
+    #: operations per weight (unpack, scale, dp4a, reduce) against the GPU's ``int32_tops``;
+    #: None: every step runs on the tensor path at ``mfu_frac``.
+    matvec_int_ops_per_weight: float | None = Field(default=None, gt=0, le=1000)
     matvec_max_tokens: int | None = Field(default=None, ge=1, le=1024)
     #: A mixture of experts' matrix-vector steps (at most ``matvec_max_tokens`` tokens) read
     #: many small expert matrices (one grouped matrix-vector product per layer) at
@@ -101,11 +103,11 @@ class EngineStep(StrictModel):
             return self.moe_bw_efficiency_frac
         return self.bw_efficiency_frac
 
-    def mfu_for(self, tokens: int) -> float:
-        """The share of tensor throughput a step of ``tokens`` new tokens achieves."""
-        if self.matvec_mfu_frac is not None and tokens <= (self.matvec_max_tokens or 0):
-            return self.matvec_mfu_frac
-        return self.mfu_frac
+    def matvec(self, tokens: int) -> bool:
+        """Whether a step of ``tokens`` new tokens runs the matrix-vector (CUDA-core) kernels."""
+        return self.matvec_int_ops_per_weight is not None and tokens <= (
+            self.matvec_max_tokens or 0
+        )
 
 
 class SplitModes(StrictModel):
@@ -226,7 +228,8 @@ class ModelLike(Protocol):
 
 @dataclass(frozen=True)
 class GpuHardware:
-    """One GPU's throughput figures. Units: GB/s (10^9 B/s), dense tensor TFLOPS per dtype.
+    """One GPU's throughput figures. Units: GB/s (10^9 B/s), dense tensor TFLOPS per dtype,
+    INT32 TOPS of the CUDA cores.
 
     ``preset``: the ``presets.yaml`` key the figures come from (its power split and clocks
     are what :mod:`tuning.model.split` puts under a cap); ``None`` when built by hand."""
@@ -235,6 +238,9 @@ class GpuHardware:
     memory_bw_gbps: float
     tensor_tflops: dict[str, float] = field(default_factory=dict)
     preset: str | None = None
+    #: Peak INT32 TOPS of the CUDA cores (presets.yaml ``int32_tops``); None: unknown, and
+    #: matrix-vector steps are then priced as memory-bound.
+    int32_tops: float | None = None
 
     def tflops(self, dtype: str) -> float:
         """Dense tensor TFLOPS for ``dtype``; FP16 where the GPU has no faster path for it."""
@@ -244,18 +250,12 @@ class GpuHardware:
 def gpu_from_preset(key: str) -> GpuHardware:
     """The :class:`GpuHardware` of a ``presets.yaml`` preset (its cited figures)."""
     from tuning.backends.sim_config import load_presets
+    from tuning.backends.sim_workload import hardware_of
 
     presets = load_presets().presets
     if key not in presets:
         raise ConfigError(f"unknown GPU preset {key!r}; known: {', '.join(sorted(presets))}")
-    p = presets[key]
-    tflops = {"fp16": p.fp16_tensor_tflops}
-    extra = getattr(p, "tensor_tflops", None)
-    if extra:
-        tflops.update({k: float(v) for k, v in extra.items() if v})
-    return GpuHardware(
-        name=p.name, memory_bw_gbps=p.memory_bw_gbps, tensor_tflops=tflops, preset=key
-    )
+    return replace(hardware_of(presets[key]), preset=key)
 
 
 @dataclass(frozen=True)
@@ -769,7 +769,7 @@ def _stage(
     flops = (
         2 * active * tokens * weight_share + 4 * model.layers * tokens * context * hidden * kv_share
     ) / pp
-    compute_s = flops / (tflops * engine.mfu_for(tokens))
+    compute_s = _compute_s(flops, tokens, gpus, tflops, engine)
     numa = params.host.remote_numa_factor if host.remote_numa else 1.0
     traffic = link_traffic(model, tp, pp, tokens, context, name)
     inter = interconnect_s(traffic, tp, link, params, numa)
@@ -781,6 +781,25 @@ def _stage(
     return StepTime(
         memory_s=memory_s, compute_s=compute_s, interconnect_s=inter, host_s=host_s, tokens=tokens
     )
+
+
+def _compute_s(
+    flops: float, tokens: int, gpus: Sequence[GpuHardware], tflops: float, engine: EngineStep
+) -> float:
+    """Math time of a stage step of ``flops`` FLOPs (s) at the slowest member's throughput.
+
+    A matrix-vector step (:meth:`EngineStep.matvec`) runs on the CUDA cores: each of its
+    ``flops / 2`` multiply-adds (one per weight and token) costs ``matvec_int_ops_per_weight``
+    integer operations at the GPU's ``int32_tops``; a member with no ``int32_tops`` leaves the
+    step memory-bound (0 s of math). Every other step runs on the tensor cores at ``mfu_frac``
+    of ``tflops`` (FLOP/s)."""
+    if engine.matvec(tokens):
+        known = [g.int32_tops for g in gpus if g.int32_tops is not None]
+        if len(known) < len(gpus):
+            return 0.0
+        ops = flops / 2 * (engine.matvec_int_ops_per_weight or 0.0)
+        return ops / (min(known) * 1e12)
+    return flops / (tflops * engine.mfu_frac)
 
 
 def _host_step_s(
