@@ -98,16 +98,14 @@ class EngineStep(StrictModel):
     def bw_efficiency_for(self, moe: bool, tokens: int) -> float:
         """The share of datasheet bandwidth the reads of a step of ``tokens`` new tokens
         achieve (``moe``: the model reads only some of its experts per token)."""
-        matvec = tokens <= (self.matvec_max_tokens or 0)
-        if moe and matvec and self.moe_bw_efficiency_frac is not None:
+        if moe and self.matvec(tokens) and self.moe_bw_efficiency_frac is not None:
             return self.moe_bw_efficiency_frac
         return self.bw_efficiency_frac
 
     def matvec(self, tokens: int) -> bool:
-        """Whether a step of ``tokens`` new tokens runs the matrix-vector (CUDA-core) kernels."""
-        return self.matvec_int_ops_per_weight is not None and tokens <= (
-            self.matvec_max_tokens or 0
-        )
+        """Whether a step of ``tokens`` new tokens runs the matrix-vector kernels (at most
+        ``matvec_max_tokens``; never for an engine without that bound)."""
+        return tokens <= (self.matvec_max_tokens or 0)
 
 
 class SplitModes(StrictModel):
@@ -793,12 +791,12 @@ def _compute_s(
     integer operations at the GPU's ``int32_tops``; a member with no ``int32_tops`` leaves the
     step memory-bound (0 s of math). Every other step runs on the tensor cores at ``mfu_frac``
     of ``tflops`` (FLOP/s)."""
-    if engine.matvec(tokens):
+    ops_per_weight = engine.matvec_int_ops_per_weight
+    if ops_per_weight is not None and engine.matvec(tokens):
         known = [g.int32_tops for g in gpus if g.int32_tops is not None]
         if len(known) < len(gpus):
             return 0.0
-        ops = flops / 2 * (engine.matvec_int_ops_per_weight or 0.0)
-        return ops / (min(known) * 1e12)
+        return flops / 2 * ops_per_weight / (min(known) * 1e12)
     return flops / (tflops * engine.mfu_frac)
 
 
