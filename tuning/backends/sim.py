@@ -1,10 +1,10 @@
 """The simulated rig: GPUs that behave like hardware, on a virtual clock.
 
 ``SimRig`` implements :class:`~tuning.backends.base.Rig` from a rig file
-(:mod:`tuning.backends.sim_config`). All GPUs are advanced together, vectorised with numpy,
-in fixed steps (``step_s``, default 0.1 s) whenever ``rig.clock.sleep(s)`` is called; nothing
-here calls :func:`time.sleep` unless the clock was locked to wall time for a load outside the
-process (:meth:`SimClock.follow_wall_time`).
+(:mod:`tuning.backends.sim_config`). All GPUs are advanced together in fixed steps
+(``step_s``, default 0.1 s; the step on Python floats, see ``SimRig._run_steps``) whenever
+``rig.clock.sleep(s)`` is called; nothing here calls :func:`time.sleep` unless the clock
+was locked to wall time for a load outside the process (:meth:`SimClock.follow_wall_time`).
 
 The model, per GPU and step (f = SM clock / max SM clock):
 
@@ -47,9 +47,11 @@ presets live apart in :mod:`tuning.backends.sim_config`.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import hashlib
 import math
+import operator
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -457,6 +459,7 @@ class SimRig(Rig):
         self._rng = np.random.default_rng(self.seed)
         self._noise_block = np.zeros((0, 2, n))
         self._noise_block_start = 0
+        self._noise_tps: list[list[float]] = []  # the block's throughput draws, as lists
         self.reset_thermals()
 
     # construction ---------------------------------------------------------------------------
@@ -763,77 +766,165 @@ class SimRig(Rig):
         raise ConfigError(f"no PSU {name!r} on rig {self.name!r}; it has: {known}")
 
     # the model ------------------------------------------------------------------------------
+    # The step runs on Python floats, one list per quantity: on a rig's handful of GPUs a
+    # numpy call (~1 µs each, some 50 a step) cost more than the arithmetic. Between
+    # advances the state lives in the arrays the readings index.
     def _solve_operating_point(self) -> None:
-        """DVFS: the highest clock bin whose power fits under the cap and the SW thermal
-        limit ``min(cap, natural) - KP·(T - target)`` (the latter only above target); the
-        lowest bin (the preset's ``f_min``) when none fits."""
-        over = self._temp_c - self._target_c
-        self._over_c = over
-        limit = np.minimum(self._cap_w, self._nat_w) - KP_W_PER_C * np.maximum(over, 0.0)
-        idx = np.maximum((self._tab_p <= limit[:, None] + 1e-9).sum(axis=1) - 1, 0)
-        if self._any_hw:
-            idx = np.where(self._hw_latched, np.minimum(idx, self._hw_idx), idx)
+        """The operating point at the current temperatures (:func:`_dvfs`), splits paced."""
+        idx, over = _dvfs(
+            self._temp_c.tolist(),
+            self._target_c.tolist(),
+            self._cap_w.tolist(),
+            self._nat_w.tolist(),
+            self._tab_p.tolist(),
+            self._hw_latched.tolist(),
+            self._hw_idx.tolist(),
+            self._any_hw,
+        )
+        self._over_c = np.array(over)
+        self._idx = np.array(idx, dtype=int)
         rows = self._rows
-        self._clock_mhz = self._tab_clk[rows, idx]
-        self._power_w = self._tab_p[rows, idx]
-        self._tps = self._tab_t[rows, idx]
-        self._idx = idx
+        self._clock_mhz = self._tab_clk[rows, self._idx]
+        self._power_w = self._tab_p[rows, self._idx]
+        self._tps = self._tab_t[rows, self._idx]
         if self._groups:
             self._pace_groups()
 
     def _update_fans(self) -> None:
-        duty = self._fan_lo + (self._temp_c - FAN_START_C) * self._fan_slope
-        self._fan_pct = np.minimum(np.maximum(duty, self._fan_lo), self._fan_hi)
+        self._fan_pct = np.array(
+            _fans(
+                self._temp_c.tolist(),
+                self._fan_lo.tolist(),
+                self._fan_slope.tolist(),
+                self._fan_hi.tolist(),
+            )
+        )
 
     def _update_hw_latch(self) -> None:
-        temp = self._temp_c
-        if self._any_hw or bool((temp >= self._slowdown_c).any()):
-            self._hw_latched = (temp >= self._slowdown_c) | (
-                self._hw_latched & (temp >= self._hw_release_c)
-            )
-            self._any_hw = bool(self._hw_latched.any())
+        latched, self._any_hw = _hw_latch(
+            self._temp_c.tolist(),
+            self._slowdown_c.tolist(),
+            self._hw_release_c.tolist(),
+            self._hw_latched.tolist(),
+            self._any_hw,
+        )
+        self._hw_latched = np.array(latched, dtype=bool)
+
+    def _noise_at(self, step: int) -> np.ndarray:
+        """Standard-normal draws (power, throughput) × GPUs for step number ``step``."""
+        offset = step - self._noise_block_start
+        if offset >= self._noise_block.shape[0] or offset < 0:
+            self._noise_block_start = (step // _NOISE_BLOCK) * _NOISE_BLOCK
+            # One generator per block, seeded from (seed, block): deterministic by step number.
+            rng = np.random.default_rng([self.seed, step // _NOISE_BLOCK])
+            self._noise_block = rng.standard_normal((_NOISE_BLOCK, 2, self._n))
+            self._noise_tps = self._noise_block[:, 1, :].tolist()
+            offset = step - self._noise_block_start
+        return self._noise_block[offset]
 
     def _noise_now(self) -> np.ndarray:
         """Standard-normal draws (power, throughput) × GPUs for the current step."""
-        offset = self._steps - self._noise_block_start
-        if offset >= self._noise_block.shape[0] or offset < 0:
-            self._noise_block_start = (self._steps // _NOISE_BLOCK) * _NOISE_BLOCK
-            # One generator per block, seeded from (seed, block): deterministic by step number.
-            rng = np.random.default_rng([self.seed, self._steps // _NOISE_BLOCK])
-            self._noise_block = rng.standard_normal((_NOISE_BLOCK, 2, self._n))
-            offset = self._steps - self._noise_block_start
-        return self._noise_block[offset]
+        return self._noise_at(self._steps)
 
     def _advance_to(self, now_s: float) -> None:
         target = math.floor(now_s / self.step_s + 1e-9)
-        for _ in range(target - self._steps):
-            self._step()
+        if target > self._steps:
+            self._run_steps(target - self._steps)
 
-    def _step(self) -> None:
-        """Advance the model one step: operating point from the current temperatures, then
-        tokens, energy, the 1 s power window, and heat (exact first-order relaxation)."""
-        self._solve_operating_point()
-        power = self._power_w
-        busy = self._workload_idx >= 0
-        over = (self._over_c > 0.0) & busy
-        self._steps_sw_thermal += over
-        self._steps_power_cap += busy & ~over & (self._cap_w < self._nat_w)
-        if self._any_hw:
-            self._steps_hw_thermal += self._hw_latched & busy
-        self._steps += 1
-        noise = self._noise_now()
-        dt = self.step_s
-        self._tokens += self._tps * (1.0 + self._noise.throughput_rel * noise[1]) * dt
-        self._energy_j += power * dt
-        slot = self._steps % self._window
-        self._ring_sum += power - self._ring[slot]
-        self._ring[slot] = power
-        temp = self._temp_c
-        inlet = self._ambient_c + self._inlet_offset_c + self._coupling @ power
-        steady = inlet + (self._r1 - self._r2 * self._fan_pct) * power
-        self._temp_c = temp + (steady - temp) * self._decay
-        self._update_fans()
-        self._update_hw_latch()
+    def _run_steps(self, k: int) -> None:
+        """Advance the model ``k`` steps. Each step: the operating point from the current
+        temperatures (:func:`_dvfs`; splits paced at the chosen clocks), then tokens, energy,
+        the clock-event counters, the 1 s power window, and heat (exact first-order
+        relaxation towards ``inlet + R(fan)·P``), fans and the HW slowdown latch."""
+        n = self._n
+        temp = self._temp_c.tolist()
+        target = self._target_c.tolist()
+        cap = self._cap_w.tolist()
+        nat = self._nat_w.tolist()
+        tab_p = self._tab_p.tolist()
+        tab_t = self._tab_t.tolist()
+        hw_idx = self._hw_idx.tolist()
+        latched = self._hw_latched.tolist()
+        any_hw = self._any_hw
+        busy = (self._workload_idx >= 0).tolist()
+        fan = self._fan_pct.tolist()
+        fan_lo, fan_slope = self._fan_lo.tolist(), self._fan_slope.tolist()
+        fan_hi = self._fan_hi.tolist()
+        slowdown, release = self._slowdown_c.tolist(), self._hw_release_c.tolist()
+        tokens, energy = self._tokens.tolist(), self._energy_j.tolist()
+        n_cap = self._steps_power_cap.tolist()
+        n_sw = self._steps_sw_thermal.tolist()
+        n_hw = self._steps_hw_thermal.tolist()
+        ring, ring_sum = self._ring.tolist(), self._ring_sum.tolist()
+        base = [self._ambient_c + self._inlet_offset_c] * n
+        coupling = self._coupling.tolist()
+        r1, r2, decay = self._r1.tolist(), self._r2.tolist(), self._decay.tolist()
+        rel, dt, window = self._noise.throughput_rel, self.step_s, self._window
+        groups = list(self._groups.values())
+        members = [int(m) for g in groups for m in g.members]
+        gpus = range(n)
+        steps = self._steps
+        self._noise_at(steps + 1)
+        idx: list[int] = []
+        over: list[float] = []
+        power: list[float] = []
+        tps: list[float] = []
+        for _ in range(k):
+            idx, over = _dvfs(temp, target, cap, nat, tab_p, latched, hw_idx, any_hw)
+            power = [tab_p[i][j] for i, j in enumerate(idx)]
+            if groups:
+                self._idx = np.array(idx, dtype=int)
+                self._tps = np.array([tab_t[i][j] for i, j in enumerate(idx)])
+                for group in groups:
+                    group.pace(self)
+                tps = self._tps.tolist()
+                nat = self._nat_w.tolist()
+                for m in members:
+                    tab_p[m] = self._tab_p[m].tolist()
+            else:
+                tps = [tab_t[i][j] for i, j in enumerate(idx)]
+            for i in gpus:
+                if busy[i]:
+                    if over[i] > 0.0:
+                        n_sw[i] += 1
+                    elif cap[i] < nat[i]:
+                        n_cap[i] += 1
+                    if any_hw and latched[i]:
+                        n_hw[i] += 1
+            steps += 1
+            offset = steps - self._noise_block_start
+            if offset >= _NOISE_BLOCK:
+                self._noise_at(steps)
+                offset = steps - self._noise_block_start
+            noise = self._noise_tps[offset]
+            slot = steps % window
+            old = ring[slot]
+            ring[slot] = power
+            for i in gpus:
+                p = power[i]
+                tokens[i] += tps[i] * (1.0 + rel * noise[i]) * dt
+                energy[i] += p * dt
+                ring_sum[i] += p - old[i]
+                inlet = base[i] + sum(map(operator.mul, coupling[i], power))
+                steady = inlet + (r1[i] - r2[i] * fan[i]) * p
+                temp[i] += (steady - temp[i]) * decay[i]
+            fan = _fans(temp, fan_lo, fan_slope, fan_hi)
+            latched, any_hw = _hw_latch(temp, slowdown, release, latched, any_hw)
+        self._steps = steps
+        self._over_c = np.array(over)
+        self._idx = np.array(idx, dtype=int)
+        self._clock_mhz = self._tab_clk[self._rows, self._idx]
+        self._power_w = np.array(power)  # the step's draw: a split's pacing moved _tab_p since
+        self._tps = np.array(tps)
+        self._temp_c = np.array(temp)
+        self._fan_pct = np.array(fan)
+        self._hw_latched = np.array(latched, dtype=bool)
+        self._any_hw = any_hw
+        self._tokens, self._energy_j = np.array(tokens), np.array(energy)
+        self._steps_power_cap = np.array(n_cap, dtype=np.int64)
+        self._steps_sw_thermal = np.array(n_sw, dtype=np.int64)
+        self._steps_hw_thermal = np.array(n_hw, dtype=np.int64)
+        self._ring, self._ring_sum = np.array(ring), np.array(ring_sum)
 
     def _power_reading_w(self, i: int) -> float:
         mean = self._ring_sum[i] / self._window
@@ -959,6 +1050,67 @@ class _Group:
         # Next step's limiter: each member's own clock varied, the others where they are.
         rig._tab_p[members] = now.power_w
         rig._nat_w[members] = now.power_w[np.arange(len(members)), tables.top]
+
+
+def _dvfs(
+    temp_c: list[float],
+    target_c: list[float],
+    cap_w: list[float],
+    natural_w: list[float],
+    power_rows_w: list[list[float]],
+    hw_latched: list[bool],
+    hw_idx: list[int],
+    any_hw: bool,
+) -> tuple[list[int], list[float]]:
+    """DVFS per GPU: the highest clock bin whose power (a non-decreasing row of
+    ``power_rows_w``, W) fits under the cap and the SW thermal limit
+    ``min(cap, natural) - KP·(T - target)`` (the latter only above target); the lowest bin
+    (the preset's ``f_min``) when none fits; no higher than ``hw_idx`` while HW slowdown is
+    latched. Returns (bin per GPU, °C above target per GPU)."""
+    idx: list[int] = []
+    over: list[float] = []
+    for i, t in enumerate(temp_c):
+        o = t - target_c[i]
+        over.append(o)
+        c, nat = cap_w[i], natural_w[i]
+        limit = (c if c < nat else nat) - KP_W_PER_C * (o if o > 0.0 else 0.0)
+        j = bisect.bisect_right(power_rows_w[i], limit + 1e-9) - 1
+        if j < 0:
+            j = 0
+        if any_hw and hw_latched[i] and hw_idx[i] < j:
+            j = hw_idx[i]
+        idx.append(j)
+    return idx, over
+
+
+def _fans(
+    temp_c: list[float], lo_pct: list[float], slope: list[float], hi_pct: list[float]
+) -> list[float]:
+    """Fan duty per GPU: from ``lo`` at FAN_START_C up ``slope`` %/°C, held in [lo, hi]. %."""
+    out: list[float] = []
+    for t, lo, s, hi in zip(temp_c, lo_pct, slope, hi_pct, strict=True):
+        duty = lo + (t - FAN_START_C) * s
+        duty = duty if duty > lo else lo
+        out.append(duty if duty < hi else hi)
+    return out
+
+
+def _hw_latch(
+    temp_c: list[float],
+    slowdown_c: list[float],
+    release_c: list[float],
+    latched: list[bool],
+    any_hw: bool,
+) -> tuple[list[bool], bool]:
+    """HW slowdown latches at the slowdown threshold and releases below ``release_c``.
+    Returns (latched per GPU, any latched)."""
+    if not any_hw and not any(t >= s for t, s in zip(temp_c, slowdown_c, strict=True)):
+        return latched, any_hw
+    now = [
+        t >= s or (held and t >= r)
+        for t, s, r, held in zip(temp_c, slowdown_c, release_c, latched, strict=True)
+    ]
+    return now, any(now)
 
 
 def _nvml_bus_id(bus_id: str) -> str:
