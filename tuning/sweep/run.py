@@ -23,7 +23,7 @@ from tuning.budget import (
     objective_value,
 )
 from tuning.errors import ConfigError, SafetyAbort, WorkloadFailed
-from tuning.search import CapSearch, make_search
+from tuning.search import AdaptiveSearch, CapSearch, make_search
 from tuning.sustained import SustainedSampler, ThrottleEvent
 from tuning.sweep.config import SweepConfig
 from tuning.sweep.result import GpuResult, SoakRound, SweepResult
@@ -177,8 +177,8 @@ class Sweep:
                 self._probe_group()
             else:
                 self._probe_all()
+            allocation = self._allocate_group() if self.group else self._refined(self._allocate())
             sweep_s = self.clock.now_s() - started
-            allocation = self._allocate_group() if self.group else self._allocate()
             rounds, final_caps, flagged = self._heat_soak(allocation)
             # What the sweep set: not the stock caps of GPUs it had not parked yet.
             max_ratio = self.trace.max_load_ratio(set_only=True)
@@ -207,11 +207,16 @@ class Sweep:
             },
         )
 
-    def _probe_all(self) -> None:
+    def _probe_all(self, plan: Callable[[str, None], int | None] | None = None) -> None:
+        """Probe every GPU until its plan says done, in parallel as the budget allows.
+
+        ``plan(uuid, None)``: the next cap to probe (W) or ``None`` (a dict's ``pop``: one
+        probe per GPU it names); default: the GPU's search."""
         cfg = self.config
+        next_cap = plan or (lambda uuid, _: self.searches[uuid].next_cap())
         pending: dict[str, int] = {}
         for uuid in self.uuids:
-            cap = self.searches[uuid].next_cap()
+            cap = next_cap(uuid, None)
             if cap is not None:
                 pending[uuid] = cap
             else:
@@ -275,7 +280,7 @@ class Sweep:
                 self._record(uuid, search, measurement)
                 del active[uuid]
                 self._probe_event(uuid, search, measurement)
-                nxt = search.next_cap()
+                nxt = next_cap(uuid, None)
                 if nxt is None:
                     self._park(uuid)
                     self.progress(uuid, "done", {"probes": len(search.points)})
@@ -389,23 +394,37 @@ class Sweep:
     def _interpolated(self, uuid: str) -> list[CapOption]:
         """Measured options plus estimates every 5 W down to the minimum cap.
 
-        Between measured points throughput and power are interpolated linearly; below the
-        lowest one throughput is scaled with the cap (pessimistic for every shape the
-        workloads show). Only used when the measured points cannot fit the budget; the
-        heat-soak then measures what the estimate promised.
+        Between measured points throughput and power are interpolated linearly. Below the
+        lowest one the estimate is the mean of two guesses that bracket the curves measured
+        so far: the chord through the two lowest points extended down (over a curve that
+        falls ever faster as the cap drops: an upper bound) and throughput scaled with the
+        cap (under the curve near the lowest point, over it close to the card's static
+        draw, where tokens stop first). Used when the measured points cannot fit the budget
+        or the floor was relaxed; :meth:`_refined` then measures the caps the allocation
+        took from here.
         """
         measured = self.searches[uuid].options()
         if not measured:
             return measured
         lowest = measured[0]
+        slope = 0.0  # tokens/s per W of the chord through the two lowest points
+        if len(measured) > 1:
+            up = measured[1]
+            x_lo, x_up = min(lowest.power_w, lowest.cap_w), min(up.power_w, up.cap_w)
+            if x_up > x_lo:
+                slope = max(0.0, (up.throughput_tps - lowest.throughput_tps) / (x_up - x_lo))
         caps = [o.cap_w for o in measured]
         estimates = {o.cap_w: o for o in measured}
         cap = math.ceil(self.constraints[uuid].min_w)
         while cap < caps[-1]:
             if cap not in estimates:
                 if cap < lowest.cap_w:
-                    scale = cap / lowest.cap_w
-                    estimates[cap] = CapOption(cap, lowest.throughput_tps * scale, float(cap))
+                    scaled = lowest.throughput_tps * cap / lowest.cap_w
+                    chord = max(
+                        scaled,
+                        lowest.throughput_tps - slope * (min(lowest.power_w, lowest.cap_w) - cap),
+                    )
+                    estimates[cap] = CapOption(cap, (scaled + chord) / 2, float(cap))
                 else:
                     hi = next(o for o in measured if o.cap_w > cap)
                     lo = [o for o in measured if o.cap_w < cap][-1]
@@ -452,9 +471,10 @@ class Sweep:
         else:
             if allocation.floor_relaxed:
                 self.floor_blocked_by = self._floor_blocked_by(options, floors)
-                # the floor does not fit: the budget's watts go where they buy the most
-                # tokens, which a few measured points per GPU resolve coarsely; let the
-                # knapsack also choose between them (the heat-soak measures what it promised)
+            if allocation.floor_relaxed or self.config.policy is Policy.THROUGHPUT:
+                # the budget's watts go where they buy the most tokens, which a few measured
+                # points per GPU resolve coarsely; let the knapsack also choose between and
+                # below them (_refined measures what it took from the estimates)
                 finer = {uuid: self._interpolated(uuid) for uuid in self.uuids}
                 try:
                     refined = allocate(finer, self.budget, self.config.policy, **kwargs)  # type: ignore[arg-type]
@@ -474,6 +494,35 @@ class Sweep:
                 f"no combination of measured caps fits the budget with {self.config.headroom:.0%} "
                 f"headroom ({error}); check the rig's PSU and circuit figures"
             ) from error
+
+    def _refined(self, allocation: Allocation) -> Allocation:
+        """Measure the caps the allocation only estimated, and allocate again, until every cap
+        it picks is measured (or a GPU's search has used its probes).
+
+        The adaptive search probes where its GPU's tokens/J peaks above the floor. When the
+        budget binds (the throughput policy's watts, a floor that does not fit), the knapsack
+        picks caps below or between those points from :meth:`_interpolated`'s estimates,
+        whose shape is a guess: a card whose tokens/s fall faster than its cap below the
+        lowest probe looks cheap to starve. Each round probes those caps (in parallel), so
+        the next allocation weighs measured watts, as a grid would."""
+        while True:
+            targets: dict[str, int] = {}
+            for uuid, cap in allocation.caps_w.items():
+                search = self.searches[uuid]
+                natural_cap = search.natural_cap_w()
+                if (
+                    not isinstance(search, AdaptiveSearch)  # a grid measured every cap
+                    or len(search.points) >= search.max_probes
+                    # within the search's resolution of a measured cap: measured enough
+                    or any(abs(cap - o.cap_w) <= search.tolerance_w() for o in search.options())
+                    or (natural_cap is not None and cap >= natural_cap)  # does not bind
+                ):
+                    continue
+                targets[uuid] = cap
+            if not targets:  # ends: every round adds a point to a search with probes left
+                return allocation
+            self._probe_all(targets.pop)
+            allocation = self._allocate()
 
     def _lower_cap(self, uuid: str, cap_w: float) -> float:
         """A throttling GPU's next cap: 8 % lower, never below its minimum. Units: W."""
