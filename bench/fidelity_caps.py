@@ -6,6 +6,10 @@ sweeps that disagree (a dense 27B decode falls to 0.64 at 200 W; a six-card MoE 
 workload: the dense decode keeps one card busy the whole step, a pipeline stage runs one
 sixth of it and waits for its neighbours the rest.
 
+The dense decode's sweep (jeanfbrito) is a curve file
+(``bench/curves/rtx3090-qwen36-27b-dense-llamacpp-jeanfbrito.yaml``, through the step-time
+model and the simulator: ``fidelity_curves.py``), so it is not repeated here.
+
 The six-card pipeline's figures are the simulator's (``bench/sim_pipeline.py``'s rig and
 workload files: each stage's step from the step-time model, every card at its own clock under
 its cap, the pipeline paced by its slowest stage). The other step shapes (``StepTime`` at full
@@ -28,7 +32,6 @@ from tuning.model.step import StepTime
 RTX3090_MAX_MHZ = 2100.0
 RTX4090_MAX_MHZ = 3105.0
 
-JEAN = "jeanfbrito.github.io/posts/rtx-3090-power-limit-sweet-spot (32.0/33.0/31.7/20.6/8.3 tok/s)"
 GARAGE = (
     "llmgarage.ai/power-limit-tokens-per-second-benchmark "
     "(6x RTX 3090, MiniMax M2.5 IQ2_M, llama.cpp, decode 72.6/68.3/62.6/12.1 tok/s at "
@@ -93,10 +96,6 @@ def relative(
     return at / ref
 
 
-def _dense(cap_w: float) -> float:
-    return relative(power_params("rtx3090"), DENSE_DECODE, cap_w, 350.0, RTX3090_MAX_MHZ)
-
-
 @cache
 def _pipeline_tps(cap_w: float) -> float:
     """The simulated six-card pipeline's tokens/s with every card at ``cap_w`` (W): the rig and
@@ -129,10 +128,6 @@ def _point(label: str, value: float, fn: Callable[[], float], source: str) -> Fi
 
 
 FIGURES: list[Figure] = [
-    _point("3090 dense decode 300 W / 350 W", 33.0 / 32.0, lambda: _dense(300.0), JEAN),
-    _point("3090 dense decode 250 W / 350 W", 31.7 / 32.0, lambda: _dense(250.0), JEAN),
-    _point("3090 dense decode 200 W / 350 W", 20.6 / 32.0, lambda: _dense(200.0), JEAN),
-    _point("3090 dense decode 150 W / 350 W", 8.3 / 32.0, lambda: _dense(150.0), JEAN),
     _point("6x3090 MoE pipeline 200 W / 350 W", 68.3 / 72.6, lambda: _pipeline(200.0), GARAGE),
     _point("6x3090 MoE pipeline 150 W / 350 W", 62.6 / 72.6, lambda: _pipeline(150.0), GARAGE),
     _point("6x3090 MoE pipeline 100 W / 350 W", 12.1 / 72.6, lambda: _pipeline(100.0), GARAGE),

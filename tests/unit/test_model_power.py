@@ -95,14 +95,21 @@ def test_every_power_field_is_sourced() -> None:
 def test_both_3090_sweeps_from_one_parameter_set() -> None:
     """jeanfbrito's dense decode is 20.6/32.0 = 0.64 at 200 W; llmgarage's six-card MoE pipeline
     keeps 68.3/72.6 = 0.94 at 200 W, 62.6/72.6 = 0.86 at 150 W and 12.1/72.6 = 0.17 at 100 W.
-    One rtx3090 entry, two workloads (the dense step shape; the pipeline as the simulator runs
-    it, six capped cards paced by the slowest stage); each within the issue's 5 pp."""
+    One rtx3090 entry, two workloads, both as the simulator runs them (the dense model one
+    replica on one capped card, from its curve file; the pipeline six capped cards paced by
+    the slowest stage); each within the issue's 5 pp."""
     sys.path.insert(0, str(BENCH))
     try:
         import fidelity_caps
+        import fidelity_curves
     finally:
         sys.path.remove(str(BENCH))
-    assert fidelity_caps._dense(200.0) == pytest.approx(20.6 / 32.0, abs=0.05)
+    dense = fidelity_curves.load_curve(
+        BENCH / "curves" / "rtx3090-qwen36-27b-dense-llamacpp-jeanfbrito.yaml"
+    )
+    at_200 = fidelity_curves.run_cap(dense, 200.0).tokens_per_s
+    at_350 = fidelity_curves.run_cap(dense, 350.0).tokens_per_s
+    assert at_200 / at_350 == pytest.approx(20.6 / 32.0, abs=0.05)
     assert fidelity_caps._pipeline(200.0) == pytest.approx(68.3 / 72.6, abs=0.05)
     assert fidelity_caps._pipeline(150.0) == pytest.approx(62.6 / 72.6, abs=0.05)
     assert fidelity_caps._pipeline(100.0) == pytest.approx(12.1 / 72.6, abs=0.05)
