@@ -219,7 +219,7 @@ class Sweep:
             cap = next_cap(uuid, None)
             if cap is not None:
                 pending[uuid] = cap
-            else:
+            elif plan is None:  # a given plan's other GPUs were done already
                 self.progress(uuid, "done", {"probes": len(self.searches[uuid].points)})
         active: dict[str, ProbeWindow] = {}
         while pending or active:
