@@ -102,6 +102,11 @@ class ModelSpec(StrictModel):
     # A mixture of experts reads only its active parameters per token (the model card's
     # "activated parameters"); the step-time model uses it, memory sizing uses params_b.
     active_params_b: float | None = Field(default=None, gt=0, le=2000)
+    # A mixture of experts' routed experts per layer and how many each token uses (config.json
+    # n_routed_experts / num_experts and num_experts_per_tok): a step of several tokens reads
+    # every expert any of them routes to, so a batch reads more than one token's active set.
+    experts: int | None = Field(default=None, ge=2, le=65_536)
+    experts_per_token: int | None = Field(default=None, ge=1, le=65_536)
     # Floors the placement must meet: per-sequence decode tokens/s and time to first token (s).
     min_tokens_per_s: float | None = Field(default=None, gt=0, le=1e6)
     max_ttft_s: float | None = Field(default=None, gt=0, le=86_400)
@@ -135,6 +140,23 @@ class ModelSpec(StrictModel):
                 f"active_params_b ({self.active_params_b}) exceeds params_b ({self.params_b}); "
                 "give the model card's activated parameters, at most the total"
             )
+        if (self.experts is None) != (self.experts_per_token is None):
+            raise ValueError(
+                "experts and experts_per_token go together: copy both from the model's "
+                "config.json (n_routed_experts or num_experts, and num_experts_per_tok)"
+            )
+        if self.experts is not None and self.experts_per_token is not None:
+            if self.experts_per_token >= self.experts:
+                raise ValueError(
+                    f"experts_per_token ({self.experts_per_token}) must be below experts "
+                    f"({self.experts}); copy num_experts_per_tok and n_routed_experts from "
+                    "the model's config.json"
+                )
+            if self.active_params_b is None or self.active_params_b >= self.params_b:
+                raise ValueError(
+                    "experts needs active_params_b below params_b (the model card's activated "
+                    "parameters): the expert sizes come from the difference"
+                )
         if self.gpus is not None:
             if not self.gpus:
                 raise ValueError("gpus: give at least one GPU UUID, or leave the key out")

@@ -46,6 +46,8 @@ class Toy:
     kv_cache_bits: int = 16
     context: int = 0
     active_params_b: float | None = None
+    experts: int | None = None
+    experts_per_token: int | None = None
 
 
 def vllm() -> tuple[float, float, float]:
@@ -80,6 +82,25 @@ def test_moe_reads_only_active_parameters() -> None:
     dense = predict(Toy(), [GPU], context=0)
     moe = predict(Toy(active_params_b=2.5), [GPU], context=0)
     assert moe.decode_step.memory_s == pytest.approx(dense.decode_step.memory_s / 4)
+
+
+def test_a_moe_batch_reads_every_expert_its_tokens_route_to() -> None:
+    """GLM-4.5-Air's shape (106 B, 12 B active, 128 routed experts, 8 per token), as Toy
+    at 8 bits: each expert holds e = (106 − 12) / (128 − 8) = 0.7833 B and the shared part
+    is 12 − 8e = 5.733 B. One token reads its 12 B. 32 tokens under uniform routing miss an
+    expert with probability (120/128)^32 = 0.1268, so they read 128 × 0.8732 = 111.77
+    experts: 5.733 + 111.77 × 0.7833 = 93.28 B, 93.28 GB at 8 bits. A 2048-token chunk reads
+    every expert: all 106 B. Without ``experts`` the MoE reads its 12 B at any batch."""
+    eff, _, _ = vllm()
+    glm = Toy(params_b=106.0, active_params_b=12.0, experts=128, experts_per_token=8)
+    one = predict(glm, [GPU], concurrency=1, context=0)
+    many = predict(glm, [GPU], concurrency=32, context=0, prompt_tokens=2048)
+    assert one.decode_step.memory_s == pytest.approx(12e9 / (1000e9 * eff), rel=1e-6)
+    assert many.decode_step.memory_s == pytest.approx(93.28e9 / (1000e9 * eff), rel=1e-3)
+    chunk_bytes = 106e9 + 1024 * 163_840
+    assert many.prefill_step.memory_s == pytest.approx(chunk_bytes / (1000e9 * eff), rel=1e-6)
+    blind = predict(Toy(params_b=106.0, active_params_b=12.0), [GPU], concurrency=32, context=0)
+    assert blind.decode_step.memory_s == pytest.approx(12e9 / (1000e9 * eff), rel=1e-6)
 
 
 def test_llamacpp_moe_matvec_reads_at_the_moe_bandwidth_share() -> None:

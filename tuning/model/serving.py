@@ -424,6 +424,33 @@ def active_params_b(model: ModelLike) -> float:
     return float(active) if active else model.params_b
 
 
+def read_params_b(model: ModelLike, tokens: float) -> float:
+    """Parameters a step of ``tokens`` new tokens reads from memory. Units: 10^9.
+
+    A dense model reads all of them. A mixture of experts reads its shared weights and every
+    routed expert at least one of the tokens uses. With ``E = experts`` and ``k =
+    experts_per_token``, the experts hold ``e = (params_b − active_params_b) / (E − k)`` each
+    (summed over layers) and the shared part is ``active_params_b − k·e``; under uniform
+    routing a layer's expert is used by none of ``n`` tokens with probability ``(1 − k/E)^n``,
+    so ``E·(1 − (1 − k/E)^n)`` experts are read (an upper bound: real routers are skewed, and
+    hit fewer). Without ``experts`` in the models file a MoE step reads one token's active set
+    at any batch (an underestimate for batches).
+
+    Hand-worked: GLM-4.5-Air (106 B, 12 B active, 128 experts, 8 per token), 32 tokens:
+    e = 94/120 = 0.783 B, shared 12 − 8·0.783 = 5.73 B; 128·(1 − (120/128)^32) = 111.7
+    experts; 5.73 + 111.7·0.783 = 93.2 B read per step (one token: 12 B).
+    """
+    active = active_params_b(model)
+    experts = getattr(model, "experts", None)
+    per_token = getattr(model, "experts_per_token", None)
+    if not _is_moe(model) or experts is None or per_token is None or tokens <= 1:
+        return active
+    each = (model.params_b - active) / (experts - per_token)
+    shared = max(0.0, active - per_token * each)
+    used = experts * (1.0 - (1.0 - per_token / experts) ** tokens)
+    return min(model.params_b, shared + max(per_token, used) * each)
+
+
 def compute_dtype(model: ModelLike, gpu: GpuHardware) -> str:
     """The tensor path the matmuls take: FP8 for 8-bit weights on vLLM/SGLang where the GPU has
     FP8 tensor cores; FP16 otherwise (4-bit AWQ/GPTQ and GGUF kernels dequantise to FP16)."""
@@ -760,7 +787,10 @@ def _stage(
     # Share of the stage's weights (and their FLOPs) the busiest member handles, and of its KV.
     weight_share = (row_split_frac(model) / tp + 1 - row_split_frac(model)) if row else 1 / tp
     kv_share = 1.0 if row else 1 / tp
-    weights = active * model.quant_bits / 8 / pp * weight_share
+    # The bytes: the step's routed experts (read_params_b) less the split matmuls' share.
+    read = read_params_b(model, tokens) * 1e9
+    split = row_split_params(model) if row else 0.0
+    weights = ((split / tp + read - split) if row else read / tp) * model.quant_bits / 8 / pp
     kv = seqs * context * kv_bytes_per_token(model) / pp * kv_share
     moe = _is_moe(model)
     memory_s = (weights + kv) / (gpu_bw * engine.bw_efficiency_for(moe, tokens))
