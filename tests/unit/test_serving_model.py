@@ -23,6 +23,7 @@ from tuning.model.serving import (
     kv_bytes_per_token,
     link_from_fabric,
     load_serving_params,
+    mixed_prefill_tokens,
     predict,
 )
 from tuning.rig_fabric import fabric_of_rig
@@ -101,6 +102,36 @@ def test_a_moe_batch_reads_every_expert_its_tokens_route_to() -> None:
     assert many.prefill_step.memory_s == pytest.approx(chunk_bytes / (1000e9 * eff), rel=1e-6)
     blind = predict(Toy(params_b=106.0, active_params_b=12.0), [GPU], concurrency=32, context=0)
     assert blind.decode_step.memory_s == pytest.approx(12e9 / (1000e9 * eff), rel=1e-6)
+
+
+def test_mixed_step_prefills_the_prompt_tokens_its_outputs_need() -> None:
+    """vLLM, Toy (10 B dense, 8 bits), 32 sequences, phase mixed, 2 prompt tokens per output
+    token: each step is one forward pass of 32 decode and 64 prompt tokens, 96 tokens of
+    math, 2 · 10e9 · 96 / (100e12 · 0.45) = 42.67 ms, over the 10 GB read once (14.3 ms at
+    0.70), plus host_step + 32 · host_per_seq: 32 output tokens a step. Without the ratio a
+    step carries a whole 2048-token chunk: 2080 tokens of math, 924 ms."""
+    eff, host, per_seq = vllm()
+    mfu = load_serving_params().engines["vllm"].mfu_frac
+    p = predict(Toy(), [GPU], concurrency=32, context=0, phase="mixed", input_per_output=2.0)
+    assert p.mixed_step is not None
+    assert p.mixed_step.tokens == 32
+    assert p.mixed_step.memory_s == pytest.approx(10e9 / (1000e9 * eff), rel=1e-6)
+    math_s = 2 * 10e9 * 96 / (100e12 * mfu)
+    assert p.mixed_step.compute_s == pytest.approx(math_s, rel=1e-6)
+    assert p.mixed_step.total_s == pytest.approx(math_s + host + 32 * per_seq, rel=1e-6)
+    full = predict(Toy(), [GPU], concurrency=32, context=0, phase="mixed", prompt_tokens=2048)
+    assert full.mixed_step is not None
+    assert full.mixed_step.compute_s == pytest.approx(2 * 10e9 * 2080 / (100e12 * mfu), rel=1e-6)
+    assert predict(Toy(), [GPU], concurrency=32, context=0).mixed_step is None
+
+
+def test_mixed_prefill_tokens_follow_the_input_output_ratio_up_to_a_chunk() -> None:
+    """32 sequences at 2.04 prompt tokens per output token carry ceil(65.28) = 66; at 100,
+    the 2048-token chunk; no ratio: a chunk every step; at least one prompt token."""
+    assert mixed_prefill_tokens(32, 2048, 2.04) == 66
+    assert mixed_prefill_tokens(32, 2048, 100.0) == 2048
+    assert mixed_prefill_tokens(32, 2048, None) == 2048
+    assert mixed_prefill_tokens(1, 2048, 0.001) == 1
 
 
 def test_llamacpp_moe_matvec_reads_at_the_moe_bandwidth_share() -> None:

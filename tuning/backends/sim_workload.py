@@ -85,11 +85,12 @@ def _predict(
         pp=spec.pp,
         concurrency=spec.concurrency,
         context=spec.context,
-        phase="decode" if spec.phase == "mixed" else spec.phase,
+        phase=spec.phase,
         link=link,
         host=host,
         prompt_tokens=spec.context,
         engine=spec.engine,
+        input_per_output=spec.input_per_output,
     )
 
 
@@ -116,6 +117,7 @@ def group_ring(
         host=host,
         prompt_tokens=spec.context,
         engine=spec.engine,
+        input_per_output=spec.input_per_output,
     )
     return ring_of(preds, spec.tp, spec.pp, spec.concurrency, spec.phase)
 

@@ -395,6 +395,7 @@ class Prediction:
     busy_frac: float
     dtype: str
     clock_mhz: tuple[float, ...] = ()
+    mixed_step: StepTime | None = None
 
     @property
     def step(self) -> StepTime:
@@ -880,6 +881,21 @@ def _scaled(step: StepTime, factor: float, tokens: float) -> StepTime:
     return step.scaled(factor, tokens)
 
 
+def mixed_prefill_tokens(seqs: int, chunk: int, input_per_output: float | None) -> int:
+    """Prompt tokens one ``mixed`` step of ``seqs`` decoding sequences carries beside their
+    decode tokens. Units: tokens.
+
+    ``input_per_output`` (a serving benchmark's input throughput over its output throughput):
+    the step yields ``seqs`` output tokens, so it prefills ``seqs · input_per_output`` prompt
+    tokens, at most one ``chunk`` (the engine's token budget per step); None: one full chunk
+    every step (prompts always waiting). Hand-worked: 32 sequences at 2.04 prompt tokens per
+    output token carry ceil(65.3) = 66 prompt tokens; at 100 they carry the 2048-token chunk.
+    """
+    if input_per_output is None:
+        return chunk
+    return max(1, min(chunk, math.ceil(seqs * input_per_output - 1e-9)))
+
+
 def predict(
     model: ModelLike,
     gpus: Sequence[GpuHardware],
@@ -893,13 +909,16 @@ def predict(
     host: HostShare | None = None,
     prompt_tokens: int | None = None,
     engine: str | None = None,
+    input_per_output: float | None = None,
 ) -> Prediction:
     """Predict one model's serving on ``gpus`` (``tp · pp`` of them, stage-major).
 
     ``concurrency``: sequences in flight; ``context``: tokens each has in its KV cache while it
     decodes (default: the model's ``context``); ``prompt_tokens``: the prompt TTFT is for
     (default: ``context``); ``link``: slowest path of the group (default: :func:`nominal_link`);
-    ``engine``: overrides ``model.engine``. Units: tokens/s and seconds at full clock.
+    ``engine``: overrides ``model.engine``; ``input_per_output``: in ``mixed``, the prompt
+    tokens prefilled per output token (:func:`mixed_prefill_tokens`). Units: tokens/s and
+    seconds at full clock.
 
     Hand-worked example: a 70.6 B AWQ model (4 bits: 35.3 GB) at TP=2 on two RTX 4090s
     (1008 GB/s) under vLLM (efficiency 0.70), one sequence, empty context: each card reads
@@ -943,6 +962,16 @@ def predict(
     one = _stage(model, gpus, tp, pp, 1, 1, float(prompt), the_link, the_host, eng, params, name)
     first = _round(one, _host_step_s(model, tp * pp, 1, the_host, eng, params), pp, 1, 1)
     ttft = prefill_s + first.total_s
+    mixed = None
+    if phase == "mixed":
+        # a ratio's prompt tokens fill up to the engine's token budget; without one, each
+        # step carries the prompt's next chunk
+        budget = chunk if input_per_output is None else eng.prefill_chunk_tokens
+        mixed_tokens = m + mixed_prefill_tokens(m, budget, input_per_output)
+        mstage = _stage(
+            model, gpus, tp, pp, mixed_tokens, m, ctx, the_link, the_host, eng, params, name
+        )
+        mixed = _round(mstage, host_step, pp, in_flight, concurrency)
     return Prediction(
         phase=phase,
         tokens_per_s=concurrency * per_seq,
@@ -953,4 +982,5 @@ def predict(
         prefill_step=_scaled(pstage, pp, chunk),
         busy_frac=busy,
         dtype=dtype,
+        mixed_step=mixed,
     )

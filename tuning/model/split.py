@@ -144,18 +144,15 @@ class Ring:
 
 
 def mixed_step(pred: Prediction) -> StepTime:
-    """``mixed``: a chunked-prefill step that carries the decode tokens of every sequence and
-    one prefill chunk (vLLM's and SGLang's mixed batches). The weights are read once for both
-    (memory: the larger read), the math of both adds, and so does the time on links; the host
-    schedules one step. Tokens counted: the decode (output) tokens only."""
-    d, p = pred.decode_step, pred.prefill_step
-    return StepTime(
-        memory_s=max(d.memory_s, p.memory_s),
-        compute_s=d.compute_s + p.compute_s,
-        interconnect_s=d.interconnect_s + p.interconnect_s,
-        host_s=max(d.host_s, p.host_s),
-        tokens=d.tokens,
-    )
+    """``mixed``: the chunked-prefill step of vLLM's and SGLang's mixed batches, every
+    sequence's decode token and the prompt tokens :func:`~tuning.model.serving.
+    mixed_prefill_tokens` gives, run as one forward pass (:func:`~tuning.model.serving.predict`
+    with ``phase="mixed"``): the weights are read once for all of its tokens, their math adds,
+    one set of all-reduces carries them, the host schedules one step. Tokens counted: the
+    decode (output) tokens only."""
+    if pred.mixed_step is None:
+        raise ValueError("a mixed step needs a prediction made with phase='mixed'")
+    return pred.mixed_step
 
 
 def _pass(step: StepTime, pp: int) -> StepTime:
@@ -527,6 +524,7 @@ def member_predictions(
     host: HostShare | None = None,
     prompt_tokens: int | None = None,
     engine: str | None = None,
+    input_per_output: float | None = None,
 ) -> list[Prediction]:
     """Each member's step-time prediction on its own hardware: ``predict`` for the split as
     if every GPU were that member's (one call per distinct card), so its stage pass is the
@@ -552,6 +550,7 @@ def member_predictions(
                 host=host,
                 prompt_tokens=prompt,
                 engine=engine,
+                input_per_output=input_per_output,
             )
         preds.append(own[key])
     return preds

@@ -79,6 +79,9 @@ class WorkloadSpec(StrictModel):
     concurrency: int = Field(default=1, ge=1, le=65_536)
     context: int = Field(ge=0, le=100_000_000)
     phase: Phase = "decode"
+    #: ``mixed`` only: prompt tokens prefilled per output token (a serving benchmark's input
+    #: throughput over its output throughput); None: a full prefill chunk in every step.
+    input_per_output: float | None = Field(default=None, gt=0, le=100_000)
 
     @field_validator("gpus", mode="before")
     @classmethod
@@ -103,6 +106,11 @@ class WorkloadSpec(StrictModel):
             raise ValueError(
                 f"gpus: tp × pp = {n} needs that many GPUs: name them in gpus: (indices or "
                 "UUIDs), or set tp and pp to 1 to run one replica on every GPU"
+            )
+        if self.input_per_output is not None and self.phase != "mixed":
+            raise ValueError(
+                f"input_per_output applies to phase mixed, not {self.phase}: set phase: mixed "
+                "or leave input_per_output out"
             )
         if self.context > self.model.context:
             raise ValueError(
