@@ -66,6 +66,16 @@ DEFAULT_HEADROOM_PCT = 10.0
 
 Engine = Literal["vllm", "llama.cpp", "sglang"]
 
+#: ggml's weight types (ggml/include/ggml.h ``enum ggml_type``, the quantised ones): what a GGUF
+#: file's bulk weights are stored as. A file's quantisation *mix* (``Q4_K_M``, Unsloth's
+#: ``UD-Q3_K_XL``) names the type most of its weights use (``Q4_K``, ``Q3_K``).
+QuantType = Literal[
+    "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
+    "IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ4_NL", "IQ4_XS",
+    "TQ1_0", "TQ2_0", "MXFP4",
+]  # fmt: skip
+QUANT_TYPES: tuple[str, ...] = QuantType.__args__  # type: ignore[attr-defined]
+
 
 class ModelSpec(StrictModel):
     """One model to serve. Architecture numbers come from the model's ``config.json``.
@@ -107,10 +117,26 @@ class ModelSpec(StrictModel):
     # every expert any of them routes to, so a batch reads more than one token's active set.
     experts: int | None = Field(default=None, ge=2, le=65_536)
     experts_per_token: int | None = Field(default=None, ge=1, le=65_536)
+    # A GGUF's weight type (llama.cpp): its matrix-vector kernel's integer work per weight.
+    quant_type: QuantType | None = None
     # Floors the placement must meet: per-sequence decode tokens/s and time to first token (s).
     min_tokens_per_s: float | None = Field(default=None, gt=0, le=1e6)
     max_ttft_s: float | None = Field(default=None, gt=0, le=86_400)
     cpus: str | None = Field(default=None, max_length=4096)
+
+    @field_validator("quant_type", mode="before")
+    @classmethod
+    def _ggml_type(cls, value: Any) -> Any:
+        if isinstance(value, str) and value not in QUANT_TYPES:
+            # a llama-quantize mix name: the type, then its size letter (Q4_K_M, UD-Q3_K_XL)
+            mix = re.match(r"^(?:UD-)?(.+?)(?:_(?:XXS|XS|S|M|L|XL))?$", value.upper())
+            base = mix.group(1) if mix else ""
+            hint = f" ({base!r} for {value[:40]!r})" if base in QUANT_TYPES else ""
+            raise ValueError(
+                f"{value[:40]!r} is not a ggml weight type; name the type most of the file's "
+                f"weights use{hint}, one of {', '.join(QUANT_TYPES)}"
+            )
+        return value
 
     @field_validator("cpus")
     @classmethod

@@ -49,6 +49,7 @@ class Toy:
     active_params_b: float | None = None
     experts: int | None = None
     experts_per_token: int | None = None
+    quant_type: str | None = None
 
 
 def vllm() -> tuple[float, float, float]:
@@ -132,6 +133,29 @@ def test_mixed_prefill_tokens_follow_the_input_output_ratio_up_to_a_chunk() -> N
     assert mixed_prefill_tokens(32, 2048, 100.0) == 2048
     assert mixed_prefill_tokens(32, 2048, None) == 2048
     assert mixed_prefill_tokens(1, 2048, 0.001) == 1
+
+
+def test_llamacpp_matvec_integer_work_follows_the_weight_type() -> None:
+    """llama.cpp, one sequence, Toy's 10 B weights on a card of 20 INT32 TOPS: the default
+    type costs matvec_int_ops_per_weight operations per weight, 10e9 · 11.4 / 20e12 = 5.7 ms
+    of CUDA-core work; Q3_K, whose values and scales are assembled from split bit fields,
+    costs its own figure (serving.yaml matvec_int_ops_by_quant), 10e9 · 15 / 20e12 = 7.5 ms;
+    a type with no figure of its own (Q8_0) takes the default."""
+    e = load_serving_params().engines["llama.cpp"]
+    default, q3 = e.matvec_int_ops_per_weight, (e.matvec_int_ops_by_quant or {})["Q3_K"]
+    assert default is not None
+    assert q3 != default
+    card = GpuHardware(
+        name="round", memory_bw_gbps=1000.0, tensor_tflops={"fp16": 100.0}, int32_tops=20.0
+    )
+
+    def math_s(quant: str | None) -> float:
+        toy = Toy(engine="llama.cpp", quant_type=quant)
+        return predict(toy, [card], context=0).decode_step.compute_s
+
+    assert math_s(None) == pytest.approx(10e9 * default / 20e12, rel=1e-9)
+    assert math_s("Q3_K") == pytest.approx(10e9 * q3 / 20e12, rel=1e-9)
+    assert math_s("Q8_0") == pytest.approx(math_s(None), rel=1e-12)
 
 
 def test_llamacpp_moe_matvec_reads_at_the_moe_bandwidth_share() -> None:

@@ -56,6 +56,7 @@ from typing import Literal, Protocol
 from pydantic import Field
 
 from inventory.fields import StrictModel
+from inventory.models import QuantType
 from tuning.errors import ConfigError, read_yaml_config, validated
 from tuning.model.step import Resource, StepTime
 
@@ -88,6 +89,9 @@ class EngineStep(StrictModel):
     #: operations per weight (unpack, scale, dp4a, reduce) against the GPU's ``int32_tops``;
     #: None: every step runs on the tensor path at ``mfu_frac``.
     matvec_int_ops_per_weight: float | None = Field(default=None, gt=0, le=1000)
+    #: ``matvec_int_ops_per_weight`` for the weight types (ggml's, a models file's
+    #: ``quant_type``) whose unpacking costs another amount; the others take the default.
+    matvec_int_ops_by_quant: dict[QuantType, float] | None = None
     matvec_max_tokens: int | None = Field(default=None, ge=1, le=1024)
     #: A mixture of experts' matrix-vector steps (at most ``matvec_max_tokens`` tokens) read
     #: many small expert matrices (one grouped matrix-vector product per layer) at
@@ -101,6 +105,14 @@ class EngineStep(StrictModel):
         if moe and self.matvec(tokens) and self.moe_bw_efficiency_frac is not None:
             return self.moe_bw_efficiency_frac
         return self.bw_efficiency_frac
+
+    def int_ops_for(self, quant_type: str | None) -> float | None:
+        """Integer operations per weight and token of a matrix-vector step on weights of
+        ``quant_type`` (None: unknown, the default figure)."""
+        by_quant = self.matvec_int_ops_by_quant or {}
+        if quant_type is not None and quant_type in by_quant:
+            return by_quant[quant_type]
+        return self.matvec_int_ops_per_weight
 
     def matvec(self, tokens: int) -> bool:
         """Whether a step of ``tokens`` new tokens runs the matrix-vector kernels (at most
@@ -798,7 +810,7 @@ def _stage(
     flops = (
         2 * active * tokens * weight_share + 4 * model.layers * tokens * context * hidden * kv_share
     ) / pp
-    compute_s = _compute_s(flops, tokens, gpus, tflops, engine)
+    compute_s = _compute_s(flops, tokens, gpus, tflops, engine, getattr(model, "quant_type", None))
     numa = params.host.remote_numa_factor if host.remote_numa else 1.0
     traffic = link_traffic(model, tp, pp, tokens, context, name)
     inter = interconnect_s(traffic, tp, link, params, numa)
@@ -813,16 +825,22 @@ def _stage(
 
 
 def _compute_s(
-    flops: float, tokens: int, gpus: Sequence[GpuHardware], tflops: float, engine: EngineStep
+    flops: float,
+    tokens: int,
+    gpus: Sequence[GpuHardware],
+    tflops: float,
+    engine: EngineStep,
+    quant_type: str | None = None,
 ) -> float:
     """Math time of a stage step of ``flops`` FLOPs (s) at the slowest member's throughput.
 
     A matrix-vector step (:meth:`EngineStep.matvec`) runs on the CUDA cores: each of its
     ``flops / 2`` multiply-adds (one per weight and token) costs ``matvec_int_ops_per_weight``
-    integer operations at the GPU's ``int32_tops``; a member with no ``int32_tops`` leaves the
+    integer operations (``matvec_int_ops_by_quant`` for the weights' ``quant_type`` where it
+    names one) at the GPU's ``int32_tops``; a member with no ``int32_tops`` leaves the
     step memory-bound (0 s of math). Every other step runs on the tensor cores at ``mfu_frac``
     of ``tflops`` (FLOP/s)."""
-    ops_per_weight = engine.matvec_int_ops_per_weight
+    ops_per_weight = engine.int_ops_for(quant_type)
     if ops_per_weight is not None and engine.matvec(tokens):
         known = [g.int32_tops for g in gpus if g.int32_tops is not None]
         if len(known) < len(gpus):
