@@ -41,7 +41,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import (
     Field,
@@ -74,7 +74,7 @@ QuantType = Literal[
     "IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ4_NL", "IQ4_XS",
     "TQ1_0", "TQ2_0", "MXFP4",
 ]  # fmt: skip
-QUANT_TYPES: tuple[str, ...] = QuantType.__args__  # type: ignore[attr-defined]
+QUANT_TYPES: tuple[str, ...] = get_args(QuantType)
 
 
 class ModelSpec(StrictModel):

@@ -461,7 +461,9 @@ def read_params_b(model: ModelLike, tokens: float) -> float:
     each = (model.params_b - active) / (experts - per_token)
     shared = max(0.0, active - per_token * each)
     used = experts * (1.0 - (1.0 - per_token / experts) ** tokens)
-    return min(model.params_b, shared + max(per_token, used) * each)
+    # n ≥ 2 tokens use at least k experts, so ``used`` ≥ k; the cap only matters when the
+    # shared part was clamped at 0 (an active count smaller than k experts)
+    return min(model.params_b, shared + used * each)
 
 
 def compute_dtype(model: ModelLike, gpu: GpuHardware) -> str:
@@ -911,6 +913,7 @@ def mixed_prefill_tokens(seqs: int, chunk: int, input_per_output: float | None) 
     """
     if input_per_output is None:
         return chunk
+    # less a float's rounding error: 10 × 0.7 is 7.000000000000001, which is 7 tokens, not 8
     return max(1, min(chunk, math.ceil(seqs * input_per_output - 1e-9)))
 
 
