@@ -913,7 +913,7 @@ def mixed_prefill_tokens(seqs: int, chunk: int, input_per_output: float | None) 
     """
     if input_per_output is None:
         return chunk
-    # less a float's rounding error: 10 × 0.7 is 7.000000000000001, which is 7 tokens, not 8
+    # less a float's rounding error: 100 × 1.1 is 110.00000000000001, which is 110 tokens, not 111
     return max(1, min(chunk, math.ceil(seqs * input_per_output - 1e-9)))
 
 
