@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -83,6 +84,8 @@ class Arch:
     head_dim: int
     kv_cache_bits: int = 16
     context: int = 0
+    #: The GGUF's weight type (ggml's name), where the figure's file names one.
+    quant_type: str | None = None
 
 
 #: club-3090's Qwen3.6-27B AutoRound INT4 on vLLM. 27 B at ~4 bits; 64 layers, 40 heads × 128
@@ -112,6 +115,63 @@ QWEN_35B_A3B_GGUF = MoeArch("llama.cpp", 35.0, 4.6, 40, 16, 2, 128, active_param
 #: ik_llama.cpp PR #1106's model: Qwen3-14B (config.json: 40 layers, 40 heads x 128, 8 KV
 #: heads; 14.8 B) at Q4_0 (4.5 bits per weight: 18 B per 32 values).
 QWEN3_14B_Q4_0 = Arch("llama.cpp", 14.8, 4.5, 40, 40, 8, 128)
+
+
+#: Llama-2-7B Q4_0 as llama.cpp's CUDA scoreboard runs it (config.json: 32 layers, 32 heads x
+#: 128, no GQA; llama-bench prints 3.56 GiB over 6.74 B: 4.54 bits per weight). tg128 decodes
+#: 128 tokens from an empty prompt: ~64 tokens of KV on average.
+LLAMA2_7B_Q4_0 = Arch("llama.cpp", 6.74, 4.54, 32, 32, 32, 128, quant_type="Q4_0")
+
+#: ggml-org/llama.cpp discussion #15013 ("Performance of llama.cpp on NVIDIA CUDA"): the
+#: scoreboard's llama-2-7b.Q4_0.gguf, `llama-bench -m llama-2-7b.Q4_0.gguf -ngl 99 -fa 0`,
+#: row 'llama 7B Q4_0 | 3.56 GiB | 6.74 B | CUDA | 99 | tg128'. The comment rows are as quoted
+#: (verbatim, comment id, build) in Sahil170595/Chimeraforge scripts/validation_sources.json;
+#: the two summary-table figures as scraped (chip, value, commit) in smoothyy3/willitrun
+#: data/normalized/llama_cpp_cuda.jsonl (2026-04-05).
+SCOREBOARD = "ggml-org/llama.cpp discussions/15013"
+#: (preset, published tok/s (one value or the range over two builds), where).
+SCOREBOARD_TG128: tuple[tuple[str, float | tuple[float, float], str], ...] = (
+    (
+        "rtx3090", 158.16,
+        "comment 13960712, build c76b420e (2025-08-01): "
+        "'RTX 3090 | 5174.69 ± 21.83 | 158.16 ± 0.21 | c76b420e'",
+    ),
+    (
+        "rtx4090", 186.21,
+        "comment 14016393, build 224145325 (6098, 2025-08-06): '| tg128 | 186.21 ± 0.13 |'",
+    ),
+    (
+        "rtx5090", 290.02,
+        "comment 14761847, build 8cf6b42d4 (6824, 2025-10-23), a Zotac card at 450 W: "
+        "'| 0 | tg128 | 290.02 ± 1.10 |'",
+    ),
+    ("rtx_a6000", 138.73, "summary table, FA off, commit 4795c91: RTX A6000 138.73 ± 2.75"),
+    ("rtx6000_ada", 176.07, "summary table, FA off, commit b8e09f0: RTX 6000 Ada 176.07 ± 0.26"),
+    (
+        "a100_80gb_pcie", 185.91,
+        "comment 14322852, build 5143fa89 (6392, 2025-09-05): '| 0 | tg128 | 185.91 ± 7.07 |'",
+    ),
+    (
+        "h100_pcie", 219.23,
+        "comment 14322934, build 5143fa89 (6392, 2025-09-05): '| 0 | tg128 | 219.23 ± 0.55 |'",
+    ),
+    (
+        "h100_sxm", (267.81, 303.08),
+        "comments 14322969 (build 5143fa89, 2025-09-05: 267.81 ± 1.54) and 14978771 "
+        "(build 1411d9275, 2025-11-15: 303.08 ± 0.80), the range over the two builds",
+    ),
+    (
+        "h200_sxm", 307.79,
+        "comment 14978771, build 1411d9275 (7073, 2025-11-15): '| 0 | tg128 | 307.79 ± 0.26 |' "
+        "(SXM or NVL not stated)",
+    ),
+)  # fmt: skip
+
+
+def llama_bench_tg128(preset: str) -> float:
+    """One card of ``preset`` decoding Llama-2-7B Q4_0 as llama-bench's tg128 does."""
+    gpu = gpu_from_preset(preset)
+    return predict(LLAMA2_7B_Q4_0, [gpu], concurrency=1, context=64).tokens_per_s
 
 
 def _3090() -> GpuHardware:
@@ -297,5 +357,15 @@ FIGURES: list[Figure] = [
         1400.0,
         "MB/s",
         CLUB_TP_TRAFFIC,
+    ),
+    *(
+        _ratio(
+            f"llama.cpp scoreboard: {preset} Llama-2-7B Q4_0 llama-bench tg128",
+            partial(llama_bench_tg128, preset),
+            published,
+            "tok/s",
+            f"{SCOREBOARD} {where}",
+        )
+        for preset, published, where in SCOREBOARD_TG128
     ),
 ]

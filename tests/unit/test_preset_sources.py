@@ -111,3 +111,25 @@ def test_every_fidelity_figure_cites_where_it_was_published() -> None:
     for fig in figures:
         _assert_cited(f"bench figure {fig.label!r}", fig.source)
         assert fig.low <= fig.high, fig.label
+
+
+def test_the_scoreboard_lines_run_known_presets_on_llama_benchs_file() -> None:
+    """Each llama.cpp scoreboard row names a preset of presets.yaml (a renamed preset fails
+    here, not silently in the bench), and the model file weighs what llama-bench prints for
+    llama-2-7b.Q4_0.gguf: 3.56 GiB over 6.74 B parameters."""
+    import sys
+    from pathlib import Path
+
+    from tuning.backends.sim_config import load_presets
+
+    bench = Path(__file__).resolve().parents[2] / "bench"
+    sys.path.insert(0, str(bench))
+    try:
+        import fidelity_speed
+    finally:
+        sys.path.remove(str(bench))
+    presets = load_presets().presets
+    rows = fidelity_speed.SCOREBOARD_TG128
+    assert {preset for preset, _, _ in rows} <= set(presets)
+    arch = fidelity_speed.LLAMA2_7B_Q4_0
+    assert arch.params_b * 1e9 * arch.quant_bits / 8 / 2**30 == pytest.approx(3.56, abs=0.005)
