@@ -207,6 +207,30 @@ def test_a_member_without_a_power_model_runs_at_full_clock() -> None:
     assert point.prediction.clock_mhz == ()
 
 
+def test_a_mixed_split_carries_the_prompt_share_it_is_given() -> None:
+    """``phase: mixed`` with ``input_per_output``: two sequences at 1.5 prompt tokens per
+    output token carry ceil(3.0) = 3 prompt tokens a step beside their 2 decode tokens
+    (serving.mixed_prefill_tokens), so the mixed ring of a bare card runs what ``predict``'s
+    mixed step of 5 tokens says, and a whole 2048-token chunk (no ratio) runs slower."""
+    hw = gpu_from_preset("rtx3090")
+    bare = SplitMember(hardware=hw, params=None, max_clock_mhz=0.0)
+    shared = split_operating_point(
+        EIGHT_B, [bare], tp=1, pp=1, concurrency=2, context=4096, phase="mixed",
+        input_per_output=1.5,
+    )  # fmt: skip
+    chunked = split_operating_point(
+        EIGHT_B, [bare], tp=1, pp=1, concurrency=2, context=4096, phase="mixed"
+    )
+    want = predict(EIGHT_B, [hw], concurrency=2, context=4096, phase="mixed", input_per_output=1.5)
+    assert want.mixed_step is not None
+    assert shared.mixed is not None
+    assert chunked.mixed is not None
+    assert shared.mixed.tokens_per_s == pytest.approx(
+        want.mixed_step.tokens / want.mixed_step.total_s
+    )
+    assert chunked.mixed.tokens_per_s < shared.mixed.tokens_per_s
+
+
 def test_the_simulated_rig_settles_where_the_operating_point_says() -> None:
     """The 70 B PP=3 over sim:reference's RTX 4090 and two RTX 3090s (GPUs 2, 0, 5; the last
     on a Gen3 x8 riser), every card capped at 250 W: a cold rig stepped for 60 s (0.1 s steps,

@@ -569,13 +569,16 @@ def split_operating_point(
     host: HostShare | None = None,
     prompt_tokens: int | None = None,
     engine: str | None = None,
+    input_per_output: float | None = None,
 ) -> SplitPoint:
     """The operating point of one replica of ``model`` on ``members`` (``tp · pp`` GPUs,
     stage-major) with ``concurrency`` sequences at ``context`` tokens (see the module).
 
     ``link``: the split's slowest GPU-to-GPU path (default nominal PCIe); ``host``: its CPU
     side; ``prompt_tokens``: the prompt TTFT is for (default ``context``); ``engine``:
-    overrides ``model.engine``. Units: tokens/s, seconds, MHz, W.
+    overrides ``model.engine``; ``input_per_output``: in ``mixed``, the prompt tokens each
+    step prefills per output token (:func:`tuning.model.serving.mixed_prefill_tokens`; None: a
+    whole chunk). Units: tokens/s, seconds, MHz, W.
     """
     prompt = prompt_tokens if prompt_tokens is not None else max(context, 1)
     preds = member_predictions(
@@ -590,6 +593,7 @@ def split_operating_point(
         host=host,
         prompt_tokens=prompt,
         engine=engine,
+        input_per_output=input_per_output,
     )
     decode = _settle(ring_of(preds, tp, pp, concurrency, "decode"), members)
     prefill = _settle(ring_of(preds, tp, pp, concurrency, "prefill"), members)
