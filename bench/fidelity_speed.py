@@ -128,7 +128,7 @@ LLAMA2_7B_Q4_0 = Arch("llama.cpp", 6.74, 4.54, 32, 32, 32, 128, quant_type="Q4_0
 #: (verbatim, comment id, build) in Sahil170595/Chimeraforge scripts/validation_sources.json;
 #: the two summary-table figures as scraped (chip, value, commit) in smoothyy3/willitrun
 #: data/normalized/llama_cpp_cuda.jsonl (2026-04-05).
-SCOREBOARD = "ggml-org/llama.cpp discussions/15013"
+SCOREBOARD = "https://github.com/ggml-org/llama.cpp/discussions/15013"
 #: (preset, published tok/s (one value or the range over two builds), where).
 SCOREBOARD_TG128: tuple[tuple[str, float | tuple[float, float], str], ...] = (
     (
