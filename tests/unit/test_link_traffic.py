@@ -21,7 +21,7 @@ from tuning.model.serving import (
     link_traffic,
     load_serving_params,
     predict,
-    row_split_frac,
+    row_split_params,
 )
 
 
@@ -75,14 +75,14 @@ def test_row_split_leaves_a_moes_experts_whole_on_the_main_gpu() -> None:
     """A MoE's expert tensors are MUL_MAT_ID, which cannot read a split buffer: only q, k, v
     and o are split, 4 x 40 = 160 matmuls, 320 transfers. The 35B-A3B shape (3 B active,
     40 layers, hidden 2048, 2 KV heads x 128 = 256): 40·(2·2048² + 2·2048·256) = 377 487 360
-    split parameters of 3e9 → 0.1258."""
+    split parameters; a dense model's are all of them."""
     from dataclasses import replace
 
     moe = replace(Dense40(), params_b=35.0, active_params_b=3.0, kv_heads=2)
     t = link_traffic(moe, 2, 1, 1)
     assert (t.row_matmuls, t.transfers) == (160, 320)
-    assert row_split_frac(moe) == pytest.approx(377_487_360 / 3e9)
-    assert row_split_frac(Dense40()) == 1.0
+    assert row_split_params(moe) == pytest.approx(377_487_360)
+    assert row_split_params(Dense40()) == Dense40().params_b * 1e9
 
 
 def test_row_transfers_are_latency_bound_on_a_staged_link() -> None:

@@ -544,17 +544,6 @@ def row_split_params(model: ModelLike) -> float:
     return min(total, _attention_params(model))
 
 
-def row_split_frac(model: ModelLike) -> float:
-    """The share of the weights read per token that llama.cpp's ``--split-mode row`` splits
-    (:func:`row_split_params` over the active parameters).
-
-    A dense model's matmuls are all split (1.0). Hand-worked: the 35 B-A3B of
-    ``bench/fidelity_speed.py`` (3 B active, 40 layers, h 2048, kv 2·128): 40 · (2·2048² +
-    2·2048·256) = 377 M of 3 B → 0.126.
-    """
-    return min(1.0, row_split_params(model) / (active_params_b(model) * 1e9))
-
-
 def _row_matmuls(model: ModelLike) -> list[tuple[float, float]]:
     """(input width, output width) of each matmul of one layer that ``row`` splits."""
     h = float(hidden_size(model))
@@ -799,18 +788,18 @@ def _stage(
     active = active_params_b(model) * 1e9
     hidden = hidden_size(model)
     row = tp > 1 and split_modes(name).tp == "row"
-    # Share of the stage's weights (and their FLOPs) the busiest member handles, and of its KV.
-    weight_share = (row_split_frac(model) / tp + 1 - row_split_frac(model)) if row else 1 / tp
-    kv_share = 1.0 if row else 1 / tp
-    # The bytes: the step's routed experts (read_params_b) less the split matmuls' share.
+    # The parameters row divides among the members (the rest, and the KV, stay whole).
+    split = min(row_split_params(model), active) if row else 0.0
+    # The bytes: the step's routed experts (read_params_b), the busiest member's part of them.
     read = read_params_b(model, tokens) * 1e9
-    split = row_split_params(model) if row else 0.0
-    weights = ((split / tp + read - split) if row else read / tp) * model.quant_bits / 8 / pp
-    kv = seqs * context * kv_bytes_per_token(model) / pp * kv_share
+    weights = _busiest_member(read, split, tp, row) * model.quant_bits / 8 / pp
+    kv = _busiest_member(seqs * context * kv_bytes_per_token(model), 0.0, tp, row) / pp
     moe = _is_moe(model)
     memory_s = (weights + kv) / (gpu_bw * engine.bw_efficiency_for(moe, tokens))
+    attention_flops = 4 * model.layers * tokens * context * hidden
     flops = (
-        2 * active * tokens * weight_share + 4 * model.layers * tokens * context * hidden * kv_share
+        2 * tokens * _busiest_member(active, split, tp, row)
+        + _busiest_member(attention_flops, 0.0, tp, row)
     ) / pp
     compute_s = _compute_s(flops, tokens, gpus, tflops, engine, getattr(model, "quant_type", None))
     numa = params.host.remote_numa_factor if host.remote_numa else 1.0
@@ -824,6 +813,17 @@ def _stage(
     return StepTime(
         memory_s=memory_s, compute_s=compute_s, interconnect_s=inter, host_s=host_s, tokens=tokens
     )
+
+
+def _busiest_member(whole: float, split: float, tp: int, row: bool) -> float:
+    """The busiest of ``tp`` members' part of ``whole`` (bytes, parameters or FLOPs) of a
+    stage step: ``split`` of it is divided among the members under llama.cpp's ``row`` and
+    the rest runs whole on one of them; every other tensor-parallel split divides all of it.
+
+    Hand-worked: the 35 B-A3B's 3 B active parameters at TP=2 under ``row``, 377 M of them in
+    the split attention matmuls: 377 M / 2 + 3 B − 377 M = 2.81 B; under vLLM 1.5 B.
+    """
+    return (split / tp + whole - split) if row else whole / tp
 
 
 def _compute_s(
