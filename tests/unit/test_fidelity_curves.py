@@ -4,28 +4,20 @@ the line, the YAML path and the fix before anything runs."""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from tests.bench import BENCH, bench_module
 from tuning.errors import ConfigError
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
 CURVES = sorted((BENCH / "curves").glob("*.yaml"))
 
 
 @pytest.fixture(scope="module")
-def fc() -> Iterator[ModuleType]:
-    sys.path.insert(0, str(BENCH))
-    try:
-        import fidelity_curves
-
-        yield fidelity_curves
-    finally:
-        sys.path.remove(str(BENCH))
+def fc() -> ModuleType:
+    return bench_module("fidelity_curves")
 
 
 GOOD = """\

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
+from tests.bench import BENCH, bench_module
 from tuning.model.power import (
     PowerParams,
     at_clock,
@@ -16,8 +14,6 @@ from tuning.model.power import (
     under_cap,
 )
 from tuning.model.step import StepTime
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 def _params(**changes: float) -> PowerParams:
@@ -98,12 +94,8 @@ def test_both_3090_sweeps_from_one_parameter_set() -> None:
     One rtx3090 entry, two workloads, both as the simulator runs them (the dense model one
     replica on one capped card, from its curve file; the pipeline six capped cards paced by
     the slowest stage); each within the issue's 5 pp."""
-    sys.path.insert(0, str(BENCH))
-    try:
-        import fidelity_caps
-        import fidelity_curves
-    finally:
-        sys.path.remove(str(BENCH))
+    fidelity_caps = bench_module("fidelity_caps")
+    fidelity_curves = bench_module("fidelity_curves")
     dense = fidelity_curves.load_curve(
         BENCH / "curves" / "rtx3090-qwen36-27b-dense-llamacpp-jeanfbrito.yaml"
     )

@@ -11,6 +11,7 @@ import re
 
 import pytest
 
+from tests.bench import bench_module
 from tuning.backends.sim_config import load_presets
 from tuning.model.power import PowerParams, ScaledPowerParams, load_power_file
 from tuning.model.serving import load_serving_params
@@ -95,17 +96,7 @@ def test_an_uncited_number_is_caught() -> None:
 
 def test_every_fidelity_figure_cites_where_it_was_published() -> None:
     """bench/fidelity.py's figures: unique labels, a followable source each, a range in order."""
-    import sys
-    from pathlib import Path
-
-    bench = Path(__file__).resolve().parents[2] / "bench"
-    sys.path.insert(0, str(bench))
-    try:
-        import fidelity
-
-        figures = fidelity.collect()
-    finally:
-        sys.path.remove(str(bench))
+    figures = bench_module("fidelity").collect()
     labels = [f.label for f in figures]
     assert len(labels) == len(set(labels)), "duplicate fidelity labels"
     for fig in figures:
@@ -117,17 +108,7 @@ def test_the_scoreboard_lines_run_known_presets_on_llama_benchs_file() -> None:
     """Each llama.cpp scoreboard row names a preset of presets.yaml (a renamed preset fails
     here, not silently in the bench), and the model file weighs what llama-bench prints for
     llama-2-7b.Q4_0.gguf: 3.56 GiB over 6.74 B parameters."""
-    import sys
-    from pathlib import Path
-
-    from tuning.backends.sim_config import load_presets
-
-    bench = Path(__file__).resolve().parents[2] / "bench"
-    sys.path.insert(0, str(bench))
-    try:
-        import fidelity_speed
-    finally:
-        sys.path.remove(str(bench))
+    fidelity_speed = bench_module("fidelity_speed")
     presets = load_presets().presets
     rows = fidelity_speed.SCOREBOARD_TG128
     assert {preset for preset, _, _ in rows} <= set(presets)
