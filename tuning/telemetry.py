@@ -275,8 +275,17 @@ class SoakPredictionPolicy:
     lookback's drift, stays within ``resolution_c`` + RMS of the target: that band is what
     the readings themselves blur, so no longer soak can tell the card from its target (a
     throughput policy's hot caps settle there), and the caller stops soaking and treats the
-    card as having no thermal margin. Every figure
-    here is an ``estimate`` (chosen against the simulated rigs' τ of 70–120 s,
+    card as having no thermal margin.
+
+    A card's time constant is its cooler's (heat capacity × thermal resistance), not its
+    cap's: a later round on the same card may pass the τ an earlier round fitted
+    (:meth:`reusable_tau_s`: only from a confident fit of a rise of at least
+    ``min_rise_for_tau_c``, where τ is well determined). The fit then solves only for the
+    asymptote and the start, and the τ-multiple rule counts that τ. Why: after a cap
+    correction a card sits within a degree of where it settles, and one whole-degree step
+    late in such a flat trace lets a free τ run to the grid's end and extrapolate 5 °C
+    high — the soak would sit out minutes for a verdict the first round already implied.
+    Every figure here is an ``estimate`` (chosen against the simulated rigs' τ of 70–120 s,
     ``presets.yaml``; a real card's transient is checked by the same rules).
     """
 
@@ -286,6 +295,17 @@ class SoakPredictionPolicy:
     min_tau_multiple: float = 1.5  # estimate
     resolution_c: float = 0.5  # NVML temperature is whole degrees
     max_rms_c: float = 1.0  # estimate: 2 × resolution
+    min_rise_for_tau_c: float = 5.0  # estimate: 10 × resolution, so the steps do not shape τ
+
+    def reusable_tau_s(self, prediction: SteadyPrediction) -> float | None:
+        """The τ (s) a later round on the same card may fit with, or None: the prediction
+        was confident, its τ was not passed in, and it fitted a rise (°C, either sign) of
+        at least ``min_rise_for_tau_c``."""
+        if not prediction.confident or prediction.tau_given:
+            return None
+        if abs(prediction.steady_c - prediction.start_c) < self.min_rise_for_tau_c:
+            return None
+        return prediction.tau_s
 
 
 @dataclass(frozen=True)
@@ -297,6 +317,8 @@ class SteadyPrediction:
     of :class:`SoakPredictionPolicy` hold; ``verdict``: ``"pass"``, ``"throttle"`` or
     ``None`` (not yet decidable); ``at_target``: no verdict, and none would come from a
     longer soak: the card settles within its readings' blur of the target (no margin).
+    ``start_c``: the fitted value at the trace's first sample (°C); ``tau_given``: ``tau_s``
+    was passed in (an earlier round's), not fitted.
     """
 
     steady_c: float
@@ -306,6 +328,8 @@ class SteadyPrediction:
     confident: bool
     verdict: str | None
     at_target: bool = False
+    start_c: float = math.nan
+    tau_given: bool = False
 
 
 def predict_steady(
@@ -314,12 +338,15 @@ def predict_steady(
     *,
     target_c: float,
     policy: SoakPredictionPolicy | None = None,
+    tau_s: float | None = None,
 ) -> SteadyPrediction | None:
     """Predict where a GPU's temperature settles and whether it would throttle there.
 
     ``times_s``/``temps_c``: the soak's trace so far (seconds since the soak began, °C);
-    ``target_c``: the temperature at which SW thermal slowdown begins. None when the trace
-    is too short to fit. Rules and their figures: :class:`SoakPredictionPolicy`.
+    ``target_c``: the temperature at which SW thermal slowdown begins; ``tau_s``: the card's
+    time constant when an earlier round fitted it (s; :meth:`SoakPredictionPolicy.
+    reusable_tau_s`), else None (fitted here). None when the trace is too short to fit.
+    Rules and their figures: :class:`SoakPredictionPolicy`.
 
     Example (worked by hand): a card from 50 °C towards 80 °C with τ = 60 s, read as whole
     degrees each second for 180 s (3 τ: 95 % of the rise) fits the asymptote to within
@@ -328,12 +355,17 @@ def predict_steady(
     passes, with 78 °C it throttles, and with 79.5 °C there is no verdict yet.
     """
     pol = policy or SoakPredictionPolicy()
-    fit = fit_first_order_detail(times_s, temps_c)
+    grid = None if tau_s is None else [float(tau_s)]
+    fit = fit_first_order_detail(times_s, temps_c, tau_grid_s=grid)
     if fit is None:
         return None
     last_s = times_s[-1]
     cut = [i for i, t in enumerate(times_s) if t <= last_s - pol.lookback_s]
-    earlier = fit_first_order_detail(times_s[: len(cut)], temps_c[: len(cut)]) if cut else None
+    earlier = (
+        fit_first_order_detail(times_s[: len(cut)], temps_c[: len(cut)], tau_grid_s=grid)
+        if cut
+        else None
+    )
     drift_c = abs(fit.steady - earlier.steady) if earlier is not None else math.inf
     uncertainty = pol.resolution_c + fit.rms + drift_c
     elapsed = last_s - times_s[0]
@@ -343,7 +375,12 @@ def predict_steady(
         and fit.rms <= pol.max_rms_c
         and math.isfinite(drift_c)
         and (
-            near or (elapsed >= pol.min_tau_multiple * fit.tau_s and fit.tau_s < FIT_TAU_GRID_S[-1])
+            near
+            or (
+                elapsed >= pol.min_tau_multiple * fit.tau_s
+                # a fitted τ at the grid's end means "still rising as far as the fit can tell"
+                and (tau_s is not None or fit.tau_s < FIT_TAU_GRID_S[-1])
+            )
         )
     )
     verdict: str | None = None
@@ -365,6 +402,8 @@ def predict_steady(
         confident=confident,
         verdict=verdict,
         at_target=at_target,
+        start_c=fit.start,
+        tau_given=tau_s is not None,
     )
 
 

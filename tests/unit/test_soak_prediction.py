@@ -122,6 +122,57 @@ def test_a_card_already_settled_needs_no_time_constant() -> None:
     assert abs(prediction.steady_c - 60.0) < 0.5
 
 
+def test_a_known_time_constant_reads_a_late_whole_degree_step_as_the_degree_it_is() -> None:
+    """A second round, the card corrected to settle just under where it was: it reads 84 °C
+    for 230 s, then 85 °C, to 300 s. Worked by hand with its cooler's τ = 90 s (fitted in
+    round one): the true curve crosses 84.5 °C at 230 s = 2.56 τ and started between 83.5
+    and 84.5 °C, so v∞ − (v∞ − v₀)·e^−2.56 = 84.5 puts the asymptote at 84.5–84.6 °C; 300 s
+    is 3.3 τ, past the 1.5 τ rule: a confident pass under an 87 °C target. A free τ reads
+    the same step as the start of a slow rise (τ at the grid's end, asymptote > 87 °C) and
+    would keep soaking for minutes."""
+    times = [float(t) for t in range(301)]
+    temps = [84.0 if t < 230 else 85.0 for t in range(301)]
+    known = predict_steady(times, temps, target_c=87.0, tau_s=90.0)
+    free = predict_steady(times, temps, target_c=87.0)
+    assert known is not None
+    assert free is not None
+    assert abs(known.steady_c - 84.55) <= 0.5
+    assert known.confident
+    assert known.verdict == "pass"
+    assert known.tau_given
+    assert not free.confident
+    assert free.steady_c > 87.0
+
+
+def test_only_a_confident_fit_of_a_large_rise_hands_its_time_constant_on() -> None:
+    """50 → 80 °C with τ = 60 s over 180 s (a first round from idle): its τ (≈ 60 s) is kept
+    for the next round. A card that sat within 2 °C of its asymptote (less than the 5 °C
+    rise the policy asks) and a prediction that was itself given τ hand nothing on."""
+    policy = SoakPredictionPolicy()
+    times = [float(t) for t in range(181)]
+    rise = predict_steady(
+        times, [float(round(c)) for c in _exponential(50.0, 80.0, 60.0, 180)], target_c=83.0
+    )
+    small = predict_steady(
+        times, [float(round(c)) for c in _exponential(78.0, 80.0, 60.0, 180)], target_c=83.0
+    )
+    assert rise is not None
+    assert small is not None
+    tau = policy.reusable_tau_s(rise)
+    assert tau is not None
+    assert abs(tau - 60.0) <= 12.0
+    assert policy.reusable_tau_s(small) is None
+    again = predict_steady(
+        times,
+        [float(round(c)) for c in _exponential(50.0, 80.0, 60.0, 180)],
+        target_c=83.0,
+        tau_s=tau,
+    )
+    assert again is not None
+    assert again.confident
+    assert policy.reusable_tau_s(again) is None
+
+
 def test_too_short_a_trace_has_no_verdict() -> None:
     """Before ``min_s`` (120 s) of soak nothing is decided, however clean the trace."""
     temps = [float(round(c)) for c in _exponential(50.0, 80.0, 20.0, 100)]
@@ -170,6 +221,30 @@ def test_prediction_matches_a_full_soak_where_nothing_throttles(spec: str, workl
         assert abs(mine.peak_temp_c - reference.peak_temp_c) <= 1.0, mine.uuid
     assert predicted.rig_seconds <= 600.0
     assert predicted.rig_seconds >= predicted.sweep_sim_s + predicted.soak_sim_s
+
+
+def test_round_two_reuses_round_ones_time_constants_and_agrees_with_a_full_soak() -> None:
+    """16 RTX PRO 6000 behind four switches (bench/rigs/wrx90-4switch-rtxpro6000.yaml),
+    decode: round one predicts the middle cards over their 87 °C target and lowers them;
+    round two starts them within a degree of where they settle. With round one's τ it stops
+    at the 1.5 τ rule (≤ 3 min, not the 10 min a free τ needed to stop chasing whole-degree
+    steps), the whole tune fits in the 10-minute bar, and the full soak of the same rounds
+    (30 min each) chooses caps within 1 W and finds every settled card within 1 °C."""
+    spec = str(Path(__file__).parents[2] / "bench" / "rigs" / "wrx90-4switch-rtxpro6000.yaml")
+    predicted = _sweep(spec, "decode")
+    full = _sweep(spec, "decode", full_soak=True)
+    assert len(predicted.soak_rounds) == len(full.soak_rounds) == 2
+    first, second = predicted.soak_rounds
+    assert first.predicted_throttle
+    assert set(second.caps_w) == set(first.fitted_tau_s)
+    assert second.ended_by_prediction
+    assert second.sim_seconds <= 180.0
+    assert predicted.validation_passed
+    assert full.validation_passed
+    assert predicted.rig_seconds <= 600.0
+    for mine, reference in zip(predicted.gpus, full.gpus, strict=True):
+        assert abs(mine.cap_w - reference.cap_w) <= 1.0, mine.uuid
+        assert abs(mine.peak_temp_c - reference.peak_temp_c) <= 1.0, mine.uuid
 
 
 # -- rigs that throttle ---------------------------------------------------------------------

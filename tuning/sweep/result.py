@@ -29,6 +29,9 @@ class SoakRound:
     predicted_throttle: tuple[str, ...] = ()
     #: the round stopped before ``heat_soak_s`` because every GPU's verdict was known
     ended_by_prediction: bool = False
+    #: each GPU's time constant (s) where this round's rise fitted it well enough for later
+    #: rounds to reuse (:meth:`~tuning.telemetry.SoakPredictionPolicy.reusable_tau_s`)
+    fitted_tau_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:

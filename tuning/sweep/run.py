@@ -598,9 +598,13 @@ class Sweep:
         caps = {uuid: float(cap) for uuid, cap in allocation.caps_w.items()}
         rounds: list[SoakRound] = []
         flagged: set[str] = set()
+        # each card's time constant, once a round's rise pinned it down (its cooler's, not
+        # its cap's): later rounds fit only the asymptote (SoakPredictionPolicy)
+        taus: dict[str, float] = {}
         for _ in range(self.config.max_soak_rounds):
-            soak = self._soak_once(caps)
+            soak = self._soak_once(caps, taus)
             rounds.append(soak)
+            taus = {**soak.fitted_tau_s, **taus}
             if soak.passed:
                 break
             # predict where every card would settle from this round's thermal transient and
@@ -629,10 +633,13 @@ class Sweep:
             flagged |= {e.uuid for e in last.throttle_events} | set(last.predicted_throttle)
         return rounds, caps, flagged
 
-    def _soak_once(self, caps: Mapping[str, float]) -> SoakRound:
+    def _soak_once(
+        self, caps: Mapping[str, float], taus: Mapping[str, float] | None = None
+    ) -> SoakRound:
         """Run ``caps`` under full load until a throttle event, a confident prediction of
-        every GPU's steady temperature (:func:`~tuning.telemetry.predict_steady`; not with
-        ``full_soak``) or ``heat_soak_s``, whichever comes first.
+        every GPU's steady temperature (:func:`~tuning.telemetry.predict_steady`, with the
+        time constants ``taus`` (s) earlier rounds fitted; not with ``full_soak``) or
+        ``heat_soak_s``, whichever comes first.
 
         Throughput and power are judged over the last ``min(300 s, half the round)``: hot
         and steady in a full soak, the flattest part of the transient in a predicted one.
@@ -677,7 +684,7 @@ class Sweep:
                 break  # rejected: no need to sit out the rest of the 30 minutes
             if not cfg.full_soak and now - started >= next_check_s - 1e-9:
                 next_check_s += cfg.prediction.check_every_s
-                predictions = self._predict(sampler, targets)
+                predictions = self._predict(sampler, targets, taus or {})
                 if len(predictions) == len(self.uuids) and all(
                     p.verdict is not None or p.at_target for p in predictions.values()
                 ):
@@ -691,7 +698,7 @@ class Sweep:
         now = self.clock.now_s()
         elapsed = now - started
         if not predictions or events:
-            predictions = self._predict(sampler, targets)
+            predictions = self._predict(sampler, targets, taus or {})
         judge_s = min(300.0, elapsed / 2.0)
         first = next((k for k, t in enumerate(times) if t >= now - judge_s - 1e-9), 0)
         first = min(first, len(times) - 2) if len(times) > 1 else 0
@@ -725,13 +732,22 @@ class Sweep:
             predicted_steady_c={u: p.steady_c for u, p in predictions.items()},
             predicted_throttle=predicted_throttle,
             ended_by_prediction=not events and elapsed < cfg.heat_soak_s - 1e-9,
+            fitted_tau_s={
+                u: tau
+                for u, p in predictions.items()
+                if (tau := cfg.prediction.reusable_tau_s(p)) is not None
+            },
         )
 
     def _predict(
-        self, sampler: SustainedSampler, targets: Mapping[str, float]
+        self,
+        sampler: SustainedSampler,
+        targets: Mapping[str, float],
+        taus: Mapping[str, float],
     ) -> dict[str, SteadyPrediction]:
-        """Each GPU's steady-state prediction from its trace so far (GPUs without a
-        temperature sensor have none, so a soak with one runs its full length)."""
+        """Each GPU's steady-state prediction from its trace so far, with its time constant
+        from ``taus`` (s) when an earlier round fitted one (GPUs without a temperature
+        sensor have none, so a soak with one runs its full length)."""
         out: dict[str, SteadyPrediction] = {}
         for uuid in self.uuids:
             trace = sampler.gpu[uuid].temp_trace
@@ -740,6 +756,7 @@ class Sweep:
                 [c for _, c in trace],
                 target_c=targets[uuid],
                 policy=self.config.prediction,
+                tau_s=taus.get(uuid),
             )
             if prediction is not None:
                 out[uuid] = prediction
