@@ -37,6 +37,11 @@ def _exponential(t0_c: float, steady_c: float, tau_s: float, seconds: int) -> li
     return [steady_c - (steady_c - t0_c) * math.exp(-t / tau_s) for t in range(seconds + 1)]
 
 
+def _readings(t0_c: float, steady_c: float, tau_s: float, seconds: int) -> list[float]:
+    """:func:`_exponential` read as NVML reports it: whole degrees, once a second."""
+    return [float(round(c)) for c in _exponential(t0_c, steady_c, tau_s, seconds)]
+
+
 # -- the predictor on hand-made transients --------------------------------------------------
 
 
@@ -48,7 +53,7 @@ def test_the_docstring_example_fits_the_asymptote_and_gives_both_verdicts() -> N
     (≤ 80.5 + 1.0), 78 °C throttles (≥ 79.5 − 1.0 > 78), and 79.5 °C is within the
     uncertainty: no verdict. It is also within the readings' own blur (0.5 + 0.29 ≈ 0.8 °C,
     which no longer soak narrows) of the asymptote: at target, no margin."""
-    temps = [float(round(c)) for c in _exponential(50.0, 80.0, 60.0, 180)]
+    temps = _readings(50.0, 80.0, 60.0, 180)
     times = [float(t) for t in range(181)]
     cool = predict_steady(times, temps, target_c=83.0)
     hot = predict_steady(times, temps, target_c=78.0)
@@ -74,12 +79,8 @@ def test_a_card_settling_just_under_its_target_is_at_target_not_undecided() -> N
     runs, so neither verdict can ever come; the prediction says at target instead. The same
     card heading to 80.5 °C is a plain pass (80.5 + ≈ 0.8 ≤ 83) and not at target."""
     times = [float(t) for t in range(301)]
-    edge = predict_steady(
-        times, [float(round(c)) for c in _exponential(50.0, 82.7, 70.0, 300)], target_c=83.0
-    )
-    clear = predict_steady(
-        times, [float(round(c)) for c in _exponential(50.0, 80.5, 70.0, 300)], target_c=83.0
-    )
+    edge = predict_steady(times, _readings(50.0, 82.7, 70.0, 300), target_c=83.0)
+    clear = predict_steady(times, _readings(50.0, 80.5, 70.0, 300), target_c=83.0)
     assert edge is not None
     assert clear is not None
     assert edge.confident
@@ -105,7 +106,7 @@ def test_a_noisy_trace_keeps_soaking() -> None:
 def test_a_slow_transient_is_not_extrapolated_from_its_first_minutes() -> None:
     """τ = 600 s observed for 180 s: 0.3 τ, only 26 % of the rise (1 − e^−0.3). The rules ask
     for 1.5 τ, so the prediction is not confident however clean the trace."""
-    temps = [float(round(c)) for c in _exponential(40.0, 80.0, 600.0, 180)]
+    temps = _readings(40.0, 80.0, 600.0, 180)
     prediction = predict_steady([float(t) for t in range(181)], temps, target_c=83.0)
     assert prediction is not None
     assert not prediction.confident
@@ -150,24 +151,16 @@ def test_only_a_confident_fit_of_a_large_rise_hands_its_time_constant_on() -> No
     rise the policy asks) and a prediction that was itself given τ hand nothing on."""
     policy = SoakPredictionPolicy()
     times = [float(t) for t in range(181)]
-    rise = predict_steady(
-        times, [float(round(c)) for c in _exponential(50.0, 80.0, 60.0, 180)], target_c=83.0
-    )
-    small = predict_steady(
-        times, [float(round(c)) for c in _exponential(78.0, 80.0, 60.0, 180)], target_c=83.0
-    )
+    first_round = _readings(50.0, 80.0, 60.0, 180)
+    rise = predict_steady(times, first_round, target_c=83.0)
+    small = predict_steady(times, _readings(78.0, 80.0, 60.0, 180), target_c=83.0)
     assert rise is not None
     assert small is not None
     tau = policy.reusable_tau_s(rise)
     assert tau is not None
     assert abs(tau - 60.0) <= 12.0
     assert policy.reusable_tau_s(small) is None
-    again = predict_steady(
-        times,
-        [float(round(c)) for c in _exponential(50.0, 80.0, 60.0, 180)],
-        target_c=83.0,
-        tau_s=tau,
-    )
+    again = predict_steady(times, first_round, target_c=83.0, tau_s=tau)
     assert again is not None
     assert again.confident
     assert policy.reusable_tau_s(again) is None
@@ -175,7 +168,7 @@ def test_only_a_confident_fit_of_a_large_rise_hands_its_time_constant_on() -> No
 
 def test_too_short_a_trace_has_no_verdict() -> None:
     """Before ``min_s`` (120 s) of soak nothing is decided, however clean the trace."""
-    temps = [float(round(c)) for c in _exponential(50.0, 80.0, 20.0, 100)]
+    temps = _readings(50.0, 80.0, 20.0, 100)
     prediction = predict_steady([float(t) for t in range(101)], temps, target_c=83.0)
     assert prediction is not None
     assert prediction.verdict is None

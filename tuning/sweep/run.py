@@ -633,9 +633,7 @@ class Sweep:
             flagged |= {e.uuid for e in last.throttle_events} | set(last.predicted_throttle)
         return rounds, caps, flagged
 
-    def _soak_once(
-        self, caps: Mapping[str, float], taus: Mapping[str, float] | None = None
-    ) -> SoakRound:
+    def _soak_once(self, caps: Mapping[str, float], taus: Mapping[str, float]) -> SoakRound:
         """Run ``caps`` under full load until a throttle event, a confident prediction of
         every GPU's steady temperature (:func:`~tuning.telemetry.predict_steady`, with the
         time constants ``taus`` (s) earlier rounds fitted; not with ``full_soak``) or
@@ -684,7 +682,7 @@ class Sweep:
                 break  # rejected: no need to sit out the rest of the 30 minutes
             if not cfg.full_soak and now - started >= next_check_s - 1e-9:
                 next_check_s += cfg.prediction.check_every_s
-                predictions = self._predict(sampler, targets, taus or {})
+                predictions = self._predict(sampler, targets, taus)
                 if len(predictions) == len(self.uuids) and all(
                     p.verdict is not None or p.at_target for p in predictions.values()
                 ):
@@ -698,7 +696,7 @@ class Sweep:
         now = self.clock.now_s()
         elapsed = now - started
         if not predictions or events:
-            predictions = self._predict(sampler, targets, taus or {})
+            predictions = self._predict(sampler, targets, taus)
         judge_s = min(300.0, elapsed / 2.0)
         first = next((k for k, t in enumerate(times) if t >= now - judge_s - 1e-9), 0)
         first = min(first, len(times) - 2) if len(times) > 1 else 0
