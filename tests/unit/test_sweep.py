@@ -74,6 +74,17 @@ def test_throughput_policy_keeps_more_throughput_than_efficiency(rig_file: Path)
     assert sum(g.throughput_tps for g in thr.gpus) >= sum(g.throughput_tps for g in eff.gpus)
 
 
+def test_a_policy_named_by_string_is_that_policy_and_a_typo_is_refused(rig_file: Path) -> None:
+    # the sweep branches on ``is Policy.X``: a library caller's "throughput" once matched
+    # neither branch and silently ran a floorless efficiency search
+    _, by_enum = sweep(rig_file, policy=Policy.THROUGHPUT)
+    _, by_name = sweep(rig_file, policy="throughput")
+    assert [g.cap_w for g in by_name.gpus] == [g.cap_w for g in by_enum.gpus]
+    assert by_name.config.policy is Policy.THROUGHPUT
+    with pytest.raises(ValueError, match=r"'throughput-max'.*efficiency, throughput"):
+        SweepConfig(policy="throughput-max")  # type: ignore[arg-type]
+
+
 def test_cli_json_and_profile(rig_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     runner = CliRunner()

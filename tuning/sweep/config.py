@@ -42,6 +42,17 @@ class SweepConfig:
     max_parallel: int | None = None
     tps_regex: str | None = None
 
+    def __post_init__(self) -> None:
+        # The sweep tests the policy by identity (``is Policy.EFFICIENCY``): a plain string
+        # from a library caller would match neither branch and run a third, unnamed policy
+        # (no floor, yet not the throughput objective). Coerce, or refuse an unknown name.
+        try:
+            policy = Policy(self.policy)
+        except ValueError:
+            names = ", ".join(p.value for p in Policy)
+            raise ValueError(f"SweepConfig.policy {self.policy!r}: use one of {names}") from None
+        object.__setattr__(self, "policy", policy)
+
     def resume_key(self, rig_spec: str) -> dict[str, Any]:
         """What a journaled sweep must match to have its completed probes reused."""
         return {
