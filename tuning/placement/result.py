@@ -238,7 +238,12 @@ def _prediction_fields(
                     if other.bottleneck != "interconnect" and shares["interconnect"] > 0.005
                     else ""
                 )
-                + f"; {chosen} is {ratio:.2f}× faster here"
+                + (
+                    f"; {chosen} is {ratio:.2f}× faster here"
+                    if ratio >= 1.005
+                    # "1.00× faster" reads as a claim; an equal prediction is a tie
+                    else f"; {chosen} is predicted as fast (a tie: either serves it)"
+                )
             )
         else:
             holders = sorted(
